@@ -1,0 +1,225 @@
+"""The Authority: authorize -> issue -> record -> audit, and revoke and publish.
+
+Every certificate Ostiary makes passes through :meth:`Authority.issue`, whatever the entry
+path (offline ``ca sign``, the REST API, later ACME and the console): the core pipeline builds
+and signs it, then the certificate row and its audit entry are committed in one transaction,
+and only then is the certificate returned. If the audit entry cannot be written, the
+transaction fails and nothing is issued (fail closed). Refusals are audited too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from ostiary.authority.folder import CAMaterial
+from ostiary.core.ca import key_id_hex
+from ostiary.core.crl import RevokedEntry, build_crl
+from ostiary.core.encoding import serial_hex
+from ostiary.core.errors import OstiaryError
+from ostiary.core.issuance import (
+    Authorization,
+    IssuingCA,
+    RequestCheck,
+    build_leaf_certificate,
+    issue_certificate,
+)
+from ostiary.core.names import format_general_name
+from ostiary.store import AuditLog, CertificateRecord, CertificateRepository, Store, next_crl_number
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Authority:
+    """Issues, revokes and publishes for one issuing CA, recording everything in a store."""
+
+    def __init__(self, ca: CAMaterial, store: Store, *, clock: Clock = utc_now) -> None:
+        self.ca = ca
+        self.store = store
+        self.clock = clock
+        self.issuer: IssuingCA = ca.issuer
+        self.issuer_key_id = key_id_hex(ca.intermediate)
+
+    def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        authorization: Authorization,
+        *,
+        actor: str | None,
+        checks: Sequence[RequestCheck] = (),
+        event: str = "certificate.issued",
+        details: dict[str, Any] | None = None,
+    ) -> x509.Certificate:
+        """Issue through the one pipeline, then commit the certificate with its audit entry."""
+        now = self.clock()
+        try:
+            certificate = issue_certificate(csr, authorization, self.issuer, now=now, checks=checks)
+        except OstiaryError as exc:
+            self._audit_denial(exc, authorization, actor=actor, details=details)
+            raise
+        self._record(certificate, authorization, actor=actor, event=event, details=details, at=now)
+        return certificate
+
+    def renew(
+        self,
+        current: x509.Certificate,
+        authorization: Authorization,
+        public_key: CertificatePublicKeyTypes,
+        *,
+        actor: str | None,
+        csr: x509.CertificateSigningRequest | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> x509.Certificate:
+        """Issue the successor of ``current``, audited as ``certificate.renewed``.
+
+        ``authorization`` and ``public_key`` come from
+        :func:`ostiary.provisioners.renewal_authorization`, which checked that ``current`` is
+        ours, renewable and not revoked. With ``csr`` (a new key) the whole pipeline runs as
+        in :meth:`issue`; without, ``public_key`` is the current key, whose possession the
+        caller verified (an mTLS handshake, or a token signed by it), and the certificate is
+        built for it directly.
+        """
+        details = {"renewed_from": serial_hex(current.serial_number), **(details or {})}
+        if csr is not None:
+            return self.issue(
+                csr, authorization, actor=actor, event="certificate.renewed", details=details
+            )
+        now = self.clock()
+        try:
+            certificate = build_leaf_certificate(public_key, authorization, self.issuer, now=now)
+        except OstiaryError as exc:
+            self._audit_denial(exc, authorization, actor=actor, details=details)
+            raise
+        self._record(
+            certificate,
+            authorization,
+            actor=actor,
+            event="certificate.renewed",
+            details=details,
+            at=now,
+        )
+        return certificate
+
+    def _record(
+        self,
+        certificate: x509.Certificate,
+        authorization: Authorization,
+        *,
+        actor: str | None,
+        event: str,
+        details: dict[str, Any] | None,
+        at: datetime,
+    ) -> None:
+        with self.store.transaction() as session:
+            CertificateRepository(session).add(
+                certificate, profile=authorization.profile, provisioner=authorization.provisioner
+            )
+            AuditLog(session).append(
+                event,
+                actor=actor,
+                target=serial_hex(certificate.serial_number),
+                details={
+                    "subject": certificate.subject.rfc4514_string(),
+                    "san": [format_general_name(n) for n in authorization.names],
+                    "profile": authorization.profile,
+                    "provisioner": authorization.provisioner,
+                    "not_after": certificate.not_valid_after_utc.isoformat(),
+                    "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+                    **(details or {}),
+                },
+                at=at,
+            )
+
+    def _audit_denial(
+        self,
+        error: OstiaryError,
+        authorization: Authorization,
+        *,
+        actor: str | None,
+        details: dict[str, Any] | None,
+    ) -> None:
+        self.audit(
+            "certificate.denied",
+            actor=actor,
+            target=authorization.subject.rfc4514_string(),
+            details={
+                "reason": error.detail,
+                "code": error.code,
+                "provisioner": authorization.provisioner,
+                **(details or {}),
+            },
+        )
+
+    def revoke(
+        self, serial_number: int, *, reason: x509.ReasonFlags, actor: str | None
+    ) -> CertificateRecord:
+        """Mark a certificate revoked (once) and audit it; OCSP and the next CRL show it."""
+        now = self.clock()
+        with self.store.transaction() as session:
+            record = CertificateRepository(session).revoke(
+                serial_number, reason=reason.value, at=now, issuer_key_id=self.issuer_key_id
+            )
+            AuditLog(session).append(
+                "certificate.revoked",
+                actor=actor,
+                target=serial_hex(serial_number),
+                details={"reason": reason.value, "subject": record.subject},
+                at=now,
+            )
+        return record
+
+    def build_crl(self) -> bytes:
+        """A fresh, complete CRL (DER) for the issuing CA with the next CRL number.
+
+        The number is taken in its own short transaction and the entries are read in a
+        read-only one, so that streaming a long list never holds SQLite's write lock (which
+        would stall issuance). thisUpdate is read after the entries, so no listed revocation
+        is later than it.
+        """
+        with self.store.transaction() as session:
+            number = next_crl_number(session, self.issuer_key_id)
+        with self.store.transaction(read_only=True) as session:
+            entries = [
+                RevokedEntry(serial, revoked_at, _reason(reason))
+                for serial, revoked_at, reason in CertificateRepository(session).revoked_entries(
+                    self.issuer_key_id
+                )
+            ]
+        now = self.clock().replace(microsecond=0)
+        return build_crl(
+            self.issuer.certificate,
+            self.issuer.private_key,
+            entries,
+            crl_number=number,
+            this_update=now,
+            next_update=now + self.ca.config.crl_lifetime,
+        )
+
+    def audit(
+        self,
+        event: str,
+        *,
+        actor: str | None,
+        target: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one audit entry in its own transaction."""
+        with self.store.transaction() as session:
+            AuditLog(session).append(
+                event, actor=actor, target=target, details=details or {}, at=self.clock()
+            )
+
+
+def _reason(value: str | None) -> x509.ReasonFlags | None:
+    if value is None:
+        return None
+    return x509.ReasonFlags(value)

@@ -1,0 +1,194 @@
+"""The CA folder: configuration, certificates, encrypted keys and the database, on disk.
+
+::
+
+    $OSTIARY_HOME (default ~/.ostiary)
+    ├── ostiary.toml            the settings (ostiary.config.CAConfig)
+    ├── certs/root.crt          the root certificate (PEM)
+    ├── certs/intermediate.crt  the issuing CA certificate (PEM)
+    ├── certs/root.crl          the root's CRL (DER), signed offline (authority.root_crl)
+    ├── secrets/root.key        encrypted PKCS#8, 0600
+    ├── secrets/intermediate.key
+    └── ostiary.db              SQLite (WAL), unless database_url points elsewhere
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ostiary.config import CONFIG_FILE, CAConfig, dump_config, load_config
+from ostiary.core.ca import (
+    NameConstraints,
+    create_intermediate_certificate,
+    create_root_certificate,
+)
+from ostiary.core.encoding import load_certificate
+from ostiary.core.errors import Conflict, NotFound
+from ostiary.core.issuance import CAUrls, IssuingCA
+from ostiary.core.keys import generate_private_key
+from ostiary.core.names import parse_subject
+from ostiary.signers.base import Signer
+from ostiary.signers.files import FileSigner
+
+#: Paths the server serves the CA's public objects under; certificates point at them.
+CRL_PATH = "/crl"
+ROOT_CRL_PATH = "/root.crl"
+OCSP_PATH = "/ocsp"
+INTERMEDIATE_PATH = "/intermediate.crt"
+ROOT_PATH = "/root.crt"
+
+
+def default_ca_dir() -> Path:
+    """``$OSTIARY_HOME``, else ``~/.ostiary``."""
+    env = os.environ.get("OSTIARY_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".ostiary"
+
+
+def leaf_urls(base: str | None) -> CAUrls:
+    """Where leaves point: the intermediate's CRL, the OCSP responder, the intermediate."""
+    if not base:
+        return CAUrls()
+    return CAUrls(crl=base + CRL_PATH, ocsp=base + OCSP_PATH, ca_issuers=base + INTERMEDIATE_PATH)
+
+
+def intermediate_urls(base: str | None) -> CAUrls:
+    """Where the intermediate points: the root's CRL and the root certificate."""
+    if not base:
+        return CAUrls()
+    return CAUrls(crl=base + ROOT_CRL_PATH, ca_issuers=base + ROOT_PATH)
+
+
+@dataclass(frozen=True)
+class CAPaths:
+    """The files of one CA folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def root_certificate(self) -> Path:
+        return self.root / "certs" / "root.crt"
+
+    @property
+    def intermediate_certificate(self) -> Path:
+        return self.root / "certs" / "intermediate.crt"
+
+    @property
+    def root_crl(self) -> Path:
+        return self.root / "certs" / "root.crl"
+
+    @property
+    def root_key(self) -> Path:
+        return self.root / "secrets" / "root.key"
+
+    @property
+    def intermediate_key(self) -> Path:
+        return self.root / "secrets" / "intermediate.key"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "ostiary.db"
+
+    def database_url(self, config: CAConfig) -> str:
+        return config.database_url or f"sqlite:///{self.database}"
+
+    def exists(self) -> bool:
+        return self.config.exists()
+
+
+@dataclass(frozen=True)
+class CAMaterial:
+    """A loaded CA folder: settings, certificates and the signer of the issuing key."""
+
+    paths: CAPaths
+    config: CAConfig
+    root: x509.Certificate
+    intermediate: x509.Certificate
+    signer: Signer
+
+    @property
+    def issuer(self) -> IssuingCA:
+        return IssuingCA(
+            certificate=self.intermediate,
+            private_key=self.signer.private_key,
+            chain=(self.intermediate, self.root),
+            urls=leaf_urls(self.config.url),
+            policies=self.config.policies,
+        )
+
+    @property
+    def database_url(self) -> str:
+        return self.paths.database_url(self.config)
+
+    def load_root_signer(self, password: bytes) -> Signer:
+        """The root key, loaded only for the rare operations that need it (root CRL)."""
+        return FileSigner.load(self.paths.root_key, password)
+
+
+def init_ca_folder(
+    paths: CAPaths, config: CAConfig, password: bytes, *, now: datetime
+) -> CAMaterial:
+    """Create a new CA folder: keys, root, intermediate, settings. Refuses an existing one."""
+    if paths.exists() or paths.root_key.exists() or paths.root_certificate.exists():
+        raise Conflict(f"a CA already exists in {paths.root}: refusing to overwrite it")
+    paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (paths.root / "secrets").mkdir(exist_ok=True, mode=0o700)
+    (paths.root / "certs").mkdir(exist_ok=True)
+
+    constraints = NameConstraints(config.permitted_names, config.excluded_names)
+    root_key = generate_private_key(config.key_type)
+    intermediate_key = generate_private_key(config.key_type)
+    root = create_root_certificate(
+        parse_subject(f"CN={config.name} Root CA"), root_key, now=now, name_constraints=constraints
+    )
+    intermediate = create_intermediate_certificate(
+        parse_subject(f"CN={config.name} Intermediate CA"),
+        intermediate_key.public_key(),
+        root_certificate=root,
+        root_key=root_key,
+        now=now,
+        root_urls=intermediate_urls(config.url),
+    )
+    FileSigner.create(paths.root_key, root_key, password)
+    signer = FileSigner.create(paths.intermediate_key, intermediate_key, password)
+    paths.root_certificate.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    paths.intermediate_certificate.write_bytes(
+        intermediate.public_bytes(serialization.Encoding.PEM)
+    )
+    paths.config.write_text(dump_config(config), encoding="utf-8")
+    return CAMaterial(paths, config, root, intermediate, signer)
+
+
+def load_ca_folder(paths: CAPaths, password: bytes) -> CAMaterial:
+    """Load settings, certificates and the issuing key; the password unlocks the key file."""
+    config = load_config(paths.config)
+    root = _read_certificate(paths.root_certificate)
+    intermediate = _read_certificate(paths.intermediate_certificate)
+    signer = FileSigner.load(paths.intermediate_key, password)
+    return CAMaterial(paths, config, root, intermediate, signer)
+
+
+def load_ca_public(paths: CAPaths) -> tuple[CAConfig, x509.Certificate, x509.Certificate]:
+    """Settings and certificates only: for commands that need no key."""
+    config = load_config(paths.config)
+    return (
+        config,
+        _read_certificate(paths.root_certificate),
+        _read_certificate(paths.intermediate_certificate),
+    )
+
+
+def _read_certificate(path: Path) -> x509.Certificate:
+    try:
+        return load_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise NotFound(f"{path} is missing: the CA folder is incomplete") from None

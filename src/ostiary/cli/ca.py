@@ -1,0 +1,241 @@
+"""``ostiary ca ...``: commands for the CA owner, working on the CA folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
+
+from ostiary.authority.authority import Authority
+from ostiary.authority.folder import (
+    CAPaths,
+    default_ca_dir,
+    init_ca_folder,
+    load_ca_folder,
+)
+from ostiary.cli.console import err, note, out
+from ostiary.cli.files import check_writable, read_input, write_file
+from ostiary.cli.options import CADir, Force, PasswordFile, Sans
+from ostiary.cli.secrets import obtain_password
+from ostiary.config import CAConfig, describe_validation_error
+from ostiary.core.ca import fingerprint_sha256
+from ostiary.core.encoding import dump_certificate_chain_pem, format_serial, load_csr, parse_serial
+from ostiary.core.errors import BadRequest
+from ostiary.core.issuance import Authorization
+from ostiary.core.keys import KeyType, parse_key_type
+from ostiary.core.lifetime import parse_duration
+from ostiary.core.names import format_general_name, parse_san, parse_subject, sans_of, upn_name
+from ostiary.core.profiles import ProfileOptions
+from ostiary.store import Store, migrate
+
+app = typer.Typer(
+    help="Run the certificate authority: init, sign, revoke, CRLs.", no_args_is_help=True
+)
+
+
+def _paths(directory: Path | None) -> CAPaths:
+    return CAPaths((directory or default_ca_dir()).expanduser())
+
+
+@contextmanager
+def open_authority(directory: Path | None, password_file: Path | None) -> Iterator[Authority]:
+    """Load the CA folder, unlock its key, open (and migrate) its database."""
+    paths = _paths(directory)
+    if not paths.exists():
+        raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
+    password = obtain_password(password_file, purpose=f"the CA key in {paths.root}")
+    material = load_ca_folder(paths, password)
+    migrate(material.database_url)
+    store = Store.from_url(material.database_url)
+    try:
+        yield Authority(material, store)
+    finally:
+        store.dispose()
+
+
+@app.command()
+def init(
+    name: Annotated[str | None, typer.Option(help="The CA's name, e.g. 'Home'.")] = None,
+    directory: CADir = None,
+    key_type: Annotated[
+        str, typer.Option("--key-type", help="p256, p384, ed25519, rsa2048, rsa3072, rsa4096.")
+    ] = KeyType.P256.value,
+    password_file: PasswordFile = None,
+    address: Annotated[
+        str, typer.Option(help="HOST:PORT the CA server will listen on.")
+    ] = "127.0.0.1:8443",
+    url: Annotated[
+        str | None,
+        typer.Option(help="Base URL put in certificates for the CRL, OCSP and CA certificate."),
+    ] = None,
+    dns: Annotated[
+        list[str] | None, typer.Option("--dns", help="DNS name of the CA server (repeatable).")
+    ] = None,
+) -> None:
+    """Create a new CA: a root, an issuing intermediate, encrypted keys and a database."""
+    paths = _paths(directory)
+    if paths.exists():
+        raise BadRequest(f"a CA already exists in {paths.root}: refusing to overwrite it")
+    if name is None:
+        if not typer.get_text_stream("stdin").isatty():
+            raise BadRequest("give the CA a name with --name")
+        name = typer.prompt("CA name")
+    try:
+        config = CAConfig(
+            name=name,
+            key_type=parse_key_type(key_type),
+            address=address,
+            url=url,
+            dns=tuple(dns or ()),
+        )
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+    password = obtain_password(password_file, purpose="the new CA keys", confirm=True)
+    with err.status("Generating keys and certificates..."):
+        material = init_ca_folder(paths, config, password, now=datetime.now(UTC))
+        migrate(material.database_url)
+        store = Store.from_url(material.database_url)
+        try:
+            Authority(material, store).audit(
+                "ca.initialized",
+                actor="cli",
+                target=material.root.subject.rfc4514_string(),
+                details={"fingerprint_sha256": fingerprint_sha256(material.root)},
+            )
+        finally:
+            store.dispose()
+    note(f"Created CA '{name}' in {paths.root}")
+    note(f"  root:         {paths.root_certificate}")
+    note(f"  intermediate: {paths.intermediate_certificate}")
+    note("Root fingerprint (SHA-256), for 'ostiary bootstrap --fingerprint':")
+    out.print(fingerprint_sha256(material.root))
+
+
+def _parse_not_after(value: str | None) -> datetime | object | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return parse_duration(value)
+    if moment.tzinfo is None:
+        raise BadRequest(f"--not-after {value!r}: give a time zone (e.g. 2027-01-01T00:00:00Z)")
+    return moment.astimezone(UTC)
+
+
+@app.command()
+def sign(
+    csr_file: Annotated[Path, typer.Argument(metavar="CSR", help="The request (PEM or DER).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the certificate.")],
+    profile: Annotated[str, typer.Option(help="client, user, server, device or ocsp.")] = "client",
+    san: Sans = None,
+    upn: Annotated[
+        str | None, typer.Option(help="UPN SAN (user@domain) for the 'user' profile.")
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="Subject: a common name or 'CN=..,O=..'.")
+    ] = None,
+    not_after: Annotated[
+        str | None,
+        typer.Option("--not-after", help="Lifetime (24h, 7d) or an RFC 3339 time."),
+    ] = None,
+    smart_card_logon: Annotated[
+        bool, typer.Option("--smart-card-logon", help="Add the Smart Card Logon EKU (user).")
+    ] = False,
+    bundle: Annotated[
+        bool, typer.Option(help="Append the intermediate certificate to the output.")
+    ] = True,
+    force: Force = False,
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Issue a certificate for a CSR, offline.
+
+    The CA owner's command is the authorization: with --san/--upn/--subject the certificate
+    carries exactly those names (the CSR may not ask for others); without them, the names
+    in the CSR are shown and signed.
+    """
+    check_writable(out_file, force=force)
+    csr = load_csr(read_input(csr_file, "CSR"))
+    names = [parse_san(v) for v in san or []]
+    if upn:
+        names.append(upn_name(upn))
+    if not names and subject is None:
+        names = sans_of(csr.extensions)
+    requested = _parse_not_after(not_after)
+    with open_authority(directory, password_file) as authority:
+        claims = authority.ca.config.claims
+        authorization = Authorization(
+            subject=parse_subject(subject) if subject else csr.subject,
+            names=tuple(names),
+            profile=profile,
+            lifetime=claims.lifetime(),
+            requested=requested,  # type: ignore[arg-type]
+            options=ProfileOptions(smart_card_logon=smart_card_logon),
+            provisioner="offline",
+        )
+        certificate = authority.issue(csr, authorization, actor="cli")
+        chain = [certificate, authority.issuer.certificate] if bundle else [certificate]
+    write_file(out_file, dump_certificate_chain_pem(chain))
+    subject_text = certificate.subject.rfc4514_string()
+    note(f"Issued {format_serial(certificate.serial_number)} to {subject_text}")
+    for name in names:
+        note(f"  san: {format_general_name(name)}")
+    note(f"  not_after: {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}")
+    note(f"Wrote {out_file}")
+
+
+_REASONS = {
+    r.value.lower(): r for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl
+}
+
+
+def parse_reason(value: str) -> x509.ReasonFlags:
+    """A revocation reason as typed: ``key-compromise``, ``keyCompromise``, ``superseded``..."""
+    key = value.replace("-", "").replace("_", "").lower()
+    if key in _REASONS:
+        return _REASONS[key]
+    names = ", ".join(r.value for r in _REASONS.values())
+    raise BadRequest(f"unknown revocation reason {value!r}: use one of {names}")
+
+
+@app.command()
+def revoke(
+    serial: Annotated[str, typer.Argument(help="Serial number in hex, colons optional.")],
+    reason: Annotated[str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise.")] = (
+        "unspecified"
+    ),
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Revoke a certificate issued by this CA (OCSP and the next CRL show it at once)."""
+    serial_number = parse_serial(serial)
+    flag = parse_reason(reason)
+    with open_authority(directory, password_file) as authority:
+        record = authority.revoke(serial_number, reason=flag, actor="cli")
+    note(f"Revoked {format_serial(serial_number)} ({record.subject}), reason {flag.value}")
+
+
+@app.command()
+def crl(
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the CRL.")],
+    pem: Annotated[bool, typer.Option("--pem", help="Write PEM instead of DER.")] = False,
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Write a fresh CRL of the issuing CA, with the next CRL number."""
+    check_writable(out_file, force=True)
+    with open_authority(directory, password_file) as authority:
+        der = authority.build_crl()
+    data = der
+    if pem:
+        data = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+    write_file(out_file, data)
+    note(f"Wrote {out_file}")

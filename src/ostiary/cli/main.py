@@ -1,0 +1,56 @@
+"""The ``ostiary`` command: ``ostiary ca ...`` for the CA owner, ``ostiary cert ...`` for
+certificate holders.
+
+Errors Ostiary raises on purpose become one readable line on stderr and exit status 1;
+usage errors exit 2 (Click's convention). Nothing else is caught: an unexpected exception is a
+bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from ostiary.cli import ca as ca_commands
+from ostiary.cli import cert as cert_commands
+from ostiary.cli.console import fail
+from ostiary.core.errors import OstiaryError
+
+
+class _Group(TyperGroup):
+    """The root group: turns :class:`OstiaryError` into ``error: ...`` and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context
+        try:
+            return super().invoke(ctx)
+        except OstiaryError as exc:
+            fail(exc.detail)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+        return None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="ostiary",
+    help="Ostiary: a certificate authority for client certificates (mTLS).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(ca_commands.app, name="ca")
+app.add_typer(cert_commands.app, name="cert")
+
+
+@app.command()
+def version() -> None:
+    """Print Ostiary's version."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(package_version("ostiary"))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,46 @@
+"""Reading passwords for key files: from a file, the environment, or a prompt."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from ostiary.core.errors import BadRequest, NotFound
+
+#: Environment variable that may hold the CA password (for services and scripts).
+PASSWORD_ENV = "OSTIARY_PASSWORD"
+
+
+def read_password_file(path: Path) -> bytes:
+    """The first line of ``path`` (trailing newline removed); an empty file is refused."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"password file {path} does not exist") from None
+    except OSError as exc:
+        raise BadRequest(f"password file {path} cannot be read: {exc.strerror}") from None
+    password = data.splitlines()[0] if data else b""
+    if not password:
+        raise BadRequest(f"password file {path} is empty")
+    return password
+
+
+def obtain_password(
+    password_file: Path | None, *, purpose: str, confirm: bool = False, env: str = PASSWORD_ENV
+) -> bytes:
+    """A password from ``--password-file``, else ``$OSTIARY_PASSWORD``, else a prompt."""
+    if password_file is not None:
+        return read_password_file(password_file)
+    from_env = os.environ.get(env)
+    if from_env:
+        return from_env.encode()
+    if not sys.stdin.isatty():
+        raise BadRequest(f"a password is needed for {purpose}: give --password-file or set {env}")
+    password = getpass.getpass(f"Password for {purpose}: ").encode()
+    if not password:
+        raise BadRequest("the password is empty")
+    if confirm and getpass.getpass("Repeat it: ").encode() != password:
+        raise BadRequest("the two passwords differ")
+    return password

@@ -1,0 +1,157 @@
+"""The one settings model: ``ostiary.toml`` in a CA folder.
+
+Read once at the entry point (CLI or server start) and passed down; frozen. Durations are
+written as people write them (``15m``, ``24h``, ``7d``) and validated into timedeltas.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ostiary.core.errors import BadRequest, NotFound
+from ostiary.core.keys import KeyType
+from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
+
+
+def _to_timedelta(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_to_timedelta),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+CONFIG_FILE = "ostiary.toml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Claims(_Frozen):
+    """Default lifetime claims for certificates issued by this CA (provisioners may narrow)."""
+
+    min_lifetime: Duration = Field(timedelta(minutes=5), description="shortest certificate")
+    default_lifetime: Duration = Field(timedelta(hours=24), description="when none is asked")
+    max_lifetime: Duration = Field(timedelta(days=30), description="longest certificate")
+    allow_renewal: bool = Field(True, description="holders may renew their certificates")
+    allow_renewal_after_expiry: bool = Field(
+        False, description="an expired certificate may still be renewed"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Claims:
+        self.lifetime()  # raises if min <= default <= max does not hold
+        return self
+
+    def lifetime(self) -> Lifetime:
+        return Lifetime(self.min_lifetime, self.default_lifetime, self.max_lifetime)
+
+
+class CAConfig(_Frozen):
+    """Everything a CA folder's ``ostiary.toml`` may say."""
+
+    name: str = Field(min_length=1, max_length=64, description="the CA's name (root CN prefix)")
+    key_type: KeyType = Field(KeyType.P256, description="key type of the root and intermediate")
+    address: str = Field("127.0.0.1:8443", description="HOST:PORT the HTTPS server listens on")
+    http_address: str | None = Field(
+        None, description="HOST:PORT for plain-HTTP CRL/OCSP/AIA (relying parties fetch CRLs so)"
+    )
+    url: str | None = Field(
+        None,
+        description="base URL put in certificates for CRL (CDP), OCSP and caIssuers (AIA)",
+    )
+    dns: tuple[str, ...] = Field((), description="DNS names of the server certificate")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite 'ostiary.db' in the CA folder"
+    )
+    kms: Literal["file"] = Field("file", description="where CA keys live")
+    claims: Claims = Field(default_factory=Claims)
+    crl_lifetime: Duration = Field(timedelta(hours=24), description="CRL nextUpdate - thisUpdate")
+    ocsp_lifetime: Duration = Field(
+        timedelta(hours=1), description="OCSP response nextUpdate - thisUpdate"
+    )
+    policies: tuple[str, ...] = Field((), description="certificate policy OIDs for every leaf")
+    permitted_names: tuple[str, ...] = Field((), description="name constraints (permitted)")
+    excluded_names: tuple[str, ...] = Field((), description="name constraints (excluded)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("address", "http_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value)
+        return value
+
+    @field_validator("policies")
+    @classmethod
+    def _oids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for oid in value:
+            parts = oid.split(".")
+            if len(parts) < 2 or not all(p.isdigit() for p in parts):
+                raise ValueError(f"not an OID: {oid!r}")
+        return value
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 in brackets) as a (host, port) pair."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"not HOST:PORT: {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: Path) -> CAConfig:
+    """Read and validate a CA folder's ``ostiary.toml``."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFound(f"no CA configuration at {path}: run 'ostiary ca init' first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadRequest(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return CAConfig.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def dump_config(config: CAConfig) -> str:
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line from pydantic's error list: ``field: message; other: message``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,66 @@
+"""Persistence: SQLAlchemy models, repositories and Alembic migrations.
+
+SQLite by default, PostgreSQL when several CA replicas share state. Open a :class:`Store`,
+call :func:`migrate` once at start, then work inside ``store.transaction()`` with the
+repositories, each of which takes the transaction's session::
+
+    store = Store.from_url(sqlite_url_for("ca.db"))
+    migrate(store.engine)
+    with store.transaction() as session:
+        record = CertificateRepository(session).add(cert, profile="device", provisioner="otp")
+        AuditLog(session).append("certificate.issued", at=now, target=record.serial)
+"""
+
+from ostiary.store.audit import GENESIS_HASH, AuditFault, AuditLog, AuditVerification, entry_hash
+from ostiary.store.certificates import (
+    REVOCATION_REASONS,
+    CertificateRepository,
+    RevocationStatus,
+    issuer_key_id_of,
+)
+from ostiary.store.crl_numbers import next_crl_number
+from ostiary.store.database import Store, create_engine_for, sqlite_url_for
+from ostiary.store.migrate import current_revision, head_revision, migrate
+from ostiary.store.models import (
+    AuditEntry,
+    AuditHead,
+    Base,
+    CertificateRecord,
+    CertificateStatus,
+    CrlNumber,
+    ProvisionerRecord,
+    UsedToken,
+)
+from ostiary.store.provisioners import ProvisionerRepository
+from ostiary.store.sans import subject_alt_names
+from ostiary.store.tokens import TokenRepository
+
+__all__ = [
+    "GENESIS_HASH",
+    "REVOCATION_REASONS",
+    "AuditEntry",
+    "AuditFault",
+    "AuditHead",
+    "AuditLog",
+    "AuditVerification",
+    "Base",
+    "CertificateRecord",
+    "CertificateRepository",
+    "CertificateStatus",
+    "CrlNumber",
+    "ProvisionerRecord",
+    "ProvisionerRepository",
+    "RevocationStatus",
+    "Store",
+    "TokenRepository",
+    "UsedToken",
+    "create_engine_for",
+    "current_revision",
+    "entry_hash",
+    "head_revision",
+    "issuer_key_id_of",
+    "migrate",
+    "next_crl_number",
+    "sqlite_url_for",
+    "subject_alt_names",
+]

@@ -1,0 +1,273 @@
+"""The audit log: one entry per decision, hash-chained so that tampering shows.
+
+Each entry stores the hash of the entry before it (``prev_hash``; the first one refers to
+:data:`GENESIS_HASH`) and its own ``hash``: SHA-256 (hex) of the RFC 8785 (JCS) canonical
+JSON of::
+
+    {"actor": ..., "at": "2025-01-31T12:00:00.000000Z", "details": {...}, "event": ...,
+     "prev_hash": ..., "target": ..., "v": 1}
+
+The row id is not hashed: ids may be renumbered by a dump and restore without breaking the
+chain, and order comes from the chain itself. ``details`` is limited to JSON strings,
+integers within ±(2**53 - 1), booleans, null, lists and objects, for which Python's JSON
+output with keys sorted by UTF-16 code units is exactly JCS, so any JCS library can
+re-check a hash.
+
+The single ``audit_head`` row holds the newest entry's id and hash and is updated in the same
+transaction as each append, so that deleting the last entries shows too. Appends are
+serialized so the chain stays linear: on PostgreSQL with a transaction-scoped advisory lock
+(held until the caller's transaction ends, so append last), on SQLite by ``BEGIN IMMEDIATE``.
+
+This detects edits by anyone who cannot also rewrite the rest of the chain and the head; to
+detect even that, copy the head hash somewhere the database's owner cannot write.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ostiary.store import _locks
+from ostiary.store.models import AuditEntry, AuditHead
+
+#: ``prev_hash`` of the first entry.
+GENESIS_HASH = "0" * 64
+#: The version of the hashed document; bump it if the canonical form ever changes.
+HASH_VERSION = 1
+#: The id of the single ``audit_head`` row.
+HEAD_ID = 1
+
+_EVENT = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+_MAX_SAFE_INTEGER = 2**53 - 1
+#: Detail keys that name a secret; refusing them catches a careless caller early.
+_SECRET_KEYS = frozenset(
+    {"password", "passphrase", "secret", "client_secret", "private_key", "token", "pin"}
+)
+_STREAM_BATCH = 2000
+
+
+class AuditFault(enum.StrEnum):
+    """Why verification failed."""
+
+    EDITED = "edited"
+    CHAIN_BROKEN = "inserted or deleted (chain broken)"
+    HEAD_MISMATCH = "inserted or deleted at the end (head mismatch)"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """The outcome of :meth:`AuditLog.verify`.
+
+    ``checked`` counts the entries found sound before the first fault. ``first_bad_id`` is
+    the entry where the fault shows (for a deletion, the entry after the gap); None when the
+    fault is at the end of the log.
+    """
+
+    ok: bool
+    checked: int
+    first_bad_id: int | None = None
+    reason: AuditFault | None = None
+
+
+def entry_hash(
+    *,
+    at: datetime,
+    event: str,
+    actor: str | None,
+    target: str | None,
+    details: Mapping[str, Any],
+    prev_hash: str,
+) -> str:
+    """SHA-256 (hex) of an entry's canonical form (see the module docstring)."""
+    document = {
+        "actor": actor,
+        "at": _format_time(at),
+        "details": details,
+        "event": event,
+        "prev_hash": prev_hash,
+        "target": target,
+        "v": HASH_VERSION,
+    }
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """RFC 8785 canonical JSON of ``value`` (floats and unsafe integers are refused)."""
+    return json.dumps(
+        _jcs_ordered(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
+
+
+class AuditLog:
+    """The audit log, appended to and verified within one session's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def append(
+        self,
+        event: str,
+        *,
+        at: datetime,
+        actor: str | None = None,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Add one entry after the newest one, in the caller's transaction.
+
+        ``details`` must not hold secrets (keys such as ``password`` or ``token`` are refused
+        with :class:`ValueError`, a bug in the caller). The advisory lock queues appenders
+        even before the head row exists; the head row lock makes a transaction at a stricter
+        isolation level fail rather than fork the chain.
+        """
+        if not _EVENT.fullmatch(event):
+            raise ValueError(f"audit event {event!r} is not like 'certificate.issued'")
+        clean_details = _clean_details(details or {})
+        at = _utc(at)
+        _locks.lock_for_transaction(self._session, _locks.AUDIT_APPEND)
+        head = self._session.get(AuditHead, HEAD_ID, with_for_update=True, populate_existing=True)
+        prev_hash = head.hash if head is not None else GENESIS_HASH
+        entry = AuditEntry(
+            at=at,
+            event=event,
+            actor=actor,
+            target=target,
+            details=clean_details,
+            prev_hash=prev_hash,
+            hash=entry_hash(
+                at=at,
+                event=event,
+                actor=actor,
+                target=target,
+                details=clean_details,
+                prev_hash=prev_hash,
+            ),
+        )
+        self._session.add(entry)
+        self._session.flush()
+        if head is None:
+            self._session.add(AuditHead(id=HEAD_ID, last_entry_id=entry.id, hash=entry.hash))
+        else:
+            head.last_entry_id = entry.id
+            head.hash = entry.hash
+        self._session.flush()
+        return entry
+
+    def verify(self) -> AuditVerification:
+        """Walk the chain from the first entry and compare its end with the head.
+
+        Entries are streamed in batches: about 50 µs an entry, 20,000 in a second. Appends
+        that commit while this runs are followed, not reported as a mismatch.
+        """
+        expected_prev = GENESIS_HASH
+        last_id = 0
+        checked = 0
+        first_pass = True
+        while True:
+            query = select(
+                AuditEntry.id,
+                AuditEntry.at,
+                AuditEntry.event,
+                AuditEntry.actor,
+                AuditEntry.target,
+                AuditEntry.details,
+                AuditEntry.prev_hash,
+                AuditEntry.hash,
+            ).order_by(AuditEntry.id)
+            if not first_pass:
+                query = query.where(AuditEntry.id > last_id)
+            found_new = False
+            result = self._session.execute(query.execution_options(yield_per=_STREAM_BATCH))
+            try:
+                for row in result:
+                    found_new = True
+                    if row.prev_hash != expected_prev:
+                        return AuditVerification(False, checked, row.id, AuditFault.CHAIN_BROKEN)
+                    recomputed = entry_hash(
+                        at=row.at,
+                        event=row.event,
+                        actor=row.actor,
+                        target=row.target,
+                        details=row.details,
+                        prev_hash=row.prev_hash,
+                    )
+                    if recomputed != row.hash:
+                        return AuditVerification(False, checked, row.id, AuditFault.EDITED)
+                    expected_prev, last_id = row.hash, row.id
+                    checked += 1
+            finally:
+                result.close()
+            head = self._session.execute(
+                select(AuditHead.last_entry_id, AuditHead.hash).where(AuditHead.id == HEAD_ID)
+            ).one_or_none()
+            if head is None:
+                # No head row: sound only if nothing was ever appended (schema from create_all).
+                if checked == 0:
+                    return AuditVerification(True, 0)
+            elif head.hash == expected_prev and head.last_entry_id == last_id:
+                return AuditVerification(True, checked)
+            elif head.last_entry_id > last_id and (found_new or first_pass):
+                first_pass = False
+                continue  # entries were appended while we read: check those too
+            return AuditVerification(False, checked, None, AuditFault.HEAD_MISMATCH)
+
+
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("audit times must be timezone-aware")
+    return at.astimezone(UTC)
+
+
+def _format_time(at: datetime) -> str:
+    return _utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _clean_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """``details`` as they will read back from the database, checked for secret keys."""
+    clean: dict[str, Any] = json.loads(canonical_json(dict(details)))
+    _refuse_secret_keys(clean)
+    return clean
+
+
+def _refuse_secret_keys(value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.lower() in _SECRET_KEYS:
+                raise ValueError(f"audit details must not carry secrets (key {key!r})")
+            _refuse_secret_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_secret_keys(item)
+
+
+def _jcs_ordered(value: Any) -> Any:
+    """Order object keys as RFC 8785 does (by UTF-16 code units) and check value types.
+
+    Only types whose JSON form Python and JCS agree on are let through.
+    """
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+        return {
+            key: _jcs_ordered(value[key])
+            for key in sorted(value, key=lambda k: k.encode("utf-16-be"))
+        }
+    if isinstance(value, list | tuple):
+        return [_jcs_ordered(item) for item in value]
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INTEGER:
+            raise ValueError(f"integer {value} is too large for canonical JSON; use a string")
+        return value
+    raise TypeError(f"{type(value).__name__} is not allowed in audit details")

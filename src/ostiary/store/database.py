@@ -1,0 +1,163 @@
+"""Engines and transactions: how Ostiary talks to SQLite or PostgreSQL.
+
+SQLite (the default, one process) is opened in WAL mode with foreign keys on and a busy
+timeout, and every write transaction starts with ``BEGIN IMMEDIATE``: the write lock is taken
+up front, so two writers queue on the busy timeout instead of both reading, then failing to
+upgrade (``SQLITE_BUSY`` without waiting). This is SQLAlchemy's documented pysqlite recipe
+(disable the driver's own ``BEGIN``, emit ours from the ``begin`` event). Read-only
+transactions use a plain deferred ``BEGIN`` and never block writers in WAL mode.
+
+PostgreSQL (several replicas) is reached through psycopg 3 (``postgresql+psycopg://``).
+
+A :class:`Store` is safe to share between threads: each :meth:`Store.transaction` gets its own
+session and connection. A session itself must stay in the thread that opened it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from ostiary.core.errors import BadRequest
+from ostiary.store.types import dumps_json
+
+#: How long a SQLite writer waits for the write lock before giving up.
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+#: Driver names accepted for PostgreSQL; all are served by psycopg 3.
+_POSTGRES_DRIVERS = frozenset({"postgres", "postgresql", "postgresql+psycopg"})
+#: Execution option marking a read-only transaction (deferred ``BEGIN`` on SQLite).
+_READ_ONLY = "ostiary_read_only"
+
+
+def sqlite_url_for(path: str | os.PathLike[str]) -> str:
+    """Return the SQLAlchemy URL of the SQLite database file at ``path`` (made absolute)."""
+    absolute = os.path.abspath(os.fspath(path))
+    return URL.create("sqlite+pysqlite", database=absolute).render_as_string(hide_password=False)
+
+
+def create_engine_for(url: str) -> Engine:
+    """Make an engine for ``url``: a SQLite file or PostgreSQL.
+
+    ``sqlite://`` (in memory) is one shared connection: for single-threaded experiments only.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadRequest(
+            "not a database URL (expected sqlite:///path or postgresql://...)"
+        ) from None
+    if parsed.drivername in {"sqlite", "sqlite+pysqlite"}:
+        return _create_sqlite_engine(parsed)
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            pool_pre_ping=True,
+            json_serializer=dumps_json,
+        )
+    shown = parsed.render_as_string(hide_password=True)
+    raise BadRequest(
+        f"unsupported database {shown!r}: use sqlite:///path or postgresql+psycopg://...",
+        driver=parsed.drivername,
+    )
+
+
+def _create_sqlite_engine(url: URL) -> Engine:
+    in_memory = url.database in (None, "", ":memory:")
+    options: dict[str, Any] = {"json_serializer": dumps_json}
+    connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+    if in_memory:
+        # One shared connection, or every thread would see its own empty database.
+        options["poolclass"] = StaticPool
+        connect_args["check_same_thread"] = False
+    engine = create_engine(url, connect_args=connect_args, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Stop the sqlite3 module from issuing its own BEGIN; _begin() below does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            if not in_memory:
+                _use_write_ahead_log(cursor)
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _use_write_ahead_log(cursor: sqlite3.Cursor) -> None:
+    """Switch the database file to WAL mode (it stays so), waiting out a busy database.
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once
+    instead of calling the busy handler when two new connections race to switch; retry.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            busy = getattr(error, "sqlite_errorname", "") in {"SQLITE_BUSY", "SQLITE_LOCKED"}
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def read_only_engine(engine: Engine) -> Engine:
+    """Return ``engine`` for reading only: on SQLite it does not take the write lock."""
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
+class Store:
+    """The database of one Ostiary deployment: an engine and the sessions made from it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(read_only_engine(engine), expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(create_engine_for(url))
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def transaction(self, *, read_only: bool = False) -> Iterator[Session]:
+        """Open a session in one transaction: committed if the block succeeds, else rolled back.
+
+        ``read_only=True`` never commits and, on SQLite, does not take the write lock, so a
+        long read (a CRL of a million entries) does not hold up issuance.
+        """
+        if read_only:
+            # Closing releases the connection, which the pool rolls back; unlike rollback(),
+            # it leaves loaded objects readable.
+            with self._read_sessions() as session:
+                yield session
+            return
+        with self._sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, or in tests before dropping a database)."""
+        self._engine.dispose()

@@ -1,0 +1,172 @@
+"""The tables Ostiary keeps: certificates, used token ids, provisioners, CRL numbers, audit.
+
+Every datetime column is :class:`~ostiary.store.types.UTCDateTime` (aware UTC in and out).
+Serial numbers and key identifiers are lower-case hex strings: a serial may be 20 octets,
+too large for ``BIGINT``. The Alembic migrations in ``ostiary.store.migrations`` create exactly
+these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ostiary.store.types import BigIntegerPrimaryKey, UTCDateTime
+
+#: Constraint names are part of the schema (migrations refer to them): name them predictably.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Hex of a key identifier: 20 octets usually (SHA-1), up to 64 octets allowed.
+KEY_ID_LENGTH = 128
+#: Hex of a serial number: at most 20 octets (RFC 5280, section 4.1.2.2).
+SERIAL_LENGTH = 40
+NAME_LENGTH = 128
+#: Longest one-time token id (``jti``) we record.
+TOKEN_ID_LENGTH = 255
+
+
+class CertificateStatus(enum.StrEnum):
+    VALID = "valid"
+    REVOKED = "revoked"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+    }
+
+
+class CertificateRecord(Base):
+    """One issued certificate, as issued (``der``) plus the fields we search and revoke by."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("issuer_key_id", "serial"),
+        CheckConstraint("status IN ('valid', 'revoked')", name="status"),
+        CheckConstraint(
+            "(status = 'valid' AND revoked_at IS NULL AND revocation_reason IS NULL)"
+            " OR (status = 'revoked' AND revoked_at IS NOT NULL"
+            " AND revocation_reason IS NOT NULL)",
+            name="revocation",
+        ),
+        # Serves "count by status" and "the revoked certificates of this issuer" (CRLs).
+        Index(None, "status", "issuer_key_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
+    #: Hex of the issuer's subject key identifier (this certificate's AKI keyIdentifier).
+    issuer_key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    #: Lower-case hex, no leading zeros (``f"{n:x}"``).
+    serial: Mapped[str] = mapped_column(String(SERIAL_LENGTH))
+    #: RFC 4514 string.
+    subject: Mapped[str] = mapped_column(Text)
+    #: ``"dns:example.com"``, ``"email:a@b"``, ``"ip:10.0.0.1"``, ``"uri:..."``, ``"upn:..."``.
+    sans: Mapped[list[str]]
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime] = mapped_column(index=True)
+    profile: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    provisioner: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), default=CertificateStatus.VALID.value)
+    #: A :class:`cryptography.x509.ReasonFlags` value, e.g. ``"keyCompromise"``.
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    revoked_at: Mapped[datetime | None]
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+
+    @property
+    def serial_number(self) -> int:
+        return int(self.serial, 16)
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+
+class UsedToken(Base):
+    """A one-time token id (``jti``) that has been spent; the unique key refuses a replay."""
+
+    __tablename__ = "used_tokens"
+    __table_args__ = (UniqueConstraint("provisioner", "token_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
+    provisioner: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    token_id: Mapped[str] = mapped_column(String(TOKEN_ID_LENGTH))
+    used_at: Mapped[datetime]
+    #: The token's own expiry: past it the token is refused anyway, so the row may go.
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ProvisionerRecord(Base):
+    """A configured provisioner; ``config`` is its type-specific settings (no secrets)."""
+
+    __tablename__ = "provisioners"
+
+    id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CrlNumber(Base):
+    """The last CRL number handed out per issuer (RFC 5280, section 5.2.3: it only grows)."""
+
+    __tablename__ = "crl_numbers"
+
+    issuer_key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """One decision, hash-chained to the one before it (see :mod:`ostiary.store.audit`)."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    #: ``"certificate.issued"``, ``"certificate.revoked"``, ``"token.used"``...
+    event: Mapped[str] = mapped_column(String(64))
+    #: Who asked: a provisioner, an officer, a certificate subject.
+    actor: Mapped[str | None] = mapped_column(Text)
+    #: What it was about: a serial number, a provisioner name, a requested subject.
+    target: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The one row naming the newest audit entry, so that deleting it shows."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_entry_id: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

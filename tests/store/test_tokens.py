@@ -1,0 +1,86 @@
+"""One-time token ids are spent once, on every replica."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from ostiary.core.errors import BadRequest, TokenReused
+from ostiary.store import ProvisionerRepository, TokenRepository, UsedToken
+
+
+def test_token_used_twice_is_refused_and_the_transaction_still_commits(store, now):
+    expires_at = now + timedelta(minutes=5)
+    with store.transaction() as session:
+        TokenRepository(session).use("jti-1", "otp", expires_at, now)
+
+    with store.transaction() as session:
+        with pytest.raises(TokenReused):
+            TokenRepository(session).use("jti-1", "otp", expires_at, now)
+        # The refusal rolled back only its SAVEPOINT: other work in the transaction commits.
+        ProvisionerRepository(session).add("after-refusal", type="token", config={}, now=now)
+
+    with store.transaction(read_only=True) as session:
+        assert ProvisionerRepository(session).get("after-refusal").type == "token"
+        assert session.scalar(select(func.count()).select_from(UsedToken)) == 1
+
+
+def test_same_token_id_at_another_provisioner_is_a_different_token(store, now):
+    with store.transaction() as session:
+        tokens = TokenRepository(session)
+        tokens.use("jti-1", "otp", now + timedelta(minutes=5), now)
+        tokens.use("jti-1", "laptops", now + timedelta(minutes=5), now)
+
+
+def test_token_spent_on_one_replica_is_refused_on_the_other(store, replica, now):
+    with store.transaction() as session:
+        TokenRepository(session).use("jti-1", "otp", now + timedelta(minutes=5), now)
+    with pytest.raises(TokenReused), replica.transaction() as session:
+        TokenRepository(session).use("jti-1", "otp", now + timedelta(minutes=5), now)
+
+
+def test_token_raced_on_two_replicas_is_accepted_exactly_once(store, replica, now):
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def spend(replica_store) -> None:
+        barrier.wait()
+        try:
+            with replica_store.transaction() as session:
+                TokenRepository(session).use("raced", "otp", now + timedelta(minutes=5), now)
+            outcomes.append("accepted")
+        except TokenReused:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=spend, args=([store, replica][i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["accepted"] + ["refused"] * 7
+
+
+def test_purge_forgets_only_expired_token_ids(store, now):
+    with store.transaction() as session:
+        tokens = TokenRepository(session)
+        tokens.use("old", "otp", now - timedelta(seconds=1), now - timedelta(minutes=5))
+        tokens.use("current", "otp", now + timedelta(minutes=5), now)
+    with store.transaction() as session:
+        assert TokenRepository(session).purge_expired(now) == 1
+    with store.transaction() as session:
+        tokens = TokenRepository(session)
+        tokens.use("old", "otp", now - timedelta(seconds=1), now)  # forgotten: its exp refuses it
+        with pytest.raises(TokenReused):
+            tokens.use("current", "otp", now + timedelta(minutes=5), now)
+
+
+@pytest.mark.parametrize(
+    "token_id",
+    [pytest.param("", id="fail/empty"), pytest.param("x" * 256, id="fail/too-long")],
+)
+def test_unusable_token_ids_are_a_bad_request(store, now, token_id):
+    with pytest.raises(BadRequest), store.transaction() as session:
+        TokenRepository(session).use(token_id, "otp", now + timedelta(minutes=5), now)
