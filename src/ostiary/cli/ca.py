@@ -15,15 +15,14 @@ from pydantic import ValidationError
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import (
-    CAPaths,
-    default_ca_dir,
     init_ca_folder,
-    load_ca_folder,
 )
+from ostiary.cli import serve as serve_command
 from ostiary.cli.console import err, note, out
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.options import CADir, Force, PasswordFile, Sans
 from ostiary.cli.secrets import obtain_password
+from ostiary.cli.unlock import ca_paths, unlock_ca
 from ostiary.config import CAConfig, describe_validation_error
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.encoding import dump_certificate_chain_pem, format_serial, load_csr, parse_serial
@@ -40,24 +39,11 @@ app = typer.Typer(
 )
 
 
-def _paths(directory: Path | None) -> CAPaths:
-    return CAPaths((directory or default_ca_dir()).expanduser())
-
-
 @contextmanager
 def open_authority(directory: Path | None, password_file: Path | None) -> Iterator[Authority]:
-    """Load the CA folder, unlock its key, open (and migrate) its database."""
-    paths = _paths(directory)
-    if not paths.exists():
-        raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
-    password = obtain_password(password_file, purpose=f"the CA key in {paths.root}")
-    material = load_ca_folder(paths, password)
-    migrate(material.database_url)
-    store = Store.from_url(material.database_url)
-    try:
-        yield Authority(material, store)
-    finally:
-        store.dispose()
+    """The CA folder's :class:`Authority`, its key unlocked and its database open."""
+    with unlock_ca(directory, password_file) as ca:
+        yield ca.authority
 
 
 @app.command()
@@ -80,7 +66,7 @@ def init(
     ] = None,
 ) -> None:
     """Create a new CA: a root, an issuing intermediate, encrypted keys and a database."""
-    paths = _paths(directory)
+    paths = ca_paths(directory)
     if paths.exists():
         raise BadRequest(f"a CA already exists in {paths.root}: refusing to overwrite it")
     if name is None:
@@ -239,3 +225,14 @@ def crl(
         data = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
     write_file(out_file, data)
     note(f"Wrote {out_file}")
+
+
+from ostiary.cli import provisioner as _provisioner_commands  # noqa: E402 - needs open_authority
+
+app.add_typer(_provisioner_commands.provisioner_app, name="provisioner")
+app.add_typer(_provisioner_commands.audit_app, name="audit")
+app.command("token")(_provisioner_commands.token)
+app.command("migrate")(_provisioner_commands.migrate_database)
+
+
+app.command()(serve_command.serve)

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from ostiary.cli import ca as ca_commands
 from ostiary.cli import cert as cert_commands
+from ostiary.cli import client as client_commands
 from ostiary.cli.console import fail
 from ostiary.core.errors import OstiaryError
 
@@ -42,6 +43,7 @@ app = typer.Typer(
 )
 app.add_typer(ca_commands.app, name="ca")
 app.add_typer(cert_commands.app, name="cert")
+client_commands.register(app, cert_commands.app)
 
 
 @app.command()

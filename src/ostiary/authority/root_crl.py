@@ -1,0 +1,138 @@
+"""The root's CRL: signed with the root key, which stays offline, and kept in the CA folder.
+
+The intermediate's CRL distribution point names ``/root.crl`` (RFC 5280 section 4.2.1.13), so
+relying parties that check the whole chain fetch it. The root key must not sit in a running
+server, so this CRL is made when the key is at hand, with a long validity
+(:data:`ROOT_CRL_LIFETIME`), and written to ``certs/root.crl``; the server only reads the file
+(:class:`RootCrlFile`) and picks up a new one without restarting.
+
+When it is made: ``ostiary ca serve`` makes one at start if the file is missing or past half
+its validity, unlocking the root key with the CA password for that moment only (the CA's keys
+share one password) and dropping it right after; an offline ``ca crl --root`` can do the same
+with :func:`publish_root_crl`. Revoked intermediates (recorded under the root's key
+identifier) are listed; CRL numbers come from the same growing counter as every CRL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from ostiary.authority.folder import CAMaterial
+from ostiary.core.ca import key_id_hex
+from ostiary.core.crl import RevokedEntry, build_crl
+from ostiary.core.encoding import serial_hex
+from ostiary.signers.base import Signer
+from ostiary.store import AuditLog, CertificateRepository, Store, next_crl_number
+
+#: thisUpdate to nextUpdate of a root CRL. CA/Browser Forum rules allow up to 12 months for
+#: CRLs about CA certificates; half a year keeps a margin for a forgotten refresh.
+ROOT_CRL_LIFETIME = timedelta(days=180)
+#: Make a new one once this share of the validity has passed.
+REFRESH_AFTER = 0.5
+
+
+def publish_root_crl(
+    material: CAMaterial,
+    store: Store,
+    root_signer: Signer,
+    *,
+    now: datetime,
+    actor: str | None,
+    lifetime: timedelta = ROOT_CRL_LIFETIME,
+) -> bytes:
+    """Build the root's CRL, write it to ``certs/root.crl`` (atomically) and audit it."""
+    if root_signer.public_key() != material.root.public_key():
+        raise ValueError("the signer given is not the root's key")
+    this_update = now.replace(microsecond=0)
+    root_key_id = key_id_hex(material.root)
+    with store.transaction() as session:
+        number = next_crl_number(session, root_key_id)
+        entries = [
+            RevokedEntry(serial, revoked_at, x509.ReasonFlags(reason))
+            for serial, revoked_at, reason in CertificateRepository(session).revoked_entries(
+                root_key_id
+            )
+        ]
+        der = build_crl(
+            material.root,
+            root_signer.private_key,
+            entries,
+            crl_number=number,
+            this_update=this_update,
+            next_update=this_update + lifetime,
+        )
+        AuditLog(session).append(
+            "crl.root_published",
+            actor=actor,
+            target=material.root.subject.rfc4514_string(),
+            details={"crl_number": serial_hex(number), "entries": len(entries)},
+            at=now,
+        )
+    _write_atomically(material.paths.root_crl, der)
+    return der
+
+
+def root_crl_due(path: Path, now: datetime) -> bool:
+    """Whether the root CRL at ``path`` is missing, unreadable or past half its validity."""
+    try:
+        crl = x509.load_der_x509_crl(path.read_bytes())
+    except (OSError, ValueError):
+        return True
+    next_update = crl.next_update_utc
+    if next_update is None:
+        return True
+    this_update = crl.last_update_utc
+    return now >= this_update + (next_update - this_update) * REFRESH_AFTER
+
+
+class RootCrlFile:
+    """Serves ``certs/root.crl``, re-reading it when the file changes (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._der: bytes | None = None
+
+    def current(self) -> bytes | None:
+        """The DER CRL, or None if there is none."""
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                self._der = self._path.read_bytes()
+                self._stamp = stamp
+            return self._der
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".root.crl.")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "REFRESH_AFTER",
+    "ROOT_CRL_LIFETIME",
+    "RootCrlFile",
+    "publish_root_crl",
+    "root_crl_due",
+]

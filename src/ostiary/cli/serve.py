@@ -1,0 +1,102 @@
+"""``ostiary ca serve``: run the CA server (HTTPS API + plain-HTTP CRL/OCSP/CA certificates).
+
+At start: the database is migrated (safe with several replicas starting together), both
+listeners are bound, the certificates' base URL is fixed (``url``, else the plain-HTTP
+listener's), the root's CRL is made if missing or past half its validity (the root key is
+unlocked for that moment with the same CA password, then dropped), and the server's TLS and
+OCSP responder certificates and a first CRL are issued. Then it prints where it listens and
+the root fingerprint, and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from ostiary.authority.authority import Authority
+from ostiary.authority.folder import CAMaterial
+from ostiary.authority.root_crl import publish_root_crl, root_crl_due
+from ostiary.cli.console import note, out
+from ostiary.cli.options import CADir, PasswordFile
+from ostiary.cli.unlock import unlock_ca
+from ostiary.core.ca import fingerprint_sha256
+from ostiary.core.errors import NotFound, WrongPassword
+
+logger = logging.getLogger("ostiary.server")
+
+
+def serve(
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT for HTTPS (default: 'address' in ostiary.toml)."),
+    ] = None,
+    http_address: Annotated[
+        str | None,
+        typer.Option(
+            "--http-address",
+            help="HOST:PORT for plain-HTTP CRL/OCSP/CA certificates "
+            "(default: 'http_address' in ostiary.toml, else the HTTPS host, port 8080).",
+        ),
+    ] = None,
+) -> None:
+    """Run the CA server until SIGTERM or Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The web stack is imported here, not at module level, so that the other commands
+    # (on devices, in scripts) start without it.
+    from ostiary.server.context import ServerContext
+    from ostiary.server.runner import CAServer, bind, default_http_address, public_url, with_url
+
+    with unlock_ca(directory, password_file) as ca:
+        material = ca.material
+        https_address = address or material.config.address
+        plain_address = (
+            http_address or material.config.http_address or default_http_address(https_address)
+        )
+        https_socket = bind(https_address)
+        http_socket = bind(plain_address)
+        authority = with_url(ca.authority, public_url(material.config, http_socket))
+        _refresh_root_crl(authority, ca.password)
+        context = ServerContext.for_authority(authority)
+        server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
+        _announce(server.https_url, server.http_url, material, authority)
+        asyncio.run(server.serve())
+    note("Stopped.")
+
+
+def _refresh_root_crl(authority: Authority, password: bytes) -> None:
+    material = authority.ca
+    now = authority.clock()
+    if not root_crl_due(material.paths.root_crl, now):
+        return
+    try:
+        root_signer = material.load_root_signer(password)
+    except WrongPassword:
+        logger.warning("the root key does not open with this password: /root.crl not refreshed")
+        return
+    except NotFound:
+        logger.warning(
+            "the root key is not in the CA folder (kept offline?): /root.crl not refreshed"
+        )
+        return
+    try:
+        publish_root_crl(material, authority.store, root_signer, now=now, actor="ca-server")
+    finally:
+        root_signer.close()
+    note(f"Wrote the root CRL to {material.paths.root_crl}")
+
+
+def _announce(https_url: str, http_url: str, material: CAMaterial, authority: Authority) -> None:
+    note(f"HTTPS (API, mTLS optional):              {https_url}")
+    note(f"Plain HTTP (CRL, OCSP, CA certificates): {http_url}")
+    note(f"Certificates point at {authority.ca.config.url}")
+    note("Root fingerprint (SHA-256):")
+    out.print(fingerprint_sha256(material.root))
+
+
+__all__ = ["serve"]

@@ -1,0 +1,77 @@
+"""Provisioners: ways of proving who may get which certificate.
+
+The server and the CLI call these functions; each raises only
+:class:`~ostiary.core.errors.OstiaryError` subclasses for bad credentials (garbage, wrong
+``alg``, expired, bad signature, unknown provisioner: ``Unauthorized``; a replay:
+``TokenReused``; names or lifetimes outside what is allowed: ``PolicyDenied``).
+
+Sign (one-time ``jwk`` tokens)
+    :func:`authorize_sign`, :func:`mint_sign_token`
+Renew and revoke with the certificate's own key (``x5c`` tokens)
+    :func:`verify_holder_token`, :func:`mint_holder_token`, :func:`renewal_authorization`
+Administration
+    :func:`verify_admin_token`, :func:`mint_admin_token`, :func:`add_jwk_provisioner`,
+    :func:`remove_provisioner`, :func:`list_provisioners`
+
+Token formats are in ``docs/api.md`` and the docstrings of :mod:`.jwk` and :mod:`.holder`.
+:func:`mint_holder_token` needs no database or server: clients import it from
+:mod:`ostiary.provisioners.holder`.
+"""
+
+from ostiary.provisioners.base import (
+    LEAF_PROFILES,
+    CAIdentity,
+    Provisioner,
+    ProvisionerClaims,
+    Purpose,
+    TokenGrant,
+    combine_requested,
+    parse_not_after,
+)
+from ostiary.provisioners.holder import HOLDER_TOKEN_TTL, mint_holder_token
+from ostiary.provisioners.jwk import JWK_TYPE, MAX_TOKEN_TTL, TOKEN_TTL, JWKProvisioner
+from ostiary.provisioners.manage import (
+    OFFLINE,
+    ProvisionerInfo,
+    add_jwk_provisioner,
+    list_provisioners,
+    remove_provisioner,
+)
+from ostiary.provisioners.patterns import normalize_name_pattern
+from ostiary.provisioners.renewal import renewal_authorization
+from ostiary.provisioners.tokens import (
+    authorize_sign,
+    mint_admin_token,
+    mint_sign_token,
+    verify_admin_token,
+    verify_holder_token,
+)
+
+__all__ = [
+    "HOLDER_TOKEN_TTL",
+    "JWK_TYPE",
+    "LEAF_PROFILES",
+    "MAX_TOKEN_TTL",
+    "OFFLINE",
+    "TOKEN_TTL",
+    "CAIdentity",
+    "JWKProvisioner",
+    "Provisioner",
+    "ProvisionerClaims",
+    "ProvisionerInfo",
+    "Purpose",
+    "TokenGrant",
+    "add_jwk_provisioner",
+    "authorize_sign",
+    "combine_requested",
+    "list_provisioners",
+    "mint_admin_token",
+    "mint_holder_token",
+    "mint_sign_token",
+    "normalize_name_pattern",
+    "parse_not_after",
+    "remove_provisioner",
+    "renewal_authorization",
+    "verify_admin_token",
+    "verify_holder_token",
+]

@@ -1,0 +1,175 @@
+"""Configured provisioners in the store: add, remove, list, load; each change audited.
+
+A provisioner record holds its type and a JSON ``config``; every type keeps its
+:class:`~ostiary.provisioners.base.ProvisionerClaims` under ``config["claims"]``, so renewal
+can find the claims of any certificate's provisioner without knowing the type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from ostiary.core.errors import NotFound, PolicyDenied, Unauthorized
+from ostiary.provisioners.base import (
+    LEAF_PROFILES,
+    CAIdentity,
+    ProvisionerClaims,
+    claims_from_record_config,
+    is_provisioner_name,
+    validate_provisioner_name,
+)
+from ostiary.provisioners.jwk import JWK_TYPE, JWKProvisioner
+from ostiary.store import AuditLog, ProvisionerRecord, ProvisionerRepository, Store
+
+#: The ``provisioner`` recorded for certificates the CA owner signed with ``ca sign``.
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class ProvisionerInfo:
+    """What ``provisioner list`` shows: no key material beyond the public key's id."""
+
+    name: str
+    type: str
+    admin: bool
+    profiles: tuple[str, ...]
+    claims: ProvisionerClaims
+    key_id: str | None
+    created_at: datetime
+
+
+def add_jwk_provisioner(
+    store: Store,
+    name: str,
+    *,
+    password: bytes,
+    claims: ProvisionerClaims,
+    now: datetime,
+    admin: bool = False,
+    profiles: Sequence[str] = LEAF_PROFILES,
+    ca_claims: ProvisionerClaims | None = None,
+    actor: str | None = None,
+) -> JWKProvisioner:
+    """Make a ``jwk`` provisioner (new key pair) and record it with a "provisioner.added" entry.
+
+    ``claims`` must lie within ``ca_claims`` (the CA-wide ones) when given. A taken name is
+    :class:`~ostiary.core.errors.Conflict`; nothing is written then.
+    """
+    validate_provisioner_name(name)
+    if name == OFFLINE:
+        raise PolicyDenied(f"{OFFLINE!r} names certificates signed offline: choose another name")
+    if ca_claims is not None:
+        claims.check_within(ca_claims)
+    provisioner = JWKProvisioner.create(
+        name, password=password, claims=claims, admin=admin, profiles=profiles
+    )
+    with store.transaction() as session:
+        ProvisionerRepository(session).add(
+            name, type=JWK_TYPE, config=provisioner.to_config(), now=now
+        )
+        AuditLog(session).append(
+            "provisioner.added",
+            at=now,
+            actor=actor,
+            target=name,
+            details={
+                "type": JWK_TYPE,
+                "admin": admin,
+                "profiles": list(provisioner.profiles),
+                "kid": provisioner.kid,
+                "claims": claims.to_config(),
+            },
+        )
+    return provisioner
+
+
+def remove_provisioner(store: Store, name: str, *, now: datetime, actor: str | None = None) -> None:
+    """Delete a provisioner (its certificates stay recorded) with a "provisioner.removed" entry.
+
+    Its tokens stop working at once; its certificates can no longer be renewed.
+    """
+    with store.transaction() as session:
+        repository = ProvisionerRepository(session)
+        record_type = repository.get(name).type
+        repository.remove(name)
+        AuditLog(session).append(
+            "provisioner.removed", at=now, actor=actor, target=name, details={"type": record_type}
+        )
+
+
+def list_provisioners(store: Store) -> list[ProvisionerInfo]:
+    """Every provisioner, by name."""
+    with store.transaction(read_only=True) as session:
+        records = ProvisionerRepository(session).list()
+    return [_info(record) for record in records]
+
+
+def load_jwk_provisioner(session: Session, name: str) -> JWKProvisioner:
+    """The ``jwk`` provisioner called ``name``; :class:`NotFound` or :class:`PolicyDenied`."""
+    record = ProvisionerRepository(session).get(name)
+    if record.type != JWK_TYPE:
+        raise PolicyDenied(
+            f"provisioner {name!r} is of type {record.type!r}, not {JWK_TYPE!r}", name=name
+        )
+    return JWKProvisioner.from_config(record.name, record.config)
+
+
+def load_token_provisioner(store: Store, issuer: object, *, what: str) -> JWKProvisioner:
+    """The provisioner a token names as its ``iss``: unknown or unfit is :class:`Unauthorized`."""
+    if not is_provisioner_name(issuer):
+        raise Unauthorized(f"the {what} names no valid issuer ('iss')")
+    name = str(issuer)
+    with store.transaction(read_only=True) as session:
+        try:
+            return load_jwk_provisioner(session, name)
+        except NotFound:
+            raise Unauthorized(f"the {what} is from an unknown provisioner {name!r}") from None
+        except PolicyDenied:
+            raise Unauthorized(f"provisioner {name!r} does not issue {what}s") from None
+
+
+def claims_for_certificate(
+    session: Session, provisioner: str | None, *, ca: CAIdentity | None
+) -> ProvisionerClaims:
+    """The claims that govern a certificate issued by ``provisioner``.
+
+    Offline-signed certificates (``offline`` or no provisioner) follow the CA-wide claims.
+    A certificate whose provisioner was removed is governed by nothing any more: refused.
+    """
+    if provisioner is None or provisioner == OFFLINE:
+        return ca.claims if ca is not None else ProvisionerClaims()
+    try:
+        record = ProvisionerRepository(session).get(provisioner)
+    except NotFound:
+        raise PolicyDenied(
+            f"provisioner {provisioner!r}, which issued this certificate, was removed",
+            provisioner=provisioner,
+        ) from None
+    return claims_from_record_config(record.config)
+
+
+def _info(record: ProvisionerRecord) -> ProvisionerInfo:
+    if record.type == JWK_TYPE:
+        provisioner = JWKProvisioner.from_config(record.name, record.config)
+        return ProvisionerInfo(
+            name=record.name,
+            type=record.type,
+            admin=provisioner.admin,
+            profiles=provisioner.profiles,
+            claims=provisioner.claims,
+            key_id=provisioner.kid,
+            created_at=record.created_at,
+        )
+    return ProvisionerInfo(
+        name=record.name,
+        type=record.type,
+        admin=False,
+        profiles=tuple(record.config.get("profiles", ())),
+        claims=claims_from_record_config(record.config),
+        key_id=None,
+        created_at=record.created_at,
+    )

@@ -1,0 +1,46 @@
+"""What the routes work with: one object per app, built by the server runner or the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from ostiary.authority.authority import Authority
+from ostiary.authority.ocsp_service import OcspService
+from ostiary.authority.publisher import CrlPublisher
+from ostiary.authority.root_crl import RootCrlFile
+from ostiary.provisioners import CAIdentity
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """The authority and the publishers the routes answer from."""
+
+    authority: Authority
+    ca: CAIdentity
+    crl: CrlPublisher
+    root_crl: RootCrlFile
+    ocsp: OcspService
+
+    @classmethod
+    def for_authority(
+        cls, authority: Authority, *, ocsp: OcspService | None = None
+    ) -> ServerContext:
+        """The usual wiring: everything derived from the authority and its CA folder."""
+        material = authority.ca
+        return cls(
+            authority=authority,
+            ca=CAIdentity.from_certificates(
+                material.root, material.intermediate, claims=material.config.claims
+            ),
+            crl=CrlPublisher(authority),
+            root_crl=RootCrlFile(material.paths.root_crl),
+            ocsp=ocsp or OcspService(authority),
+        )
+
+
+def server_context(request: Request) -> ServerContext:
+    """FastAPI dependency: the context of the app serving ``request``."""
+    context: ServerContext = request.app.state.ostiary
+    return context

@@ -1,0 +1,173 @@
+"""Getting, renewing and revoking certificates (HTTPS only).
+
+- ``POST /sign``: a CSR (RFC 2986) and a one-time token; the provisioner that made the token
+  authorizes (:func:`ostiary.provisioners.authorize_sign`, which spends the token once across
+  all replicas) and :meth:`Authority.issue` issues, records and audits.
+- ``POST /renew``: the holder of a current certificate (mTLS or a holder token) gets a new one
+  for the same key, or for a new key with a CSR; audited as ``certificate.renewed``.
+- ``POST /revoke``: the holder (only its own certificate, and only for the reasons a holder
+  may state) or an admin; shows at once in OCSP and the next CRL (RFC 5280 section 5.3.1
+  reasons).
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, so database work and
+signing never block the event loop. Bodies are read by :mod:`ostiary.server.body` first.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from cryptography import x509
+from fastapi import APIRouter, Depends, Request
+
+from ostiary.core.encoding import load_csr, parse_serial, serial_hex
+from ostiary.core.errors import PolicyDenied, Unauthorized
+from ostiary.provisioners import (
+    authorize_sign,
+    renewal_authorization,
+    verify_admin_token,
+    verify_holder_token,
+)
+from ostiary.server.body import json_request_body, read_json
+from ostiary.server.context import ServerContext, server_context
+from ostiary.server.credentials import (
+    Holder,
+    bearer_token,
+    check_peer_certificate,
+    peer_certificate,
+    token_carries_certificate,
+)
+from ostiary.server.models import (
+    HOLDER_REASONS,
+    CertificateAnswer,
+    RenewRequest,
+    RevokeAnswer,
+    RevokeRequest,
+    SignRequest,
+    parse_reason,
+    parse_requested_not_after,
+)
+
+router = APIRouter(tags=["enrollment"])
+Context = Annotated[ServerContext, Depends(server_context)]
+
+
+async def _sign_body(request: Request) -> SignRequest:
+    return await read_json(request, SignRequest)
+
+
+async def _renew_body(request: Request) -> RenewRequest:
+    return await read_json(request, RenewRequest)
+
+
+async def _revoke_body(request: Request) -> RevokeRequest:
+    return await read_json(request, RevokeRequest)
+
+
+@router.post(
+    "/sign",
+    status_code=201,
+    response_model=CertificateAnswer,
+    openapi_extra=json_request_body(SignRequest),
+)
+def sign(body: Annotated[SignRequest, Depends(_sign_body)], context: Context) -> CertificateAnswer:
+    """Issue a certificate for a CSR authorized by a one-time token."""
+    authority = context.authority
+    csr = load_csr(body.csr.encode("utf-8"))
+    requested = parse_requested_not_after(body.not_after)
+    authorization = authorize_sign(
+        authority.store,
+        body.token,
+        csr,
+        ca=context.ca,
+        now=authority.clock(),
+        requested_not_after=requested,
+    )
+    certificate = authority.issue(
+        csr, authorization, actor=f"provisioner:{authorization.provisioner}"
+    )
+    return CertificateAnswer.of(certificate, [authority.issuer.certificate])
+
+
+@router.post(
+    "/renew",
+    status_code=201,
+    response_model=CertificateAnswer,
+    openapi_extra=json_request_body(RenewRequest),
+)
+def renew(
+    request: Request, body: Annotated[RenewRequest, Depends(_renew_body)], context: Context
+) -> CertificateAnswer:
+    """Renew the caller's certificate: same key (empty body) or a new key (``csr``)."""
+    authority = context.authority
+    holder = _holder(request, context, purpose="renew")
+    csr = load_csr(body.csr.encode("utf-8")) if body.csr is not None else None
+    authorization, public_key = renewal_authorization(
+        authority.store, holder.certificate, now=authority.clock(), csr=csr, ca=context.ca
+    )
+    certificate = authority.renew(
+        holder.certificate,
+        authorization,
+        public_key,
+        actor=holder.actor,
+        csr=csr,
+        details={"via": holder.via},
+    )
+    return CertificateAnswer.of(certificate, [authority.issuer.certificate])
+
+
+@router.post("/revoke", response_model=RevokeAnswer, openapi_extra=json_request_body(RevokeRequest))
+def revoke(
+    request: Request, body: Annotated[RevokeRequest, Depends(_revoke_body)], context: Context
+) -> RevokeAnswer:
+    """Revoke a certificate: its holder (itself only) or an admin."""
+    authority = context.authority
+    serial = parse_serial(body.serial_number)
+    reason = parse_reason(body.reason)
+    token = bearer_token(request)
+    if token is not None and not token_carries_certificate(token):
+        actor = verify_admin_token(authority.store, token, ca=context.ca, now=authority.clock())
+    else:
+        holder = _holder(request, context, purpose="revoke")
+        if holder.certificate.serial_number != serial:
+            raise PolicyDenied(
+                "a certificate holder may only revoke its own certificate "
+                f"({serial_hex(holder.certificate.serial_number)})",
+                serial_number=serial_hex(serial),
+            )
+        if reason not in HOLDER_REASONS:
+            allowed = ", ".join(sorted(r.value for r in HOLDER_REASONS))
+            raise PolicyDenied(
+                f"a holder may not state the reason {reason.value}; use one of {allowed}",
+                reason=reason.value,
+            )
+        actor = holder.actor
+    authority.revoke(serial, reason=reason, actor=actor)
+    return RevokeAnswer(serial_number=serial_hex(serial))
+
+
+def _holder(request: Request, context: ServerContext, *, purpose: str) -> Holder:
+    """The holder proven by a Bearer holder token, else by the mTLS certificate."""
+    authority = context.authority
+    now = authority.clock()
+    token = bearer_token(request)
+    if token is not None:
+        certificate: x509.Certificate = verify_holder_token(
+            authority.store,
+            token,
+            purpose="renew" if purpose == "renew" else "revoke",
+            ca=context.ca,
+            now=now,
+        )
+        return Holder(certificate, via="token")
+    certificate_or_none = peer_certificate(request)
+    if certificate_or_none is None:
+        raise Unauthorized(
+            f"to {purpose}, connect with the certificate (mTLS) or send "
+            "'Authorization: Bearer <token signed by its key>'"
+        )
+    if purpose == "revoke":
+        # Renewal checks the certificate itself (renewal_authorization), with its own rules
+        # for expired certificates; revocation needs a current certificate of ours.
+        check_peer_certificate(authority.store, certificate_or_none, ca=context.ca, now=now)
+    return Holder(certificate_or_none, via="mtls")

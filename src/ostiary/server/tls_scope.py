@@ -1,0 +1,100 @@
+"""Hand the TLS peer certificate to the ASGI app, as the ASGI TLS extension describes.
+
+uvicorn terminates TLS but does not put the client certificate in the scope. The ASGI spec
+has an extension for it (``scope["extensions"]["tls"]``, "TLS Extension" in the ASGI
+specification) with, among others, ``client_cert_chain``: the PEM certificates the client
+presented, leaf first, already verified by the TLS layer.
+
+:class:`TLSScopeH11Protocol` is uvicorn's h11 protocol that, once per connection (the
+handshake is complete when ``connection_made`` runs), reads the peer certificate from the
+transport's :class:`ssl.SSLObject` and wraps the app so that every request on the connection
+carries the extension. It is passed to uvicorn as ``Config(http=TLSScopeH11Protocol)``; on a
+plain-HTTP connection it adds nothing (the spec says the key is then absent).
+
+Python 3.11 exposes only the leaf (``getpeercert(binary_form=True)``); from 3.13
+``get_verified_chain()`` gives the chain the handshake verified, and it is used when present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+#: ``tls_version`` values of the extension (the TLS ProtocolVersion code points).
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
+    """The ASGI ``tls`` extension for one established TLS connection."""
+    chain_der = _peer_chain_der(ssl_object)
+    chain_pem = [_der_to_pem(der) for der in chain_der]
+    name = None
+    if chain_der:
+        name = x509.load_der_x509_certificate(chain_der[0]).subject.rfc4514_string()
+    version = ssl_object.version()
+    return {
+        "server_cert": None,
+        "client_cert_chain": chain_pem,
+        "client_cert_name": name,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(version or ""),
+        "cipher_suite": None,
+    }
+
+
+def client_certificate(scope: Scope) -> x509.Certificate | None:
+    """The verified client certificate of the request's connection, if one was presented."""
+    tls = scope.get("extensions", {}).get("tls")
+    if not tls or not tls.get("client_cert_chain"):
+        return None
+    leaf: str = tls["client_cert_chain"][0]
+    return x509.load_pem_x509_certificate(leaf.encode("ascii"))
+
+
+class _WithTLSExtension:
+    """Adds one connection's ``tls`` extension to each HTTP scope it passes on."""
+
+    __slots__ = ("app", "extension")
+
+    def __init__(self, app: ASGIApp, extension: dict[str, Any]) -> None:
+        self.app = app
+        self.extension = extension
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = scope.setdefault("extensions", {})
+        extensions["tls"] = self.extension
+        await self.app(scope, receive, send)
+
+
+class TLSScopeH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, adding the ASGI TLS extension on TLS connections."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
+            self.app = _WithTLSExtension(self.app, tls_extension(ssl_object))
+
+
+def _peer_chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
+    verified = getattr(ssl_object, "get_verified_chain", None)
+    if verified is not None:  # Python >= 3.13
+        chain = verified()  # DER bytes, leaf first
+        if chain:
+            return [bytes(der) for der in chain]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def _der_to_pem(der: bytes) -> str:
+    certificate = x509.load_der_x509_certificate(der)
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+__all__ = ["TLSScopeH11Protocol", "client_certificate", "tls_extension"]

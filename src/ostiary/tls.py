@@ -1,0 +1,134 @@
+"""The one factory of :class:`ssl.SSLContext` objects: every TLS endpoint Ostiary opens or
+connects to gets its context here, so the protocol floor and the trust rules live in one file.
+
+- :func:`server_context`: TLS 1.2+ with a :class:`TLSIdentity` (chain + key). It may ask for a
+  client certificate (``optional`` or ``required``), verified against the given trust anchors
+  (RFC 8446 4.3.2 CertificateRequest; RFC 5246 7.4.4).
+- :func:`client_context`: TLS 1.2+, hostname checked, trusting only the given roots, with an
+  optional client identity for mTLS.
+- :func:`load_identity`: put a new chain and key into a *live* context; handshakes that start
+  afterwards present it (OpenSSL copies the context's certificate into each new connection).
+
+Contexts take certificate and key *objects*. OpenSSL's Python binding only loads key
+material from files, so :func:`load_identity` writes the key encrypted under a random,
+in-memory password into a private temporary directory (0700) and deletes it at once.
+
+``check_client_time=False`` makes the handshake accept a client certificate outside its
+validity period (OpenSSL ``X509_V_FLAG_NO_CHECK_TIME``): the chain must still verify to the
+anchors, but the application decides about time, so that the CA server can answer an expired
+certificate with a clear problem document (or renew it within a grace window) instead of a
+TLS alert. Whoever uses such a context must check validity itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import ssl
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+#: OpenSSL's ``X509_V_FLAG_NO_CHECK_TIME`` (x509_vfy.h); the ssl module has no name for it.
+_NO_CHECK_TIME = 0x200000
+
+ClientCertificates = Literal["none", "optional", "required"]
+
+_VERIFY_MODES: dict[ClientCertificates, ssl.VerifyMode] = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+@dataclass(frozen=True)
+class TLSIdentity:
+    """A certificate chain (leaf first, then its issuers) and the leaf's private key."""
+
+    chain: tuple[x509.Certificate, ...]
+    private_key: CertificateIssuerPrivateKeyTypes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.chain[0]
+
+
+def server_context(
+    identity: TLSIdentity,
+    *,
+    client_certificates: ClientCertificates = "none",
+    client_trust: Sequence[x509.Certificate] = (),
+    check_client_time: bool = True,
+) -> ssl.SSLContext:
+    """A server context presenting ``identity``.
+
+    With ``client_certificates`` ``optional`` or ``required``, a client certificate must chain
+    to a self-signed certificate in ``client_trust``; non-self-signed certificates given there
+    help build the chain (a client may send its leaf alone) but are never anchors.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    load_identity(context, identity)
+    if client_certificates != "none":
+        if not client_trust:
+            raise ValueError("asking for client certificates needs trust anchors")
+        context.load_verify_locations(cadata=_pem(client_trust))
+        context.verify_mode = _VERIFY_MODES[client_certificates]
+        if not check_client_time:
+            context.verify_flags |= _NO_CHECK_TIME
+    return context
+
+
+def client_context(
+    roots: Sequence[x509.Certificate], *, identity: TLSIdentity | None = None
+) -> ssl.SSLContext:
+    """A client context trusting only ``roots``, presenting ``identity`` if given."""
+    if not roots:
+        raise ValueError("a TLS client needs at least one root to trust")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=_pem(roots))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if identity is not None:
+        load_identity(context, identity)
+    return context
+
+
+def load_identity(context: ssl.SSLContext, identity: TLSIdentity) -> None:
+    """Install ``identity`` in ``context``; new handshakes use it, open connections keep theirs."""
+    password = secrets.token_bytes(32)
+    key_pem = identity.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    with tempfile.TemporaryDirectory(prefix="ostiary-tls-") as directory:
+        chain_path = Path(directory) / "chain.pem"
+        key_path = Path(directory) / "key.pem"
+        _write_private(chain_path, _pem(identity.chain).encode("ascii"))
+        _write_private(key_path, key_pem)
+        context.load_cert_chain(chain_path, key_path, password=password)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+
+
+def _pem(certificates: Sequence[x509.Certificate]) -> str:
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
+
+
+__all__ = [
+    "ClientCertificates",
+    "TLSIdentity",
+    "client_context",
+    "load_identity",
+    "server_context",
+]

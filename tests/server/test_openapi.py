@@ -1,0 +1,36 @@
+"""The OpenAPI document describes the API as served (and only over HTTPS)."""
+
+from __future__ import annotations
+
+from tests.server.conftest import Running
+
+DOCUMENTED = {
+    ("get", "/health"),
+    ("get", "/roots"),
+    ("get", "/roots/{sha256}"),
+    ("get", "/root.crt"),
+    ("get", "/intermediate.crt"),
+    ("get", "/crl"),
+    ("get", "/crl.pem"),
+    ("get", "/root.crl"),
+    ("post", "/ocsp"),
+    ("get", "/ocsp/{encoded}"),
+    ("post", "/sign"),
+    ("post", "/renew"),
+    ("post", "/revoke"),
+    ("get", "/certificates"),
+    ("get", "/certificates/{serial}"),
+}
+
+
+def test_openapi_lists_every_endpoint_with_its_bodies(shared_running: Running) -> None:
+    with shared_running.client() as client:
+        document = client.get("/openapi.json").json()
+    operations = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert operations == DOCUMENTED
+    sign = document["paths"]["/sign"]["post"]
+    schema = sign["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"csr", "token"}
+    assert (
+        "application/ocsp-request" in document["paths"]["/ocsp"]["post"]["requestBody"]["content"]
+    )
