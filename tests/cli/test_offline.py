@@ -458,3 +458,17 @@ def test_installed_script_runs_as_a_subprocess(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["ca", "no-such-command"], id="fail/unknown-command"),
+        pytest.param(["ca", "init", "--key-type"], id="fail/option-without-value"),
+        pytest.param(["cert", "inspect"], id="fail/missing-argument"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(cli: CLI, args: list[str]) -> None:
+    result = cli.refused(*args)
+    assert result.exit_code == 2
+    assert "see --help" in result.stderr

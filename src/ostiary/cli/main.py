@@ -8,9 +8,11 @@ bug and shows its traceback.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
 from ostiary.cli import ca as ca_commands
@@ -21,7 +23,19 @@ from ostiary.core.errors import OstiaryError
 
 
 class _Group(TyperGroup):
-    """The root group: turns :class:`OstiaryError` into ``error: ...`` and exit 1."""
+    """The root group: turns :class:`OstiaryError` into ``error: ...`` and exit 1, and a
+    usage error into ``error: ...`` and exit 2, each on one line.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except ClickException as exc:
+            fail(f"{exc.format_message()} (see --help)", code=exc.exit_code)
+        except typer.Abort:
+            fail("aborted")
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context
         try:
