@@ -69,6 +69,22 @@ class Claims(_Frozen):
         return Lifetime(self.min_lifetime, self.default_lifetime, self.max_lifetime)
 
 
+class Pkcs11Settings(_Frozen):
+    """Where a ``kms = "pkcs11"`` CA's keys are: a PKCS#11 module, a token, key labels."""
+
+    module: str = Field(min_length=1, description="path of the PKCS#11 module (.so)")
+    token: str = Field(min_length=1, max_length=32, description="the token's label")
+    root_key: str = Field("ostiary-root", min_length=1, description="label of the root key")
+    intermediate_key: str = Field(
+        "ostiary-intermediate", min_length=1, description="label of the issuing key"
+    )
+    sealing_key: str = Field(
+        "ostiary-seal",
+        min_length=1,
+        description="label of the secret key that seals provisioner keys (docs/hsm.md)",
+    )
+
+
 class CAConfig(_Frozen):
     """Everything a CA folder's ``ostiary.toml`` may say."""
 
@@ -86,7 +102,8 @@ class CAConfig(_Frozen):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite 'ostiary.db' in the CA folder"
     )
-    kms: Literal["file"] = Field("file", description="where CA keys live")
+    kms: Literal["file", "pkcs11"] = Field("file", description="where CA keys live")
+    pkcs11: Pkcs11Settings | None = Field(None, description="the token, when kms = 'pkcs11'")
     claims: Claims = Field(default_factory=Claims)
     crl_lifetime: Duration = Field(timedelta(hours=24), description="CRL nextUpdate - thisUpdate")
     ocsp_lifetime: Duration = Field(
@@ -95,6 +112,14 @@ class CAConfig(_Frozen):
     policies: tuple[str, ...] = Field((), description="certificate policy OIDs for every leaf")
     permitted_names: tuple[str, ...] = Field((), description="name constraints (permitted)")
     excluded_names: tuple[str, ...] = Field((), description="name constraints (excluded)")
+
+    @model_validator(mode="after")
+    def _kms_settings(self) -> CAConfig:
+        if self.kms == "pkcs11" and self.pkcs11 is None:
+            raise ValueError("kms = 'pkcs11' needs a [pkcs11] table (module, token)")
+        if self.kms != "pkcs11" and self.pkcs11 is not None:
+            raise ValueError("a [pkcs11] table is only allowed with kms = 'pkcs11'")
+        return self
 
     @field_validator("url")
     @classmethod

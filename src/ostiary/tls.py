@@ -99,6 +99,18 @@ def client_context(
     return context
 
 
+def web_client_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """A client context for servers that are not ours (an OpenID provider): TLS 1.2+,
+    hostname checked, trusting the system store, or only the PEM roots in ``ca_file``.
+    """
+    if ca_file is None:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    else:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def load_identity(context: ssl.SSLContext, identity: TLSIdentity) -> None:
     """Install ``identity`` in ``context``; new handshakes use it, open connections keep theirs."""
     password = secrets.token_bytes(32)
@@ -131,4 +143,5 @@ __all__ = [
     "client_context",
     "load_identity",
     "server_context",
+    "web_client_context",
 ]

@@ -20,6 +20,15 @@ DOCUMENTED = {
     ("post", "/revoke"),
     ("get", "/certificates"),
     ("get", "/certificates/{serial}"),
+    ("post", "/requests"),
+    ("get", "/requests/{request_id}"),
+    ("get", "/provisioners/{name}/type"),
+    ("get", "/provisioners/{name}"),
+    ("post", "/provisioners/{name}/token"),
+    ("post", "/provisioners/{name}/sign"),
+    ("post", "/signing/keys/{name}/sign"),
+    ("post", "/signing/keys/{name}/assertion"),
+    ("get", "/signing/metrics"),
 }
 
 

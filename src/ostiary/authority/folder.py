@@ -131,6 +131,10 @@ class CAMaterial:
 
     def load_root_signer(self, password: bytes) -> Signer:
         """The root key, loaded only for the rare operations that need it (root CRL)."""
+        if self.config.kms == "pkcs11":  # the root key is in the token (docs/hsm.md)
+            from ostiary.authority.token_ca import load_token_root_signer
+
+            return load_token_root_signer(self)
         return FileSigner.load(self.paths.root_key, password)
 
 
@@ -169,11 +173,20 @@ def init_ca_folder(
 
 
 def load_ca_folder(paths: CAPaths, password: bytes) -> CAMaterial:
-    """Load settings, certificates and the issuing key; the password unlocks the key file."""
+    """Load settings, certificates and the issuing key; the password unlocks the key file.
+
+    For a ``kms = "pkcs11"`` CA the password is the token's PIN (docs/hsm.md).
+    """
     config = load_config(paths.config)
     root = _read_certificate(paths.root_certificate)
     intermediate = _read_certificate(paths.intermediate_certificate)
-    signer = FileSigner.load(paths.intermediate_key, password)
+    signer: Signer
+    if config.kms == "pkcs11":
+        from ostiary.authority.token_ca import load_token_signer
+
+        signer = load_token_signer(config, password, intermediate)
+    else:
+        signer = FileSigner.load(paths.intermediate_key, password)
     return CAMaterial(paths, config, root, intermediate, signer)
 
 

@@ -69,16 +69,21 @@ class OcspService:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._responder: tuple[SelfIssued, OcspResponder] | None = None
+        self._ca_responder: OcspResponder | None = None  # kms = "pkcs11": see _in_use()
 
     @property
     def responder_certificate(self) -> x509.Certificate:
-        """The delegated responder certificate in use (issued now if there is none yet)."""
+        """The delegated responder certificate in use (issued now if there is none yet);
+        for a PKCS#11 CA, the issuing CA certificate.
+        """
+        if self._authority.ca.config.kms == "pkcs11":
+            return self._authority.issuer.certificate
         return self._current()[0].certificate
 
     def respond(self, request_der: bytes) -> bytes:
         """The DER ``OCSPResponse`` for a DER request (POST)."""
         authority = self._authority
-        responder = self._current()[1]
+        responder = self._in_use()
         try:
             return responder.respond(request_der, lookup=self._lookup, now=authority.clock())
         except _StoreUnavailable:
@@ -91,6 +96,26 @@ class OcspService:
         except MalformedInput:
             return build_unsuccessful_response(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         return self.respond(request_der)
+
+    def _in_use(self) -> OcspResponder:
+        """The delegated responder; for a CA whose key is in a PKCS#11 token, the issuing CA
+        itself (RFC 6960 4.2.2.2), so that no responder key lives in memory (docs/hsm.md).
+        """
+        if self._authority.ca.config.kms != "pkcs11":
+            return self._current()[1]
+        with self._lock:
+            if self._ca_responder is None:
+                issuer = self._authority.issuer
+                validity = self._authority.ca.config.ocsp_lifetime
+                self._ca_responder = OcspResponder(
+                    issuer=issuer.certificate,
+                    responder_certificate=issuer.certificate,
+                    responder_key=issuer.private_key,
+                    validity=validity,
+                    cache_for=validity * REUSE_SHARE,
+                    cache_size=self._cache_size,
+                )
+            return self._ca_responder
 
     def _current(self) -> tuple[SelfIssued, OcspResponder]:
         issued = self._certificate.current()

@@ -20,8 +20,9 @@ from ostiary.authority.folder import (
 from ostiary.cli import serve as serve_command
 from ostiary.cli.console import err, note, out
 from ostiary.cli.files import check_writable, read_input, write_file
+from ostiary.cli.hsm import init_token_ca_folder, token_init_settings
 from ostiary.cli.options import CADir, Force, PasswordFile, Sans
-from ostiary.cli.secrets import obtain_password
+from ostiary.cli.secrets import PIN_ENV, obtain_password
 from ostiary.cli.unlock import ca_paths, unlock_ca
 from ostiary.config import CAConfig, describe_validation_error
 from ostiary.core.ca import fingerprint_sha256
@@ -64,6 +65,18 @@ def init(
     dns: Annotated[
         list[str] | None, typer.Option("--dns", help="DNS name of the CA server (repeatable).")
     ] = None,
+    kms: Annotated[
+        str, typer.Option(help="Where the CA keys live: 'file' or 'pkcs11' (docs/hsm.md).")
+    ] = "file",
+    pkcs11_module: Annotated[
+        Path | None, typer.Option("--pkcs11-module", help="PKCS#11 module (.so) for --kms pkcs11.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Label of the PKCS#11 token for --kms pkcs11.")
+    ] = None,
+    key_label_prefix: Annotated[
+        str, typer.Option(help="Token key labels: PREFIX-root, PREFIX-intermediate, PREFIX-seal.")
+    ] = "ostiary",
 ) -> None:
     """Create a new CA: a root, an issuing intermediate, encrypted keys and a database."""
     paths = ca_paths(directory)
@@ -80,12 +93,19 @@ def init(
             address=address,
             url=url,
             dns=tuple(dns or ()),
+            **token_init_settings(kms, pkcs11_module, token, key_label_prefix),
         )
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
-    password = obtain_password(password_file, purpose="the new CA keys", confirm=True)
-    with err.status("Generating keys and certificates..."):
-        material = init_ca_folder(paths, config, password, now=datetime.now(UTC))
+    if config.kms == "pkcs11":  # keys made in the token, unlocked by its PIN (docs/hsm.md)
+        pin = obtain_password(password_file, purpose=f"token {token!r}", env=PIN_ENV)
+        with err.status("Generating keys in the token and certificates..."):
+            material = init_token_ca_folder(paths, config, pin, now=datetime.now(UTC))
+    else:
+        password = obtain_password(password_file, purpose="the new CA keys", confirm=True)
+        with err.status("Generating keys and certificates..."):
+            material = init_ca_folder(paths, config, password, now=datetime.now(UTC))
+    with err.status("Creating the database..."):
         migrate(material.database_url)
         store = Store.from_url(material.database_url)
         try:
@@ -97,6 +117,7 @@ def init(
             )
         finally:
             store.dispose()
+            material.signer.close()
     note(f"Created CA '{name}' in {paths.root}")
     note(f"  root:         {paths.root_certificate}")
     note(f"  intermediate: {paths.intermediate_certificate}")
@@ -234,5 +255,18 @@ app.add_typer(_provisioner_commands.audit_app, name="audit")
 app.command("token")(_provisioner_commands.token)
 app.command("migrate")(_provisioner_commands.migrate_database)
 
+from ostiary.cli import requests as _request_commands  # noqa: E402 - needs open_authority
+
+app.add_typer(_request_commands.requests_app, name="requests")
+app.add_typer(_request_commands.officer_app, name="officer")
+
 
 app.command()(serve_command.serve)
+
+from ostiary.cli.gateway import crl_watch as _crl_watch  # noqa: E402
+
+app.command("crl-watch")(_crl_watch)
+
+from ostiary.cli.signing_keys import key_app as _signing_key_app  # noqa: E402 - remote signing
+
+app.add_typer(_signing_key_app, name="key")

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from cryptography import x509
 
+from ostiary.cli.approval import request_by_approval
 from ostiary.cli.ca import parse_reason
 from ostiary.cli.cert import dump_private_key
 from ostiary.cli.console import fail, note, out
@@ -29,9 +30,11 @@ from ostiary.cli.holder import (
     log_line,
     timestamp,
 )
+from ostiary.cli.oidc import sign_in_for
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.secrets import read_password_file
 from ostiary.client.api import OstiaryClient, Via
+from ostiary.client.approval import APPROVAL_TYPE
 from ostiary.client.bootstrap import bootstrap_client_config
 from ostiary.client.config import (
     CLIENT_CONFIG_FILE,
@@ -40,7 +43,11 @@ from ostiary.client.config import (
     load_client_config,
     normalize_ca_url,
 )
-from ostiary.client.credentials import CredentialSource, OneTimeToken
+from ostiary.client.credentials import (
+    CredentialSource,
+    KeyBoundCredentialSource,
+    OneTimeToken,
+)
 from ostiary.client.enrollment import request_certificate
 from ostiary.client.fingerprints import normalize_fingerprint
 from ostiary.client.renewal import (
@@ -56,6 +63,7 @@ from ostiary.core.errors import BadRequest, Conflict, OstiaryError
 from ostiary.core.keys import KeyType, parse_key_type
 from ostiary.core.lifetime import parse_duration
 from ostiary.core.names import parse_san, parse_subject
+from ostiary.provisioners.oidc import OIDC_TYPE
 
 CAUrl = Annotated[
     str | None,
@@ -233,13 +241,65 @@ def request(
     ca_url: CAUrl = None,
     root: RootFile = None,
     force: Force = False,
+    provisioner: Annotated[
+        str | None,
+        typer.Option(
+            "--provisioner",
+            help="Enroll with this provisioner (an 'approval' one: an officer decides).",
+            show_default=False,
+        ),
+    ] = None,
+    request_note: Annotated[
+        str | None, typer.Option("--note", help="For the officer (approval).", show_default=False)
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the officer's decision (approval).")
+    ] = False,
+    wait_timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0, help="Seconds to wait with --wait, or for an oidc sign-in."
+        ),
+    ] = 600.0,
+    no_browser: Annotated[
+        bool,
+        typer.Option(
+            "--no-browser", help="oidc: print the sign-in address instead of opening a browser."
+        ),
+    ] = False,
+    p12: Annotated[
+        Path | None,
+        typer.Option("--p12", help="Also write a .p12 (no password) here.", show_default=False),
+    ] = None,
 ) -> None:
     """Get a certificate from the CA: the key is made here and never sent, only a CSR."""
     name = parse_subject(subject)
     names = [parse_san(value) for value in san or []]
     key_type = parse_key_type(kty)
-    check_writable(crt, key_file, force=force)
-    credential = _credential_source(token)
+    sign_in: KeyBoundCredentialSource | None = None
+    if provisioner is not None and token is None:
+        connect = _connector(ca_url, root)
+        with connect() as client:
+            kind = client.provisioner_type(provisioner)
+        if kind == APPROVAL_TYPE:
+            request_by_approval(
+                connect,
+                name,
+                names,
+                crt,
+                key_file,
+                provisioner=provisioner,
+                request_note=request_note,
+                wait=wait,
+                timeout=wait_timeout,
+                key_type=key_type,
+                force=force,
+            )
+            return
+        if kind == OIDC_TYPE:
+            sign_in = sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
+    check_writable(crt, key_file, *([p12] if p12 is not None else []), force=force)
+    credential = sign_in if sign_in is not None else _credential_source(token)
     with _connector(ca_url, root)() as client:
         enrollment = request_certificate(
             client, name, names, credential=credential, key_type=key_type, not_after=not_after
@@ -247,6 +307,9 @@ def request(
     write_file(key_file, dump_private_key(enrollment.private_key, None), private=True)
     write_file(crt, enrollment.issued.dump_pem())
     issued = enrollment.issued
+    if p12 is not None:
+        PKCS12Output(p12).write([issued.certificate, *issued.chain], enrollment.private_key)
+        note(f"Wrote {p12} (no password)")
     note(f"Issued serial {issued.serial_number:x} to {issued.certificate.subject.rfc4514_string()}")
     note(f"  not_after: {timestamp(issued.not_after)}")
     note(f"Wrote {crt} and key {key_file}")

@@ -18,6 +18,8 @@ from typer.core import TyperGroup
 from ostiary.cli import ca as ca_commands
 from ostiary.cli import cert as cert_commands
 from ostiary.cli import client as client_commands
+from ostiary.cli import gateway as gateway_commands
+from ostiary.cli import sign as sign_commands
 from ostiary.cli.console import fail
 from ostiary.core.errors import OstiaryError
 
@@ -57,7 +59,9 @@ app = typer.Typer(
 )
 app.add_typer(ca_commands.app, name="ca")
 app.add_typer(cert_commands.app, name="cert")
+app.add_typer(sign_commands.sign_app, name="sign")
 client_commands.register(app, cert_commands.app)
+app.add_typer(gateway_commands.app, name="gateway")
 
 
 @app.command()

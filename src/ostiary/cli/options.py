@@ -19,7 +19,9 @@ PasswordFile = Annotated[
     Path | None,
     typer.Option(
         "--password-file",
-        help="File whose first line is the CA key password (else $OSTIARY_PASSWORD or a prompt).",
+        "--pin-file",
+        help="File whose first line is the CA key password (else $OSTIARY_PASSWORD or a prompt); "
+        "for a PKCS#11 CA, --pin-file: the token's PIN (else $OSTIARY_PIN or a prompt).",
         show_default=False,
     ),
 ]

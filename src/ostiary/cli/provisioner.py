@@ -20,6 +20,7 @@ from ostiary.authority.folder import (
     load_ca_public,
 )
 from ostiary.cli.console import fail, note, out
+from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile, Sans
 from ostiary.cli.unlock import UnlockedCA, ca_paths, unlock_ca
 from ostiary.core.errors import BadRequest
@@ -37,7 +38,9 @@ from ostiary.provisioners import (
     mint_sign_token,
     remove_provisioner,
 )
+from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
 from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW
+from ostiary.provisioners.oidc import OIDC_TYPE
 from ostiary.store import AuditLog, Store, current_revision, head_revision, migrate
 
 provisioner_app = typer.Typer(
@@ -123,12 +126,80 @@ def add(
             show_default=False,
         ),
     ] = None,
+    require_code: Annotated[
+        bool,
+        typer.Option(
+            "--require-code/--no-require-code",
+            help="approval: the officer must enter the code shown to the requester.",
+        ),
+    ] = True,
+    configuration_endpoint: Annotated[
+        str | None,
+        typer.Option(help="oidc: the provider's discovery URL (.well-known/openid-configuration)."),
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="oidc: the app's client id.", show_default=False)
+    ] = None,
+    client_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="oidc: file holding the client secret (a confidential app).", show_default=False
+        ),
+    ] = None,
+    tenant_id: Annotated[
+        str | None,
+        typer.Option(help="oidc: Entra tenant id ('tid') tokens must carry.", show_default=False),
+    ] = None,
+    domains: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domains", help="oidc: e-mail/UPN domains served (d1,d2).", show_default=False
+        ),
+    ] = None,
+    admins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--admins",
+            help="oidc: users who may ask for other names (a@x,...).",
+            show_default=False,
+        ),
+    ] = None,
+    groups: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--groups",
+            help="oidc: users must be in one of these groups (g1,...).",
+            show_default=False,
+        ),
+    ] = None,
+    uri_claim: Annotated[
+        str | None,
+        typer.Option(help="oidc: also a URI SAN from this claim (sub or oid).", show_default=False),
+    ] = None,
+    policy_oid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy-oid",
+            help="oidc: certificate policy OIDs for its certificates (Entra binding rules).",
+            show_default=False,
+        ),
+    ] = None,
+    provider_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--provider-ca-file",
+            help="oidc: PEM roots for the provider (default: system store).",
+            show_default=False,
+        ),
+    ] = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
     """Add a provisioner: a new key pair whose private half is sealed with the CA password."""
-    if type_ != JWK_TYPE:
-        raise BadRequest(f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}")
+    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE):
+        raise BadRequest(
+            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval' or 'oidc'"
+        )
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
     maximum = parse_duration(max_lifetime) if max_lifetime else None
@@ -147,6 +218,41 @@ def add(
             renew_after_expiry_window=window,
             allowed_names=tuple(allow_name or ()),
         )
+        if type_ == OIDC_TYPE:  # sign in with an OpenID provider (docs/entra.md)
+            add_oidc(
+                ca.store,
+                name,
+                claims=claims,
+                ca_claims=ca_claims,
+                now=_now(),
+                actor=_ACTOR,
+                profiles=profiles,
+                profile_given=bool(profile),
+                configuration_endpoint=configuration_endpoint,
+                client_id=client_id,
+                client_secret_file=client_secret_file,
+                tenant_id=tenant_id,
+                domains=domains,
+                admins=admins,
+                groups=groups,
+                uri_claim=uri_claim,
+                provider_ca_file=provider_ca_file,
+                policy_oids=policy_oid,
+            )
+            return
+        if type_ == APPROVAL_TYPE:  # an officer decides each request (docs/console.md)
+            add_approval_provisioner(
+                ca.store,
+                name,
+                claims=claims,
+                now=_now(),
+                profile=profiles[0],
+                require_code=require_code,
+                ca_claims=ca_claims,
+                actor=_ACTOR,
+            )
+            note(f"Added provisioner '{name}' (type {APPROVAL_TYPE}, profile {profiles[0]})")
+            return
         provisioner = add_jwk_provisioner(
             ca.store,
             name,

@@ -11,6 +11,8 @@ from ostiary.core.errors import BadRequest, NotFound
 
 #: Environment variable that may hold the CA password (for services and scripts).
 PASSWORD_ENV = "OSTIARY_PASSWORD"
+#: Environment variable that may hold the PIN of a PKCS#11 CA's token (docs/hsm.md).
+PIN_ENV = "OSTIARY_PIN"
 
 
 def read_password_file(path: Path) -> bytes:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial
+from ostiary.authority.remote_signing import open_remote_signing
 from ostiary.authority.root_crl import publish_root_crl, root_crl_due
 from ostiary.cli.console import note, out
 from ostiary.cli.options import CADir, PasswordFile
@@ -63,6 +66,13 @@ def serve(
         authority = with_url(ca.authority, public_url(material.config, http_socket))
         _refresh_root_crl(authority, ca.password)
         context = ServerContext.for_authority(authority)
+        # Remote signing (docs/remote-signing.md): key files sealed with the CA password.
+        context = replace(
+            context,
+            signing=open_remote_signing(
+                authority, ca.password, webhook_url=os.environ.get("OSTIARY_SIGNING_ALERT_WEBHOOK")
+            ),
+        )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
         asyncio.run(server.serve())

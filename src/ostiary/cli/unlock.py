@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial, CAPaths, default_ca_dir, load_ca_folder
-from ostiary.cli.secrets import obtain_password
+from ostiary.cli.secrets import PIN_ENV, obtain_password
+from ostiary.config import load_config
 from ostiary.core.errors import BadRequest
 from ostiary.store import Store, migrate
 
@@ -43,11 +44,21 @@ def unlock_ca(directory: Path | None, password_file: Path | None) -> Iterator[Un
     paths = ca_paths(directory)
     if not paths.exists():
         raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
-    password = obtain_password(password_file, purpose=f"the CA key in {paths.root}")
-    material = load_ca_folder(paths, password)  # a wrong password stops here
+    config = load_config(paths.config)
+    if config.kms == "pkcs11":  # the secret is the token's PIN (docs/hsm.md)
+        from ostiary.authority.token_ca import sealing_secret
+
+        token = config.pkcs11.token if config.pkcs11 else "?"
+        pin = obtain_password(password_file, purpose=f"token {token!r}", env=PIN_ENV)
+        material = load_ca_folder(paths, pin)  # a wrong PIN stops here
+        password = sealing_secret(material)  # provisioner keys are sealed with this
+    else:
+        password = obtain_password(password_file, purpose=f"the CA key in {paths.root}")
+        material = load_ca_folder(paths, password)  # a wrong password stops here
     migrate(material.database_url)
     store = Store.from_url(material.database_url)
     try:
         yield UnlockedCA(material, store, password)
     finally:
         store.dispose()
+        material.signer.close()  # a token session (kms = "pkcs11"); nothing for a file

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 import httpx
 from cryptography import x509
@@ -133,6 +134,61 @@ class OstiaryClient:
         if not_after is not None:
             body["not_after"] = _format_not_after(not_after)
         answer = self._call(self._http, "POST", "/sign", json=body)
+        return self._issued(answer, expected_key=csr.public_key())
+
+    def submit_request(
+        self, csr: x509.CertificateSigningRequest, provisioner: str, note: str | None = None
+    ) -> dict[str, Any]:
+        """Submit ``csr`` for an officer's approval (``POST /requests``); the answer as is."""
+        body: dict[str, Any] = {"csr": _pem(csr), "provisioner": provisioner}
+        if note is not None:
+            body["note"] = note
+        answer: dict[str, Any] = self._call(self._http, "POST", "/requests", json=body)
+        return answer
+
+    def request_status(self, request_id: str) -> dict[str, Any]:
+        """Where an approval request stands (``GET /requests/{id}``); the answer as is."""
+        answer: dict[str, Any] = self._call(self._http, "GET", f"/requests/{request_id}")
+        return answer
+
+    def provisioner_type(self, name: str) -> str:
+        """The type of provisioner ``name`` (``jwk``, ``approval``...), to choose the flow."""
+        return str(_field(self._call(self._http, "GET", f"/provisioners/{name}/type"), "type", str))
+
+    def issued_from(
+        self, answer: dict[str, Any], csr: x509.CertificateSigningRequest
+    ) -> IssuedCertificate:
+        """Check and load a certificate answer (as from ``/sign``) for ``csr``'s key."""
+        return self._issued(answer, expected_key=csr.public_key())
+
+    def provisioner_info(self, name: str) -> dict[str, Any]:
+        """How to sign in for provisioner ``name`` (``GET /provisioners/{name}``, oidc)."""
+        answer = self._call(self._http, "GET", f"/provisioners/{quote(name, safe='')}")
+        if not isinstance(answer, dict):
+            raise MalformedInput("the CA's provisioner information is not a JSON object")
+        return answer
+
+    def redeem_code(self, name: str, code: str, code_verifier: str, redirect_uri: str) -> str:
+        """Have the CA redeem an authorization code (confidential apps); the ID token."""
+        body = {"code": code, "code_verifier": code_verifier, "redirect_uri": redirect_uri}
+        answer = self._call(
+            self._http, "POST", f"/provisioners/{quote(name, safe='')}/token", json=body
+        )
+        return str(_field(answer, "id_token", str))
+
+    def sign_with_id_token(
+        self,
+        csr: x509.CertificateSigningRequest,
+        provisioner: str,
+        id_token: str,
+        not_after: timedelta | datetime | str | None = None,
+    ) -> IssuedCertificate:
+        """A certificate for ``csr``, authorized by an OpenID sign-in (``id_token``)."""
+        body: dict[str, Any] = {"csr": _pem(csr), "id_token": id_token}
+        if not_after is not None:
+            body["not_after"] = _format_not_after(not_after)
+        path = f"/provisioners/{quote(provisioner, safe='')}/sign"
+        answer = self._call(self._http, "POST", path, json=body)
         return self._issued(answer, expected_key=csr.public_key())
 
     def renew(

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography import x509
 
 from ostiary.core.errors import BadRequest
+
+if TYPE_CHECKING:
+    from ostiary.client.api import IssuedCertificate, OstiaryClient
 
 
 class CredentialSource(Protocol):
@@ -36,3 +39,16 @@ class OneTimeToken:
 
     def token_for(self, subject: x509.Name, sans: Sequence[x509.GeneralName]) -> str:
         return self.token.strip()
+
+
+@runtime_checkable
+class KeyBoundCredentialSource(Protocol):
+    """A credential made for one request's key, so it needs the CSR (an OIDC sign-in, whose
+    nonce commits to the key: :class:`ostiary.client.oidc.OIDCSignIn`). It enrolls itself.
+    """
+
+    def enroll(
+        self, client: OstiaryClient, csr: x509.CertificateSigningRequest, not_after: Any = None
+    ) -> IssuedCertificate:
+        """Obtain the credential for ``csr`` and have the CA sign it."""
+        ...

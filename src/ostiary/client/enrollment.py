@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from ostiary.client.api import IssuedCertificate, OstiaryClient
-from ostiary.client.credentials import CredentialSource
+from ostiary.client.credentials import CredentialSource, KeyBoundCredentialSource
 from ostiary.core.keys import KeyType, generate_private_key, signature_hash_for
 from ostiary.core.names import sans_of
 
@@ -47,11 +47,15 @@ def request_certificate(
     subject: x509.Name,
     sans: Sequence[x509.GeneralName],
     *,
-    credential: CredentialSource,
+    credential: CredentialSource | KeyBoundCredentialSource,
     key_type: KeyType = KeyType.P256,
     not_after: timedelta | datetime | str | None = None,
 ) -> Enrollment:
     """Make a key, ask ``credential`` for a token, and have the CA sign a CSR for it."""
+    if isinstance(credential, KeyBoundCredentialSource):
+        key = generate_private_key(key_type)
+        request = build_csr(subject, sans, key)
+        return Enrollment(credential.enroll(client, request, not_after), key)
     token = credential.token_for(subject, sans)
     private_key = generate_private_key(key_type)
     csr = build_csr(subject, sans, private_key)

@@ -18,10 +18,14 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
+from ostiary.server import console
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.problems import install_problem_handlers, problem_response
 from ostiary.server.routes import admin, enroll, publish
+from ostiary.server.routes import oidc as oidc_routes
+from ostiary.server.routes import requests as approval_requests
+from ostiary.server.routes import signing as signing_routes
 
 TITLE = "Ostiary CA"
 
@@ -48,6 +52,10 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
     if not public_only:
         app.include_router(enroll.router)
         app.include_router(admin.router)
+        app.include_router(oidc_routes.router)
+        app.include_router(approval_requests.router)
+        app.include_router(console.router)
+        app.include_router(signing_routes.router)
     app.add_middleware(DeclaredBodyLimit, limit=MAX_BODY_SIZE)
     return app
 

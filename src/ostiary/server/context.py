@@ -9,6 +9,7 @@ from fastapi import Request
 from ostiary.authority.authority import Authority
 from ostiary.authority.ocsp_service import OcspService
 from ostiary.authority.publisher import CrlPublisher
+from ostiary.authority.remote_signing import RemoteSigning
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.provisioners import CAIdentity
 
@@ -22,6 +23,8 @@ class ServerContext:
     crl: CrlPublisher
     root_crl: RootCrlFile
     ocsp: OcspService
+    #: Remote signing (client assertions); None when the server was started without it.
+    signing: RemoteSigning | None = None
 
     @classmethod
     def for_authority(

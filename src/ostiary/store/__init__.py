@@ -32,7 +32,15 @@ from ostiary.store.models import (
     UsedToken,
 )
 from ostiary.store.provisioners import ProvisionerRepository
+from ostiary.store.requests import (
+    CertificateRequest,
+    Officer,
+    OfficerRepository,
+    RequestRepository,
+    RequestStatus,
+)
 from ostiary.store.sans import subject_alt_names
+from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
 from ostiary.store.tokens import TokenRepository
 
 __all__ = [
@@ -46,11 +54,19 @@ __all__ = [
     "Base",
     "CertificateRecord",
     "CertificateRepository",
+    "CertificateRequest",
     "CertificateStatus",
     "CrlNumber",
+    "Officer",
+    "OfficerRepository",
     "ProvisionerRecord",
     "ProvisionerRepository",
+    "RequestRepository",
+    "RequestStatus",
     "RevocationStatus",
+    "SigningKeyRecord",
+    "SigningKeyRepository",
+    "SigningKeyVersion",
     "Store",
     "TokenRepository",
     "UsedToken",

@@ -1,0 +1,156 @@
+"""``ostiary ca key ...``: signing keys for remote signing (docs/remote-signing.md).
+
+``create`` makes version 1 of a key in the CA folder (encrypted with the CA password, 0600)
+and its certificate from this CA (recorded, audited, revocable) and writes the certificate,
+the file to upload to the identity provider's app registration. ``rotate`` makes the next
+version, which signs from then on. ``list`` shows keys, policies and versions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from ostiary.authority.remote_signing import (
+    create_signing_key,
+    list_signing_keys,
+    rotate_signing_key,
+    signing_key_store,
+)
+from ostiary.cli.console import note, out
+from ostiary.cli.files import check_writable, write_file
+from ostiary.cli.options import CADir, Force, PasswordFile
+from ostiary.cli.unlock import unlock_ca
+from ostiary.core.jws import b64url
+from ostiary.core.lifetime import parse_duration
+from ostiary.signers.signing_keys import SIGNING_KEY_TYPES
+from ostiary.store.signing_keys import kid_of
+
+key_app = typer.Typer(
+    help="Signing keys that sign client assertions for callers (remote signing).",
+    no_args_is_help=True,
+)
+
+CertOut = Annotated[
+    Path, typer.Option("--cert-out", help="Where to write the key's certificate (PEM).")
+]
+Lifetime = Annotated[
+    str, typer.Option("--lifetime", help="Certificate lifetime (e.g. 365d, at most 1095d).")
+]
+
+
+@key_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Key name: a-z, 0-9, '-', '_'.")],
+    cert_out: CertOut,
+    key_type: Annotated[
+        str, typer.Option("--type", help=f"One of {', '.join(SIGNING_KEY_TYPES)}.")
+    ] = "rsa-2048",
+    audience: Annotated[
+        list[str] | None,
+        typer.Option("--audience", help="Token endpoint an assertion may name (repeatable)."),
+    ] = None,
+    caller: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--caller",
+            help="Who may use the key: a glob over cn:, uri:, dns:, email:, serial: or admin: "
+            "(repeatable; default admin:*).",
+        ),
+    ] = None,
+    kms: Annotated[
+        str | None,
+        typer.Option(
+            "--kms",
+            help="Where the key lives: 'file' (encrypted in the CA folder) or 'pkcs11' (the "
+            "CA's token; needs a CA made with --kms pkcs11). Default: the CA's own kind.",
+            show_default=False,
+        ),
+    ] = None,
+    lifetime: Lifetime = "365d",
+    allow_digest_signing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-digest-signing",
+            help="Also sign bare digests (POST .../sign). Off: assertions only, so the "
+            "audience allowlist, lifetime and jti checks cannot be bypassed.",
+        ),
+    ] = False,
+    force: Force = False,
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Make a signing key and its certificate (the one to upload to the app registration)."""
+    check_writable(cert_out, force=force)
+    with unlock_ca(directory, password_file) as ca:
+        version, certificate = create_signing_key(
+            ca.authority,
+            signing_key_store(ca.material, ca.password, kms=kms),
+            name,
+            key_type=key_type,
+            audiences=audience or [],
+            callers=caller or [],
+            lifetime=parse_duration(lifetime),
+            actor="cli",
+            allow_digest_signing=allow_digest_signing,
+        )
+    write_file(cert_out, certificate.public_bytes(serialization.Encoding.PEM))
+    _report(name, version.version, certificate, cert_out)
+
+
+@key_app.command("rotate")
+def rotate(
+    name: Annotated[str, typer.Argument(help="The key to rotate.")],
+    cert_out: CertOut,
+    lifetime: Lifetime = "365d",
+    force: Force = False,
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Make the next version of a key; it signs from now on (upload its certificate first)."""
+    check_writable(cert_out, force=force)
+    with unlock_ca(directory, password_file) as ca:
+        version, certificate = rotate_signing_key(
+            ca.authority,
+            signing_key_store(ca.material, ca.password),
+            name,
+            lifetime=parse_duration(lifetime),
+            actor="cli",
+        )
+    write_file(cert_out, certificate.public_bytes(serialization.Encoding.PEM))
+    _report(name, version.version, certificate, cert_out)
+
+
+@key_app.command("list")
+def list_keys(directory: CADir = None, password_file: PasswordFile = None) -> None:
+    """Signing keys, their audiences, callers and versions."""
+    with unlock_ca(directory, password_file) as ca:
+        keys = list_signing_keys(ca.authority)
+    if not keys:
+        note("No signing keys.")
+        return
+    for key in keys:
+        out.print(f"{key.name}  {key.key_type}  current v{key.current_version}")
+        out.print(f"  audiences: {', '.join(key.audiences)}")
+        out.print(f"  callers:   {', '.join(key.callers)}")
+        out.print(f"  digests:   {'signed' if key.allow_digest_signing else 'refused'}")
+        for number, backend, serial, created in key.versions:
+            out.print(f"  v{number}  {backend}  serial {serial}  {created:%Y-%m-%d %H:%M}Z")
+
+
+def _report(name: str, version: int, certificate: x509.Certificate, path: Path) -> None:
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(der)
+    note(f"Signing key {kid_of(name, version)}: certificate written to {path}")
+    note(f"  x5t#S256: {b64url(digest.finalize())}")
+    thumbprint = certificate.fingerprint(hashes.SHA1()).hex().upper()
+    note(f"  SHA-1 thumbprint (Entra shows this): {thumbprint}")
+    note(f"  not_after: {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z")
+
+
+__all__ = ["key_app"]

@@ -1,0 +1,130 @@
+"""What the gateway trusts and presents, loaded from files into an :class:`ssl.SSLContext`
+(made by the one factory, :mod:`ostiary.tls`), and the post-handshake path check.
+
+OpenSSL verifies the client's chain during the handshake against the pinned roots only (the
+system store is never loaded). Python 3.11 cannot hand back the verified chain, so the path is
+built again with cryptography's verifier from the leaf and the intermediates given in the
+``ca_roots`` files: that finds the issuing CA for the thumbprint allowlist and for revocation.
+A client whose issuing CA is not among those files is refused (``issuer-unknown``).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from ostiary.core.chain import verify_certificate_chain
+from ostiary.core.encoding import load_certificate_chain
+from ostiary.core.errors import BadRequest, InvalidCertificate, NotFound
+from ostiary.gateway.config import GatewayConfig
+from ostiary.tls import TLSIdentity, server_context
+
+_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Anchors, path-building helpers, and the optional issuing-CA allowlist."""
+
+    roots: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...]
+    issuer_thumbprints: frozenset[str]
+    #: Leaves already verified (DER -> issuer): a path does not change while this trust is
+    #: loaded, only time does, and the leaf's validity is checked on every use.
+    _verified: dict[bytes, x509.Certificate] = field(default_factory=dict, compare=False)
+
+    def verify(self, leaf: x509.Certificate, *, now: datetime) -> x509.Certificate:
+        """The issuing CA of a valid ``leaf``; raises :class:`InvalidCertificate`."""
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        known = self._verified.get(der)
+        if known is not None and leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+            if known.not_valid_before_utc <= now <= known.not_valid_after_utc:
+                return known
+        issuer = self._verify(leaf, now=now)
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.clear()
+        self._verified[der] = issuer
+        return issuer
+
+    def _verify(self, leaf: x509.Certificate, *, now: datetime) -> x509.Certificate:
+        path = verify_certificate_chain(
+            leaf, intermediates=self.intermediates, roots=self.roots, now=now
+        ).chain
+        issuer = path[1] if len(path) > 1 else path[0]
+        if self.issuer_thumbprints:
+            thumbprint = issuer.fingerprint(hashes.SHA256()).hex()
+            if thumbprint not in self.issuer_thumbprints:
+                raise InvalidCertificate(
+                    "the issuing CA is not in the thumbprint allowlist", reason="issuer-not-allowed"
+                )
+        return issuer
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One generation of the files: the TLS context and the trust it was built from."""
+
+    context: ssl.SSLContext
+    trust: Trust
+    stamp: tuple[tuple[str, int, int], ...]
+
+
+def files_stamp(config: GatewayConfig) -> tuple[tuple[str, int, int], ...]:
+    """Modification times and sizes of every file the gateway reads (to notice changes)."""
+    stamps = []
+    for path in (config.cert, config.key, *config.ca_roots):
+        try:
+            info = os.stat(path)
+        except OSError:
+            stamps.append((str(path), -1, -1))
+            continue
+        stamps.append((str(path), info.st_mtime_ns, info.st_size))
+    return tuple(stamps)
+
+
+def load(config: GatewayConfig) -> Loaded:
+    """Read certificate, key and trust; raise a readable error if anything is wrong."""
+    stamp = files_stamp(config)
+    anchors: list[x509.Certificate] = []
+    helpers: list[x509.Certificate] = []
+    for path in config.ca_roots:
+        for certificate in load_certificate_chain(_read(path, "CA root")):
+            (anchors if certificate.issuer == certificate.subject else helpers).append(certificate)
+    if not anchors:
+        raise BadRequest("the CA root files hold no self-signed root to anchor trust")
+    chain = tuple(load_certificate_chain(_read(config.cert, "certificate")))
+    key = _load_key(config.key)
+    context = server_context(
+        TLSIdentity(chain=chain, private_key=key),
+        client_certificates="required",
+        client_trust=[*anchors, *helpers],
+    )
+    trust = Trust(tuple(anchors), tuple(helpers), frozenset(config.issuer_thumbprints))
+    return Loaded(context, trust, stamp)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no {what} file at {path}") from None
+    except OSError as exc:
+        raise BadRequest(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
+def _load_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
+    data = _read(path, "key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise BadRequest(f"{path}: the gateway needs an unencrypted key file (0600)") from None
+    except ValueError:
+        raise BadRequest(f"{path}: not a PEM private key") from None
+    return key  # type: ignore[return-value]

@@ -1,0 +1,412 @@
+"""Approval enrollment (provisioner type ``approval``): a person looks at the CSR and decides.
+
+For devices that cannot sign in or hold a token. The requester submits a CSR (and a note);
+the request waits until an officer approves it, is rejected, or expires (``request_ttl``).
+With ``require_code`` the requester is shown a one-time code (8 characters, 40 bits) that
+the officer must enter when approving, so that approving a stranger's request by mistake is
+hard; only its SHA-256 is stored and it is compared in constant time.
+
+Approval issues through :meth:`Authority.issue` (the one pipeline) with an
+:class:`~ostiary.core.issuance.Authorization` whose names are exactly the CSR's names, which
+the officer was shown, bounded by the provisioner's claims (allowed names, lifetime) and
+profile. Every step is audited: ``request.submitted``, ``request.approved`` (next to the
+pipeline's ``certificate.issued``), ``request.rejected``, ``request.denied`` (bad code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ostiary.authority.authority import Authority
+from ostiary.core.encoding import load_csr, serial_hex
+from ostiary.core.errors import BadRequest, Conflict, PolicyDenied, Unauthorized
+from ostiary.core.issuance import Authorization, verify_csr
+from ostiary.core.lifetime import format_duration, parse_duration
+from ostiary.core.names import format_general_name, sans_of
+from ostiary.core.profiles import get_profile
+from ostiary.provisioners.base import (
+    LEAF_PROFILES,
+    CAIdentity,
+    ProvisionerClaims,
+    check_profile,
+    precheck_request,
+    validate_provisioner_name,
+)
+from ostiary.provisioners.patterns import check_allowed_names
+from ostiary.store import (
+    AuditLog,
+    CertificateRequest,
+    OfficerRepository,
+    ProvisionerRepository,
+    RequestRepository,
+    RequestStatus,
+    Store,
+)
+
+APPROVAL_TYPE = "approval"
+DEFAULT_REQUEST_TTL = timedelta(days=7)
+MAX_NOTE = 500
+#: Pending requests one provisioner keeps at most: submitting needs no credential, so a
+#: flood must not grow the table without bound (expired ones stop counting).
+MAX_PENDING = 1000
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+_CODE_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class ApprovalProvisioner:
+    """The settings of an ``approval`` provisioner (kept in its record's ``config``)."""
+
+    name: str
+    claims: ProvisionerClaims
+    profile: str = "device"
+    require_code: bool = True
+    request_ttl: timedelta = DEFAULT_REQUEST_TTL
+
+    @property
+    def type(self) -> str:
+        return APPROVAL_TYPE
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "claims": self.claims.to_config(),
+            "profiles": [self.profile],
+            "profile": self.profile,
+            "require_code": self.require_code,
+            "request_ttl": format_duration(self.request_ttl),
+        }
+
+    @classmethod
+    def from_config(cls, name: str, config: dict[str, Any]) -> ApprovalProvisioner:
+        try:
+            return cls(
+                name=name,
+                claims=ProvisionerClaims.from_config(config["claims"]),
+                profile=str(config["profile"]),
+                require_code=bool(config["require_code"]),
+                request_ttl=parse_duration(str(config["request_ttl"])),
+            )
+        except (KeyError, TypeError):
+            raise BadRequest(f"provisioner {name!r} has an incomplete approval config") from None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What the requester gets back: the id to poll and, if required, the code to tell."""
+
+    request_id: str
+    code: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """A request as the requester (or an officer) sees it; never the code."""
+
+    request_id: str
+    provisioner: str
+    subject: str
+    sans: tuple[str, ...]
+    note: str | None
+    status: RequestStatus
+    needs_code: bool
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    reason: str | None
+    serial: str | None
+
+    @classmethod
+    def of(cls, record: CertificateRequest, *, now: datetime) -> RequestView:
+        return cls(
+            request_id=record.request_id,
+            provisioner=record.provisioner,
+            subject=record.subject,
+            sans=tuple(record.sans),
+            note=record.note,
+            status=record.status_at(now),
+            needs_code=record.code_sha256 is not None,
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            decided_by=record.decided_by,
+            reason=record.reason,
+            serial=record.serial,
+        )
+
+
+# --------------------------------------------------------------------------- provisioner
+
+
+def add_approval_provisioner(
+    store: Store,
+    name: str,
+    *,
+    claims: ProvisionerClaims,
+    now: datetime,
+    profile: str = "device",
+    require_code: bool = True,
+    request_ttl: timedelta = DEFAULT_REQUEST_TTL,
+    ca_claims: ProvisionerClaims | None = None,
+    actor: str | None = None,
+) -> ApprovalProvisioner:
+    """Record an ``approval`` provisioner with a "provisioner.added" entry."""
+    validate_provisioner_name(name)
+    check_profile(profile, LEAF_PROFILES)
+    if ca_claims is not None:
+        claims.check_within(ca_claims)
+    if not timedelta(minutes=5) <= request_ttl <= timedelta(days=90):
+        raise BadRequest("the request lifetime must be between 5m and 90d")
+    provisioner = ApprovalProvisioner(name, claims, profile, require_code, request_ttl)
+    with store.transaction() as session:
+        ProvisionerRepository(session).add(
+            name, type=APPROVAL_TYPE, config=provisioner.to_config(), now=now
+        )
+        AuditLog(session).append(
+            "provisioner.added",
+            at=now,
+            actor=actor,
+            target=name,
+            details={"type": APPROVAL_TYPE, **provisioner.to_config()},
+        )
+    return provisioner
+
+
+def load_approval_provisioner(store: Store, name: str) -> ApprovalProvisioner:
+    """The ``approval`` provisioner ``name``; :class:`NotFound` or :class:`PolicyDenied`."""
+    with store.transaction(read_only=True) as session:
+        record = ProvisionerRepository(session).get(name)
+    if record.type != APPROVAL_TYPE:
+        raise PolicyDenied(
+            f"provisioner {name!r} is of type {record.type!r}, not {APPROVAL_TYPE!r}", name=name
+        )
+    return ApprovalProvisioner.from_config(record.name, record.config)
+
+
+# --------------------------------------------------------------------------- requester
+
+
+def submit_request(
+    store: Store,
+    provisioner_name: str,
+    csr: x509.CertificateSigningRequest,
+    *,
+    ca: CAIdentity,
+    now: datetime,
+    note: str | None = None,
+) -> Submitted:
+    """Check ``csr`` as issuance will, then record it as pending (audited)."""
+    provisioner = load_approval_provisioner(store, provisioner_name)
+    if note is not None and len(note) > MAX_NOTE:
+        raise BadRequest(f"the note is longer than {MAX_NOTE} characters")
+    authorization = _authorization(provisioner, csr)
+    precheck_request(csr, authorization, ca=ca, now=now)
+    with store.transaction(read_only=True) as session:
+        waiting = RequestRepository(session).count_pending(provisioner.name, now=now)
+    if waiting >= MAX_PENDING:
+        raise Conflict(
+            f"provisioner {provisioner.name!r} already has {waiting} pending requests: "
+            "try again after officers have decided some",
+            provisioner=provisioner.name,
+        )
+    code = _new_code() if provisioner.require_code else None
+    request_id = secrets.token_hex(16)
+    expires_at = now + provisioner.request_ttl
+    names = [format_general_name(n) for n in authorization.names]
+    with store.transaction() as session:
+        RequestRepository(session).add(
+            CertificateRequest(
+                request_id=request_id,
+                provisioner=provisioner.name,
+                subject=csr.subject.rfc4514_string(),
+                sans=names,
+                csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                note=note,
+                code_sha256=_code_hash(code) if code is not None else None,
+                status=RequestStatus.PENDING.value,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        AuditLog(session).append(
+            "request.submitted",
+            at=now,
+            actor=f"provisioner:{provisioner.name}",
+            target=request_id,
+            details={"subject": csr.subject.rfc4514_string(), "san": names, "note": note},
+        )
+    return Submitted(request_id, code, expires_at)
+
+
+def request_view(store: Store, request_id: str, *, now: datetime) -> RequestView:
+    with store.transaction(read_only=True) as session:
+        return RequestView.of(RequestRepository(session).get(_check_id(request_id)), now=now)
+
+
+def issued_certificate_pem(store: Store, view: RequestView) -> x509.Certificate | None:
+    """The certificate an issued request got (from the certificate store)."""
+    from ostiary.store import CertificateRepository
+
+    if view.serial is None:
+        return None
+    with store.transaction(read_only=True) as session:
+        return CertificateRepository(session).get(int(view.serial, 16)).certificate()
+
+
+def pending_requests(store: Store, *, now: datetime) -> list[RequestView]:
+    with store.transaction(read_only=True) as session:
+        return [RequestView.of(r, now=now) for r in RequestRepository(session).pending(now=now)]
+
+
+# --------------------------------------------------------------------------- officers
+
+
+def add_officer(store: Store, subject_cn: str, *, now: datetime, actor: str | None) -> None:
+    """Grant the officer role to certificates whose subject CN is ``subject_cn`` (audited)."""
+    subject_cn = subject_cn.strip()
+    if not subject_cn or len(subject_cn) > 255:
+        raise BadRequest("an officer is named by a subject common name of 1-255 characters")
+    with store.transaction() as session:
+        OfficerRepository(session).add(subject_cn, now=now, added_by=actor)
+        AuditLog(session).append(
+            "officer.added", at=now, actor=actor, target=subject_cn, details={}
+        )
+
+
+def is_officer(store: Store, subject_cn: str) -> bool:
+    with store.transaction(read_only=True) as session:
+        return OfficerRepository(session).is_officer(subject_cn)
+
+
+def approve_request(
+    authority: Authority, request_id: str, *, officer: str, code: str | None = None
+) -> x509.Certificate:
+    """Issue the certificate of a pending request through the one pipeline, then mark it.
+
+    A wrong or missing code is refused (and audited as ``request.denied``) and leaves the
+    request pending. Of two officers approving at once, one wins; the other gets
+    :class:`Conflict`. If issuance fails, the request goes back to pending.
+    """
+    store = authority.store
+    now = authority.clock()
+    request_id = _check_id(request_id)
+    with store.transaction(read_only=True) as session:
+        record = RequestRepository(session).get(request_id)
+        status = record.status_at(now)
+        code_sha256 = record.code_sha256
+        provisioner_name = record.provisioner
+        csr_pem = record.csr_pem
+    if status != RequestStatus.PENDING:
+        raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
+    if code_sha256 is not None and not _code_matches(code, code_sha256):
+        authority.audit(
+            "request.denied",
+            actor=officer,
+            target=request_id,
+            details={"reason": "wrong or missing one-time code"},
+        )
+        raise Unauthorized("the one-time code does not match this request")
+    provisioner = load_approval_provisioner(store, provisioner_name)
+    csr = load_csr(csr_pem.encode("ascii"))
+    authorization = _authorization(provisioner, csr)
+    with store.transaction() as session:
+        if not RequestRepository(session).claim(request_id, now=now):
+            raise Conflict("request is no longer pending", request_id=request_id)
+    try:
+        certificate = authority.issue(
+            csr, authorization, actor=officer, details={"request_id": request_id}
+        )
+    except BaseException:
+        with store.transaction() as session:
+            record = RequestRepository(session).get(request_id)
+            record.status = RequestStatus.PENDING.value
+            record.decided_at = None
+        raise
+    serial = serial_hex(certificate.serial_number)
+    with store.transaction() as session:
+        record = RequestRepository(session).get(request_id)
+        record.status = RequestStatus.ISSUED.value
+        record.decided_at = now
+        record.decided_by = officer
+        record.serial = serial
+        AuditLog(session).append(
+            "request.approved",
+            at=now,
+            actor=officer,
+            target=request_id,
+            details={"serial_number": serial, "subject": record.subject, "san": record.sans},
+        )
+    return certificate
+
+
+def reject_request(authority: Authority, request_id: str, *, officer: str, reason: str) -> None:
+    """Reject a pending request with ``reason`` (shown to the requester; audited)."""
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_NOTE:
+        raise BadRequest(f"give a reason of 1-{MAX_NOTE} characters")
+    now = authority.clock()
+    request_id = _check_id(request_id)
+    with authority.store.transaction() as session:
+        repository = RequestRepository(session)
+        if not repository.claim(request_id, now=now):
+            status = repository.get(request_id).status_at(now)
+            raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
+        record = repository.get(request_id)
+        record.status = RequestStatus.REJECTED.value
+        record.decided_at = now
+        record.decided_by = officer
+        record.reason = reason
+        AuditLog(session).append(
+            "request.rejected",
+            at=now,
+            actor=officer,
+            target=request_id,
+            details={"reason": reason, "subject": record.subject},
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _authorization(
+    provisioner: ApprovalProvisioner, csr: x509.CertificateSigningRequest
+) -> Authorization:
+    """The CSR's own subject and names, within the provisioner's claims and profile."""
+    verify_csr(csr)
+    names = tuple(sans_of(csr.extensions))
+    check_allowed_names(csr.subject, names, provisioner.claims.allowed_names)
+    get_profile(provisioner.profile).check_names(list(names))
+    return Authorization(
+        subject=csr.subject,
+        names=names,
+        profile=provisioner.profile,
+        lifetime=provisioner.claims.lifetime,
+        provisioner=provisioner.name,
+    )
+
+
+def _new_code() -> str:
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def _code_matches(code: str | None, expected_sha256: str) -> bool:
+    given = (code or "").strip().upper().replace("-", "").replace(" ", "")
+    return hmac.compare_digest(_code_hash(given), expected_sha256)
+
+
+def _check_id(request_id: str) -> str:
+    value = request_id.strip().lower()
+    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+        raise BadRequest("a request id is 32 hex digits")
+    return value

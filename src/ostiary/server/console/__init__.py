@@ -1,0 +1,10 @@
+"""The web console at ``/console``: officers' pages on the CA server's HTTPS listener.
+
+Server-rendered HTML (Jinja2), no scripts. Officers sign in with their own client
+certificate over mTLS (:mod:`.security`); every form carries a CSRF token bound to that
+certificate; every action goes through the Authority and is audited. See docs/console.md.
+"""
+
+from ostiary.server.console.routes import router
+
+__all__ = ["router"]

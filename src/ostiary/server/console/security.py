@@ -1,0 +1,120 @@
+"""Who may use the console, CSRF tokens, and the headers every console page carries.
+
+**Officers.** The HTTPS listener asks for a client certificate; the console accepts one
+that this CA recorded, is not revoked and is within its validity
+(:func:`~ostiary.server.credentials.check_peer_certificate`), and whose subject common name
+holds the officer role (``ostiary ca officer add CN``). No certificate: 401; a certificate
+without the role: 403.
+
+**CSRF.** Double submit, bound to the certificate: the first page sets a random nonce in a
+``__Host-`` cookie (Secure, HttpOnly, SameSite=Strict); forms carry
+``HMAC-SHA256(key, nonce || certificate fingerprint)``; a POST is accepted only when the
+field matches the value computed from its cookie and its connection's certificate
+(constant-time comparison). ``key`` is random per server process, so behind a load balancer
+keep an officer on one replica (sticky sessions) or they will have to reload the form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from fastapi import Request
+from starlette.responses import Response
+
+from ostiary.core.errors import PolicyDenied, Unauthorized
+from ostiary.core.names import common_name
+from ostiary.provisioners.approval import is_officer
+from ostiary.server.context import server_context
+from ostiary.server.credentials import check_peer_certificate, peer_certificate
+
+CSRF_COOKIE = "__Host-ostiary-csrf"
+CSRF_FIELD = "csrf_token"
+_KEY = secrets.token_bytes(32)
+
+#: Scripts: none. Styles: our own file. Images: our own and inline SVG (data: for none).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class CsrfRefused(PolicyDenied):
+    code = "csrf-refused"
+
+
+@dataclass(frozen=True)
+class Officer:
+    """A signed-in officer: the subject CN, and the certificate's fingerprint."""
+
+    name: str
+    fingerprint: str
+    csrf_nonce: str
+    new_nonce: bool
+
+    @property
+    def actor(self) -> str:
+        return f"officer:{self.name}"
+
+    @property
+    def csrf_token(self) -> str:
+        return csrf_token_for(self.csrf_nonce, self.fingerprint)
+
+
+def current_officer(request: Request) -> Officer:
+    """FastAPI dependency: the officer the connection's certificate names, else 401/403."""
+    certificate = peer_certificate(request)
+    if certificate is None:
+        raise Unauthorized("the console needs an officer's client certificate (mTLS)")
+    context = server_context(request)
+    authority = context.authority
+    check_peer_certificate(authority.store, certificate, ca=context.ca, now=authority.clock())
+    name = common_name(certificate.subject)
+    if name is None or not is_officer(authority.store, name):
+        raise PolicyDenied("this certificate's subject does not hold the officer role")
+    nonce = request.cookies.get(CSRF_COOKIE, "")
+    fresh = not (16 <= len(nonce) <= 64 and nonce.isalnum())
+    if fresh:
+        nonce = secrets.token_hex(16)
+    return Officer(name, certificate.fingerprint(hashes.SHA256()).hex(), nonce, fresh)
+
+
+def csrf_token_for(nonce: str, fingerprint: str) -> str:
+    message = f"{nonce}|{fingerprint}".encode("ascii")
+    return hmac.new(_KEY, message, hashlib.sha256).hexdigest()
+
+
+def check_csrf(officer: Officer, submitted: str | None) -> None:
+    """Refuse (403) a form whose token is missing or does not match (constant time)."""
+    if officer.new_nonce or not submitted:
+        raise CsrfRefused("the form has no valid CSRF token: reload the page and try again")
+    if not hmac.compare_digest(submitted.encode("ascii", "replace"), officer.csrf_token.encode()):
+        raise CsrfRefused("the form has no valid CSRF token: reload the page and try again")
+
+
+def finish(response: Response, officer: Officer | None) -> Response:
+    """Add the security headers (and the CSRF cookie for a new session)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    if officer is not None and officer.new_nonce:
+        response.set_cookie(
+            CSRF_COOKIE,
+            officer.csrf_nonce,
+            secure=True,
+            httponly=True,
+            samesite="strict",
+            path="/",
+        )
+    return response
