@@ -250,9 +250,12 @@ class CAServer:
             for sig in handled:
                 loop.remove_signal_handler(sig)
 
-    def renew_tls_certificate_if_due(self) -> bool:
-        """Renew the server certificate if due and load it; whether it changed (blocking)."""
-        issued = self.tls_certificate.current()
+    def _install(self, issued: SelfIssued) -> bool:
+        """Load ``issued`` into the live context unless it is loaded already.
+
+        Call it in the event loop's thread, where the handshakes run: loading a chain and a
+        key is two steps, and a handshake in between would see a mismatched pair.
+        """
         if issued is self._loaded:
             return False
         load_identity(self.ssl_context, _identity(issued))
@@ -272,7 +275,8 @@ class CAServer:
             due_in = self.tls_certificate.due_in().total_seconds()
             await asyncio.sleep(min(due_in, self._renewal_poll))
             try:
-                await asyncio.to_thread(self.renew_tls_certificate_if_due)
+                issued = await asyncio.to_thread(self.tls_certificate.current)
+                self._install(issued)  # in the loop's thread: no handshake runs meanwhile
             except (OstiaryError, DBAPIError, OSError, ssl.SSLError):
                 logger.error("renewing the server certificate failed; will retry", exc_info=True)
                 await asyncio.sleep(self._renewal_poll)
