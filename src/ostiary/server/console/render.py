@@ -49,7 +49,19 @@ def render_error(request: Request, error: OstiaryError) -> Response:
         status=status,
         title=title,
         detail=detail,
+        sign_in=_sign_in_providers(request) if status == 401 else [],
     )
+
+
+def _sign_in_providers(request: Request) -> list[str]:
+    """The OpenID providers a visitor may sign in with (none if they cannot be listed)."""
+    from ostiary.server.console.oidc_sign_in import sign_in_providers
+    from ostiary.server.context import server_context
+
+    try:
+        return sign_in_providers(server_context(request).authority.store)
+    except Exception:  # an error page must render even when the store does not answer
+        return []
 
 
 def static_file(name: str) -> Response:

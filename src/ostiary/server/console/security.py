@@ -4,7 +4,8 @@
 that this CA recorded, is not revoked and is within its validity
 (:func:`~ostiary.server.credentials.check_peer_certificate`), and whose subject common name
 holds the officer role (``ostiary ca officer add CN``). No certificate: 401; a certificate
-without the role: 403.
+without the role: 403. Failing that, a console session opened by OpenID Connect sign-in
+(:mod:`.oidc_sign_in`) names the officer; its CSRF tokens are bound to the session.
 
 **CSRF.** Double submit, bound to the certificate: the first page sets a random nonce in a
 ``__Host-`` cookie (Secure, HttpOnly, SameSite=Strict); forms carry
@@ -21,6 +22,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from fastapi import Request
 from starlette.responses import Response
@@ -63,10 +65,20 @@ class Officer:
     fingerprint: str
     csrf_nonce: str
     new_nonce: bool
+    #: "certificate" (mTLS) or "oidc" (a console session; ``fingerprint`` binds to it).
+    kind: str = "certificate"
 
     @property
     def actor(self) -> str:
+        if self.kind == "oidc":
+            return f"officer-oidc:{self.name}"
         return f"officer:{self.name}"
+
+    @classmethod
+    def for_session(cls, name: str, binding: str, request: Request) -> Officer:
+        """An officer signed in with OpenID Connect; CSRF tokens bound to ``binding``."""
+        nonce, fresh = _csrf_nonce(request)
+        return cls(name, binding, nonce, fresh, kind="oidc")
 
     @property
     def csrf_token(self) -> str:
@@ -75,20 +87,41 @@ class Officer:
 
 def current_officer(request: Request) -> Officer:
     """FastAPI dependency: the officer the connection's certificate names, else 401/403."""
+    from ostiary.server.console.oidc_sign_in import session_officer
+
     certificate = peer_certificate(request)
     if certificate is None:
+        signed_in = session_officer(request)
+        if signed_in is not None:
+            return signed_in
         raise Unauthorized("the console needs an officer's client certificate (mTLS)")
+    try:
+        return _certificate_officer(request, certificate)
+    except (PolicyDenied, Unauthorized):
+        signed_in = session_officer(request)  # a non-officer certificate, an OIDC session
+        if signed_in is not None:
+            return signed_in
+        raise
+
+
+def _certificate_officer(request: Request, certificate: x509.Certificate) -> Officer:
     context = server_context(request)
     authority = context.authority
     check_peer_certificate(authority.store, certificate, ca=context.ca, now=authority.clock())
     name = common_name(certificate.subject)
     if name is None or not is_officer(authority.store, name):
         raise PolicyDenied("this certificate's subject does not hold the officer role")
+    nonce, fresh = _csrf_nonce(request)
+    return Officer(name, certificate.fingerprint(hashes.SHA256()).hex(), nonce, fresh)
+
+
+def _csrf_nonce(request: Request) -> tuple[str, bool]:
+    """The CSRF nonce of the cookie, or a new one (then True)."""
     nonce = request.cookies.get(CSRF_COOKIE, "")
     fresh = not (16 <= len(nonce) <= 64 and nonce.isalnum())
     if fresh:
         nonce = secrets.token_hex(16)
-    return Officer(name, certificate.fingerprint(hashes.SHA256()).hex(), nonce, fresh)
+    return nonce, fresh
 
 
 def csrf_token_for(nonce: str, fingerprint: str) -> str:
