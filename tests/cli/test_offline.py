@@ -472,3 +472,23 @@ def test_usage_errors_are_one_line_with_exit_2(cli: CLI, args: list[str]) -> Non
     result = cli.refused(*args)
     assert result.exit_code == 2
     assert "see --help" in result.stderr
+
+
+def test_device_commands_start_without_the_store_or_the_web_stack() -> None:
+    """``ostiary cert ...`` runs on devices: no SQLAlchemy, Alembic or FastAPI at start-up."""
+    code = (
+        "import sys; import ostiary.cli.main; "
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'fastapi', 'uvicorn') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_certificate_hold_is_not_a_reason_we_accept(
+    cli: CLI, ca_dir: Path, password_file: Path
+) -> None:
+    result = cli.refused(
+        "ca", "revoke", "01:02", "--reason", "certificateHold", "--password-file", password_file
+    )
+    assert "unknown revocation reason" in result.stderr

@@ -7,11 +7,40 @@
 - :func:`publish_root_crl`: the root's CRL, made while the root key is at hand.
 """
 
-from ostiary.authority.authority import Authority
-from ostiary.authority.ocsp_service import OcspService
-from ostiary.authority.publisher import CrlPublisher, PublishedCrl
-from ostiary.authority.root_crl import RootCrlFile, publish_root_crl, root_crl_due
-from ostiary.authority.self_issued import RenewingCertificate, SelfIssued, SelfIssuedSpec
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use (PEP 562): ``ostiary.authority.folder`` is light (device commands read
+# the CA folder's location from it); the Authority brings the store and SQLAlchemy.
+_EXPORTS: dict[str, str] = {
+    "Authority": "authority",
+    "OcspService": "ocsp_service",
+    "CrlPublisher": "publisher",
+    "PublishedCrl": "publisher",
+    "RootCrlFile": "root_crl",
+    "publish_root_crl": "root_crl",
+    "root_crl_due": "root_crl",
+    "RenewingCertificate": "self_issued",
+    "SelfIssued": "self_issued",
+    "SelfIssuedSpec": "self_issued",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from ostiary.authority.authority import Authority
+    from ostiary.authority.ocsp_service import OcspService
+    from ostiary.authority.publisher import CrlPublisher, PublishedCrl
+    from ostiary.authority.root_crl import RootCrlFile, publish_root_crl, root_crl_due
+    from ostiary.authority.self_issued import RenewingCertificate, SelfIssued, SelfIssuedSpec
 
 __all__ = [
     "Authority",

@@ -26,6 +26,7 @@ from ostiary.cli.secrets import PIN_ENV, obtain_password
 from ostiary.cli.unlock import ca_paths, unlock_ca
 from ostiary.config import CAConfig, describe_validation_error
 from ostiary.core.ca import fingerprint_sha256
+from ostiary.core.crl import parse_revocation_reason
 from ostiary.core.encoding import dump_certificate_chain_pem, format_serial, load_csr, parse_serial
 from ostiary.core.errors import BadRequest
 from ostiary.core.issuance import Authorization
@@ -199,20 +200,6 @@ def sign(
     note(f"Wrote {out_file}")
 
 
-_REASONS = {
-    r.value.lower(): r for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl
-}
-
-
-def parse_reason(value: str) -> x509.ReasonFlags:
-    """A revocation reason as typed: ``key-compromise``, ``keyCompromise``, ``superseded``..."""
-    key = value.replace("-", "").replace("_", "").lower()
-    if key in _REASONS:
-        return _REASONS[key]
-    names = ", ".join(r.value for r in _REASONS.values())
-    raise BadRequest(f"unknown revocation reason {value!r}: use one of {names}")
-
-
 @app.command()
 def revoke(
     serial: Annotated[str, typer.Argument(help="Serial number in hex, colons optional.")],
@@ -224,7 +211,7 @@ def revoke(
 ) -> None:
     """Revoke a certificate issued by this CA (OCSP and the next CRL show it at once)."""
     serial_number = parse_serial(serial)
-    flag = parse_reason(reason)
+    flag = parse_revocation_reason(reason)
     with open_authority(directory, password_file) as authority:
         record = authority.revoke(serial_number, reason=flag, actor="cli")
     note(f"Revoked {format_serial(serial_number)} ({record.subject}), reason {flag.value}")

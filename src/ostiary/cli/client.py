@@ -18,7 +18,6 @@ import typer
 from cryptography import x509
 
 from ostiary.cli.approval import request_by_approval
-from ostiary.cli.ca import parse_reason
 from ostiary.cli.cert import dump_private_key
 from ostiary.cli.console import fail, note, out
 from ostiary.cli.files import check_writable, read_input, write_file
@@ -58,12 +57,13 @@ from ostiary.client.renewal import (
     install_signal_handlers,
     parse_renewal_policy,
 )
+from ostiary.core.crl import parse_revocation_reason as parse_reason
 from ostiary.core.encoding import load_certificate_chain, parse_serial
 from ostiary.core.errors import BadRequest, Conflict, OstiaryError
 from ostiary.core.keys import KeyType, parse_key_type
 from ostiary.core.lifetime import parse_duration
 from ostiary.core.names import parse_san, parse_subject
-from ostiary.provisioners.oidc import OIDC_TYPE
+from ostiary.provisioners.base import OIDC_TYPE
 
 CAUrl = Annotated[
     str | None,

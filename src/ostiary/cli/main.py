@@ -8,6 +8,7 @@ bug and shows its traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -15,13 +16,18 @@ import typer
 from typer._click.exceptions import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from ostiary.cli import ca as ca_commands
 from ostiary.cli import cert as cert_commands
 from ostiary.cli import client as client_commands
-from ostiary.cli import gateway as gateway_commands
-from ostiary.cli import sign as sign_commands
 from ostiary.cli.console import fail
 from ostiary.core.errors import OstiaryError
+
+#: Command groups imported only when named: the CA, the gateway and remote signing bring the
+#: store, SQLAlchemy and the web stack, which ``ostiary cert ...`` on a device does not need.
+_LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    "ca": ("ostiary.cli.ca", "app"),
+    "gateway": ("ostiary.cli.gateway", "app"),
+    "sign": ("ostiary.cli.sign", "sign_app"),
+}
 
 
 class _Group(TyperGroup):
@@ -38,6 +44,18 @@ class _Group(TyperGroup):
         except typer.Abort:
             fail("aborted")
         sys.exit(result if isinstance(result, int) else 0)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_GROUPS})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in _LAZY_GROUPS:
+            module_name, attribute = _LAZY_GROUPS[cmd_name]
+            sub_app = getattr(importlib.import_module(module_name), attribute)
+            group = typer.main.get_group(sub_app)
+            group.name = cmd_name
+            return group
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context
         try:
@@ -57,11 +75,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(ca_commands.app, name="ca")
 app.add_typer(cert_commands.app, name="cert")
-app.add_typer(sign_commands.sign_app, name="sign")
 client_commands.register(app, cert_commands.app)
-app.add_typer(gateway_commands.app, name="gateway")
 
 
 @app.command()

@@ -12,20 +12,17 @@ import webbrowser
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ostiary.cli.console import note
 from ostiary.client.oidc import SIGN_IN_TIMEOUT, OIDCSignIn
 from ostiary.core.errors import BadRequest
-from ostiary.provisioners.base import ProvisionerClaims
-from ostiary.provisioners.oidc import (
-    OIDC_PROFILES,
-    OIDC_TYPE,
-    OIDCProvisioner,
-    add_oidc_provisioner,
-)
-from ostiary.store import Store
+from ostiary.provisioners.base import OIDC_TYPE, ProvisionerClaims
+
+if TYPE_CHECKING:
+    from ostiary.store import Store
 
 
 def split_list(values: Sequence[str] | None) -> tuple[str, ...]:
@@ -58,6 +55,9 @@ def add_oidc(
     policy_oids: Sequence[str] | None = None,
 ) -> None:
     """Add an ``oidc`` provisioner from the command's options and say what was made."""
+    # The CA side is imported here: ``sign_in_for`` (on devices) must not pull in the store.
+    from ostiary.provisioners.oidc import OIDC_PROFILES, OIDCProvisioner, add_oidc_provisioner
+
     if not configuration_endpoint or not client_id:
         raise BadRequest("--type oidc needs --configuration-endpoint URL and --client-id ID")
     profile = profiles[0] if profile_given else "user"

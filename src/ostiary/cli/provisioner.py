@@ -39,8 +39,7 @@ from ostiary.provisioners import (
     remove_provisioner,
 )
 from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
-from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW
-from ostiary.provisioners.oidc import OIDC_TYPE
+from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW, OIDC_TYPE
 from ostiary.store import AuditLog, Store, current_revision, head_revision, migrate
 
 provisioner_app = typer.Typer(

@@ -285,3 +285,23 @@ def _check_issuer(
         raise BadRequest(
             "the issuer certificate's key usage does not allow cRLSign (RFC 5280 4.2.1.3)"
         )
+
+
+_NOT_ACCEPTED = frozenset({x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold})
+_REASONS_BY_TEXT: dict[str, x509.ReasonFlags] = {
+    flag.value.lower(): flag for flag in x509.ReasonFlags if flag not in _NOT_ACCEPTED
+}
+
+
+def parse_revocation_reason(text: str) -> x509.ReasonFlags:
+    """An RFC 5280 reason as written: ``keyCompromise``, ``key-compromise``, ``KEY_COMPROMISE``.
+
+    ``removeFromCRL`` (meaningful only in delta CRLs, which we do not issue) and
+    ``certificateHold`` (a revocation here is final; a "hold" would never be lifted) are refused.
+    """
+    key = text.replace("-", "").replace("_", "").lower()
+    flag = _REASONS_BY_TEXT.get(key)
+    if flag is None:
+        names = ", ".join(sorted(f.value for f in _REASONS_BY_TEXT.values()))
+        raise BadRequest(f"unknown revocation reason {text[:64]!r}: use one of {names}")
+    return flag

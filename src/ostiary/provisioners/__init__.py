@@ -18,34 +18,79 @@ Token formats are in ``docs/api.md`` and the docstrings of :mod:`.jwk` and :mod:
 :mod:`ostiary.provisioners.holder`.
 """
 
-from ostiary.provisioners.base import (
-    LEAF_PROFILES,
-    CAIdentity,
-    Provisioner,
-    ProvisionerClaims,
-    Purpose,
-    TokenGrant,
-    combine_requested,
-    parse_not_after,
-)
-from ostiary.provisioners.holder import HOLDER_TOKEN_TTL, mint_holder_token
-from ostiary.provisioners.jwk import JWK_TYPE, MAX_TOKEN_TTL, TOKEN_TTL, JWKProvisioner
-from ostiary.provisioners.manage import (
-    OFFLINE,
-    ProvisionerInfo,
-    add_jwk_provisioner,
-    list_provisioners,
-    remove_provisioner,
-)
-from ostiary.provisioners.patterns import normalize_name_pattern
-from ostiary.provisioners.renewal import renewal_authorization
-from ostiary.provisioners.tokens import (
-    authorize_sign,
-    mint_admin_token,
-    mint_sign_token,
-    verify_admin_token,
-    verify_holder_token,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The exports are loaded on first use (PEP 562), so that importing one light submodule (the
+# client's ``holder``, ``oidc_binding``) does not pull in the store and SQLAlchemy.
+_EXPORTS: dict[str, str] = {
+    "LEAF_PROFILES": "base",
+    "CAIdentity": "base",
+    "Provisioner": "base",
+    "ProvisionerClaims": "base",
+    "Purpose": "base",
+    "TokenGrant": "base",
+    "combine_requested": "base",
+    "parse_not_after": "base",
+    "HOLDER_TOKEN_TTL": "holder",
+    "mint_holder_token": "holder",
+    "JWK_TYPE": "jwk",
+    "MAX_TOKEN_TTL": "jwk",
+    "TOKEN_TTL": "jwk",
+    "JWKProvisioner": "jwk",
+    "OFFLINE": "manage",
+    "ProvisionerInfo": "manage",
+    "add_jwk_provisioner": "manage",
+    "list_provisioners": "manage",
+    "remove_provisioner": "manage",
+    "normalize_name_pattern": "patterns",
+    "renewal_authorization": "renewal",
+    "authorize_sign": "tokens",
+    "mint_admin_token": "tokens",
+    "mint_sign_token": "tokens",
+    "verify_admin_token": "tokens",
+    "verify_holder_token": "tokens",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from ostiary.provisioners.base import (
+        LEAF_PROFILES,
+        CAIdentity,
+        Provisioner,
+        ProvisionerClaims,
+        Purpose,
+        TokenGrant,
+        combine_requested,
+        parse_not_after,
+    )
+    from ostiary.provisioners.holder import HOLDER_TOKEN_TTL, mint_holder_token
+    from ostiary.provisioners.jwk import JWK_TYPE, MAX_TOKEN_TTL, TOKEN_TTL, JWKProvisioner
+    from ostiary.provisioners.manage import (
+        OFFLINE,
+        ProvisionerInfo,
+        add_jwk_provisioner,
+        list_provisioners,
+        remove_provisioner,
+    )
+    from ostiary.provisioners.patterns import normalize_name_pattern
+    from ostiary.provisioners.renewal import renewal_authorization
+    from ostiary.provisioners.tokens import (
+        authorize_sign,
+        mint_admin_token,
+        mint_sign_token,
+        verify_admin_token,
+        verify_holder_token,
+    )
 
 __all__ = [
     "HOLDER_TOKEN_TTL",

@@ -34,6 +34,8 @@ PURPOSES: tuple[Purpose, ...] = ("sign", "renew", "revoke", "admin")
 #: Profiles a provisioner may hand out. ``ocsp`` (delegated OCSP signing) is deliberately
 #: absent: only the CA owner's offline ``ca sign`` makes such certificates.
 LEAF_PROFILES: tuple[str, ...] = ("client", "user", "server", "device")
+#: The provisioner type of OpenID Connect sign-in (here, so that clients can name it lightly).
+OIDC_TYPE = "oidc"
 
 #: How long certificates may be renewed after they expired, when that is allowed at all.
 DEFAULT_RENEW_AFTER_EXPIRY_WINDOW = timedelta(days=7)

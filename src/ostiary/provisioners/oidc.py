@@ -61,6 +61,7 @@ from ostiary.core.names import (
 )
 from ostiary.provisioners import _jose
 from ostiary.provisioners.base import (
+    OIDC_TYPE,
     CAIdentity,
     ProvisionerClaims,
     TokenGrant,
@@ -79,7 +80,6 @@ from ostiary.provisioners.patterns import check_allowed_names
 from ostiary.store import AuditLog, ProvisionerRepository, Store
 
 #: The provisioner type, as stored in the record.
-OIDC_TYPE = "oidc"
 #: Profiles an ``oidc`` provisioner may hand out.
 OIDC_PROFILES = ("user", "client")
 #: Scopes the client asks for.

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field
 
+from ostiary.core.crl import parse_revocation_reason as parse_reason
 from ostiary.core.encoding import serial_hex
 from ostiary.core.errors import BadRequest
 from ostiary.provisioners import parse_not_after
@@ -150,18 +151,6 @@ HOLDER_REASONS = frozenset(
         x509.ReasonFlags.cessation_of_operation,
     }
 )
-_REFUSED_REASONS = frozenset({x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold})
-_REASONS = {flag.value.lower(): flag for flag in x509.ReasonFlags if flag not in _REFUSED_REASONS}
-
-
-def parse_reason(text: str) -> x509.ReasonFlags:
-    """An RFC 5280 reason as written: ``keyCompromise``, ``key-compromise``, ``KEY_COMPROMISE``."""
-    key = text.replace("-", "").replace("_", "").lower()
-    flag = _REASONS.get(key)
-    if flag is None:
-        names = ", ".join(sorted(f.value for f in _REASONS.values()))
-        raise BadRequest(f"unknown revocation reason {text[:64]!r}: use one of {names}")
-    return flag
 
 
 def parse_requested_not_after(text: str | None) -> timedelta | datetime | None:
