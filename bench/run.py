@@ -1,0 +1,740 @@
+"""Ostiary vs cfssl, same machine, same run: issuance, OCSP and CRL build.
+
+    python bench/run.py [issuance] [ocsp] [crl] [--quick] [--json FILE]
+
+- Issuance: ``POST /sign`` (HTTPS, one-time JWK token per request, minted untimed
+  beforehand) against ``cfssl serve`` ``POST /api/v1/cfssl/authsign`` (HMAC-authenticated,
+  plain HTTP, certdb on SQLite), same pre-generated P-256 CSRs, concurrency 1, 8, 32.
+- OCSP: ``POST /ocsp`` on Ostiary's plain-HTTP port against ``cfssl ocspserve`` (this
+  cfssl, 1.2.0 from Debian, serves only pre-signed responses from a ``-responses`` file;
+  the file is made with Python for the certificates cfssl issued).
+- CRL: ``ostiary.core.crl.build_crl`` in-process on N revoked entries, CPU time and size.
+
+Both servers are pinned with ``taskset`` to the same core (the last one); the load generator
+(a minimal asyncio HTTP/1.1 keep-alive client, one process) is pinned to the other cores.
+Server CPU per operation comes from ``/proc/<pid>/stat`` (utime + stime, the whole process
+tree), peak memory from ``VmHWM``. The client's ceiling is measured first against nginx
+``return 200`` (pinned like the servers), then Ostiary's ``/health``: if those rates are not
+far above the measured ones, the load generator (or the HTTP layer) is the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from sqlalchemy import select
+
+from ostiary.authority.folder import CAPaths, load_ca_public
+from ostiary.core.ca import create_root_certificate
+from ostiary.core.crl import RevokedEntry, build_crl
+from ostiary.core.keys import KeyType, generate_private_key
+from ostiary.core.names import parse_subject
+from ostiary.provisioners import CAIdentity
+from ostiary.provisioners.manage import load_jwk_provisioner
+from ostiary.store import CertificateRecord, Store
+
+PASSWORD = "bench: correct horse battery staple"
+PROVISIONER = "bench"
+CORES = os.cpu_count() or 1
+SERVER_CPUS = str(CORES - 1)
+CLIENT_CPUS = {c for c in range(CORES - 1)} or {0}
+CFSSL_SCHEMA = """
+CREATE TABLE certificates (
+  serial_number            blob NOT NULL,
+  authority_key_identifier blob NOT NULL,
+  ca_label                 blob,
+  status                   blob NOT NULL,
+  reason                   int,
+  expiry                   timestamp,
+  revoked_at               timestamp,
+  pem                      blob NOT NULL,
+  PRIMARY KEY(serial_number, authority_key_identifier)
+);
+CREATE TABLE ocsp_responses (
+  serial_number            blob NOT NULL,
+  authority_key_identifier blob NOT NULL,
+  body                     blob NOT NULL,
+  expiry                   timestamp,
+  PRIMARY KEY(serial_number, authority_key_identifier)
+);
+"""
+
+
+@dataclass
+class Row:
+    server: str
+    operation: str
+    concurrency: int
+    requests: int
+    errors: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_us_per_op: float
+    server_peak_rss_mb: float
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:  # as in bench/gateway.py (not imported: it pulls in ostiary.gateway)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing on port {port}")
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for one in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    total = 0
+    for one in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def start(argv: list[str], log: Path, port: int) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPUS, *argv], stdout=handle, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port(port)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}") from None
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP/1.1 request, encoded once before the timed part."""
+
+    host: str
+    port: int
+    tls: bool
+    raw: bytes
+
+
+def request(method: str, url: str, body: bytes = b"", content_type: str = "") -> Request:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = f"{method} {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if body or method == "POST":
+        head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    return Request(host, port, parts.scheme == "https", head.encode() + b"\r\n" + body)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """The status of one response (body read and dropped), and whether the server closes."""
+    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+    status = int(head.split(b" ", 2)[1])
+    lines = head.split(b"\r\n")
+    length = next((int(h.split(b":", 1)[1]) for h in lines if h.startswith(b"content-length:")), 0)
+    if b"transfer-encoding: chunked" in head:
+        while size := int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    else:
+        await reader.readexactly(length)
+    return status, b"connection: close" in head
+
+
+async def _drive(
+    requests: list[Request], concurrency: int, expect: int, context: ssl.SSLContext | None
+) -> tuple[list[float], int, float]:
+    """``concurrency`` workers, each on its own keep-alive connection, share the requests.
+
+    A minimal HTTP/1.1 client (asyncio streams): httpx's pool costs more client CPU than
+    nginx's ``return 200`` costs server CPU, which made the client the limit.
+    """
+    queue = iter(requests)
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        for one in queue:
+            started = time.perf_counter()
+            ok, closing = False, True
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.open_connection(
+                        one.host, one.port, ssl=context if one.tls else None
+                    )
+                writer.write(one.raw)
+                status, closing = await read_response(reader)
+                ok = status == expect
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                pass
+            latencies.append(time.perf_counter() - started)
+            errors += not ok
+            if closing and writer is not None:
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - began
+
+
+def measure(
+    server: str,
+    operation: str,
+    pid: int,
+    requests: list[Request],
+    concurrency: int,
+    *,
+    cafile: Path | None = None,
+    expect: int = 200,
+) -> Row:
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    warm = min(concurrency, 4)
+
+    async def go() -> tuple[list[float], int, float, float]:
+        await _drive(requests[:warm], concurrency, expect, context)
+        cpu_before = cpu_seconds(pid)
+        latencies, errors, elapsed = await _drive(requests[warm:], concurrency, expect, context)
+        return latencies, errors, elapsed, cpu_seconds(pid) - cpu_before
+
+    latencies, errors, elapsed, cpu = asyncio.run(go())
+    latencies.sort()
+    count = len(latencies)
+    return Row(
+        server=server,
+        operation=operation,
+        concurrency=concurrency,
+        requests=count,
+        errors=errors,
+        rate=round((count - errors) / elapsed, 1),
+        p50_ms=round(latencies[count // 2] * 1000, 2),
+        p99_ms=round(latencies[min(count - 1, int(count * 0.99))] * 1000, 2),
+        server_cpu_us_per_op=round(cpu / count * 1e6, 1),
+        server_peak_rss_mb=round(peak_rss_mb(pid), 1),
+    )
+
+
+# --------------------------------------------------------------------------- material
+
+
+def make_csrs(count: int) -> list[str]:
+    out = []
+    for i in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"dev-{i}")]))
+            .sign(key, hashes.SHA256())
+        )
+        out.append(csr.public_bytes(serialization.Encoding.PEM).decode())
+    return out
+
+
+def ocsp_request(certificate: x509.Certificate, issuer: x509.Certificate) -> bytes:
+    builder = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, hashes.SHA1())
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def cli(*args: str, cwd: Path) -> str:
+    ostiary = Path(sys.executable).with_name("ostiary")
+    result = subprocess.run(
+        [str(ostiary), *args], capture_output=True, text=True, cwd=cwd, check=False
+    )
+    if result.returncode:
+        raise RuntimeError(f"ostiary {' '.join(args)}: {result.stderr.strip()[-1000:]}")
+    return result.stdout
+
+
+@dataclass
+class Ostiary:
+    folder: Path
+    password_file: Path
+    process: subprocess.Popen[bytes]
+    https: str
+    http: str
+    root_pem: Path
+    store: Store
+    identity: CAIdentity
+    issuer: x509.Certificate
+
+
+@contextmanager
+def ostiary_server(work: Path) -> Iterator[Ostiary]:
+    folder = work / "ostiary"
+    password_file = work / "password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    port, http_port = free_port(), free_port()
+    common = ("--dir", str(folder), "--password-file", str(password_file))
+    cli("ca", "init", "--name", "Bench", "--key-type", "p256", *common,
+        "--address", f"127.0.0.1:{port}", "--url", f"http://127.0.0.1:{http_port}",
+        cwd=work)  # fmt: skip
+    cli("ca", "provisioner", "add", PROVISIONER, "--type", "jwk", *common, cwd=work)
+    paths = CAPaths(folder)
+    config, root, intermediate = load_ca_public(paths)
+    process = start(
+        [str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
+         "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}"],
+        work / "ostiary.log", port,
+    )  # fmt: skip
+    wait_for_port(http_port)
+    store = Store.from_url(paths.database_url(config))
+    try:
+        yield Ostiary(
+            folder,
+            password_file,
+            process,
+            f"https://127.0.0.1:{port}",
+            f"http://127.0.0.1:{http_port}",
+            paths.root_certificate,
+            store,
+            CAIdentity.from_certificates(root, intermediate, claims=config.claims),
+            intermediate,
+        )
+    finally:
+        store.dispose()
+        stop(process)
+
+
+def mint_tokens(server: Ostiary, count: int) -> list[str]:
+    """One-time sign tokens for dev-0 .. dev-(count-1), minted in-process (untimed)."""
+    with server.store.transaction(read_only=True) as session:
+        provisioner = load_jwk_provisioner(session, PROVISIONER)
+    key = provisioner.load_private_key(PASSWORD.encode())
+    now = datetime.now(UTC)
+    return [
+        provisioner.mint_sign_token(
+            key, f"dev-{i}", ca=server.identity, now=now, ttl=timedelta(hours=1)
+        )
+        for i in range(count)
+    ]
+
+
+@dataclass
+class Cfssl:
+    process: subprocess.Popen[bytes]
+    url: str
+    auth_key: bytes
+    ca_cert: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey
+    work: Path
+
+
+@contextmanager
+def cfssl_server(work: Path) -> Iterator[Cfssl]:
+    folder = work / "cfssl"
+    folder.mkdir()
+    ca_key = generate_private_key(KeyType.P256)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.now(UTC) - timedelta(hours=1)
+    ca_cert = create_root_certificate(parse_subject("CN=Bench cfssl CA"), ca_key, now=now)
+    (folder / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "ca-key.pem").write_bytes(
+        ca_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    (folder / "ca-key.pem").chmod(0o600)
+    auth_key = os.urandom(16)
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "signing": {
+                    "default": {
+                        "auth_key": "bench",
+                        "expiry": "24h",
+                        "usages": ["digital signature", "client auth"],
+                    }
+                },
+                "auth_keys": {"bench": {"type": "standard", "key": auth_key.hex()}},
+            }
+        )
+    )
+    (folder / "config.json").chmod(0o600)
+    database = folder / "certdb.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.executescript(CFSSL_SCHEMA)
+    (folder / "db.json").write_text(json.dumps({"driver": "sqlite3", "data_source": str(database)}))
+    port = free_port()
+    process = start(
+        ["cfssl", "serve", "-address", "127.0.0.1", "-port", str(port),
+         "-ca", str(folder / "ca.pem"), "-ca-key", str(folder / "ca-key.pem"),
+         "-config", str(folder / "config.json"), "-db-config", str(folder / "db.json")],
+        work / "cfssl.log", port,
+    )  # fmt: skip
+    try:
+        yield Cfssl(process, f"http://127.0.0.1:{port}", auth_key, ca_cert, ca_key, folder)
+    finally:
+        stop(process)
+
+
+def authsign_body(auth_key: bytes, csr: str) -> bytes:
+    request = json.dumps({"certificate_request": csr}).encode()
+    token = hmac.new(auth_key, request, hashlib.sha256).digest()
+    return json.dumps(
+        {"token": base64.b64encode(token).decode(), "request": base64.b64encode(request).decode()}
+    ).encode()
+
+
+def cfssl_ocsp_responses(peer: Cfssl, certificates: list[x509.Certificate]) -> Path:
+    """The ``-responses`` file for ``cfssl ocspserve``: base64 DER responses, one a line."""
+    now = datetime.now(UTC)
+    lines = []
+    for certificate in certificates:
+        response = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(
+                cert=certificate,
+                issuer=peer.ca_cert,
+                algorithm=hashes.SHA1(),
+                cert_status=ocsp.OCSPCertStatus.GOOD,
+                this_update=now - timedelta(minutes=5),
+                next_update=now + timedelta(days=1),
+                revocation_time=None,
+                revocation_reason=None,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, peer.ca_cert)
+            .sign(peer.ca_key, hashes.SHA256())
+        )
+        lines.append(base64.b64encode(response.public_bytes(serialization.Encoding.DER)))
+    path = peer.work / "responses"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+def json_post(url: str, value: object) -> Request:
+    return request("POST", url, json.dumps(value).encode(), "application/json")
+
+
+def ocsp_post(url: str, body: bytes) -> Request:
+    return request("POST", url, body, "application/ocsp-request")
+
+
+@contextmanager
+def nginx_trivial(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """nginx ``return 200`` on plain HTTP, pinned like the servers: the load generator's ceiling."""
+    folder = work / "nginx"
+    folder.mkdir()
+    port = free_port()
+    temps = " ".join(
+        f"{k}_temp_path {folder}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (folder / "nginx.conf").write_text(
+        f"daemon off; worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/error.log;"
+        f"events {{ worker_connections 1024; }}"
+        f"http {{ access_log off; keepalive_requests 1000000; {temps}"
+        f" server {{ listen 127.0.0.1:{port}; location / {{ return 200 'ok'; }} }} }}"
+    )
+    process = start(
+        ["nginx", "-p", f"{folder}/", "-c", str(folder / "nginx.conf"),
+         "-e", str(folder / "error.log")],
+        work / "nginx.log", port,
+    )  # fmt: skip
+    try:
+        yield process, f"http://127.0.0.1:{port}/"
+    finally:
+        stop(process)
+
+
+def issuance(work: Path, levels: dict[int, int], ocsp_count: int, with_ocsp: bool) -> list[Row]:
+    rows: list[Row] = []
+    if shutil.which("nginx"):
+        with nginx_trivial(work) as (process, url):
+            trivial = [request("GET", url)] * 3000
+            for concurrency in (1, 32):
+                rows.append(measure("nginx", "trivial", process.pid, trivial, concurrency))
+    total = sum(levels.values())
+    csrs = make_csrs(total)
+    ostiary_certs: list[x509.Certificate] = []
+    cfssl_certs: list[x509.Certificate] = []
+    with ostiary_server(work) as server:
+        pid = server.process.pid
+        root = server.root_pem
+        health = [request("GET", f"{server.https}/health")] * 2000
+        for concurrency in (1, 32):
+            rows.append(measure("ostiary", "health", pid, health, concurrency, cafile=root))
+        tokens = mint_tokens(server, total)
+        offset = 0
+        for concurrency, count in levels.items():
+            requests = [
+                json_post(f"{server.https}/sign", {"csr": csrs[i], "token": tokens[i]})
+                for i in range(offset, offset + count)
+            ]
+            rows.append(
+                measure("ostiary", "issuance", pid, requests, concurrency, cafile=root, expect=201)
+            )
+            offset += count
+        with server.store.transaction(read_only=True) as session:
+            ders = session.scalars(select(CertificateRecord.der).limit(ocsp_count)).all()
+        ostiary_certs = [x509.load_der_x509_certificate(d) for d in ders]
+        if with_ocsp and ostiary_certs:
+            bodies = [ocsp_request(c, server.issuer) for c in ostiary_certs]
+            requests = [
+                ocsp_post(f"{server.http}/ocsp", bodies[i % len(bodies)])
+                for i in range(ocsp_count * 20)
+            ]
+            rows.append(measure("ostiary", "ocsp", pid, requests, 32))
+    with cfssl_server(work) as peer:
+        pid = peer.process.pid
+        url = f"{peer.url}/api/v1/cfssl/authsign"
+        offset = 0
+        for concurrency, count in levels.items():
+            requests = [
+                request("POST", url, authsign_body(peer.auth_key, csrs[i]), "application/json")
+                for i in range(offset, offset + count)
+            ]
+            rows.append(measure("cfssl", "issuance", pid, requests, concurrency))
+            offset += count
+        with sqlite3.connect(peer.work / "certdb.sqlite") as connection:
+            stored = connection.execute("SELECT pem FROM certificates LIMIT ?", (ocsp_count,))
+            cfssl_certs = [
+                x509.load_pem_x509_certificate(p[0] if isinstance(p[0], bytes) else p[0].encode())
+                for p in stored
+            ]
+        responses = cfssl_ocsp_responses(peer, cfssl_certs) if with_ocsp and cfssl_certs else None
+        ca_cert = peer.ca_cert
+    if responses is not None:
+        port = free_port()
+        process = start(
+            ["cfssl", "ocspserve", "-address", "127.0.0.1", "-port", str(port),
+             "-responses", str(responses)],
+            work / "ocspserve.log", port,
+        )  # fmt: skip
+        try:
+            bodies = [ocsp_request(c, ca_cert) for c in cfssl_certs]
+            requests = [
+                ocsp_post(f"http://127.0.0.1:{port}/", bodies[i % len(bodies)])
+                for i in range(ocsp_count * 20)
+            ]
+            rows.append(measure("cfssl", "ocsp", process.pid, requests, 32))
+        finally:
+            stop(process)
+    return rows
+
+
+def crl_builds(sizes: list[int]) -> list[dict[str, Any]]:
+    key = generate_private_key(KeyType.P256)
+    now = datetime.now(UTC)
+    issuer = create_root_certificate(parse_subject("CN=Bench CRL"), key, now=now)
+    out = []
+    for size in sizes:
+        entries = [
+            RevokedEntry(serial_number=(1 << 120) + i, revoked_at=now, reason=None)
+            for i in range(size)
+        ]
+        cpu, wall = time.process_time(), time.perf_counter()
+        der = build_crl(
+            issuer,
+            key,
+            entries,
+            crl_number=1,
+            this_update=now,
+            next_update=now + timedelta(days=1),
+        )
+        out.append(
+            {
+                "entries": size,
+                "cpu_s": round(time.process_time() - cpu, 3),
+                "wall_s": round(time.perf_counter() - wall, 3),
+                "size_bytes": len(der),
+            }
+        )
+    return out
+
+
+def ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
+    rates = {
+        r.server: r.rate for r in rows if r.operation == operation and r.concurrency == concurrency
+    }
+    if rates.get("cfssl") and "ostiary" in rates:
+        return round(rates["ostiary"] / rates["cfssl"], 2)
+    return None
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    cfssl = subprocess.run(["cfssl", "version"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": model,
+        "cores": CORES,
+        "server_cpus": SERVER_CPUS,
+        "client_cpus": sorted(CLIENT_CPUS),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg(),
+        "cfssl": cfssl.stdout.strip().splitlines()[0] if cfssl.stdout else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("parts", nargs="*", help="issuance, ocsp, crl (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small counts (a few minutes)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    parts = set(args.parts or ["issuance", "ocsp", "crl"])
+    if unknown := parts - {"issuance", "ocsp", "crl"}:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    if ("issuance" in parts or "ocsp" in parts) and not shutil.which("cfssl"):
+        sys.exit("cfssl is not installed (Debian package golang-cfssl)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
+    os.sched_setaffinity(0, CLIENT_CPUS)
+    description = machine()
+    levels = {1: 100, 8: 300, 32: 400} if args.quick else {1: 500, 8: 2000, 32: 3000}
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    rows: list[Row] = []
+    crl: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ostiary-bench-") as temp:
+        if parts & {"issuance", "ocsp"}:
+            ocsp_count = 100 if args.quick else 500
+            if "issuance" not in parts:  # only the certificates OCSP is asked about
+                levels = {8: ocsp_count + 8}
+            rows = issuance(Path(temp), levels, ocsp_count, "ocsp" in parts)
+            rows = [r for r in rows if r.operation != "issuance" or "issuance" in parts]
+        if "crl" in parts:
+            crl = crl_builds(sizes)
+    ratios: dict[str, float | None] = {
+        "issuance@1": ratio(rows, "issuance", 1),
+        "issuance@8": ratio(rows, "issuance", 8),
+        "issuance@32": ratio(rows, "issuance", 32),
+        "ocsp@32": ratio(rows, "ocsp", 32),
+        "crl_1m_build_s": next((c["cpu_s"] for c in crl if c["entries"] == 1_000_000), None),
+    }
+    report(rows, crl, ratios)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "ratios": ratios,
+                    "rows": [asdict(r) for r in rows],
+                    "crl": crl,
+                    "machine": description,
+                    "quick": args.quick,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+def report(rows: list[Row], crl: list[dict[str, Any]], ratios: dict[str, float | None]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120)
+    table = Table(title="Ostiary vs cfssl")
+    for column in ("server", "operation", "conc.", "n", "err", "rate/s", "p50 ms", "p99 ms",
+                   "CPU µs/op", "peak MB"):  # fmt: skip
+        table.add_column(
+            column, justify="right" if column not in ("server", "operation") else "left"
+        )
+    for r in rows:
+        table.add_row(
+            r.server, r.operation, str(r.concurrency), str(r.requests), str(r.errors),
+            f"{r.rate:.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+            f"{r.server_cpu_us_per_op:.0f}", f"{r.server_peak_rss_mb:.0f}",
+        )  # fmt: skip
+    if rows:
+        console.print(table)
+    if crl:
+        crl_table = Table(title="CRL build (in-process)")
+        for column in ("entries", "CPU s", "wall s", "size bytes"):
+            crl_table.add_column(column, justify="right")
+        for c in crl:
+            crl_table.add_row(
+                str(c["entries"]), str(c["cpu_s"]), str(c["wall_s"]), str(c["size_bytes"])
+            )
+        console.print(crl_table)
+    console.print("ratios:", ratios)
+
+
+if __name__ == "__main__":
+    main()
