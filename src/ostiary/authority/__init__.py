@@ -7,8 +7,9 @@
 - :func:`publish_root_crl`: the root's CRL, made while the root key is at hand.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ostiary._lazy import lazy_exports
 
 # Loaded on first use (PEP 562): ``ostiary.authority.folder`` is light (device commands read
 # the CA folder's location from it); the Authority brings the store and SQLAlchemy.
@@ -26,13 +27,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:

@@ -18,8 +18,9 @@ Token formats are in ``docs/api.md`` and the docstrings of :mod:`.jwk` and :mod:
 :mod:`ostiary.provisioners.holder`.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ostiary._lazy import lazy_exports
 
 # The exports are loaded on first use (PEP 562), so that importing one light submodule (the
 # client's ``holder``, ``oidc_binding``) does not pull in the store and SQLAlchemy.
@@ -53,13 +54,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
