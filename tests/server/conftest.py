@@ -249,13 +249,23 @@ def identity_of(answer: dict[str, object], key: ec.EllipticCurvePrivateKey) -> T
 
 @contextmanager
 def run_server(
-    authority: Authority, provisioners: Provisioners, **options: Any
+    authority: Authority,
+    provisioners: Provisioners,
+    *,
+    signing: Any = None,
+    **options: Any,
 ) -> Iterator[Running]:
-    """Bind loopback ports, start the server in a thread, stop it on the way out."""
+    """Bind loopback ports, start the server in a thread, stop it on the way out.
+
+    ``signing`` (a ``RemoteSigning``) adds the remote-signing service, bound to the authority.
+    """
     https_socket = bind("127.0.0.1:0")
     http_socket = bind("127.0.0.1:0")
     authority = with_url(authority, public_url(authority.ca.config, http_socket))
     context = ServerContext.for_authority(authority)
+    if signing is not None:
+        signing.authority = authority
+        context = replace(context, signing=signing)
     server = CAServer(
         context,
         https_socket=https_socket,

@@ -15,12 +15,8 @@ The authority's clock is real time plus an offset that tests may move forward
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -31,8 +27,6 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.remote_signing import RemoteSigning, create_signing_key
 from ostiary.authority.signing_alerts import SigningAlerts
-from ostiary.server.context import ServerContext
-from ostiary.server.runner import CAServer, bind, public_url, with_url
 from ostiary.signers.signing_keys import FileSigningKeyStore
 from ostiary.store import Store, migrate
 from ostiary.tls import TLSIdentity, client_context
@@ -45,6 +39,7 @@ from tests.server.conftest import (  # noqa: F401 - fixtures
     material_for,
     module_database_url,
     provisioners,
+    run_server,
 )
 
 AUDIENCE = "https://login.example.test/tenant-1/oauth2/v2.0/token"
@@ -129,7 +124,7 @@ def signing_server(
         )
     signing = RemoteSigning(authority, key_store, SigningAlerts())
     try:
-        with _run(authority, provisioners, signing) as running:
+        with run_server(authority, provisioners, signing=signing) as running:
             yield SigningRunning(running, signing, clock, certificates)
     finally:
         store.dispose()
@@ -147,35 +142,3 @@ def fresh_alerts(signing_server: SigningRunning) -> Iterator[SigningAlerts]:
         signing_server.signing.alerts = previous
         signing_server.clock.offset = timedelta()
         alerts.close()
-
-
-@contextmanager
-def _run(
-    authority: Authority,
-    provisioners: Provisioners,  # noqa: F811 - a parameter, not the fixture
-    signing: RemoteSigning,
-) -> Iterator[Running]:
-    https_socket = bind("127.0.0.1:0")
-    http_socket = bind("127.0.0.1:0")
-    authority = with_url(authority, public_url(authority.ca.config, http_socket))
-    signing.authority = authority
-    context = replace(ServerContext.for_authority(authority), signing=signing)
-    server = CAServer(
-        context,
-        https_socket=https_socket,
-        http_socket=http_socket,
-        access_log=False,
-        log_config=None,
-    )
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the CA server did not start")
-        time.sleep(0.01)
-    try:
-        yield Running(server, context, provisioners)
-    finally:
-        server.request_stop()
-        thread.join(30)
