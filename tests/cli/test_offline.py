@@ -492,3 +492,69 @@ def test_certificate_hold_is_not_a_reason_we_accept(
         "ca", "revoke", "01:02", "--reason", "certificateHold", "--password-file", password_file
     )
     assert "unknown revocation reason" in result.stderr
+
+
+@pytest.mark.interop
+def test_root_crl_is_made_offline_and_checks_the_whole_chain(
+    cli: CLI, ca_dir: Path, password_file: Path, make_csr: MakeCSR, tmp_path: Path
+) -> None:
+    openssl = require_tool("openssl")
+    csr, _ = make_csr("grace", "grace@example.com")
+    leaf = tmp_path / "grace.crt"
+    cli.ok("ca", "sign", csr, "--out", leaf, "--password-file", password_file)
+    root_crl = tmp_path / "root.crl.pem"
+    cli.ok("ca", "crl", "--root", "--pem", "--out", root_crl, "--password-file", password_file)
+    root = x509.load_pem_x509_certificate((ca_dir / "certs/root.crt").read_bytes())
+    crl = x509.load_pem_x509_crl(root_crl.read_bytes())
+    assert crl.issuer == root.subject
+    assert crl.is_signature_valid(root.public_key())  # type: ignore[arg-type]
+    assert len(crl) == 0
+    # The copy the server publishes at /root.crl is the same CRL.
+    published = x509.load_der_x509_crl((ca_dir / "certs/root.crl").read_bytes())
+    assert published == crl
+    again = tmp_path / "again.crl"
+    cli.ok("ca", "crl", "--root", "--out", again, "--password-file", password_file)
+    number = x509.CRLNumber
+    assert (
+        x509.load_der_x509_crl(again.read_bytes())
+        .extensions.get_extension_for_class(number)
+        .value.crl_number
+        > crl.extensions.get_extension_for_class(number).value.crl_number
+    )
+
+    issuing_crl = tmp_path / "issuing.crl.pem"
+    cli.ok("ca", "crl", "--pem", "--out", issuing_crl, "--password-file", password_file)
+    crls = tmp_path / "crls.pem"
+    crls.write_bytes(root_crl.read_bytes() + issuing_crl.read_bytes())
+    verified = verify_whole_chain(openssl, ca_dir, crls, leaf)
+    assert verified.returncode == 0, verified.stderr
+    # Without the root's CRL, checking the whole chain fails: the root CRL is what it needs.
+    missing = verify_whole_chain(openssl, ca_dir, issuing_crl, leaf)
+    assert missing.returncode != 0
+    assert "unable to get certificate CRL" in missing.stdout + missing.stderr
+
+
+def verify_whole_chain(
+    openssl: str, ca_dir: Path, crls: Path, leaf: Path
+) -> subprocess.CompletedProcess[str]:
+    certs = ca_dir / "certs"
+    return subprocess.run(
+        [
+            *(openssl, "verify", "-crl_check_all", "-CAfile", certs / "root.crt"),
+            *("-untrusted", certs / "intermediate.crt", "-CRLfile", crls, leaf),
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_root_crl_with_a_wrong_password_changes_nothing(
+    cli: CLI, ca_dir: Path, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the password\n")
+    out = tmp_path / "root.crl"
+    result = cli.refused("ca", "crl", "--root", "--out", out, "--password-file", wrong)
+    assert result.stderr.startswith("error:")
+    assert not out.exists()
+    assert not (ca_dir / "certs/root.crl").exists()

@@ -221,18 +221,44 @@ def revoke(
 def crl(
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the CRL.")],
     pem: Annotated[bool, typer.Option("--pem", help="Write PEM instead of DER.")] = False,
+    root: Annotated[
+        bool,
+        typer.Option(
+            "--root",
+            help="The root's CRL instead, signed with the root key; also refreshes the "
+            "certs/root.crl that the server publishes at /root.crl.",
+        ),
+    ] = False,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
-    """Write a fresh CRL of the issuing CA, with the next CRL number."""
+    """Write a fresh CRL of the issuing CA (or of the root), with the next CRL number."""
     check_writable(out_file, force=True)
-    with open_authority(directory, password_file) as authority:
-        der = authority.build_crl()
+    if root:
+        der = _publish_root_crl(directory, password_file)
+    else:
+        with open_authority(directory, password_file) as authority:
+            der = authority.build_crl()
     data = der
     if pem:
         data = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
     write_file(out_file, data)
     note(f"Wrote {out_file}")
+
+
+def _publish_root_crl(directory: Path | None, password_file: Path | None) -> bytes:
+    """The root CRL, made with the root key unlocked for this moment only."""
+    from ostiary.authority.root_crl import publish_root_crl
+
+    with unlock_ca(directory, password_file) as ca:
+        root_signer = ca.material.load_root_signer(ca.password)
+        try:
+            authority = ca.authority
+            return publish_root_crl(
+                ca.material, authority.store, root_signer, now=authority.clock(), actor="cli"
+            )
+        finally:
+            root_signer.close()
 
 
 from ostiary.cli import provisioner as _provisioner_commands  # noqa: E402 - needs open_authority
