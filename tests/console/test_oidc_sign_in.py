@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -17,13 +16,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from ostiary.server.console.oidc_sign_in import (
-    FLOW_COOKIE,
-    SESSION_COOKIE,
-    Flow,
-    Session,
-    SessionStore,
-)
+from ostiary.server.console.oidc_sign_in import FLOW_COOKIE, SESSION_COOKIE
 from ostiary.tls import client_context
 
 from ..client.conftest import PROVISIONER, RunningCA, ok
@@ -245,22 +238,6 @@ def test_real_chromium_signs_in_through_the_provider(setup: Setup, browser: Any)
         context.close()
 
 
-def test_session_store_expires_and_spends() -> None:
-    now = datetime.now(UTC)
-    store = SessionStore()
-    flow = Flow("p", "state", "nonce", "v" * 43, "https://ca/console/oidc/callback", now)
-    flow_id = store.add_flow(replace(flow, expires_at=now + timedelta(minutes=1)), now=now)
-    assert store.take_flow(flow_id, now=now) is not None
-    assert store.take_flow(flow_id, now=now) is None  # once
-    stale = store.add_flow(replace(flow, expires_at=now + timedelta(minutes=1)), now=now)
-    assert store.take_flow(stale, now=now + timedelta(minutes=2)) is None
-    session_id = store.add_session(Session("a@x.example", "p", now + timedelta(hours=8)), now=now)
-    assert store.session(session_id, now=now + timedelta(hours=7)) is not None
-    assert store.session(session_id, now=now + timedelta(hours=8)) is None
-    assert store.session("not an id", now=now) is None
-    assert store.end_session(session_id) and store.session(session_id, now=now) is None
-
-
 def test_session_ends_when_its_provisioner_is_removed(setup: Setup) -> None:
     """Sessions are checked against the provisioner's admins on every page."""
     common = ["--type", "oidc", "--configuration-endpoint",
@@ -272,4 +249,22 @@ def test_session_ends_when_its_provisioner_is_removed(setup: Setup) -> None:
         assert browser.get(setup.callback_for(answer.headers["location"], "admin")).is_redirect
         assert browser.get("/console").status_code == 200
         setup.ca.ca("provisioner", "remove", "short-lived")
+        assert browser.get("/console").status_code == 401
+
+
+def test_a_restart_signs_no_one_out(setup: Setup) -> None:
+    """Flows, sessions and the CSRF key are in the database, not in one process's memory:
+    what holds across a restart holds across worker processes and replicas too."""
+    with setup.browser() as browser:
+        authorization_url = setup.start(browser)
+        setup.ca.stop()
+        setup.ca.start()
+        signed_in = browser.get(setup.callback_for(authorization_url, "admin"))
+        assert signed_in.status_code == 303, signed_in.text
+        token = _csrf(browser.get("/console"))
+        setup.ca.stop()
+        setup.ca.start()
+        assert browser.get("/console").status_code == 200
+        out = browser.post("/console/oidc/sign-out", data={"csrf_token": token})
+        assert out.status_code == 303, out.text
         assert browser.get("/console").status_code == 401

@@ -18,6 +18,7 @@ from ostiary.store.certificates import (
     RevocationStatus,
     issuer_key_id_of,
 )
+from ostiary.store.console import ConsoleEntry, ConsoleRepository, ServerSecret
 from ostiary.store.crl_numbers import next_crl_number
 from ostiary.store.database import Store, create_engine_for, sqlite_url_for
 from ostiary.store.migrate import current_revision, head_revision, migrate
@@ -56,6 +57,8 @@ __all__ = [
     "CertificateRepository",
     "CertificateRequest",
     "CertificateStatus",
+    "ConsoleEntry",
+    "ConsoleRepository",
     "CrlNumber",
     "Officer",
     "OfficerRepository",
@@ -64,6 +67,7 @@ __all__ = [
     "RequestRepository",
     "RequestStatus",
     "RevocationStatus",
+    "ServerSecret",
     "SigningKeyRecord",
     "SigningKeyRepository",
     "SigningKeyVersion",

@@ -8,8 +8,9 @@ public app (the CA is a web server: it redeems codes as a confidential client).
 
 **The flow.** The CA is the client (authorization code + PKCE S256 + ``state`` + ``nonce``,
 OpenID Connect Core 3.1): ``GET /console/oidc/sign-in?provisioner=NAME`` keeps the flow
-(state, nonce, code verifier) in server memory under a random id in the ``__Host-`` flow
-cookie (SameSite=Lax, so that it comes back with the provider's redirect; 10 minutes) and
+(state, nonce, code verifier) in the database under the SHA-256 of a random id, the id in
+the ``__Host-`` flow cookie (SameSite=Lax, so that it comes back with the provider's
+redirect; 10 minutes) and
 sends the browser to the provider with ``redirect_uri = https://<host>/console/oidc/callback``
 (register that URI with the app). The callback takes the flow out (once), compares
 ``state`` in constant time, redeems the code with the verifier and the client secret,
@@ -22,8 +23,8 @@ Every page checks again that the provisioner still lists the officer among its a
 SameSite=Lax, 8 hours); the server keeps only its SHA-256 with the officer's name and the
 expiry. CSRF tokens are bound to the session (instead of the certificate). Actions are
 audited as ``officer-oidc:<e-mail or UPN>``. ``POST /console/oidc/sign-out`` (with the CSRF
-token) ends it. Sessions and flows live in the memory of one server process: behind a load
-balancer use sticky sessions, and a restart signs everyone out.
+token) ends it. Sessions and flows are kept in the database (by the SHA-256 of their ids), so
+every server process and replica sees them and a restart signs no one out.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -60,16 +60,13 @@ from ostiary.server.console.security import (
     finish,
 )
 from ostiary.server.context import ServerContext, server_context
-from ostiary.store import AuditLog, ProvisionerRepository, Store
+from ostiary.store import AuditLog, ConsoleRepository, ProvisionerRepository, Store
 
 SESSION_COOKIE = "__Host-ostiary-session"
 FLOW_COOKIE = "__Host-ostiary-oidc-flow"
 SESSION_LIFETIME = timedelta(hours=8)
 FLOW_LIFETIME = timedelta(minutes=10)
 CALLBACK_PATH = "/console/oidc/callback"
-#: At most this many sign-ins in flight (oldest dropped first), so memory stays bounded.
-MAX_FLOWS = 1000
-MAX_SESSIONS = 10000
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 _ID = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -87,6 +84,15 @@ class Flow:
     redirect_uri: str
     expires_at: datetime
 
+    def data(self) -> dict[str, str]:
+        return {
+            "provisioner": self.provisioner,
+            "state": self.state,
+            "nonce": self.nonce,
+            "verifier": self.verifier,
+            "redirect_uri": self.redirect_uri,
+        }
+
 
 @dataclass(frozen=True)
 class Session:
@@ -96,72 +102,70 @@ class Session:
 
 
 class SessionStore:
-    """Sign-ins in flight and signed-in sessions, in memory, keyed by SHA-256 of the id."""
+    """Sign-ins in flight and signed-in sessions, in the database, by SHA-256 of the id.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._flows: dict[str, Flow] = {}
-        self._sessions: dict[str, Session] = {}
+    Every server process and replica on the database sees the same ones, so a callback or a
+    page may land on any of them. Expired entries are purged when new ones are added.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def add_flow(self, flow: Flow, *, now: datetime) -> str:
-        flow_id = secrets.token_urlsafe(32)
-        with self._lock:
-            _prune(self._flows, now, MAX_FLOWS)
-            self._flows[_digest(flow_id)] = flow
-        return flow_id
+        return self._add(_FLOW, flow.data(), flow.expires_at, now)
 
     def take_flow(self, flow_id: str, *, now: datetime) -> Flow | None:
         """The flow (removed: a callback is good once), if it exists and has not expired."""
         if not _ID.fullmatch(flow_id):
             return None
-        with self._lock:
-            flow = self._flows.pop(_digest(flow_id), None)
-        return flow if flow is not None and flow.expires_at > now else None
+        with self._store.transaction() as session:
+            found = ConsoleRepository(session).take(_FLOW, _digest(flow_id), now=now)
+        if found is None:
+            return None
+        data, expires_at = found
+        return Flow(expires_at=expires_at, **{k: str(data[k]) for k in _FLOW_FIELDS})
 
     def add_session(self, session: Session, *, now: datetime) -> str:
-        session_id = secrets.token_urlsafe(32)
-        with self._lock:
-            _prune(self._sessions, now, MAX_SESSIONS)
-            self._sessions[_digest(session_id)] = session
-        return session_id
+        data = {"name": session.name, "provisioner": session.provisioner}
+        return self._add(_SESSION, data, session.expires_at, now)
 
     def session(self, session_id: str, *, now: datetime) -> Session | None:
         if not _ID.fullmatch(session_id):
             return None
-        with self._lock:
-            session = self._sessions.get(_digest(session_id))
-        return session if session is not None and session.expires_at > now else None
+        with self._store.transaction(read_only=True) as session:
+            found = ConsoleRepository(session).get(_SESSION, _digest(session_id), now=now)
+        if found is None:
+            return None
+        data, expires_at = found
+        return Session(str(data["name"]), str(data["provisioner"]), expires_at)
 
     def end_session(self, session_id: str) -> bool:
         if not _ID.fullmatch(session_id):
             return False
-        with self._lock:
-            return self._sessions.pop(_digest(session_id), None) is not None
+        with self._store.transaction() as session:
+            return ConsoleRepository(session).remove(_SESSION, _digest(session_id))
+
+    def _add(self, kind: str, data: dict[str, str], expires_at: datetime, now: datetime) -> str:
+        identifier = secrets.token_urlsafe(32)
+        with self._store.transaction() as session:
+            repository = ConsoleRepository(session)
+            repository.purge_expired(now)
+            repository.put(kind, _digest(identifier), data, expires_at)
+        return identifier
 
 
-def _prune(items: dict[str, Flow] | dict[str, Session], now: datetime, limit: int) -> None:
-    for key in [k for k, v in items.items() if v.expires_at <= now]:
-        del items[key]
-    while len(items) >= limit:
-        del items[next(iter(items))]
+_FLOW = "flow"
+_SESSION = "session"
+_FLOW_FIELDS = ("provisioner", "state", "nonce", "verifier", "redirect_uri")
 
 
 def _digest(identifier: str) -> str:
     return hashlib.sha256(identifier.encode("ascii")).hexdigest()
 
 
-_STORE_LOCK = threading.Lock()
-
-
 def session_store(request: Request) -> SessionStore:
-    """The app's session store (made on first use, one per app)."""
-    state = request.app.state
-    with _STORE_LOCK:
-        store: SessionStore | None = getattr(state, "console_oidc_sessions", None)
-        if store is None:
-            store = SessionStore()
-            state.console_oidc_sessions = store
-    return store
+    """The console's session store, on the server's database."""
+    return SessionStore(server_context(request).authority.store)
 
 
 # --------------------------------------------------------------------------- who
@@ -248,7 +252,8 @@ async def callback(
     """The provider's redirect: check everything, then open a session (or refuse)."""
     authority = context.authority
     now = authority.clock()
-    flow = session_store(request).take_flow(request.cookies.get(FLOW_COOKIE, ""), now=now)
+    flow_id = request.cookies.get(FLOW_COOKIE, "")
+    flow = await run_in_threadpool(session_store(request).take_flow, flow_id, now=now)
     if flow is None:
         raise Unauthorized("this sign-in is unknown, expired or already finished: sign in again")
     if not state or not hmac.compare_digest(state.encode("utf-8", "replace"), flow.state.encode()):
@@ -258,8 +263,8 @@ async def callback(
     if not code or len(code) > 4096:
         raise BadRequest("the provider's redirect has no authorization code")
     name = await run_in_threadpool(_verify_admin, context, flow, code, now)
-    store = session_store(request)
-    session_id = store.add_session(Session(name, flow.provisioner, now + SESSION_LIFETIME), now=now)
+    opened = Session(name, flow.provisioner, now + SESSION_LIFETIME)
+    session_id = await run_in_threadpool(session_store(request).add_session, opened, now=now)
     response = RedirectResponse("/console", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -280,7 +285,10 @@ async def sign_out(
 ) -> Response:
     await _form(request, officer)
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    if session_id and session_store(request).end_session(session_id):
+    ended = False
+    if session_id:
+        ended = await run_in_threadpool(session_store(request).end_session, session_id)
+    if ended:
         _audit(context, "console.signed_out", officer.actor, {})
     response = RedirectResponse("/console", status_code=303)
     response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax", path="/")

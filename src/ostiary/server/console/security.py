@@ -11,8 +11,8 @@ without the role: 403. Failing that, a console session opened by OpenID Connect 
 ``__Host-`` cookie (Secure, HttpOnly, SameSite=Strict); forms carry
 ``HMAC-SHA256(key, nonce || certificate fingerprint)``; a POST is accepted only when the
 field matches the value computed from its cookie and its connection's certificate
-(constant-time comparison). ``key`` is random per server process, so behind a load balancer
-keep an officer on one replica (sticky sessions) or they will have to reload the form.
+(constant-time comparison). ``key`` is random, made once per database and shared by every
+server process and replica through it (:meth:`~ostiary.store.ConsoleRepository.secret`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -32,10 +33,12 @@ from ostiary.core.names import common_name
 from ostiary.provisioners.approval import is_officer
 from ostiary.server.context import server_context
 from ostiary.server.credentials import check_peer_certificate, peer_certificate
+from ostiary.store import ConsoleRepository
 
 CSRF_COOKIE = "__Host-ostiary-csrf"
 CSRF_FIELD = "csrf_token"
-_KEY = secrets.token_bytes(32)
+CSRF_KEY_NAME = "console.csrf"
+_KEY_LOCK = threading.Lock()
 
 #: Scripts: none. Styles: our own file. Images: our own and inline SVG (data: for none).
 CONTENT_SECURITY_POLICY = (
@@ -65,6 +68,7 @@ class Officer:
     fingerprint: str
     csrf_nonce: str
     new_nonce: bool
+    csrf_key: bytes = field(repr=False)
     #: "certificate" (mTLS) or "oidc" (a console session; ``fingerprint`` binds to it).
     kind: str = "certificate"
 
@@ -78,11 +82,11 @@ class Officer:
     def for_session(cls, name: str, binding: str, request: Request) -> Officer:
         """An officer signed in with OpenID Connect; CSRF tokens bound to ``binding``."""
         nonce, fresh = _csrf_nonce(request)
-        return cls(name, binding, nonce, fresh, kind="oidc")
+        return cls(name, binding, nonce, fresh, csrf_key(request), kind="oidc")
 
     @property
     def csrf_token(self) -> str:
-        return csrf_token_for(self.csrf_nonce, self.fingerprint)
+        return csrf_token_for(self.csrf_key, self.csrf_nonce, self.fingerprint)
 
 
 def current_officer(request: Request) -> Officer:
@@ -112,7 +116,8 @@ def _certificate_officer(request: Request, certificate: x509.Certificate) -> Off
     if name is None or not is_officer(authority.store, name):
         raise PolicyDenied("this certificate's subject does not hold the officer role")
     nonce, fresh = _csrf_nonce(request)
-    return Officer(name, certificate.fingerprint(hashes.SHA256()).hex(), nonce, fresh)
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+    return Officer(name, fingerprint, nonce, fresh, csrf_key(request))
 
 
 def _csrf_nonce(request: Request) -> tuple[str, bool]:
@@ -124,9 +129,24 @@ def _csrf_nonce(request: Request) -> tuple[str, bool]:
     return nonce, fresh
 
 
-def csrf_token_for(nonce: str, fingerprint: str) -> str:
+def csrf_key(request: Request) -> bytes:
+    """The CSRF key shared through the database, read once per app."""
+    state = request.app.state
+    with _KEY_LOCK:
+        key: bytes | None = getattr(state, "console_csrf_key", None)
+        if key is None:
+            authority = server_context(request).authority
+            with authority.store.transaction() as session:
+                key = ConsoleRepository(session).secret(
+                    CSRF_KEY_NAME, size=32, now=authority.clock()
+                )
+            state.console_csrf_key = key
+    return key
+
+
+def csrf_token_for(key: bytes, nonce: str, fingerprint: str) -> str:
     message = f"{nonce}|{fingerprint}".encode("ascii")
-    return hmac.new(_KEY, message, hashlib.sha256).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def check_csrf(officer: Officer, submitted: str | None) -> None:
