@@ -29,6 +29,8 @@ DOCUMENTED = {
     ("post", "/signing/keys/{name}/sign"),
     ("post", "/signing/keys/{name}/assertion"),
     ("get", "/signing/metrics"),
+    ("post", "/attestation/nonce"),
+    ("post", "/provisioners/{name}/attest"),
 }
 
 
@@ -40,6 +42,10 @@ def test_openapi_lists_every_endpoint_with_its_bodies(shared_running: Running) -
     sign = document["paths"]["/sign"]["post"]
     schema = sign["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"csr", "token"}
+    assert "attestation" in schema["properties"]
+    attest = document["paths"]["/provisioners/{name}/attest"]["post"]
+    attest_schema = attest["requestBody"]["content"]["application/json"]["schema"]
+    assert set(attest_schema["required"]) == {"csr", "attestation"}
     assert (
         "application/ocsp-request" in document["paths"]["/ocsp"]["post"]["requestBody"]["content"]
     )

@@ -7,7 +7,8 @@ this test session).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from sqlalchemy.orm import Session
 
 from ostiary.store import Store, migrate
 
@@ -102,6 +104,38 @@ class MiniCA:
             aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
             builder = builder.add_extension(aki, critical=False)
         return builder.sign(self.key, hashes.SHA256())
+
+
+def race(
+    stores: Sequence[Store],
+    attempt: Callable[[Session], None],
+    refused: type[Exception],
+    *,
+    threads: int = 8,
+) -> list[str]:
+    """Run ``attempt`` in ``threads`` transactions at once, spread over ``stores``; the
+    outcomes, sorted: "accepted" or "refused" (``refused`` raised).
+    """
+    barrier = threading.Barrier(threads)
+    outcomes: list[str] = []
+
+    def run(store: Store) -> None:
+        barrier.wait()
+        try:
+            with store.transaction() as session:
+                attempt(session)
+            outcomes.append("accepted")
+        except refused:
+            outcomes.append("refused")
+
+    workers = [
+        threading.Thread(target=run, args=(stores[i % len(stores)],)) for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sorted(outcomes)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -10,6 +9,7 @@ from sqlalchemy import func, select
 
 from ostiary.core.errors import BadRequest, TokenReused
 from ostiary.store import ProvisionerRepository, TokenRepository, UsedToken
+from tests.store.conftest import race
 
 
 def test_token_used_twice_is_refused_and_the_transaction_still_commits(store, now):
@@ -43,24 +43,10 @@ def test_token_spent_on_one_replica_is_refused_on_the_other(store, replica, now)
 
 
 def test_token_raced_on_two_replicas_is_accepted_exactly_once(store, replica, now):
-    barrier = threading.Barrier(8)
-    outcomes: list[str] = []
+    def spend(session) -> None:
+        TokenRepository(session).use("raced", "otp", now + timedelta(minutes=5), now)
 
-    def spend(replica_store) -> None:
-        barrier.wait()
-        try:
-            with replica_store.transaction() as session:
-                TokenRepository(session).use("raced", "otp", now + timedelta(minutes=5), now)
-            outcomes.append("accepted")
-        except TokenReused:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=spend, args=([store, replica][i % 2],)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(outcomes) == ["accepted"] + ["refused"] * 7
+    assert race([store, replica], spend, TokenReused) == ["accepted"] + ["refused"] * 7
 
 
 def test_purge_forgets_only_expired_token_ids(store, now):

@@ -35,10 +35,28 @@ from ostiary.signers.files import decrypt_private_key_pem, encrypt_private_key_p
 app = typer.Typer(help="Keys, requests and certificates on this machine.", no_args_is_help=True)
 
 
-def load_private_key_file(path: Path, password_file: Path | None = None) -> Any:
-    """A private key from a PEM file, decrypting it with the password file when given."""
+def load_private_key_file(
+    path: Path,
+    password_file: Path | None = None,
+    *,
+    tcti: str | None = None,
+    pin_file: Path | None = None,
+) -> Any:
+    """A private key from a PEM file, decrypting it with the password file when given.
+
+    A ``TSS2 PRIVATE KEY`` (``--key-store tpm``) gives a key that signs in the TPM, reached
+    through ``tcti`` and unlocked with the PIN in ``pin_file`` (or their environment
+    variables, :mod:`ostiary.cli.tpm`).
+    """
+    from ostiary.client.tpm import is_tpm_key_pem
+
+    data = read_input(path, "key file")
+    if is_tpm_key_pem(data):
+        from ostiary.cli.tpm import load_tpm_key_file
+
+        return load_tpm_key_file(path, tcti=tcti, pin_file=pin_file)
     password = read_password_file(password_file) if password_file else None
-    return decrypt_private_key_pem(read_input(path, "key file"), password)
+    return decrypt_private_key_pem(data, password)
 
 
 def dump_private_key(key: Any, password: bytes | None) -> bytes:
@@ -217,6 +235,13 @@ def p12(
         raise BadRequest("give either --password-file or --no-password, not both")
     if not no_password and not password_file:
         raise BadRequest("give --password-file F, or --no-password for a .p12 without one")
+    from ostiary.client.tpm import is_tpm_key_pem
+
+    if is_tpm_key_pem(read_input(key_file, "key file")):
+        raise BadRequest(
+            f"{key_file} is held by a TPM and cannot leave it, so it cannot go into a .p12 "
+            "(use it in place with the tpm2 OpenSSL provider: docs/tpm.md)"
+        )
     password = read_password_file(password_file) if password_file else None
     check_writable(out_file, force=force)
     chain = load_certificate_chain(read_input(cert_file, "certificate"))

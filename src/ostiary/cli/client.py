@@ -32,6 +32,7 @@ from ostiary.cli.holder import (
 from ostiary.cli.oidc import sign_in_for
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.secrets import read_password_file
+from ostiary.cli.tpm import TpmPinFile, TpmTcti, request_with_tpm
 from ostiary.client.api import OstiaryClient, Via
 from ostiary.client.approval import APPROVAL_TYPE
 from ostiary.client.bootstrap import bootstrap_client_config
@@ -271,11 +272,69 @@ def request(
         Path | None,
         typer.Option("--p12", help="Also write a .p12 (no password) here.", show_default=False),
     ] = None,
+    key_store: Annotated[
+        str,
+        typer.Option(
+            "--key-store", help="file (KEY is the key) or tpm (made in the TPM; docs/tpm.md)."
+        ),
+    ] = "file",
+    pin_file: TpmPinFile = None,
+    tcti: TpmTcti = None,
+    attest_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--attest-key",
+            help="tpm: the TPM's attestation key (TSS2 PEM), to attest the new key.",
+            show_default=False,
+        ),
+    ] = None,
+    attest_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--attest-chain",
+            help="tpm: the attestation key's certificate (and chain), PEM.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Get a certificate from the CA: the key is made here and never sent, only a CSR."""
     name = parse_subject(subject)
     names = [parse_san(value) for value in san or []]
     key_type = parse_key_type(kty)
+    if key_store not in ("file", "tpm"):
+        raise BadRequest(f"--key-store must be file or tpm, not {key_store!r}")
+    if key_store == "tpm":
+        if key_type is not KeyType.P256:
+            raise BadRequest("a TPM key is P-256: drop --kty (or use --kty p256)")
+        if p12 is not None:
+            raise BadRequest("a TPM key cannot go into a .p12: drop --p12 (docs/tpm.md)")
+        check_writable(crt, key_file, force=force)
+        connect = _connector(ca_url, root)
+        kind = None
+        if provisioner is not None and token is None:
+            with connect() as client:
+                kind = client.provisioner_type(provisioner)
+        request_with_tpm(
+            connect,
+            name,
+            names,
+            crt,
+            key_file,
+            provisioner=provisioner,
+            provisioner_type=kind,
+            token=token,
+            not_after=not_after,
+            pin_file=pin_file,
+            tcti=tcti,
+            attest_key=attest_key,
+            attest_chain=attest_chain,
+            sign_in=(
+                sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
+                if provisioner is not None and kind == OIDC_TYPE
+                else None
+            ),
+        )
+        return
     sign_in: KeyBoundCredentialSource | None = None
     if provisioner is not None and token is None:
         connect = _connector(ca_url, root)
@@ -348,6 +407,8 @@ def renew(
     ] = "5m",
     ca_url: CAUrl = None,
     root: RootFile = None,
+    pin_file: TpmPinFile = None,
+    tcti: TpmTcti = None,
 ) -> None:
     """Renew CRT if it is due (by default once a third of its lifetime is left).
 
@@ -357,7 +418,7 @@ def renew(
     """
     policy = parse_renewal_policy(expires_in, renew_at)
     backoff = Backoff(maximum=parse_duration(retry_max))
-    files = HolderFiles(crt, key_file)
+    files = HolderFiles(crt, key_file, tcti=tcti, pin_file=pin_file)
     files.load()
     p12_output = _p12_output(p12, password_file, compat)
     renewer = FileRenewer(

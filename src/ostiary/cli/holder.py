@@ -49,6 +49,9 @@ class HolderFiles:
 
     certificate: Path
     key: Path
+    #: For a TPM key (``--key-store tpm``): how to reach the TPM and the PIN's file.
+    tcti: str | None = None
+    pin_file: Path | None = None
 
     def load_chain(self) -> list[x509.Certificate]:
         return load_certificate_chain(read_input(self.certificate, "certificate"))
@@ -59,7 +62,7 @@ class HolderFiles:
     def load(self) -> tuple[list[x509.Certificate], Any]:
         """The chain and the private key, checked to belong together."""
         chain = self.load_chain()
-        key = load_private_key_file(self.key)
+        key = load_private_key_file(self.key, tcti=self.tcti, pin_file=self.pin_file)
         if key.public_key() != chain[0].public_key():
             raise BadRequest(f"{self.key} is not the key of the certificate in {self.certificate}")
         return chain, key
@@ -107,12 +110,24 @@ class FileRenewer:
 
     def renew(self) -> x509.Certificate:
         """Renew now; return the new certificate once every file is in place."""
+        from ostiary.core.held_keys import HeldECPrivateKey
+
         chain, key = self.files.load()
+        via = self.via
+        if isinstance(key, HeldECPrivateKey):
+            # Same key: the TPM attested it and it cannot leave; a new key would need a new
+            # attestation. Python's TLS cannot use a TPM key, so a holder token proves it.
+            if self.rekey:
+                raise BadRequest(
+                    f"{self.files.key} is a TPM key: renew it without --rekey (a new key needs "
+                    "a new attestation: request a new certificate)"
+                )
+            via = "token"
         new_key = generate_private_key(key_type_of(key) or KeyType.P256) if self.rekey else None
         csr = rekey_csr(chain[0], new_key) if new_key is not None else None
-        self.log(f"renewing serial {chain[0].serial_number:x} (via {self.via})")
+        self.log(f"renewing serial {chain[0].serial_number:x} (via {via})")
         with self.connect() as client:
-            issued = client.renew(chain[0], key, csr, self.via, chain=chain[1:])
+            issued = client.renew(chain[0], key, csr, via, chain=chain[1:])
         if new_key is not None:
             write_file(self.files.key, dump_private_key(new_key, None), private=True)
             key = new_key

@@ -19,6 +19,7 @@ from ostiary.authority.folder import (
     CAPaths,
     load_ca_public,
 )
+from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
 from ostiary.cli.console import fail, note, out
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile, Sans
@@ -191,13 +192,39 @@ def add(
             show_default=False,
         ),
     ] = None,
+    attestation_roots: Annotated[
+        Path | None,
+        typer.Option(
+            "--attestation-roots",
+            help="attest: PEM roots that certify TPM attestation keys (docs/tpm.md).",
+            show_default=False,
+        ),
+    ] = None,
+    require_pin: Annotated[
+        bool,
+        typer.Option("--require-pin/--no-require-pin", help="attest: the key needs userWithAuth."),
+    ] = True,
+    require_attestation: Annotated[
+        str | None,
+        typer.Option(
+            "--require-attestation",
+            help="Any type: requests must carry a TPM attestation checked by this attest "
+            "provisioner (its policy OID is added).",
+            show_default=False,
+        ),
+    ] = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
     """Add a provisioner: a new key pair whose private half is sealed with the CA password."""
-    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE):
+    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE):
         raise BadRequest(
-            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval' or 'oidc'"
+            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc' or "
+            f"{ATTEST_TYPE!r}"
+        )
+    if type_ in (ATTEST_TYPE, APPROVAL_TYPE) and require_attestation is not None:
+        raise BadRequest(
+            f"--require-attestation is for jwk and oidc provisioners, not {type_!r} ones"
         )
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
@@ -205,6 +232,8 @@ def add(
     window = parse_duration(renew_after_expiry_window)
     profiles = tuple(profile or LEAF_PROFILES)
     with unlock_ca(directory, password_file) as ca:
+        if require_attestation is not None:
+            check_attest_provisioner(ca.store, require_attestation)
         ca_claims = ProvisionerClaims.from_ca_claims(ca.material.config.claims)
         claims = ProvisionerClaims(
             lifetime=_lifetime(ca_claims.lifetime, minimum, default, maximum),
@@ -217,6 +246,20 @@ def add(
             renew_after_expiry_window=window,
             allowed_names=tuple(allow_name or ()),
         )
+        if type_ == ATTEST_TYPE:  # a TPM attests the key (docs/tpm.md)
+            add_attest(
+                ca.store,
+                name,
+                claims=claims,
+                ca_claims=ca_claims,
+                profile=profiles[0],
+                roots_file=attestation_roots,
+                policy_oids=policy_oid,
+                require_pin=require_pin,
+                now=_now(),
+                actor=_ACTOR,
+            )
+            return
         if type_ == OIDC_TYPE:  # sign in with an OpenID provider (docs/entra.md)
             add_oidc(
                 ca.store,
@@ -238,6 +281,7 @@ def add(
                 provider_ca_file=provider_ca_file,
                 policy_oids=policy_oid,
             )
+            _require_attestation(ca.store, name, require_attestation)
             return
         if type_ == APPROVAL_TYPE:  # an officer decides each request (docs/console.md)
             add_approval_provisioner(
@@ -251,6 +295,7 @@ def add(
                 actor=_ACTOR,
             )
             note(f"Added provisioner '{name}' (type {APPROVAL_TYPE}, profile {profiles[0]})")
+            _require_attestation(ca.store, name, require_attestation)
             return
         provisioner = add_jwk_provisioner(
             ca.store,
@@ -263,12 +308,22 @@ def add(
             ca_claims=ca_claims,
             actor=_ACTOR,
         )
+        _require_attestation(ca.store, name, require_attestation)
     note(f"Added {'admin ' if admin else ''}provisioner '{name}' (type {JWK_TYPE})")
     note(f"  key id (RFC 7638): {provisioner.kid}")
     note(f"  lifetime: {_describe_lifetime(claims.lifetime)}")
     if claims.allowed_names:
         note(f"  allowed names: {', '.join(claims.allowed_names)}")
     note(f"Make a token with: ostiary ca token SUBJECT --provisioner {name}")
+
+
+def _require_attestation(store: Store, name: str, attest: str | None) -> None:
+    if attest is None:
+        return
+    from ostiary.provisioners.attest import require_attestation
+
+    require_attestation(store, name, attest, now=_now(), actor=_ACTOR)
+    note(f"  requires a TPM attestation checked by '{attest}'")
 
 
 def _lifetime(

@@ -124,13 +124,18 @@ class OstiaryClient:
         csr: x509.CertificateSigningRequest,
         token: str,
         not_after: timedelta | datetime | str | None = None,
+        *,
+        attestation: dict[str, Any] | None = None,
     ) -> IssuedCertificate:
         """A certificate for ``csr``, authorized by a provisioner's one-time ``token``.
 
         ``not_after`` is a lifetime (``timedelta`` or ``"24h"``) or an absolute time; the
-        provisioner's claims bound it.
+        provisioner's claims bound it. ``attestation``: a TPM attestation of the key, for a
+        provisioner that requires one.
         """
         body: dict[str, Any] = {"csr": _pem(csr), "token": token}
+        if attestation is not None:
+            body["attestation"] = attestation
         if not_after is not None:
             body["not_after"] = _format_not_after(not_after)
         answer = self._call(self._http, "POST", "/sign", json=body)
@@ -182,12 +187,37 @@ class OstiaryClient:
         provisioner: str,
         id_token: str,
         not_after: timedelta | datetime | str | None = None,
+        *,
+        attestation: dict[str, Any] | None = None,
     ) -> IssuedCertificate:
-        """A certificate for ``csr``, authorized by an OpenID sign-in (``id_token``)."""
+        """A certificate for ``csr``, authorized by an OpenID sign-in (``id_token``), with
+        a TPM ``attestation`` of its key when the provisioner requires one.
+        """
         body: dict[str, Any] = {"csr": _pem(csr), "id_token": id_token}
+        if attestation is not None:
+            body["attestation"] = attestation
         if not_after is not None:
             body["not_after"] = _format_not_after(not_after)
         path = f"/provisioners/{quote(provisioner, safe='')}/sign"
+        answer = self._call(self._http, "POST", path, json=body)
+        return self._issued(answer, expected_key=csr.public_key())
+
+    def attestation_nonce(self) -> str:
+        """A single-use nonce for a TPM attestation (``POST /attestation/nonce``)."""
+        return str(_field(self._call(self._http, "POST", "/attestation/nonce"), "nonce", str))
+
+    def sign_with_attestation(
+        self,
+        csr: x509.CertificateSigningRequest,
+        provisioner: str,
+        attestation: dict[str, Any],
+        not_after: timedelta | datetime | str | None = None,
+    ) -> IssuedCertificate:
+        """A certificate for ``csr`` from an ``attest`` provisioner (docs/tpm.md)."""
+        body: dict[str, Any] = {"csr": _pem(csr), "attestation": attestation}
+        if not_after is not None:
+            body["not_after"] = _format_not_after(not_after)
+        path = f"/provisioners/{quote(provisioner, safe='')}/attest"
         answer = self._call(self._http, "POST", path, json=body)
         return self._issued(answer, expected_key=csr.public_key())
 
@@ -257,6 +287,10 @@ class OstiaryClient:
         purpose: HolderPurpose,
         chain: Sequence[x509.Certificate] = (),
     ) -> Any:
+        if via == "mtls" and _held_by_device(private_key):
+            # Python's TLS needs the key material; a TPM or token key proves itself by
+            # signing a holder token instead (the server accepts either).
+            via = "token"
         if via == "token":
             token = self._holder_token(certificate, private_key, purpose=purpose)
             headers = {"Authorization": f"Bearer {token}"}
@@ -322,6 +356,12 @@ class OstiaryClient:
                 "the CA returned a certificate that does not chain to its root"
             )
         return IssuedCertificate(certificate, issuers)
+
+
+def _held_by_device(private_key: CertificateIssuerPrivateKeyTypes) -> bool:
+    from ostiary.core.held_keys import HeldECPrivateKey
+
+    return isinstance(private_key, HeldECPrivateKey)
 
 
 def _chains_to(

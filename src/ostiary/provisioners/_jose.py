@@ -276,6 +276,31 @@ def sign_jwt(header: Mapping[str, Any], claims: Mapping[str, Any], key: jwk.Key)
     return jwt.encode(dict(header), dict(claims), key, registry=registry)
 
 
+def sign_jwt_in_place(
+    header: Mapping[str, Any], claims: Mapping[str, Any], key: ec.EllipticCurvePrivateKey
+) -> str:
+    """Like :func:`sign_jwt` (ES256/384/512), for a key that cannot leave its device (a
+    TPM): the signing input goes to ``key.sign`` and the DER signature becomes the JWS
+    ``r || s`` form (RFC 7518 section 3.4).
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    digests = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384(), "ES512": hashes.SHA512()}
+    algorithm = digests[str(header["alg"])]
+    signing_input = b".".join(
+        _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+    )
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(algorithm)))
+    size = (key.curve.key_size + 7) // 8
+    signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    return (signing_input + b"." + _b64url(signature)).decode("ascii")
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def b64_der(data: bytes) -> str:
     """Standard base64 (not base64url), as ``x5c`` entries are (RFC 7515, section 4.1.6)."""
     return base64.b64encode(data).decode("ascii")

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from ostiary.core.errors import BadRequest, Unauthorized
+from ostiary.core.held_keys import HeldECPrivateKey
 from ostiary.core.lifetime import format_duration
 from ostiary.provisioners import _jose
 from ostiary.provisioners.base import CAIdentity
@@ -92,6 +93,9 @@ def mint_holder_token(
         "exp": issued + int(lifetime.total_seconds()),
         "jti": _jose.new_token_id(),
     }
+    if isinstance(private_key, HeldECPrivateKey):
+        # A key held by a TPM or a token: it signs, but cannot be handed to the JOSE library.
+        return _jose.sign_jwt_in_place({**header, "typ": "JWT"}, claims, private_key)
     return _jose.sign_jwt(header, claims, _jose.import_private_key(private_key))
 
 

@@ -33,7 +33,13 @@ from ostiary.core.names import sans_of
 from ostiary.core.profiles import SMART_CARD_LOGON_OID, ProfileOptions
 from ostiary.provisioners.base import CAIdentity, ProvisionerClaims
 from ostiary.provisioners.manage import claims_for_certificate
-from ostiary.store import CertificateRecord, CertificateRepository, CertificateStatus, Store
+from ostiary.store import (
+    CertificateRecord,
+    CertificateRepository,
+    CertificateStatus,
+    ProvisionerRepository,
+    Store,
+)
 
 
 def renewal_authorization(
@@ -55,6 +61,8 @@ def renewal_authorization(
     with store.transaction(read_only=True) as session:
         record = find_issued_certificate(session, certificate, ca=ca)
         claims = check_renewable(session, record, certificate, ca=ca, now=now)
+        if csr is not None:
+            _refuse_rekey_of_attested(session, record)
     original = certificate.not_valid_after_utc - certificate.not_valid_before_utc - BACKDATE
     lifetime = claims.lifetime
     same_duration = min(max(original, lifetime.minimum), lifetime.maximum)
@@ -76,6 +84,24 @@ def renewal_authorization(
         check_requested_names(csr, authorization)
         return authorization, public_key
     return authorization, check_public_key(certificate.public_key())
+
+
+def _refuse_rekey_of_attested(session: Session, record: CertificateRecord) -> None:
+    """A certificate whose key a TPM attested renews with that key only: a new key would
+    need its own attestation (request a new certificate for it).
+    """
+    if record.provisioner is None:
+        return
+    try:
+        provisioner = ProvisionerRepository(session).get(record.provisioner)
+    except NotFound:
+        return
+    if provisioner.type == "attest" or provisioner.config.get("require_attestation"):
+        raise PolicyDenied(
+            f"provisioner {record.provisioner!r} requires an attested key: renew with the same "
+            "key (no --rekey), or request a new certificate with a new attestation",
+            serial=record.serial,
+        )
 
 
 def find_issued_certificate(

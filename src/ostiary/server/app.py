@@ -23,6 +23,7 @@ from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.problems import install_problem_handlers, problem_response
 from ostiary.server.routes import admin, enroll, publish
+from ostiary.server.routes import attest as attest_routes
 from ostiary.server.routes import oidc as oidc_routes
 from ostiary.server.routes import requests as approval_requests
 from ostiary.server.routes import signing as signing_routes
@@ -56,6 +57,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(approval_requests.router)
         app.include_router(console.router)
         app.include_router(signing_routes.router)
+        app.include_router(attest_routes.router)
     app.add_middleware(DeclaredBodyLimit, limit=MAX_BODY_SIZE)
     return app
 

@@ -7,7 +7,7 @@ a huge field never reaches a parser. Serial numbers are hex at this edge and ``i
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -37,6 +37,9 @@ class SignRequest(_Request):
         None,
         max_length=64,
         description="requested lifetime ('24h', '7d') or end (RFC 3339); default: the claims'",
+    )
+    attestation: dict[str, Any] | None = Field(
+        None, description="TPM attestation of the CSR's key (docs/tpm.md), if required"
     )
 
 

@@ -43,7 +43,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import (
-    Prehashed,
     encode_dss_signature,
 )
 from pkcs11 import Attribute, Mechanism, ObjectClass
@@ -59,6 +58,7 @@ from ostiary.core.errors import (
     SignerUnavailable,
     WrongPassword,
 )
+from ostiary.core.held_keys import HeldECPrivateKey, digest_for_signing
 from ostiary.core.keys import KeyType
 
 #: Key types a token CA may use (EdDSA support in PKCS#11 modules is still rare).
@@ -339,31 +339,19 @@ def _public_key_of(public: Any) -> CertificateIssuerPublicKeyTypes:
     raise SignerUnavailable(f"the token key has an unsupported type {public.key_type!r}")
 
 
-def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
-    """``data`` hashed with ``algorithm``, or as is when it is :class:`Prehashed`."""
-    if isinstance(algorithm, Prehashed):
-        digest_algorithm: hashes.HashAlgorithm = algorithm._algorithm
-        if len(data) != digest_algorithm.digest_size:
-            raise ValueError("the prehashed data has the wrong length")
-        return data, digest_algorithm
-    if not isinstance(algorithm, hashes.HashAlgorithm):
-        raise TypeError("a hash algorithm is required")
-    hasher = hashes.Hash(algorithm)
-    hasher.update(data)
-    return hasher.finalize(), algorithm
-
-
 def _not_exportable() -> NoReturn:
     raise TypeError("this key lives in a PKCS#11 token and cannot be exported")
 
 
-class Pkcs11ECPrivateKey(ec.EllipticCurvePrivateKey):
+class Pkcs11ECPrivateKey(HeldECPrivateKey):
     """An EC key in a token, behind cryptography's private-key interface."""
 
+    held_in = "a PKCS#11 token"
+
     def __init__(self, token: Pkcs11Token, handle: Any, public: ec.EllipticCurvePublicKey):
+        super().__init__(public)
         self._token = token
         self._handle = handle
-        self._public = public
 
     def sign(
         self,
@@ -372,43 +360,12 @@ class Pkcs11ECPrivateKey(ec.EllipticCurvePrivateKey):
     ) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise TypeError("only ECDSA signatures are supported")
-        digest, _ = _digest(bytes(data), signature_algorithm.algorithm)
+        digest, _ = digest_for_signing(bytes(data), signature_algorithm.algorithm)
         raw = self._token.sign_raw(self._handle, digest, Mechanism.ECDSA)
         half = len(raw) // 2
         return encode_dss_signature(
             int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
         )
-
-    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        raise TypeError("a CA key in a token only signs")
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public
-
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        return self._public.curve
-
-    @property
-    def key_size(self) -> int:
-        return self._public.curve.key_size
-
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        _not_exportable()
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _not_exportable()
-
-    def __copy__(self) -> Pkcs11ECPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Pkcs11ECPrivateKey:
-        return self
 
 
 class Pkcs11RSAPrivateKey(rsa.RSAPrivateKey):
@@ -425,7 +382,7 @@ class Pkcs11RSAPrivateKey(rsa.RSAPrivateKey):
         padding: asym_padding.AsymmetricPadding,
         algorithm: Any,
     ) -> bytes:
-        digest, hash_algorithm = _digest(bytes(data), algorithm)
+        digest, hash_algorithm = digest_for_signing(bytes(data), algorithm)
         if isinstance(padding, asym_padding.PKCS1v15):
             info = asn1_algos.DigestInfo(
                 {

@@ -11,6 +11,7 @@ repositories, each of which takes the transaction's session::
         AuditLog(session).append("certificate.issued", at=now, target=record.serial)
 """
 
+from ostiary.store.attestation import AttestationNonce, AttestationNonceRepository
 from ostiary.store.audit import GENESIS_HASH, AuditFault, AuditLog, AuditVerification, entry_hash
 from ostiary.store.certificates import (
     REVOCATION_REASONS,
@@ -47,6 +48,8 @@ from ostiary.store.tokens import TokenRepository
 __all__ = [
     "GENESIS_HASH",
     "REVOCATION_REASONS",
+    "AttestationNonce",
+    "AttestationNonceRepository",
     "AuditEntry",
     "AuditFault",
     "AuditHead",

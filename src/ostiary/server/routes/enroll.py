@@ -28,6 +28,7 @@ from ostiary.provisioners import (
     verify_admin_token,
     verify_holder_token,
 )
+from ostiary.provisioners.attest import attestation_for, sign_token_issuer, with_attestation
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.credentials import (
@@ -75,6 +76,9 @@ def sign(body: Annotated[SignRequest, Depends(_sign_body)], context: Context) ->
     authority = context.authority
     csr = load_csr(body.csr.encode("utf-8"))
     requested = parse_requested_not_after(body.not_after)
+    hardware = attestation_for(
+        authority.store, sign_token_issuer(body.token), body.attestation, csr, now=authority.clock()
+    )
     authorization = authorize_sign(
         authority.store,
         body.token,
@@ -82,6 +86,9 @@ def sign(body: Annotated[SignRequest, Depends(_sign_body)], context: Context) ->
         ca=context.ca,
         now=authority.clock(),
         requested_not_after=requested,
+    )
+    authorization = with_attestation(
+        authority.store, authorization, hardware, now=authority.clock()
     )
     certificate = authority.issue(
         csr, authorization, actor=f"provisioner:{authorization.provisioner}"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ostiary.core.encoding import load_csr
 from ostiary.core.errors import BadRequest, NotFound, PolicyDenied
+from ostiary.provisioners.attest import attestation_for, with_attestation
 from ostiary.provisioners.base import validate_provisioner_name
 from ostiary.provisioners.oidc import (
     OIDC_TYPE,
@@ -31,6 +32,7 @@ from ostiary.provisioners.oidc import (
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.models import MAX_PEM, MAX_TOKEN, CertificateAnswer, parse_requested_not_after
+from ostiary.server.routes.attest import Attestation
 
 router = APIRouter(tags=["oidc"])
 Context = Annotated[ServerContext, Depends(server_context)]
@@ -47,6 +49,9 @@ class OIDCSignRequest(_Request):
     id_token: str = Field(min_length=1, max_length=MAX_TOKEN, description="OpenID ID token")
     not_after: str | None = Field(
         None, max_length=64, description="requested lifetime ('24h') or end (RFC 3339)"
+    )
+    attestation: Attestation | None = Field(
+        None, description="TPM attestation of the CSR's key, when the provisioner requires it"
     )
 
 
@@ -140,6 +145,8 @@ def sign(
     """Issue a certificate for a CSR authorized by an OpenID sign-in."""
     authority = context.authority
     csr = load_csr(body.csr.encode("utf-8"))
+    attestation = body.attestation.as_dict() if body.attestation is not None else None
+    hardware = attestation_for(authority.store, name, attestation, csr, now=authority.clock())
     authorization = authorize_oidc_sign(
         authority.store,
         name,
@@ -148,6 +155,9 @@ def sign(
         ca=context.ca,
         now=authority.clock(),
         requested_not_after=parse_requested_not_after(body.not_after),
+    )
+    authorization = with_attestation(
+        authority.store, authorization, hardware, now=authority.clock()
     )
     certificate = authority.issue(
         csr, authorization, actor=f"provisioner:{authorization.provisioner}"

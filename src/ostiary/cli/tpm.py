@@ -1,0 +1,156 @@
+"""``--key-store tpm``: client keys made in, and used through, a TPM 2.0 (docs/tpm.md).
+
+``cert request ... --key-store tpm`` has the TPM make the key, signs the CSR there and writes
+``KEY`` as a ``TSS2 PRIVATE KEY`` PEM (the TPM's wrapped blob, usable only in that TPM, by
+us or the tpm2 OpenSSL provider). With ``--attest-key`` the TPM also certifies the new key
+over a nonce from the CA, and the statement goes with the CSR: to an ``attest`` provisioner
+(``POST /provisioners/{name}/attest``), or to one that requires attestation.
+
+The TPM is reached through ``--tcti`` (``swtpm:host=...,port=...``, ``device:/dev/tpmrm0``),
+else ``$OSTIARY_TPM_TCTI``, else the TSS default. The PIN comes from ``--pin-file``, else
+``$OSTIARY_TPM_PIN``; a key made without one has no PIN.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from cryptography import x509
+
+from ostiary.cli.attest import ATTEST_TYPE
+from ostiary.cli.console import note
+from ostiary.cli.files import read_input, write_file
+from ostiary.cli.secrets import read_password_file
+from ostiary.core.encoding import load_certificate_chain
+from ostiary.core.errors import BadRequest
+
+if TYPE_CHECKING:
+    from ostiary.client.api import IssuedCertificate, OstiaryClient
+    from ostiary.client.oidc import OIDCSignIn
+    from ostiary.client.tpm import AttestationKey, TpmPrivateKey
+
+#: Environment variables for the TPM's TCTI and the key's PIN.
+TCTI_ENV = "OSTIARY_TPM_TCTI"
+PIN_ENV = "OSTIARY_TPM_PIN"
+
+TpmPinFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--pin-file",
+        help="tpm: file holding the key's PIN (or $OSTIARY_TPM_PIN).",
+        show_default=False,
+    ),
+]
+TpmTcti = Annotated[
+    str | None,
+    typer.Option(
+        "--tcti",
+        help="tpm: how to reach the TPM, e.g. device:/dev/tpmrm0 (or $OSTIARY_TPM_TCTI).",
+        show_default=False,
+    ),
+]
+
+
+def tpm_tcti(tcti: str | None) -> str | None:
+    return tcti or os.environ.get(TCTI_ENV) or None
+
+
+def tpm_pin(pin_file: Path | None) -> bytes | None:
+    if pin_file is not None:
+        return read_password_file(pin_file)
+    pin = os.environ.get(PIN_ENV)
+    return pin.encode("utf-8") if pin else None
+
+
+def load_tpm_key_file(path: Path, *, tcti: str | None, pin_file: Path | None) -> TpmPrivateKey:
+    """A TPM key from its TSS2 PEM file."""
+    from ostiary.client.tpm import load_tpm_key_pem
+
+    return load_tpm_key_pem(
+        read_input(path, "key file"), tcti=tpm_tcti(tcti), pin=tpm_pin(pin_file)
+    )
+
+
+def _attestation_key(
+    attest_key: Path | None, attest_chain: Path | None, *, tcti: str | None
+) -> AttestationKey | None:
+    from ostiary.client.tpm import AttestationKey
+
+    if attest_key is None and attest_chain is None:
+        return None
+    if attest_key is None or attest_chain is None:
+        raise BadRequest("give both --attest-key and --attest-chain, or neither")
+    key = load_tpm_key_file(attest_key, tcti=tcti, pin_file=None)
+    chain = load_certificate_chain(read_input(attest_chain, "attestation key chain"))
+    if chain[0].public_key() != key.public_key():
+        raise BadRequest(f"{attest_chain} is not the certificate of {attest_key}")
+    return AttestationKey(key, tuple(chain))
+
+
+def request_with_tpm(
+    connect: Callable[[], OstiaryClient],
+    subject: x509.Name,
+    sans: Sequence[x509.GeneralName],
+    crt: Path,
+    key_file: Path,
+    *,
+    provisioner: str | None,
+    provisioner_type: str | None,
+    token: str | None,
+    not_after: str | None,
+    pin_file: Path | None,
+    tcti: str | None,
+    attest_key: Path | None,
+    attest_chain: Path | None,
+    sign_in: OIDCSignIn | None,
+) -> None:
+    """``cert request --key-store tpm``: see the module docstring."""
+    from ostiary.client.enrollment import build_csr
+    from ostiary.client.tpm import certify_key, create_tpm_key
+
+    reach = tpm_tcti(tcti)
+    ak = _attestation_key(attest_key, attest_chain, tcti=reach)
+    key = create_tpm_key(tcti=reach, pin=tpm_pin(pin_file))
+    csr = build_csr(subject, sans, key)
+    with connect() as client:
+        attestation: dict[str, Any] | None = None
+        if ak is not None:
+            attestation = certify_key(key, ak, client.attestation_nonce()).to_json()
+        issued = _enroll(
+            client, csr, provisioner, provisioner_type, token, not_after, attestation, sign_in
+        )
+    write_file(key_file, key.to_pem(), private=True)
+    write_file(crt, issued.dump_pem())
+    note(f"Issued serial {issued.serial_number:x} to {issued.certificate.subject.rfc4514_string()}")
+    note(f"Wrote {crt} and TPM key {key_file} (TSS2 PEM: usable only in this TPM)")
+
+
+def _enroll(
+    client: OstiaryClient,
+    csr: x509.CertificateSigningRequest,
+    provisioner: str | None,
+    provisioner_type: str | None,
+    token: str | None,
+    not_after: str | None,
+    attestation: dict[str, Any] | None,
+    sign_in: OIDCSignIn | None,
+) -> IssuedCertificate:
+    if sign_in is not None:
+        id_token = sign_in.id_token_for(client, csr)
+        return client.sign_with_id_token(
+            csr, sign_in.provisioner, id_token, not_after, attestation=attestation
+        )
+    if token is not None:
+        return client.sign(csr, token.strip(), not_after, attestation=attestation)
+    if provisioner is None or provisioner_type != ATTEST_TYPE:
+        raise BadRequest(
+            "--key-store tpm enrolls with --token, or with an attest or oidc --provisioner"
+            + (f" ({provisioner!r} is of type {provisioner_type})" if provisioner else "")
+        )
+    if attestation is None:
+        raise BadRequest(f"provisioner {provisioner!r} needs --attest-key and --attest-chain")
+    return client.sign_with_attestation(csr, provisioner, attestation, not_after)

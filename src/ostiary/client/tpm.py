@@ -1,0 +1,335 @@
+"""Client keys that live in a TPM 2.0 and cannot be copied off it (``--key-store tpm``).
+
+:func:`create_tpm_key` has the TPM make a P-256 signing key under the owner hierarchy's
+standard storage primary (the TCG "TSS2 private key" parent, which the tpm2 OpenSSL provider
+recreates on its own): ``fixedTPM``, ``fixedParent``, ``sensitiveDataOrigin`` (the TPM made
+the secret and will never export it), ``userWithAuth`` with the PIN as its authorization,
+not ``restricted`` (it signs anything: CSRs, holder tokens, TLS handshakes). What we keep on
+disk is the TPM's *wrapped* blob, as a ``TSS2 PRIVATE KEY`` PEM: useless without this TPM.
+
+:class:`TpmPrivateKey` puts the key behind cryptography's private-key interface, so that the
+CSR builder and the holder tokens of renewal sign through the TPM. Each signature opens the
+TPM, loads the primary and the key, signs the digest (ECDSA) and flushes both handles: no
+transient object stays behind. A wrong PIN is the TPM's own ``TPM_RC_AUTH_FAIL``
+(:class:`~ostiary.core.errors.WrongPassword`); it counts towards the TPM's dictionary-attack
+lockout, as it should.
+
+:func:`certify_key` runs TPM2_Certify: the attestation key (a restricted signing key of the
+same TPM, certified by an attestation CA) signs a statement naming the new key, with the CA's
+nonce as ``extraData``. The CA checks it (:mod:`ostiary.provisioners.attest`).
+
+Needs the ``tpm`` extra (``tpm2-pytss``, which links the system's ``libtss2``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ostiary._tss import import_tss
+from ostiary.core.errors import BadRequest, MalformedInput, Unavailable, WrongPassword
+from ostiary.core.held_keys import HeldECPrivateKey, digest_for_signing
+
+#: The PEM label of a TPM key blob (tpm2-tss-engine and tpm2-openssl read it).
+TSS2_PEM_LABEL = "TSS2 PRIVATE KEY"
+#: TPM_RC_AUTH_FAIL and TPM_RC_BAD_AUTH, without the session/parameter number bits.
+_AUTH_FAILURES = (0x08E, 0x0A2)
+_LOCKOUT = 0x921
+_RC_FORMAT1 = 0x080
+
+
+def _tss() -> Any:
+    return import_tss("TPM keys")
+
+
+def is_tpm_key_pem(data: bytes) -> bool:
+    """Whether ``data`` is a ``TSS2 PRIVATE KEY`` PEM (a key held by a TPM)."""
+    return f"-----BEGIN {TSS2_PEM_LABEL}-----".encode() in data
+
+
+def tpm_error(exc: Exception, what: str) -> Exception:
+    """A TSS failure as one clear :class:`~ostiary.core.errors.OstiaryError`."""
+    code = int(getattr(exc, "rc", 0) or 0)
+    base = code & 0xFFF
+    if code & _RC_FORMAT1:
+        base &= 0x0BF
+    if base in _AUTH_FAILURES:
+        return WrongPassword(f"{what}: the TPM refused the PIN (authorization failed)")
+    if base == _LOCKOUT:
+        return Unavailable(
+            f"{what}: the TPM is in dictionary-attack lockout after wrong PINs; wait, or "
+            "have its owner reset it (tpm2_dictionarylockout --clear-lockout)"
+        )
+    return Unavailable(f"{what}: the TPM failed ({type(exc).__name__}: {exc})")
+
+
+@contextmanager
+def open_tpm(tcti: str | None) -> Iterator[Any]:
+    """An ESAPI context on the TPM reached through ``tcti`` (default: the system's)."""
+    tss = _tss()
+    try:
+        # Given as text, the TCTI belongs to the context and is closed with it (a TCTI
+        # object passed in would stay open: a leaked connection to the TPM or its broker).
+        context = tss.ESAPI(tcti or None)
+    except tss.TSS2_Exception as exc:
+        raise Unavailable(f"cannot open the TPM ({tcti or 'default TCTI'}): {exc}") from None
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def _key_template(tss: Any) -> Any:
+    """P-256 ECDSA signing key, not restricted, bound to this TPM and its parent."""
+    attributes = (
+        tss.TPMA_OBJECT.FIXEDTPM
+        | tss.TPMA_OBJECT.FIXEDPARENT
+        | tss.TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | tss.TPMA_OBJECT.USERWITHAUTH
+        | tss.TPMA_OBJECT.SIGN_ENCRYPT
+    )
+    return tss.TPMT_PUBLIC.parse("ecc256:null:null", objectAttributes=attributes)
+
+
+@contextmanager
+def _loaded(context: Any, *keys: tuple[Any, bytes | None]) -> Iterator[list[Any]]:
+    """The standard primary and each ``(blob, pin)`` loaded under it; all flushed after.
+
+    One primary for all: a TPM has few transient slots (three on swtpm).
+    """
+    tss = _tss()
+    blob_type = tss.tsskey.TSSPrivKey
+    primary = blob_type._getparent(context, tss.TPM2_ALG.ECC, tss.lib.TPM2_RH_OWNER)
+    handles: list[Any] = []
+    try:
+        for blob, pin in keys:
+            try:
+                handle = context.load(primary, blob.private, blob.public)
+            except tss.TSS2_Exception as exc:
+                raise tpm_error(exc, "loading the key into the TPM") from None
+            handles.append(handle)
+            context.tr_set_auth(handle, pin or b"")
+        yield handles
+    finally:
+        for handle in handles:
+            context.flush_context(handle)
+        context.flush_context(primary)
+
+
+def _public_key_of(public_area: Any) -> ec.EllipticCurvePublicKey:
+    curve = int(public_area.parameters.eccDetail.curveID)
+    if curve != 3:  # TPM2_ECC_NIST_P256
+        raise MalformedInput("the TPM key is not a P-256 key")
+    numbers = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(bytes(public_area.unique.ecc.x), "big"),
+        int.from_bytes(bytes(public_area.unique.ecc.y), "big"),
+        ec.SECP256R1(),
+    )
+    return numbers.public_key()
+
+
+class TpmPrivateKey(HeldECPrivateKey):
+    """A P-256 key held by a TPM, behind cryptography's private-key interface.
+
+    ``tcti`` says how to reach the TPM, ``pin`` is the key's authorization (not kept in the
+    PEM). Signing goes to the TPM every time; nothing secret is in this object but the PIN.
+    """
+
+    held_in = "a TPM"
+
+    def __init__(self, blob: Any, *, tcti: str | None, pin: bytes | None) -> None:
+        if blob.public.publicArea.type != _tss().TPM2_ALG.ECC:
+            raise MalformedInput("the TPM key is not an ECC key")
+        super().__init__(_public_key_of(blob.public.publicArea))
+        self._blob = blob
+        self._tcti = tcti
+        self._pin = pin
+
+    @property
+    def tcti(self) -> str | None:
+        return self._tcti
+
+    @property
+    def public_area(self) -> bytes:
+        """The key's TPMT_PUBLIC, marshalled: what its TPM name is computed from."""
+        return bytes(self._blob.public.publicArea.marshal())
+
+    def to_pem(self) -> bytes:
+        """The wrapped key as a ``TSS2 PRIVATE KEY`` PEM (for the tpm2 OpenSSL provider)."""
+        return bytes(self._blob.to_pem())
+
+    def sign(
+        self,
+        data: bytes | bytearray | memoryview,
+        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
+    ) -> bytes:
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise TypeError("a TPM key signs with ECDSA only")
+        digest, algorithm = digest_for_signing(bytes(data), signature_algorithm.algorithm)
+        tss = _tss()
+        hash_alg = _TPM_HASHES.get(algorithm.name)
+        if hash_alg is None:
+            raise TypeError(f"the TPM signs SHA-256/384/512 digests, not {algorithm.name}")
+        scheme = tss.TPMT_SIG_SCHEME(scheme=tss.TPM2_ALG.ECDSA)
+        scheme.details.any.hashAlg = getattr(tss.TPM2_ALG, hash_alg)
+        validation = tss.TPMT_TK_HASHCHECK(tag=tss.TPM2_ST.HASHCHECK, hierarchy=tss.TPM2_RH.NULL)
+        with open_tpm(self._tcti) as context, _loaded(context, (self._blob, self._pin)) as keys:
+            try:
+                signature = context.sign(keys[0], digest, scheme, validation)
+            except tss.TSS2_Exception as exc:
+                raise tpm_error(exc, "signing with the TPM key") from None
+        return _der_signature(signature)
+
+
+_TPM_HASHES = {"sha256": "SHA256", "sha384": "SHA384", "sha512": "SHA512"}
+
+
+def _der_signature(signature: Any) -> bytes:
+    ecdsa = signature.signature.ecdsa
+    return encode_dss_signature(
+        int.from_bytes(bytes(ecdsa.signatureR), "big"),
+        int.from_bytes(bytes(ecdsa.signatureS), "big"),
+    )
+
+
+def create_tpm_key(*, tcti: str | None = None, pin: bytes | None = None) -> TpmPrivateKey:
+    """Have the TPM make a new signing key (see the module docstring)."""
+    return _create_key(_key_template(_tss()), tcti=tcti, pin=pin)
+
+
+def _create_key(template: Any, *, tcti: str | None, pin: bytes | None) -> TpmPrivateKey:
+    tss = _tss()
+    sensitive = tss.TPM2B_SENSITIVE_CREATE()
+    if pin:
+        sensitive.sensitive.userAuth = pin
+    blob_type = tss.tsskey.TSSPrivKey
+    with open_tpm(tcti) as context:
+        primary = blob_type._getparent(context, tss.TPM2_ALG.ECC, tss.lib.TPM2_RH_OWNER)
+        try:
+            private, public, _, _, _ = context.create(
+                primary, sensitive, tss.TPM2B_PUBLIC(publicArea=template)
+            )
+        except tss.TSS2_Exception as exc:
+            raise tpm_error(exc, "creating a key in the TPM") from None
+        finally:
+            context.flush_context(primary)
+    blob = blob_type(private, public, empty_auth=not pin, parent=tss.lib.TPM2_RH_OWNER)
+    return TpmPrivateKey(blob, tcti=tcti, pin=pin)
+
+
+def load_tpm_key_pem(data: bytes, *, tcti: str | None, pin: bytes | None) -> TpmPrivateKey:
+    """A key from its ``TSS2 PRIVATE KEY`` PEM; the TPM is only opened when it signs."""
+    tss = _tss()
+    try:
+        blob = tss.tsskey.TSSPrivKey.from_pem(data)
+    except (TypeError, ValueError) as exc:
+        raise MalformedInput(f"not a TSS2 private key: {exc}") from None
+    if not blob.empty_auth and not pin:
+        raise BadRequest("this TPM key has a PIN: give --pin-file")
+    return TpmPrivateKey(blob, tcti=tcti, pin=pin if not blob.empty_auth else None)
+
+
+@dataclass(frozen=True)
+class AttestationKey:
+    """The TPM's attestation key (a restricted signing key) and its certificate chain."""
+
+    key: TpmPrivateKey
+    chain: tuple[x509.Certificate, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class KeyAttestation:
+    """TPM2_Certify's statement about a key, and what the CA needs to check it."""
+
+    nonce: str
+    attest: bytes
+    signature: bytes
+    public_area: bytes
+    ak_chain: tuple[x509.Certificate, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``attestation`` member of a sign request (see docs/api.md)."""
+        return {
+            "nonce": self.nonce,
+            "certify_info": _b64(self.attest),
+            "signature": _b64(self.signature),
+            "public_area": _b64(self.public_area),
+            "ak_chain": [_b64(c.public_bytes(serialization.Encoding.DER)) for c in self.ak_chain],
+        }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def certify_key(key: TpmPrivateKey, ak: AttestationKey, nonce: str) -> KeyAttestation:
+    """TPM2_Certify of ``key`` by the attestation key, over the CA's ``nonce`` (extraData).
+
+    Certifying uses the key's authorization (its PIN) and the AK's (none): the TPM proves
+    both objects are loaded in it, and signs their relationship.
+    """
+    tss = _tss()
+    if key.tcti != ak.key.tcti:
+        raise BadRequest("the key and the attestation key must be in the same TPM")
+    extra = nonce.encode("ascii")
+    scheme = tss.TPMT_SIG_SCHEME(scheme=tss.TPM2_ALG.NULL)
+    with (
+        open_tpm(key.tcti) as context,
+        _loaded(context, (key._blob, key._pin), (ak.key._blob, ak.key._pin)) as (loaded, signer),
+    ):
+        try:
+            attest, signature = context.certify(loaded, signer, extra, scheme)
+        except tss.TSS2_Exception as exc:
+            raise tpm_error(exc, "certifying the key with the attestation key") from None
+    return KeyAttestation(
+        nonce=nonce,
+        attest=bytes(attest.marshal())[2:],
+        signature=bytes(signature.marshal()),
+        public_area=key.public_area,
+        ak_chain=ak.chain,
+    )
+
+
+def make_attestation_key_template() -> Any:
+    """The TPMT_PUBLIC of an attestation key: restricted ECDSA-P256/SHA-256 signing key."""
+    tss = _tss()
+    attributes = (
+        tss.TPMA_OBJECT.FIXEDTPM
+        | tss.TPMA_OBJECT.FIXEDPARENT
+        | tss.TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | tss.TPMA_OBJECT.USERWITHAUTH
+        | tss.TPMA_OBJECT.RESTRICTED
+        | tss.TPMA_OBJECT.SIGN_ENCRYPT
+    )
+    return tss.TPMT_PUBLIC.parse("ecc256:ecdsa-sha256:null", objectAttributes=attributes)
+
+
+def create_attestation_key(
+    *, tcti: str | None = None, chain: Sequence[x509.Certificate] = ()
+) -> AttestationKey:
+    """A new attestation key in the TPM (saved like any key, as a TSS2 PEM)."""
+    key = _create_key(make_attestation_key_template(), tcti=tcti, pin=None)
+    return AttestationKey(key, tuple(chain))
+
+
+__all__ = [
+    "TSS2_PEM_LABEL",
+    "AttestationKey",
+    "KeyAttestation",
+    "TpmPrivateKey",
+    "certify_key",
+    "create_attestation_key",
+    "create_tpm_key",
+    "is_tpm_key_pem",
+    "load_tpm_key_pem",
+    "open_tpm",
+    "tpm_error",
+]

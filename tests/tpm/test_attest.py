@@ -1,0 +1,709 @@
+"""TPM keys and attestation end to end: swtpm, our CA server, the ``attest`` provisioner,
+OIDC + attestation, our gateway, and openssl's tpm2 provider using the key in place."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func, select
+
+from ostiary.client.api import OstiaryClient
+from ostiary.client.enrollment import build_csr
+from ostiary.client.tpm import (
+    AttestationKey,
+    TpmPrivateKey,
+    _create_key,
+    _loaded,
+    certify_key,
+    create_attestation_key,
+    create_tpm_key,
+    load_tpm_key_pem,
+    open_tpm,
+)
+from ostiary.core.errors import BadRequest, PolicyDenied, Unauthorized, WrongPassword
+from ostiary.core.lifetime import Lifetime
+from ostiary.core.names import parse_subject
+from ostiary.gateway.config import Route
+from ostiary.provisioners.attest import (
+    AttestProvisioner,
+    add_attest_provisioner,
+    require_attestation,
+)
+from ostiary.provisioners.base import ProvisionerClaims
+from ostiary.provisioners.oidc import OIDCProvisioner, add_oidc_provisioner
+from ostiary.provisioners.oidc_binding import nonce_for_key
+from ostiary.store import AuditEntry, CertificateRecord
+from tests.conftest import require_tool
+from tests.gateway.conftest import (  # noqa: F401 - fixtures re-exported
+    CA,
+    EchoUpstream,
+    ca,
+    ca_material,
+    free_port,
+    gateway_config,
+    provisioners,
+    run_gateway,
+    upstream,
+    wait_for_port,
+)
+from tests.oidc.conftest import CLIENT_ID, Provider, provider  # noqa: F401
+from tests.tpm.conftest import (
+    HARDWARE_POLICY,
+    PIN,
+    AttestationCA,
+    BrokeredTPM,
+    SoftwareTPM,
+    make_attestation_ca,
+    pem_chain,
+)
+
+ATTEST = "tpm"
+OPS = "ops"
+OIDC_HW = "corp-hw"
+DEVICE = "laptop-7.corp.example"
+
+
+@dataclass
+class HardwareCA:
+    ca: CA
+    provider: Provider
+
+    def client(self) -> OstiaryClient:
+        return OstiaryClient(self.ca.running.server.https_url, [self.ca.authority.ca.root])
+
+    def certificate_count(self) -> int:
+        with self.ca.authority.store.transaction(read_only=True) as session:
+            return int(session.scalar(select(func.count()).select_from(CertificateRecord)) or 0)
+
+
+@pytest.fixture(scope="module")
+def hw_ca(
+    ca: CA,  # noqa: F811
+    attestation_ca: AttestationCA,
+    provider: Provider,  # noqa: F811
+) -> HardwareCA:
+    store = ca.authority.store
+    now = datetime.now(UTC)
+    claims = ProvisionerClaims(lifetime=Lifetime())
+    add_attest_provisioner(
+        store,
+        AttestProvisioner(
+            name=ATTEST,
+            roots_pem=attestation_ca.pem().decode(),
+            policy_oid=HARDWARE_POLICY,
+            claims=claims,
+        ),
+        now=now,
+    )
+    add_oidc_provisioner(
+        store,
+        OIDCProvisioner(
+            name=OIDC_HW,
+            configuration_endpoint=provider.configuration_endpoint,
+            client_id=CLIENT_ID,
+            claims=claims,
+            domains=("corp.example",),
+        ),
+        now=now,
+    )
+    require_attestation(store, OIDC_HW, ATTEST, now=now, actor="test")
+    return HardwareCA(ca, provider)
+
+
+def _csr(key: Any, name: str = DEVICE) -> x509.CertificateSigningRequest:
+    return build_csr(parse_subject(name), [], key)
+
+
+def _attestation(client: OstiaryClient, key: TpmPrivateKey, ak: AttestationKey) -> dict[str, Any]:
+    return certify_key(key, ak, client.attestation_nonce()).to_json()
+
+
+def _attested(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, ak: AttestationKey
+) -> tuple[TpmPrivateKey, dict[str, Any]]:
+    """A new PIN-protected key in the TPM and its attestation over a fresh nonce."""
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        return key, _attestation(client, key, ak)
+
+
+def _policies(certificate: x509.Certificate) -> set[str]:
+    extension = certificate.extensions.get_extension_for_class(x509.CertificatePolicies)
+    return {p.policy_identifier.dotted_string for p in extension.value}
+
+
+# --------------------------------------------------------------------------- accepted
+
+
+def test_tpm_key_with_pin_gets_a_certificate_with_the_hardware_policy(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        issued = client.sign_with_attestation(
+            _csr(key), ATTEST, _attestation(client, key, attestation_key)
+        )
+    certificate = issued.certificate
+    assert certificate.public_key() == key.public_key()
+    assert HARDWARE_POLICY in _policies(certificate)
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [DEVICE]
+    assert swtpm.transient_count() == 0
+
+
+def test_wrong_pin_fails_at_the_tpm(swtpm: SoftwareTPM) -> None:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    wrong = load_tpm_key_pem(key.to_pem(), tcti=swtpm.tcti, pin=b"not-the-pin")
+    with pytest.raises(WrongPassword, match="the TPM refused the PIN"):
+        wrong.sign(b"data", ec.ECDSA(hashes.SHA256()))
+    right = load_tpm_key_pem(key.to_pem(), tcti=swtpm.tcti, pin=PIN)
+    signature = right.sign(b"data", ec.ECDSA(hashes.SHA256()))
+    key.public_key().verify(signature, b"data", ec.ECDSA(hashes.SHA256()))
+    assert swtpm.transient_count() == 0
+
+
+def test_signed_in_person_with_hardware_key_gets_both_in_one_certificate(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    hw_ca.provider.set_user("dana", email="dana@corp.example", email_verified=True)
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    csr = _csr(key, "dana@corp.example")
+    id_token = hw_ca.provider.id_token("dana", nonce=nonce_for_key(key.public_key()))
+    with hw_ca.client() as client:
+        attestation = _attestation(client, key, attestation_key)
+        issued = client.sign_with_id_token(csr, OIDC_HW, id_token, attestation=attestation)
+    san = issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.RFC822Name) == ["dana@corp.example"]
+    assert HARDWARE_POLICY in _policies(issued.certificate)
+
+
+def test_signed_in_person_without_attestation_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM
+) -> None:
+    hw_ca.provider.set_user("erin", email="erin@corp.example", email_verified=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    id_token = hw_ca.provider.id_token("erin", nonce=nonce_for_key(key.public_key()))
+    before = hw_ca.certificate_count()
+    with hw_ca.client() as client, pytest.raises(PolicyDenied, match="requires a TPM attestation"):
+        client.sign_with_id_token(_csr(key, "erin@corp.example"), OIDC_HW, id_token)
+    assert hw_ca.certificate_count() == before
+
+
+# --------------------------------------------------------------------------- rejected twins
+
+
+def _post(hw_ca: HardwareCA, csr: x509.CertificateSigningRequest, attestation: dict[str, Any]):  # type: ignore[no-untyped-def]
+    with hw_ca.ca.running.client() as http:
+        return http.post(
+            f"/provisioners/{ATTEST}/attest",
+            json={
+                "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
+                "attestation": attestation,
+            },
+        )
+
+
+def _refused(hw_ca: HardwareCA, csr: Any, attestation: dict[str, Any], status: int, text: str):  # type: ignore[no-untyped-def]
+    before = hw_ca.certificate_count()
+    answer = _post(hw_ca, csr, attestation)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert text in answer.json()["detail"]
+    assert hw_ca.certificate_count() == before
+
+
+def test_wrong_nonce_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        statement = certify_key(key, attestation_key, client.attestation_nonce()).to_json()
+        statement["nonce"] = client.attestation_nonce()  # a real nonce, not the certified one
+    _refused(hw_ca, _csr(key), statement, 401, "another nonce")
+
+
+def test_nonce_not_made_by_the_ca_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    statement = certify_key(key, attestation_key, "made-up-by-the-client-0123").to_json()
+    _refused(hw_ca, _csr(key), statement, 401, "not made by this CA")
+
+
+def test_replayed_attestation_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key, statement = _attested(hw_ca, swtpm, attestation_key)
+    assert _post(hw_ca, _csr(key), statement).status_code == 201
+    _refused(hw_ca, _csr(key), statement, 409, "already used")
+    with hw_ca.ca.authority.store.transaction(read_only=True) as session:
+        events = set(session.scalars(select(AuditEntry.event)))
+    assert {"attestation.verified", "attestation.replayed"} <= events
+
+
+def test_key_without_fixed_tpm_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    from tpm2_pytss import TPMA_OBJECT, TPMT_PUBLIC
+
+    attributes = (
+        TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
+    )
+    template = TPMT_PUBLIC.parse("ecc256:null:null", objectAttributes=attributes)
+    key = _create_key(template, tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        statement = _attestation(client, key, attestation_key)
+    _refused(hw_ca, _csr(key), statement, 403, "lacks fixedTPM, fixedParent")
+
+
+def test_attestation_key_that_does_not_chain_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    stranger = make_attestation_ca("Someone Else's Attestation CA")
+    foreign_ak = AttestationKey(
+        attestation_key.key, (stranger.certify_ak(attestation_key.key, DEVICE),)
+    )
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        statement = _attestation(client, key, foreign_ak)
+    _refused(hw_ca, _csr(key), statement, 401, "does not chain to an attestation root")
+
+
+def test_csr_for_another_key_than_the_attested_one_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    attested = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    other = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        statement = _attestation(client, attested, attestation_key)
+    _refused(hw_ca, _csr(other), statement, 401, "not the attested key")
+
+
+def _certify_software_key(
+    swtpm: SoftwareTPM, ak: AttestationKey, key: ec.EllipticCurvePrivateKey, nonce: str
+) -> tuple[bytes, bytes, bytes]:
+    """What an attacker can get from a real TPM for a software key: load it from outside
+    (TPM2_LoadExternal) and have the AK certify it. The TPM marks such keys not fixedTPM.
+    """
+    from tpm2_pytss import (
+        ESYS_TR,
+        TPM2_ALG,
+        TPM2B_PUBLIC,
+        TPM2B_SENSITIVE,
+        TPMA_OBJECT,
+        TPMT_SIG_SCHEME,
+    )
+
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    attributes = TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
+    public = TPM2B_PUBLIC.from_pem(pem, objectAttributes=attributes)
+    sensitive = TPM2B_SENSITIVE.from_pem(pem)
+    with open_tpm(swtpm.tcti) as context, _loaded(context, (ak.key._blob, None)) as (signer,):
+        handle = context.load_external(public, sensitive, ESYS_TR.RH_NULL)
+        try:
+            attest, signature = context.certify(
+                handle, signer, nonce.encode(), TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+            )
+        finally:
+            context.flush_context(handle)
+    return (
+        bytes(attest.marshal())[2:],
+        bytes(signature.marshal()),
+        bytes(public.publicArea.marshal()),
+    )
+
+
+@pytest.mark.parametrize("claim", ["honest-attributes", "forged-fixed-tpm"])
+def test_software_key_claiming_to_be_in_hardware_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey, claim: str
+) -> None:
+    from tpm2_pytss import TPMA_OBJECT, TPMT_PUBLIC
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    with hw_ca.client() as client:
+        nonce = client.attestation_nonce()
+    attest, signature, public_area = _certify_software_key(swtpm, attestation_key, key, nonce)
+    if claim == "forged-fixed-tpm":
+        public, _ = TPMT_PUBLIC.unmarshal(public_area)
+        public.objectAttributes |= (
+            TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        )
+        public_area = bytes(public.marshal())
+    statement = {
+        "nonce": nonce,
+        "certify_info": base64.b64encode(attest).decode(),
+        "signature": base64.b64encode(signature).decode(),
+        "public_area": base64.b64encode(public_area).decode(),
+        "ak_chain": [
+            base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+            for c in attestation_key.chain
+        ],
+    }
+    if claim == "forged-fixed-tpm":
+        _refused(hw_ca, _csr(key), statement, 401, "TPM vouched for another key")
+    else:
+        _refused(hw_ca, _csr(key), statement, 403, "lacks fixedTPM")
+
+
+def test_garbage_attestation_is_a_problem_not_a_crash(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key, statement = _attested(hw_ca, swtpm, attestation_key)
+    statement["certify_info"] = base64.b64encode(b"\x00\x01garbage").decode()
+    _refused(hw_ca, _csr(key), statement, 401, "signature does not verify")
+    statement["signature"] = base64.b64encode(b"\xff" * 5).decode()
+    _refused(hw_ca, _csr(key), statement, 400, "not a valid TPMT_SIGNATURE")
+
+
+# --------------------------------------------------------------------------- in place
+
+
+@pytest.fixture
+def tpm_identity(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey, tmp_path: Path
+) -> tuple[Path, Path]:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        issued = client.sign_with_attestation(
+            _csr(key), ATTEST, _attestation(client, key, attestation_key)
+        )
+    key_file = tmp_path / "device.key"
+    key_file.write_bytes(key.to_pem())
+    cert_file = tmp_path / "device.crt"
+    cert_file.write_bytes(issued.dump_pem())
+    return cert_file, key_file
+
+
+def test_tpm2_openssl_provider_signs_with_the_saved_key_and_pin(
+    swtpm: SoftwareTPM, tpm_identity: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The TSS2 PEM we write is what tpm2-openssl reads: it signs in the TPM with the PIN."""
+    openssl = require_tool("openssl")
+    cert_file, key_file = tpm_identity
+    data = tmp_path / "data"
+    data.write_bytes(b"signed by the key in the TPM")
+    signature = tmp_path / "data.sig"
+    env = {**os.environ, "TPM2OPENSSL_TCTI": swtpm.tcti}
+    result = subprocess.run(
+        [
+            openssl,
+            "pkeyutl",
+            "-sign",
+            "-provider",
+            "tpm2",
+            "-provider",
+            "default",
+            "-inkey",
+            str(key_file),
+            "-passin",
+            f"pass:{PIN.decode()}",
+            "-rawin",
+            "-digest",
+            "sha256",
+            "-in",
+            str(data),
+            "-out",
+            str(signature),
+        ],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    public = certificate.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    public.verify(signature.read_bytes(), data.read_bytes(), ec.ECDSA(hashes.SHA256()))
+
+
+@pytest.fixture
+def vault(hw_ca: HardwareCA, upstream: EchoUpstream) -> Iterator[int]:  # noqa: F811
+    routes = (Route(prefix="/vault", policy_oids=(HARDWARE_POLICY,)),)
+    config = gateway_config(hw_ca.ca, f"http://127.0.0.1:{upstream.port}", routes=routes)
+    with run_gateway(config) as gateway:
+        yield gateway.port
+
+
+def _openssl_get(
+    brokered: BrokeredTPM, port: int, cert_file: Path, key_file: Path, ca_file: Path, path: str
+) -> str:
+    """``GET path`` over ``openssl s_client``, the key used in the TPM by tpm2-openssl."""
+    openssl = require_tool("openssl")
+    env = {
+        **os.environ,
+        "TPM2OPENSSL_TCTI": brokered.tcti,
+        "DBUS_SESSION_BUS_ADDRESS": brokered.bus_address,
+    }
+    command = [openssl, "s_client", "-quiet", "-provider", "tpm2", "-provider", "default",
+               "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+               "-cert", str(cert_file), "-key", str(key_file), "-pass", f"pass:{PIN.decode()}",
+               "-CAfile", str(ca_file), "-verify_return_error"]  # fmt: skip
+    result = subprocess.run(
+        command,
+        input=f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode(),
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    return result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+
+
+_OPENSSL_TPM2_CONFIG = """\
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+random = random_sect
+[provider_sect]
+tpm2 = tpm2_sect
+default = default_sect
+[tpm2_sect]
+activate = 1
+[default_sect]
+activate = 1
+[random_sect]
+properties = provider=default
+"""
+
+
+def _curl_status(
+    brokered: BrokeredTPM, port: int, cert_file: Path, key_file: Path, ca_file: Path, folder: Path
+) -> str:
+    """curl (OpenSSL 3) with the TPM key, the tpm2 provider loaded by OPENSSL_CONF (docs/tpm.md)."""
+    curl = require_tool("curl")
+    config = folder / "openssl-tpm2.cnf"
+    config.write_text(_OPENSSL_TPM2_CONFIG)
+    env = {
+        **os.environ,
+        "OPENSSL_CONF": str(config),
+        "TPM2OPENSSL_TCTI": brokered.tcti,
+        "DBUS_SESSION_BUS_ADDRESS": brokered.bus_address,
+    }
+    command = [curl, "-sS", "-o", os.devnull, "-w", "%{http_code}",
+               "--resolve", f"localhost:{port}:127.0.0.1", "--cacert", str(ca_file),
+               "--cert", str(cert_file), "--key", str(key_file), "--pass", PIN.decode(),
+               f"https://localhost:{port}/vault/x"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@contextmanager
+def _nginx_client(
+    brokered: BrokeredTPM, port: int, cert_file: Path, key_file: Path, ca_file: Path, folder: Path
+) -> Iterator[int]:
+    """nginx proxying plain HTTP to the gateway, its client key used in the TPM (docs/tpm.md)."""
+    binary = require_tool("nginx")
+    prefix = folder / "nginx"
+    prefix.mkdir()
+    listen = free_port()
+    config = prefix / "openssl-tpm2.cnf"
+    config.write_text(_OPENSSL_TPM2_CONFIG)
+    pin = prefix / "pin"
+    pin.write_text(PIN.decode() + "\n")
+    temp = "\n".join(
+        f"  {kind}_temp_path {prefix}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (prefix / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n"
+        + "env OPENSSL_CONF;\nenv TPM2OPENSSL_TCTI;\nenv DBUS_SESSION_BUS_ADDRESS;\n"
+        + f"error_log {prefix}/error.log info;\nevents {{ worker_connections 64; }}\n"
+        + f"http {{\n  access_log off;\n{temp}\n"
+        + f"  server {{\n    listen 127.0.0.1:{listen};\n    location / {{\n"
+        + f"      proxy_pass https://127.0.0.1:{port};\n"
+        + f"      proxy_ssl_certificate {cert_file};\n"
+        + f"      proxy_ssl_certificate_key {key_file};\n"
+        + f"      proxy_ssl_password_file {pin};\n"
+        + f"      proxy_ssl_trusted_certificate {ca_file};\n"
+        + "      proxy_ssl_verify on;\n      proxy_ssl_name localhost;\n"
+        + "      proxy_ssl_protocols TLSv1.3;\n    }\n  }\n}\n"
+    )
+    env = {
+        **os.environ,
+        "OPENSSL_CONF": str(config),
+        "TPM2OPENSSL_TCTI": brokered.tcti,
+        "DBUS_SESSION_BUS_ADDRESS": brokered.bus_address,
+    }
+    args = [binary, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"),
+            "-e", str(prefix / "error.log")]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for_port(listen)
+        yield listen
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_gateway_route_demanding_the_policy_admits_the_tpm_key_and_keeps_software_out(
+    hw_ca: HardwareCA,
+    brokered_tpm: BrokeredTPM,
+    attestation_ca: AttestationCA,
+    vault: int,
+    tmp_path: Path,
+) -> None:
+    ak = create_attestation_key(tcti=brokered_tpm.tcti)
+    ak = AttestationKey(ak.key, (attestation_ca.certify_ak(ak.key, DEVICE),))
+    key = create_tpm_key(tcti=brokered_tpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        issued = client.sign_with_attestation(_csr(key), ATTEST, _attestation(client, key, ak))
+    key_file = tmp_path / "device.key"
+    key_file.write_bytes(key.to_pem())
+    cert_file = tmp_path / "device.crt"
+    cert_file.write_bytes(issued.dump_pem())
+
+    answer = _openssl_get(brokered_tpm, vault, cert_file, key_file, hw_ca.ca.ca_file, "/vault/x")
+    assert "HTTP/1.1 200" in answer, answer
+    status = _curl_status(brokered_tpm, vault, cert_file, key_file, hw_ca.ca.ca_file, tmp_path)
+    assert status == "200"
+    with _nginx_client(
+        brokered_tpm, vault, cert_file, key_file, hw_ca.ca.ca_file, tmp_path
+    ) as port:
+        assert httpx.get(f"http://127.0.0.1:{port}/vault/x", timeout=30).status_code == 200
+    software = hw_ca.ca.issue("laptop-soft", ("dns:laptop-soft.corp.example",))
+    with hw_ca.ca.client(software, vault) as client:
+        assert client.get("/vault/x").status_code == 403
+    wrong = tmp_path / "other.key"
+    wrong.write_bytes(create_tpm_key(tcti=brokered_tpm.tcti, pin=PIN).to_pem())
+    answer = _openssl_get(brokered_tpm, vault, cert_file, wrong, hw_ca.ca.ca_file, "/vault/x")
+    assert "HTTP/1.1 200" not in answer
+
+
+def test_cli_request_renew_and_p12_with_a_tpm_key(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.client.conftest import ok, refused
+
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    root = tmp_path / "root.pem"
+    root.write_bytes(hw_ca.ca.root_file.read_bytes())
+    pin_file = tmp_path / "pin"
+    pin_file.write_bytes(PIN + b"\n")
+    ak_file = tmp_path / "ak.pem"
+    ak_file.write_bytes(attestation_key.key.to_pem())
+    ak_chain = tmp_path / "ak-chain.pem"
+    ak_chain.write_bytes(pem_chain(attestation_key.chain))
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    where = ["--ca-url", hw_ca.ca.running.server.https_url, "--root", root]
+    tpm = ["--key-store", "tpm", "--pin-file", pin_file, "--provisioner", ATTEST,
+           "--attest-key", ak_file, "--attest-chain", ak_chain]  # fmt: skip
+    ok("cert", "request", DEVICE, crt, key, *tpm, *where)
+    assert key.read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
+    assert key.stat().st_mode & 0o777 == 0o600
+    first = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert HARDWARE_POLICY in _policies(first)
+
+    result = refused("cert", "p12", tmp_path / "dev.p12", crt, key, "--no-password")
+    assert "held by a TPM" in result.stderr
+    assert not (tmp_path / "dev.p12").exists()
+
+    ok("cert", "renew", crt, key, "--force", "--pin-file", pin_file, *where)
+    renewed = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert renewed.serial_number != first.serial_number
+    assert renewed.public_key() == first.public_key()  # the same key, still in the TPM
+    assert HARDWARE_POLICY in _policies(renewed)
+
+    result = refused("cert", "renew", crt, key, "--force", "--rekey", "--pin-file", pin_file,
+                     *where)  # fmt: skip
+    assert "without --rekey" in result.stderr
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("0000\n")
+    result = refused("cert", "renew", crt, key, "--force", "--pin-file", wrong, *where)
+    assert "the TPM refused the PIN" in result.stderr
+    assert x509.load_pem_x509_certificate(crt.read_bytes()) == renewed
+
+    result = refused("cert", "request", DEVICE, tmp_path / "x.crt", tmp_path / "x.key",
+                     "--kty", "rsa2048", *tpm, *where)  # fmt: skip
+    assert "a TPM key is P-256" in result.stderr
+    assert not (tmp_path / "x.key").exists()
+
+    monkeypatch.setenv("OSTIARY_TPM_PIN", PIN.decode())  # revoke reads the PIN from here
+    ok("cert", "revoke", "--cert", crt, "--key", key, *where)
+    status = hw_ca.ca.authority.store
+    with status.transaction(read_only=True) as session:
+        record = session.scalars(
+            select(CertificateRecord).where(
+                CertificateRecord.serial == f"{renewed.serial_number:x}"
+            )
+        ).one()
+    assert record.status == "revoked"
+
+
+def test_token_provisioner_requiring_attestation_refuses_without_and_issues_with(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    store = hw_ca.ca.authority.store
+    require_attestation(store, OPS, ATTEST, now=datetime.now(UTC), actor="test")
+    try:
+        running = hw_ca.ca.running
+        key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+        csr = _csr(key, "alice@example.com")
+        token = running.sign_token("alice@example.com")
+        before = hw_ca.certificate_count()
+        with hw_ca.client() as client:
+            with pytest.raises(PolicyDenied, match="requires a TPM attestation"):
+                client.sign(csr, token)
+            assert hw_ca.certificate_count() == before
+            attestation = _attestation(client, key, attestation_key)
+            forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+            with pytest.raises(Unauthorized):
+                client.sign(csr, forged, attestation=attestation)
+            assert hw_ca.certificate_count() == before
+            # neither the token nor the attestation's nonce was spent by the refusals
+            issued = client.sign(csr, token, attestation=attestation)
+        assert HARDWARE_POLICY in _policies(issued.certificate)
+    finally:
+        require_attestation(store, OPS, None, now=datetime.now(UTC), actor="test")
+
+
+def test_attestation_sent_to_a_provisioner_that_does_not_take_one_is_refused(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        attestation = _attestation(client, key, attestation_key)
+        token = hw_ca.ca.running.sign_token("alice@example.com")
+        with pytest.raises(BadRequest, match="does not take key attestations"):
+            client.sign(_csr(key, "alice@example.com"), token, attestation=attestation)
+
+
+def test_attested_certificate_renews_with_its_key_but_not_onto_a_new_one(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        issued = client.sign_with_attestation(
+            _csr(key), ATTEST, _attestation(client, key, attestation_key)
+        )
+        software = ec.generate_private_key(ec.SECP256R1())
+        before = hw_ca.certificate_count()
+        with pytest.raises(PolicyDenied, match="requires an attested key"):
+            client.renew(issued.certificate, key, _csr(software), via="token")
+        assert hw_ca.certificate_count() == before
+        renewed = client.renew(issued.certificate, key, via="token")
+    assert renewed.certificate.public_key() == key.public_key()
+    assert HARDWARE_POLICY in _policies(renewed.certificate)
