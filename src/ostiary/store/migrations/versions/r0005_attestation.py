@@ -1,7 +1,7 @@
 """Attestation nonces for TPM key attestation (the ``attest`` provisioner).
 
 Revision ID: 0005_attestation
-Revises: 0003_signing_keys (0004 is reserved; renumber at merge if needed)
+Revises: 0004_console
 Create Date: 2026-11-23
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_attestation"
-down_revision: str | Sequence[str] | None = "0003_signing_keys"
+down_revision: str | Sequence[str] | None = "0004_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
