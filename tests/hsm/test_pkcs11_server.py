@@ -42,7 +42,9 @@ def test_enrollment_signs_in_the_token_and_a_lost_token_is_a_503_problem(
     store = Store.from_url(material.database_url)
     try:
         provisioners.record(store)
-        with run_server(Authority(material, store), provisioners) as running:
+        authority = Authority(material, store)
+        assert not authority.signs_in_process  # /sign signs in a worker thread
+        with run_server(authority, provisioners) as running:
             identity = running.enroll("alice@example.com", ["alice@example.com"])
             leaf = identity.certificate
             leaf.verify_directly_issued_by(material.intermediate)

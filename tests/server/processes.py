@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +94,10 @@ class ServeProcess:
         return self.process.returncode
 
 
-def start_serve(ca: CAFolder, log: Path, *, timeout: float = 60) -> ServeProcess:
-    """Start ``ostiary ca serve`` on free loopback ports and wait until it answers."""
+def start_serve(
+    ca: CAFolder, log: Path, *, timeout: float = 60, options: Sequence[str] = ()
+) -> ServeProcess:
+    """Start ``ostiary ca serve [options]`` on free loopback ports and wait until it answers."""
     command = [
         sys.executable,
         "-c",
@@ -110,6 +112,7 @@ def start_serve(ca: CAFolder, log: Path, *, timeout: float = 60) -> ServeProcess
         "127.0.0.1:0",
         "--http-address",
         "127.0.0.1:0",
+        *options,
     ]
     environment = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     environment.pop("OSTIARY_PASSWORD", None)

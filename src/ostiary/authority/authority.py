@@ -2,13 +2,21 @@
 
 Every certificate Ostiary makes passes through :meth:`Authority.issue`, whatever the entry
 path (offline ``ca sign``, the REST API, later ACME and the console): the core pipeline builds
-and signs it, then the certificate row and its audit entry are committed in one transaction,
-and only then is the certificate returned. If the audit entry cannot be written, the
-transaction fails and nothing is issued (fail closed). Refusals are audited too.
+and signs it, then the certificate row and its audit entry (and, for ``POST /sign``, the spent
+one-time token) are committed in one transaction, and only then is the certificate returned.
+If the audit entry cannot be written, the transaction fails and nothing is issued (fail
+closed). Refusals are audited too.
+
+The record goes through :meth:`Store.write <ostiary.store.Store.write>`: Core statements,
+committed together with the records of concurrent issuances (group commit). A replayed token
+does not fail the others: its unit writes a "token.reused" entry instead of the certificate,
+and :class:`~ostiary.core.errors.TokenReused` is raised once that entry is committed; the
+certificate signed for it is dropped, never recorded nor returned.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +29,7 @@ from ostiary.authority.folder import CAMaterial
 from ostiary.core.ca import key_id_hex
 from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.encoding import serial_hex
-from ostiary.core.errors import OstiaryError
+from ostiary.core.errors import OstiaryError, TokenReused
 from ostiary.core.issuance import (
     Authorization,
     IssuingCA,
@@ -30,7 +38,18 @@ from ostiary.core.issuance import (
     issue_certificate,
 )
 from ostiary.core.names import format_general_name
-from ostiary.store import AuditLog, CertificateRecord, CertificateRepository, Store, next_crl_number
+from ostiary.store import (
+    AuditLog,
+    Batch,
+    CertificateRecord,
+    CertificateRepository,
+    Store,
+    TokenSpend,
+    Unit,
+    next_crl_number,
+    record_certificate,
+    spend_token,
+)
 
 Clock = Callable[[], datetime]
 
@@ -58,16 +77,74 @@ class Authority:
         checks: Sequence[RequestCheck] = (),
         event: str = "certificate.issued",
         details: dict[str, Any] | None = None,
+        token: TokenSpend | None = None,
     ) -> x509.Certificate:
-        """Issue through the one pipeline, then commit the certificate with its audit entry."""
+        """Issue through the one pipeline, then commit the certificate with its audit entry.
+
+        ``token``, a verified one-time token that pays for this certificate, is spent in the
+        same transaction; :class:`TokenReused` if it was spent before (audited).
+        """
         now = self.clock()
         try:
             certificate = issue_certificate(csr, authorization, self.issuer, now=now, checks=checks)
         except OstiaryError as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
-        self._record(certificate, authorization, actor=actor, event=event, details=details, at=now)
+        unit = self._record_unit(
+            certificate,
+            authorization,
+            actor=actor,
+            event=event,
+            details=details,
+            at=now,
+            token=token,
+        )
+        _check_spent(self.store.write(unit), token)
         return certificate
+
+    async def issue_async(
+        self,
+        csr: x509.CertificateSigningRequest,
+        authorization: Authorization,
+        *,
+        actor: str | None,
+        token: TokenSpend | None = None,
+    ) -> x509.Certificate:
+        """:meth:`issue` for a coroutine (the server's ``POST /sign``).
+
+        A key held in this process signs in the event loop's thread (tens of microseconds,
+        less than a thread switch); a key elsewhere (PKCS#11) signs in a worker thread. The
+        record goes through :meth:`Store.write_async <ostiary.store.Store.write_async>`.
+        """
+        now = self.clock()
+        try:
+            if self.signs_in_process:
+                certificate = issue_certificate(csr, authorization, self.issuer, now=now)
+            else:
+                certificate = await asyncio.to_thread(
+                    issue_certificate, csr, authorization, self.issuer, now=now
+                )
+        except OstiaryError as exc:
+            await asyncio.to_thread(
+                self._audit_denial, exc, authorization, actor=actor, details=None
+            )
+            raise
+        unit = self._record_unit(
+            certificate,
+            authorization,
+            actor=actor,
+            event="certificate.issued",
+            details=None,
+            at=now,
+            token=token,
+        )
+        _check_spent(await self.store.write_async(unit), token)
+        return certificate
+
+    @property
+    def signs_in_process(self) -> bool:
+        """Whether the issuing key is a pyca/cryptography key in this process (not a token)."""
+        return type(self.issuer.private_key).__module__.startswith("cryptography.")
 
     def renew(
         self,
@@ -99,17 +176,19 @@ class Authority:
         except OstiaryError as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
-        self._record(
+        unit = self._record_unit(
             certificate,
             authorization,
             actor=actor,
             event="certificate.renewed",
             details=details,
             at=now,
+            token=None,
         )
+        self.store.write(unit)
         return certificate
 
-    def _record(
+    def _record_unit(
         self,
         certificate: x509.Certificate,
         authorization: Authorization,
@@ -118,26 +197,49 @@ class Authority:
         event: str,
         details: dict[str, Any] | None,
         at: datetime,
-    ) -> None:
-        with self.store.transaction() as session:
-            CertificateRepository(session).add(
-                certificate, profile=authorization.profile, provisioner=authorization.provisioner
+        token: TokenSpend | None,
+    ) -> Unit[bool]:
+        """The write of one issuance: False (and a "token.reused" entry) for a spent token."""
+        serial = serial_hex(certificate.serial_number)
+        names = [format_general_name(n) for n in authorization.names]
+        entry = {
+            "subject": certificate.subject.rfc4514_string(),
+            "san": names,
+            "profile": authorization.profile,
+            "provisioner": authorization.provisioner,
+            "not_after": certificate.not_valid_after_utc.isoformat(),
+            "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+            **({"token_id": token.token_id} if token is not None else {}),
+            **(details or {}),
+        }
+
+        def unit(batch: Batch) -> bool:
+            if token is not None and not spend_token(batch.connection, token, at):
+                batch.audit.append(
+                    "token.reused",
+                    at=at,
+                    actor=actor,
+                    target=authorization.subject.rfc4514_string(),
+                    details={
+                        "purpose": "sign",
+                        "provisioner": token.provisioner,
+                        "token_id": token.token_id,
+                        "san": names,
+                        "profile": authorization.profile,
+                    },
+                )
+                return False
+            record_certificate(
+                batch.connection,
+                certificate,
+                profile=authorization.profile,
+                provisioner=authorization.provisioner,
+                now=at,
             )
-            AuditLog(session).append(
-                event,
-                actor=actor,
-                target=serial_hex(certificate.serial_number),
-                details={
-                    "subject": certificate.subject.rfc4514_string(),
-                    "san": [format_general_name(n) for n in authorization.names],
-                    "profile": authorization.profile,
-                    "provisioner": authorization.provisioner,
-                    "not_after": certificate.not_valid_after_utc.isoformat(),
-                    "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
-                    **(details or {}),
-                },
-                at=at,
-            )
+            batch.audit.append(event, at=at, actor=actor, target=serial, details=entry)
+            return True
+
+        return unit
 
     def _audit_denial(
         self,
@@ -217,6 +319,14 @@ class Authority:
             AuditLog(session).append(
                 event, actor=actor, target=target, details=details or {}, at=self.clock()
             )
+
+
+def _check_spent(recorded: bool, token: TokenSpend | None) -> None:
+    if not recorded:
+        raise TokenReused(
+            "this token was already used: tokens are single-use",
+            token_id=token.token_id if token is not None else None,
+        )
 
 
 def _reason(value: str | None) -> x509.ReasonFlags | None:

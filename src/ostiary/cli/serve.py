@@ -11,6 +11,7 @@ the root fingerprint, and serves until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from dataclasses import replace
@@ -26,7 +27,7 @@ from ostiary.cli.console import note, out
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.unlock import unlock_ca
 from ostiary.core.ca import fingerprint_sha256
-from ostiary.core.errors import NotFound, WrongPassword
+from ostiary.core.errors import BadRequest, NotFound, WrongPassword
 
 logger = logging.getLogger("ostiary.server")
 
@@ -46,16 +47,32 @@ def serve(
             "(default: 'http_address' in ostiary.toml, else the HTTPS host, port 8080).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes sharing the ports; one per core for the most throughput.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the CA server until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # The web stack is imported here, not at module level, so that the other commands
     # (on devices, in scripts) start without it.
+    import uvloop
+
     from ostiary.server.context import ServerContext
     from ostiary.server.runner import CAServer, bind, default_http_address, public_url, with_url
+    from ostiary.server.workers import run_workers
 
     with unlock_ca(directory, password_file) as ca:
+        if workers > 1 and not ca.authority.signs_in_process:
+            raise BadRequest(
+                "--workers needs the issuing key in this process: "
+                "a PKCS#11 token session does not survive fork"
+            )
         material = ca.material
         https_address = address or material.config.address
         plain_address = (
@@ -75,7 +92,20 @@ def serve(
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
-        asyncio.run(server.serve())
+
+        def run() -> None:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(server.serve())
+
+        # What start-up made (modules, the app, the schema) lives as long as the process:
+        # moved out of the collector's sight, it is not walked again by every full collection
+        # (and workers share those pages with the parent instead of copying them).
+        gc.collect()
+        gc.freeze()
+        if workers == 1:
+            run()
+        elif run_workers(workers, run, engine=authority.store.engine):
+            raise typer.Exit(1)
     note("Stopped.")
 
 

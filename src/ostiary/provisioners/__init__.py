@@ -6,7 +6,8 @@ The server and the CLI call these functions; each raises only
 ``TokenReused``; names or lifetimes outside what is allowed: ``PolicyDenied``).
 
 Sign (one-time ``jwk`` tokens)
-    :func:`authorize_sign`, :func:`mint_sign_token`
+    :func:`authorize_sign`, :func:`mint_sign_token`; for the server :func:`verify_sign_token`
+    and :func:`sign_token_spend` (spent with the certificate) and :class:`ProvisionerCache`
 Renew and revoke with the certificate's own key (``x5c`` tokens)
     :func:`verify_holder_token`, :func:`mint_holder_token`, :func:`renewal_authorization`
 Administration
@@ -33,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "TokenGrant": "base",
     "combine_requested": "base",
     "parse_not_after": "base",
+    "PROVISIONER_RECHECK_SECONDS": "cache",
+    "ProvisionerCache": "cache",
     "HOLDER_TOKEN_TTL": "holder",
     "mint_holder_token": "holder",
     "JWK_TYPE": "jwk",
@@ -47,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "normalize_name_pattern": "patterns",
     "renewal_authorization": "renewal",
     "authorize_sign": "tokens",
+    "sign_token_spend": "tokens",
+    "verify_sign_token": "tokens",
     "mint_admin_token": "tokens",
     "mint_sign_token": "tokens",
     "verify_admin_token": "tokens",
@@ -68,6 +73,7 @@ if TYPE_CHECKING:
         combine_requested,
         parse_not_after,
     )
+    from ostiary.provisioners.cache import PROVISIONER_RECHECK_SECONDS, ProvisionerCache
     from ostiary.provisioners.holder import HOLDER_TOKEN_TTL, mint_holder_token
     from ostiary.provisioners.jwk import JWK_TYPE, MAX_TOKEN_TTL, TOKEN_TTL, JWKProvisioner
     from ostiary.provisioners.manage import (
@@ -83,8 +89,10 @@ if TYPE_CHECKING:
         authorize_sign,
         mint_admin_token,
         mint_sign_token,
+        sign_token_spend,
         verify_admin_token,
         verify_holder_token,
+        verify_sign_token,
     )
 
 __all__ = [
@@ -93,10 +101,12 @@ __all__ = [
     "LEAF_PROFILES",
     "MAX_TOKEN_TTL",
     "OFFLINE",
+    "PROVISIONER_RECHECK_SECONDS",
     "TOKEN_TTL",
     "CAIdentity",
     "JWKProvisioner",
     "Provisioner",
+    "ProvisionerCache",
     "ProvisionerClaims",
     "ProvisionerInfo",
     "Purpose",
@@ -112,6 +122,8 @@ __all__ = [
     "parse_not_after",
     "remove_provisioner",
     "renewal_authorization",
+    "sign_token_spend",
     "verify_admin_token",
     "verify_holder_token",
+    "verify_sign_token",
 ]

@@ -564,17 +564,6 @@ def with_attestation(
     return replace(authorization, policies=merged)
 
 
-def sign_token_issuer(token: str) -> str:
-    """The provisioner a one-time sign token names (``iss``, unverified: only to look up
-    whether that provisioner requires an attestation before the token is spent).
-    """
-    from ostiary.provisioners import _jose
-
-    claims = _jose.peek(token, what="token", allowed_headers=("alg", "kid", "typ")).claims
-    issuer = claims.get("iss")
-    return issuer if isinstance(issuer, str) else ""
-
-
 def add_attest_provisioner(
     store: Database,
     provisioner: AttestProvisioner,
@@ -650,7 +639,6 @@ __all__ = [
     "issue_attestation_nonce",
     "load_attest_provisioner",
     "require_attestation",
-    "sign_token_issuer",
     "spend_attestation",
     "with_attestation",
 ]

@@ -209,6 +209,8 @@ class TokenGrant:
     provisioner: str
     token_id: str
     expires_at: datetime
+    #: The provisioner wants a TPM attestation with the request (``require_attestation``).
+    requires_attestation: bool = False
 
 
 class Provisioner(Protocol):

@@ -90,6 +90,8 @@ class JWKProvisioner:
     claims: ProvisionerClaims
     admin: bool = False
     profiles: tuple[str, ...] = LEAF_PROFILES
+    #: The ``attest`` provisioner whose TPM attestation every request must carry, if any.
+    require_attestation: str | None = None
 
     @property
     def type(self) -> str:
@@ -148,6 +150,7 @@ class JWKProvisioner:
                 claims=ProvisionerClaims.from_config(config["claims"]),
                 admin=bool(config.get("admin", False)),
                 profiles=tuple(str(p) for p in config.get("profiles", LEAF_PROFILES)),
+                require_attestation=_optional_name(config.get("require_attestation")),
             )
             provisioner.verification_key  # noqa: B018 - parse the key now, not at first use
         except (KeyError, TypeError, AttributeError, ValueError, JoseError):
@@ -160,13 +163,16 @@ class JWKProvisioner:
 
     def to_config(self) -> dict[str, Any]:
         """The JSON kept in the provisioner record (the private key only encrypted)."""
-        return {
+        config: dict[str, Any] = {
             "key": dict(self.public_jwk),
             "encrypted_key": self.encrypted_key,
             "admin": self.admin,
             "profiles": list(self.profiles),
             "claims": self.claims.to_config(),
         }
+        if self.require_attestation:
+            config["require_attestation"] = self.require_attestation
+        return config
 
     def load_private_key(self, password: bytes) -> ec.EllipticCurvePrivateKey:
         """Decrypt the signing key with the CA password (:class:`WrongPassword` if wrong)."""
@@ -312,6 +318,7 @@ class JWKProvisioner:
             provisioner=self.name,
             token_id=str(claims["jti"]),
             expires_at=times.expires_at,
+            requires_attestation=bool(self.require_attestation),
         )
 
     def verify_admin_token(self, token: str, *, ca: CAIdentity, now: datetime) -> str:
@@ -364,4 +371,12 @@ def _sans_claim(claims: Mapping[str, Any]) -> list[str]:
         or not all(isinstance(v, str) and v for v in value)
     ):
         raise Unauthorized(f"the token's 'sans' claim must be a list of at most {MAX_SANS} names")
+    return value
+
+
+def _optional_name(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TypeError("not a provisioner name")
     return value

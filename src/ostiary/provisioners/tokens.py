@@ -21,7 +21,8 @@ from ostiary.core.errors import TokenReused
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import format_general_name
 from ostiary.provisioners import _jose
-from ostiary.provisioners.base import CAIdentity, precheck_request
+from ostiary.provisioners.base import CAIdentity, TokenGrant, precheck_request
+from ostiary.provisioners.cache import ProvisionerCache
 from ostiary.provisioners.holder import read_holder_token
 from ostiary.provisioners.jwk import TOKEN_TTL
 from ostiary.provisioners.manage import load_jwk_provisioner, load_token_provisioner
@@ -30,7 +31,7 @@ from ostiary.provisioners.renewal import (
     check_renewable,
     find_issued_certificate,
 )
-from ostiary.store import AuditLog, Store, TokenRepository
+from ostiary.store import AuditLog, Store, TokenRepository, TokenSpend
 
 _SIGN_TOKEN = "token"
 _ADMIN_TOKEN = "admin token"
@@ -48,19 +49,19 @@ def authorize_sign(
 ) -> Authorization:
     """Verify a one-time sign token for ``csr``, spend it, and return what it authorizes.
 
-    The provisioner is found by the token's ``iss`` (read unverified, then verified with
-    that provisioner's key). The request is checked as the pipeline will check it (CSR
-    signature and key, names, profile, lifetime) *before* the token is spent, so a request
-    that would fail leaves the token usable. ``requested_not_after`` is the request body's
-    ``not_after``; see :mod:`ostiary.provisioners.jwk` for how it meets the token's.
+    :func:`verify_sign_token`, then the request is checked as the pipeline will check it
+    (CSR signature and key, names, profile, lifetime: a request that would fail leaves the
+    token usable), then the token is spent in a transaction of its own ("token.used").
+    The server does not spend here: it passes the token to
+    :meth:`~ostiary.authority.Authority.issue`, which spends it in the transaction that
+    records the certificate.
     """
-    unverified = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=_JWK_HEADERS)
-    provisioner = load_token_provisioner(store, unverified.claims.get("iss"), what=_SIGN_TOKEN)
-    grant = provisioner.authorize(
-        token, csr, ca=ca, now=now, requested_not_after=requested_not_after
+    grant = verify_sign_token(
+        store, token, csr, ca=ca, now=now, requested_not_after=requested_not_after
     )
-    precheck_request(csr, grant.authorization, ca=ca, now=now)
     authorization = grant.authorization
+    # The token is spent before anything is issued: refuse now what issuing would refuse.
+    precheck_request(csr, authorization, ca=ca, now=now)
     _spend(
         store,
         grant.provisioner,
@@ -79,6 +80,41 @@ def authorize_sign(
         },
     )
     return authorization
+
+
+def verify_sign_token(
+    store: Store,
+    token: str,
+    csr: x509.CertificateSigningRequest,
+    *,
+    ca: CAIdentity,
+    now: datetime,
+    requested_not_after: timedelta | datetime | None = None,
+    provisioners: ProvisionerCache | None = None,
+) -> TokenGrant:
+    """Verify a one-time sign token for ``csr`` without spending it; what it grants.
+
+    The provisioner is found by the token's ``iss`` (read unverified, then verified with
+    that provisioner's key), from ``provisioners`` when given. ``requested_not_after`` is the
+    request body's ``not_after``; see :mod:`ostiary.provisioners.jwk` for how it meets the
+    token's. The CSR is not checked here: the caller issues first and spends
+    :attr:`TokenGrant.token_id` only with the certificate (``Authority.issue(token=...)``,
+    :func:`sign_token_spend`), so a request the pipeline refuses leaves the token usable.
+    """
+    unverified = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=_JWK_HEADERS)
+    issuer = unverified.claims.get("iss")
+    if provisioners is not None:
+        provisioner = provisioners.load(issuer, what=_SIGN_TOKEN)
+    else:
+        provisioner = load_token_provisioner(store, issuer, what=_SIGN_TOKEN)
+    return provisioner.authorize(
+        token, csr, ca=ca, now=now, requested_not_after=requested_not_after
+    )
+
+
+def sign_token_spend(grant: TokenGrant) -> TokenSpend:
+    """What spends the token of ``grant`` (in the issuing transaction)."""
+    return TokenSpend(grant.provisioner, grant.token_id, grant.expires_at)
 
 
 def verify_holder_token(

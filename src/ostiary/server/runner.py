@@ -41,7 +41,7 @@ from ostiary.config import CAConfig, parse_address
 from ostiary.core.errors import BadRequest, OstiaryError
 from ostiary.server.app import create_app
 from ostiary.server.context import ServerContext
-from ostiary.server.tls_scope import TLSScopeH11Protocol
+from ostiary.server.tls_scope import TLSScopeHttpToolsProtocol
 from ostiary.tls import TLSIdentity, load_identity, server_context
 
 #: Lifetime of the server's own TLS certificate.
@@ -186,7 +186,7 @@ class CAServer:
             _Server(
                 uvicorn.Config(
                     create_app(context),
-                    http=TLSScopeH11Protocol,
+                    http=TLSScopeHttpToolsProtocol,
                     ssl_context_factory=self._ssl_context_factory,
                     lifespan="off",
                     access_log=access_log,

@@ -5,11 +5,13 @@ has an extension for it (``scope["extensions"]["tls"]``, "TLS Extension" in the 
 specification) with, among others, ``client_cert_chain``: the PEM certificates the client
 presented, leaf first, already verified by the TLS layer.
 
-:class:`TLSScopeH11Protocol` is uvicorn's h11 protocol that, once per connection (the
-handshake is complete when ``connection_made`` runs), reads the peer certificate from the
-transport's :class:`ssl.SSLObject` and wraps the app so that every request on the connection
-carries the extension. It is passed to uvicorn as ``Config(http=TLSScopeH11Protocol)``; on a
-plain-HTTP connection it adds nothing (the spec says the key is then absent).
+:class:`TLSScopeHttpToolsProtocol` is uvicorn's httptools protocol (the fast C parser,
+used by the server) that, once per connection (the handshake is complete when
+``connection_made`` runs), reads the peer certificate from the transport's
+:class:`ssl.SSLObject` and wraps the app so that every request on the connection carries the
+extension. :class:`TLSScopeH11Protocol` does the same over the pure-Python h11 parser. Either
+is passed to uvicorn as ``Config(http=...)``; on a plain-HTTP connection they add nothing (the
+spec says the key is then absent).
 
 Python 3.11 exposes only the leaf (``getpeercert(binary_form=True)``); from 3.13
 ``get_verified_chain()`` gives the chain the handshake verified, and it is used when present.
@@ -25,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: ``tls_version`` values of the extension (the TLS ProtocolVersion code points).
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -77,9 +80,23 @@ class TLSScopeH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if isinstance(ssl_object, ssl.SSLObject):
-            self.app = _WithTLSExtension(self.app, tls_extension(ssl_object))
+        self.app = _with_tls_extension(self.app, transport)
+
+
+class TLSScopeHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, adding the ASGI TLS extension on TLS connections."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app = _with_tls_extension(self.app, transport)
+
+
+def _with_tls_extension(app: ASGIApp, transport: asyncio.Transport) -> ASGIApp:
+    # uvloop's own TLS transport hands out an ssl.SSLObject too.
+    ssl_object = transport.get_extra_info("ssl_object")
+    if isinstance(ssl_object, ssl.SSLObject):
+        return _WithTLSExtension(app, tls_extension(ssl_object))
+    return app
 
 
 def _peer_chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
@@ -97,4 +114,9 @@ def _der_to_pem(der: bytes) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-__all__ = ["TLSScopeH11Protocol", "client_certificate", "tls_extension"]
+__all__ = [
+    "TLSScopeH11Protocol",
+    "TLSScopeHttpToolsProtocol",
+    "client_certificate",
+    "tls_extension",
+]

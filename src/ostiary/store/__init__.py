@@ -12,16 +12,25 @@ repositories, each of which takes the transaction's session::
 """
 
 from ostiary.store.attestation import AttestationNonce, AttestationNonceRepository
-from ostiary.store.audit import GENESIS_HASH, AuditFault, AuditLog, AuditVerification, entry_hash
+from ostiary.store.audit import (
+    GENESIS_HASH,
+    AuditChain,
+    AuditFault,
+    AuditLog,
+    AuditVerification,
+    entry_hash,
+)
 from ostiary.store.certificates import (
     REVOCATION_REASONS,
     CertificateRepository,
     RevocationStatus,
     issuer_key_id_of,
+    record_certificate,
 )
 from ostiary.store.console import ConsoleEntry, ConsoleRepository, ServerSecret
 from ostiary.store.crl_numbers import next_crl_number
 from ostiary.store.database import Store, create_engine_for, sqlite_url_for
+from ostiary.store.group_commit import Batch, GroupCommit, Unit
 from ostiary.store.migrate import current_revision, head_revision, migrate
 from ostiary.store.models import (
     AuditEntry,
@@ -43,19 +52,21 @@ from ostiary.store.requests import (
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
-from ostiary.store.tokens import TokenRepository
+from ostiary.store.tokens import TokenRepository, TokenSpend, spend_token
 
 __all__ = [
     "GENESIS_HASH",
     "REVOCATION_REASONS",
     "AttestationNonce",
     "AttestationNonceRepository",
+    "AuditChain",
     "AuditEntry",
     "AuditFault",
     "AuditHead",
     "AuditLog",
     "AuditVerification",
     "Base",
+    "Batch",
     "CertificateRecord",
     "CertificateRepository",
     "CertificateRequest",
@@ -63,6 +74,7 @@ __all__ = [
     "ConsoleEntry",
     "ConsoleRepository",
     "CrlNumber",
+    "GroupCommit",
     "Officer",
     "OfficerRepository",
     "ProvisionerRecord",
@@ -76,6 +88,8 @@ __all__ = [
     "SigningKeyVersion",
     "Store",
     "TokenRepository",
+    "TokenSpend",
+    "Unit",
     "UsedToken",
     "create_engine_for",
     "current_revision",
@@ -84,6 +98,8 @@ __all__ = [
     "issuer_key_id_of",
     "migrate",
     "next_crl_number",
+    "record_certificate",
+    "spend_token",
     "sqlite_url_for",
     "subject_alt_names",
 ]

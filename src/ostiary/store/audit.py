@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ostiary.store import _locks
@@ -88,16 +88,41 @@ def entry_hash(
     prev_hash: str,
 ) -> str:
     """SHA-256 (hex) of an entry's canonical form (see the module docstring)."""
-    document = {
-        "actor": actor,
-        "at": _format_time(at),
-        "details": details,
-        "event": event,
-        "prev_hash": prev_hash,
-        "target": target,
-        "v": HASH_VERSION,
-    }
-    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    return _entry_hash(
+        canonical_json(details),
+        at=at,
+        event=event,
+        actor=actor,
+        target=target,
+        prev_hash=prev_hash,
+    )
+
+
+def _entry_hash(
+    canonical_details: str,
+    *,
+    at: datetime,
+    event: str,
+    actor: str | None,
+    target: str | None,
+    prev_hash: str,
+) -> str:
+    """:func:`entry_hash` with the details already in canonical form (made once per append).
+
+    The document's keys are ASCII, so their canonical order is their plain order, and its
+    other values are strings, null or an integer, whose JSON is already canonical: the
+    document is assembled as text around the details.
+    """
+    document = (
+        f'{{"actor":{_scalar(actor)},"at":{_scalar(_format_time(at))},'
+        f'"details":{canonical_details},"event":{_scalar(event)},'
+        f'"prev_hash":{_scalar(prev_hash)},"target":{_scalar(target)},"v":{HASH_VERSION}}}'
+    )
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+def _scalar(value: str | None) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
@@ -129,28 +154,13 @@ class AuditLog:
         even before the head row exists; the head row lock makes a transaction at a stricter
         isolation level fail rather than fork the chain.
         """
-        if not _EVENT.fullmatch(event):
-            raise ValueError(f"audit event {event!r} is not like 'certificate.issued'")
-        clean_details = _clean_details(details or {})
-        at = _utc(at)
         _locks.lock_for_transaction(self._session, _locks.AUDIT_APPEND)
         head = self._session.get(AuditHead, HEAD_ID, with_for_update=True, populate_existing=True)
         prev_hash = head.hash if head is not None else GENESIS_HASH
         entry = AuditEntry(
-            at=at,
-            event=event,
-            actor=actor,
-            target=target,
-            details=clean_details,
-            prev_hash=prev_hash,
-            hash=entry_hash(
-                at=at,
-                event=event,
-                actor=actor,
-                target=target,
-                details=clean_details,
-                prev_hash=prev_hash,
-            ),
+            **new_entry_values(
+                event, at=at, actor=actor, target=target, details=details, prev_hash=prev_hash
+            )
         )
         self._session.add(entry)
         self._session.flush()
@@ -221,6 +231,109 @@ class AuditLog:
             return AuditVerification(False, checked, None, AuditFault.HEAD_MISMATCH)
 
 
+# Built once: making a Core statement per entry costs more than running it.
+_INSERT_ENTRY = insert(AuditEntry).returning(AuditEntry.id)
+_LOCK_HEAD = select(AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
+_INSERT_HEAD = insert(AuditHead)
+_UPDATE_HEAD = (
+    update(AuditHead)
+    .where(AuditHead.id == HEAD_ID)
+    .values(last_entry_id=bindparam("new_last_entry_id"), hash=bindparam("new_hash"))
+)
+
+
+class AuditChain:
+    """Appends to the audit log with Core statements, for many entries in one transaction.
+
+    The write path of :mod:`ostiary.store.group_commit`: the lock is taken and the head read
+    once, each entry is chained to the previous one in memory, and the head is written once
+    by :meth:`close`, which must run before the transaction commits. Entries are exactly
+    those :class:`AuditLog` writes.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._locked = False
+        self._head_exists = False
+        self._prev_hash = GENESIS_HASH
+        self._last_id: int | None = None
+
+    def lock(self) -> None:
+        """Take the append lock and read the head (once; :meth:`append` does it if needed)."""
+        if self._locked:
+            return
+        _locks.lock_for_transaction(self._connection, _locks.AUDIT_APPEND)
+        head = self._connection.execute(_LOCK_HEAD).scalar_one_or_none()
+        self._head_exists = head is not None
+        self._prev_hash = head if head is not None else GENESIS_HASH
+        self._locked = True
+
+    def append(
+        self,
+        event: str,
+        *,
+        at: datetime,
+        actor: str | None = None,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add one entry after the previous one (same checks as :meth:`AuditLog.append`)."""
+        self.lock()
+        values = new_entry_values(
+            event, at=at, actor=actor, target=target, details=details, prev_hash=self._prev_hash
+        )
+        self._last_id = self._connection.execute(_INSERT_ENTRY, values).scalar_one()
+        self._prev_hash = values["hash"]
+
+    def close(self) -> None:
+        """Point the head at the newest entry (nothing to do if none was appended)."""
+        if self._last_id is None:
+            return
+        if self._head_exists:
+            self._connection.execute(
+                _UPDATE_HEAD, {"new_last_entry_id": self._last_id, "new_hash": self._prev_hash}
+            )
+        else:
+            self._connection.execute(
+                _INSERT_HEAD,
+                {"id": HEAD_ID, "last_entry_id": self._last_id, "hash": self._prev_hash},
+            )
+            self._head_exists = True
+        self._last_id = None
+
+
+def new_entry_values(
+    event: str,
+    *,
+    at: datetime,
+    actor: str | None,
+    target: str | None,
+    details: Mapping[str, Any] | None,
+    prev_hash: str,
+) -> dict[str, Any]:
+    """The column values of a new entry chained to ``prev_hash``, checked and hashed."""
+    if not _EVENT.fullmatch(event):
+        raise ValueError(f"audit event {event!r} is not like 'certificate.issued'")
+    clean_details, canonical_details = _clean_details(details or {})
+    at = _utc(at)
+    return {
+        "at": at,
+        "event": event,
+        "actor": actor,
+        "target": target,
+        "details": clean_details,
+        "prev_hash": prev_hash,
+        "hash": _entry_hash(
+            canonical_details,
+            at=at,
+            event=event,
+            actor=actor,
+            target=target,
+            prev_hash=prev_hash,
+        ),
+    }
+
+
 def _utc(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("audit times must be timezone-aware")
@@ -231,11 +344,14 @@ def _format_time(at: datetime) -> str:
     return _utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _clean_details(details: Mapping[str, Any]) -> dict[str, Any]:
-    """``details`` as they will read back from the database, checked for secret keys."""
-    clean: dict[str, Any] = json.loads(canonical_json(dict(details)))
+def _clean_details(details: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """``details`` as they will read back from the database (checked for secret keys), and
+    their canonical JSON.
+    """
+    text = canonical_json(dict(details))
+    clean: dict[str, Any] = json.loads(text)
     _refuse_secret_keys(clean)
-    return clean
+    return clean, text
 
 
 def _refuse_secret_keys(value: Any) -> None:
@@ -258,10 +374,11 @@ def _jcs_ordered(value: Any) -> Any:
         for key in value:
             if not isinstance(key, str):
                 raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
-        return {
-            key: _jcs_ordered(value[key])
-            for key in sorted(value, key=lambda k: k.encode("utf-16-be"))
-        }
+        if all(key.isascii() for key in value):
+            ordered = sorted(value)  # the same order as by UTF-16 code units, found faster
+        else:
+            ordered = sorted(value, key=lambda k: k.encode("utf-16-be"))
+        return {key: _jcs_ordered(value[key]) for key in ordered}
     if isinstance(value, list | tuple):
         return [_jcs_ordered(item) for item in value]
     if value is None or isinstance(value, str | bool):

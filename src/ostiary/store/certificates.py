@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import Connection, String, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from ostiary.core.errors import AlreadyRevoked, BadRequest, Conflict, MalformedInput, NotFound
-from ostiary.store._unique import insert_unless_duplicate
+from ostiary.store._unique import insert_ignoring_duplicate, insert_unless_duplicate
 from ostiary.store.models import CertificateRecord, CertificateStatus
 from ostiary.store.sans import subject_alt_names
 
@@ -62,26 +63,10 @@ class CertificateRepository:
         holds across replicas. ``created_at`` is ``now``, by default the clock.
         """
         record = CertificateRecord(
-            issuer_key_id=issuer_key_id_of(certificate),
-            serial=f"{certificate.serial_number:x}",
-            subject=certificate.subject.rfc4514_string(),
-            sans=subject_alt_names(certificate),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            profile=profile,
-            provisioner=provisioner,
-            status=CertificateStatus.VALID.value,
-            der=certificate.public_bytes(Encoding.DER),
-            created_at=now or datetime.now(UTC),
-            fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+            **certificate_values(certificate, profile=profile, provisioner=provisioner, now=now)
         )
         if not insert_unless_duplicate(self._session, record):
-            raise Conflict(
-                f"a certificate with serial {record.serial} from issuer "
-                f"{record.issuer_key_id} is already recorded",
-                serial=record.serial,
-                issuer_key_id=record.issuer_key_id,
-            )
+            raise _serial_taken(record.serial, record.issuer_key_id)
         return record
 
     def get(self, serial: int, issuer_key_id: str | None = None) -> CertificateRecord:
@@ -252,6 +237,52 @@ class CertificateRepository:
                 serial=serial_hex,
             )
         return records[0]
+
+
+def record_certificate(
+    connection: Connection,
+    certificate: x509.Certificate,
+    *,
+    profile: str,
+    provisioner: str | None,
+    now: datetime,
+) -> None:
+    """:meth:`CertificateRepository.add` on the Core write path (:mod:`.group_commit`)."""
+    values = certificate_values(certificate, profile=profile, provisioner=provisioner, now=now)
+    if not insert_ignoring_duplicate(connection, CertificateRecord, values):
+        raise _serial_taken(values["serial"], values["issuer_key_id"])
+
+
+def certificate_values(
+    certificate: x509.Certificate,
+    *,
+    profile: str,
+    provisioner: str | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The row of a newly issued certificate, read from the certificate itself."""
+    return {
+        "issuer_key_id": issuer_key_id_of(certificate),
+        "serial": f"{certificate.serial_number:x}",
+        "subject": certificate.subject.rfc4514_string(),
+        "sans": subject_alt_names(certificate),
+        "not_before": certificate.not_valid_before_utc,
+        "not_after": certificate.not_valid_after_utc,
+        "profile": profile,
+        "provisioner": provisioner,
+        "status": CertificateStatus.VALID.value,
+        "der": certificate.public_bytes(Encoding.DER),
+        "created_at": now or datetime.now(UTC),
+        "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+    }
+
+
+def _serial_taken(serial: str, issuer_key_id: str) -> Conflict:
+    return Conflict(
+        f"a certificate with serial {serial} from issuer {issuer_key_id} is already recorded",
+        serial=serial,
+        issuer_key_id=issuer_key_id,
+    )
 
 
 def issuer_key_id_of(certificate: x509.Certificate) -> str:

@@ -11,6 +11,8 @@ PostgreSQL (several replicas) is reached through psycopg 3 (``postgresql+psycopg
 
 A :class:`Store` is safe to share between threads: each :meth:`Store.transaction` gets its own
 session and connection. A session itself must stay in the thread that opened it.
+:meth:`Store.write` is the hot path: Core statements from many threads, committed in groups
+(:mod:`ostiary.store.group_commit`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -29,7 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from ostiary.core.errors import BadRequest
+from ostiary.store.group_commit import GroupCommit, Unit
 from ostiary.store.types import dumps_json
+
+T = TypeVar("T")
 
 #: How long a SQLite writer waits for the write lock before giving up.
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
@@ -133,6 +138,7 @@ class Store:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(read_only_engine(engine), expire_on_commit=False)
+        self._group_commit = GroupCommit(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -157,6 +163,18 @@ class Store:
             return
         with self._sessions.begin() as session:
             yield session
+
+    def write(self, unit: Unit[T]) -> T:
+        """Run a Core write ``unit`` in a transaction shared with concurrent ones.
+
+        The hot write path (issuance): see :mod:`ostiary.store.group_commit`. Returns the
+        unit's result once its transaction has committed.
+        """
+        return self._group_commit.submit(unit)
+
+    async def write_async(self, unit: Unit[T]) -> T:
+        """:meth:`write` from a coroutine, without blocking its event loop."""
+        return await self._group_commit.submit_async(unit)
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or in tests before dropping a database)."""

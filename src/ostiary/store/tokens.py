@@ -7,13 +7,14 @@ token's own expiry, after which the token is refused on its ``exp`` anyway.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 from sqlalchemy.orm import Session
 
 from ostiary.core.errors import BadRequest, TokenReused
-from ostiary.store._unique import insert_unless_duplicate
+from ostiary.store._unique import insert_ignoring_duplicate, insert_unless_duplicate
 from ostiary.store.models import TOKEN_ID_LENGTH, UsedToken
 
 
@@ -30,8 +31,7 @@ class TokenRepository:
         (to record a "denied" audit entry, for instance). The token id is not a secret, but
         the message does not repeat it all the same.
         """
-        if not token_id or len(token_id) > TOKEN_ID_LENGTH:
-            raise BadRequest(f"a token id must be 1 to {TOKEN_ID_LENGTH} characters long")
+        _check_token_id(token_id)
         row = UsedToken(
             provisioner=provisioner, token_id=token_id, used_at=now, expires_at=expires_at
         )
@@ -53,3 +53,36 @@ class TokenRepository:
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpend:
+    """A one-time token to spend in the same transaction as what it pays for.
+
+    ``provisioner`` is the namespace of the id (the provisioner's name for sign tokens).
+    """
+
+    provisioner: str
+    token_id: str
+    expires_at: datetime
+
+
+def spend_token(connection: Connection, spend: TokenSpend, now: datetime) -> bool:
+    """Spend a token on the Core write path; False if it was spent before (nothing written).
+
+    The same rule as :meth:`TokenRepository.use`, for :mod:`ostiary.store.group_commit`
+    units: a refusal is a result, not an error, so the batch's other writes go on.
+    """
+    _check_token_id(spend.token_id)
+    values = {
+        "provisioner": spend.provisioner,
+        "token_id": spend.token_id,
+        "used_at": now,
+        "expires_at": spend.expires_at,
+    }
+    return insert_ignoring_duplicate(connection, UsedToken, values)
+
+
+def _check_token_id(token_id: str) -> None:
+    if not token_id or len(token_id) > TOKEN_ID_LENGTH:
+        raise BadRequest(f"a token id must be 1 to {TOKEN_ID_LENGTH} characters long")

@@ -1,8 +1,9 @@
 """Getting, renewing and revoking certificates (HTTPS only).
 
 - ``POST /sign``: a CSR (RFC 2986) and a one-time token; the provisioner that made the token
-  authorizes (:func:`ostiary.provisioners.authorize_sign`, which spends the token once across
-  all replicas) and :meth:`Authority.issue` issues, records and audits.
+  authorizes (:func:`ostiary.provisioners.verify_sign_token`, provisioners from memory) and
+  :meth:`Authority.issue` issues, then spends the token (once across all replicas), records
+  and audits in one transaction.
 - ``POST /renew``: the holder of a current certificate (mTLS or a holder token) gets a new one
   for the same key, or for a new key with a CSR; audited as ``certificate.renewed``.
 - ``POST /revoke``: the holder (only its own certificate, and only for the reasons a holder
@@ -10,7 +11,8 @@
   reasons).
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, so database work and
-signing never block the event loop. Bodies are read by :mod:`ostiary.server.body` first.
+signing never block the event loop; ``POST /sign``, the hot path, is the exception (see
+:func:`sign`). Bodies are read by :mod:`ostiary.server.body` first.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from fastapi import APIRouter, Depends, Request
 from ostiary.core.encoding import load_csr, parse_serial, serial_hex
 from ostiary.core.errors import PolicyDenied, Unauthorized
 from ostiary.provisioners import (
-    authorize_sign,
     renewal_authorization,
+    sign_token_spend,
     verify_admin_token,
     verify_holder_token,
+    verify_sign_token,
 )
-from ostiary.provisioners.attest import attestation_for, sign_token_issuer, with_attestation
+from ostiary.provisioners.attest import attestation_for, with_attestation
 from ostiary.server.body import json_request_body, read_json
-from ostiary.server.context import ServerContext, server_context
+from ostiary.server.context import ServerContext, current_context
 from ostiary.server.credentials import (
     Holder,
     bearer_token,
@@ -50,7 +53,7 @@ from ostiary.server.models import (
 )
 
 router = APIRouter(tags=["enrollment"])
-Context = Annotated[ServerContext, Depends(server_context)]
+Context = Annotated[ServerContext, Depends(current_context)]
 
 
 async def _sign_body(request: Request) -> SignRequest:
@@ -71,27 +74,43 @@ async def _revoke_body(request: Request) -> RevokeRequest:
     response_model=CertificateAnswer,
     openapi_extra=json_request_body(SignRequest),
 )
-def sign(body: Annotated[SignRequest, Depends(_sign_body)], context: Context) -> CertificateAnswer:
-    """Issue a certificate for a CSR authorized by a one-time token."""
+async def sign(
+    body: Annotated[SignRequest, Depends(_sign_body)], context: Context
+) -> CertificateAnswer:
+    """Issue a certificate for a CSR authorized by a one-time token.
+
+    A coroutine, unlike the other handlers: the checks and the signature take less time
+    than a switch to a worker thread, and the record waits for its group commit without
+    holding a thread (:meth:`Authority.issue_async`). The provisioner comes from memory;
+    only every few seconds is its row looked at, briefly, in the loop's thread.
+    """
     authority = context.authority
     csr = load_csr(body.csr.encode("utf-8"))
     requested = parse_requested_not_after(body.not_after)
-    hardware = attestation_for(
-        authority.store, sign_token_issuer(body.token), body.attestation, csr, now=authority.clock()
-    )
-    authorization = authorize_sign(
+    grant = verify_sign_token(
         authority.store,
         body.token,
         csr,
         ca=context.ca,
         now=authority.clock(),
         requested_not_after=requested,
+        provisioners=context.provisioners,
     )
+    # Every attestation check before anything is spent; the nonce, then the token with the
+    # certificate (docs/tpm.md).
+    hardware = None
+    if grant.requires_attestation or body.attestation is not None:
+        hardware = attestation_for(
+            authority.store, grant.provisioner, body.attestation, csr, now=authority.clock()
+        )
     authorization = with_attestation(
-        authority.store, authorization, hardware, now=authority.clock()
+        authority.store, grant.authorization, hardware, now=authority.clock()
     )
-    certificate = authority.issue(
-        csr, authorization, actor=f"provisioner:{authorization.provisioner}"
+    certificate = await authority.issue_async(
+        csr,
+        authorization,
+        actor=f"provisioner:{grant.provisioner}",
+        token=sign_token_spend(grant),
     )
     return CertificateAnswer.of(certificate, [authority.issuer.certificate])
 

@@ -1,0 +1,100 @@
+"""Token provisioners kept in memory by the server, re-checked against the store every few seconds.
+
+Loading a provisioner means reading its row and parsing its config (the public JWK, the
+claims): done per request, it was a noticeable share of an issuance. :class:`ProvisionerCache`
+keeps what it loaded for :data:`PROVISIONER_RECHECK_SECONDS`; after that, the next token from
+that provisioner costs one small query of the row's ``id`` and ``updated_at``: if either
+changed (the provisioner was removed, replaced, or its config updated, from the CLI or
+another replica), it is loaded again or refused. A removed or changed provisioner is thus
+honoured for at most :data:`PROVISIONER_RECHECK_SECONDS` after the change commits.
+
+Unknown provisioners are never cached: each such token is looked up again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from ostiary.provisioners.base import is_provisioner_name
+from ostiary.provisioners.jwk import JWKProvisioner
+from ostiary.provisioners.manage import load_token_provisioner
+from ostiary.store import ProvisionerRecord, Store
+
+#: Longest time a loaded provisioner is used without looking at its row again.
+PROVISIONER_RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    provisioner: JWKProvisioner
+    version: tuple[int, datetime]
+    checked_at: float
+
+
+class ProvisionerCache:
+    """The token provisioners of one store, loaded once and re-checked every few seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        recheck_seconds: float = PROVISIONER_RECHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._recheck_seconds = recheck_seconds
+        self._monotonic = monotonic
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+
+    def load(self, issuer: object, *, what: str) -> JWKProvisioner:
+        """As :func:`~ostiary.provisioners.manage.load_token_provisioner`, from memory."""
+        now = self._monotonic()
+        loaded = self._loaded.get(issuer) if isinstance(issuer, str) else None
+        if loaded is not None:
+            if now - loaded.checked_at < self._recheck_seconds:
+                return loaded.provisioner
+            if self._version(loaded.provisioner.name) == loaded.version:
+                self._remember(loaded.provisioner, loaded.version, now)
+                return loaded.provisioner
+        # The version is read first: a change racing with the load makes it stale, not new.
+        version = self._version(issuer) if is_provisioner_name(issuer) else None
+        provisioner = self._load_fresh(issuer, what=what)
+        if version is not None:
+            self._remember(provisioner, version, now)
+        return provisioner
+
+    def forget(self) -> None:
+        """Drop everything loaded (after this process changed a provisioner)."""
+        with self._lock:
+            self._loaded.clear()
+
+    def _load_fresh(self, issuer: object, *, what: str) -> JWKProvisioner:
+        if isinstance(issuer, str):
+            with self._lock:
+                self._loaded.pop(issuer, None)
+        return load_token_provisioner(self._store, issuer, what=what)
+
+    def _remember(
+        self, provisioner: JWKProvisioner, version: tuple[int, datetime], at: float
+    ) -> None:
+        with self._lock:
+            self._loaded[provisioner.name] = _Loaded(provisioner, version, at)
+
+    def _version(self, name: object) -> tuple[int, datetime] | None:
+        with self._store.transaction(read_only=True) as session:
+            row = session.execute(
+                select(ProvisionerRecord.id, ProvisionerRecord.updated_at).where(
+                    ProvisionerRecord.name == str(name)
+                )
+            ).one_or_none()
+        return None if row is None else (row.id, row.updated_at)
+
+
+__all__ = ["PROVISIONER_RECHECK_SECONDS", "ProvisionerCache"]

@@ -1,0 +1,102 @@
+"""Worker processes: one CA server per core, all on the same listening sockets.
+
+One Python process uses one core (the GIL). ``ca serve --workers N`` prepares everything once
+in the parent (keys unlocked, sockets bound, the TLS certificate issued, the first CRL
+built), then forks N workers that each run that same server on the inherited sockets; the
+kernel hands every new connection to one of them. Forking rather than starting fresh
+interpreters keeps the unlocked keys in memory: no password is asked again, no key file is
+read again.
+
+- Each worker opens its own database connections: the pool inherited from the parent is
+  dropped, unclosed, right after the fork (SQLAlchemy's recipe for ``fork``).
+- Issuance stays correct across workers as across replicas: the database refuses a token
+  spent twice, and audit appends queue on the write lock (SQLite) or the advisory lock
+  (PostgreSQL); each worker batches its own commits.
+- The parent only supervises. SIGTERM and SIGINT are passed on to the workers, which finish
+  the requests in flight. If a worker dies otherwise, the parent stops the others and exits
+  non-zero, so that the service manager restarts the CA as a whole.
+- A key on a PKCS#11 token is refused: a token session does not survive ``fork``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+from sqlalchemy import Engine
+
+#: Most worker processes ``ca serve --workers`` starts.
+MAX_WORKERS = 64
+
+logger = logging.getLogger("ostiary.server")
+
+
+def run_workers(count: int, serve: Callable[[], None], *, engine: Engine) -> int:
+    """Fork ``count`` processes running ``serve``; wait for all of them; the exit status.
+
+    0 when the workers stopped on SIGTERM/SIGINT (sent to the parent or to them), 1 when
+    one of them ended on its own (crashed, or was killed) and the others were stopped.
+    """
+    if not 1 <= count <= MAX_WORKERS:
+        raise ValueError(f"worker count must be 1 to {MAX_WORKERS}")
+    workers: set[int] = set()
+    stopping = False
+
+    def stop_all(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            _signal(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:  # the worker
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                os._exit(_worker(serve, engine))
+            workers.add(pid)
+        logger.info("serving with %d worker processes: %s", count, sorted(workers))
+        status = 0
+        while workers:
+            try:
+                pid, _wait_status = os.wait()
+            except ChildProcessError:
+                break
+            workers.discard(pid)
+            if not stopping:
+                logger.error("worker %d ended on its own: stopping the others", pid)
+                status = 1
+                stop_all(signal.SIGTERM, None)
+        return status
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _worker(serve: Callable[[], None], engine: Engine) -> int:
+    engine.dispose(close=False)  # the parent's connections are the parent's
+    try:
+        serve()
+    except BaseException:
+        logger.exception("worker %d failed", os.getpid())
+        return 1
+    finally:
+        sys.stdout.flush()  # os._exit() skips the interpreter's own clean-up
+        sys.stderr.flush()
+    return 0
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+__all__ = ["MAX_WORKERS", "run_workers"]

@@ -1,0 +1,249 @@
+"""Group commit: concurrent writes share one transaction and one durable commit.
+
+On SQLite every commit waits for an ``fsync`` (several milliseconds on a virtual disk) while
+holding the database's one write lock, so writers that commit one by one are capped at a few
+hundred commits a second whatever the CPU does. :class:`GroupCommit` lets threads that write
+at the same moment share a transaction: each caller hands in a *unit* (a function of a
+:class:`Batch`), and :meth:`GroupCommit.submit` returns the unit's result only once the
+transaction holding its rows has committed, so an answer never outruns its data.
+
+There is no standing writer thread. A thread that calls :meth:`GroupCommit.submit` and finds
+no batch in progress becomes the *leader*: it takes every queued unit (up to ``max_batch``),
+runs them in one transaction, commits, hands each caller its result, and, if more units
+queued meanwhile, promotes the oldest waiting caller to lead the next batch. Coroutines
+(:meth:`GroupCommit.submit_async`, the server's ``POST /sign``) do not block their event
+loop: a short-lived thread leads their batches until the queue is empty, and each batch
+resolves its coroutines with one callback into their loop. While a leader waits on the disk,
+newcomers queue up, so batches grow exactly when the load does; an idle system commits each
+unit alone, with no added delay.
+
+One unit must not sink the others. Units report expected refusals (a replayed token) as
+results, not exceptions. If a unit raises anyway, the whole transaction is rolled back and
+every unit of that batch is run again in a transaction of its own, so only the faulty one
+sees the error. If the commit itself fails, its outcome is unknown and nothing is retried:
+every caller of the batch gets the error.
+
+Each batch appends to the audit log through one :class:`~ostiary.store.audit.AuditChain`
+(its head is read and locked once, written once), taking the audit lock first so that on
+PostgreSQL batches of different replicas queue on it instead of deadlocking on each other's
+rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from ostiary.store.audit import AuditChain
+
+T = TypeVar("T")
+
+#: Most units one transaction takes; more wait for the next batch.
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a unit writes with: the batch's connection (in its transaction) and audit chain."""
+
+    connection: Connection
+    audit: AuditChain
+
+
+Unit = Callable[[Batch], T]
+
+
+class _Waiting(Generic[T]):
+    """A queued unit and, once its batch is over, its outcome."""
+
+    __slots__ = ("done", "error", "result", "unit")
+
+    def __init__(self, unit: Unit[T]) -> None:
+        self.unit = unit
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        result: T = self.result
+        return result
+
+
+class _Blocking(_Waiting[T]):
+    """A caller blocked in :meth:`GroupCommit.submit`: woken when done or promoted to lead."""
+
+    __slots__ = ("wake",)
+
+    def __init__(self, unit: Unit[T]) -> None:
+        super().__init__(unit)
+        self.wake = threading.Event()
+
+
+class _Awaiting(_Waiting[T]):
+    """A coroutine in :meth:`GroupCommit.submit_async`, resolved through its event loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, unit: Unit[T], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(unit)
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+
+class GroupCommit:
+    """Runs write units from many threads in shared transactions (see the module docstring)."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._engine = engine
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Waiting[Any]] = []
+        self._leading = False
+
+    @property
+    def pending(self) -> int:
+        """Units queued for the next batch (not those of the batch running now)."""
+        with self._lock:
+            return len(self._queue)
+
+    def submit(self, unit: Unit[T]) -> T:
+        """Run ``unit`` in a shared transaction; its result once that transaction committed."""
+        waiting: _Blocking[T] = _Blocking(unit)
+        with self._lock:
+            self._queue.append(waiting)
+            lead = not self._leading
+            self._leading = True
+        while True:
+            if lead and self._lead():
+                self._start_leader()  # coroutines queued next: a thread leads for them
+            waiting.wake.wait()
+            if waiting.done:
+                return waiting.outcome()
+            # Promoted: the previous leader left this caller's unit for the next batch.
+            waiting.wake.clear()
+            lead = True
+
+    async def submit_async(self, unit: Unit[T]) -> T:
+        """:meth:`submit` for a coroutine: the event loop is not blocked meanwhile.
+
+        Batches of coroutines are led by a short-lived thread, so a request costs no thread
+        switch of its own: one thread runs the whole batch, and one callback per batch hands
+        the results back to the loop.
+        """
+        waiting: _Awaiting[T] = _Awaiting(unit, asyncio.get_running_loop())
+        with self._lock:
+            self._queue.append(waiting)
+            start = not self._leading
+            self._leading = True
+        if start:
+            self._start_leader()
+        # Cancelling the caller does not stop the unit: it commits or fails with its batch.
+        await waiting.future
+        return waiting.outcome()
+
+    def _start_leader(self) -> None:
+        threading.Thread(target=self._drain, name="ostiary-group-commit", daemon=True).start()
+
+    def _drain(self) -> None:
+        """Lead batches until the queue is empty (the leader of coroutines' units)."""
+        while self._lead():
+            pass
+
+    def _lead(self) -> bool:
+        """Run one batch; True if this thread should lead the next one too."""
+        with self._lock:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+        try:
+            self._run(batch)
+        finally:
+            for waiting in batch:
+                if not waiting.done:  # only if _run itself was interrupted
+                    waiting.finish(error=RuntimeError("the write batch was interrupted"))
+            _notify(batch)
+        with self._lock:
+            if not self._queue:
+                self._leading = False
+                return False
+            following = self._queue[0]
+        if isinstance(following, _Blocking):
+            following.wake.set()  # it leads the next batch
+            return False
+        return True
+
+    def _run(self, batch: list[_Waiting[Any]]) -> None:
+        try:
+            results = self._transaction(batch)
+        except _CommitFailed as failed:
+            for waiting in batch:
+                waiting.finish(error=failed.error)
+            return
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].finish(error=error)
+                return
+            # Someone's unit failed: give each its own transaction, so only that one fails.
+            for waiting in batch:
+                self._run([waiting])
+            return
+        for waiting, result in zip(batch, results, strict=True):
+            waiting.finish(result)
+
+    def _transaction(self, batch: list[_Waiting[Any]]) -> list[Any]:
+        with self._engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                audit = AuditChain(connection)
+                audit.lock()
+                work = Batch(connection, audit)
+                results = [waiting.unit(work) for waiting in batch]
+                audit.close()
+            except BaseException:
+                transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except BaseException as error:
+                raise _CommitFailed(error) from error
+        return results
+
+
+def _notify(batch: list[_Waiting[Any]]) -> None:
+    """Wake the blocked callers; resolve the coroutines' futures, one callback per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiting in batch:
+        if isinstance(waiting, _Blocking):
+            waiting.wake.set()
+        elif isinstance(waiting, _Awaiting):
+            by_loop.setdefault(waiting.loop, []).append(waiting.future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop was closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class _CommitFailed(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+__all__ = ["MAX_BATCH", "Batch", "GroupCommit", "Unit"]

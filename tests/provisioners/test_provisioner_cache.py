@@ -1,0 +1,85 @@
+"""Provisioners kept in memory by the server: re-checked every few seconds, never for long."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from ostiary.core.errors import Unauthorized
+from ostiary.provisioners import PROVISIONER_RECHECK_SECONDS, ProvisionerCache
+from ostiary.store import ProvisionerRepository
+
+from .conftest import Kit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(kit: Kit, clock: Clock) -> ProvisionerCache:
+    return ProvisionerCache(kit.store, monotonic=clock)
+
+
+def remove_from_store(kit: Kit, name: str) -> None:
+    with kit.store.transaction() as session:
+        ProvisionerRepository(session).remove(name)
+
+
+def test_a_removed_provisioner_is_refused_once_the_recheck_is_due(
+    kit: Kit, cache: ProvisionerCache, clock: Clock
+) -> None:
+    loaded = cache.load("ci", what="token")
+    remove_from_store(kit, "ci")
+    clock.now += PROVISIONER_RECHECK_SECONDS / 2
+    assert cache.load("ci", what="token") is loaded  # within the window: from memory
+    clock.now += PROVISIONER_RECHECK_SECONDS
+    with pytest.raises(Unauthorized, match="unknown provisioner 'ci'"):
+        cache.load("ci", what="token")
+
+
+def test_an_unchanged_provisioner_is_kept_after_the_recheck(
+    kit: Kit, cache: ProvisionerCache, clock: Clock
+) -> None:
+    loaded = cache.load("ci", what="token")
+    clock.now += PROVISIONER_RECHECK_SECONDS * 3
+    assert cache.load("ci", what="token") is loaded
+
+
+def test_a_changed_provisioner_is_loaded_again(
+    kit: Kit, cache: ProvisionerCache, clock: Clock
+) -> None:
+    before = cache.load("ci", what="token")
+    changed = before.to_config()
+    changed["claims"]["allowed_names"] = ["*.elsewhere.example"]
+    with kit.store.transaction() as session:
+        ProvisionerRepository(session).update(
+            "ci", config=changed, now=kit.now + timedelta(minutes=1)
+        )
+    clock.now += PROVISIONER_RECHECK_SECONDS
+    after = cache.load("ci", what="token")
+    assert after is not before
+    assert after.claims.allowed_names == ("dns:*.elsewhere.example",)
+
+
+def test_unknown_provisioners_are_not_remembered(kit: Kit, cache: ProvisionerCache) -> None:
+    with pytest.raises(Unauthorized, match="unknown provisioner 'later'"):
+        cache.load("later", what="token")
+    kit.add_provisioner("later")
+    assert cache.load("later", what="token").name == "later"
+
+
+@pytest.mark.parametrize("issuer", [None, 42, "", "no spaces allowed"], ids=repr)
+def test_a_token_without_a_valid_issuer_is_refused(cache: ProvisionerCache, issuer: object) -> None:
+    with pytest.raises(Unauthorized, match="names no valid issuer"):
+        cache.load(issuer, what="token")
