@@ -10,7 +10,6 @@ the root fingerprint, and serves until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from dataclasses import replace
@@ -52,6 +51,8 @@ def serve(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # The web stack is imported here, not at module level, so that the other commands
     # (on devices, in scripts) start without it.
+    import uvloop
+
     from ostiary.server.context import ServerContext
     from ostiary.server.runner import CAServer, bind, default_http_address, public_url, with_url
 
@@ -75,7 +76,8 @@ def serve(
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
-        asyncio.run(server.serve())
+        # uvloop (libuv): a faster event loop for both listeners (docs/BENCHMARKS.md).
+        uvloop.run(server.serve())
     note("Stopped.")
 
 
