@@ -7,11 +7,17 @@
   plain HTTP, certdb on SQLite), same pre-generated P-256 CSRs, concurrency 1, 8, 32.
 - OCSP: ``POST /ocsp`` on Ostiary's plain-HTTP port against ``cfssl ocspserve`` (this
   cfssl, 1.2.0 from Debian, serves only pre-signed responses from a ``-responses`` file;
-  the file is made with Python for the certificates cfssl issued).
-- CRL: ``ostiary.core.crl.build_crl`` in-process on N revoked entries, CPU time and size.
+  the file is made with Python for the certificates cfssl issued). Driven by ``wrk`` (one
+  thread, 32 connections, a Lua script for the POST bodies, no nonces: cfssl has none),
+  as is nginx ``return 200`` for wrk's own ceiling and Ostiary's plain ``/health``.
+- CRL: ``ostiary.core.crl.build_crl`` in-process on N revoked entries, CPU time and size;
+  then a server whose database holds the largest N revoked certificates answers OCSP under
+  wrk, idle and while its CRL is rebuilt over and over, once with the build in a thread of
+  the server and once in its child process (``OSTIARY_CRL_PROCESS_FROM``).
 
-Both servers are pinned with ``taskset`` to the same core (the last one); the load generator
-(a minimal asyncio HTTP/1.1 keep-alive client, one process) is pinned to the other cores.
+Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
+(a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
+other cores.
 Server CPU per operation comes from ``/proc/<pid>/stat`` (utime + stime, the whole process
 tree), peak memory from ``VmHWM``. The client's ceiling is measured first against nginx
 ``return 200`` (pinned like the servers), then Ostiary's ``/health``: if those rates are not
@@ -36,8 +42,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,10 +57,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from ostiary.authority.folder import CAPaths, load_ca_public
-from ostiary.core.ca import create_root_certificate
+from ostiary.authority.publisher import PROCESS_FROM, PROCESS_FROM_VARIABLE
+from ostiary.core.ca import create_root_certificate, key_id_hex
 from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.keys import KeyType, generate_private_key
 from ostiary.core.names import parse_subject
@@ -61,6 +70,7 @@ from ostiary.provisioners.manage import load_jwk_provisioner
 from ostiary.store import CertificateRecord, Store
 
 PASSWORD = "bench: correct horse battery staple"
+OCSP_REQUEST = "application/ocsp-request"
 PROVISIONER = "bench"
 CORES = os.cpu_count() or 1
 SERVER_CPUS = str(CORES - 1)
@@ -293,6 +303,105 @@ def measure(
     )
 
 
+def lua_string(data: bytes) -> str:
+    """``data`` as a Lua string literal (every byte escaped: binary-safe)."""
+    return '"' + "".join(f"\\{b:03d}" for b in data) + '"'
+
+
+def wrk_script(work: Path, method: str, path: str, bodies: list[bytes], content_type: str) -> Path:
+    """A wrk Lua script. One body: a static request (wrk formats it once and calls no Lua
+    per request). Several: formatted once in ``init``, handed out in turn by a ``request()``
+    function (a Lua call per request, which costs wrk more than some servers' whole answer).
+    """
+    script = work / f"wrk-{len(list(work.glob('wrk-*.lua')))}.lua"
+    if len(bodies) == 1:
+        script.write_text(
+            f'wrk.method = "{method}"\nwrk.path = "{path}"\n'
+            f'wrk.headers["Content-Type"] = "{content_type}"\nwrk.body = {lua_string(bodies[0])}\n'
+        )
+        return script
+    script.write_text(
+        "local bodies = {\n"
+        + ",\n".join(lua_string(b) for b in bodies)
+        + "\n}\nlocal requests = {}\nlocal i = 0\n"
+        "init = function(args)\n"
+        "  for k, body in ipairs(bodies) do\n"
+        f'    requests[k] = wrk.format("{method}", "{path}", '
+        f'{{["Content-Type"] = "{content_type}"}}, body)\n'
+        "  end\nend\n"
+        "request = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n"
+    )
+    return script
+
+
+def _wrk_ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(f"wrk latency {text!r}")
+
+
+def run_wrk(
+    url: str, *, seconds: float, connections: int, script: Path | None = None
+) -> dict[str, float]:
+    """One wrk run (one thread, pinned to the client cores): rate, p50, p99, errors, count."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    cpus = ",".join(str(c) for c in sorted(CLIENT_CPUS))
+    result = subprocess.run(
+        ["taskset", "-c", cpus, *argv, url], capture_output=True, text=True, check=True
+    )
+    out: dict[str, float] = {"errors": 0.0}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            out["rate"] = float(parts[1])
+        elif "requests in" in line:
+            out["requests"] = float(parts[0])
+        elif line.strip().startswith("50%"):
+            out["p50_ms"] = _wrk_ms(parts[1])
+        elif line.strip().startswith("99%"):
+            out["p99_ms"] = _wrk_ms(parts[1])
+        elif line.startswith("Non-2xx or 3xx responses:"):
+            out["errors"] += float(parts[-1])
+        elif line.strip().startswith("Socket errors:"):
+            out["errors"] += sum(float(p.rstrip(",")) for p in parts[3::2])
+    if "rate" not in out or "requests" not in out:
+        raise RuntimeError(f"wrk said: {result.stdout[-2000:]} {result.stderr[-2000:]}")
+    return out
+
+
+def measure_wrk(
+    server: str,
+    operation: str,
+    pid: int,
+    url: str,
+    *,
+    seconds: float,
+    connections: int = 32,
+    script: Path | None = None,
+) -> Row:
+    """Like :func:`measure`, with wrk as the load generator (a warm-up second first)."""
+    run_wrk(url, seconds=1, connections=connections, script=script)
+    cpu_before = cpu_seconds(pid)
+    got = run_wrk(url, seconds=seconds, connections=connections, script=script)
+    cpu = cpu_seconds(pid) - cpu_before
+    count = int(got["requests"])
+    return Row(
+        server=server,
+        operation=operation,
+        concurrency=connections,
+        requests=count,
+        errors=int(got["errors"]),
+        rate=round(got["rate"], 1),
+        p50_ms=round(got.get("p50_ms", 0.0), 2),
+        p99_ms=round(got.get("p99_ms", 0.0), 2),
+        server_cpu_us_per_op=round(cpu / max(count, 1) * 1e6, 1),
+        server_peak_rss_mb=round(peak_rss_mb(pid), 1),
+    )
+
+
 # --------------------------------------------------------------------------- material
 
 
@@ -338,7 +447,10 @@ class Ostiary:
 
 
 @contextmanager
-def ostiary_server(work: Path) -> Iterator[Ostiary]:
+def ostiary_server(
+    work: Path, prepare: Callable[[Store, x509.Certificate], None] | None = None
+) -> Iterator[Ostiary]:
+    """An initialized CA, served; ``prepare`` gets its store and intermediate before start."""
     folder = work / "ostiary"
     password_file = work / "password"
     password_file.write_text(PASSWORD + "\n")
@@ -351,6 +463,12 @@ def ostiary_server(work: Path) -> Iterator[Ostiary]:
     cli("ca", "provisioner", "add", PROVISIONER, "--type", "jwk", *common, cwd=work)
     paths = CAPaths(folder)
     config, root, intermediate = load_ca_public(paths)
+    if prepare is not None:
+        prepared = Store.from_url(paths.database_url(config))
+        try:
+            prepare(prepared, intermediate)
+        finally:
+            prepared.dispose()
     process = start(
         [str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
          "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}"],
@@ -490,10 +608,6 @@ def json_post(url: str, value: object) -> Request:
     return request("POST", url, json.dumps(value).encode(), "application/json")
 
 
-def ocsp_post(url: str, body: bytes) -> Request:
-    return request("POST", url, body, "application/ocsp-request")
-
-
 @contextmanager
 def nginx_trivial(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """nginx ``return 200`` on plain HTTP, pinned like the servers: the load generator's ceiling."""
@@ -520,13 +634,19 @@ def nginx_trivial(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         stop(process)
 
 
-def issuance(work: Path, levels: dict[int, int], ocsp_count: int, with_ocsp: bool) -> list[Row]:
+def issuance(
+    work: Path, levels: dict[int, int], ocsp_count: int, with_ocsp: bool, ocsp_seconds: float
+) -> list[Row]:
     rows: list[Row] = []
     if shutil.which("nginx"):
         with nginx_trivial(work) as (process, url):
             trivial = [request("GET", url)] * 3000
             for concurrency in (1, 32):
                 rows.append(measure("nginx", "trivial", process.pid, trivial, concurrency))
+            if with_ocsp:  # wrk's own ceiling, for the OCSP rows
+                rows.append(
+                    measure_wrk("nginx", "trivial-wrk", process.pid, url, seconds=ocsp_seconds)
+                )
     total = sum(levels.values())
     csrs = make_csrs(total)
     ostiary_certs: list[x509.Certificate] = []
@@ -552,12 +672,7 @@ def issuance(work: Path, levels: dict[int, int], ocsp_count: int, with_ocsp: boo
             ders = session.scalars(select(CertificateRecord.der).limit(ocsp_count)).all()
         ostiary_certs = [x509.load_der_x509_certificate(d) for d in ders]
         if with_ocsp and ostiary_certs:
-            bodies = [ocsp_request(c, server.issuer) for c in ostiary_certs]
-            requests = [
-                ocsp_post(f"{server.http}/ocsp", bodies[i % len(bodies)])
-                for i in range(ocsp_count * 20)
-            ]
-            rows.append(measure("ostiary", "ocsp", pid, requests, 32))
+            rows += ostiary_ocsp(work, server, ostiary_certs, ocsp_seconds)
     with cfssl_server(work) as peer:
         pid = peer.process.pid
         url = f"{peer.url}/api/v1/cfssl/authsign"
@@ -586,14 +701,44 @@ def issuance(work: Path, levels: dict[int, int], ocsp_count: int, with_ocsp: boo
         )  # fmt: skip
         try:
             bodies = [ocsp_request(c, ca_cert) for c in cfssl_certs]
-            requests = [
-                ocsp_post(f"http://127.0.0.1:{port}/", bodies[i % len(bodies)])
-                for i in range(ocsp_count * 20)
-            ]
-            rows.append(measure("cfssl", "ocsp", process.pid, requests, 32))
+            url = f"http://127.0.0.1:{port}/"
+            for operation, script in ocsp_scripts(work, "/", bodies):
+                rows.append(
+                    measure_wrk(
+                        "cfssl", operation, process.pid, url, seconds=ocsp_seconds, script=script
+                    )
+                )
         finally:
             stop(process)
     return rows
+
+
+def ostiary_ocsp(
+    work: Path, server: Ostiary, certificates: list[x509.Certificate], seconds: float
+) -> list[Row]:
+    """``POST /ocsp`` (no nonce: cfssl has none) and ``GET /health`` on the plain listener."""
+    pid = server.process.pid
+    url = f"{server.http}/ocsp"
+    bodies = [ocsp_request(c, server.issuer) for c in certificates]
+    rows = [
+        measure_wrk("ostiary", operation, pid, url, seconds=seconds, script=script)
+        for operation, script in ocsp_scripts(work, "/ocsp", bodies)
+    ]
+    rows.append(
+        measure_wrk("ostiary", "health-http", pid, f"{server.http}/health", seconds=seconds)
+    )
+    return rows
+
+
+def ocsp_scripts(work: Path, path: str, bodies: list[bytes]) -> list[tuple[str, Path]]:
+    """The OCSP loads, the same for both servers, no nonce (cfssl ocspserve has none): one
+    certificate (a static wrk request: the lightest client); all of them in turn (a Lua
+    call per request, which makes wrk the limit sooner). Not pipelined: Go's server answers
+    a pipeline one request at a time, which would measure that, not the responders."""
+    return [
+        ("ocsp", wrk_script(work, "POST", path, bodies[:1], OCSP_REQUEST)),
+        ("ocsp-many", wrk_script(work, "POST", path, bodies, OCSP_REQUEST)),
+    ]
 
 
 def crl_builds(sizes: list[int]) -> list[dict[str, Any]]:
@@ -626,12 +771,146 @@ def crl_builds(sizes: list[int]) -> list[dict[str, Any]]:
     return out
 
 
+def fill_revoked(count: int, offset: int = 0) -> Callable[[Store, x509.Certificate], None]:
+    """Record ``count`` revoked certificates of the intermediate (rows only: no DER needed
+    by the CRL, which lists serial, time and reason)."""
+
+    def prepare(store: Store, intermediate: x509.Certificate) -> None:
+        key_id = key_id_hex(intermediate)
+        now = datetime.now(UTC).replace(microsecond=0)
+        batch = 50_000
+        for start_at in range(offset, offset + count, batch):
+            rows = [
+                {
+                    "issuer_key_id": key_id,
+                    "serial": f"{(1 << 100) + i:x}",
+                    "subject": f"CN=revoked-{i}",
+                    "sans": [],
+                    "not_before": now - timedelta(hours=1),
+                    "not_after": now + timedelta(days=1),
+                    "profile": "client",
+                    "provisioner": None,
+                    "status": "revoked",
+                    "revocation_reason": "keyCompromise",
+                    "revoked_at": now,
+                    "der": b"\x30\x00",
+                    "created_at": now,
+                    "fingerprint_sha256": f"{(1 << 100) + i:064x}",
+                }
+                for i in range(start_at, min(start_at + batch, offset + count))
+            ]
+            with store.transaction() as session:
+                session.execute(insert(CertificateRecord), rows)
+
+    return prepare
+
+
+def ocsp_request_by_serial(issuer: x509.Certificate, serial: int) -> bytes:
+    """An OCSP request for a serial of ``issuer`` with no certificate at hand (SHA-1 CertID)."""
+    name_hash = hashlib.sha1(issuer.subject.public_bytes()).digest()
+    key = issuer.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    key_bits = key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    key_hash = hashlib.sha1(key_bits).digest()
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        name_hash, key_hash, serial, hashes.SHA1()
+    )
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def wait_for_health(url: str) -> None:
+    """Until ``GET url`` answers 200 (the server builds its first CRL before it answers)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def crl_stall(work: Path, entries: int, seconds: float, where: str) -> list[Row]:
+    """OCSP p50/p99 on a server whose CRL has ``entries`` entries: idle, then while the
+    CRL is rebuilt again and again (one revocation added, ``GET /crl``, repeat).
+
+    ``where`` the server builds a big CRL: ``process`` (its default) or ``thread`` (the
+    threshold moved out of reach through the environment), to see what the GIL costs.
+    """
+    folder = work / f"crl-stall-{where}"
+    folder.mkdir()
+    os.environ[PROCESS_FROM_VARIABLE] = str(PROCESS_FROM if where == "process" else 1 << 62)
+    with ostiary_server(folder, fill_revoked(entries)) as server:
+        wait_for_health(f"{server.http}/health")
+        pid = server.process.pid
+        body = ocsp_request_by_serial(server.issuer, 1 << 100)
+        script = wrk_script(folder, "POST", "/ocsp", [body], OCSP_REQUEST)
+        url = f"{server.http}/ocsp"
+        rows = [
+            measure_wrk("ostiary", f"ocsp-idle-{where}", pid, url, seconds=seconds, script=script)
+        ]
+        rebuilds: list[float] = []
+        done = threading.Event()
+
+        def rebuild() -> None:
+            added = 0
+            while not done.is_set():
+                fill_revoked(1, offset=entries + added)(server.store, server.issuer)
+                added += 1
+                started = time.perf_counter()
+                with urllib.request.urlopen(f"{server.http}/crl", timeout=600) as answer:
+                    answer.read()
+                rebuilds.append(time.perf_counter() - started)
+
+        worker = threading.Thread(target=rebuild, daemon=True)
+        worker.start()
+        time.sleep(0.2)
+        try:
+            rows.append(
+                measure_wrk(
+                    "ostiary", f"ocsp-crl-{where}", pid, url, seconds=seconds, script=script
+                )
+            )
+        finally:
+            done.set()
+            worker.join(600)
+        rows.append(
+            Row(
+                server="ostiary",
+                operation=f"crl-{where}-{entries}",
+                concurrency=1,
+                requests=len(rebuilds),
+                errors=0,
+                rate=round(len(rebuilds) / max(sum(rebuilds), 1e-9), 2),
+                p50_ms=round(sorted(rebuilds)[len(rebuilds) // 2] * 1000, 1) if rebuilds else 0,
+                p99_ms=round(max(rebuilds) * 1000, 1) if rebuilds else 0,
+                server_cpu_us_per_op=0,
+                server_peak_rss_mb=round(peak_rss_mb(pid), 1),
+            )
+        )
+    return rows
+
+
 def ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
     rates = {
         r.server: r.rate for r in rows if r.operation == operation and r.concurrency == concurrency
     }
     if rates.get("cfssl") and "ostiary" in rates:
         return round(rates["ostiary"] / rates["cfssl"], 2)
+    return None
+
+
+def cpu_ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
+    cpu = {
+        r.server: r.server_cpu_us_per_op
+        for r in rows
+        if r.operation == operation and r.concurrency == concurrency
+    }
+    if cpu.get("ostiary") and "cfssl" in cpu:
+        return round(cpu["cfssl"] / cpu["ostiary"], 2)
     return None
 
 
@@ -672,6 +951,7 @@ def main() -> None:
     # runs of a second or two, too short to say anything on a shared machine.
     levels = {1: 200, 8: 1000, 32: 1000} if args.quick else {1: 500, 8: 3000, 32: 3000}
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    ocsp_seconds = 4.0 if args.quick else 15.0
     rows: list[Row] = []
     crl: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ostiary-bench-") as temp:
@@ -679,15 +959,20 @@ def main() -> None:
             ocsp_count = 100 if args.quick else 500
             if "issuance" not in parts:  # only the certificates OCSP is asked about
                 levels = {8: ocsp_count + 8}
-            rows = issuance(Path(temp), levels, ocsp_count, "ocsp" in parts)
+            rows = issuance(Path(temp), levels, ocsp_count, "ocsp" in parts, ocsp_seconds)
             rows = [r for r in rows if r.operation != "issuance" or "issuance" in parts]
         if "crl" in parts:
             crl = crl_builds(sizes)
+            for where in ("thread", "process"):
+                rows += crl_stall(Path(temp), sizes[-1], ocsp_seconds, where)
     ratios: dict[str, float | None] = {
         "issuance@1": ratio(rows, "issuance", 1),
         "issuance@8": ratio(rows, "issuance", 8),
         "issuance@32": ratio(rows, "issuance", 32),
         "ocsp@32": ratio(rows, "ocsp", 32),
+        # Server CPU per OCSP answer, cfssl's / Ostiary's: how many times more answers one
+        # core gives, whichever side the load generator saturates first.
+        "ocsp_cpu@32": cpu_ratio(rows, "ocsp", 32),
         "crl_1m_build_s": next((c["cpu_s"] for c in crl if c["entries"] == 1_000_000), None),
     }
     report(rows, crl, ratios)

@@ -28,7 +28,9 @@ from sqlalchemy import func, select
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial, CAPaths, init_ca_folder
+from ostiary.authority.ocsp_service import OcspService
 from ostiary.config import CAConfig
+from ostiary.core.issuance import Authorization, issue_certificate
 from ostiary.core.keys import signature_hash_for
 from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_san, parse_subject
@@ -241,6 +243,18 @@ def make_csr(
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii"), key
 
 
+def unrecorded_certificate(authority: Authority, subject: str) -> x509.Certificate:
+    """A certificate our intermediate signed but the store never recorded (as if issued by
+    another replica a moment ago, or forged with a stolen key)."""
+    csr, _ = make_csr(subject)
+    return issue_certificate(
+        x509.load_pem_x509_csr(csr.encode()),
+        Authorization(subject=parse_subject(subject), names=()),
+        authority.issuer,
+        now=datetime.now(UTC),
+    )
+
+
 def identity_of(answer: dict[str, object], key: ec.EllipticCurvePrivateKey) -> TLSIdentity:
     certificate = x509.load_pem_x509_certificate(str(answer["certificate"]).encode())
     chain = [x509.load_pem_x509_certificate(str(p).encode()) for p in answer["chain"]]  # type: ignore[attr-defined]
@@ -253,16 +267,19 @@ def run_server(
     provisioners: Provisioners,
     *,
     signing: Any = None,
+    ocsp_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Iterator[Running]:
     """Bind loopback ports, start the server in a thread, stop it on the way out.
 
-    ``signing`` (a ``RemoteSigning``) adds the remote-signing service, bound to the authority.
+    ``signing`` (a ``RemoteSigning``) adds the remote-signing service, bound to the authority;
+    ``ocsp_options`` go to its ``OcspService`` (e.g. the revocation watch's interval).
     """
     https_socket = bind("127.0.0.1:0")
     http_socket = bind("127.0.0.1:0")
     authority = with_url(authority, public_url(authority.ca.config, http_socket))
-    context = ServerContext.for_authority(authority)
+    ocsp = OcspService(authority, **ocsp_options) if ocsp_options is not None else None
+    context = ServerContext.for_authority(authority, ocsp=ocsp)
     if signing is not None:
         signing.authority = authority
         context = replace(context, signing=signing)

@@ -17,12 +17,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.core.ca import fingerprint_sha256
-from ostiary.core.issuance import Authorization, issue_certificate
-from ostiary.core.names import parse_subject
 from ostiary.server.problems import PROBLEM_JSON
 from ostiary.tls import TLSIdentity
 from tests.pkilint_helper import lint_crl, lint_ocsp_response
-from tests.server.conftest import PASSWORD, Running, make_csr
+from tests.server.conftest import PASSWORD, Running, unrecorded_certificate
 
 PUBLIC_PATHS = ["/health", "/roots", "/root.crt", "/intermediate.crt", "/crl", "/crl.pem"]
 
@@ -202,13 +200,7 @@ def test_ocsp_says_good_then_revoked_then_unknown_and_lints_clean(running: Runni
         public_key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(algorithm))
 
     # A certificate signed by our intermediate but never recorded: the store does not know it.
-    csr, _ = make_csr("ghost@example.com")
-    ghost = issue_certificate(
-        x509.load_pem_x509_csr(csr.encode()),
-        Authorization(subject=parse_subject("ghost@example.com"), names=()),
-        running.authority.issuer,
-        now=datetime.now(UTC),
-    )
+    ghost = unrecorded_certificate(running.authority, "ghost@example.com")
     with running.plain() as plain:
         unknown = post_ocsp(plain, ocsp_request(ghost, issuer))
     assert unknown.certificate_status is ocsp.OCSPCertStatus.UNKNOWN

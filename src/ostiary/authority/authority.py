@@ -67,6 +67,9 @@ class Authority:
         self.clock = clock
         self.issuer: IssuingCA = ca.issuer
         self.issuer_key_id = key_id_hex(ca.intermediate)
+        #: Called with the serial number after each revocation made here has committed
+        #: (the OCSP cache drops that serial's answers at once; see ocsp_service).
+        self.revocation_listeners: list[Callable[[int], None]] = []
 
     def issue(
         self,
@@ -277,6 +280,8 @@ class Authority:
                 details={"reason": reason.value, "subject": record.subject},
                 at=now,
             )
+        for listener in self.revocation_listeners:
+            listener(serial_number)
         return record
 
     def build_crl(self) -> bytes:

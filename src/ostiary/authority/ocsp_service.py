@@ -1,4 +1,4 @@
-"""The CA server's OCSP responder: a delegated responder certificate and the store's answers.
+"""The CA server's OCSP responder: pre-signed answers in memory, kept true to the store.
 
 Responses (RFC 6960) are signed by a delegated responder (RFC 6960 section 4.2.2.2): a
 short-lived ``ocsp``-profile certificate (OCSPSigning, id-pkix-ocsp-nocheck) that this replica
@@ -6,23 +6,43 @@ issues itself at start through the Authority and renews at two thirds of its lif
 (:class:`~ostiary.authority.self_issued.RenewingCertificate`), so the intermediate's key signs
 one certificate a day instead of every response.
 
-Every request reads the certificate's status from the store (one indexed lookup), so a
-revocation recorded on any replica shows in the very next response. What is saved is the
-signing: a response to a request without a nonce is reused for a quarter of its validity as
-long as the status it states is still the status in the store (the status is part of
-the cache key of :class:`ostiary.core.ocsp.OcspResponder`); a request with a nonce (RFC 9654)
-is always signed afresh, with the nonce echoed. When the store cannot be reached the answer
-is the unsigned ``tryLater`` status (RFC 6960 section 2.3), not an HTTP error.
+What a request costs. The answer to a request without a nonce is kept in memory, keyed by the
+request's exact bytes, until its refresh point (a quarter of the response's validity after
+it was signed, never past the responder certificate): a repeated request is one dict lookup,
+no parsing, no database, no signature (:meth:`OcspService.cached`). The first request about a
+certificate reads its status from the store once and keeps it (good or revoked; "unknown" is
+never kept, so a certificate issued on another replica is known at its first request); a
+request with a nonce (RFC 9654) is always signed afresh, with the nonce echoed, from the kept
+status.
+
+How a revocation reaches the cache:
+
+- made in this process (:meth:`Authority.revoke`): the serial's status and answers are
+  dropped as the revocation commits, before the API answers;
+- made elsewhere (another replica, ``ostiary ca revoke``): :class:`RevocationWatch` reads the
+  audit log's head (one row) every :data:`WATCH_INTERVAL` in a background thread; when it
+  moved, it reads the new ``certificate.revoked`` entries and drops those serials. A
+  revocation committed anywhere shows here within one interval (plus one poll's time).
+- If the watch has not polled successfully for :data:`TRUST_FOR` (database down, process
+  stalled), nothing kept is trusted: every request reads the store again, as if there were no
+  cache, and an unreachable store gets the unsigned ``tryLater`` (RFC 6960 section 2.3).
+
+A status read while an invalidation happens is not kept (a generation counter), so a read
+that raced a revocation cannot put the old status back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.x509 import ocsp
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from ostiary.authority.authority import Authority
@@ -30,16 +50,29 @@ from ostiary.authority.self_issued import RenewingCertificate, SelfIssued, SelfI
 from ostiary.core.errors import MalformedInput
 from ostiary.core.ocsp import (
     CertStatus,
+    OcspAnswer,
     OcspResponder,
     build_unsuccessful_response,
     ocsp_request_from_get_path,
 )
-from ostiary.store import CertificateRepository, CertificateStatus
+from ostiary.store import (
+    AuditEntry,
+    AuditHead,
+    CertificateRepository,
+    CertificateStatus,
+    Store,
+)
 
 #: Lifetime of the delegated responder certificate.
 RESPONDER_LIFETIME = timedelta(hours=24)
 #: Share of a response's validity during which it is reused (for requests without a nonce).
 REUSE_SHARE = 0.25
+#: How often the watch reads the audit log's head for revocations made elsewhere (seconds).
+WATCH_INTERVAL = 0.25
+#: Past this long without a successful poll (seconds), the cache is not trusted.
+TRUST_FOR = 2.0
+#: The audit event of a revocation; its target is the serial number in hex.
+REVOKED_EVENT = "certificate.revoked"
 
 logger = logging.getLogger("ostiary.ocsp")
 
@@ -60,16 +93,117 @@ def responder_spec(authority: Authority) -> SelfIssuedSpec:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A reusable answer: its bytes, until when, and the status object it was signed from."""
+
+    response: bytes
+    serial_number: int
+    status: CertStatus
+    until: datetime
+
+
+class RevocationWatch:
+    """Polls the audit log for revocations committed by anyone, in a daemon thread.
+
+    ``on_revoked`` gets the serial numbers of each batch of new ``certificate.revoked``
+    entries. :meth:`poll` is one round (the tests call it directly); :meth:`start` and
+    :meth:`stop` run it every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        on_revoked: Callable[[set[int]], None],
+        *,
+        interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self._store = store
+        self._on_revoked = on_revoked
+        self.interval = interval
+        self._seen: int | None = None
+        #: ``time.monotonic()`` of the last successful poll (None: never).
+        self.polled_at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> None:
+        """Read the audit head; report the revocations since the last poll."""
+        with self._store.transaction(read_only=True) as session:
+            head = session.scalar(select(AuditHead.last_entry_id))
+            head = int(head or 0)
+            seen = self._seen
+            targets: list[str | None] = []
+            if seen is not None and head > seen:
+                targets = list(
+                    session.scalars(
+                        select(AuditEntry.target).where(
+                            AuditEntry.id > seen,
+                            AuditEntry.id <= head,
+                            AuditEntry.event == REVOKED_EVENT,
+                        )
+                    )
+                )
+        serials = set()
+        for target in targets:
+            try:
+                serials.add(int(target or "", 16))
+            except ValueError:
+                logger.warning("audit entry %s names no serial number: %r", REVOKED_EVENT, target)
+        if serials:
+            self._on_revoked(serials)
+        self._seen = head
+        self.polled_at = time.monotonic()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ocsp-revocation-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        self.polled_at = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except DBAPIError as exc:
+                logger.warning("OCSP: cannot read the audit log (%s)", type(exc).__name__)
+            self._stop.wait(self.interval)
+
+
 class OcspService:
     """Answers OCSP requests about the authority's issuing CA (thread-safe)."""
 
-    def __init__(self, authority: Authority, *, cache_size: int = 65536) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        *,
+        cache_size: int = 65536,
+        watch_interval: float = WATCH_INTERVAL,
+        trust_for: float = TRUST_FOR,
+    ) -> None:
         self._authority = authority
+        self._trust_for = trust_for
         self._certificate = RenewingCertificate(authority, responder_spec(authority))
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._responder: tuple[SelfIssued, OcspResponder] | None = None
         self._ca_responder: OcspResponder | None = None  # kms = "pkcs11": see _in_use()
+        #: Good or revoked statuses read from the store, by serial ("unknown" is not kept).
+        self._statuses: dict[int, CertStatus] = {}
+        #: Answers to requests without a nonce, by the request's exact DER.
+        self._answers: dict[bytes, _Kept] = {}
+        #: Grows with every invalidation; a status read across one is not kept.
+        self._generation = 0
+        self.watch = RevocationWatch(authority.store, self.forget, interval=watch_interval)
+        authority.revocation_listeners.append(lambda serial: self.forget({serial}))
 
     @property
     def responder_certificate(self) -> x509.Certificate:
@@ -80,14 +214,33 @@ class OcspService:
             return self._authority.issuer.certificate
         return self._current()[0].certificate
 
+    def cached(self, request_der: bytes) -> bytes | None:
+        """The kept answer to exactly these request bytes, if it is still good; else None.
+
+        Never blocks: no database, no signing. The event loop calls it for every request and
+        hands a miss to :meth:`respond` in a worker thread.
+        """
+        kept = self._answers.get(request_der)
+        if kept is None or not self._trusted():
+            return None
+        if self._statuses.get(kept.serial_number) is not kept.status:
+            return None
+        if self._authority.clock() >= kept.until:
+            return None
+        return kept.response
+
     def respond(self, request_der: bytes) -> bytes:
-        """The DER ``OCSPResponse`` for a DER request (POST)."""
-        authority = self._authority
+        """The DER ``OCSPResponse`` for a DER request (POST); may read the store."""
+        hit = self.cached(request_der)
+        if hit is not None:
+            return hit
         responder = self._in_use()
         try:
-            return responder.respond(request_der, lookup=self._lookup, now=authority.clock())
+            answer = responder.answer(request_der, lookup=self._status, now=self._authority.clock())
         except _StoreUnavailable:
             return build_unsuccessful_response(ocsp.OCSPResponseStatus.TRY_LATER)
+        self._keep(request_der, answer)
+        return answer.response
 
     def respond_to_get(self, path: str) -> bytes:
         """The response for the GET form; a path that is not base64 is a malformed request."""
@@ -96,6 +249,35 @@ class OcspService:
         except MalformedInput:
             return build_unsuccessful_response(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         return self.respond(request_der)
+
+    def forget(self, serials: set[int]) -> None:
+        """Drop what is kept about these serials (they were revoked)."""
+        with self._lock:
+            self._generation += 1
+            for serial in serials:
+                self._statuses.pop(serial, None)
+
+    def _trusted(self) -> bool:
+        polled = self.watch.polled_at
+        return polled is not None and time.monotonic() - polled < self._trust_for
+
+    def _keep(self, request_der: bytes, answer: OcspAnswer) -> None:
+        if answer.reusable_until is None or answer.serial_number is None or answer.status is None:
+            return
+        if self._statuses.get(answer.serial_number) is not answer.status:
+            return  # not a kept status (unknown, or invalidated meanwhile)
+        until = min(answer.reusable_until, self._responder_not_after())
+        with self._lock:
+            if len(self._answers) >= self._cache_size:
+                # Oldest first (dicts keep insertion order): cheap, and good enough here.
+                for key in list(self._answers)[: max(1, self._cache_size // 8)]:
+                    del self._answers[key]
+            self._answers[request_der] = _Kept(
+                answer.response, answer.serial_number, answer.status, until
+            )
+
+    def _responder_not_after(self) -> datetime:
+        return self.responder_certificate.not_valid_after_utc
 
     def _in_use(self) -> OcspResponder:
         """The delegated responder; for a CA whose key is in a PKCS#11 token, the issuing CA
@@ -140,6 +322,28 @@ class OcspService:
                 self._responder = pair
             return pair
 
+    def _status(self, serial_number: int) -> CertStatus:
+        """The kept status if trusted, else the store's (kept unless it raced a revocation)."""
+        if self._trusted():
+            kept = self._statuses.get(serial_number)
+            if kept is not None:
+                return kept
+        generation = self._generation
+        status = self._lookup(serial_number)
+        if status.status is ocsp.OCSPCertStatus.UNKNOWN:
+            return status
+        with self._lock:
+            if self._generation != generation:
+                return status
+            kept = self._statuses.get(serial_number)
+            if kept == status:
+                return kept  # the same object: the answers made from it stay valid
+            self._statuses[serial_number] = status
+            if len(self._statuses) > self._cache_size * 4:
+                self._statuses.clear()  # a runaway set of serials: start over
+                self._statuses[serial_number] = status
+        return status
+
     def _lookup(self, serial_number: int) -> CertStatus:
         authority = self._authority
         try:
@@ -160,4 +364,11 @@ class OcspService:
         return CertStatus.good()
 
 
-__all__ = ["RESPONDER_LIFETIME", "OcspService", "responder_spec"]
+__all__ = [
+    "RESPONDER_LIFETIME",
+    "TRUST_FOR",
+    "WATCH_INTERVAL",
+    "OcspService",
+    "RevocationWatch",
+    "responder_spec",
+]

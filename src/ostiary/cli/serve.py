@@ -104,8 +104,12 @@ def serve(
         gc.freeze()
         if workers == 1:
             run()
-        elif run_workers(workers, run, engine=authority.store.engine):
-            raise typer.Exit(1)
+        else:
+            # A CRL encoding child started at start-up (big CRL) belongs to this process: its
+            # pool's threads do not survive fork, so each worker starts its own when needed.
+            server.context.crl.close()
+            if run_workers(workers, run, engine=authority.store.engine):
+                raise typer.Exit(1)
     note("Stopped.")
 
 

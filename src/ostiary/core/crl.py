@@ -68,16 +68,32 @@ class RevokedEntry:
     reason: x509.ReasonFlags | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedEntries:
+    """The revokedCertificates list already encoded (:func:`encode_entries`): the entries'
+    DER, one after the other. Lets the long part of a big CRL be made in another process.
+    """
+
+    der: bytes
+
+
+def encode_entries(entries: Iterable[RevokedEntry]) -> EncodedEntries:
+    """Encode and check entries as :func:`build_crl` would (same refusals)."""
+    parts, _size = _encode_entries(entries)
+    return EncodedEntries(b"".join(parts))
+
+
 def build_crl(
     issuer_certificate: x509.Certificate,
     private_key: CertificateIssuerPrivateKeyTypes,
-    entries: Iterable[RevokedEntry],
+    entries: Iterable[RevokedEntry] | EncodedEntries,
     *,
     crl_number: int,
     this_update: datetime,
     next_update: datetime,
 ) -> bytes:
-    """A DER-encoded, signed v2 CRL for ``issuer_certificate`` listing ``entries`` in order.
+    """A DER-encoded, signed v2 CRL for ``issuer_certificate`` listing ``entries`` in order
+    (given as :class:`RevokedEntry` objects, or already encoded by :func:`encode_entries`).
 
     Refused with :class:`~ostiary.core.errors.BadRequest`: ``next_update`` not after
     ``this_update``; a CRL number that is negative or longer than 20 octets; a serial that is
@@ -100,7 +116,11 @@ def build_crl(
         )
     _check_issuer(issuer_certificate, private_key)
 
-    entry_parts, entries_size = _encode_entries(entries)
+    if isinstance(entries, EncodedEntries):
+        entry_parts = [entries.der] if entries.der else []
+        entries_size = len(entries.der)
+    else:
+        entry_parts, entries_size = _encode_entries(entries)
     algorithm = signature_algorithm_der(private_key)
     skeleton = asn1_crl.TbsCertList(
         {

@@ -104,6 +104,21 @@ class CertStatus:
 StatusLookup = Callable[[int], CertStatus]
 
 
+@dataclass(frozen=True)
+class OcspAnswer:
+    """One DER ``OCSPResponse`` and what it says, for a cache in front of the responder.
+
+    ``serial_number`` and ``status`` are set for a signed response (None for a refusal);
+    ``reusable_until`` only for a response that may be handed to other identical requests
+    until then (a request without a nonce, a responder that reuses responses).
+    """
+
+    response: bytes
+    serial_number: int | None = None
+    status: CertStatus | None = None
+    reusable_until: datetime | None = None
+
+
 def build_unsuccessful_response(status: ocsp.OCSPResponseStatus) -> bytes:
     """An unsigned ``OCSPResponse`` carrying only an error status (RFC 6960 4.2.1).
 
@@ -168,18 +183,24 @@ class OcspResponder:
         what it raises goes to the caller, who may answer ``tryLater`` with
         :func:`build_unsuccessful_response`.
         """
+        return self.answer(request_der, lookup=lookup, now=now).response
+
+    def answer(self, request_der: bytes, *, lookup: StatusLookup, now: datetime) -> OcspAnswer:
+        """:meth:`respond`, with what a cache in front of the responder needs to know."""
         now = der.utc(now)
         try:
             request = _parse_request(request_der)
         except _Refusal as refusal:
-            return build_unsuccessful_response(refusal.status)
+            return OcspAnswer(build_unsuccessful_response(refusal.status))
         hashes_of_issuer = self._issuer_hashes.get(request.hash_name)
         if hashes_of_issuer != (request.issuer_name_hash, request.issuer_key_hash):
-            return build_unsuccessful_response(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+            return OcspAnswer(build_unsuccessful_response(ocsp.OCSPResponseStatus.UNAUTHORIZED))
         status = lookup(request.serial_number)
         if request.nonce_extension is not None or not self._cache_for:
-            return self._sign(request.cert_id, status, now, request.nonce_extension)
-        return self._cached(request.cert_id, status, now)
+            response = self._sign(request.cert_id, status, now, request.nonce_extension)
+            return OcspAnswer(response, request.serial_number, status)
+        produced, response = self._cached(request.cert_id, status, now)
+        return OcspAnswer(response, request.serial_number, status, produced + self._cache_for)
 
     def response_for(
         self,
@@ -202,20 +223,21 @@ class OcspResponder:
         cert_id = _encode_cert_id(hash_algorithm, name_hash, key_hash, serial_number)
         return self._sign(cert_id, status, der.utc(now), None)
 
-    def _cached(self, cert_id: bytes, status: CertStatus, now: datetime) -> bytes:
+    def _cached(self, cert_id: bytes, status: CertStatus, now: datetime) -> tuple[datetime, bytes]:
+        """A response signed at most ``cache_for`` ago, and when it was signed."""
         key = (cert_id, status)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] <= now < hit[0] + self._cache_for:
                 self._cache.move_to_end(key)
-                return hit[1]
+                return hit
         response = self._sign(cert_id, status, now, None)
         with self._lock:
             self._cache[key] = (now, response)
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return response
+        return now, response
 
     def _sign(
         self, cert_id: bytes, status: CertStatus, now: datetime, nonce_extension: bytes | None

@@ -8,11 +8,14 @@
   checks to the app (see :mod:`ostiary.tls`), and the certificate reaches the app through the
   ASGI TLS extension (:mod:`ostiary.server.tls_scope`).
 - Plain HTTP (``http_address``): only what relying parties fetch without TLS (CRLs, OCSP, CA
-  certificates, health). It always runs: certificates point their CDP and AIA at it.
+  certificates, health). It always runs: certificates point their CDP and AIA at it. It is
+  not uvicorn but the lean :class:`~ostiary.server.public_http.PublicServer` (OCSP answers
+  from memory, see :mod:`ostiary.authority.ocsp_service`), started with the OCSP cache's
+  revocation watch.
 
 Sockets are bound before anything is issued, so that a port 0 (tests) is known in time to
 put the real URL in certificates (:func:`public_url`). :meth:`CAServer.serve` runs both
-uvicorn servers; SIGTERM and SIGINT (when running in the main thread) or
+servers; SIGTERM and SIGINT (when running in the main thread) or
 :meth:`CAServer.request_stop` stop both, letting requests in flight finish.
 """
 
@@ -41,6 +44,7 @@ from ostiary.config import CAConfig, parse_address
 from ostiary.core.errors import BadRequest, OstiaryError
 from ostiary.server.app import create_app
 from ostiary.server.context import ServerContext
+from ostiary.server.public_http import PublicServer
 from ostiary.server.tls_scope import TLSScopeHttpToolsProtocol
 from ostiary.tls import TLSIdentity, load_identity, server_context
 
@@ -175,6 +179,7 @@ class CAServer:
         # Issue the OCSP responder certificate and build a first CRL now, not at the first
         # request: a problem with the key or the database shows at start.
         context.ocsp.responder_certificate  # noqa: B018
+        context.ocsp.watch.poll()
         context.crl.current()
         self.ssl_context = server_context(
             _identity(self._loaded),
@@ -182,7 +187,7 @@ class CAServer:
             client_trust=(authority.ca.root, authority.ca.intermediate),
             check_client_time=False,
         )
-        self._servers = (
+        self._servers: tuple[_Server, ...] = (
             _Server(
                 uvicorn.Config(
                     create_app(context),
@@ -195,18 +200,8 @@ class CAServer:
                     timeout_graceful_shutdown=_GRACE_SECONDS,
                 )
             ),
-            _Server(
-                uvicorn.Config(
-                    create_app(context, public_only=True),
-                    http="h11",
-                    lifespan="off",
-                    access_log=access_log,
-                    log_config=log_config,
-                    server_header=False,
-                    timeout_graceful_shutdown=_GRACE_SECONDS,
-                )
-            ),
         )
+        self._public = PublicServer(context, grace_seconds=_GRACE_SECONDS)
 
     @property
     def https_port(self) -> int:
@@ -226,24 +221,28 @@ class CAServer:
 
     @property
     def started(self) -> bool:
-        return all(server.started for server in self._servers)
+        return self._public.started and all(server.started for server in self._servers)
 
     def request_stop(self) -> None:
         """Ask both servers to stop (from any thread or a signal handler)."""
         for server in self._servers:
             server.should_exit = True
+        self._public.request_stop()
 
     async def serve(self) -> None:
         """Serve until asked to stop."""
         loop = asyncio.get_running_loop()
         handled = _install_signal_handlers(loop, self.request_stop)
         renewal = asyncio.create_task(self._keep_tls_certificate_current())
+        self.context.ocsp.watch.start()
         try:
             await asyncio.gather(
                 self._servers[0].serve(sockets=[self._https_socket]),
-                self._servers[1].serve(sockets=[self._http_socket]),
+                self._public.serve(self._http_socket),
             )
         finally:
+            self.context.ocsp.watch.stop()
+            await asyncio.to_thread(self.context.crl.close)
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal

@@ -1,0 +1,545 @@
+"""The plain-HTTP listener: what relying parties fetch (OCSP, CRLs, CA certificates, health).
+
+This port answers the requests a fleet makes most (an OCSP check per TLS handshake), so it
+is not the FastAPI app: an :class:`asyncio.Protocol` per connection, with httptools (the
+llhttp parser) reading HTTP/1.1 and responses written as prepared bytes. A kept OCSP answer
+(:meth:`~ostiary.authority.ocsp_service.OcspService.cached`) is written from the event loop
+without a thread hop, a database read or a signature; everything that may block (an OCSP
+status read from the store, a CRL build of a million entries, the root CRL file) runs in a
+worker thread while the connection stops reading, so responses stay in request order.
+
+The same routes and answers as :mod:`ostiary.server.routes.publish` (which still serves
+them on the HTTPS listener, from the same OCSP cache and CRL publisher):
+
+- ``GET``/``HEAD`` ``/health``, ``/roots``, ``/roots/{sha256}``, ``/root.crt``,
+  ``/intermediate.crt``, ``/crl``, ``/crl.pem``, ``/root.crl`` (the CRLs with an ``ETag``
+  and ``304`` for a matching ``If-None-Match``);
+- ``POST /ocsp`` (``application/ocsp-request``) and ``GET /ocsp/{base64}`` (RFC 6960 A.1).
+
+HTTP/1.1 as RFC 9112 asks: persistent connections unless ``Connection: close`` (or HTTP/1.0
+without keep-alive; an idle one is closed after :data:`KEEP_ALIVE_SECONDS`), pipelined
+requests answered in order, ``Content-Length`` on every response, ``HEAD`` without a body,
+``100 Continue`` when asked. Errors are problem documents
+(:mod:`ostiary.server.problems`): 400 for what the parser refuses (then the connection is
+closed), 404, 405 with ``Allow``, 413 for a body over
+:data:`~ostiary.server.body.MAX_BODY_SIZE` (refused from its ``Content-Length`` before it is
+read, or while it streams), 415 for an OCSP body of another media type, 500 (logged) for a
+bug, 503 when the database cannot be reached. There is no access log on this port: at
+tens of thousands of OCSP requests a second it would cost more than the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import unquote
+
+import httptools
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.ocsp import OCSPResponseStatus
+from sqlalchemy.exc import OperationalError
+from starlette.responses import JSONResponse
+
+from ostiary.core.ca import fingerprint_sha256
+from ostiary.core.errors import MalformedInput, NotFound, OstiaryError
+from ostiary.core.ocsp import build_unsuccessful_response, ocsp_request_from_get_path
+from ostiary.server.body import MAX_BODY_SIZE
+from ostiary.server.context import ServerContext
+from ostiary.server.problems import error_response, problem_response
+
+PKIX_CERT = "application/pkix-cert"
+PKIX_CRL = "application/pkix-crl"
+PEM_FILE = "application/x-pem-file"
+JSON = "application/json"
+OCSP_REQUEST = "application/ocsp-request"
+OCSP_RESPONSE = "application/ocsp-response"
+#: Worker threads for OCSP status reads and other short blocking work.
+WORKERS = 8
+#: Worker threads for CRLs (a build may take seconds; it must not hold up OCSP).
+CRL_WORKERS = 2
+#: Most header lines one request may carry; more is refused (400).
+MAX_HEADERS = 100
+#: An idle connection (nothing received, no request in progress) is closed after one to
+#: two times this many seconds, like uvicorn's keep-alive timeout.
+KEEP_ALIVE_SECONDS = 5.0
+#: How often :meth:`PublicServer.serve` checks whether it should stop (seconds).
+_STOP_POLL = 0.1
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_GET = ("GET", "HEAD")
+_CRLS = ("/crl", "/crl.pem", "/root.crl")
+_NO_CACHE = (("Cache-Control", "no-cache"),)
+
+logger = logging.getLogger("ostiary.server.public")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One response: status, body, media type and extra headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, response: JSONResponse) -> Reply:
+        """A reply from a problem document (:mod:`ostiary.server.problems`)."""
+        headers = tuple(
+            (k, v)
+            for k, v in response.headers.items()
+            if k not in ("content-length", "content-type")
+        )
+        return cls(response.status_code, bytes(response.body), response.media_type, headers)
+
+
+#: What a route gives: a reply now, or work for a worker thread that returns one.
+Routed = Reply | tuple[ThreadPoolExecutor, Callable[[], Reply]]
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+
+
+def _problem(status: HTTPStatus, code: str, detail: str, **headers: str) -> Reply:
+    return Reply.of(problem_response(status, code, detail, headers=headers or None))
+
+
+class PublicRoutes:
+    """The routes of the plain-HTTP listener over one :class:`ServerContext`."""
+
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        material = context.authority.ca
+        self._root_pem = material.root.public_bytes(serialization.Encoding.PEM)
+        self._root_fingerprint = fingerprint_sha256(material.root)
+        roots = json.dumps({"roots": [self._root_pem.decode("ascii")]}).encode()
+        #: The answers that never change while the server runs.
+        self._fixed = {
+            "/health": Reply(200, b'{"status":"ok"}', JSON),
+            "/roots": Reply(200, roots, JSON),
+            "/root.crt": Reply(
+                200, material.root.public_bytes(serialization.Encoding.DER), PKIX_CERT
+            ),
+            "/intermediate.crt": Reply(
+                200, material.intermediate.public_bytes(serialization.Encoding.DER), PKIX_CERT
+            ),
+        }
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="public-http")
+        self.crl_pool = ThreadPoolExecutor(CRL_WORKERS, thread_name_prefix="public-crl")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.crl_pool.shutdown(wait=False, cancel_futures=True)
+
+    def route(self, request: _Request) -> Routed:
+        method, path = request.method, request.path
+        if path == "/ocsp" or path.startswith("/ocsp/"):
+            return self._ocsp(request)
+        fixed = self._fixed.get(path)
+        by_fingerprint = path.startswith("/roots/") and path.count("/") == 2
+        if fixed is None and not by_fingerprint and path not in _CRLS:
+            return _problem(HTTPStatus.NOT_FOUND, "not-found", f"nothing at {path}")
+        if method not in _GET:
+            return _not_allowed(method, path, "GET, HEAD")
+        if fixed is not None:
+            return fixed
+        if by_fingerprint:
+            return self._root_by_fingerprint(path[len("/roots/") :])
+        etags = _etags(request.headers.get("if-none-match"))
+        return self.crl_pool, lambda: self._crl(path, etags)
+
+    def _ocsp(self, request: _Request) -> Routed:
+        ocsp = self.context.ocsp
+        if request.path == "/ocsp":
+            if request.method != "POST":
+                return _not_allowed(request.method, request.path, "POST")
+            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media_type != OCSP_REQUEST:
+                shown = media_type or "none"
+                return _problem(
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    f"the body must be {OCSP_REQUEST}, not {shown}",
+                )
+            der = request.body
+        else:
+            if request.method not in _GET:
+                return _not_allowed(request.method, request.path, "GET, HEAD")
+            try:
+                der = ocsp_request_from_get_path(request.path[len("/ocsp/") :])
+            except MalformedInput:
+                return _ocsp_reply(
+                    build_unsuccessful_response(OCSPResponseStatus.MALFORMED_REQUEST)
+                )
+        hit = ocsp.cached(der)
+        if hit is not None:
+            return _ocsp_reply(hit)
+        return self.pool, lambda: _ocsp_reply(ocsp.respond(der))
+
+    def _root_by_fingerprint(self, given: str) -> Reply:
+        wanted = unquote(given).strip().lower().replace(":", "")
+        if not _FINGERPRINT.fullmatch(wanted) or wanted != self._root_fingerprint:
+            raise NotFound("this CA has no root with that SHA-256 fingerprint")
+        return Reply(200, self._root_pem, PEM_FILE)
+
+    def _crl(self, path: str, etags: set[str]) -> Reply:
+        """A CRL (worker thread: the publisher may have to build one)."""
+        if path == "/root.crl":
+            der = self.context.root_crl.current()
+            if der is None:
+                raise NotFound("no root CRL has been made yet: it is made when 'ca serve' starts")
+            number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
+            return _conditional(der, PKIX_CRL, f'"{number.value.crl_number:x}"', etags)
+        published = self.context.crl.current()
+        if path == "/crl.pem":
+            return _conditional(published.pem, PEM_FILE, f'"{published.number:x}-pem"', etags)
+        return _conditional(published.der, PKIX_CRL, f'"{published.number:x}"', etags)
+
+
+def _ocsp_reply(der: bytes) -> Reply:
+    return Reply(200, der, OCSP_RESPONSE, _NO_CACHE)
+
+
+def _not_allowed(method: str, path: str, allow: str) -> Reply:
+    return _problem(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        f"{method} is not allowed on {path}",
+        Allow=allow,
+    )
+
+
+def _conditional(body: bytes, media_type: str, etag: str, etags: set[str]) -> Reply:
+    headers = (*_NO_CACHE, ("ETag", etag))
+    if etag in etags:
+        return Reply(304, b"", None, headers)
+    return Reply(200, body, media_type, headers)
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {part.strip().removeprefix("W/") for part in header.split(",")}
+
+
+def _run(work: Callable[[], Reply], method: str, path: str) -> Reply:
+    """Run a route's work; an error becomes its problem document, never a dropped connection."""
+    try:
+        return work()
+    except Exception as exc:
+        return _failure(exc, method, path)
+
+
+def _failure(exc: Exception, method: str, path: str) -> Reply:
+    if isinstance(exc, OstiaryError):
+        return Reply.of(error_response(exc))
+    if isinstance(exc, OperationalError):
+        # The driver's message may name the database host: it goes to the log only.
+        logger.warning("the database cannot be reached in %s %s: %s", method, path, exc)
+        return _problem(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "the CA's database cannot be reached right now; try again later",
+            **{"Retry-After": "5"},
+        )
+    logger.error("unexpected error in %s %s", method, path, exc_info=exc)
+    return _problem(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "internal",
+        "the CA server failed unexpectedly; the error was logged",
+    )
+
+
+class _Refused(Exception):
+    """The request is refused before it is complete (the reply says why)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse, route, answer in order."""
+
+    def __init__(self, server: PublicServer) -> None:
+        self._server = server
+        self._routes = server.routes
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[_Request] = deque()
+        self._busy = False
+        #: Set by every read; the server's sweep clears it, and closes idle connections
+        #: that stayed quiet for a whole keep-alive period.
+        self.active = True
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_count = 0
+        self._body: list[bytes] = []
+        self._size = 0
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.active = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._refuse(refused.reply)
+            else:  # pragma: no cover - the callbacks raise nothing else
+                self._refuse(_problem(HTTPStatus.BAD_REQUEST, "bad-request", "bad request"))
+            return
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._refuse(
+                _problem(HTTPStatus.BAD_REQUEST, "bad-request", "the request is not valid HTTP/1.1")
+            )
+            return
+        self._drain()
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._header_count = 0
+        self._body = []
+        self._size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_BODY_SIZE:
+            raise _Refused(_problem(HTTPStatus.BAD_REQUEST, "bad-request", "the URL is too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            raise _Refused(_problem(HTTPStatus.BAD_REQUEST, "bad-request", "too many header lines"))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        declared = self._headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_SIZE:
+            raise _Refused(_too_large())
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > MAX_BODY_SIZE:
+            raise _Refused(_too_large())
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        parsed = httptools.parse_url(self._url)
+        self._queue.append(
+            _Request(
+                method=self._parser.get_method().decode("ascii", "replace"),
+                path=parsed.path.decode("latin-1"),
+                headers=self._headers,
+                body=b"".join(self._body),
+                keep_alive=self._parser.should_keep_alive(),
+            )
+        )
+
+    # -- answering
+
+    def _drain(self) -> None:
+        while self._queue and not self._busy:
+            request = self._queue.popleft()
+            try:
+                routed = self._routes.route(request)
+            except Exception as exc:
+                routed = _failure(exc, request.method, request.path)
+            if isinstance(routed, Reply):
+                self._write(request, routed)
+                continue
+            pool, work = routed
+            self._busy = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(pool, _run, work, request.method, request.path)
+            future.add_done_callback(functools.partial(self._finish, request))
+
+    def _finish(self, request: _Request, done: asyncio.Future[Reply]) -> None:
+        self._busy = False
+        if done.cancelled():
+            reply = _problem(
+                HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "the server is stopping"
+            )
+        else:
+            reply = done.result()
+        self._write(request, reply)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+            self._drain()
+
+    def _write(self, request: _Request, reply: Reply) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        keep_alive = request.keep_alive and not self._server.stopping
+        transport.write(_encode(reply, head_only=request.method == "HEAD", close=not keep_alive))
+        if not keep_alive:
+            transport.close()
+
+    def _refuse(self, reply: Reply) -> None:
+        """Answer a request the parser could not finish, and close the connection."""
+        self._queue.clear()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._busy:
+            transport.write(_encode(reply, head_only=False, close=True))
+        transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._queue
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _too_large() -> Reply:
+    return Reply.of(
+        problem_response(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "body-too-large",
+            f"the body is larger than {MAX_BODY_SIZE} bytes",
+            extra={"limit": MAX_BODY_SIZE},
+        )
+    )
+
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_date_cache: list[object] = [0, b""]
+
+
+def _date() -> bytes:
+    """The ``Date`` header value (RFC 9110 6.6.1), formatted once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
+    value = _date_cache[1]
+    assert isinstance(value, bytes)
+    return value
+
+
+#: The fixed part of response heads (all but Date and Content-Length), by what makes it.
+_HEADS: dict[tuple[int, str | None, tuple[tuple[str, str], ...], bool], tuple[bytes, bytes]] = {}
+_MAX_HEADS = 1024
+
+
+def _encode(reply: Reply, *, head_only: bool, close: bool) -> bytes:
+    key = (reply.status, reply.content_type, reply.headers, close)
+    fixed = _HEADS.get(key)
+    if fixed is None:
+        status_line = b"HTTP/1.1 %d %s\r\nDate: " % (
+            reply.status,
+            _REASONS.get(reply.status, "").encode("ascii"),
+        )
+        lines = [f"{k}: {v}\r\n".encode("latin-1") for k, v in reply.headers]
+        if reply.content_type is not None:
+            lines.insert(0, f"Content-Type: {reply.content_type}\r\n".encode("latin-1"))
+        if close:
+            lines.append(b"Connection: close\r\n")
+        fixed = (status_line, b"".join(lines) + b"\r\n")
+        if len(_HEADS) < _MAX_HEADS:  # ETags vary: keep the cache bounded
+            _HEADS[key] = fixed
+    status_line, rest = fixed
+    if reply.status == 304:
+        return b"%b%b\r\n%b" % (status_line, _date(), rest)
+    length = len(reply.body)
+    if head_only:
+        return b"%b%b\r\nContent-Length: %d\r\n%b" % (status_line, _date(), length, rest)
+    return b"%b%b\r\nContent-Length: %d\r\n%b%b" % (status_line, _date(), length, rest, reply.body)
+
+
+class PublicServer:
+    """The plain-HTTP listener on a bound socket, until :meth:`request_stop`."""
+
+    def __init__(self, context: ServerContext, *, grace_seconds: float = 10) -> None:
+        self.routes = PublicRoutes(context)
+        self.connections: set[_Connection] = set()
+        self.started = False
+        self.should_exit = False
+        self.stopping = False
+        self._grace = grace_seconds
+        self.keep_alive = KEEP_ALIVE_SECONDS
+
+    def request_stop(self) -> None:
+        """Ask the server to stop (any thread, or a signal handler)."""
+        self.should_exit = True
+
+    def _close_idle(self) -> None:
+        """Close the connections that received nothing since the last sweep and wait for
+        nothing (a timer per request would cost every request; a sweep costs none).
+        """
+        for connection in list(self.connections):
+            if connection.active:
+                connection.active = False
+            elif connection.idle:
+                connection.close()
+
+    async def serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        self.started = True
+        swept = loop.time()
+        try:
+            while not self.should_exit:
+                await asyncio.sleep(_STOP_POLL)
+                if loop.time() - swept >= self.keep_alive:
+                    self._close_idle()
+                    swept = loop.time()
+        finally:
+            self.stopping = True
+            server.close()
+            deadline = loop.time() + self._grace
+            for connection in list(self.connections):
+                if connection.idle:
+                    connection.close()
+            while any(not c.idle for c in self.connections) and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            for connection in list(self.connections):
+                connection.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1)
+            self.routes.close()
+
+
+__all__ = ["PublicRoutes", "PublicServer", "Reply"]
