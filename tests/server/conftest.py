@@ -253,14 +253,16 @@ def run_server(
     provisioners: Provisioners,
     *,
     signing: Any = None,
+    http_address: str = "127.0.0.1:0",
     **options: Any,
 ) -> Iterator[Running]:
     """Bind loopback ports, start the server in a thread, stop it on the way out.
 
     ``signing`` (a ``RemoteSigning``) adds the remote-signing service, bound to the authority.
+    ``http_address`` fixes the plain-HTTP port (for a CA whose configured URL names it).
     """
     https_socket = bind("127.0.0.1:0")
-    http_socket = bind("127.0.0.1:0")
+    http_socket = bind(http_address)
     authority = with_url(authority, public_url(authority.ca.config, http_socket))
     context = ServerContext.for_authority(authority)
     if signing is not None:
