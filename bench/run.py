@@ -1,6 +1,6 @@
 """Ostiary vs cfssl, same machine, same run: issuance, OCSP and CRL build.
 
-    python bench/run.py [issuance] [ocsp] [crl] [--quick] [--json FILE]
+    python bench/run.py [issuance] [ocsp] [crl] [gateway] [--quick] [--json FILE]
 
 - Issuance: ``POST /sign`` (HTTPS, one-time JWK token per request, minted untimed
   beforehand) against ``cfssl serve`` ``POST /api/v1/cfssl/authsign`` (HMAC-authenticated,
@@ -14,6 +14,9 @@
   then a server whose database holds the largest N revoked certificates answers OCSP under
   wrk, idle and while its CRL is rebuilt over and over, once with the build in a thread of
   the server and once in its child process (``OSTIARY_CRL_PROCESS_FROM``).
+- Gateway: ``ostiary gateway run`` vs nginx as mTLS reverse proxies (bench/gateway.py:
+  wrk for proxied requests, ``openssl s_time`` for full and resumed handshakes); adds the
+  ratios ``gateway_handshake`` and ``gateway_requests``.
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
@@ -894,6 +897,14 @@ def crl_stall(work: Path, entries: int, seconds: float, where: str) -> list[Row]
     return rows
 
 
+def gateway_scenario(quick: bool) -> dict[str, Any]:
+    """``ostiary gateway`` vs nginx (bench/gateway.py does the measuring; same core layout)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gateway as gateway_bench  # bench/gateway.py
+
+    return gateway_bench.measure(seconds=2 if quick else 5, rounds=2 if quick else 5)
+
+
 def ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
     rates = {
         r.server: r.rate for r in rows if r.operation == operation and r.concurrency == concurrency
@@ -935,12 +946,12 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", help="issuance, ocsp, crl (default: all)")
+    parser.add_argument("parts", nargs="*", help="issuance, ocsp, crl, gateway (default: all)")
     parser.add_argument("--quick", action="store_true", help="small counts (a few minutes)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    parts = set(args.parts or ["issuance", "ocsp", "crl"])
-    if unknown := parts - {"issuance", "ocsp", "crl"}:
+    parts = set(args.parts or ["issuance", "ocsp", "crl", "gateway"])
+    if unknown := parts - {"issuance", "ocsp", "crl", "gateway"}:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     if ("issuance" in parts or "ocsp" in parts) and not shutil.which("cfssl"):
         sys.exit("cfssl is not installed (Debian package golang-cfssl)")
@@ -965,6 +976,7 @@ def main() -> None:
             crl = crl_builds(sizes)
             for where in ("thread", "process"):
                 rows += crl_stall(Path(temp), sizes[-1], ocsp_seconds, where)
+    gateway = gateway_scenario(args.quick) if "gateway" in parts else {}
     ratios: dict[str, float | None] = {
         "issuance@1": ratio(rows, "issuance", 1),
         "issuance@8": ratio(rows, "issuance", 8),
@@ -974,6 +986,8 @@ def main() -> None:
         # core gives, whichever side the load generator saturates first.
         "ocsp_cpu@32": cpu_ratio(rows, "ocsp", 32),
         "crl_1m_build_s": next((c["cpu_s"] for c in crl if c["entries"] == 1_000_000), None),
+        "gateway_handshake": gateway.get("gateway_handshake"),
+        "gateway_requests": gateway.get("gateway_requests"),
     }
     report(rows, crl, ratios)
     if args.json:
@@ -983,6 +997,7 @@ def main() -> None:
                     "ratios": ratios,
                     "rows": [asdict(r) for r in rows],
                     "crl": crl,
+                    "gateway": gateway,
                     "machine": description,
                     "quick": args.quick,
                 },

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -164,17 +165,14 @@ class CA:
         )
 
 
-@pytest.fixture(scope="module")
-def ca(
-    ca_material: Any,  # noqa: F811 - the fixture imported above
-    provisioners: Any,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[CA]:
-    folder = tmp_path_factory.mktemp("gateway-ca")
+@contextmanager
+def running_ca(material: Any, accounts: Any, folder: Path, **server_options: Any) -> Iterator[CA]:
+    """``material``'s CA served for real (SQLite in ``folder``), with its root CRL published,
+    trust files written and a server certificate for the gateway issued."""
     database = f"sqlite:///{folder / 'ca.db'}"
     with (
-        open_authority(ca_material, provisioners, database, folder / "ca") as authority,
-        run_server(authority, provisioners) as running,
+        open_authority(material, accounts, database, folder / "ca") as authority,
+        run_server(authority, accounts, **server_options) as running,
     ):
         live = running.authority
         root_signer = live.ca.load_root_signer(PASSWORD)  # what 'ca serve' does at start
@@ -192,6 +190,16 @@ def ca(
         )
         ca = CA(running, folder, ca_file, root_file, server=None)  # type: ignore[arg-type]
         ca.server = ca.issue("localhost", ("dns:localhost", "ip:127.0.0.1"), profile="server")
+        yield ca
+
+
+@pytest.fixture(scope="module")
+def ca(
+    ca_material: Any,  # noqa: F811 - the fixture imported above
+    provisioners: Any,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[CA]:
+    with running_ca(ca_material, provisioners, tmp_path_factory.mktemp("gateway-ca")) as ca:
         yield ca
 
 
@@ -232,7 +240,8 @@ class EchoUpstream:
     received (method, target, headers, body length, connection number); ``/stream?n=K``
     streams K chunks; a request with ``Upgrade`` gets 101 and then its bytes echoed back."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self.context = context  # HTTPS when given
         self.port = 0
         self.connections = 0
         self.seen: list[dict[str, Any]] = []
@@ -255,7 +264,7 @@ class EchoUpstream:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
         self.port = server.sockets[0].getsockname()[1]
         await self._stop.wait()
         server.close()
@@ -263,6 +272,8 @@ class EchoUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         number = self.connections
+        peer = writer.get_extra_info("peercert")  # the gateway's client certificate, if any
+        peer_subject = dict(item for rdn in peer["subject"] for item in rdn) if peer else None
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
@@ -283,6 +294,7 @@ class EchoUpstream:
                     "headers": headers,
                     "body_length": length,
                     "connection": number,
+                    "tls_client": peer_subject,
                 }
                 self.seen.append(record)
                 if any(k == b"upgrade" for k, _ in request.headers):
@@ -383,6 +395,20 @@ def gateway_config(ca: CA, upstream: str, **options: Any) -> GatewayConfig:
     }
     settings.update(options)
     return GatewayConfig(**settings)
+
+
+def served_certificate(
+    ca: CA, client: Issued, port: int, host: str = "127.0.0.1"
+) -> x509.Certificate:
+    """The certificate a TLS server on ``port`` presents to ``client`` right now."""
+    context = client_context([ca.authority.ca.root], identity=client.identity)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
 
 
 GatewayFactory = Callable[..., Gateway]

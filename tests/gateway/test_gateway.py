@@ -3,6 +3,7 @@ that shows what reached it."""
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import time
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 
 from ostiary.gateway.config import Route
 from ostiary.gateway.server import Gateway
-from ostiary.tls import client_context
+from ostiary.tls import client_context, server_context
 from tests.gateway.conftest import (
     CA,
     EchoUpstream,
@@ -26,6 +27,7 @@ from tests.gateway.conftest import (
     gateway_config,
     header,
     run_gateway,
+    served_certificate,
 )
 
 HARDWARE_POLICY = "1.3.6.1.4.1.99999.7.1"
@@ -293,14 +295,7 @@ def test_new_certificate_file_is_picked_up_without_restart(
     )
 
     def served_serial(port: int) -> int:
-        context = client_context([ca.authority.ca.root], identity=alice.identity)
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-        assert der is not None
-        return x509.load_der_x509_certificate(der).serial_number
+        return served_certificate(ca, alice, port).serial_number
 
     with run_gateway(config) as gateway:
         assert served_serial(gateway.port) == first.certificate.serial_number
@@ -411,3 +406,102 @@ def test_new_trust_file_is_picked_up_without_restart(
                 time.sleep(0.1)
             assert refused(ca, alice, gateway.port)
             assert kept.get("/").status_code == 200, "an open connection keeps going"
+
+
+@pytest.mark.parametrize("case", ["ok/verified", "ok/with-client-certificate", "fail/untrusted"])
+def test_https_upstream(ca: CA, alice: Issued, foreign: Issued, case: str) -> None:
+    """An https:// upstream is verified against ``upstream_ca`` only (its name checked too),
+    and gets the gateway's own client certificate when one is configured."""
+    server = ca.issue("upstream", ("dns:localhost", "ip:127.0.0.1"), profile="server")
+    wants_client = case == "ok/with-client-certificate"
+    context = server_context(
+        server.identity,
+        client_certificates="required" if wants_client else "none",
+        client_trust=[ca.authority.ca.root, ca.authority.ca.intermediate] if wants_client else (),
+    )
+    upstream = EchoUpstream(context).start()
+    options: dict[str, object] = {
+        "upstream_ca": foreign.cert_file.parent / "ca.pem"
+        if case == "fail/untrusted"
+        else ca.root_file
+    }
+    if wants_client:
+        gateway_identity = ca.issue("gateway", ("dns:gateway.lab",))
+        options |= {
+            "upstream_cert": gateway_identity.cert_file,
+            "upstream_key": gateway_identity.key_file,
+        }
+    try:
+        with run_gateway(gateway_config(ca, f"https://127.0.0.1:{upstream.port}", **options)) as gw:
+            with ca.client(alice, gw.port) as client:
+                answer = client.get("/over-tls")
+    finally:
+        upstream.stop()
+    if case == "fail/untrusted":
+        assert answer.status_code == 502
+        assert upstream.seen == []
+        return
+    assert answer.status_code == 200
+    seen = answer.json()
+    assert header(seen, "x-client-subject") == ["CN=alice"]
+    assert seen["tls_client"] == ({"commonName": "gateway"} if wants_client else None)
+
+
+def raw_exchange(ca: CA, issued: Issued, port: int, data: bytes, until: bytes) -> bytes:
+    """Send ``data`` over one mTLS connection; read until ``until`` arrives or the gateway
+    closes."""
+    context = client_context([ca.authority.ca.root], identity=issued.identity)
+    received = b""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(data)
+        while until not in received:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def test_pipelined_head_and_http10_requests(ca: CA, gateway: Gateway, alice: Issued) -> None:
+    """Two requests in one write are answered in order on the kept-alive connection; a HEAD
+    answer has headers only; an HTTP/1.0 request without Host still reaches the upstream
+    (the gateway names it) and is answered, then closed."""
+    answer = raw_exchange(
+        ca,
+        alice,
+        gateway.port,
+        b"HEAD /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n",
+        b'"target": "/second"',
+    )
+    head, rest = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"content-length: " in head.lower()
+    assert rest.startswith(b"HTTP/1.1 200 "), "no body after the HEAD answer"
+    assert b'"target": "/second"' in rest
+    old = raw_exchange(ca, alice, gateway.port, b"GET /old HTTP/1.0\r\n\r\n", b"\0never")
+    assert old.startswith(b"HTTP/1.1 200 ")
+    seen = json.loads(old.split(b"\r\n\r\n", 1)[1])
+    assert header(seen, "host") == [f"127.0.0.1:{seen_upstream_port(gateway)}"]
+    assert b"connection: close" in old.lower()
+
+
+def seen_upstream_port(gateway: Gateway) -> int:
+    return int(gateway.config.upstream.rsplit(":", 1)[1])
+
+
+def test_bad_request_is_answered_400_and_closed(ca: CA, gateway: Gateway, alice: Issued) -> None:
+    answer = raw_exchange(ca, alice, gateway.port, b"NOT HTTP AT ALL\r\n\r\n", b"\0never")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+def test_upstream_down_is_answered_502(ca: CA, alice: Issued) -> None:
+    from tests.gateway.conftest import free_port
+
+    with run_gateway(gateway_config(ca, f"http://127.0.0.1:{free_port()}")) as gateway:
+        with ca.client(alice, gateway.port) as client:
+            answer = client.get("/")
+    assert answer.status_code == 502
+    assert gateway.metrics.requests[502] == 1

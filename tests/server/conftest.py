@@ -268,15 +268,17 @@ def run_server(
     *,
     signing: Any = None,
     ocsp_options: dict[str, Any] | None = None,
+    http_address: str = "127.0.0.1:0",
     **options: Any,
 ) -> Iterator[Running]:
     """Bind loopback ports, start the server in a thread, stop it on the way out.
 
     ``signing`` (a ``RemoteSigning``) adds the remote-signing service, bound to the authority;
     ``ocsp_options`` go to its ``OcspService`` (e.g. the revocation watch's interval).
+    ``http_address`` fixes the plain-HTTP port (for a CA whose configured URL names it).
     """
     https_socket = bind("127.0.0.1:0")
-    http_socket = bind("127.0.0.1:0")
+    http_socket = bind(http_address)
     authority = with_url(authority, public_url(authority.ca.config, http_socket))
     ocsp = OcspService(authority, **ocsp_options) if ocsp_options is not None else None
     context = ServerContext.for_authority(authority, ocsp=ocsp)

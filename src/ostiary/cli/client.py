@@ -188,7 +188,7 @@ def _refuse_other_ca(folder: Path, url: str, fingerprint: str) -> None:
         )
 
 
-def _connector(ca_url: str | None, root: Path | None) -> Callable[[], OstiaryClient]:
+def ca_connector(ca_url: str | None, root: Path | None) -> Callable[[], OstiaryClient]:
     """How to reach the CA: the options given, the rest from the saved defaults.
 
     Everything is read and checked now, so that a daemon fails at start, not at renewal.
@@ -309,7 +309,7 @@ def request(
         if p12 is not None:
             raise BadRequest("a TPM key cannot go into a .p12: drop --p12 (docs/tpm.md)")
         check_writable(crt, key_file, force=force)
-        connect = _connector(ca_url, root)
+        connect = ca_connector(ca_url, root)
         kind = None
         if provisioner is not None and token is None:
             with connect() as client:
@@ -337,7 +337,7 @@ def request(
         return
     sign_in: KeyBoundCredentialSource | None = None
     if provisioner is not None and token is None:
-        connect = _connector(ca_url, root)
+        connect = ca_connector(ca_url, root)
         with connect() as client:
             kind = client.provisioner_type(provisioner)
         if kind == APPROVAL_TYPE:
@@ -359,7 +359,7 @@ def request(
             sign_in = sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
     check_writable(crt, key_file, *([p12] if p12 is not None else []), force=force)
     credential = sign_in if sign_in is not None else _credential_source(token)
-    with _connector(ca_url, root)() as client:
+    with ca_connector(ca_url, root)() as client:
         enrollment = request_certificate(
             client, name, names, credential=credential, key_type=key_type, not_after=not_after
         )
@@ -423,7 +423,7 @@ def renew(
     p12_output = _p12_output(p12, password_file, compat)
     renewer = FileRenewer(
         files,
-        _connector(ca_url, root),
+        ca_connector(ca_url, root),
         log=_prefixed(crt.name),
         via=_via(via_mtls),
         rekey=rekey,
@@ -485,7 +485,7 @@ def renew_all(
     """
     policy = parse_renewal_policy(expires_in, renew_at)
     password = read_password_file(password_file) if password_file else None
-    connect = _connector(ca_url, root)
+    connect = ca_connector(ca_url, root)
     now = datetime.now(UTC)
     counts = {"renewed": 0, "not due": 0, "failed": 0}
     for files in find_holder_files(folder, log=log_line):
@@ -586,7 +586,7 @@ def revoke(
         raise BadRequest("give both --cert and --key")
     if (cert is None) == (token is None):
         raise BadRequest("give --cert and --key (as the holder) or --token (an admin token)")
-    connect = _connector(ca_url, root)
+    connect = ca_connector(ca_url, root)
     if cert is not None and key_file is not None:
         chain, key = HolderFiles(cert, key_file).load()
         serial_number = _holder_serial(serial, chain[0])

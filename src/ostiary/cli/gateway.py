@@ -4,10 +4,10 @@ Mosquitto; ``ostiary ca crl-watch``: a CRL file kept fresh for them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +18,7 @@ from ostiary.cli.console import note, out
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest, NotFound, OstiaryError
-from ostiary.gateway.config import Mode, RevocationMethod, load_gateway_config
+from ostiary.gateway.config import GatewayConfig, Mode, RevocationMethod, load_gateway_config
 
 app = typer.Typer(
     help="The mTLS gateway, and configuration for nginx, Caddy and Mosquitto.",
@@ -74,6 +74,41 @@ def run(
     metrics_listen: Annotated[
         str | None, typer.Option("--metrics-listen", help="Loopback HOST:PORT for /metrics.")
     ] = None,
+    upstream_ca: Annotated[
+        Path | None,
+        typer.Option("--upstream-ca", help="PEM roots that verify an https:// upstream."),
+    ] = None,
+    upstream_cert: Annotated[
+        Path | None,
+        typer.Option("--upstream-cert", help="Client certificate for an https:// upstream."),
+    ] = None,
+    upstream_key: Annotated[
+        Path | None, typer.Option("--upstream-key", help="Its private key (PEM).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes sharing the port (SO_REUSEPORT); default 1."),
+    ] = None,
+    renew: Annotated[
+        bool | None,
+        typer.Option(
+            "--renew/--no-renew",
+            help="Keep the gateway's own certificate renewed from our CA.",
+            show_default=False,
+        ),
+    ] = None,
+    renew_ca_url: Annotated[
+        str | None,
+        typer.Option("--renew-ca-url", help="The CA's URL (default: saved by bootstrap)."),
+    ] = None,
+    renew_root: Annotated[
+        Path | None,
+        typer.Option("--renew-root", help="Root that verifies the CA (default: saved)."),
+    ] = None,
+    renew_expires_in: Annotated[
+        str | None,
+        typer.Option("--renew-expires-in", help="Renew when less than this is left (8h, 33%)."),
+    ] = None,
 ) -> None:
     """Run the gateway until SIGTERM or Ctrl-C; SIGHUP reloads certificate, key and trust."""
     overrides: dict[str, Any] = {
@@ -88,23 +123,67 @@ def run(
         "revocation_cache_seconds": revocation_cache,
         "revocation_grace_seconds": revocation_grace,
         "metrics_listen": metrics_listen,
+        "upstream_ca": upstream_ca,
+        "upstream_cert": upstream_cert,
+        "upstream_key": upstream_key,
+        "workers": workers,
+        "renew": renew,
+        "renew_ca_url": renew_ca_url,
+        "renew_root": renew_root,
+        "renew_expires_in": renew_expires_in,
     }
     config = load_gateway_config(config_file, overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from ostiary.gateway.server import Gateway
+    from ostiary.gateway.server import run_gateway
 
-    gateway = Gateway(config)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, gateway.request_stop)
-        await gateway.serve()
-
+    stop_renewal = _start_renewal(config) if config.renew else None
     try:
-        asyncio.run(main())
+        status = run_gateway(config)
     except OSError as exc:
         raise BadRequest(f"cannot listen on {config.listen}: {exc.strerror}") from None
+    finally:
+        if stop_renewal is not None:
+            stop_renewal()
+    if status:
+        raise typer.Exit(status)
+
+
+def _start_renewal(config: GatewayConfig) -> Callable[[], None]:
+    """Renew the gateway's certificate file in a thread (the client's renewal daemon, with a
+    holder token signed by the key, since a server certificate cannot do client mTLS); the
+    gateway notices the new file and reloads it: new handshakes present it, open connections
+    keep going. Returns how to stop it. Errors in the setup fail the command at start.
+    """
+    from ostiary.cli.client import ca_connector
+    from ostiary.cli.holder import FileRenewer, HolderFiles, log_line
+    from ostiary.client.renewal import RenewalDaemon, Waker, parse_renewal_policy
+
+    policy = parse_renewal_policy(config.renew_expires_in, None)
+    files = HolderFiles(config.cert, config.key)
+    files.load()
+    renewer = FileRenewer(
+        files,
+        ca_connector(config.renew_ca_url, config.renew_root),
+        log=lambda message: log_line(f"renewal: {message}"),
+        via="token",
+    )
+    waker = Waker()
+    daemon = RenewalDaemon(
+        current=files.load_certificate,
+        renew=renewer.renew,
+        policy=policy,
+        log=renewer.log,
+        waker=waker,
+    )
+    thread = threading.Thread(target=daemon.run, name="ostiary-renewal", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        waker.request_stop()
+        thread.join(10)
+        waker.close()
+
+    return stop
 
 
 def _snippet_input(

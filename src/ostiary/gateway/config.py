@@ -84,7 +84,31 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     listen: str = Field("127.0.0.1:8443", description="HOST:PORT to accept TLS on.")
-    upstream: str = Field(description="http://HOST:PORT (HTTP mode) or tcp://HOST:PORT (TCP mode).")
+    upstream: str = Field(
+        description="http:// or https://HOST:PORT (HTTP mode), tcp://HOST:PORT (TCP mode)."
+    )
+    upstream_ca: Path | None = Field(
+        None, description="PEM roots that verify an https:// upstream (required for https)."
+    )
+    upstream_cert: Path | None = Field(
+        None, description="Client certificate chain (PEM) presented to an https:// upstream."
+    )
+    upstream_key: Path | None = Field(None, description="Its private key (PEM, unencrypted).")
+    workers: int = Field(
+        1, ge=1, le=64, description="Worker processes sharing the port (SO_REUSEPORT)."
+    )
+    renew: bool = Field(
+        False, description="Keep cert renewed from our CA (the key is kept; reloaded on change)."
+    )
+    renew_ca_url: str | None = Field(
+        None, description="The CA's URL for renewal (default: saved by 'ostiary bootstrap')."
+    )
+    renew_root: Path | None = Field(
+        None, description="Root (PEM) that verifies the CA (default: saved by bootstrap)."
+    )
+    renew_expires_in: str | None = Field(
+        None, description="Renew when less than this is left (8h, 33%); default a third."
+    )
     mode: Mode = "http"
     ca_roots: tuple[Path, ...] = Field(
         description="PEM files: self-signed roots are the anchors, others help build paths."
@@ -139,8 +163,8 @@ class GatewayConfig(BaseModel):
     @classmethod
     def _upstream(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "tcp") or not parts.hostname or not parts.port:
-            raise ValueError("upstream is http://HOST:PORT or tcp://HOST:PORT, port included")
+        if parts.scheme not in ("http", "https", "tcp") or not parts.hostname or not parts.port:
+            raise ValueError("upstream is http://, https:// or tcp://HOST:PORT, port included")
         return value
 
     @field_validator("issuer_thumbprints")
@@ -164,7 +188,17 @@ class GatewayConfig(BaseModel):
         if self.mode == "tcp" and upstream_scheme != "tcp":
             raise ValueError("TCP mode needs a tcp://HOST:PORT upstream")
         if self.mode == "http" and upstream_scheme == "tcp":
-            raise ValueError("HTTP mode needs an http:// upstream")
+            raise ValueError("HTTP mode needs an http:// or https:// upstream")
+        if upstream_scheme == "https" and self.upstream_ca is None:
+            raise ValueError("an https:// upstream needs upstream_ca (the roots that verify it)")
+        if upstream_scheme != "https" and self.upstream_ca is not None:
+            raise ValueError("upstream_ca is for an https:// upstream")
+        if (self.upstream_cert is None) != (self.upstream_key is None):
+            raise ValueError("upstream_cert and upstream_key go together")
+        if self.upstream_cert is not None and upstream_scheme != "https":
+            raise ValueError("upstream_cert is for an https:// upstream")
+        if self.workers > 1 and parse_host_port(self.listen)[1] == 0:
+            raise ValueError("several workers share one fixed port: give it in listen")
 
 
 def load_gateway_config(path: Path | None, overrides: dict[str, Any]) -> GatewayConfig:
@@ -180,7 +214,7 @@ def load_gateway_config(path: Path | None, overrides: dict[str, Any]) -> Gateway
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"{path}: not valid TOML: {exc}") from None
         base = path.parent
-        for key in ("cert", "key"):
+        for key in ("cert", "key", "upstream_ca", "upstream_cert", "upstream_key", "renew_root"):
             if isinstance(data.get(key), str):
                 data[key] = str(base / data[key])
         if isinstance(data.get("ca_roots"), list):

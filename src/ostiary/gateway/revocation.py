@@ -1,4 +1,6 @@
-"""Is this client certificate revoked? Asked on every new connection, answered from a cache.
+"""Is this client certificate revoked? Asked on every new connection, answered from a cache,
+for the leaf and for each CA certificate between it and the root (an issuing CA revoked by the
+root, through the root's CRL named in the intermediate's CRL distribution point).
 
 - OCSP (RFC 6960): a request for (issuer, serial) POSTed to the responder named in the
   certificate's Authority Information Access; the response must be signed by the issuer or by
@@ -73,9 +75,18 @@ class RevocationChecker:
     async def aclose(self) -> None:
         self._http.close()
 
-    async def is_revoked(self, leaf: x509.Certificate, issuer: x509.Certificate) -> bool:
-        """True if revoked, False if good; raises :class:`RevocationUnknown` (fail closed)."""
+    async def is_revoked(
+        self, leaf: x509.Certificate, issuer: x509.Certificate, *, unless_unnamed: bool = False
+    ) -> bool:
+        """True if revoked, False if good; raises :class:`RevocationUnknown` (fail closed).
+
+        With ``unless_unnamed`` (for CA certificates: RFC 5280 makes the CRL distribution
+        point optional), a certificate that names no OCSP responder and no CRL is taken as
+        good; one that names them is checked like a leaf, and fails closed the same way.
+        """
         if self.method == "off":
+            return False
+        if unless_unnamed and not _ocsp_urls(leaf) and not _crl_urls(leaf):
             return False
         key = (issuer.fingerprint(hashes.SHA256()), leaf.serial_number)
         cached = self._statuses.get(key)

@@ -1,6 +1,7 @@
 """The gateway process: accept TCP, hand the socket to TLS with the *current* context (so a
 reload takes effect for the next connection without dropping open ones), check the client,
-then proxy HTTP or tunnel TCP.
+then proxy HTTP (:mod:`ostiary.gateway.http`) or tunnel TCP (:mod:`ostiary.gateway.pipe`).
+Everything after ``accept`` is asyncio Protocols (no streams); run under uvloop by the CLI.
 
 A connection is refused, and counted under its reason, when:
 
@@ -9,6 +10,8 @@ A connection is refused, and counted under its reason, when:
 - ``invalid-certificate`` / ``issuer-unknown`` / ``issuer-not-allowed``: the path rebuilt
   after the handshake does not verify, or its issuing CA is not allowed.
 - ``revoked``: OCSP or the CRL says so.
+- ``issuer-revoked``: a CA certificate in the path is revoked (the root's CRL, or OCSP, as
+  named in that CA certificate).
 - ``revocation-unknown``: the status could not be learned and the grace is over (fail closed).
 - ``subject-not-allowed`` / ``san-not-allowed`` / ``policy-missing`` / ``no-route``: the route
   rules (per request in HTTP mode, for ``/`` at connect time in TCP mode).
@@ -18,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import multiprocessing
+import os
 import signal
-import ssl
+import socket
 from collections import Counter
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -30,12 +36,14 @@ from cryptography import x509
 
 from ostiary.core.errors import InvalidCertificate, OstiaryError
 from ostiary.gateway.config import GatewayConfig, parse_host_port
+from ostiary.gateway.http import Exchange, HTTPDownstream, UpstreamPool, access_log
 from ostiary.gateway.identity import ClientIdentity, route_for, route_refusal
-from ostiary.gateway.proxy import Exchange, HTTPProxy, access_log, splice
+from ostiary.gateway.pipe import End, link
 from ostiary.gateway.revocation import RevocationChecker, RevocationUnknown
 from ostiary.gateway.trust import Loaded, files_stamp, load
 
 log = logging.getLogger("ostiary.gateway")
+_IDENTITY_CACHE = 10_000
 
 
 class Metrics:
@@ -81,8 +89,9 @@ class Metrics:
 class Gateway:
     """One gateway: ``await serve()`` runs it until :meth:`request_stop`."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, worker: int = 0) -> None:
         self.config = config
+        self.worker = worker
         self.loaded: Loaded = load(config)
         self.metrics = Metrics()
         self.revocation = RevocationChecker(
@@ -93,12 +102,14 @@ class Gateway:
         )
         upstream = urlsplit(config.upstream)
         self._upstream = (upstream.hostname or "", upstream.port or 0)
-        self._http = HTTPProxy(
+        self._pool = UpstreamPool(
             self._upstream,
-            config.routes,
+            context=self.loaded.upstream_context,
+            timeout=config.handshake_timeout_seconds,
             idle=config.idle_timeout_seconds,
-            on_request=self._logged,
         )
+        self._identities: dict[bytes, ClientIdentity] = {}
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
@@ -110,11 +121,20 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         host, port = parse_host_port(self.config.listen)
-        server = await asyncio.start_server(self._accept, host, port, backlog=1024)
-        self.port = server.sockets[0].getsockname()[1]
+        listener = socket.create_server(
+            (host, port),
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            backlog=1024,
+            reuse_port=self.config.workers > 1,
+        )
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        accepting = asyncio.create_task(self._accept(listener))
         metrics_server = None
         if self.config.metrics_listen:
             m_host, m_port = parse_host_port(self.config.metrics_listen)
+            if m_port:
+                m_port += self.worker  # one port per worker: each serves its own counters
             metrics_server = await asyncio.start_server(self._serve_metrics, m_host, m_port)
             self.metrics_port = metrics_server.sockets[0].getsockname()[1]
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -126,7 +146,9 @@ class Gateway:
             await self._stop.wait()
         finally:
             watcher.cancel()
-            server.close()
+            accepting.cancel()
+            listener.close()
+            self._pool.close()
             if metrics_server is not None:
                 metrics_server.close()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -146,6 +168,8 @@ class Gateway:
             self.metrics.reloads["failed"] += 1
             log.error("reload failed, keeping the previous files: %s", exc.detail)
             return
+        self._pool.context = self.loaded.upstream_context
+        self._identities.clear()
         self.metrics.reloads["ok"] += 1
         log.info("reloaded certificate, key and trust")
 
@@ -156,87 +180,121 @@ class Gateway:
                 self.reload()
 
     # ------------------------------------------------------------------ connections
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = str(peername[0]) if peername else "-"
-        try:
-            await self._handle(peer, reader, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors, say: retry shortly
+                log.warning("accept failed: %s", exc.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            # Small writes (a response head, then its body) go out at once, not after the
+            # client's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._handshake(sock, str(address[0])))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshake_done)
 
-    async def _handle(
-        self, peer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def _handshake_done(self, task: asyncio.Task[None]) -> None:
+        self._handshakes.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.metrics.refused["internal-error"] += 1
+            log.error("connection failed", exc_info=exc)
+
+    async def _handshake(self, sock: socket.socket, peer: str) -> None:
+        """TLS with the context current *now*, then the checks, then HTTP or the tunnel."""
         loaded = self.loaded
-        try:
-            await writer.start_tls(
-                loaded.context, ssl_handshake_timeout=self.config.handshake_timeout_seconds
+        config = self.config
+        protocol: End
+        if config.mode == "tcp":
+            protocol = End(config.idle_timeout_seconds)
+        else:
+            protocol = HTTPDownstream(
+                self._pool, config.routes, self._logged, idle=config.idle_timeout_seconds
             )
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=loaded.context,
+                ssl_handshake_timeout=config.handshake_timeout_seconds,
+            )
+        except (OSError, TimeoutError) as exc:
             self._refuse(peer, "handshake", getattr(exc, "reason", None) or type(exc).__name__)
+            sock.close()
             return
-        ssl_object = writer.get_extra_info("ssl_object")
+        protocol.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
             self._refuse(peer, "handshake", "no client certificate")
+            transport.close()
             return
-        leaf = x509.load_der_x509_certificate(der)
-        identity, reason = await self._check(leaf, loaded)
+        identity, reason = await self._check(der, loaded)
         if identity is None:
-            self._refuse(peer, reason, leaf.subject.rfc4514_string())
+            self._refuse(peer, reason, x509.load_der_x509_certificate(der).subject.rfc4514_string())
+            transport.close()
             return
-        if self.config.mode == "tcp":
-            route = route_for("/", self.config.routes)
-            refusal = "no-route" if route is None else route_refusal(identity, route)
-            if refusal is not None:
-                self._refuse(peer, refusal, identity.subject)
-                return
-            await self._tunnel(identity, peer, reader, writer)
+        if isinstance(protocol, HTTPDownstream):
+            self.metrics.accepted += 1
+            protocol.begin(transport, identity, peer)
             return
-        self.metrics.accepted += 1
-        await self._http.serve(identity, peer, reader, writer)
+        route = route_for("/", config.routes)
+        refusal = "no-route" if route is None else route_refusal(identity, route)
+        if refusal is not None:
+            self._refuse(peer, refusal, identity.subject)
+            transport.close()
+            return
+        await self._tunnel(identity, peer, protocol)
 
-    async def _check(
-        self, leaf: x509.Certificate, loaded: Loaded
-    ) -> tuple[ClientIdentity | None, str]:
+    async def _check(self, der: bytes, loaded: Loaded) -> tuple[ClientIdentity | None, str]:
+        known = self._identities.get(der)
+        leaf = known.certificate if known is not None else x509.load_der_x509_certificate(der)
         try:
-            issuer = loaded.trust.verify(leaf, now=datetime.now(UTC))
+            path = loaded.trust.verify(leaf, now=datetime.now(UTC))
         except InvalidCertificate as exc:
             return None, str(exc.data.get("reason", "invalid-certificate"))
+        issuer = path[1] if len(path) > 1 else path[0]
         try:
-            revoked = await self.revocation.is_revoked(leaf, issuer)
+            if await self.revocation.is_revoked(leaf, issuer):
+                return None, "revoked"
+            for ca, ca_issuer in itertools.pairwise(path[1:]):  # CA certificates, root excluded
+                if await self.revocation.is_revoked(ca, ca_issuer, unless_unnamed=True):
+                    return None, "issuer-revoked"
         except RevocationUnknown as exc:
             log.warning("revocation status unknown for %s: %s", leaf.serial_number, exc)
             return None, "revocation-unknown"
-        if revoked:
-            return None, "revoked"
-        return ClientIdentity(leaf, issuer), ""
+        if known is None or known.issuer != issuer:
+            if len(self._identities) >= _IDENTITY_CACHE:
+                self._identities.clear()
+            known = self._identities[der] = ClientIdentity(leaf, issuer)
+        return known, ""
 
-    async def _tunnel(
-        self,
-        identity: ClientIdentity,
-        peer: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _tunnel(self, identity: ClientIdentity, peer: str, down: End) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*self._upstream), self.config.handshake_timeout_seconds
+            _, up = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: End(self.config.idle_timeout_seconds), *self._upstream
+                ),
+                self.config.handshake_timeout_seconds,
             )
         except (OSError, TimeoutError):
             self._refuse(peer, "upstream-unreachable", identity.subject)
+            if down.transport is not None:
+                down.transport.close()
+            return
+        if down.transport is None or down.transport.is_closing():
+            if up.transport is not None:
+                up.transport.close()
             return
         self.metrics.accepted += 1
         if self.config.access_log:
             access_log.info("%s %s tunnel open", peer, identity.log_text())
-        try:
-            await splice(
-                reader, writer, up_reader, up_writer, idle=self.config.idle_timeout_seconds
-            )
-        finally:
-            up_writer.close()
+        link(down, up)
+        down.watch_idle()
 
     def _refuse(self, peer: str, reason: str, about: str) -> None:
         self.metrics.refused[reason] += 1
@@ -288,3 +346,56 @@ class Gateway:
             pass
         finally:
             writer.close()
+
+
+def run_gateway(config: GatewayConfig) -> int:
+    """Run until SIGTERM or SIGINT, on uvloop: in this process, or in ``config.workers``
+    worker processes that share the listening port (``SO_REUSEPORT``: the kernel spreads
+    connections over them). SIGHUP reaches every worker. Returns the exit status.
+    """
+    if config.workers == 1:
+        _run_worker(config, 0)
+        return 0
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+    workers = [
+        context.Process(target=_worker_main, args=(config, i)) for i in range(config.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for worker in workers:
+        worker.join()
+    return max(worker.exitcode or 0 for worker in workers)
+
+
+def _worker_main(config: GatewayConfig, worker: int) -> None:
+    """A worker process's entry point (spawned: logging is set up again here)."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(name)s[worker {worker}]: %(message)s"
+    )
+    try:
+        _run_worker(config, worker)
+    except OSError as exc:
+        log.error("worker %d cannot listen on %s: %s", worker, config.listen, exc.strerror)
+        raise SystemExit(1) from None
+
+
+def _run_worker(config: GatewayConfig, worker: int) -> None:
+    import uvloop
+
+    gateway = Gateway(config, worker=worker)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, gateway.request_stop)
+        await gateway.serve()
+
+    uvloop.run(main())

@@ -24,7 +24,7 @@ from ostiary.core.chain import verify_certificate_chain
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest, InvalidCertificate, NotFound
 from ostiary.gateway.config import GatewayConfig
-from ostiary.tls import TLSIdentity, server_context
+from ostiary.tls import TLSIdentity, client_context, server_context
 
 _CACHE_SIZE = 10_000
 
@@ -36,27 +36,34 @@ class Trust:
     roots: tuple[x509.Certificate, ...]
     intermediates: tuple[x509.Certificate, ...]
     issuer_thumbprints: frozenset[str]
-    #: Leaves already verified (DER -> issuer): a path does not change while this trust is
-    #: loaded, only time does, and the leaf's validity is checked on every use.
-    _verified: dict[bytes, x509.Certificate] = field(default_factory=dict, compare=False)
+    #: Leaves already verified (DER -> path): a path does not change while this trust is
+    #: loaded, only time does, and every certificate's validity is checked on every use.
+    _verified: dict[bytes, tuple[x509.Certificate, ...]] = field(
+        default_factory=dict, compare=False
+    )
 
-    def verify(self, leaf: x509.Certificate, *, now: datetime) -> x509.Certificate:
-        """The issuing CA of a valid ``leaf``; raises :class:`InvalidCertificate`."""
+    def verify(self, leaf: x509.Certificate, *, now: datetime) -> tuple[x509.Certificate, ...]:
+        """The verified path of a valid ``leaf``: the leaf, its issuing CA, ..., the root.
+        Raises :class:`InvalidCertificate`.
+        """
         der = leaf.public_bytes(serialization.Encoding.DER)
         known = self._verified.get(der)
-        if known is not None and leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-            if known.not_valid_before_utc <= now <= known.not_valid_after_utc:
-                return known
-        issuer = self._verify(leaf, now=now)
+        if known is not None and all(
+            c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in known
+        ):
+            return known
+        path = self._verify(leaf, now=now)
         if len(self._verified) >= _CACHE_SIZE:
             self._verified.clear()
-        self._verified[der] = issuer
-        return issuer
+        self._verified[der] = path
+        return path
 
-    def _verify(self, leaf: x509.Certificate, *, now: datetime) -> x509.Certificate:
-        path = verify_certificate_chain(
-            leaf, intermediates=self.intermediates, roots=self.roots, now=now
-        ).chain
+    def _verify(self, leaf: x509.Certificate, *, now: datetime) -> tuple[x509.Certificate, ...]:
+        path = tuple(
+            verify_certificate_chain(
+                leaf, intermediates=self.intermediates, roots=self.roots, now=now
+            ).chain
+        )
         issuer = path[1] if len(path) > 1 else path[0]
         if self.issuer_thumbprints:
             thumbprint = issuer.fingerprint(hashes.SHA256()).hex()
@@ -64,7 +71,7 @@ class Trust:
                 raise InvalidCertificate(
                     "the issuing CA is not in the thumbprint allowlist", reason="issuer-not-allowed"
                 )
-        return issuer
+        return path
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,14 @@ class Loaded:
     context: ssl.SSLContext
     trust: Trust
     stamp: tuple[tuple[str, int, int], ...]
+    upstream_context: ssl.SSLContext | None = None  # for an https:// upstream
 
 
 def files_stamp(config: GatewayConfig) -> tuple[tuple[str, int, int], ...]:
     """Modification times and sizes of every file the gateway reads (to notice changes)."""
     stamps = []
-    for path in (config.cert, config.key, *config.ca_roots):
+    extra = (config.upstream_ca, config.upstream_cert, config.upstream_key)
+    for path in (config.cert, config.key, *config.ca_roots, *(p for p in extra if p)):
         try:
             info = os.stat(path)
         except OSError:
@@ -107,7 +116,25 @@ def load(config: GatewayConfig) -> Loaded:
         client_trust=[*anchors, *helpers],
     )
     trust = Trust(tuple(anchors), tuple(helpers), frozenset(config.issuer_thumbprints))
-    return Loaded(context, trust, stamp)
+    return Loaded(context, trust, stamp, _upstream_context(config))
+
+
+def _upstream_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """The client context towards an https:// upstream: only ``upstream_ca`` is trusted, the
+    upstream's name is checked, and ``upstream_cert``/``upstream_key`` are presented if given.
+    """
+    if config.upstream_ca is None:
+        return None
+    roots = load_certificate_chain(_read(config.upstream_ca, "upstream CA"))
+    identity = None
+    if config.upstream_cert is not None and config.upstream_key is not None:
+        identity = TLSIdentity(
+            chain=tuple(
+                load_certificate_chain(_read(config.upstream_cert, "upstream certificate"))
+            ),
+            private_key=_load_key(config.upstream_key),
+        )
+    return client_context(roots, identity=identity)
 
 
 def _read(path: Path, what: str) -> bytes:
