@@ -33,10 +33,11 @@ from ostiary.client.tpm import (
     load_tpm_key_pem,
     open_tpm,
 )
-from ostiary.core.errors import BadRequest, PolicyDenied, Unauthorized, WrongPassword
+from ostiary.core.errors import BadRequest, Conflict, PolicyDenied, Unauthorized, WrongPassword
 from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_subject
 from ostiary.gateway.config import Route
+from ostiary.provisioners.approval import add_approval_provisioner, approve_request
 from ostiary.provisioners.attest import (
     AttestProvisioner,
     add_attest_provisioner,
@@ -45,7 +46,7 @@ from ostiary.provisioners.attest import (
 from ostiary.provisioners.base import ProvisionerClaims
 from ostiary.provisioners.oidc import OIDCProvisioner, add_oidc_provisioner
 from ostiary.provisioners.oidc_binding import nonce_for_key
-from ostiary.store import AuditEntry, CertificateRecord
+from ostiary.store import AuditEntry, CertificateRecord, CertificateRequest
 from tests.conftest import require_tool
 from tests.gateway.conftest import (  # noqa: F401 - fixtures re-exported
     CA,
@@ -589,6 +590,31 @@ def test_gateway_route_demanding_the_policy_admits_the_tpm_key_and_keeps_softwar
     assert "HTTP/1.1 200" not in answer
 
 
+@dataclass
+class CliFiles:
+    """What the CLI is given: the CA's root, the key's PIN, the attestation key and chain."""
+
+    pin: Path
+    attest: list[str | Path]
+    where: list[str | Path]
+
+
+def _cli_files(hw_ca: HardwareCA, attestation_key: AttestationKey, folder: Path) -> CliFiles:
+    root = folder / "root.pem"
+    root.write_bytes(hw_ca.ca.root_file.read_bytes())
+    pin_file = folder / "pin"
+    pin_file.write_bytes(PIN + b"\n")
+    ak_file = folder / "ak.pem"
+    ak_file.write_bytes(attestation_key.key.to_pem())
+    ak_chain = folder / "ak-chain.pem"
+    ak_chain.write_bytes(pem_chain(attestation_key.chain))
+    return CliFiles(
+        pin_file,
+        ["--attest-key", ak_file, "--attest-chain", ak_chain],
+        ["--ca-url", hw_ca.ca.running.server.https_url, "--root", root],
+    )
+
+
 def test_cli_request_renew_and_p12_with_a_tpm_key(
     hw_ca: HardwareCA,
     swtpm: SoftwareTPM,
@@ -599,18 +625,11 @@ def test_cli_request_renew_and_p12_with_a_tpm_key(
     from tests.client.conftest import ok, refused
 
     monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
-    root = tmp_path / "root.pem"
-    root.write_bytes(hw_ca.ca.root_file.read_bytes())
-    pin_file = tmp_path / "pin"
-    pin_file.write_bytes(PIN + b"\n")
-    ak_file = tmp_path / "ak.pem"
-    ak_file.write_bytes(attestation_key.key.to_pem())
-    ak_chain = tmp_path / "ak-chain.pem"
-    ak_chain.write_bytes(pem_chain(attestation_key.chain))
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    pin_file = files.pin
     crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
-    where = ["--ca-url", hw_ca.ca.running.server.https_url, "--root", root]
-    tpm = ["--key-store", "tpm", "--pin-file", pin_file, "--provisioner", ATTEST,
-           "--attest-key", ak_file, "--attest-chain", ak_chain]  # fmt: skip
+    where = files.where
+    tpm = ["--key-store", "tpm", "--pin-file", pin_file, "--provisioner", ATTEST, *files.attest]
     ok("cert", "request", DEVICE, crt, key, *tpm, *where)
     assert key.read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
     assert key.stat().st_mode & 0o777 == 0o600
@@ -707,3 +726,87 @@ def test_attested_certificate_renews_with_its_key_but_not_onto_a_new_one(
         renewed = client.renew(issued.certificate, key, via="token")
     assert renewed.certificate.public_key() == key.public_key()
     assert HARDWARE_POLICY in _policies(renewed.certificate)
+
+
+APPROVAL_HW = "desk-hw"
+
+
+def _approval_requiring_attestation(hw_ca: HardwareCA) -> None:
+    store = hw_ca.ca.authority.store
+    with store.transaction(read_only=True) as session:
+        from ostiary.store import ProvisionerRepository
+
+        if any(r.name == APPROVAL_HW for r in ProvisionerRepository(session).list()):
+            return
+    add_approval_provisioner(
+        store,
+        APPROVAL_HW,
+        claims=ProvisionerClaims(lifetime=Lifetime()),
+        now=datetime.now(UTC),
+        profile="client",
+        require_code=False,
+        ca_claims=ProvisionerClaims(lifetime=Lifetime()),
+        actor="test",
+    )
+    require_attestation(store, APPROVAL_HW, ATTEST, now=datetime.now(UTC), actor="test")
+
+
+def _request_count(hw_ca: HardwareCA) -> int:
+    with hw_ca.ca.authority.store.transaction(read_only=True) as session:
+        return int(session.scalar(select(func.count()).select_from(CertificateRequest)) or 0)
+
+
+def test_officer_approval_requiring_attestation_gives_the_hardware_policy(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    _approval_requiring_attestation(hw_ca)
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    csr = _csr(key, "bob@example.com")
+    before = _request_count(hw_ca)
+    with hw_ca.client() as client:
+        with pytest.raises(PolicyDenied, match="requires a TPM attestation"):
+            client.submit_request(csr, APPROVAL_HW)
+        assert _request_count(hw_ca) == before  # refused before anything is recorded
+        attestation = _attestation(client, key, attestation_key)
+        answer = client.submit_request(csr, APPROVAL_HW, attestation=attestation)
+        with pytest.raises(Conflict, match="already used"):  # the nonce was spent at submission
+            client.submit_request(csr, APPROVAL_HW, attestation=attestation)
+        assert _request_count(hw_ca) == before + 1
+        certificate = approve_request(
+            hw_ca.ca.authority, answer["request_id"], officer="officer:test"
+        )
+        status = client.request_status(answer["request_id"])
+    assert status["status"] == "issued"
+    assert certificate.public_key() == key.public_key()
+    assert HARDWARE_POLICY in _policies(certificate)
+
+
+def test_cli_approval_with_a_tpm_key_submits_then_collects(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.client.conftest import ok
+
+    _approval_requiring_attestation(hw_ca)
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "desk.crt", tmp_path / "desk.key"
+    args = ["cert", "request", "carol", crt, key, "--key-store", "tpm",
+            "--pin-file", files.pin, "--provisioner", APPROVAL_HW, *files.attest,
+            *files.where]  # fmt: skip
+    ok(*args)  # submitted; the TPM key is saved, no certificate yet
+    assert key.read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
+    assert not crt.exists()
+    request_id = (tmp_path / "desk.crt.request").read_text().strip()
+    approve_request(hw_ca.ca.authority, request_id, officer="officer:test")
+    ok(*args, "--wait")  # resumes with the key in the TPM and collects the certificate
+    issued = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert (
+        issued.public_key()
+        == load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=PIN).public_key()
+    )
+    assert HARDWARE_POLICY in _policies(issued)
+    assert not (tmp_path / "desk.crt.request").exists()

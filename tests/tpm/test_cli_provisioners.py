@@ -36,10 +36,14 @@ def test_attest_provisioner_and_one_that_requires_it(
     result = cli.ok("ca", "provisioner", "add", "tpm", *attest, *secret)
     assert "Test TPM Attestation CA" in result.stderr + result.stdout
     cli.ok("ca", "provisioner", "add", "ops", "--require-attestation", "tpm", *secret)
+    cli.ok("ca", "provisioner", "add", "desk", "--type", "approval",
+           "--require-attestation", "tpm", *secret)  # fmt: skip
     found = _provisioners(ca_dir)
     assert found["tpm"][0] == "attest"
     assert HARDWARE_POLICY in found["tpm"][1]
     assert json.loads(found["ops"][1])["require_attestation"] == "tpm"
+    assert found["desk"][0] == "approval"
+    assert json.loads(found["desk"][1])["require_attestation"] == "tpm"
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,17 @@ def test_attest_provisioner_and_one_that_requires_it(
         ),
         pytest.param(("--require-attestation", "nobody"), id="fail/unknown-attest"),
         pytest.param(
-            ("--type", "approval", "--require-attestation", "tpm"), id="fail/approval-attested"
+            (
+                "--type",
+                "attest",
+                "--attestation-roots",
+                "ROOTS",
+                "--policy-oid",
+                HARDWARE_POLICY,
+                "--require-attestation",
+                "tpm",
+            ),
+            id="fail/attest-attested",
         ),
     ],
 )

@@ -32,7 +32,7 @@ from ostiary.cli.holder import (
 from ostiary.cli.oidc import sign_in_for
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.secrets import read_password_file
-from ostiary.cli.tpm import TpmPinFile, TpmTcti, request_with_tpm
+from ostiary.cli.tpm import ApprovalWait, TpmPinFile, TpmTcti, request_with_tpm
 from ostiary.client.api import OstiaryClient, Via
 from ostiary.client.approval import APPROVAL_TYPE
 from ostiary.client.bootstrap import bootstrap_client_config
@@ -308,12 +308,13 @@ def request(
             raise BadRequest("a TPM key is P-256: drop --kty (or use --kty p256)")
         if p12 is not None:
             raise BadRequest("a TPM key cannot go into a .p12: drop --p12 (docs/tpm.md)")
-        check_writable(crt, key_file, force=force)
         connect = ca_connector(ca_url, root)
         kind = None
         if provisioner is not None and token is None:
             with connect() as client:
                 kind = client.provisioner_type(provisioner)
+        if kind != APPROVAL_TYPE:  # an approval request may be resumed (checked there)
+            check_writable(crt, key_file, force=force)
         request_with_tpm(
             connect,
             name,
@@ -333,6 +334,7 @@ def request(
                 if provisioner is not None and kind == OIDC_TYPE
                 else None
             ),
+            approval=ApprovalWait(request_note, wait, wait_timeout, force),
         )
         return
     sign_in: KeyBoundCredentialSource | None = None

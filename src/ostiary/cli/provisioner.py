@@ -222,10 +222,8 @@ def add(
             f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc' or "
             f"{ATTEST_TYPE!r}"
         )
-    if type_ in (ATTEST_TYPE, APPROVAL_TYPE) and require_attestation is not None:
-        raise BadRequest(
-            f"--require-attestation is for jwk and oidc provisioners, not {type_!r} ones"
-        )
+    if type_ == ATTEST_TYPE and require_attestation is not None:
+        raise BadRequest("--require-attestation is for jwk, oidc and approval provisioners")
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
     maximum = parse_duration(max_lifetime) if max_lifetime else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,8 +24,9 @@ from cryptography import x509
 
 from ostiary.cli.attest import ATTEST_TYPE
 from ostiary.cli.console import note
-from ostiary.cli.files import read_input, write_file
+from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.secrets import read_password_file
+from ostiary.client.approval import APPROVAL_TYPE
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest
 
@@ -107,12 +109,19 @@ def request_with_tpm(
     attest_key: Path | None,
     attest_chain: Path | None,
     sign_in: OIDCSignIn | None,
+    approval: ApprovalWait | None = None,
 ) -> None:
     """``cert request --key-store tpm``: see the module docstring."""
     from ostiary.client.enrollment import build_csr
     from ostiary.client.tpm import certify_key, create_tpm_key
 
     reach = tpm_tcti(tcti)
+    if provisioner is not None and provisioner_type == APPROVAL_TYPE:
+        _request_approval(
+            connect, subject, sans, crt, key_file, provisioner, approval or ApprovalWait(),
+            pin_file=pin_file, tcti=reach, attest_key=attest_key, attest_chain=attest_chain,
+        )  # fmt: skip
+        return
     ak = _attestation_key(attest_key, attest_chain, tcti=reach)
     key = create_tpm_key(tcti=reach, pin=tpm_pin(pin_file))
     csr = build_csr(subject, sans, key)
@@ -127,6 +136,77 @@ def request_with_tpm(
     write_file(crt, issued.dump_pem())
     note(f"Issued serial {issued.serial_number:x} to {issued.certificate.subject.rfc4514_string()}")
     note(f"Wrote {crt} and TPM key {key_file} (TSS2 PEM: usable only in this TPM)")
+
+
+@dataclass(frozen=True)
+class ApprovalWait:
+    """``cert request`` options of the approval flow."""
+
+    note: str | None = None
+    wait: bool = False
+    timeout: float = 600.0
+    force: bool = False
+
+
+def _request_approval(
+    connect: Callable[[], OstiaryClient],
+    subject: x509.Name,
+    sans: Sequence[x509.GeneralName],
+    crt: Path,
+    key_file: Path,
+    provisioner: str,
+    options: ApprovalWait,
+    *,
+    pin_file: Path | None,
+    tcti: str | None,
+    attest_key: Path | None,
+    attest_chain: Path | None,
+) -> None:
+    """An officer decides: submit a TPM key's CSR (with its attestation), or resume waiting.
+
+    The key file is written as soon as the request is in, so a later ``--wait`` (the same
+    command again) collects the certificate for the key in the TPM.
+    """
+    from ostiary.cli.approval import pending_file
+    from ostiary.client.approval import submit_for_approval, wait_for_decision
+    from ostiary.client.tpm import certify_key, create_tpm_key
+
+    marker = pending_file(crt)
+    with connect() as client:
+        if marker.exists() and key_file.exists() and not options.force:
+            request_id = marker.read_text(encoding="ascii").strip()
+            key = load_tpm_key_file(key_file, tcti=tcti, pin_file=pin_file)
+            note(f"Resuming request {request_id}")
+        else:
+            check_writable(crt, key_file, force=options.force)
+            ak = _attestation_key(attest_key, attest_chain, tcti=tcti)
+            key = create_tpm_key(tcti=tcti, pin=tpm_pin(pin_file))
+            attestation: Callable[[], dict[str, Any]] | None = None
+            if ak is not None:
+                attest = ak
+
+                def make_attestation() -> dict[str, Any]:
+                    return certify_key(key, attest, client.attestation_nonce()).to_json()
+
+                attestation = make_attestation
+            submitted = submit_for_approval(
+                client, subject, sans, key, provisioner=provisioner, note=options.note,
+                attestation=attestation,
+            )  # fmt: skip
+            request_id = submitted.request_id
+            write_file(key_file, key.to_pem(), private=True)
+            write_file(marker, f"{request_id}\n".encode("ascii"))
+            note(f"Request {request_id} is waiting for an officer")
+            note(f"  expires: {submitted.expires_at}")
+            if submitted.code is not None:
+                note(f"  tell the officer this code: {submitted.code}")
+        if not options.wait:
+            note(f"Wrote TPM key {key_file}; run the same command with --wait to collect it")
+            return
+        issued = wait_for_decision(client, request_id, key, timeout=options.timeout)
+    write_file(crt, issued.dump_pem())
+    marker.unlink(missing_ok=True)
+    note(f"Issued serial {issued.serial_number:x} to {subject.rfc4514_string()}")
 
 
 def _enroll(
@@ -148,7 +228,8 @@ def _enroll(
         return client.sign(csr, token.strip(), not_after, attestation=attestation)
     if provisioner is None or provisioner_type != ATTEST_TYPE:
         raise BadRequest(
-            "--key-store tpm enrolls with --token, or with an attest or oidc --provisioner"
+            "--key-store tpm enrolls with --token, or with an attest, oidc or approval "
+            "--provisioner"
             + (f" ({provisioner!r} is of type {provisioner_type})" if provisioner else "")
         )
     if attestation is None:

@@ -142,12 +142,22 @@ class OstiaryClient:
         return self._issued(answer, expected_key=csr.public_key())
 
     def submit_request(
-        self, csr: x509.CertificateSigningRequest, provisioner: str, note: str | None = None
+        self,
+        csr: x509.CertificateSigningRequest,
+        provisioner: str,
+        note: str | None = None,
+        *,
+        attestation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Submit ``csr`` for an officer's approval (``POST /requests``); the answer as is."""
+        """Submit ``csr`` for an officer's approval (``POST /requests``); the answer as is.
+
+        ``attestation``: a TPM attestation of the key, for a provisioner that requires one.
+        """
         body: dict[str, Any] = {"csr": _pem(csr), "provisioner": provisioner}
         if note is not None:
             body["note"] = note
+        if attestation is not None:
+            body["attestation"] = attestation
         answer: dict[str, Any] = self._call(self._http, "POST", "/requests", json=body)
         return answer
 

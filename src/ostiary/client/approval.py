@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -46,10 +47,16 @@ def submit_for_approval(
     *,
     provisioner: str,
     note: str | None = None,
+    attestation: Callable[[], dict[str, Any]] | None = None,
 ) -> SubmittedRequest:
-    """Send a CSR for ``private_key`` to an ``approval`` provisioner."""
+    """Send a CSR for ``private_key`` to an ``approval`` provisioner.
+
+    ``attestation`` makes the TPM attestation of the key (after the CSR, so that a TPM key
+    is not asked for two things at once), for a provisioner that requires one.
+    """
     csr = build_csr(subject, sans, private_key)
-    answer = client.submit_request(csr, provisioner, note)
+    statement = attestation() if attestation is not None else None
+    answer = client.submit_request(csr, provisioner, note, attestation=statement)
     request_id = answer.get("request_id")
     if not isinstance(request_id, str):
         raise MalformedInput("the CA's answer has no valid 'request_id'")

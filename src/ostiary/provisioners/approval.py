@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -201,12 +202,21 @@ def submit_request(
     ca: CAIdentity,
     now: datetime,
     note: str | None = None,
+    attestation: Mapping[str, Any] | None = None,
 ) -> Submitted:
-    """Check ``csr`` as issuance will, then record it as pending (audited)."""
+    """Check ``csr`` as issuance will, then record it as pending (audited).
+
+    A provisioner that requires a TPM attestation (``require_attestation``) checks it here,
+    before anything is recorded, and spends its nonce; the policy OIDs it earns are kept
+    with the request and go into the certificate when an officer approves it.
+    """
+    from ostiary.provisioners.attest import attestation_for, with_attestation
+
     provisioner = load_approval_provisioner(store, provisioner_name)
     if note is not None and len(note) > MAX_NOTE:
         raise BadRequest(f"the note is longer than {MAX_NOTE} characters")
     authorization = _authorization(provisioner, csr)
+    hardware = attestation_for(store, provisioner.name, attestation, csr, now=now)
     precheck_request(csr, authorization, ca=ca, now=now)
     with store.transaction(read_only=True) as session:
         waiting = RequestRepository(session).count_pending(provisioner.name, now=now)
@@ -216,6 +226,7 @@ def submit_request(
             "try again after officers have decided some",
             provisioner=provisioner.name,
         )
+    authorization = with_attestation(store, authorization, hardware, now=now)
     code = _new_code() if provisioner.require_code else None
     request_id = secrets.token_hex(16)
     expires_at = now + provisioner.request_ttl
@@ -233,6 +244,7 @@ def submit_request(
                 status=RequestStatus.PENDING.value,
                 created_at=now,
                 expires_at=expires_at,
+                policies=list(authorization.policies) or None,
             )
         )
         AuditLog(session).append(
@@ -303,6 +315,7 @@ def approve_request(
         code_sha256 = record.code_sha256
         provisioner_name = record.provisioner
         csr_pem = record.csr_pem
+        policies = tuple(str(oid) for oid in record.policies or ())
     if status != RequestStatus.PENDING:
         raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
     if code_sha256 is not None and not _code_matches(code, code_sha256):
@@ -316,6 +329,9 @@ def approve_request(
     provisioner = load_approval_provisioner(store, provisioner_name)
     csr = load_csr(csr_pem.encode("ascii"))
     authorization = _authorization(provisioner, csr)
+    if policies:  # earned at submission (a verified key attestation)
+        merged = tuple(dict.fromkeys((*authorization.policies, *policies)))
+        authorization = replace(authorization, policies=merged)
     with store.transaction() as session:
         if not RequestRepository(session).claim(request_id, now=now):
             raise Conflict("request is no longer pending", request_id=request_id)

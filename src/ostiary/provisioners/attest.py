@@ -84,9 +84,9 @@ ATTEST_TYPE = "attest"
 NONCE_TTL = timedelta(minutes=5)
 #: How long spent and expired nonces are kept after they expire.
 NONCE_RETENTION = timedelta(days=1)
-#: Types whose requests can carry an attestation (``POST /sign``, the OIDC sign route); an
-#: approval request has no attestation member yet, so it cannot be made to require one.
-ATTESTING_TYPES = ("jwk", "oidc")
+#: Types whose requests can carry an attestation (``POST /sign``, the OIDC sign route,
+#: ``POST /requests`` for officer approval).
+ATTESTING_TYPES = ("jwk", "oidc", "approval")
 #: Config key by which any provisioner names the ``attest`` provisioner it requires.
 REQUIRE_ATTESTATION = "require_attestation"
 #: Bounds on the decoded parts of a statement (a TPMS_ATTEST is a few hundred bytes).

@@ -16,7 +16,7 @@ import builtins
 import enum
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Index, String, Text, and_, func, or_, select, update
+from sqlalchemy import JSON, ColumnElement, Index, String, Text, and_, func, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.core.errors import Conflict, NotFound
@@ -63,6 +63,9 @@ class CertificateRequest(Base):
     decided_by: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     serial: Mapped[str | None] = mapped_column(String(SERIAL_LENGTH))
+    #: Certificate-policy OIDs the request earned before an officer saw it (a verified TPM
+    #: attestation of its key, docs/tpm.md); added to the certificate when approved.
+    policies: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     def status_at(self, now: datetime) -> RequestStatus:
         """The status as seen at ``now``: a pending request past ``expires_at`` is expired."""

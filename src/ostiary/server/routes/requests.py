@@ -14,7 +14,7 @@ Officers decide in the web console or with ``ostiary ca requests approve|reject`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +43,9 @@ class SubmitRequest(BaseModel):
     csr: str = Field(min_length=1, max_length=MAX_PEM, description="PKCS#10 request, PEM")
     provisioner: str = Field(min_length=1, max_length=64)
     note: str | None = Field(None, max_length=MAX_NOTE, description="for the officer")
+    attestation: dict[str, Any] | None = Field(
+        None, description="TPM attestation of the CSR's key (docs/tpm.md), if required"
+    )
 
 
 class RequestAnswer(BaseModel):
@@ -82,6 +85,7 @@ def submit(
         ca=context.ca,
         now=authority.clock(),
         note=body.note,
+        attestation=body.attestation,
     )
     return RequestAnswer(
         request_id=submitted.request_id,
