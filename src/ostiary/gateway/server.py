@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -154,6 +155,11 @@ class Gateway:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 self._loop.remove_signal_handler(signal.SIGHUP)
             await self.revocation.aclose()
+            # Transports closed just now (idle upstreams, a failed upstream handshake) finish
+            # closing in callbacks of the next loop iterations: let them run before the loop
+            # ends, or their sockets are only released by the garbage collector.
+            for _ in range(3):
+                await asyncio.sleep(0)
 
     def request_stop(self) -> None:
         """Stop accepting; safe to call from another thread."""
@@ -391,6 +397,11 @@ def _run_worker(config: GatewayConfig, worker: int) -> None:
     import uvloop
 
     gateway = Gateway(config, worker=worker)
+    # What start-up made (modules, contexts, caches) lives as long as the process: moved out
+    # of the collector's sight, it is not walked again by every full collection (a profile of
+    # full handshakes: 4.0 % of the CPU in the collector before, 2.4 % after).
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
