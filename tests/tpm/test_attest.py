@@ -37,13 +37,14 @@ from ostiary.core.errors import BadRequest, Conflict, PolicyDenied, Unauthorized
 from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_subject
 from ostiary.gateway.config import Route
+from ostiary.provisioners import authorize_sign
 from ostiary.provisioners.approval import add_approval_provisioner, approve_request
 from ostiary.provisioners.attest import (
     AttestProvisioner,
     add_attest_provisioner,
     require_attestation,
 )
-from ostiary.provisioners.base import ProvisionerClaims
+from ostiary.provisioners.base import CAIdentity, ProvisionerClaims
 from ostiary.provisioners.oidc import OIDCProvisioner, add_oidc_provisioner
 from ostiary.provisioners.oidc_binding import nonce_for_key
 from ostiary.store import AuditEntry, CertificateRecord, CertificateRequest
@@ -810,3 +811,22 @@ def test_cli_approval_with_a_tpm_key_submits_then_collects(
     )
     assert HARDWARE_POLICY in _policies(issued)
     assert not (tmp_path / "desk.crt.request").exists()
+
+
+def test_the_in_process_token_path_refuses_a_provisioner_that_requires_attestation(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM
+) -> None:
+    """``authorize_sign`` carries no attestation: it must refuse, not skip the check."""
+    store = hw_ca.ca.authority.store
+    require_attestation(store, OPS, ATTEST, now=datetime.now(UTC), actor="test")
+    try:
+        ca = hw_ca.ca.authority.ca
+        identity = CAIdentity.from_certificates(ca.root, ca.intermediate)
+        csr = _csr(create_tpm_key(tcti=swtpm.tcti, pin=PIN), "alice@example.com")
+        token = hw_ca.ca.running.sign_token("alice@example.com")
+        with pytest.raises(PolicyDenied, match="requires a TPM attestation"):
+            authorize_sign(store, token, csr, ca=identity, now=datetime.now(UTC))
+    finally:
+        require_attestation(store, OPS, None, now=datetime.now(UTC), actor="test")
+    # With the requirement lifted the same token is still good: the refusal spent nothing.
+    assert authorize_sign(store, token, csr, ca=identity, now=datetime.now(UTC)).policies == ()

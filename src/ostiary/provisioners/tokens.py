@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 
-from ostiary.core.errors import TokenReused
+from ostiary.core.errors import PolicyDenied, TokenReused
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import format_general_name
 from ostiary.provisioners import _jose
@@ -59,6 +59,11 @@ def authorize_sign(
     grant = verify_sign_token(
         store, token, csr, ca=ca, now=now, requested_not_after=requested_not_after
     )
+    if grant.requires_attestation:  # this path carries none: refuse, never skip the check
+        raise PolicyDenied(
+            f"provisioner {grant.provisioner!r} requires a TPM attestation of the key: "
+            "request through the CA server (docs/tpm.md)"
+        )
     authorization = grant.authorization
     # The token is spent before anything is issued: refuse now what issuing would refuse.
     precheck_request(csr, authorization, ca=ca, now=now)

@@ -17,13 +17,16 @@ signing never block the event loop; ``POST /sign``, the hot path, is the excepti
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography import x509
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
+from ostiary.authority.authority import Authority
 from ostiary.core.encoding import load_csr, parse_serial, serial_hex
 from ostiary.core.errors import PolicyDenied, Unauthorized
+from ostiary.core.issuance import Authorization
 from ostiary.provisioners import (
     renewal_authorization,
     sign_token_spend,
@@ -96,16 +99,14 @@ async def sign(
         requested_not_after=requested,
         provisioners=context.provisioners,
     )
-    # Every attestation check before anything is spent; the nonce, then the token with the
-    # certificate (docs/tpm.md).
-    hardware = None
+    authorization = grant.authorization
     if grant.requires_attestation or body.attestation is not None:
-        hardware = attestation_for(
-            authority.store, grant.provisioner, body.attestation, csr, now=authority.clock()
+        # Every attestation check before anything is spent; the nonce, then the token with
+        # the certificate (docs/tpm.md). Parsing, chain checks and the nonce's write run in a
+        # worker thread: this path is rare, and the loop must not wait on them.
+        authorization = await run_in_threadpool(
+            _attested, authority, grant.provisioner, body.attestation, csr, authorization
         )
-    authorization = with_attestation(
-        authority.store, grant.authorization, hardware, now=authority.clock()
-    )
     certificate = await authority.issue_async(
         csr,
         authorization,
@@ -113,6 +114,17 @@ async def sign(
         token=sign_token_spend(grant),
     )
     return CertificateAnswer.of(certificate, [authority.issuer.certificate])
+
+
+def _attested(
+    authority: Authority,
+    provisioner: str,
+    attestation: dict[str, Any] | None,
+    csr: x509.CertificateSigningRequest,
+    authorization: Authorization,
+) -> Authorization:
+    checked = attestation_for(authority.store, provisioner, attestation, csr, now=authority.clock())
+    return with_attestation(authority.store, authorization, checked, now=authority.clock())
 
 
 @router.post(
