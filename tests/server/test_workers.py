@@ -29,10 +29,16 @@ def ca_folder(ca_material: CAMaterial, provisioners: Provisioners, tmp_path: Pat
     return make_ca_folder(ca_material, provisioners, url, tmp_path / "ca")
 
 
-def workers_of(server: ServeProcess) -> set[int]:
+def workers_of(server: ServeProcess, expected: int | None = None, timeout: float = 10) -> set[int]:
+    """The server's child processes; with ``expected``, once that many have been forked (the
+    first worker may answer the health check before the parent has forked the others)."""
     pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return {int(child) for child in children}
+    deadline = time.monotonic() + timeout
+    while True:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if expected is None or len(children) >= expected or time.monotonic() > deadline:
+            return {int(child) for child in children}
+        time.sleep(0.05)
 
 
 def wait_gone(pids: set[int], timeout: float = 30) -> None:
@@ -61,7 +67,7 @@ def test_workers_share_the_ports_and_every_certificate_they_issue_is_recorded(
 ) -> None:
     server = start_serve(ca_folder, tmp_path / "serve.log", options=("--workers", "3"))
     try:
-        workers = workers_of(server)
+        workers = workers_of(server, expected=3)
         assert len(workers) == 3
         with ThreadPoolExecutor(8) as pool:
             issued = list(
@@ -83,7 +89,7 @@ def test_a_worker_that_dies_stops_the_whole_server(
 ) -> None:
     server = start_serve(ca_folder, tmp_path / "serve.log", options=("--workers", "2"))
     try:
-        workers = workers_of(server)
+        workers = workers_of(server, expected=2)
         issue(server, ca_folder, provisioners, 0)
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
