@@ -22,6 +22,12 @@ reported (``upstream_alone_requests_per_s``) so one can see it is not the limit.
   which ``s_time`` only reads when it asks for a page: each resumed connection also carries
   one proxied ``GET``). ``*_reused_fraction`` is the share of connections s_time saw resumed.
 
+TLS sessions: nginx as usually configured (``ssl_session_cache shared`` with tickets on, its
+default) is the reference for the ratios; the gateway keeps sessions in its own cache and
+sends no tickets (cheaper per full handshake: see ``ostiary.tls.server_context``). For the
+like-for-like comparison of the TLS work, handshakes are also measured against nginx with
+``ssl_session_tickets off`` (``nginx_no_tickets_*``, ratios ``*_vs_no_tickets``).
+
 Revocation checking is off on both (on the gateway it is a cached lookup on the hot path,
 and would need a CA server in the run); access logs are off on both. Both allow TLS 1.2 and
 1.3. Each server's CPU per operation comes from ``/proc`` (utime + stime of its process
@@ -208,7 +214,14 @@ def start_upstream(folder: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def start_nginx(
-    folder: Path, files: dict[str, Path], port: int, upstream: int, workers: int
+    folder: Path,
+    files: dict[str, Path],
+    port: int,
+    upstream: int,
+    workers: int,
+    *,
+    tickets: bool = True,
+    name: str = "nginx",
 ) -> subprocess.Popen[bytes]:
     body = f"""
   upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
@@ -217,14 +230,14 @@ def start_nginx(
     ssl_certificate {files["server"]}; ssl_certificate_key {files["server_key"]};
     ssl_client_certificate {files["ca"]}; ssl_verify_client on;
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:1m; ssl_session_tickets on;
+    ssl_session_cache shared:SSL:1m; ssl_session_tickets {"on" if tickets else "off"};
     location / {{
       proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Client-Subject $ssl_client_s_dn;
       proxy_set_header X-Client-Serial $ssl_client_serial;
     }}
   }}"""
-    process = _nginx(folder, "nginx", body, SERVER_CPUS, workers)
+    process = _nginx(folder, name, body, SERVER_CPUS, workers)
     wait_for_port(port)
     return process
 
@@ -378,9 +391,21 @@ def measure(seconds: float = 5, workers: int = 1, rounds: int = 3) -> dict[str, 
         upstream_port = free_port()
         servers: dict[str, subprocess.Popen[bytes]] = {}
         ports = {"nginx": free_port(), "gateway": free_port()}
+        # Handshakes are also measured against nginx without tickets, the gateway's own
+        # session setting: the like-for-like comparison of the TLS work.
+        handshake_ports = {**ports, "nginx_no_tickets": free_port()}
         try:
             servers["upstream"] = start_upstream(folder, upstream_port)
             servers["nginx"] = start_nginx(folder, files, ports["nginx"], upstream_port, workers)
+            servers["nginx_no_tickets"] = start_nginx(
+                folder,
+                files,
+                handshake_ports["nginx_no_tickets"],
+                upstream_port,
+                workers,
+                tickets=False,
+                name="nginx-no-tickets",
+            )
             servers["gateway"] = start_gateway(
                 folder, files, ports["gateway"], upstream_port, workers
             )
@@ -392,7 +417,7 @@ def measure(seconds: float = 5, workers: int = 1, rounds: int = 3) -> dict[str, 
                 for name, port in ports.items():
                     url = f"https://127.0.0.1:{port}/"
                     timed(name, "requests_per_s", lambda u=url: wrk(u, seconds, files, shim))
-                for name, port in ports.items():
+                for name, port in handshake_ports.items():
                     client: list[float] = []
 
                     def full(p: int = port, out: list[float] = client) -> float:
@@ -403,7 +428,7 @@ def measure(seconds: float = 5, workers: int = 1, rounds: int = 3) -> dict[str, 
                     timed(name, "full_handshakes_per_s", full)
                     sample("handshake_client_ceiling_per_s", client[0])
                 for version, extra in (("tls12", ("-tls1_2",)), ("tls13", ("-www", "/"))):
-                    for name, port in ports.items():
+                    for name, port in handshake_ports.items():
                         reused: list[float] = []
 
                         def resumed(
@@ -424,17 +449,28 @@ def measure(seconds: float = 5, workers: int = 1, rounds: int = 3) -> dict[str, 
     results["handshake_client_ceiling_per_s"] = round(
         min(samples["handshake_client_ceiling_per_s"]), 1
     )
-    for ratio, metric in (
-        ("gateway_handshake", "full_handshakes_per_s"),
-        ("gateway_resumed_tls12_handshake", "resumed_tls12_handshakes_per_s"),
-        ("gateway_resumed_tls13_handshake", "resumed_tls13_handshakes_per_s"),
-        ("gateway_requests", "requests_per_s"),
+    for ratio, metric, peer in (
+        ("gateway_handshake", "full_handshakes_per_s", "nginx"),
+        ("gateway_resumed_tls12_handshake", "resumed_tls12_handshakes_per_s", "nginx"),
+        ("gateway_resumed_tls13_handshake", "resumed_tls13_handshakes_per_s", "nginx"),
+        ("gateway_requests", "requests_per_s", "nginx"),
+        ("gateway_handshake_vs_no_tickets", "full_handshakes_per_s", "nginx_no_tickets"),
+        (
+            "gateway_resumed_tls12_handshake_vs_no_tickets",
+            "resumed_tls12_handshakes_per_s",
+            "nginx_no_tickets",
+        ),
+        (
+            "gateway_resumed_tls13_handshake_vs_no_tickets",
+            "resumed_tls13_handshakes_per_s",
+            "nginx_no_tickets",
+        ),
     ):
-        pairs = zip(samples[f"gateway_{metric}"], samples[f"nginx_{metric}"], strict=True)
+        pairs = zip(samples[f"gateway_{metric}"], samples[f"{peer}_{metric}"], strict=True)
         rates = [round(g / n, 3) for g, n in pairs]
         costs = zip(
             samples[f"gateway_{metric}_cpu_us_per_op"],
-            samples[f"nginx_{metric}_cpu_us_per_op"],
+            samples[f"{peer}_{metric}_cpu_us_per_op"],
             strict=True,
         )
         capacity = [round(n / g, 3) for g, n in costs]

@@ -989,6 +989,7 @@ def main() -> None:
         # nginx's CPU per operation / ours (capacity per core); *_rate: the rates as driven.
         "gateway_handshake": gateway.get("gateway_handshake"),
         "gateway_requests": gateway.get("gateway_requests"),
+        "gateway_handshake_vs_no_tickets": gateway.get("gateway_handshake_vs_no_tickets"),
         "gateway_handshake_rate": gateway.get("gateway_handshake_rate"),
         "gateway_requests_rate": gateway.get("gateway_requests_rate"),
     }

@@ -65,16 +65,28 @@ def server_context(
     client_certificates: ClientCertificates = "none",
     client_trust: Sequence[x509.Certificate] = (),
     check_client_time: bool = True,
+    session_tickets: bool = True,
 ) -> ssl.SSLContext:
     """A server context presenting ``identity``.
 
     With ``client_certificates`` ``optional`` or ``required``, a client certificate must chain
     to a self-signed certificate in ``client_trust``; non-self-signed certificates given there
     help build the chain (a client may send its leaf alone) but are never anchors.
+
+    Without ``session_tickets``, resumable sessions are kept in the context's own cache and
+    a client gets only their ID (TLS 1.2 session IDs, TLS 1.3 stateful tickets) instead of
+    the session encrypted under a ticket key. That is cheaper per full handshake: OpenSSL
+    3.0 builds each stateless ticket by encoding the session, decoding it again (the client
+    certificate's public key through its slow decoder) and encrypting it, twice per TLS 1.3
+    handshake; and it keeps no long-lived key that could decrypt recorded sessions. The cost:
+    sessions resume only in the process (and context) that made them, which is already so
+    for tickets when each process has its own random ticket key.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if not session_tickets:
+        context.options |= ssl.OP_NO_TICKET
     load_identity(context, identity)
     if client_certificates != "none":
         if not client_trust:

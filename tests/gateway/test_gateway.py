@@ -341,6 +341,41 @@ def test_no_ca_names_are_sent_in_the_certificate_request(ca: CA, gateway: Gatewa
         assert "Acceptable client certificate CA names" not in text
 
 
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+def test_sessions_resume_from_the_gateway_cache_without_tickets(
+    ca: CA, gateway: Gateway, alice: Issued, version: ssl.TLSVersion
+) -> None:
+    """A returning client resumes its session, which the gateway keeps itself: a TLS 1.2
+    client is sent no session ticket (a ticket would hold the session, client certificate
+    included, encrypted under a key that never changes while the process lives). The session
+    survives a client that drops the connection without a close_notify, as most do."""
+    context = client_context([ca.authority.ca.root], identity=alice.identity)
+    context.minimum_version = context.maximum_version = version
+
+    def connect(session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession | None, bool]:
+        raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")  # keep-alive
+            answer = b""
+            while b"\r\n\r\n" not in answer:  # a TLS 1.3 session arrives after the handshake
+                answer += tls.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            result = tls.session, tls.session_reused
+        # Closed without unwrap(): no close_notify, as a browser or curl dropping a
+        # connection. The gateway sees the end of the stream.
+        return result
+
+    first, reused = connect()
+    assert first is not None and not reused
+    if version is ssl.TLSVersion.TLSv1_2:
+        assert not first.has_ticket
+    for _ in range(3):
+        time.sleep(0.1)  # the gateway has seen the previous connection end
+        assert connect(first)[1], "the session was not resumed"
+
+
 def test_tcp_mode_tunnels_bytes_after_the_checks(ca: CA, alice: Issued, foreign: Issued) -> None:
     import threading
 

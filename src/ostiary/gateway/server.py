@@ -232,7 +232,7 @@ class Gateway:
             sock.close()
             return
         protocol.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
+        ssl_object = protocol.tls = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
             self._refuse(peer, "handshake", "no client certificate")

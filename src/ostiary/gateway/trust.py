@@ -114,6 +114,10 @@ def load(config: GatewayConfig) -> Loaded:
         TLSIdentity(chain=chain, private_key=key),
         client_certificates="required",
         client_trust=[*anchors, *helpers],
+        # Worker processes are spawned, each with its own ticket key, and a reload makes a
+        # new context: tickets would resume no further than a session cache does, at a
+        # higher price per handshake (see server_context).
+        session_tickets=False,
     )
     trust = Trust(tuple(anchors), tuple(helpers), frozenset(config.issuer_thumbprints))
     return Loaded(context, trust, stamp, _upstream_context(config))
