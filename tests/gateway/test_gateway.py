@@ -8,7 +8,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -17,8 +17,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from ostiary.core.errors import InvalidCertificate
 from ostiary.gateway.config import Route
 from ostiary.gateway.server import Gateway
+from ostiary.gateway.trust import Trust
 from ostiary.tls import client_context, server_context
 from tests.gateway.conftest import (
     CA,
@@ -374,6 +376,26 @@ def test_sessions_resume_from_the_gateway_cache_without_tickets(
     for _ in range(3):
         time.sleep(0.1)  # the gateway has seen the previous connection end
         assert connect(first)[1], "the session was not resumed"
+
+
+def test_a_verified_path_is_reused_only_while_all_of_it_is_valid(ca: CA, alice: Issued) -> None:
+    """The gateway verifies a client's path once per trust generation; the cached path still
+    refuses a leaf outside its validity, checked on every connection."""
+    trust = Trust((ca.authority.ca.root,), (ca.authority.issuer.certificate,), frozenset())
+    leaf = alice.certificate
+    now = datetime.now(UTC)
+    for _ in range(2):  # the second answer comes from the cache
+        assert trust.verify(leaf, now=now) == (
+            leaf,
+            ca.authority.issuer.certificate,
+            ca.authority.ca.root,
+        )
+    for outside in (
+        leaf.not_valid_after_utc + timedelta(seconds=1),
+        leaf.not_valid_before_utc - timedelta(seconds=1),
+    ):
+        with pytest.raises(InvalidCertificate):
+            trust.verify(leaf, now=outside)
 
 
 def test_tcp_mode_tunnels_bytes_after_the_checks(ca: CA, alice: Issued, foreign: Issued) -> None:

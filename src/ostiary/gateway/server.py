@@ -259,7 +259,7 @@ class Gateway:
         known = self._identities.get(der)
         leaf = known.certificate if known is not None else x509.load_der_x509_certificate(der)
         try:
-            path = loaded.trust.verify(leaf, now=datetime.now(UTC))
+            path = loaded.trust.verify(leaf, now=datetime.now(UTC), der=der)
         except InvalidCertificate as exc:
             return None, str(exc.data.get("reason", "invalid-certificate"))
         issuer = path[1] if len(path) > 1 else path[0]

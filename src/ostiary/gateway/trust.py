@@ -29,6 +29,15 @@ from ostiary.tls import TLSIdentity, client_context, server_context
 _CACHE_SIZE = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A verified path, and the time window in which every certificate of it is valid."""
+
+    path: tuple[x509.Certificate, ...]
+    valid_from: datetime
+    valid_until: datetime
+
+
 @dataclass(frozen=True)
 class Trust:
     """Anchors, path-building helpers, and the optional issuing-CA allowlist."""
@@ -37,25 +46,30 @@ class Trust:
     intermediates: tuple[x509.Certificate, ...]
     issuer_thumbprints: frozenset[str]
     #: Leaves already verified (DER -> path): a path does not change while this trust is
-    #: loaded, only time does, and every certificate's validity is checked on every use.
-    _verified: dict[bytes, tuple[x509.Certificate, ...]] = field(
-        default_factory=dict, compare=False
-    )
+    #: loaded, only time does, and the validity of every certificate in it is checked on
+    #: every use (as one window).
+    _verified: dict[bytes, _Verified] = field(default_factory=dict, compare=False)
 
-    def verify(self, leaf: x509.Certificate, *, now: datetime) -> tuple[x509.Certificate, ...]:
+    def verify(
+        self, leaf: x509.Certificate, *, now: datetime, der: bytes | None = None
+    ) -> tuple[x509.Certificate, ...]:
         """The verified path of a valid ``leaf``: the leaf, its issuing CA, ..., the root.
-        Raises :class:`InvalidCertificate`.
+        ``der`` is the leaf's encoding, if the caller has it. Raises
+        :class:`InvalidCertificate`.
         """
-        der = leaf.public_bytes(serialization.Encoding.DER)
+        if der is None:
+            der = leaf.public_bytes(serialization.Encoding.DER)
         known = self._verified.get(der)
-        if known is not None and all(
-            c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in known
-        ):
-            return known
+        if known is not None and known.valid_from <= now <= known.valid_until:
+            return known.path
         path = self._verify(leaf, now=now)
         if len(self._verified) >= _CACHE_SIZE:
             self._verified.clear()
-        self._verified[der] = path
+        self._verified[der] = _Verified(
+            path,
+            max(c.not_valid_before_utc for c in path),
+            min(c.not_valid_after_utc for c in path),
+        )
         return path
 
     def _verify(self, leaf: x509.Certificate, *, now: datetime) -> tuple[x509.Certificate, ...]:
