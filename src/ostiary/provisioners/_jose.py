@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from joserfc import jwk, jws, jwt
 from joserfc.errors import (
+    BadSignatureError,
     ExpiredTokenError,
     InvalidClaimError,
     JoseError,
@@ -70,12 +71,21 @@ class _AllowlistRegistry(JWSRegistry):
         return self.algorithms[name]
 
 
+#: Reads a token's parts (with the size limits above) and allows no algorithm at all.
+_PEEK_REGISTRY = _AllowlistRegistry(())
+
+
 @dataclass(frozen=True)
 class UnverifiedToken:
-    """Header and claims of a compact JWS read without verification: hints, not facts."""
+    """Header and claims of a compact JWS read without verification: hints, not facts.
+
+    ``signature`` is the parsed JWS, which :func:`verify_jws` checks without reading the
+    token again.
+    """
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
+    signature: jws.CompactSignature = field(repr=False, compare=False)
 
 
 def peek(token: str, *, what: str, allowed_headers: Collection[str]) -> UnverifiedToken:
@@ -83,7 +93,7 @@ def peek(token: str, *, what: str, allowed_headers: Collection[str]) -> Unverifi
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized(f"the {what} is missing or too long")
     try:
-        obj = jws.extract_compact(token.strip().encode("ascii"), registry=_AllowlistRegistry(()))
+        obj = jws.extract_compact(token.strip().encode("ascii"), registry=_PEEK_REGISTRY)
         claims = json.loads(obj.payload)
     except (JoseError, ValueError, UnicodeError):
         raise Unauthorized(f"the {what} is not a well-formed JWT (compact JWS)") from None
@@ -96,14 +106,23 @@ def peek(token: str, *, what: str, allowed_headers: Collection[str]) -> Unverifi
         raise Unauthorized(f"the {what} has header parameters we do not accept: {names}")
     if not isinstance(header.get("alg"), str):
         raise Unauthorized(f"the {what} has no 'alg' header")
-    return UnverifiedToken(header=header, claims=claims)
+    return UnverifiedToken(header=header, claims=claims, signature=obj)
 
 
-def verify_jws(token: str, key: jwk.Key, algorithms: Collection[str], *, what: str) -> None:
-    """Check the RFC 7515 signature of compact ``token`` with ``key``, ``alg`` in the list."""
+def verify_jws(
+    token: str | UnverifiedToken, key: jwk.Key, algorithms: Collection[str], *, what: str
+) -> None:
+    """Check the RFC 7515 signature of compact ``token`` with ``key``, ``alg`` in the list.
+
+    A token already read by :func:`peek` is checked as it was read (the same bytes).
+    """
     registry = _AllowlistRegistry(algorithms)
     try:
-        jws.deserialize_compact(token.strip(), key, registry=registry)
+        if isinstance(token, UnverifiedToken):
+            if not jws.validate_compact(token.signature, key, registry=registry):
+                raise BadSignatureError()
+        else:
+            jws.deserialize_compact(token.strip(), key, registry=registry)
     except UnsupportedAlgorithmError:
         raise Unauthorized(
             f"the {what} is signed with an algorithm we do not accept here "

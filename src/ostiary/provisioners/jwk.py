@@ -72,7 +72,8 @@ ADMIN_SUBJECT = "admin"
 #: At most this many names in one token.
 MAX_SANS = 100
 
-_HEADERS = frozenset({"alg", "kid", "typ"})
+#: The JOSE header parameters a token of this type may carry; any other one is refused.
+TOKEN_HEADERS = frozenset({"alg", "kid", "typ"})
 _TOKEN = "token"
 _ADMIN_TOKEN = "admin token"
 
@@ -108,9 +109,9 @@ class JWKProvisioner:
             raise MalformedInput(f"provisioner {self.name!r}: its key is not a P-256 key")
         return key
 
-    @property
+    @cached_property
     def kid(self) -> str:
-        """The key's RFC 7638 thumbprint (SHA-256, base64url), recomputed, never trusted."""
+        """The key's RFC 7638 thumbprint (SHA-256, base64url): computed once, never trusted."""
         return self.verification_key.thumbprint()
 
     # ----------------------------------------------------------------- record
@@ -265,7 +266,7 @@ class JWKProvisioner:
 
     def authorize(
         self,
-        token: str,
+        token: str | _jose.UnverifiedToken,
         csr: x509.CertificateSigningRequest,
         *,
         ca: CAIdentity,
@@ -274,8 +275,10 @@ class JWKProvisioner:
     ) -> TokenGrant:
         """Verify a sign token; return what it authorizes and the ``jti`` to spend.
 
-        ``csr`` is not needed to verify a token of this type (its names are checked by the
-        pipeline); it is part of the provisioner protocol for types that bind the key.
+        ``token`` may be one already read to find its provisioner (:func:`_jose.peek`, with
+        this type's header allowlist), so that it is not read twice. ``csr`` is not needed to
+        verify a token of this type (its names are checked by the pipeline); it is part of
+        the provisioner protocol for types that bind the key.
         """
         claims = self._verified_claims(token, what=_TOKEN)
         times = _jose.check_claims(
@@ -338,15 +341,20 @@ class JWKProvisioner:
         )
         return f"{ADMIN_SUBJECT}@{self.name}"
 
-    def _verified_claims(self, token: str, *, what: str) -> Mapping[str, Any]:
+    def _verified_claims(
+        self, token: str | _jose.UnverifiedToken, *, what: str
+    ) -> Mapping[str, Any]:
         """The claims of ``token`` once its key id and signature check out (nothing else)."""
-        unverified = _jose.peek(token, what=what, allowed_headers=_HEADERS)
+        if isinstance(token, _jose.UnverifiedToken):
+            unverified = token
+        else:
+            unverified = _jose.peek(token, what=what, allowed_headers=TOKEN_HEADERS)
         kid = unverified.header.get("kid")
         if not isinstance(kid, str) or not hmac.compare_digest(
             kid.encode("utf-8", "replace"), self.kid.encode("ascii")
         ):
             raise Unauthorized(f"the {what} was not signed with provisioner {self.name!r}'s key")
-        _jose.verify_jws(token, self.verification_key, (ALGORITHM,), what=what)
+        _jose.verify_jws(unverified, self.verification_key, (ALGORITHM,), what=what)
         return unverified.claims
 
 

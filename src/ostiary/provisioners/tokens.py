@@ -24,7 +24,7 @@ from ostiary.provisioners import _jose
 from ostiary.provisioners.base import CAIdentity, TokenGrant, precheck_request
 from ostiary.provisioners.cache import ProvisionerCache
 from ostiary.provisioners.holder import read_holder_token
-from ostiary.provisioners.jwk import TOKEN_TTL
+from ostiary.provisioners.jwk import TOKEN_HEADERS, TOKEN_TTL
 from ostiary.provisioners.manage import load_jwk_provisioner, load_token_provisioner
 from ostiary.provisioners.renewal import (
     check_certificate_time,
@@ -35,7 +35,6 @@ from ostiary.store import AuditLog, Store, TokenRepository, TokenSpend
 
 _SIGN_TOKEN = "token"
 _ADMIN_TOKEN = "admin token"
-_JWK_HEADERS = frozenset({"alg", "kid", "typ"})
 
 
 def authorize_sign(
@@ -106,14 +105,14 @@ def verify_sign_token(
     :attr:`TokenGrant.token_id` only with the certificate (``Authority.issue(token=...)``,
     :func:`sign_token_spend`), so a request the pipeline refuses leaves the token usable.
     """
-    unverified = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=_JWK_HEADERS)
+    unverified = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=TOKEN_HEADERS)
     issuer = unverified.claims.get("iss")
     if provisioners is not None:
         provisioner = provisioners.load(issuer, what=_SIGN_TOKEN)
     else:
         provisioner = load_token_provisioner(store, issuer, what=_SIGN_TOKEN)
     return provisioner.authorize(
-        token, csr, ca=ca, now=now, requested_not_after=requested_not_after
+        unverified, csr, ca=ca, now=now, requested_not_after=requested_not_after
     )
 
 
@@ -166,7 +165,7 @@ def verify_admin_token(store: Store, token: str, *, ca: CAIdentity, now: datetim
     Admin tokens are not single-use (a console makes several calls with one) but live at most
     one hour; only provisioners created with ``--admin`` can make them.
     """
-    unverified = _jose.peek(token, what=_ADMIN_TOKEN, allowed_headers=_JWK_HEADERS)
+    unverified = _jose.peek(token, what=_ADMIN_TOKEN, allowed_headers=TOKEN_HEADERS)
     provisioner = load_token_provisioner(store, unverified.claims.get("iss"), what=_ADMIN_TOKEN)
     return provisioner.verify_admin_token(token, ca=ca, now=now)
 
@@ -203,7 +202,7 @@ def mint_sign_token(
         ttl=ttl,
         token_id=token_id,
     )
-    claims = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=_JWK_HEADERS).claims
+    claims = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=TOKEN_HEADERS).claims
     _audit_minted(
         store,
         now=now,

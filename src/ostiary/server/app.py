@@ -7,14 +7,21 @@ fetch over plain HTTP (CA certificates, CRLs, OCSP, health), with no OpenAPI doc
 Every error becomes a problem document (:mod:`ostiary.server.problems`); a request whose
 declared body is larger than :data:`~ostiary.server.body.MAX_BODY_SIZE` is refused before
 routing (bodies sent without a length are capped while they are read).
+
+``POST /sign``, the issuance hot path, is served by :class:`DirectRoute`: its endpoint is
+called ahead of FastAPI's routing and request handling, which cost more CPU per request
+than the token check (docs/BENCHMARKS.md); the answers, errors included, are the same.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from importlib.metadata import version
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
@@ -58,6 +65,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(console.router)
         app.include_router(signing_routes.router)
         app.include_router(attest_routes.router)
+        app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
     app.add_middleware(DeclaredBodyLimit, limit=MAX_BODY_SIZE)
     return app
 
@@ -84,4 +92,65 @@ class DeclaredBodyLimit:
         await self.app(scope, receive, send)
 
 
-__all__ = ["TITLE", "DeclaredBodyLimit", "create_app"]
+class DirectRoute:
+    """Call one route's endpoint for exactly ``method`` ``path``, ahead of FastAPI.
+
+    FastAPI matches a request against every route in turn, then solves the endpoint's
+    dependencies and validates and serializes its answer through the response model: for a
+    hot endpoint that is more CPU than the work. ``endpoint`` takes the bare
+    :class:`~fastapi.Request` and returns a finished :class:`~fastapi.Response`, and is also
+    the FastAPI route of that path: the route documents it (OpenAPI) and answers every other
+    method, and anything this middleware does not match (another path, a ``root_path``).
+
+    Errors get the same answers as from the route: an exception the app has a handler for
+    (:func:`~ostiary.server.problems.install_problem_handlers`) is answered by that handler,
+    as Starlette's ``ExceptionMiddleware`` would; any other one propagates to
+    ``ServerErrorMiddleware``, which answers 500 and logs it (the handler for ``Exception``
+    is that middleware's). Outer middleware, :class:`DeclaredBodyLimit` among them, still
+    applies.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        method: str,
+        path: str,
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> None:
+        self.app = app
+        self.method = method
+        self.path = path
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await self.endpoint(request)
+        except Exception as exc:
+            handler = _exception_handler(request.app.exception_handlers, exc)
+            if handler is None:
+                raise
+            answer = handler(request, exc)
+            response = await answer if inspect.isawaitable(answer) else answer
+        await response(scope, receive, send)
+
+
+def _exception_handler(
+    handlers: Mapping[Any, Callable[[Request, Exception], Any]], exc: Exception
+) -> Callable[[Request, Exception], Any] | None:
+    """The handler ``ExceptionMiddleware`` would call for ``exc`` (the most specific class),
+    or None for those left to ``ServerErrorMiddleware``.
+    """
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
+__all__ = ["TITLE", "DeclaredBodyLimit", "DirectRoute", "create_app"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+from cryptography.hazmat.primitives import serialization
 from fastapi import Request
 
 from ostiary.authority.authority import Authority
@@ -27,6 +29,15 @@ class ServerContext:
     signing: RemoteSigning | None = None
     #: Token provisioners kept in memory (``POST /sign``); None loads them per request.
     provisioners: ProvisionerCache | None = None
+
+    @cached_property
+    def chain_pem(self) -> tuple[str, ...]:
+        """The issuing CA certificate, PEM, as every answer with a new certificate carries it.
+
+        The issuer is fixed for the authority's lifetime: encoded once, not per issuance.
+        """
+        issuer = self.authority.issuer.certificate
+        return (issuer.public_bytes(serialization.Encoding.PEM).decode("ascii"),)
 
     @classmethod
     def for_authority(

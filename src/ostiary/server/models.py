@@ -6,6 +6,7 @@ a huge field never reaches a parser. Serial numbers are hex at this edge and ``i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -67,10 +68,13 @@ class CertificateAnswer(BaseModel):
     not_after: datetime
 
     @classmethod
-    def of(cls, certificate: x509.Certificate, chain: list[x509.Certificate]) -> CertificateAnswer:
+    def of(cls, certificate: x509.Certificate, chain_pem: Sequence[str]) -> CertificateAnswer:
+        """The answer for ``certificate``; ``chain_pem`` is already PEM (encoded once per
+        server, :attr:`~ostiary.server.context.ServerContext.chain_pem`).
+        """
         return cls(
             certificate=_pem(certificate),
-            chain=[_pem(c) for c in chain],
+            chain=list(chain_pem),
             serial_number=serial_hex(certificate.serial_number),
             not_after=certificate.not_valid_after_utc,
         )

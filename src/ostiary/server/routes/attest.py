@@ -113,7 +113,7 @@ def attest_sign(
     certificate = authority.issue(
         csr, authorization, actor=f"provisioner:{authorization.provisioner}"
     )
-    return CertificateAnswer.of(certificate, [authority.issuer.certificate])
+    return CertificateAnswer.of(certificate, context.chain_pem)
 
 
 __all__ = ["AttestSignRequest", "Attestation", "NonceAnswer", "router"]

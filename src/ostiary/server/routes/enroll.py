@@ -12,7 +12,8 @@
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, so database work and
 signing never block the event loop; ``POST /sign``, the hot path, is the exception (see
-:func:`sign`). Bodies are read by :mod:`ostiary.server.body` first.
+:func:`sign`: a coroutine the server calls without FastAPI's per-request machinery). Bodies
+are read by :mod:`ostiary.server.body` first.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from cryptography import x509
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ostiary.authority.authority import Authority
@@ -35,8 +36,8 @@ from ostiary.provisioners import (
     verify_sign_token,
 )
 from ostiary.provisioners.attest import attestation_for, with_attestation
-from ostiary.server.body import json_request_body, read_json
-from ostiary.server.context import ServerContext, current_context
+from ostiary.server.body import JSON, json_request_body, read_json
+from ostiary.server.context import ServerContext, current_context, server_context
 from ostiary.server.credentials import (
     Holder,
     bearer_token,
@@ -59,10 +60,6 @@ router = APIRouter(tags=["enrollment"])
 Context = Annotated[ServerContext, Depends(current_context)]
 
 
-async def _sign_body(request: Request) -> SignRequest:
-    return await read_json(request, SignRequest)
-
-
 async def _renew_body(request: Request) -> RenewRequest:
     return await read_json(request, RenewRequest)
 
@@ -71,15 +68,17 @@ async def _revoke_body(request: Request) -> RevokeRequest:
     return await read_json(request, RevokeRequest)
 
 
+# The server calls this endpoint directly, ahead of FastAPI's routing and request handling
+# (DirectRoute, in ostiary.server.app): so it takes the bare request, reads its own body and
+# serializes its own answer. The route below documents it (the response model is the
+# schema) and answers the other methods.
 @router.post(
     "/sign",
     status_code=201,
     response_model=CertificateAnswer,
     openapi_extra=json_request_body(SignRequest),
 )
-async def sign(
-    body: Annotated[SignRequest, Depends(_sign_body)], context: Context
-) -> CertificateAnswer:
+async def sign(request: Request) -> Response:
     """Issue a certificate for a CSR authorized by a one-time token.
 
     A coroutine, unlike the other handlers: the checks and the signature take less time
@@ -87,6 +86,8 @@ async def sign(
     holding a thread (:meth:`Authority.issue_async`). The provisioner comes from memory;
     only every few seconds is its row looked at, briefly, in the loop's thread.
     """
+    context = server_context(request)
+    body = await read_json(request, SignRequest)
     authority = context.authority
     csr = load_csr(body.csr.encode("utf-8"))
     requested = parse_requested_not_after(body.not_after)
@@ -113,7 +114,8 @@ async def sign(
         actor=f"provisioner:{grant.provisioner}",
         token=sign_token_spend(grant),
     )
-    return CertificateAnswer.of(certificate, [authority.issuer.certificate])
+    answer = CertificateAnswer.of(certificate, context.chain_pem)
+    return Response(answer.model_dump_json(), status_code=201, media_type=JSON)
 
 
 def _attested(
@@ -151,7 +153,7 @@ def renew(
         csr=csr,
         details={"via": holder.via},
     )
-    return CertificateAnswer.of(certificate, [authority.issuer.certificate])
+    return CertificateAnswer.of(certificate, context.chain_pem)
 
 
 @router.post("/revoke", response_model=RevokeAnswer, openapi_extra=json_request_body(RevokeRequest))

@@ -109,7 +109,7 @@ def poll(request_id: str, context: Context) -> RequestAnswer:
     if view.status == RequestStatus.ISSUED:
         certificate = issued_certificate_pem(authority.store, view)
         if certificate is not None:
-            answer.certificate = CertificateAnswer.of(certificate, [authority.issuer.certificate])
+            answer.certificate = CertificateAnswer.of(certificate, context.chain_pem)
     return answer
 
 
