@@ -5,40 +5,58 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
+from cryptography import x509
 from sqlalchemy import Connection, event, func, select
 
+from ostiary.core.errors import Conflict
 from ostiary.store import (
     AuditEntry,
     AuditLog,
     Batch,
+    CertificateRecord,
     GroupCommit,
     Store,
     TokenSpend,
+    TokenUse,
     UsedToken,
-    spend_token,
+    certificate_values,
+    record_certificate,
 )
+from tests.store.conftest import MiniCA
 
 SPENDERS = 10
 
 
-def spender(token_id: str, now: datetime, *, fail: bool = False) -> Callable[[Batch], bool]:
-    """A unit like an issuance's: spend a token, audit the outcome."""
+class Spender:
+    """A unit like an issuance's: spend a token (named at submission), audit the outcome."""
 
-    def unit(batch: Batch) -> bool:
-        spent = spend_token(
-            batch.connection, TokenSpend("ci", token_id, now + timedelta(hours=1)), now
-        )
-        batch.audit.append("token.used" if spent else "token.reused", at=now, target=token_id)
-        if fail:
-            raise ValueError(f"unit {token_id} is broken")
+    def __init__(self, token_id: str, now: datetime, *, fail: bool = False) -> None:
+        self.token = TokenUse(TokenSpend("ci", token_id, now + timedelta(hours=1)), now)
+        self.token_id, self.now, self.fail = token_id, now, fail
+
+    def __call__(self, batch: Batch) -> bool:
+        spent = bool(batch.token_spent)
+        event = "token.used" if spent else "token.reused"
+        batch.audit.append(event, at=self.now, target=self.token_id)
+        if self.fail:
+            raise ValueError(f"unit {self.token_id} is broken")
         return spent
 
-    return unit
+
+def spender(token_id: str, now: datetime, *, fail: bool = False) -> Spender:
+    return Spender(token_id, now, fail=fail)
+
+
+def write(store: Store, unit: Spender) -> bool:
+    return store.write(unit, token=unit.token)
+
+
+async def write_async(store: Store, unit: Spender) -> bool:
+    return await store.write_async(unit, token=unit.token)
 
 
 def count_commits(store: Store) -> list[int]:
@@ -59,7 +77,7 @@ def audit_events(store: Store) -> list[tuple[str, str | None]]:
 
 
 def run_queued_behind_a_slow_unit(
-    store: Store, group: GroupCommit, units: list[Callable[[Batch], bool]]
+    store: Store, group: GroupCommit, units: list[Spender]
 ) -> list[bool | BaseException]:
     """Run ``units`` from threads while a first unit holds its batch open until all queued."""
     started, release = threading.Event(), threading.Event()
@@ -69,9 +87,9 @@ def run_queued_behind_a_slow_unit(
         assert release.wait(30)
         return True
 
-    def call(unit: Callable[[Batch], bool]) -> bool | BaseException:
+    def call(unit: Spender) -> bool | BaseException:
         try:
-            return group.submit(unit)
+            return group.submit(unit, token=unit.token)
         except Exception as error:  # the outcome under test
             return error
 
@@ -123,8 +141,8 @@ def test_the_same_token_twice_in_one_batch_is_spent_once(store: Store, now: date
 def test_a_token_spent_through_one_replica_is_refused_through_the_other(
     store: Store, replica: Store, now: datetime
 ) -> None:
-    assert store.write(spender("jti-r", now)) is True
-    assert replica.write(spender("jti-r", now)) is False
+    assert write(store, spender("jti-r", now)) is True
+    assert write(replica, spender("jti-r", now)) is False
     assert audit_events(store) == [("token.used", "jti-r"), ("token.reused", "jti-r")]
 
 
@@ -132,12 +150,12 @@ def test_coroutines_and_threads_write_through_the_same_batches(store: Store, now
     async def from_coroutines() -> list[bool]:
         return list(
             await asyncio.gather(
-                *(store.write_async(spender(f"co-{i}", now)) for i in range(SPENDERS))
+                *(write_async(store, spender(f"co-{i}", now)) for i in range(SPENDERS))
             )
         )
 
     with ThreadPoolExecutor(4) as pool:
-        threads = [pool.submit(store.write, spender(f"th-{i}", now)) for i in range(SPENDERS)]
+        threads = [pool.submit(write, store, spender(f"th-{i}", now)) for i in range(SPENDERS)]
         assert asyncio.run(from_coroutines()) == [True] * SPENDERS
         assert [t.result() for t in threads] == [True] * SPENDERS
     with store.transaction(read_only=True) as session:
@@ -148,8 +166,8 @@ def test_coroutines_and_threads_write_through_the_same_batches(store: Store, now
 def test_a_coroutines_failing_unit_raises_in_that_coroutine(store: Store, now: datetime) -> None:
     async def run() -> None:
         with pytest.raises(ValueError, match="broken"):
-            await store.write_async(spender("co-bad", now, fail=True))
-        assert await store.write_async(spender("co-good", now)) is True
+            await write_async(store, spender("co-bad", now, fail=True))
+        assert await write_async(store, spender("co-good", now)) is True
 
     asyncio.run(run())
     assert audit_events(store) == [("token.used", "co-good")]
@@ -158,3 +176,104 @@ def test_a_coroutines_failing_unit_raises_in_that_coroutine(store: Store, now: d
 def test_a_batch_size_below_one_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit(store.engine, max_batch=0)
+
+
+def test_a_replayed_token_is_refused_and_the_rest_of_its_batch_commits_together(
+    store: Store, now: datetime
+) -> None:
+    assert write(store, spender("jti-old", now)) is True
+    group = GroupCommit(store.engine)
+    commits = count_commits(store)
+    units = [spender("jti-old" if i == 4 else f"jti-{i}", now) for i in range(SPENDERS)]
+    outcomes = run_queued_behind_a_slow_unit(store, group, units)
+    assert outcomes == [i != 4 for i in range(SPENDERS)]
+    assert commits[0] == 2  # the slow unit's batch, then all the others together
+    events = audit_events(store)  # the chain verifies
+    assert events[0] == ("token.used", "jti-old")
+    assert sorted(events[1:]) == sorted(
+        [("token.reused", "jti-old")]
+        + [("token.used", f"jti-{i}") for i in range(SPENDERS) if i != 4]
+    )
+    with store.transaction(read_only=True) as session:
+        spent = set(session.scalars(select(UsedToken.token_id)))
+    assert spent == {"jti-old"} | {f"jti-{i}" for i in range(SPENDERS) if i != 4}
+
+
+class Issuance(Spender):
+    """A unit like :meth:`Authority.issue`'s: a spent token, a certificate row, an entry."""
+
+    def __init__(self, token_id: str, now: datetime, certificate: x509.Certificate) -> None:
+        super().__init__(token_id, now)
+        self.row = certificate_values(certificate, profile="client", provisioner="ci", now=now)
+
+    def __call__(self, batch: Batch) -> bool:
+        if not batch.token_spent:
+            batch.audit.append("token.reused", at=self.now, target=self.token_id)
+            return False
+        record_certificate(batch, self.row)
+        batch.audit.append("certificate.issued", at=self.now, target=self.row["serial"])
+        return True
+
+
+def count_statements(store: Store) -> list[int]:
+    statements = [0]
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _count(*_args: object) -> None:
+        statements[0] += 1
+
+    return statements
+
+
+def test_a_batch_writes_each_table_in_one_statement(
+    store: Store, now: datetime, ca: MiniCA
+) -> None:
+    group = GroupCommit(store.engine)
+    statements = count_statements(store)
+    assert group.submit(lambda batch: True) is True
+    empty = statements[0]  # a batch that writes nothing, like the slow unit's below
+    alone = Issuance("jti-alone", now, ca.issue())
+    assert group.submit(alone, token=alone.token) is True
+    one = statements[0] - empty
+    statements[0] = 0
+    units = [Issuance(f"jti-{i}", now, ca.issue()) for i in range(SPENDERS)]
+    assert run_queued_behind_a_slow_unit(store, group, units) == [True] * SPENDERS
+    assert statements[0] == empty + one  # as many statements for ten issuances as for one
+    assert len(audit_events(store)) == SPENDERS + 1
+    with store.transaction(read_only=True) as session:
+        assert session.scalar(select(func.count()).select_from(CertificateRecord)) == 11
+
+
+def test_a_certificate_already_recorded_fails_its_unit_alone(
+    store: Store, now: datetime, ca: MiniCA
+) -> None:
+    taken = ca.issue(serial=0x5EED)
+    first = Issuance("jti-first", now, taken)
+    assert store.write(first, token=first.token) is True
+    group = GroupCommit(store.engine)
+    units = [Issuance(f"jti-{i}", now, taken if i == 2 else ca.issue()) for i in range(4)]
+    outcomes = run_queued_behind_a_slow_unit(store, group, units)
+    assert isinstance(outcomes[2], Conflict)
+    assert "5eed" in str(outcomes[2])
+    assert [outcomes[i] for i in (0, 1, 3)] == [True] * 3
+    assert [event for event, _ in audit_events(store)] == ["certificate.issued"] * 4
+    with store.transaction(read_only=True) as session:
+        spent = set(session.scalars(select(UsedToken.token_id)))
+    assert spent == {"jti-first", "jti-0", "jti-1", "jti-3"}  # jti-2 rolled back, not spent
+
+
+def test_a_token_raced_through_two_replicas_is_spent_once(
+    store: Store, replica: Store, now: datetime
+) -> None:
+    barrier = threading.Barrier(8)
+
+    def race(target: Store) -> bool:
+        barrier.wait()
+        return write(target, spender("jti-raced", now))
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(race, [store, replica] * 4))
+    assert sorted(outcomes) == [False] * 7 + [True]
+    assert sorted(audit_events(store)) == [("token.reused", "jti-raced")] * 7 + [
+        ("token.used", "jti-raced")
+    ]

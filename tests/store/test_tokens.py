@@ -8,7 +8,14 @@ import pytest
 from sqlalchemy import func, select
 
 from ostiary.core.errors import BadRequest, TokenReused
-from ostiary.store import ProvisionerRepository, TokenRepository, UsedToken
+from ostiary.store import (
+    ProvisionerRepository,
+    TokenRepository,
+    TokenSpend,
+    TokenUse,
+    UsedToken,
+    spend_tokens,
+)
 from tests.store.conftest import race
 
 
@@ -70,3 +77,28 @@ def test_purge_forgets_only_expired_token_ids(store, now):
 def test_unusable_token_ids_are_a_bad_request(store, now, token_id):
     with pytest.raises(BadRequest), store.transaction() as session:
         TokenRepository(session).use(token_id, "otp", now + timedelta(minutes=5), now)
+
+
+def test_tokens_spent_together_are_answered_one_by_one(store, now):
+    """One statement for a batch's tokens: a token spent before, or earlier in the same
+    list, is refused; the others are spent."""
+    expires_at = now + timedelta(minutes=5)
+    with store.transaction() as session:
+        TokenRepository(session).use("old", "otp", expires_at, now)
+
+    def use(token_id: str, provisioner: str = "otp") -> TokenUse:
+        return TokenUse(TokenSpend(provisioner, token_id, expires_at), now)
+
+    uses = [use("a"), use("old"), use("b"), use("a"), use("a", "laptops")]
+    with store.engine.begin() as connection:
+        assert spend_tokens(connection, uses) == [True, False, True, False, True]
+        assert spend_tokens(connection, []) == []
+    with store.transaction(read_only=True) as session:
+        spent = set(session.execute(select(UsedToken.provisioner, UsedToken.token_id)))
+    assert spent == {("otp", "old"), ("otp", "a"), ("otp", "b"), ("laptops", "a")}
+
+
+def test_an_unusable_token_id_in_a_batch_is_a_bad_request(store, now):
+    bad = TokenUse(TokenSpend("otp", "", now + timedelta(minutes=5)), now)
+    with store.engine.begin() as connection, pytest.raises(BadRequest):
+        spend_tokens(connection, [bad])

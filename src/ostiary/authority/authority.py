@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ostiary.authority.folder import CAMaterial
@@ -45,10 +44,11 @@ from ostiary.store import (
     CertificateRepository,
     Store,
     TokenSpend,
+    TokenUse,
     Unit,
+    certificate_values,
     next_crl_number,
     record_certificate,
-    spend_token,
 )
 
 Clock = Callable[[], datetime]
@@ -102,7 +102,7 @@ class Authority:
             at=now,
             token=token,
         )
-        _check_spent(self.store.write(unit), token)
+        _check_spent(self.store.write(unit, token=_use(token, now)), token)
         return certificate
 
     async def issue_async(
@@ -141,7 +141,7 @@ class Authority:
             at=now,
             token=token,
         )
-        _check_spent(await self.store.write_async(unit), token)
+        _check_spent(await self.store.write_async(unit, token=_use(token, now)), token)
         return certificate
 
     @property
@@ -202,22 +202,33 @@ class Authority:
         at: datetime,
         token: TokenSpend | None,
     ) -> Unit[bool]:
-        """The write of one issuance: False (and a "token.reused" entry) for a spent token."""
-        serial = serial_hex(certificate.serial_number)
+        """The write of one issuance: False (and a "token.reused" entry) for a spent token.
+
+        The row and the entry are made here, in the caller's thread, and read the
+        certificate's fields once; the unit only queues them (see
+        :mod:`ostiary.store.group_commit`).
+        """
+        row = certificate_values(
+            certificate,
+            profile=authorization.profile,
+            provisioner=authorization.provisioner,
+            now=at,
+        )
         names = [format_general_name(n) for n in authorization.names]
         entry = {
-            "subject": certificate.subject.rfc4514_string(),
+            "subject": row["subject"],
             "san": names,
             "profile": authorization.profile,
             "provisioner": authorization.provisioner,
-            "not_after": certificate.not_valid_after_utc.isoformat(),
-            "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+            "not_after": row["not_after"].isoformat(),
+            "fingerprint_sha256": row["fingerprint_sha256"],
             **({"token_id": token.token_id} if token is not None else {}),
             **(details or {}),
         }
+        serial = serial_hex(certificate.serial_number)
 
         def unit(batch: Batch) -> bool:
-            if token is not None and not spend_token(batch.connection, token, at):
+            if token is not None and not batch.token_spent:
                 batch.audit.append(
                     "token.reused",
                     at=at,
@@ -232,13 +243,7 @@ class Authority:
                     },
                 )
                 return False
-            record_certificate(
-                batch.connection,
-                certificate,
-                profile=authorization.profile,
-                provisioner=authorization.provisioner,
-                now=at,
-            )
+            record_certificate(batch, row)
             batch.audit.append(event, at=at, actor=actor, target=serial, details=entry)
             return True
 
@@ -324,6 +329,10 @@ class Authority:
             AuditLog(session).append(
                 event, actor=actor, target=target, details=details or {}, at=self.clock()
             )
+
+
+def _use(token: TokenSpend | None, at: datetime) -> TokenUse | None:
+    return TokenUse(token, at) if token is not None else None
 
 
 def _check_spent(recorded: bool, token: TokenSpend | None) -> None:

@@ -24,6 +24,7 @@ from ostiary.store.certificates import (
     REVOCATION_REASONS,
     CertificateRepository,
     RevocationStatus,
+    certificate_values,
     issuer_key_id_of,
     record_certificate,
 )
@@ -52,7 +53,7 @@ from ostiary.store.requests import (
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
-from ostiary.store.tokens import TokenRepository, TokenSpend, spend_token
+from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_tokens
 
 __all__ = [
     "GENESIS_HASH",
@@ -89,8 +90,10 @@ __all__ = [
     "Store",
     "TokenRepository",
     "TokenSpend",
+    "TokenUse",
     "Unit",
     "UsedToken",
+    "certificate_values",
     "create_engine_for",
     "current_revision",
     "entry_hash",
@@ -99,7 +102,7 @@ __all__ = [
     "migrate",
     "next_crl_number",
     "record_certificate",
-    "spend_token",
+    "spend_tokens",
     "sqlite_url_for",
     "subject_alt_names",
 ]

@@ -2,21 +2,15 @@
 
 The database, not a prior SELECT, decides uniqueness: that is what holds when several
 replicas race. With the ORM the insert runs in a SAVEPOINT so that a refusal rolls back only
-the insert and the caller's transaction goes on; on the Core write path
-(:func:`insert_ignoring_duplicate`) ``INSERT ... ON CONFLICT DO NOTHING`` does the same
-without a savepoint, on SQLite and PostgreSQL alike.
+the insert and the caller's transaction goes on. (The group-commit write path spends tokens
+with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, :func:`ostiary.store.tokens.spend_tokens`,
+and lets any other duplicate fail its batch: :mod:`ostiary.store.group_commit`.)
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
-from sqlalchemy import Connection, Integer, literal_column
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import ReturningInsert
 
 from ostiary.store.models import Base
 
@@ -45,27 +39,3 @@ def insert_unless_duplicate(session: Session, row: Base) -> bool:
             return False
         raise
     return True
-
-
-def insert_ignoring_duplicate(
-    connection: Connection, model: type[Base], values: dict[str, Any]
-) -> bool:
-    """Insert one row with Core; False (nothing inserted) if a unique key already has it.
-
-    On PostgreSQL a concurrent, uncommitted insert of the same key makes this wait for that
-    transaction, then report the duplicate if it committed.
-    """
-    postgres = connection.dialect.name == "postgresql"
-    return connection.execute(_insert_or_nothing(model, postgres), values).first() is not None
-
-
-@functools.cache
-def _insert_or_nothing(model: type[Base], postgres: bool) -> ReturningInsert[tuple[int]]:
-    """Built once per table: building a statement per row costs more than running it."""
-    statement = (
-        postgresql.insert(model).on_conflict_do_nothing()
-        if postgres
-        else sqlite.insert(model).on_conflict_do_nothing()
-    )
-    # RETURNING, not rowcount: psycopg reports no row count for this statement.
-    return statement.returning(literal_column("1", Integer))

@@ -31,9 +31,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ostiary.store import _locks
@@ -122,14 +123,17 @@ def _entry_hash(
 
 
 def _scalar(value: str | None) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """JSON of a string or null, as ``json.dumps(value, ensure_ascii=False)`` writes it."""
+    return "null" if value is None else encode_basestring(value)
+
+
+#: One encoder for every call: ``json.dumps`` with options makes a new one each time.
+_CANONICAL_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def canonical_json(value: Any) -> str:
     """RFC 8785 canonical JSON of ``value`` (floats and unsafe integers are refused)."""
-    return json.dumps(
-        _jcs_ordered(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    )
+    return _CANONICAL_ENCODER.encode(_jcs_ordered(value))
 
 
 class AuditLog:
@@ -231,14 +235,20 @@ class AuditLog:
             return AuditVerification(False, checked, None, AuditFault.HEAD_MISMATCH)
 
 
-# Built once: making a Core statement per entry costs more than running it.
-_INSERT_ENTRY = insert(AuditEntry).returning(AuditEntry.id)
+# Built once: making a Core statement per batch costs more than running it.
+_INSERT_ENTRY = insert(AuditEntry)
 _LOCK_HEAD = select(AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
-_INSERT_HEAD = insert(AuditHead)
+_ENTRY_ID = select(AuditEntry.id).where(AuditEntry.hash == bindparam("new_hash"))
+_INSERT_HEAD = insert(AuditHead).from_select(
+    ["id", "last_entry_id", "hash"],
+    select(literal(HEAD_ID), AuditEntry.id, AuditEntry.hash).where(
+        AuditEntry.hash == bindparam("new_hash")
+    ),
+)
 _UPDATE_HEAD = (
     update(AuditHead)
     .where(AuditHead.id == HEAD_ID)
-    .values(last_entry_id=bindparam("new_last_entry_id"), hash=bindparam("new_hash"))
+    .values(last_entry_id=_ENTRY_ID.scalar_subquery(), hash=bindparam("new_hash"))
 )
 
 
@@ -246,9 +256,11 @@ class AuditChain:
     """Appends to the audit log with Core statements, for many entries in one transaction.
 
     The write path of :mod:`ostiary.store.group_commit`: the lock is taken and the head read
-    once, each entry is chained to the previous one in memory, and the head is written once
-    by :meth:`close`, which must run before the transaction commits. Entries are exactly
-    those :class:`AuditLog` writes.
+    once, each entry is checked, hashed and chained to the previous one in memory as it is
+    appended, and :meth:`close`, which must run before the transaction commits, inserts
+    them all (one ``executemany``: one statement per row, in order, so ids follow the chain)
+    and points the head at the last one, found by its hash. Entries are exactly those
+    :class:`AuditLog` writes.
     """
 
     def __init__(self, connection: Connection) -> None:
@@ -256,7 +268,7 @@ class AuditChain:
         self._locked = False
         self._head_exists = False
         self._prev_hash = GENESIS_HASH
-        self._last_id: int | None = None
+        self._entries: list[dict[str, Any]] = []
 
     def lock(self) -> None:
         """Take the append lock and read the head (once; :meth:`append` does it if needed)."""
@@ -282,24 +294,18 @@ class AuditChain:
         values = new_entry_values(
             event, at=at, actor=actor, target=target, details=details, prev_hash=self._prev_hash
         )
-        self._last_id = self._connection.execute(_INSERT_ENTRY, values).scalar_one()
+        self._entries.append(values)
         self._prev_hash = values["hash"]
 
     def close(self) -> None:
-        """Point the head at the newest entry (nothing to do if none was appended)."""
-        if self._last_id is None:
+        """Insert the appended entries and point the head at the newest (nothing if none)."""
+        if not self._entries:
             return
-        if self._head_exists:
-            self._connection.execute(
-                _UPDATE_HEAD, {"new_last_entry_id": self._last_id, "new_hash": self._prev_hash}
-            )
-        else:
-            self._connection.execute(
-                _INSERT_HEAD,
-                {"id": HEAD_ID, "last_entry_id": self._last_id, "hash": self._prev_hash},
-            )
-            self._head_exists = True
-        self._last_id = None
+        self._connection.execute(_INSERT_ENTRY, self._entries)
+        self._entries = []
+        head = {"new_hash": self._prev_hash}
+        self._connection.execute(_UPDATE_HEAD if self._head_exists else _INSERT_HEAD, head)
+        self._head_exists = True
 
 
 def new_entry_values(

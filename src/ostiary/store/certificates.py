@@ -8,19 +8,20 @@ unique per issuer); serials are ``int`` here and lower-case hex in the table.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Connection, String, cast, func, or_, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from ostiary.core.errors import AlreadyRevoked, BadRequest, Conflict, MalformedInput, NotFound
-from ostiary.store._unique import insert_ignoring_duplicate, insert_unless_duplicate
+from ostiary.store._unique import insert_unless_duplicate
+from ostiary.store.group_commit import Batch
 from ostiary.store.models import CertificateRecord, CertificateStatus
 from ostiary.store.sans import subject_alt_names
 
@@ -239,18 +240,18 @@ class CertificateRepository:
         return records[0]
 
 
-def record_certificate(
-    connection: Connection,
-    certificate: x509.Certificate,
-    *,
-    profile: str,
-    provisioner: str | None,
-    now: datetime,
-) -> None:
-    """:meth:`CertificateRepository.add` on the Core write path (:mod:`.group_commit`)."""
-    values = certificate_values(certificate, profile=profile, provisioner=provisioner, now=now)
-    if not insert_ignoring_duplicate(connection, CertificateRecord, values):
-        raise _serial_taken(values["serial"], values["issuer_key_id"])
+def record_certificate(batch: Batch, values: dict[str, Any]) -> None:
+    """:meth:`CertificateRepository.add` on the group-commit write path.
+
+    Queues the row made by :func:`certificate_values` for the batch's one insert of
+    certificates; :class:`Conflict` if its serial is taken (the batch then runs this unit
+    alone: see :mod:`ostiary.store.group_commit`).
+    """
+    batch.insert(
+        CertificateRecord,
+        values,
+        duplicate=lambda: _serial_taken(values["serial"], values["issuer_key_id"]),
+    )
 
 
 def certificate_values(
@@ -260,7 +261,12 @@ def certificate_values(
     provisioner: str | None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The row of a newly issued certificate, read from the certificate itself."""
+    """The row of a newly issued certificate, read from the certificate itself.
+
+    pyca/cryptography encodes the certificate anew for each ``public_bytes`` and
+    ``fingerprint`` call: the DER is made once and hashed here.
+    """
+    der = certificate.public_bytes(Encoding.DER)
     return {
         "issuer_key_id": issuer_key_id_of(certificate),
         "serial": f"{certificate.serial_number:x}",
@@ -271,9 +277,9 @@ def certificate_values(
         "profile": profile,
         "provisioner": provisioner,
         "status": CertificateStatus.VALID.value,
-        "der": certificate.public_bytes(Encoding.DER),
+        "der": der,
         "created_at": now or datetime.now(UTC),
-        "fingerprint_sha256": certificate.fingerprint(hashes.SHA256()).hex(),
+        "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
     }
 
 

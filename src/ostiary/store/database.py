@@ -32,6 +32,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from ostiary.core.errors import BadRequest
 from ostiary.store.group_commit import GroupCommit, Unit
+from ostiary.store.tokens import TokenUse
 from ostiary.store.types import dumps_json
 
 T = TypeVar("T")
@@ -164,17 +165,18 @@ class Store:
         with self._sessions.begin() as session:
             yield session
 
-    def write(self, unit: Unit[T]) -> T:
+    def write(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
         """Run a Core write ``unit`` in a transaction shared with concurrent ones.
 
-        The hot write path (issuance): see :mod:`ostiary.store.group_commit`. Returns the
-        unit's result once its transaction has committed.
+        The hot write path (issuance): see :mod:`ostiary.store.group_commit`. ``token`` is
+        spent before ``unit`` runs (:attr:`~ostiary.store.group_commit.Batch.token_spent`).
+        Returns the unit's result once its transaction has committed.
         """
-        return self._group_commit.submit(unit)
+        return self._group_commit.submit(unit, token=token)
 
-    async def write_async(self, unit: Unit[T]) -> T:
+    async def write_async(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
         """:meth:`write` from a coroutine, without blocking its event loop."""
-        return await self._group_commit.submit_async(unit)
+        return await self._group_commit.submit_async(unit, token=token)
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or in tests before dropping a database)."""

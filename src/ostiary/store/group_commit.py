@@ -18,31 +18,43 @@ newcomers queue up, so batches grow exactly when the load does; an idle system c
 unit alone, with no added delay.
 
 One unit must not sink the others. Units report expected refusals (a replayed token) as
-results, not exceptions. If a unit raises anyway, the whole transaction is rolled back and
-every unit of that batch is run again in a transaction of its own, so only the faulty one
-sees the error. If the commit itself fails, its outcome is unknown and nothing is retried:
-every caller of the batch gets the error.
+results, not exceptions. If a unit raises anyway, or the database refuses a row of the batch
+(a certificate already recorded), the whole transaction is rolled back and every unit of
+that batch is run again in a transaction of its own, so only the faulty one sees the error.
+If the commit itself fails, its outcome is unknown and nothing is retried: every caller of
+the batch gets the error.
 
-Each batch appends to the audit log through one :class:`~ostiary.store.audit.AuditChain`
-(its head is read and locked once, written once), taking the audit lock first so that on
-PostgreSQL batches of different replicas queue on it instead of deadlocking on each other's
-rows.
+A batch writes each table once, whatever the number of its units: SQLAlchemy costs tens of
+microseconds per statement, the rows themselves a few. A unit names the one-time token it
+spends (if any) when it is submitted, and the batch spends every unit's token in one
+statement before the units run; each unit then reads whether *its* token was spent
+(:attr:`Batch.token_spent`) and queues its rows (:meth:`Batch.insert`, audit entries through
+one :class:`~ostiary.store.audit.AuditChain`), which the batch inserts table by table, one
+statement each, before it commits. The audit lock is taken first so that on PostgreSQL
+batches of different replicas queue on it instead of deadlocking on each other's rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Insert, insert
+from sqlalchemy.exc import IntegrityError
 
+from ostiary.store._unique import is_unique_violation
 from ostiary.store.audit import AuditChain
+from ostiary.store.models import Base
+from ostiary.store.tokens import TokenUse, spend_tokens
 
 T = TypeVar("T")
+#: Makes the error a unit raises, alone in its batch, when the database refuses its row.
+_Duplicate = Callable[[], Exception]
 
 #: Most units one transaction takes; more wait for the next batch.
 MAX_BATCH = 64
@@ -50,10 +62,64 @@ MAX_BATCH = 64
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """What a unit writes with: the batch's connection (in its transaction) and audit chain."""
+    """What a unit writes with: its batch's connection (in its transaction), audit chain and
+    rows (:meth:`insert`), and whether the unit's token was spent.
+
+    ``token_spent`` is True if the batch spent the token the unit was submitted with, False
+    if that token was spent before (by anyone, or by an earlier unit of this batch), None if
+    the unit named no token.
+    """
 
     connection: Connection
     audit: AuditChain
+    _rows: _Rows
+    token_spent: bool | None = None
+
+    def insert(
+        self,
+        model: type[Base],
+        values: dict[str, Any],
+        *,
+        duplicate: _Duplicate | None = None,
+    ) -> None:
+        """Queue a row for ``model``'s table, inserted with the batch's other rows for it.
+
+        Rows of one table must have the same keys. If the database refuses a row as a
+        duplicate, the batch fails and each unit is run again alone (see the module
+        docstring); alone, the unit raises ``duplicate()`` (when given) instead of the
+        database's :class:`~sqlalchemy.exc.IntegrityError`.
+        """
+        self._rows.add(model, values, duplicate)
+
+
+class _Rows:
+    """The rows a batch's units queued, per table, in the order queued."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self) -> None:
+        self._tables: dict[type[Base], list[tuple[dict[str, Any], _Duplicate | None]]] = {}
+
+    def add(self, model: type[Base], values: dict[str, Any], duplicate: _Duplicate | None) -> None:
+        self._tables.setdefault(model, []).append((values, duplicate))
+
+    def write(self, connection: Connection) -> None:
+        """Insert every table's rows, one statement (an ``executemany``) per table."""
+        for model, rows in self._tables.items():
+            try:
+                connection.execute(_insert(model), [values for values, _ in rows])
+            except IntegrityError as error:
+                duplicate = rows[0][1] if len(rows) == 1 else None
+                if duplicate is not None and is_unique_violation(error):
+                    raise duplicate() from None
+                raise
+        self._tables.clear()
+
+
+@functools.cache
+def _insert(model: type[Base]) -> Insert:
+    """Built once per table: building a statement costs more than running it."""
+    return insert(model)
 
 
 Unit = Callable[[Batch], T]
@@ -62,10 +128,11 @@ Unit = Callable[[Batch], T]
 class _Waiting(Generic[T]):
     """A queued unit and, once its batch is over, its outcome."""
 
-    __slots__ = ("done", "error", "result", "unit")
+    __slots__ = ("done", "error", "result", "token", "unit")
 
-    def __init__(self, unit: Unit[T]) -> None:
+    def __init__(self, unit: Unit[T], token: TokenUse | None) -> None:
         self.unit = unit
+        self.token = token
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -85,8 +152,8 @@ class _Blocking(_Waiting[T]):
 
     __slots__ = ("wake",)
 
-    def __init__(self, unit: Unit[T]) -> None:
-        super().__init__(unit)
+    def __init__(self, unit: Unit[T], token: TokenUse | None) -> None:
+        super().__init__(unit, token)
         self.wake = threading.Event()
 
 
@@ -95,8 +162,10 @@ class _Awaiting(_Waiting[T]):
 
     __slots__ = ("future", "loop")
 
-    def __init__(self, unit: Unit[T], loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(unit)
+    def __init__(
+        self, unit: Unit[T], token: TokenUse | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(unit, token)
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 
@@ -119,9 +188,13 @@ class GroupCommit:
         with self._lock:
             return len(self._queue)
 
-    def submit(self, unit: Unit[T]) -> T:
-        """Run ``unit`` in a shared transaction; its result once that transaction committed."""
-        waiting: _Blocking[T] = _Blocking(unit)
+    def submit(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
+        """Run ``unit`` in a shared transaction; its result once that transaction committed.
+
+        ``token`` is spent by the batch before ``unit`` runs, which reads the outcome in
+        :attr:`Batch.token_spent`.
+        """
+        waiting: _Blocking[T] = _Blocking(unit, token)
         with self._lock:
             self._queue.append(waiting)
             lead = not self._leading
@@ -136,14 +209,14 @@ class GroupCommit:
             waiting.wake.clear()
             lead = True
 
-    async def submit_async(self, unit: Unit[T]) -> T:
+    async def submit_async(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
         """:meth:`submit` for a coroutine: the event loop is not blocked meanwhile.
 
         Batches of coroutines are led by a short-lived thread, so a request costs no thread
         switch of its own: one thread runs the whole batch, and one callback per batch hands
         the results back to the loop.
         """
-        waiting: _Awaiting[T] = _Awaiting(unit, asyncio.get_running_loop())
+        waiting: _Awaiting[T] = _Awaiting(unit, token, asyncio.get_running_loop())
         with self._lock:
             self._queue.append(waiting)
             start = not self._leading
@@ -208,8 +281,12 @@ class GroupCommit:
             try:
                 audit = AuditChain(connection)
                 audit.lock()
-                work = Batch(connection, audit)
-                results = [waiting.unit(work) for waiting in batch]
+                rows = _Rows()
+                results = [
+                    waiting.unit(Batch(connection, audit, rows, spent))
+                    for waiting, spent in zip(batch, _spend(connection, batch), strict=True)
+                ]
+                rows.write(connection)
                 audit.close()
             except BaseException:
                 transaction.rollback()
@@ -219,6 +296,13 @@ class GroupCommit:
             except BaseException as error:
                 raise _CommitFailed(error) from error
         return results
+
+
+def _spend(connection: Connection, batch: list[_Waiting[Any]]) -> list[bool | None]:
+    """Spend the batch's tokens in one statement; per unit, whether its token was spent."""
+    uses = [waiting.token for waiting in batch if waiting.token is not None]
+    answers = iter(spend_tokens(connection, uses))
+    return [None if waiting.token is None else next(answers) for waiting in batch]
 
 
 def _notify(batch: list[_Waiting[Any]]) -> None:

@@ -7,14 +7,19 @@ token's own expiry, after which the token is refused on its ``exp`` anyway.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from ostiary.core.errors import BadRequest, TokenReused
-from ostiary.store._unique import insert_ignoring_duplicate, insert_unless_duplicate
+from ostiary.store._unique import insert_unless_duplicate
 from ostiary.store.models import TOKEN_ID_LENGTH, UsedToken
 
 
@@ -67,20 +72,62 @@ class TokenSpend:
     expires_at: datetime
 
 
-def spend_token(connection: Connection, spend: TokenSpend, now: datetime) -> bool:
-    """Spend a token on the Core write path; False if it was spent before (nothing written).
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """A token spent at ``at``: what a write unit names for its batch to spend (see
+    :meth:`GroupCommit.submit <ostiary.store.group_commit.GroupCommit.submit>`).
+    """
+
+    spend: TokenSpend
+    at: datetime
+
+
+def spend_tokens(connection: Connection, uses: Sequence[TokenUse]) -> list[bool]:
+    """Spend many tokens in one statement; for each use, whether it spent its token.
 
     The same rule as :meth:`TokenRepository.use`, for :mod:`ostiary.store.group_commit`
-    units: a refusal is a result, not an error, so the batch's other writes go on.
+    batches: False (nothing written) for a token spent before, by any replica, or by an
+    earlier use in ``uses``. A refusal is a result, not an error, so the batch's other
+    writes go on. ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` names the rows the
+    database let through; on PostgreSQL a concurrent, uncommitted insert of the same token
+    makes it wait for that transaction, then report the token spent if it committed.
     """
-    _check_token_id(spend.token_id)
-    values = {
-        "provisioner": spend.provisioner,
-        "token_id": spend.token_id,
-        "used_at": now,
-        "expires_at": spend.expires_at,
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for use in uses:
+        _check_token_id(use.spend.token_id)
+        rows.setdefault(
+            (use.spend.provisioner, use.spend.token_id),
+            {
+                "provisioner": use.spend.provisioner,
+                "token_id": use.spend.token_id,
+                "used_at": use.at,
+                "expires_at": use.spend.expires_at,
+            },
+        )
+    if not rows:
+        return []
+    statement = _spend_statement(connection.dialect.name == "postgresql")
+    inserted = {
+        (row.provisioner, row.token_id)
+        for row in connection.execute(statement, list(rows.values()))
     }
-    return insert_ignoring_duplicate(connection, UsedToken, values)
+    answers = []
+    for use in uses:
+        key = (use.spend.provisioner, use.spend.token_id)
+        answers.append(key in inserted)
+        inserted.discard(key)  # a second use of the same token in ``uses`` is a replay
+    return answers
+
+
+@functools.cache
+def _spend_statement(postgres: bool) -> ReturningInsert[str, str]:
+    """Built once: building a statement per batch costs more than running it."""
+    statement = (
+        postgresql.insert(UsedToken).on_conflict_do_nothing()
+        if postgres
+        else sqlite.insert(UsedToken).on_conflict_do_nothing()
+    )
+    return statement.returning(UsedToken.provisioner, UsedToken.token_id)
 
 
 def _check_token_id(token_id: str) -> None:

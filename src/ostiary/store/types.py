@@ -44,6 +44,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+#: One encoder for every value: ``json.dumps`` with options makes a new one each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps_json(value: Any) -> str:
     """JSON as stored in the database: UTF-8 text as is, no NaN, compact."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
