@@ -16,7 +16,8 @@
   the server and once in its child process (``OSTIARY_CRL_PROCESS_FROM``).
 - Gateway: ``ostiary gateway run`` vs nginx as mTLS reverse proxies (bench/gateway.py:
   wrk for proxied requests, ``openssl s_time`` for full and resumed handshakes); adds the
-  ratios ``gateway_handshake`` and ``gateway_requests``.
+  ratios ``gateway_handshake`` and ``gateway_requests``, and
+  ``gateway_handshake_vs_no_tickets`` (against nginx without session tickets).
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
