@@ -163,6 +163,29 @@ def test_coroutines_and_threads_write_through_the_same_batches(store: Store, now
     assert len(audit_events(store)) == 2 * SPENDERS
 
 
+def test_coroutines_batches_one_after_another_are_led_by_one_standing_thread(
+    store: Store, now: datetime
+) -> None:
+    """Each lone coroutine's unit is its own batch; all of them run in the same parked
+    leader thread (starting a thread per batch cost more than a small batch's inserts)."""
+    leaders: list[threading.Thread] = []
+
+    class Recording(Spender):
+        def __call__(self, batch: Batch) -> bool:
+            leaders.append(threading.current_thread())
+            return super().__call__(batch)
+
+    async def one_by_one(run: int) -> None:
+        for i in range(5):
+            assert await write_async(store, Recording(f"lone-{run}-{i}", now)) is True
+
+    asyncio.run(one_by_one(1))
+    asyncio.run(one_by_one(2))  # another event loop: the same thread resolves its futures
+    assert len(leaders) == 10
+    assert len({id(thread) for thread in leaders}) == 1
+    assert leaders[0] is not threading.main_thread() and leaders[0].is_alive()
+
+
 def test_a_coroutines_failing_unit_raises_in_that_coroutine(store: Store, now: datetime) -> None:
     async def run() -> None:
         with pytest.raises(ValueError, match="broken"):

@@ -7,15 +7,15 @@ at the same moment share a transaction: each caller hands in a *unit* (a functio
 :class:`Batch`), and :meth:`GroupCommit.submit` returns the unit's result only once the
 transaction holding its rows has committed, so an answer never outruns its data.
 
-There is no standing writer thread. A thread that calls :meth:`GroupCommit.submit` and finds
-no batch in progress becomes the *leader*: it takes every queued unit (up to ``max_batch``),
-runs them in one transaction, commits, hands each caller its result, and, if more units
-queued meanwhile, promotes the oldest waiting caller to lead the next batch. Coroutines
-(:meth:`GroupCommit.submit_async`, the server's ``POST /sign``) do not block their event
-loop: a short-lived thread leads their batches until the queue is empty, and each batch
-resolves its coroutines with one callback into their loop. While a leader waits on the disk,
-newcomers queue up, so batches grow exactly when the load does; an idle system commits each
-unit alone, with no added delay.
+Blocking callers need no writer thread: a thread that calls :meth:`GroupCommit.submit` and
+finds no batch in progress becomes the *leader*: it takes every queued unit (up to
+``max_batch``), runs them in one transaction, commits, hands each caller its result, and, if
+more units queued meanwhile, promotes the oldest waiting caller to lead the next batch.
+Coroutines (:meth:`GroupCommit.submit_async`, the server's ``POST /sign``) do not block their
+event loop: one standing leader thread per process, parked while nothing is queued, leads
+their batches until the queue is empty, and each batch resolves its coroutines with one
+callback into their loop. While a leader waits on the disk, newcomers queue up, so batches
+grow exactly when the load does; an idle system commits each unit alone, with no added delay.
 
 One unit must not sink the others. Units report expected refusals (a replayed token) as
 results, not exceptions. If a unit raises anyway, or the database refuses a row of the batch
@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,6 +182,8 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Waiting[Any]] = []
         self._leading = False
+        self._leader: threading.Thread | None = None
+        self._leader_calls: queue.SimpleQueue[None] = queue.SimpleQueue()
 
     @property
     def pending(self) -> int:
@@ -212,9 +215,9 @@ class GroupCommit:
     async def submit_async(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
         """:meth:`submit` for a coroutine: the event loop is not blocked meanwhile.
 
-        Batches of coroutines are led by a short-lived thread, so a request costs no thread
-        switch of its own: one thread runs the whole batch, and one callback per batch hands
-        the results back to the loop.
+        Batches of coroutines are led by the standing leader thread, so a request costs no
+        thread switch of its own: one thread runs the whole batch, and one callback per batch
+        hands the results back to the loop.
         """
         waiting: _Awaiting[T] = _Awaiting(unit, token, asyncio.get_running_loop())
         with self._lock:
@@ -228,7 +231,23 @@ class GroupCommit:
         return waiting.outcome()
 
     def _start_leader(self) -> None:
-        threading.Thread(target=self._drain, name="ostiary-group-commit", daemon=True).start()
+        """Have the standing leader thread drain the queue, starting it if there is none.
+
+        One thread per process, parked while nothing is queued: starting a thread per batch
+        cost more CPU than a small batch's inserts. After a fork (``ca serve --workers``) the
+        child has no such thread (``is_alive()`` is False there) and starts its own.
+        """
+        leader = self._leader
+        if leader is None or not leader.is_alive():
+            leader = threading.Thread(target=self._serve, name="ostiary-group-commit", daemon=True)
+            self._leader = leader
+            leader.start()
+        self._leader_calls.put(None)
+
+    def _serve(self) -> None:
+        while True:
+            self._leader_calls.get()
+            self._drain()
 
     def _drain(self) -> None:
         """Lead batches until the queue is empty (the leader of coroutines' units)."""
