@@ -378,6 +378,45 @@ def test_sessions_resume_from_the_gateway_cache_without_tickets(
         assert connect(first)[1], "the session was not resumed"
 
 
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+def test_a_resumed_session_of_a_revoked_certificate_is_refused(
+    ca: CA, gateway: Gateway, version: ssl.TLSVersion
+) -> None:
+    """Resumption skips the certificate exchange, not the gateway's checks: the session of a
+    certificate revoked since is still resumed by TLS, and the connection refused."""
+    carol = ca.issue("carol", ("email:carol@example.com",))
+    context = client_context([ca.authority.ca.root], identity=carol.identity)
+    context.minimum_version = context.maximum_version = version
+
+    def connect(session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession | None, bool, bytes]:
+        raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
+            answer = b""
+            try:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+                while b"\r\n\r\n" not in answer and (chunk := tls.recv(65536)):
+                    answer += chunk
+            except (OSError, ssl.SSLError):
+                pass  # refused: the gateway closed the connection
+            return tls.session, tls.session_reused, answer
+
+    session, _, answer = connect()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    before = gateway.metrics.refused["revoked"]
+    ca.revoke(carol)
+    deadline = time.monotonic() + 5
+    while True:
+        _, reused, answer = connect(session)
+        assert reused, "the session was not resumed"
+        if not answer:
+            break
+        assert time.monotonic() < deadline, "a resumed session was let through after revocation"
+        time.sleep(0.1)
+    assert gateway.metrics.refused["revoked"] > before
+
+
 def test_a_verified_path_is_reused_only_while_all_of_it_is_valid(ca: CA, alice: Issued) -> None:
     """The gateway verifies a client's path once per trust generation; the cached path still
     refuses a leaf outside its validity, checked on every connection."""
