@@ -6,7 +6,8 @@ import base64
 import subprocess
 import urllib.parse
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -592,23 +593,59 @@ def test_pkilint_finds_no_error_in_ocsp_response(
     assert lint_ocsp_response(der) == []
 
 
-def _run_openssl_ocsp(
-    ca: TestCA, responder: Responder, leaf: x509.Certificate, folder: Path, *arguments: str
-) -> str:
-    """Run ``openssl ocsp`` on files written to ``folder``; return exit code and output."""
+@dataclass(frozen=True)
+class Live:
+    """A CA, responder and leaf made at the wall clock, for ``openssl ocsp``.
+
+    ``openssl ocsp`` checks a response's thisUpdate/nextUpdate against the system clock
+    (``-attime`` moves only the chain check), so what it reads must be made now, not at
+    the fixed :data:`NOW` of the other tests.
+    """
+
+    now: datetime
+    ca: TestCA
+    responder: Responder
+    leaf: x509.Certificate
+
+    def response(self, request: bytes, status: CertStatus = GOOD) -> bytes:
+        return build_ocsp_response(
+            request,
+            lookup=lambda s: status,
+            issuer=self.ca.intermediate,
+            responder_certificate=self.responder[0],
+            responder_key=self.responder[1],
+            now=self.now,
+            validity=VALIDITY,
+        )
+
+
+@pytest.fixture(scope="module")
+def live() -> Live:
+    now = datetime.now(UTC).replace(microsecond=0)
+    ca = make_test_ca(now=now)
+    responder = ca.issue("OCSP Responder", (), profile="ocsp", now=now, lifetime=timedelta(days=30))
+    leaf = ca.issue("alice", ("alice@example.com",), now=now)[0]
+    return Live(now, ca, responder, leaf)
+
+
+def _run_openssl_ocsp(live: Live, folder: Path, *arguments: str, ca: TestCA | None = None) -> str:
+    """Run ``openssl ocsp`` on files written to ``folder``; return exit code and output.
+
+    The chain and ``issuer.pem`` come from ``ca`` (``live.ca`` unless given).
+    """
     openssl = require_tool("openssl")
+    ca = ca or live.ca
     files = {
-        "leaf.pem": leaf.public_bytes(Encoding.PEM),
+        "leaf.pem": live.leaf.public_bytes(Encoding.PEM),
         "issuer.pem": ca.intermediate.public_bytes(Encoding.PEM),
         "chain.pem": ca.intermediate.public_bytes(Encoding.PEM)
         + ca.root.public_bytes(Encoding.PEM),
-        "responder.pem": responder[0].public_bytes(Encoding.PEM),
+        "responder.pem": live.responder[0].public_bytes(Encoding.PEM),
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    attime = str(int(NOW.timestamp()) + 60)
     result = subprocess.run(
-        [openssl, "ocsp", *arguments, "-attime", attime],
+        [openssl, "ocsp", *arguments],
         capture_output=True,
         text=True,
         check=False,
@@ -618,37 +655,29 @@ def _run_openssl_ocsp(
 
 
 def _verify_with_request(
-    ca: TestCA,
-    responder: Responder,
-    leaf: x509.Certificate,
+    live: Live,
     folder: Path,
     *,
     request: bytes,
     response: bytes,
     trust: tuple[str, ...] = ("-CAfile", "chain.pem"),
+    ca: TestCA | None = None,
 ) -> str:
     """openssl checks the signature, the responder's authority and the nonce of ``request``."""
     (folder / "request.der").write_bytes(request)
     (folder / "response.der").write_bytes(response)
     return _run_openssl_ocsp(
-        ca, responder, leaf, folder,
+        live, folder,
         "-reqin", "request.der", "-respin", "response.der", "-resp_text", *trust,
+        ca=ca,
     )  # fmt: skip
 
 
-def _status_for_leaf(
-    ca: TestCA,
-    responder: Responder,
-    leaf: x509.Certificate,
-    folder: Path,
-    *,
-    response: bytes,
-    algorithm: str = "sha1",
-) -> str:
+def _status_for_leaf(live: Live, folder: Path, *, response: bytes, algorithm: str = "sha1") -> str:
     """openssl looks the leaf up in the response (``-cert``), as a relying party does."""
     (folder / "response.der").write_bytes(response)
     return _run_openssl_ocsp(
-        ca, responder, leaf, folder,
+        live, folder,
         "-respin", "response.der", "-no_nonce", "-issuer", "issuer.pem",
         f"-{algorithm}", "-cert", "leaf.pem", "-CAfile", "chain.pem",
     )  # fmt: skip
@@ -674,9 +703,7 @@ def _status_for_leaf(
     ],
 )
 def test_openssl_verifies_response_and_reads_status(
-    test_ca: TestCA,
-    responder: Responder,
-    leaf: x509.Certificate,
+    live: Live,
     tmp_path: Path,
     status: CertStatus,
     word: str,
@@ -684,84 +711,55 @@ def test_openssl_verifies_response_and_reads_status(
     trust: tuple[str, ...],
 ) -> None:
     request = make_request(
-        leaf, test_ca.intermediate, algorithm, nonce=x509.OCSPNonce(b"\x05" * 32)
+        live.leaf, live.ca.intermediate, algorithm, nonce=x509.OCSPNonce(b"\x05" * 32)
     )
-    response = build_ocsp_response(
-        request,
-        lookup=lambda s: status,
-        issuer=test_ca.intermediate,
-        responder_certificate=responder[0],
-        responder_key=responder[1],
-        now=NOW,
-        validity=VALIDITY,
-    )
-    checked = _verify_with_request(
-        test_ca, responder, leaf, tmp_path, request=request, response=response, trust=trust
-    )
+    response = live.response(request, status)
+    checked = _verify_with_request(live, tmp_path, request=request, response=response, trust=trust)
     assert checked.startswith("0\n"), checked
     assert "Response verify OK" in checked
     assert f"Cert Status: {word}" in checked
-    looked_up = _status_for_leaf(
-        test_ca, responder, leaf, tmp_path, response=response, algorithm=algorithm.name
-    )
+    looked_up = _status_for_leaf(live, tmp_path, response=response, algorithm=algorithm.name)
     assert "Response verify OK" in looked_up, looked_up
     assert f"leaf.pem: {word}" in looked_up
+    assert "WARNING" not in looked_up, looked_up
     if word == "revoked":
         assert "Reason: keyCompromise" in looked_up
 
 
 @pytest.mark.interop
-def test_openssl_verifies_presigned_response(
-    caching_responder: OcspResponder,
-    test_ca: TestCA,
-    responder: Responder,
-    leaf: x509.Certificate,
-    tmp_path: Path,
-) -> None:
-    response = caching_responder.response_for(leaf.serial_number, CertStatus.good(), now=NOW)
-    output = _status_for_leaf(test_ca, responder, leaf, tmp_path, response=response)
+def test_openssl_verifies_presigned_response(live: Live, tmp_path: Path) -> None:
+    presigner = OcspResponder(
+        issuer=live.ca.intermediate,
+        responder_certificate=live.responder[0],
+        responder_key=live.responder[1],
+        validity=VALIDITY,
+        cache_for=timedelta(hours=1),
+    )
+    response = presigner.response_for(live.leaf.serial_number, CertStatus.good(), now=live.now)
+    output = _status_for_leaf(live, tmp_path, response=response)
     assert "Response verify OK" in output, output
     assert "leaf.pem: good" in output
+    assert "WARNING" not in output, output
 
 
 @pytest.mark.interop
-def test_openssl_rejects_response_against_another_ca(
-    test_ca: TestCA, responder: Responder, leaf: x509.Certificate, tmp_path: Path
-) -> None:
-    request = make_request(leaf, test_ca.intermediate)
-    response = build_ocsp_response(
-        request,
-        lookup=lambda s: CertStatus.good(),
-        issuer=test_ca.intermediate,
-        responder_certificate=responder[0],
-        responder_key=responder[1],
-        now=NOW,
-        validity=VALIDITY,
-    )
+def test_openssl_rejects_response_against_another_ca(live: Live, tmp_path: Path) -> None:
+    request = make_request(live.leaf, live.ca.intermediate)
     output = _verify_with_request(
-        make_test_ca(), responder, leaf, tmp_path, request=request, response=response
+        live,
+        tmp_path,
+        request=request,
+        response=live.response(request),
+        ca=make_test_ca(now=live.now),
     )
     assert "Response verify OK" not in output
     assert "Response Verify Failure" in output
 
 
 @pytest.mark.interop
-def test_openssl_rejects_response_with_another_nonce(
-    test_ca: TestCA, responder: Responder, leaf: x509.Certificate, tmp_path: Path
-) -> None:
-    sent = make_request(leaf, test_ca.intermediate, nonce=x509.OCSPNonce(b"\x01" * 32))
-    replayed = make_request(leaf, test_ca.intermediate, nonce=x509.OCSPNonce(b"\x02" * 32))
-    response = build_ocsp_response(
-        replayed,
-        lookup=lambda s: CertStatus.good(),
-        issuer=test_ca.intermediate,
-        responder_certificate=responder[0],
-        responder_key=responder[1],
-        now=NOW,
-        validity=VALIDITY,
-    )
-    output = _verify_with_request(
-        test_ca, responder, leaf, tmp_path, request=sent, response=response
-    )
+def test_openssl_rejects_response_with_another_nonce(live: Live, tmp_path: Path) -> None:
+    sent = make_request(live.leaf, live.ca.intermediate, nonce=x509.OCSPNonce(b"\x01" * 32))
+    replayed = make_request(live.leaf, live.ca.intermediate, nonce=x509.OCSPNonce(b"\x02" * 32))
+    output = _verify_with_request(live, tmp_path, request=sent, response=live.response(replayed))
     assert "Nonce Verify error" in output
     assert "Response verify OK" not in output
