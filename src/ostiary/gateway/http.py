@@ -139,10 +139,16 @@ class UpstreamPool:
         return upstream
 
     def close(self) -> None:
+        """Drop the idle connections (the gateway is stopping).
+
+        Aborted, not closed: closing a TLS connection waits for the upstream's close_notify,
+        which may come after the event loop has ended, leaving the socket to the garbage
+        collector. An idle connection has nothing in flight to lose.
+        """
         while self._idle:
             upstream = self._idle.pop()
             if upstream.transport is not None:
-                upstream.transport.close()
+                upstream.transport.abort()
 
 
 class HTTPUpstream(End):
