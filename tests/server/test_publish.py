@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import urllib.parse
 from datetime import UTC, datetime
 
+import fastapi.routing
 import httpx
 import pytest
 from cryptography import x509
@@ -15,8 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from ostiary.authority.authority import Authority
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.core.ca import fingerprint_sha256
+from ostiary.server.app import create_app
 from ostiary.server.problems import PROBLEM_JSON
 from ostiary.tls import TLSIdentity
 from tests.pkilint_helper import lint_crl, lint_ocsp_response
@@ -275,3 +279,22 @@ def test_ocsp_about_another_issuer_is_unauthorized(running: Running) -> None:
     with running.plain() as plain:
         answer = post_ocsp(plain, ocsp_request(leaf, other.intermediate))
     assert answer.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def test_health_is_answered_without_the_thread_pool(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A health probe every few seconds per load balancer: no thread switch for it."""
+
+    async def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("/health went through the thread pool")
+
+    monkeypatch.setattr(fastapi.routing, "run_in_threadpool", no_thread)
+
+    async def probe() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(authority))
+        async with httpx.AsyncClient(transport=transport, base_url="https://ca.test") as client:
+            return await client.get("/health")
+
+    answer = asyncio.run(probe())
+    assert (answer.status_code, answer.json()) == (200, {"status": "ok"})

@@ -42,8 +42,10 @@ Context = Annotated[ServerContext, Depends(server_context)]
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     """The process is up and answering."""
+    # A coroutine: FastAPI runs a plain ``def`` in its thread pool, and the thread switch
+    # would be most of the cost of a probe that load balancers send every few seconds.
     return Health()
 
 
