@@ -10,11 +10,15 @@ routing (bodies sent without a length are capped while they are read).
 
 ``POST /sign``, the issuance hot path, is served by :class:`DirectRoute`: its endpoint is
 called ahead of FastAPI's routing and request handling, which cost more CPU per request
-than the token check (docs/BENCHMARKS.md); the answers, errors included, are the same.
+than the token check (docs/BENCHMARKS.md); the answers, errors included, are the same. On
+the HTTPS listener the protocol answers it before it reaches the app at all
+(:func:`direct_endpoints`, :mod:`ostiary.server.api_http`); :class:`DirectRoute` serves
+what reaches the app (a request pipelined behind another, an app called in-process).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -26,9 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
 from ostiary.server import console
+from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
-from ostiary.server.problems import install_problem_handlers, problem_response
+from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
 from ostiary.server.routes import admin, enroll, publish
 from ostiary.server.routes import attest as attest_routes
 from ostiary.server.routes import oidc as oidc_routes
@@ -70,6 +75,18 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
     return app
 
 
+def direct_endpoints(context: ServerContext) -> DirectEndpoints:
+    """What the HTTPS listener's protocol answers without the app
+    (:class:`~ostiary.server.api_http.ApiHttpProtocol`): ``POST /sign``, as
+    :class:`DirectRoute` serves it in the app.
+    """
+    return {
+        ("POST", "/sign"): DirectEndpoint(
+            functools.partial(enroll.sign_answer, context), status=HTTPStatus.CREATED
+        )
+    }
+
+
 class DeclaredBodyLimit:
     """Refuse (413) a request whose ``Content-Length`` is over ``limit``, before routing."""
 
@@ -81,13 +98,7 @@ class DeclaredBodyLimit:
         if scope["type"] == "http":
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    response = problem_response(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        "body-too-large",
-                        f"the body is larger than {self.limit} bytes",
-                        extra={"limit": self.limit},
-                    )
-                    await response(scope, receive, send)
+                    await error_response(BodyTooLarge.over(self.limit))(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
@@ -153,4 +164,4 @@ def _exception_handler(
     return None
 
 
-__all__ = ["TITLE", "DeclaredBodyLimit", "DirectRoute", "create_app"]
+__all__ = ["TITLE", "DeclaredBodyLimit", "DirectRoute", "create_app", "direct_endpoints"]

@@ -29,32 +29,40 @@ Model = TypeVar("Model", bound=BaseModel)
 
 def media_type_of(request: Request) -> str | None:
     """The request's media type without parameters, lower-case; None if absent."""
-    value = request.headers.get("content-type")
-    if value is None:
+    return _media_type(request.headers.get("content-type"))
+
+
+def _media_type(content_type: str | None) -> str | None:
+    if content_type is None:
         return None
-    return value.split(";", 1)[0].strip().lower() or None
+    return content_type.split(";", 1)[0].strip().lower() or None
 
 
-async def read_body(
-    request: Request, *, media_types: tuple[str, ...], limit: int = MAX_BODY_SIZE
-) -> bytes:
-    """The request body, if it has one of ``media_types`` and at most ``limit`` bytes."""
-    media_type = media_type_of(request)
+def check_media_type(content_type: str | None, media_types: tuple[str, ...]) -> None:
+    """Refuse (415) a ``Content-Type`` header value that is none of ``media_types``."""
+    media_type = _media_type(content_type)
     if media_type not in media_types:
         shown = media_type or "none"
         raise UnsupportedMediaType(
             f"the body must be {' or '.join(media_types)}, not {shown}",
             content_type=shown,
         )
+
+
+async def read_body(
+    request: Request, *, media_types: tuple[str, ...], limit: int = MAX_BODY_SIZE
+) -> bytes:
+    """The request body, if it has one of ``media_types`` and at most ``limit`` bytes."""
+    check_media_type(request.headers.get("content-type"), media_types)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is larger than {limit} bytes", limit=limit)
+        raise BodyTooLarge.over(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(f"the body is larger than {limit} bytes", limit=limit)
+            raise BodyTooLarge.over(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -94,6 +102,7 @@ def json_request_body(model: type[BaseModel]) -> dict[str, object]:
 __all__ = [
     "JSON",
     "MAX_BODY_SIZE",
+    "check_media_type",
     "json_request_body",
     "media_type_of",
     "parse_json",

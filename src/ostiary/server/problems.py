@@ -57,6 +57,11 @@ class BodyTooLarge(BadRequest):
 
     code = "body-too-large"
 
+    @classmethod
+    def over(cls, limit: int) -> BodyTooLarge:
+        """The refusal of a body over ``limit`` bytes, the same wherever it is found."""
+        return cls(f"the body is larger than {limit} bytes", limit=limit)
+
 
 class UnsupportedMediaType(BadRequest):
     """The request body is not of a media type the endpoint reads (HTTP 415)."""

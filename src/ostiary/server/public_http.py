@@ -34,15 +34,12 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import re
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import cast
 from urllib.parse import unquote
@@ -51,15 +48,14 @@ import httptools
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.ocsp import OCSPResponseStatus
-from sqlalchemy.exc import OperationalError
-from starlette.responses import JSONResponse
 
 from ostiary.core.ca import fingerprint_sha256
-from ostiary.core.errors import MalformedInput, NotFound, OstiaryError
+from ostiary.core.errors import MalformedInput, NotFound
 from ostiary.core.ocsp import build_unsuccessful_response, ocsp_request_from_get_path
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
-from ostiary.server.problems import error_response, problem_response
+from ostiary.server.http1 import Reply, encode, problem, reply_for_error
+from ostiary.server.problems import BodyTooLarge, error_response
 
 PKIX_CERT = "application/pkix-cert"
 PKIX_CRL = "application/pkix-crl"
@@ -83,28 +79,6 @@ _GET = ("GET", "HEAD")
 _CRLS = ("/crl", "/crl.pem", "/root.crl")
 _NO_CACHE = (("Cache-Control", "no-cache"),)
 
-logger = logging.getLogger("ostiary.server.public")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One response: status, body, media type and extra headers."""
-
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def of(cls, response: JSONResponse) -> Reply:
-        """A reply from a problem document (:mod:`ostiary.server.problems`)."""
-        headers = tuple(
-            (k, v)
-            for k, v in response.headers.items()
-            if k not in ("content-length", "content-type")
-        )
-        return cls(response.status_code, bytes(response.body), response.media_type, headers)
-
 
 #: What a route gives: a reply now, or work for a worker thread that returns one.
 Routed = Reply | tuple[ThreadPoolExecutor, Callable[[], Reply]]
@@ -117,10 +91,6 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
-
-
-def _problem(status: HTTPStatus, code: str, detail: str, **headers: str) -> Reply:
-    return Reply.of(problem_response(status, code, detail, headers=headers or None))
 
 
 class PublicRoutes:
@@ -157,7 +127,7 @@ class PublicRoutes:
         fixed = self._fixed.get(path)
         by_fingerprint = path.startswith("/roots/") and path.count("/") == 2
         if fixed is None and not by_fingerprint and path not in _CRLS:
-            return _problem(HTTPStatus.NOT_FOUND, "not-found", f"nothing at {path}")
+            return problem(HTTPStatus.NOT_FOUND, "not-found", f"nothing at {path}")
         if method not in _GET:
             return _not_allowed(method, path, "GET, HEAD")
         if fixed is not None:
@@ -175,7 +145,7 @@ class PublicRoutes:
             media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media_type != OCSP_REQUEST:
                 shown = media_type or "none"
-                return _problem(
+                return problem(
                     HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                     "unsupported-media-type",
                     f"the body must be {OCSP_REQUEST}, not {shown}",
@@ -220,7 +190,7 @@ def _ocsp_reply(der: bytes) -> Reply:
 
 
 def _not_allowed(method: str, path: str, allow: str) -> Reply:
-    return _problem(
+    return problem(
         HTTPStatus.METHOD_NOT_ALLOWED,
         "method-not-allowed",
         f"{method} is not allowed on {path}",
@@ -246,27 +216,7 @@ def _run(work: Callable[[], Reply], method: str, path: str) -> Reply:
     try:
         return work()
     except Exception as exc:
-        return _failure(exc, method, path)
-
-
-def _failure(exc: Exception, method: str, path: str) -> Reply:
-    if isinstance(exc, OstiaryError):
-        return Reply.of(error_response(exc))
-    if isinstance(exc, OperationalError):
-        # The driver's message may name the database host: it goes to the log only.
-        logger.warning("the database cannot be reached in %s %s: %s", method, path, exc)
-        return _problem(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "the CA's database cannot be reached right now; try again later",
-            **{"Retry-After": "5"},
-        )
-    logger.error("unexpected error in %s %s", method, path, exc_info=exc)
-    return _problem(
-        HTTPStatus.INTERNAL_SERVER_ERROR,
-        "internal",
-        "the CA server failed unexpectedly; the error was logged",
-    )
+        return reply_for_error(exc, method, path)
 
 
 class _Refused(Exception):
@@ -316,11 +266,11 @@ class _Connection(asyncio.Protocol):
             if isinstance(refused, _Refused):
                 self._refuse(refused.reply)
             else:  # pragma: no cover - the callbacks raise nothing else
-                self._refuse(_problem(HTTPStatus.BAD_REQUEST, "bad-request", "bad request"))
+                self._refuse(problem(HTTPStatus.BAD_REQUEST, "bad-request", "bad request"))
             return
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._refuse(
-                _problem(HTTPStatus.BAD_REQUEST, "bad-request", "the request is not valid HTTP/1.1")
+                problem(HTTPStatus.BAD_REQUEST, "bad-request", "the request is not valid HTTP/1.1")
             )
             return
         self._drain()
@@ -337,12 +287,12 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > MAX_BODY_SIZE:
-            raise _Refused(_problem(HTTPStatus.BAD_REQUEST, "bad-request", "the URL is too long"))
+            raise _Refused(problem(HTTPStatus.BAD_REQUEST, "bad-request", "the URL is too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > MAX_HEADERS:
-            raise _Refused(_problem(HTTPStatus.BAD_REQUEST, "bad-request", "too many header lines"))
+            raise _Refused(problem(HTTPStatus.BAD_REQUEST, "bad-request", "too many header lines"))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
@@ -380,7 +330,7 @@ class _Connection(asyncio.Protocol):
             try:
                 routed = self._routes.route(request)
             except Exception as exc:
-                routed = _failure(exc, request.method, request.path)
+                routed = reply_for_error(exc, request.method, request.path)
             if isinstance(routed, Reply):
                 self._write(request, routed)
                 continue
@@ -395,9 +345,7 @@ class _Connection(asyncio.Protocol):
     def _finish(self, request: _Request, done: asyncio.Future[Reply]) -> None:
         self._busy = False
         if done.cancelled():
-            reply = _problem(
-                HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "the server is stopping"
-            )
+            reply = problem(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "the server is stopping")
         else:
             reply = done.result()
         self._write(request, reply)
@@ -410,7 +358,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         keep_alive = request.keep_alive and not self._server.stopping
-        transport.write(_encode(reply, head_only=request.method == "HEAD", close=not keep_alive))
+        transport.write(encode(reply, head_only=request.method == "HEAD", close=not keep_alive))
         if not keep_alive:
             transport.close()
 
@@ -421,7 +369,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if not self._busy:
-            transport.write(_encode(reply, head_only=False, close=True))
+            transport.write(encode(reply, head_only=False, close=True))
         transport.close()
 
     @property
@@ -434,59 +382,7 @@ class _Connection(asyncio.Protocol):
 
 
 def _too_large() -> Reply:
-    return Reply.of(
-        problem_response(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            "body-too-large",
-            f"the body is larger than {MAX_BODY_SIZE} bytes",
-            extra={"limit": MAX_BODY_SIZE},
-        )
-    )
-
-
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
-_date_cache: list[object] = [0, b""]
-
-
-def _date() -> bytes:
-    """The ``Date`` header value (RFC 9110 6.6.1), formatted once a second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
-    value = _date_cache[1]
-    assert isinstance(value, bytes)
-    return value
-
-
-#: The fixed part of response heads (all but Date and Content-Length), by what makes it.
-_HEADS: dict[tuple[int, str | None, tuple[tuple[str, str], ...], bool], tuple[bytes, bytes]] = {}
-_MAX_HEADS = 1024
-
-
-def _encode(reply: Reply, *, head_only: bool, close: bool) -> bytes:
-    key = (reply.status, reply.content_type, reply.headers, close)
-    fixed = _HEADS.get(key)
-    if fixed is None:
-        status_line = b"HTTP/1.1 %d %s\r\nDate: " % (
-            reply.status,
-            _REASONS.get(reply.status, "").encode("ascii"),
-        )
-        lines = [f"{k}: {v}\r\n".encode("latin-1") for k, v in reply.headers]
-        if reply.content_type is not None:
-            lines.insert(0, f"Content-Type: {reply.content_type}\r\n".encode("latin-1"))
-        if close:
-            lines.append(b"Connection: close\r\n")
-        fixed = (status_line, b"".join(lines) + b"\r\n")
-        if len(_HEADS) < _MAX_HEADS:  # ETags vary: keep the cache bounded
-            _HEADS[key] = fixed
-    status_line, rest = fixed
-    if reply.status == 304:
-        return b"%b%b\r\n%b" % (status_line, _date(), rest)
-    length = len(reply.body)
-    if head_only:
-        return b"%b%b\r\nContent-Length: %d\r\n%b" % (status_line, _date(), length, rest)
-    return b"%b%b\r\nContent-Length: %d\r\n%b%b" % (status_line, _date(), length, rest, reply.body)
+    return Reply.of(error_response(BodyTooLarge.over(MAX_BODY_SIZE)))
 
 
 class PublicServer:
@@ -542,4 +438,4 @@ class PublicServer:
             self.routes.close()
 
 
-__all__ = ["PublicRoutes", "PublicServer", "Reply"]
+__all__ = ["PublicRoutes", "PublicServer"]

@@ -6,7 +6,8 @@
   without a restart. TLS asks for a client certificate *optionally* (trusting our root), so
   that renewal and revocation by mTLS work on the same port; the handshake leaves validity
   checks to the app (see :mod:`ostiary.tls`), and the certificate reaches the app through the
-  ASGI TLS extension (:mod:`ostiary.server.tls_scope`).
+  ASGI TLS extension (:mod:`ostiary.server.tls_scope`). ``POST /sign`` is answered by the
+  listener's protocol itself (:mod:`ostiary.server.api_http`), without the ASGI stack.
 - Plain HTTP (``http_address``): only what relying parties fetch without TLS (CRLs, OCSP, CA
   certificates, health). It always runs: certificates point their CDP and AIA at it. It is
   not uvicorn but the lean :class:`~ostiary.server.public_http.PublicServer` (OCSP answers
@@ -42,10 +43,10 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.self_issued import RenewingCertificate, SelfIssued, SelfIssuedSpec
 from ostiary.config import CAConfig, parse_address
 from ostiary.core.errors import BadRequest, OstiaryError
-from ostiary.server.app import create_app
+from ostiary.server.api_http import ApiHttpProtocol
+from ostiary.server.app import create_app, direct_endpoints
 from ostiary.server.context import ServerContext
 from ostiary.server.public_http import PublicServer
-from ostiary.server.tls_scope import TLSScopeHttpToolsProtocol
 from ostiary.tls import TLSIdentity, load_identity, server_context
 
 #: Lifetime of the server's own TLS certificate.
@@ -191,7 +192,7 @@ class CAServer:
             _Server(
                 uvicorn.Config(
                     create_app(context),
-                    http=TLSScopeHttpToolsProtocol,
+                    http=ApiHttpProtocol.serving(direct_endpoints(context)),
                     ssl_context_factory=self._ssl_context_factory,
                     lifespan="off",
                     access_log=access_log,

@@ -36,7 +36,7 @@ from ostiary.provisioners import (
     verify_sign_token,
 )
 from ostiary.provisioners.attest import attestation_for, with_attestation
-from ostiary.server.body import JSON, json_request_body, read_json
+from ostiary.server.body import JSON, json_request_body, parse_json, read_body, read_json
 from ostiary.server.context import ServerContext, current_context, server_context
 from ostiary.server.credentials import (
     Holder,
@@ -68,9 +68,10 @@ async def _revoke_body(request: Request) -> RevokeRequest:
     return await read_json(request, RevokeRequest)
 
 
-# The server calls this endpoint directly, ahead of FastAPI's routing and request handling
-# (DirectRoute, in ostiary.server.app): so it takes the bare request, reads its own body and
-# serializes its own answer. The route below documents it (the response model is the
+# On the HTTPS listener, the protocol calls sign_answer directly (ostiary.server.api_http);
+# what reaches the app is served by DirectRoute (ostiary.server.app), ahead of FastAPI's
+# routing and request handling: so the endpoint takes the bare request, reads its own body
+# and serializes its own answer. The route below documents it (the response model is the
 # schema) and answers the other methods.
 @router.post(
     "/sign",
@@ -79,21 +80,30 @@ async def _revoke_body(request: Request) -> RevokeRequest:
     openapi_extra=json_request_body(SignRequest),
 )
 async def sign(request: Request) -> Response:
-    """Issue a certificate for a CSR authorized by a one-time token.
+    """Issue a certificate for a CSR authorized by a one-time token."""
+    body = await read_body(request, media_types=(JSON,))
+    answer = await sign_answer(server_context(request), body)
+    return Response(answer, status_code=201, media_type=JSON)
 
-    A coroutine, unlike the other handlers: the checks and the signature take less time
-    than a switch to a worker thread, and the record waits for its group commit without
-    holding a thread (:meth:`Authority.issue_async`). The provisioner comes from memory;
-    only every few seconds is its row looked at, briefly, in the loop's thread.
+
+async def sign_answer(context: ServerContext, body: bytes) -> bytes:
+    """The work of ``POST /sign`` on a body already read: the JSON answer (201).
+
+    Called by :func:`sign` and, on the HTTPS listener, straight from the HTTP protocol
+    (:mod:`ostiary.server.api_http`), which checks the media type and size as
+    :func:`~ostiary.server.body.read_body` does. A coroutine, unlike the other handlers:
+    the checks and the signature take less time than a switch to a worker thread, and the
+    record waits for its group commit without holding a thread
+    (:meth:`Authority.issue_async`). The provisioner comes from memory; only every few
+    seconds is its row looked at, briefly, in the loop's thread.
     """
-    context = server_context(request)
-    body = await read_json(request, SignRequest)
+    payload = parse_json(body, SignRequest)
     authority = context.authority
-    csr = load_csr(body.csr.encode("utf-8"))
-    requested = parse_requested_not_after(body.not_after)
+    csr = load_csr(payload.csr.encode("utf-8"))
+    requested = parse_requested_not_after(payload.not_after)
     grant = verify_sign_token(
         authority.store,
-        body.token,
+        payload.token,
         csr,
         ca=context.ca,
         now=authority.clock(),
@@ -101,12 +111,12 @@ async def sign(request: Request) -> Response:
         provisioners=context.provisioners,
     )
     authorization = grant.authorization
-    if grant.requires_attestation or body.attestation is not None:
+    if grant.requires_attestation or payload.attestation is not None:
         # Every attestation check before anything is spent; the nonce, then the token with
         # the certificate (docs/tpm.md). Parsing, chain checks and the nonce's write run in a
         # worker thread: this path is rare, and the loop must not wait on them.
         authorization = await run_in_threadpool(
-            _attested, authority, grant.provisioner, body.attestation, csr, authorization
+            _attested, authority, grant.provisioner, payload.attestation, csr, authorization
         )
     certificate = await authority.issue_async(
         csr,
@@ -114,8 +124,7 @@ async def sign(request: Request) -> Response:
         actor=f"provisioner:{grant.provisioner}",
         token=sign_token_spend(grant),
     )
-    answer = CertificateAnswer.of(certificate, context.chain_pem)
-    return Response(answer.model_dump_json(), status_code=201, media_type=JSON)
+    return CertificateAnswer.of(certificate, context.chain_pem).model_dump_json().encode()
 
 
 def _attested(
