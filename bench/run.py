@@ -49,7 +49,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,8 +124,8 @@ def free_port() -> int:  # as in bench/gateway.py (not imported: it pulls in ost
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 30
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -170,23 +170,25 @@ def peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def start(argv: list[str], log: Path, port: int) -> subprocess.Popen[bytes]:
+def start(argv: list[str], log: Path, port: int, *, patience: float = 1) -> subprocess.Popen[bytes]:
+    """``argv`` pinned to the server core, once it listens on ``port`` (``patience``
+    multiplies the waits, for a server under valgrind)."""
     handle = log.open("wb")
     process = subprocess.Popen(
         ["taskset", "-c", SERVER_CPUS, *argv], stdout=handle, stderr=subprocess.STDOUT
     )
     try:
-        wait_for_port(port)
+        wait_for_port(port, 30 * patience)
     except RuntimeError:
         process.kill()
         raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}") from None
     return process
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], *, patience: float = 1) -> None:
     process.terminate()
     try:
-        process.wait(10)
+        process.wait(10 * patience)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -452,9 +454,17 @@ class Ostiary:
 
 @contextmanager
 def ostiary_server(
-    work: Path, prepare: Callable[[Store, x509.Certificate], None] | None = None
+    work: Path,
+    prepare: Callable[[Store, x509.Certificate], None] | None = None,
+    *,
+    wrapper: Sequence[str] = (),
+    patience: float = 1,
 ) -> Iterator[Ostiary]:
-    """An initialized CA, served; ``prepare`` gets its store and intermediate before start."""
+    """An initialized CA, served; ``prepare`` gets its store and intermediate before start.
+
+    ``wrapper`` goes before the server's command line (bench/instructions.py: valgrind and
+    the Python interpreter), ``patience`` multiplies the waits for it to start and stop.
+    """
     folder = work / "ostiary"
     password_file = work / "password"
     password_file.write_text(PASSWORD + "\n")
@@ -474,11 +484,11 @@ def ostiary_server(
         finally:
             prepared.dispose()
     process = start(
-        [str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
+        [*wrapper, str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
          "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}"],
-        work / "ostiary.log", port,
+        work / "ostiary.log", port, patience=patience,
     )  # fmt: skip
-    wait_for_port(http_port)
+    wait_for_port(http_port, 30 * patience)
     store = Store.from_url(paths.database_url(config))
     try:
         yield Ostiary(
@@ -494,7 +504,7 @@ def ostiary_server(
         )
     finally:
         store.dispose()
-        stop(process)
+        stop(process, patience=patience)
 
 
 def mint_tokens(server: Ostiary, count: int) -> list[str]:
