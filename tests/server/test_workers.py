@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import ssl
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from ostiary.authority.folder import CAMaterial
+from ostiary.tls import client_context
 from tests.server.conftest import Provisioners, make_csr
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start_serve
 from tests.server.test_crash import recorded_fingerprints
@@ -82,6 +88,77 @@ def test_workers_share_the_ports_and_every_certificate_they_issue_is_recorded(
     assert fingerprints <= recorded_fingerprints(ca_folder)  # the audit chain verifies too
     log = (tmp_path / "serve.log").read_text()
     assert "serving with 3 worker processes" in log
+
+
+CONNECTIONS = 24
+
+
+def sockets_of(pids: set[int], port: int, state: str) -> dict[int, set[str]]:
+    """Per process, the sockets on local ``port`` in TCP ``state`` ("0A" listening, "01"
+    established) it holds (read from /proc: whose descriptors name the socket)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    held: dict[int, set[str]] = {}
+    for pid in pids:
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(descriptor)
+            except OSError:  # closed meanwhile
+                continue
+            if target in inodes:
+                held.setdefault(pid, set()).add(target)
+    return held
+
+
+@contextmanager
+def open_connections(url: str, context: ssl.SSLContext | None) -> Iterator[None]:
+    """``CONNECTIONS`` keep-alive connections opened at once, each answered once (so that a
+    worker has accepted it), kept open until the block ends."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with ExitStack() as stack:
+        connections = []
+        for _ in range(CONNECTIONS):
+            raw = socket.create_connection((parts.hostname, parts.port), timeout=30)
+            one = context.wrap_socket(raw, server_hostname=parts.hostname) if context else raw
+            connections.append(stack.enter_context(one))
+        for one in connections:
+            one.sendall(b"GET /health HTTP/1.1\r\nHost: ca\r\n\r\n")
+        for one in connections:
+            answer = b""
+            while not answer.endswith(b"}"):
+                answer += one.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+        yield
+
+
+def test_each_worker_listens_on_its_own_sockets_and_connections_reach_them_all(
+    ca_folder: CAFolder, tmp_path: Path
+) -> None:
+    """A SO_REUSEPORT group, a socket per worker: with one listening socket shared, the
+    first worker awake took every connection of a burst (the bench's 8 and 32)."""
+    server = start_serve(ca_folder, tmp_path / "serve.log", options=("--workers", "2"))
+    try:
+        workers = workers_of(server, expected=2)
+        for url, context in (
+            (server.http_url, None),
+            (server.https_url, client_context([server.root])),
+        ):
+            port = urlsplit(url).port or 0
+            listening = sockets_of({server.process.pid, *workers}, port, "0A")
+            assert set(listening) == workers, listening  # the parent holds none
+            assert [len(inodes) for inodes in listening.values()] == [1, 1]
+            assert len(set.union(*listening.values())) == 2  # not one shared socket
+            with open_connections(url, context):
+                held = sockets_of(workers, port, "01")
+            assert sum(len(inodes) for inodes in held.values()) == CONNECTIONS, held
+            assert set(held) == workers, held  # all on one: 2 in 2**24 by chance
+    finally:
+        server.stop()
+    wait_gone(workers)
 
 
 def test_a_worker_that_dies_stops_the_whole_server(

@@ -64,7 +64,13 @@ def serve(
     import uvloop
 
     from ostiary.server.context import ServerContext
-    from ostiary.server.runner import CAServer, bind, default_http_address, public_url, with_url
+    from ostiary.server.runner import (
+        CAServer,
+        bind_each,
+        default_http_address,
+        public_url,
+        with_url,
+    )
     from ostiary.server.workers import run_workers
 
     with unlock_ca(directory, password_file) as ca:
@@ -78,8 +84,9 @@ def serve(
         plain_address = (
             http_address or material.config.http_address or default_http_address(https_address)
         )
-        https_socket = bind(https_address)
-        http_socket = bind(plain_address)
+        https_sockets = bind_each(https_address, workers)
+        http_sockets = bind_each(plain_address, workers)
+        https_socket, http_socket = https_sockets[0], http_sockets[0]
         authority = with_url(ca.authority, public_url(material.config, http_socket))
         _refresh_root_crl(authority, ca.password)
         context = ServerContext.for_authority(authority)
@@ -93,7 +100,8 @@ def serve(
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
 
-        def run() -> None:
+        def run(index: int = 0) -> None:
+            server.use_listeners(https_sockets[index], http_sockets[index])
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(server.serve())
 
@@ -108,7 +116,8 @@ def serve(
             # A CRL encoding child started at start-up (big CRL) belongs to this process: its
             # pool's threads do not survive fork, so each worker starts its own when needed.
             server.context.crl.close()
-            if run_workers(workers, run, engine=authority.store.engine):
+            listeners = list(zip(https_sockets, http_sockets, strict=True))
+            if run_workers(workers, run, engine=authority.store.engine, listeners=listeners):
                 raise typer.Exit(1)
     note("Stopped.")
 

@@ -71,14 +71,44 @@ def bind(address: str) -> socket.socket:
     accepted connections of such sockets, and without it a response written in two parts
     (headers, body) waits for the client's delayed ACK, some 40 ms per request.
     """
+    return bind_each(address, 1)[0]
+
+
+def bind_each(address: str, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on ``HOST:PORT``, one per worker process (see :func:`bind`).
+
+    Forked workers sharing one listening socket do not share its connections: every waiting
+    worker is woken for a new connection and the first awake takes all that are queued, so
+    one worker took every keep-alive connection of a burst (measured: all 8 and all 32 of
+    the bench's clients, the other worker idle). Several sockets make one ``SO_REUSEPORT``
+    group instead: the kernel hands each new connection to one of them by a hash of its
+    addresses, and each worker accepts from its own. The first socket picks the port
+    (port 0: any free one), the others join it. A lone socket does not set
+    ``SO_REUSEPORT``, so that a second server on a port in use is refused.
+    """
     try:
         host, port = parse_address(address)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listeners.append(_listen(address, host, port, reuse_port=count > 1))
+            port = listeners[0].getsockname()[1]
+    except BadRequest:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _listen(address: str, host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
         listener.listen(_BACKLOG)
     except OSError as exc:
@@ -204,6 +234,13 @@ class CAServer:
         )
         self._public = PublicServer(context, grace_seconds=_GRACE_SECONDS)
 
+    def use_listeners(self, https_socket: socket.socket, http_socket: socket.socket) -> None:
+        """Serve on these sockets instead, of the same addresses: a worker's own
+        (:func:`bind_each`). Call it before :meth:`serve`.
+        """
+        self._https_socket = https_socket
+        self._http_socket = http_socket
+
     @property
     def https_port(self) -> int:
         return int(self._https_socket.getsockname()[1])
@@ -308,6 +345,7 @@ __all__ = [
     "SERVER_CERTIFICATE_LIFETIME",
     "CAServer",
     "bind",
+    "bind_each",
     "default_http_address",
     "public_url",
     "server_certificate_spec",

@@ -1,9 +1,11 @@
-"""Worker processes: one CA server per core, all on the same listening sockets.
+"""Worker processes: one CA server per core, all on the same ports.
 
 One Python process uses one core (the GIL). ``ca serve --workers N`` prepares everything once
 in the parent (keys unlocked, sockets bound, the TLS certificate issued, the first CRL
-built), then forks N workers that each run that same server on the inherited sockets; the
-kernel hands every new connection to one of them. Forking rather than starting fresh
+built), then forks N workers that each run that same server. Each worker keeps its own
+listening sockets of a ``SO_REUSEPORT`` group (:func:`ostiary.server.runner.bind_each`) and
+closes the others', so the kernel spreads new connections over the workers; the parent
+closes them all. Forking rather than starting fresh
 interpreters keeps the unlocked keys in memory: no password is asked again, no key file is
 read again.
 
@@ -20,11 +22,13 @@ read again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from sqlalchemy import Engine
@@ -35,14 +39,25 @@ MAX_WORKERS = 64
 logger = logging.getLogger("ostiary.server")
 
 
-def run_workers(count: int, serve: Callable[[], None], *, engine: Engine) -> int:
-    """Fork ``count`` processes running ``serve``; wait for all of them; the exit status.
+def run_workers(
+    count: int,
+    serve: Callable[[int], None],
+    *,
+    engine: Engine,
+    listeners: Sequence[Sequence[socket.socket]] = (),
+) -> int:
+    """Fork ``count`` processes running ``serve(index)``; wait for all; the exit status.
 
-    0 when the workers stopped on SIGTERM/SIGINT (sent to the parent or to them), 1 when
-    one of them ended on its own (crashed, or was killed) and the others were stopped.
+    ``listeners[index]`` are the sockets worker ``index`` serves: it closes every other
+    worker's, and the parent, once all are forked, closes them all, so that each socket is
+    open in one process only. 0 when the workers stopped on SIGTERM/SIGINT (sent to the
+    parent or to them), 1 when one of them ended on its own (crashed, or was killed) and the
+    others were stopped.
     """
     if not 1 <= count <= MAX_WORKERS:
         raise ValueError(f"worker count must be 1 to {MAX_WORKERS}")
+    if listeners and len(listeners) != count:
+        raise ValueError("one set of listening sockets per worker")
     workers: set[int] = set()
     stopping = False
 
@@ -54,13 +69,15 @@ def run_workers(count: int, serve: Callable[[], None], *, engine: Engine) -> int
 
     previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for _ in range(count):
+        for index in range(count):
             pid = os.fork()
             if pid == 0:  # the worker
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-                os._exit(_worker(serve, engine))
+                _close(listeners, keep=index)
+                os._exit(_worker(functools.partial(serve, index), engine))
             workers.add(pid)
+        _close(listeners, keep=None)
         logger.info("serving with %d worker processes: %s", count, sorted(workers))
         status = 0
         while workers:
@@ -90,6 +107,14 @@ def _worker(serve: Callable[[], None], engine: Engine) -> int:
         sys.stdout.flush()  # os._exit() skips the interpreter's own clean-up
         sys.stderr.flush()
     return 0
+
+
+def _close(listeners: Sequence[Sequence[socket.socket]], *, keep: int | None) -> None:
+    """Close every worker's listening sockets but those of worker ``keep``."""
+    for index, sockets in enumerate(listeners):
+        if index != keep:
+            for listener in sockets:
+                listener.close()
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
