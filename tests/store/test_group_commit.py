@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import Connection, create_engine, event, func, select
 
 from ostiary.core.errors import Conflict
 from ostiary.store import (
@@ -25,7 +30,10 @@ from ostiary.store import (
     UsedToken,
     certificate_values,
     record_certificate,
+    sqlite_url_for,
 )
+from ostiary.store._locks import WriterLock
+from ostiary.store.migrate import migrate
 from tests.store.conftest import MiniCA
 
 SPENDERS = 10
@@ -300,3 +308,66 @@ def test_a_token_raced_through_two_replicas_is_spent_once(
     assert sorted(audit_events(store)) == [("token.reused", "jti-raced")] * 7 + [
         ("token.used", "jti-raced")
     ]
+
+
+# --------------------------------------------------------------------------- SQLite writer lock
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.from_url(sqlite_url_for(tmp_path / "ca.db"))
+    migrate(store.engine)
+    yield store
+    store.dispose()
+
+
+def test_on_sqlite_a_batch_waits_for_another_writers_turn_and_commits_when_it_ends(
+    sqlite_store: Store, tmp_path: Path, now: datetime
+) -> None:
+    """Another process's batch holds the writer lock (another open file of it: the same
+    exclusion as another process): ours waits on it, not on SQLite's busy handler."""
+    holder = os.open(tmp_path / "ca.db-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(write, sqlite_store, spender("jti-turn", now))
+            time.sleep(0.3)
+            assert not pending.done()
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            assert pending.result(timeout=30) is True
+    finally:
+        os.close(holder)
+    assert audit_events(sqlite_store) == [("token.used", "jti-turn")]
+
+
+def test_the_writer_lock_file_is_private(
+    sqlite_store: Store, tmp_path: Path, now: datetime
+) -> None:
+    write(sqlite_store, spender("jti-mode", now))
+    assert stat.S_IMODE((tmp_path / "ca.db-writer").stat().st_mode) == 0o600
+
+
+def test_a_forked_process_takes_the_writer_lock_through_a_file_of_its_own(tmp_path: Path) -> None:
+    """A descriptor inherited over fork shares the parent's lock: the child must open anew."""
+    lock = WriterLock(str(tmp_path / "ca.db-writer"))
+    with lock.held():
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through its exit status
+            descriptor = lock._open()
+            try:
+                assert descriptor is not None
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os._exit(0)  # the parent's lock excludes the child: right
+            except BaseException:
+                os._exit(2)
+            os._exit(1)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_only_a_sqlite_file_has_a_writer_lock() -> None:
+    assert WriterLock.for_engine(create_engine("sqlite://")) is None
+    assert WriterLock.for_engine(create_engine("postgresql+psycopg://ostiary@127.0.0.1/x")) is None
+    lock = WriterLock.for_engine(create_engine("sqlite:////srv/ostiary/ca.db"))
+    assert lock is not None and lock.path == "/srv/ostiary/ca.db-writer"

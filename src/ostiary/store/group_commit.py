@@ -32,6 +32,11 @@ statement before the units run; each unit then reads whether *its* token was spe
 one :class:`~ostiary.store.audit.AuditChain`), which the batch inserts table by table, one
 statement each, before it commits. The audit lock is taken first so that on PostgreSQL
 batches of different replicas queue on it instead of deadlocking on each other's rows.
+
+On SQLite, processes writing to one file (``ca serve --workers``) take their turns through
+a :class:`~ostiary.store._locks.WriterLock` before ``BEGIN IMMEDIATE``: the next in line is
+woken when the previous commit ends instead of sleeping in SQLite's busy handler. A process
+that waits meanwhile queues more units, so its next batch is bigger.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, Engine, Insert, insert
 from sqlalchemy.exc import IntegrityError
 
+from ostiary.store._locks import WriterLock
 from ostiary.store._unique import is_unique_violation
 from ostiary.store.audit import AuditChain
 from ostiary.store.models import Base
@@ -184,6 +190,7 @@ class GroupCommit:
         self._leading = False
         self._leader: threading.Thread | None = None
         self._leader_calls: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._writer_lock = WriterLock.for_engine(engine)
 
     @property
     def pending(self) -> int:
@@ -295,6 +302,12 @@ class GroupCommit:
             waiting.finish(result)
 
     def _transaction(self, batch: list[_Waiting[Any]]) -> list[Any]:
+        if self._writer_lock is None:
+            return self._write(batch)
+        with self._writer_lock.held():
+            return self._write(batch)
+
+    def _write(self, batch: list[_Waiting[Any]]) -> list[Any]:
         with self._engine.connect() as connection:
             transaction = connection.begin()
             try:
