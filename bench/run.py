@@ -4,7 +4,11 @@
 
 - Issuance: ``POST /sign`` (HTTPS, one-time JWK token per request, minted untimed
   beforehand) against ``cfssl serve`` ``POST /api/v1/cfssl/authsign`` (HMAC-authenticated,
-  plain HTTP, certdb on SQLite), same pre-generated P-256 CSRs, concurrency 1, 8, 32.
+  plain HTTP, certdb on SQLite), same pre-generated P-256 CSRs, concurrency 1, 8, 32;
+  twice: each server pinned to the same one core (rows ``issuance``, ratios
+  ``issuance_one_core@N``), then each server free to use every core, Ostiary as
+  ``ca serve --workers <cores>`` (rows ``issuance-all-cores``, ratios ``issuance@N``: the
+  machine as one would deploy on it).
 - OCSP: ``POST /ocsp`` on Ostiary's plain-HTTP port against ``cfssl ocspserve`` (this
   cfssl, 1.2.0 from Debian, serves only pre-signed responses from a ``-responses`` file;
   the file is made with Python for the certificates cfssl issued). Driven by ``wrk`` (one
@@ -21,7 +25,7 @@
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
-other cores.
+other cores; except in the all-cores issuance part, where servers and client share them all.
 Server CPU per operation comes from ``/proc/<pid>/stat`` (utime + stime, the whole process
 tree), peak memory from ``VmHWM``. The client's ceiling is measured first against nginx
 ``return 200`` (pinned like the servers), then Ostiary's ``/health``: if those rates are not
@@ -79,6 +83,8 @@ PROVISIONER = "bench"
 CORES = os.cpu_count() or 1
 SERVER_CPUS = str(CORES - 1)
 CLIENT_CPUS = {c for c in range(CORES - 1)} or {0}
+#: The whole machine: the servers (and the client, unpinned) in the all-cores issuance part.
+ALL_CPUS = ",".join(str(c) for c in range(CORES))
 CFSSL_SCHEMA = """
 CREATE TABLE certificates (
   serial_number            blob NOT NULL,
@@ -170,12 +176,14 @@ def peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def start(argv: list[str], log: Path, port: int, *, patience: float = 1) -> subprocess.Popen[bytes]:
-    """``argv`` pinned to the server core, once it listens on ``port`` (``patience``
-    multiplies the waits, for a server under valgrind)."""
+def start(
+    argv: list[str], log: Path, port: int, *, patience: float = 1, cpus: str = SERVER_CPUS
+) -> subprocess.Popen[bytes]:
+    """``argv`` pinned to ``cpus`` (the server core), once it listens on ``port``
+    (``patience`` multiplies the waits, for a server under valgrind)."""
     handle = log.open("wb")
     process = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPUS, *argv], stdout=handle, stderr=subprocess.STDOUT
+        ["taskset", "-c", cpus, *argv], stdout=handle, stderr=subprocess.STDOUT
     )
     try:
         wait_for_port(port, 30 * patience)
@@ -459,11 +467,14 @@ def ostiary_server(
     *,
     wrapper: Sequence[str] = (),
     patience: float = 1,
+    workers: int = 1,
+    cpus: str = SERVER_CPUS,
 ) -> Iterator[Ostiary]:
     """An initialized CA, served; ``prepare`` gets its store and intermediate before start.
 
     ``wrapper`` goes before the server's command line (bench/instructions.py: valgrind and
-    the Python interpreter), ``patience`` multiplies the waits for it to start and stop.
+    the Python interpreter), ``patience`` multiplies the waits for it to start and stop;
+    ``workers`` is ``ca serve --workers``, ``cpus`` where the server may run.
     """
     folder = work / "ostiary"
     password_file = work / "password"
@@ -485,8 +496,9 @@ def ostiary_server(
             prepared.dispose()
     process = start(
         [*wrapper, str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
-         "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}"],
-        work / "ostiary.log", port, patience=patience,
+         "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}",
+         "--workers", str(workers)],
+        work / "ostiary.log", port, patience=patience, cpus=cpus,
     )  # fmt: skip
     wait_for_port(http_port, 30 * patience)
     store = Store.from_url(paths.database_url(config))
@@ -532,7 +544,7 @@ class Cfssl:
 
 
 @contextmanager
-def cfssl_server(work: Path) -> Iterator[Cfssl]:
+def cfssl_server(work: Path, cpus: str = SERVER_CPUS) -> Iterator[Cfssl]:
     folder = work / "cfssl"
     folder.mkdir()
     ca_key = generate_private_key(KeyType.P256)
@@ -573,7 +585,7 @@ def cfssl_server(work: Path) -> Iterator[Cfssl]:
         ["cfssl", "serve", "-address", "127.0.0.1", "-port", str(port),
          "-ca", str(folder / "ca.pem"), "-ca-key", str(folder / "ca-key.pem"),
          "-config", str(folder / "config.json"), "-db-config", str(folder / "db.json")],
-        work / "cfssl.log", port,
+        work / "cfssl.log", port, cpus=cpus,
     )  # fmt: skip
     try:
         yield Cfssl(process, f"http://127.0.0.1:{port}", auth_key, ca_cert, ca_key, folder)
@@ -671,33 +683,14 @@ def issuance(
         health = [request("GET", f"{server.https}/health")] * 2000
         for concurrency in (1, 32):
             rows.append(measure("ostiary", "health", pid, health, concurrency, cafile=root))
-        tokens = mint_tokens(server, total)
-        offset = 0
-        for concurrency, count in levels.items():
-            requests = [
-                json_post(f"{server.https}/sign", {"csr": csrs[i], "token": tokens[i]})
-                for i in range(offset, offset + count)
-            ]
-            rows.append(
-                measure("ostiary", "issuance", pid, requests, concurrency, cafile=root, expect=201)
-            )
-            offset += count
+        rows += ostiary_issuance(server, "issuance", levels, csrs)
         with server.store.transaction(read_only=True) as session:
             ders = session.scalars(select(CertificateRecord.der).limit(ocsp_count)).all()
         ostiary_certs = [x509.load_der_x509_certificate(d) for d in ders]
         if with_ocsp and ostiary_certs:
             rows += ostiary_ocsp(work, server, ostiary_certs, ocsp_seconds)
     with cfssl_server(work) as peer:
-        pid = peer.process.pid
-        url = f"{peer.url}/api/v1/cfssl/authsign"
-        offset = 0
-        for concurrency, count in levels.items():
-            requests = [
-                request("POST", url, authsign_body(peer.auth_key, csrs[i]), "application/json")
-                for i in range(offset, offset + count)
-            ]
-            rows.append(measure("cfssl", "issuance", pid, requests, concurrency))
-            offset += count
+        rows += cfssl_issuance(peer, "issuance", levels, csrs)
         with sqlite3.connect(peer.work / "certdb.sqlite") as connection:
             stored = connection.execute("SELECT pem FROM certificates LIMIT ?", (ocsp_count,))
             cfssl_certs = [
@@ -724,6 +717,62 @@ def issuance(
                 )
         finally:
             stop(process)
+    return rows
+
+
+def ostiary_issuance(
+    server: Ostiary, operation: str, levels: dict[int, int], csrs: list[str]
+) -> list[Row]:
+    """``POST /sign`` at each concurrency of ``levels`` (level -> count), a fresh token each."""
+    rows = []
+    tokens = iter(mint_tokens(server, sum(levels.values())))
+    csr = iter(csrs)
+    for concurrency, count in levels.items():
+        requests = [
+            json_post(f"{server.https}/sign", {"csr": next(csr), "token": next(tokens)})
+            for _ in range(count)
+        ]
+        rows.append(
+            measure("ostiary", operation, server.process.pid, requests, concurrency,
+                    cafile=server.root_pem, expect=201)
+        )  # fmt: skip
+    return rows
+
+
+def cfssl_issuance(
+    peer: Cfssl, operation: str, levels: dict[int, int], csrs: list[str]
+) -> list[Row]:
+    """``authsign`` at each concurrency of ``levels``, with the same CSRs as Ostiary's."""
+    url = f"{peer.url}/api/v1/cfssl/authsign"
+    rows = []
+    csr = iter(csrs)
+    for concurrency, count in levels.items():
+        requests = [
+            request("POST", url, authsign_body(peer.auth_key, next(csr)), "application/json")
+            for _ in range(count)
+        ]
+        rows.append(measure("cfssl", operation, peer.process.pid, requests, concurrency))
+    return rows
+
+
+def issuance_all_cores(work: Path, levels: dict[int, int]) -> list[Row]:
+    """Issuance as deployed on this machine: each server may use every core, Ostiary as
+    ``ca serve --workers <cores>``, cfssl's Go runtime on all of them; the client runs
+    unpinned beside them (its CPU is the same on both sides). Rows ``issuance-all-cores``.
+    """
+    work = work / "all-cores"
+    work.mkdir()
+    rows: list[Row] = []
+    total = sum(levels.values())
+    csrs = make_csrs(total)
+    os.sched_setaffinity(0, range(CORES))
+    try:
+        with ostiary_server(work, workers=CORES, cpus=ALL_CPUS) as server:
+            rows += ostiary_issuance(server, "issuance-all-cores", levels, csrs)
+        with cfssl_server(work, cpus=ALL_CPUS) as peer:
+            rows += cfssl_issuance(peer, "issuance-all-cores", levels, csrs)
+    finally:
+        os.sched_setaffinity(0, CLIENT_CPUS)
     return rows
 
 
@@ -983,15 +1032,22 @@ def main() -> None:
                 levels = {8: ocsp_count + 8}
             rows = issuance(Path(temp), levels, ocsp_count, "ocsp" in parts, ocsp_seconds)
             rows = [r for r in rows if r.operation != "issuance" or "issuance" in parts]
+            if "issuance" in parts and CORES > 1:
+                rows += issuance_all_cores(Path(temp), levels)
         if "crl" in parts:
             crl = crl_builds(sizes)
             for where in ("thread", "process"):
                 rows += crl_stall(Path(temp), sizes[-1], ocsp_seconds, where)
     gateway = gateway_scenario(args.quick) if "gateway" in parts else {}
     ratios: dict[str, float | None] = {
-        "issuance@1": ratio(rows, "issuance", 1),
-        "issuance@8": ratio(rows, "issuance", 8),
-        "issuance@32": ratio(rows, "issuance", 32),
+        # The machine as deployed: every core for each server (Ostiary --workers <cores>).
+        "issuance@1": ratio(rows, "issuance-all-cores", 1),
+        "issuance@8": ratio(rows, "issuance-all-cores", 8),
+        "issuance@32": ratio(rows, "issuance-all-cores", 32),
+        # Per core: each server pinned to the same one core, one Ostiary process.
+        "issuance_one_core@1": ratio(rows, "issuance", 1),
+        "issuance_one_core@8": ratio(rows, "issuance", 8),
+        "issuance_one_core@32": ratio(rows, "issuance", 32),
         "ocsp@32": ratio(rows, "ocsp", 32),
         # Server CPU per OCSP answer, cfssl's / Ostiary's: how many times more answers one
         # core gives, whichever side the load generator saturates first.
