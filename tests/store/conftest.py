@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -19,13 +20,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session
 
-from ostiary.store import Store, migrate
+from ostiary.store import Store, migrate, sqlite_url_for
 
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     """A migrated store."""
     store = Store.from_url(database_url)
+    migrate(store.engine)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated store on a SQLite file, ``ca.db`` in ``tmp_path`` (SQLite-only tests)."""
+    store = Store.from_url(sqlite_url_for(tmp_path / "ca.db"))
     migrate(store.engine)
     yield store
     store.dispose()

@@ -8,7 +8,6 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,10 +29,8 @@ from ostiary.store import (
     UsedToken,
     certificate_values,
     record_certificate,
-    sqlite_url_for,
 )
 from ostiary.store._locks import WriterLock
-from ostiary.store.migrate import migrate
 from tests.store.conftest import MiniCA
 
 SPENDERS = 10
@@ -311,14 +308,6 @@ def test_a_token_raced_through_two_replicas_is_spent_once(
 
 
 # --------------------------------------------------------------------------- SQLite writer lock
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.from_url(sqlite_url_for(tmp_path / "ca.db"))
-    migrate(store.engine)
-    yield store
-    store.dispose()
 
 
 def test_on_sqlite_a_batch_waits_for_another_writers_turn_and_commits_when_it_ends(

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ostiary.store import _locks
+from ostiary.store._prepared import Prepared
 from ostiary.store.models import AuditEntry, AuditHead
 
 #: ``prev_hash`` of the first entry.
@@ -235,17 +236,20 @@ class AuditLog:
             return AuditVerification(False, checked, None, AuditFault.HEAD_MISMATCH)
 
 
-# Built once: making a Core statement per batch costs more than running it.
-_INSERT_ENTRY = insert(AuditEntry)
-_LOCK_HEAD = select(AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
+# Built once: making a Core statement per batch costs more than running it. Run through
+# Prepared: on SQLite, by the driver directly (store/_prepared.py).
+_INSERT_ENTRY = Prepared(insert(AuditEntry))
+_LOCK_HEAD = Prepared(select(AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update())
 _ENTRY_ID = select(AuditEntry.id).where(AuditEntry.hash == bindparam("new_hash"))
-_INSERT_HEAD = insert(AuditHead).from_select(
-    ["id", "last_entry_id", "hash"],
-    select(literal(HEAD_ID), AuditEntry.id, AuditEntry.hash).where(
-        AuditEntry.hash == bindparam("new_hash")
-    ),
+_INSERT_HEAD = Prepared(
+    insert(AuditHead).from_select(
+        ["id", "last_entry_id", "hash"],
+        select(literal(HEAD_ID), AuditEntry.id, AuditEntry.hash).where(
+            AuditEntry.hash == bindparam("new_hash")
+        ),
+    )
 )
-_UPDATE_HEAD = (
+_UPDATE_HEAD = Prepared(
     update(AuditHead)
     .where(AuditHead.id == HEAD_ID)
     .values(last_entry_id=_ENTRY_ID.scalar_subquery(), hash=bindparam("new_hash"))
@@ -275,7 +279,8 @@ class AuditChain:
         if self._locked:
             return
         _locks.lock_for_transaction(self._connection, _locks.AUDIT_APPEND)
-        head = self._connection.execute(_LOCK_HEAD).scalar_one_or_none()
+        rows = _LOCK_HEAD.execute(self._connection, {})
+        head = rows[0][0] if rows else None
         self._head_exists = head is not None
         self._prev_hash = head if head is not None else GENESIS_HASH
         self._locked = True
@@ -301,10 +306,10 @@ class AuditChain:
         """Insert the appended entries and point the head at the newest (nothing if none)."""
         if not self._entries:
             return
-        self._connection.execute(_INSERT_ENTRY, self._entries)
+        _INSERT_ENTRY.execute(self._connection, self._entries)
         self._entries = []
         head = {"new_hash": self._prev_hash}
-        self._connection.execute(_UPDATE_HEAD if self._head_exists else _INSERT_HEAD, head)
+        (_UPDATE_HEAD if self._head_exists else _INSERT_HEAD).execute(self._connection, head)
         self._head_exists = True
 
 

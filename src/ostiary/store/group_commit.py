@@ -50,10 +50,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, Insert, insert
+from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from ostiary.store._locks import WriterLock
+from ostiary.store._prepared import Prepared
 from ostiary.store._unique import is_unique_violation
 from ostiary.store.audit import AuditChain
 from ostiary.store.models import Base
@@ -114,7 +115,7 @@ class _Rows:
         """Insert every table's rows, one statement (an ``executemany``) per table."""
         for model, rows in self._tables.items():
             try:
-                connection.execute(_insert(model), [values for values, _ in rows])
+                _insert(model).execute(connection, [values for values, _ in rows])
             except IntegrityError as error:
                 duplicate = rows[0][1] if len(rows) == 1 else None
                 if duplicate is not None and is_unique_violation(error):
@@ -124,9 +125,9 @@ class _Rows:
 
 
 @functools.cache
-def _insert(model: type[Base]) -> Insert:
+def _insert(model: type[Base]) -> Prepared:
     """Built once per table: building a statement costs more than running it."""
-    return insert(model)
+    return Prepared(insert(model))
 
 
 Unit = Callable[[Batch], T]

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import ReturningInsert
 
 from ostiary.core.errors import BadRequest, TokenReused
+from ostiary.store._prepared import Prepared
 from ostiary.store._unique import insert_unless_duplicate
 from ostiary.store.models import TOKEN_ID_LENGTH, UsedToken
 
@@ -107,10 +107,7 @@ def spend_tokens(connection: Connection, uses: Sequence[TokenUse]) -> list[bool]
     if not rows:
         return []
     statement = _spend_statement(connection.dialect.name == "postgresql")
-    inserted = {
-        (row.provisioner, row.token_id)
-        for row in connection.execute(statement, list(rows.values()))
-    }
+    inserted = {(row[0], row[1]) for row in statement.execute(connection, list(rows.values()))}
     answers = []
     for use in uses:
         key = (use.spend.provisioner, use.spend.token_id)
@@ -120,14 +117,14 @@ def spend_tokens(connection: Connection, uses: Sequence[TokenUse]) -> list[bool]
 
 
 @functools.cache
-def _spend_statement(postgres: bool) -> ReturningInsert[str, str]:
+def _spend_statement(postgres: bool) -> Prepared:
     """Built once: building a statement per batch costs more than running it."""
     statement = (
         postgresql.insert(UsedToken).on_conflict_do_nothing()
         if postgres
         else sqlite.insert(UsedToken).on_conflict_do_nothing()
     )
-    return statement.returning(UsedToken.provisioner, UsedToken.token_id)
+    return Prepared(statement.returning(UsedToken.provisioner, UsedToken.token_id))
 
 
 def _check_token_id(token_id: str) -> None:
