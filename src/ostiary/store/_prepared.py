@@ -42,8 +42,9 @@ class _Compiled:
 
     sql: str
     compiled: SQLCompiler
-    names: tuple[str, ...]
-    processors: tuple[_Processor, ...]
+    #: The parameters in the SQL's order, each with its type's bind processor.
+    binds: tuple[tuple[str, _Processor], ...]
+    returns_rows: bool
 
     @classmethod
     def of(cls, statement: Executable, dialect: Dialect, keys: Sequence[str]) -> _Compiled:
@@ -53,20 +54,18 @@ class _Compiled:
         if compiled.insert_prefetch or compiled.update_prefetch:
             # Column defaults computed in Python: SQLAlchemy's execution fills them in.
             raise ValueError("a prepared statement must be given every column it writes")
-        names = tuple(compiled.positiontup)
-        processors = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in names
+        binds = tuple(
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup
         )
-        return cls(compiled.string, compiled, names, processors)
+        writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        return cls(compiled.string, compiled, binds, bool(compiled.returning) or not writes)
 
     def values(self, parameters: Parameters) -> tuple[Any, ...]:
         bound = self.compiled.construct_params(parameters)  # with the statement's own literals
         return tuple(
-            value if processor is None else processor(value)
-            for value, processor in zip(
-                (bound[name] for name in self.names), self.processors, strict=True
-            )
+            bound[name] if processor is None else processor(bound[name])
+            for name, processor in self.binds
         )
 
 
@@ -76,13 +75,10 @@ class Prepared:
     Build it once, at import: it compiles lazily, per set of parameter names.
     """
 
-    __slots__ = ("_compiled", "_returns_rows", "statement")
+    __slots__ = ("_compiled", "statement")
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._returns_rows = bool(getattr(statement, "_returning", None)) or bool(
-            getattr(statement, "is_select", False)
-        )
         self._compiled: dict[tuple[str, ...], _Compiled] = {}
 
     def execute(
@@ -97,7 +93,7 @@ class Prepared:
             raise ValueError("no parameter sets: nothing to run")
         if connection.dialect.name != "sqlite":
             result = connection.execute(self.statement, many[0] if len(many) == 1 else many)
-            return [tuple(row) for row in result] if self._returns_rows else []
+            return [tuple(row) for row in result] if result.returns_rows else []
         keys = tuple(many[0])
         compiled = self._compiled.get(keys)
         if compiled is None:
@@ -107,7 +103,7 @@ class Prepared:
         assert isinstance(driver, sqlite3.Connection)
         cursor = driver.cursor()
         try:
-            if not self._returns_rows:
+            if not compiled.returns_rows:
                 cursor.executemany(compiled.sql, rows)
                 return []
             returned: list[tuple[Any, ...]] = []
