@@ -72,7 +72,14 @@ def websocket(target: bytes) -> bytes:
         pytest.param(get(b"/vault%3bx/secret"), 400, id="fail/encoded-semicolon"),
         pytest.param(get(b"/vault;x=1/secret"), 400, id="fail/path-parameter"),
         pytest.param(get(b"http://localhost/vault/secret"), 400, id="fail/absolute-form"),
+        pytest.param(
+            b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n",
+            400,
+            id="fail/authority-form",
+        ),
+        pytest.param(get(b"*").replace(b"GET", b"OPTIONS"), 400, id="fail/asterisk-form"),
         pytest.param(get(b"/vault#x"), 400, id="fail/fragment"),
+        pytest.param(get(b"/vault?x#y"), 400, id="fail/fragment-after-query"),
         pytest.param(get(b"/x/../vault/secret"), 403, id="fail/dot-dot"),
         pytest.param(get(b"//vault/secret"), 403, id="fail/double-slash"),
         pytest.param(get(b"/./vault/secret"), 403, id="fail/dot"),
@@ -200,6 +207,6 @@ def test_canonical_form_is_a_fixed_point_without_dot_or_empty_segments(raw: byte
     assert path.isascii()
 
 
-def test_plain_targets_take_the_fast_path_unchanged() -> None:
+def test_plain_targets_pass_unchanged() -> None:
     for target in (b"/", b"/a/b-c_d.e~f", b"/a/", b"/a?b=%2F&c=..//", b"/.well-known/x"):
         assert canonical_target(target)[1] == target

@@ -252,6 +252,7 @@ class HTTPDownstream(End):
         self._url = b""
         self._added = b""
         self._forwarded = b""
+        self._host_block: tuple[bytes | None, bytes] | None = None  # last Host, its headers
         self._held: list[bytes] | None = []  # bytes before begin(), or after an upgrade
         self._refusals: dict[int, str | None] = {}  # by id() of the route
         self._connecting: asyncio.Task[None] | None = None
@@ -358,7 +359,10 @@ class HTTPDownstream(End):
         if exchange.upgrade:
             parts.append(b"connection: upgrade\r\n")
             exchange.request_done = True
-        parts.append(host_headers(host, self._forwarded))
+        block = self._host_block
+        if block is None or block[0] != host:  # a connection mostly asks for one host
+            block = self._host_block = (host, host_headers(host, self._forwarded))
+        parts.append(block[1])
         parts.append(self._added)
         return b"".join(parts)
 
