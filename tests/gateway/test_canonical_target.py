@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ostiary.core.errors import MalformedInput
-from ostiary.gateway.config import Route
+from ostiary.core.errors import BadRequest, MalformedInput
+from ostiary.gateway.config import Route, load_gateway_config
 from ostiary.gateway.identity import route_for
 from ostiary.gateway.server import Gateway
 from ostiary.gateway.target import canonical_path, canonical_target
@@ -210,3 +211,22 @@ def test_canonical_form_is_a_fixed_point_without_dot_or_empty_segments(raw: byte
 def test_plain_targets_pass_unchanged() -> None:
     for target in (b"/", b"/a/b-c_d.e~f", b"/a/", b"/a?b=%2F&c=..//", b"/.well-known/x"):
         assert canonical_target(target)[1] == target
+
+
+def test_route_options_load_from_the_toml_file_and_a_bad_prefix_is_one_readable_error(
+    ca: CA, tmp_path: Path
+) -> None:
+    common = (
+        'upstream = "http://127.0.0.1:9"\n'
+        f'ca_roots = ["{ca.ca_file}"]\ncert = "{ca.server.cert_file}"\n'
+        f'key = "{ca.server.key_file}"\n'
+    )
+    good = tmp_path / "good.toml"
+    good.write_text(common + '[[routes]]\nprefix = "/%76ault/"\ncase_insensitive = true\n')
+    (route,) = load_gateway_config(good, {}).routes
+    assert (route.prefix, route.case_insensitive) == ("/vault/", True)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(common + '[[routes]]\nprefix = "/vault%2Fsecret"\n')
+    with pytest.raises(BadRequest, match="must not encode '/'") as caught:
+        load_gateway_config(bad, {})
+    assert "\n" not in str(caught.value)
