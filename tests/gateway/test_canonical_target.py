@@ -92,10 +92,13 @@ def websocket(target: bytes) -> bytes:
 def test_refused_target_never_reaches_the_upstream(
     ca: CA, gateway: Gateway, app: Reached, software: Issued, head: bytes, status: int
 ) -> None:
+    reason = "policy-missing" if status == 403 else "bad-request"
+    counted = gateway.metrics.refused[reason]
     mark = app.mark()
     answer, body = exchange(ca, software, gateway.port, head)
     assert answer == status, body
     assert body.startswith(b"forbidden: policy-missing" if status == 403 else b"bad request: ")
+    assert gateway.metrics.refused[reason] == counted + 1  # counted before it is answered
     # A request that went through first would have been answered first: check after a twin.
     twin, _ = exchange(ca, software, gateway.port, get(b"/public/after"))
     assert twin == 200
