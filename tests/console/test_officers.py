@@ -339,3 +339,15 @@ def test_requester_text_cannot_drive_the_terminal(console: Console, api: httpx.C
     assert "[red]urgent[/red]" in flat
     assert "\\x1b[2J" in flat and "\\rforged" in flat and "\\x9b31m" in flat
     assert "\\u202eevil" in flat and "ink\\x1b[8m.door.example" in flat
+
+
+def test_officer_endpoints_refuse_strangers_before_reading_the_body(
+    console: Console, api: httpx.Client
+) -> None:
+    for path in ("/requests/abcd/approve", "/requests/abcd/reject", "/requests/reject"):
+        anonymous = api.post(path, content=b"not json")
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.headers["content-type"] == "application/problem+json"
+        with _as(console, console.stranger) as stranger:
+            assert stranger.post(path, content=b"not json").status_code == 403
+    assert api.get("/requests").status_code == 401

@@ -254,7 +254,7 @@ def pending(officer: Officer, context: Context) -> PendingList:
     "/requests/reject", response_model=Rejected, openapi_extra=json_request_body(RejectManyBody)
 )
 def reject_many(
-    body: Annotated[RejectManyBody, Depends(_reject_many_body)], officer: Officer, context: Context
+    officer: Officer, body: Annotated[RejectManyBody, Depends(_reject_many_body)], context: Context
 ) -> Rejected:
     """Reject every waiting request (of one provisioner, submitted before a time)."""
     if body.submitted_before is not None and body.submitted_before.tzinfo is None:
@@ -276,8 +276,8 @@ def reject_many(
 )
 def approve(
     request_id: str,
+    officer: Officer,  # first: a stranger is refused before the body is read
     body: Annotated[ApproveBody, Depends(_approve_body)],
-    officer: Officer,
     context: Context,
 ) -> Decision:
     """Approve a waiting request: its certificate is issued (officers only)."""
@@ -296,8 +296,8 @@ def approve(
 )
 def reject(
     request_id: str,
-    body: Annotated[RejectBody, Depends(_reject_body)],
     officer: Officer,
+    body: Annotated[RejectBody, Depends(_reject_body)],
     context: Context,
 ) -> Decision:
     """Reject a waiting request with a reason the requester will read (officers only)."""
