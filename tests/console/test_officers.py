@@ -115,9 +115,13 @@ def test_provisioner_that_allows_officer_names_accepts_and_the_request_is_flagge
     officer_serial = x509.load_pem_x509_certificate(console.officer.crt.read_bytes()).serial_number
     assert f"same name as valid certificate {officer_serial:x}" in flagged["warnings"]
     assert "Names an existing identity" in page
-    # the CLI table flags it too, with the whole id
+    # the CLI flags it too, with the whole id: from the CA folder, and as the officer remotely
     table = ok("ca", "requests", "list", *_ca_dir(console)).stdout
     assert request_id in table and "names officer" in table
+    remote = ok("ca", "requests", "list", "--format", "json", *console.officer_args()).stdout
+    assert request_id in remote and "names officer" in remote
+    stranger = refused("ca", "requests", "list", *console.officer_args(console.stranger))
+    assert "does not carry the officer role" in stranger.stderr
 
 
 def test_certificate_named_like_an_officer_does_not_carry_the_role(
