@@ -120,6 +120,7 @@ def run_guide(guide: Guide, *, keep: Path | None = None) -> GuideRun:
             out.write(f"\nguide: timed out after {guide.timeout:.0f}s\n".encode())
         finally:
             _end_group(process.pid)
+            process.wait(10)
     output = log.read_text(errors="replace")
     return GuideRun(top, folder, returncode, output, time.monotonic() - started, ports)
 

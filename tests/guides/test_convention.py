@@ -107,3 +107,12 @@ def test_a_guide_starts_in_an_empty_folder_with_a_fresh_home_and_our_ostiary(
     assert (result.folder / "home.txt").read_text().strip() == str(result.top / "home")
     ostiary = Path((result.folder / "which").read_text().strip())
     assert ostiary.parent == Path(sys.executable).parent
+
+
+def test_a_guide_that_hangs_is_stopped_at_its_timeout(
+    tmp_path: Path, run: Callable[[Guide], GuideRun]
+) -> None:
+    result = run(_guide(tmp_path, "<!-- guide: timeout 1 -->\n```sh\nsleep 300\n```\n"))
+    assert result.returncode == -1
+    assert "guide: timed out after 1s" in result.output
+    assert result.seconds < 10
