@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ def runnable_guides() -> list[Path]:
 
 @pytest.fixture
 def run() -> Iterator[Callable[[Guide], GuideRun]]:
-    """Runs a guide; its folder is removed afterwards if it passed (kept for a look if not)."""
+    """Runs a guide; its folder is removed afterwards, unless ``GUIDES_KEEP=1`` (to look at
+    the files and logs of a failed guide; its output is in the failure message anyway)."""
     runs: list[GuideRun] = []
     require_tool("bash")
 
@@ -39,6 +41,6 @@ def run() -> Iterator[Callable[[Guide], GuideRun]]:
         return result
 
     yield _run
-    for result in runs:
-        if result.returncode == 0:
+    if os.environ.get("GUIDES_KEEP") != "1":
+        for result in runs:
             shutil.rmtree(result.top, ignore_errors=True)

@@ -42,7 +42,10 @@ class GuideRun:
     ports: dict[int, int]
 
     def explain(self) -> str:
-        return f"guide failed (exit {self.returncode}) after {self.seconds:.1f}s:\n{self.output}"
+        return (
+            f"guide failed (exit {self.returncode}) after {self.seconds:.1f}s in {self.folder}"
+            f" (GUIDES_KEEP=1 keeps it):\n{self.output}"
+        )
 
 
 def free_port() -> int:
@@ -94,7 +97,7 @@ def run_guide(guide: Guide, *, keep: Path | None = None) -> GuideRun:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("OSTIARY_", "XDG_", "PYTEST_", "VIRTUAL_ENV", "COV_"))
+        if not k.startswith(("OSTIARY_", "XDG_", "PYTEST_", "VIRTUAL_ENV", "COV_", "GUIDES_"))
     }
     env |= {
         "HOME": str(home),
