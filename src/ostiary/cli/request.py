@@ -1,5 +1,6 @@
 """``ostiary cert request``: a new certificate from the CA, with a key made here (file or
-TPM) and never sent.
+TPM) and never sent, or for a CSR made elsewhere (``--csr``: a key in Windows' TPM by
+``certreq``, in XCA, on a smart card) that never passes through us.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ostiary.cli.approval import request_by_approval
 from ostiary.cli.cert import dump_private_key
 from ostiary.cli.connect import CAUrl, RootFile, ca_connector
 from ostiary.cli.console import note
+from ostiary.cli.csr import read_csr_for, request_for_csr
 from ostiary.cli.files import check_writable, write_file
 from ostiary.cli.holder import (
     PKCS12Output,
@@ -49,7 +51,12 @@ def _credential_source(token: str | None) -> CredentialSource:
 def request(
     subject: Annotated[str, typer.Argument(help="Common name, or 'CN=..,O=..'.")],
     crt: Annotated[Path, typer.Argument(metavar="CRT", help="Certificate (and chain) out.")],
-    key_file: Annotated[Path, typer.Argument(metavar="KEY", help="Private key out (0600).")],
+    key_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[KEY]", help="Private key out (0600); not with --csr.", show_default=False
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -127,10 +134,42 @@ def request(
             show_default=False,
         ),
     ] = None,
+    csr_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csr",
+            help="Send this CSR (PEM or DER) made elsewhere (certreq, XCA); its key stays there.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Get a certificate from the CA: the key is made here and never sent, only a CSR."""
+    """Get a certificate from the CA: the key is made here and never sent, only a CSR; or,
+    with --csr, for a CSR whose key was made elsewhere and never passes through here.
+    """
     name = parse_subject(subject)
     names = [parse_san(value) for value in san or []]
+    if csr_file is not None:
+        if key_file is not None or key_store != "file" or p12 is not None:
+            raise BadRequest("with --csr the key stays where the CSR was made: drop KEY, --p12")
+        csr = read_csr_for(csr_file, name)
+        request_for_csr(
+            ca_connector(ca_url, root),
+            csr,
+            crt,
+            token=token,
+            provisioner=provisioner,
+            not_after=not_after,
+            force=force,
+            approval=ApprovalWait(request_note, wait, wait_timeout, force),
+            sign_in=(
+                sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
+                if provisioner is not None
+                else None
+            ),
+        )
+        return
+    if key_file is None:
+        raise BadRequest("give KEY (where the new key goes), or --csr FILE")
     key_type = parse_key_type(kty)
     if key_store not in ("file", "tpm"):
         raise BadRequest(f"--key-store must be file or tpm, not {key_store!r}")
