@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -10,10 +11,13 @@ from collections import Counter
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from ostiary.gateway.issuers import ca_issuers_urls
 from ostiary.gateway.server import Gateway
+from ostiary.gateway.trust import IssuerUnknown
 from ostiary.server.runner import with_url
 from tests.gateway.conftest import CA, EchoUpstream, Issued, free_port, gateway_config, run_gateway
 
@@ -121,8 +125,46 @@ def test_only_bounded_http_urls_are_fetched(ca: CA, url: str, usable: bool) -> N
             critical=False,
         )
     )
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     certificate = builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     assert ca_issuers_urls(certificate) == ([url, url] if usable else [])
+
+
+class _Sent:
+    """What Python 3.13's ``SSLObject.get_unverified_chain()`` gives (DER, leaf first): the
+    one piece of the handshake that Python 3.11 cannot show, stood in for here."""
+
+    def __init__(self, *chain: x509.Certificate) -> None:
+        self.chain = [c.public_bytes(serialization.Encoding.DER) for c in chain]
+
+    def get_unverified_chain(self) -> list[bytes]:
+        return self.chain
+
+
+@pytest.mark.parametrize("case", ["ok/sent-chain", "fail/sent-nothing"])
+def test_the_chain_the_client_sent_completes_the_path_without_a_fetch(
+    ca: CA, upstream: EchoUpstream, case: str
+) -> None:
+    unreachable = with_url(ca.authority, f"http://127.0.0.1:{free_port()}")
+    leaf = ca.issue("frank", ("email:frank@example.com",), via=unreachable).certificate
+    sent = (leaf, ca.authority.ca.intermediate) if case == "ok/sent-chain" else (leaf,)
+    config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
+    gateway = Gateway(config)
+    der = leaf.public_bytes(serialization.Encoding.DER)
+
+    async def check() -> tuple[x509.Certificate, ...] | str:
+        try:
+            return await gateway._path(leaf, der, gateway.loaded, _Sent(*sent))
+        except IssuerUnknown as exc:
+            return exc.detail
+        finally:
+            gateway.issuers.close()
+            await gateway.revocation.aclose()
+
+    outcome = asyncio.run(check())
+    if case == "ok/sent-chain":
+        assert outcome == (leaf, ca.authority.ca.intermediate, ca.authority.ca.root)
+        assert gateway.issuers.fetches == 0
+    else:
+        intermediate = ca.authority.ca.intermediate.subject.rfc4514_string()
+        assert outcome == f"issuer-unknown: {intermediate}"
+        assert gateway.issuers.fetches == 1
