@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.client.conftest import ok, refused
-from tests.conftest import require_tool
+from tests.conftest import make_test_ca, require_tool
 from tests.console.conftest import Console
 
 
@@ -137,10 +137,24 @@ def test_a_csr_whose_subject_disagrees_with_the_token_is_refused(
     assert "asks for CN=mallory" in here.stderr and not crt.exists()
 
 
-def test_csr_and_a_key_file_together_are_refused(console: Console, tmp_path: Path) -> None:
+def offline_client_args(folder: Path) -> list[str | Path]:
+    """A CA that is never reached: these refusals come before any connection."""
+    root = folder / "root.pem"
+    root.write_bytes(make_test_ca().root.public_bytes(serialization.Encoding.PEM))
+    return ["--ca-url", "https://127.0.0.1:9", "--root", root]
+
+
+def test_a_file_that_is_no_csr_is_refused_in_one_line(tmp_path: Path) -> None:
+    not_csr = tmp_path / "notes.txt"
+    not_csr.write_text("hello\n")
+    answer = refused("cert", "request", "ivan", tmp_path / "ivan.crt", "--csr", not_csr,
+                     "--token", "t", *offline_client_args(tmp_path))  # fmt: skip
+    assert f"{not_csr}: not a PKCS#10 certificate request (PEM or DER)" in answer.stderr
+
+
+def test_csr_and_a_key_file_together_are_refused(tmp_path: Path) -> None:
     _, csr = openssl_csr(tmp_path, "heidi")
     crt, key = tmp_path / "heidi.crt", tmp_path / "heidi.key"
-    answer = refused(
-        "cert", "request", "heidi", crt, key, "--csr", csr, "--token", "t", *console.client_args()
-    )
+    answer = refused("cert", "request", "heidi", crt, key, "--csr", csr, "--token", "t",
+                     *offline_client_args(tmp_path))  # fmt: skip
     assert "drop KEY" in answer.stderr and not key.exists()

@@ -31,9 +31,10 @@ from ostiary.provisioners.base import OIDC_TYPE
 
 def read_csr_for(path: Path, subject: x509.Name) -> x509.CertificateSigningRequest:
     """The CSR in ``path`` (PEM or DER), signed by its own key and for ``subject``'s name."""
+    data = read_input(path, "CSR file")
     try:
-        csr = load_csr(read_input(path, "CSR file"))
-    except ValueError:
+        csr = load_csr(data)
+    except MalformedInput:
         raise InvalidCSR(f"{path}: not a PKCS#10 certificate request (PEM or DER)") from None
     try:
         signed = csr.is_signature_valid
