@@ -1,7 +1,7 @@
 """Renewal lineages and compromised keys: how a stolen key is stopped from fanning out.
 
 A renewal records the serial it ``renewed_from``; a certificate has at most one successor
-(the database's unique key on ``(issuer_key_id, renewed_from)`` decides across replicas), so
+(the database's unique key on ``renewed_from`` decides across replicas and issuers), so
 only the newest certificate of a lineage renews. We chose refusing over "revoke the
 predecessor as superseded after a grace period": a grace period is exactly the window in
 which two valid certificates exist, and revoking on renewal would also take down a device

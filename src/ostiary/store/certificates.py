@@ -93,12 +93,9 @@ class CertificateRepository:
         return record
 
     def successor_of(self, record: CertificateRecord) -> CertificateRecord | None:
-        """The certificate that renewed ``record`` (same issuer), if any: at most one."""
+        """The certificate that renewed ``record`` (by any issuer), if any: at most one."""
         return self._session.scalars(
-            select(CertificateRecord).where(
-                CertificateRecord.issuer_key_id == record.issuer_key_id,
-                CertificateRecord.renewed_from == record.serial,
-            )
+            select(CertificateRecord).where(CertificateRecord.renewed_from == record.serial)
         ).one_or_none()
 
     def valid_with_key(self, spki_sha256: str) -> list[CertificateRecord]:
@@ -324,7 +321,7 @@ def certificate_values(
 ) -> dict[str, Any]:
     """The row of a newly issued certificate, read from the certificate itself.
 
-    ``renewed_from`` is the serial of the certificate (same issuer) this one renews.
+    ``renewed_from`` is the serial of the certificate this one renews.
 
     pyca/cryptography encodes the certificate anew for each ``public_bytes`` and
     ``fingerprint`` call: the DER is made once and hashed here.

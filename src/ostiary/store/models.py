@@ -76,8 +76,9 @@ class CertificateRecord(Base):
         ),
         # Serves "count by status" and "the revoked certificates of this issuer" (CRLs).
         Index(None, "status", "issuer_key_id"),
-        # A certificate has at most one successor, whichever replica renews it.
-        UniqueConstraint("issuer_key_id", "renewed_from"),
+        # A certificate has at most one successor, whichever replica (or, after a CA key
+        # rotation, whichever issuer) renews it. Serials carry 159 random bits: unique alone.
+        UniqueConstraint("renewed_from"),
     )
 
     id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
@@ -102,7 +103,7 @@ class CertificateRecord(Base):
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     #: Hex SHA-256 of the certificate's SubjectPublicKeyInfo: every certificate of one key.
     spki_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    #: Serial (hex) of the certificate of the same issuer that this one renewed.
+    #: Serial (hex) of the certificate that this one renewed.
     renewed_from: Mapped[str | None] = mapped_column(String(SERIAL_LENGTH))
 
     @property

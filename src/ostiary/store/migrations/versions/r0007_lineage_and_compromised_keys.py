@@ -1,7 +1,7 @@
 """Renewal lineages and compromised keys.
 
 ``certificates`` gains ``spki_sha256`` (every certificate of one key) and ``renewed_from``
-(the serial a renewal replaced; unique per issuer, so a certificate has one successor), and
+(the serial a renewal replaced; unique, so a certificate has one successor), and
 ``compromised_keys`` lists keys reported by a revocation for keyCompromise. Existing rows are
 filled in: the key hash from each certificate's DER, ``renewed_from`` from the audit log's
 ``certificate.renewed`` entries (oldest successor kept), and the keys of certificates already
@@ -49,14 +49,12 @@ def upgrade() -> None:
     _fill_in(op.get_bind())
     op.create_index("ix_certificates_spki_sha256", "certificates", ["spki_sha256"])
     with op.batch_alter_table("certificates") as table:
-        table.create_unique_constraint(
-            "uq_certificates_issuer_key_id_renewed_from", ["issuer_key_id", "renewed_from"]
-        )
+        table.create_unique_constraint("uq_certificates_renewed_from", ["renewed_from"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("certificates") as table:
-        table.drop_constraint("uq_certificates_issuer_key_id_renewed_from", type_="unique")
+        table.drop_constraint("uq_certificates_renewed_from", type_="unique")
     op.drop_index("ix_certificates_spki_sha256", table_name="certificates")
     op.drop_table("compromised_keys")
     with op.batch_alter_table("certificates") as table:
