@@ -170,6 +170,16 @@ def test_non_admin_identity_is_refused_with_403(setup: Setup) -> None:
         assert browser.get("/console").status_code == 401
 
 
+def test_an_unverified_email_equal_to_an_admins_is_refused_with_403(setup: Setup) -> None:
+    """Issue 22, finding 7: Entra sends no email_verified, and users can set ``email``."""
+    setup.provider.set_user("mallory", email=ADMIN, upn="mallory@corp.example")
+    with setup.browser() as browser:
+        answer = setup.sign_in(browser, "mallory")
+        assert answer.status_code == 403, answer.text
+        assert SESSION_COOKIE not in browser.cookies
+        assert browser.get("/console").status_code == 401
+
+
 def test_wrong_state_is_refused_and_spends_the_flow(setup: Setup) -> None:
     with setup.browser() as browser:
         callback = setup.callback_for(setup.start(browser), "admin")

@@ -289,3 +289,88 @@ def test_chain_verification_accepts_a_client_certificate_named_by_subject_only(
             roots=[test_ca.root],
             now=NOW + timedelta(days=30),
         )
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        pytest.param(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, "billing-service"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "alice"),
+                ]
+            ),
+            id="fail/two-cns",
+        ),
+        pytest.param(
+            x509.Name(
+                [
+                    x509.RelativeDistinguishedName(
+                        [
+                            x509.NameAttribute(NameOID.COMMON_NAME, "alice"),
+                            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x"),
+                        ]
+                    )
+                ]
+            ),
+            id="fail/multi-valued-rdn",
+        ),
+        pytest.param(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice\0admin")]), id="fail/nul"
+        ),
+        pytest.param(
+            x509.Name([x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "corp")]), id="fail/dc"
+        ),
+    ],
+)
+def test_the_pipeline_never_issues_a_forbidden_subject(test_ca: TestCA, subject: x509.Name) -> None:
+    authorization = Authorization(subject=subject, names=(x509.DNSName("alice"),))
+    with pytest.raises(BadRequest) as refused:
+        issue_certificate(make_csr(), authorization, test_ca.issuer, now=NOW)
+    assert refused.value.code == "invalid-name"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(x509.DNSName("evil.example\0.door.example"), id="fail/dns-nul"),
+        pytest.param(x509.DNSName("a b.door.example"), id="fail/dns-space"),
+        pytest.param(x509.DNSName("evil.example/.door.example"), id="fail/dns-slash"),
+        pytest.param(x509.RFC822Name("a b@door.example"), id="fail/email-space"),
+        pytest.param(x509.UniformResourceIdentifier("https://x\0y"), id="fail/uri-nul"),
+        pytest.param(x509.RegisteredID(NameOID.COMMON_NAME), id="fail/registered-id"),
+    ],
+)
+def test_the_pipeline_never_issues_a_malformed_san(test_ca: TestCA, name: x509.GeneralName) -> None:
+    authorization = Authorization(subject=parse_subject("alice"), names=(name,))
+    with pytest.raises(BadRequest) as refused:
+        issue_certificate(make_csr(), authorization, test_ca.issuer, now=NOW)
+    assert refused.value.code == "invalid-name"
+
+
+def test_the_pipeline_issues_sans_in_canonical_form(test_ca: TestCA) -> None:
+    authorization = Authorization(
+        subject=parse_subject("CN=alice,O=Home"), names=(x509.DNSName("Gate.Door.Example"),)
+    )
+    certificate = issue_certificate(make_csr(), authorization, test_ca.issuer, now=NOW)
+    assert certificate.subject.rfc4514_string() == "CN=alice,O=Home"
+    issued = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert issued.get_values_for_type(x509.DNSName) == ["gate.door.example"]
+
+
+def test_a_csr_asking_for_two_common_names_is_refused(test_ca: TestCA) -> None:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, "billing-service"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "alice"),
+                ]
+            )
+        )
+        .sign(P256, hashes.SHA256())
+    )
+    with pytest.raises(BadRequest):
+        issue_certificate(csr, authz(), test_ca.issuer, now=NOW)

@@ -101,7 +101,9 @@ def _names(crt: Path) -> list[str]:
 def test_sign_in_issues_certificate_and_p12_then_renews_without_signing_in(
     oidc_ca: RunningCA, provider: Provider, tmp_path: Path
 ) -> None:
-    provider.set_user("alice", email="alice@corp.example", preferred_username="alice@corp.example")
+    provider.set_user(
+        "alice", email="alice@corp.example", email_verified=True, upn="alice@corp.example"
+    )
     p12_file = tmp_path / "user.p12"
     request = _request(
         oidc_ca, tmp_path, "alice@corp.example", CONFIDENTIAL, "--p12", str(p12_file)

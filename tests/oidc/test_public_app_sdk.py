@@ -40,7 +40,9 @@ def _redeem_for_mock(info: Mapping[str, Any], request: AuthorizationRequest, cod
 def test_sdk_sign_in_enrolls_through_the_credential_hook(
     oidc_ca: RunningCA, provider: Provider
 ) -> None:
-    provider.set_user("cleo", email="cleo@corp.example", upn="cleo.upn@corp.example")
+    provider.set_user(
+        "cleo", email="cleo@corp.example", email_verified=True, upn="cleo.upn@corp.example"
+    )
     browsers: list[threading.Thread] = []
 
     def browser(url: str) -> None:

@@ -73,7 +73,10 @@ def _add(authority: Authority, provider: Provider, name: str = NAME, **options: 
 
 
 def _user(provider: Provider, sub: str, email: str, **claims: Any) -> None:
-    provider.set_user(sub, email=email, preferred_username=email, **claims)
+    """A user whose provider vouches for the e-mail and sends a ``upn`` (Entra's optional
+    claim); ``claims`` may drop either (``None``) or add others."""
+    values = {"email": email, "email_verified": True, "upn": email, **claims}
+    provider.set_user(sub, **{k: v for k, v in values.items() if v is not None})
 
 
 def _used_tokens(authority: Authority) -> int:
@@ -291,7 +294,7 @@ REFUSED: list[Any] = [
     pytest.param(
         lambda p, o, k: (p.id_token("nomail", nonce=nonce_for_key(k.public_key())), "x"),
         Unauthorized,
-        "no e-mail address or UPN",
+        "no verified e-mail address and no UPN",
         id="fail/no-identity-claims",
     ),
 ]
@@ -380,3 +383,122 @@ def test_unknown_or_non_oidc_provisioner_is_refused(
     token = provider.id_token("alice", nonce=nonce_for_key(key.public_key()))
     with pytest.raises(Unauthorized, match="no OpenID Connect provisioner"):
         _sign(authority, identity, token, _csr(key, "alice@corp.example"), name="nobody")
+
+
+# --------------------------------------------------------------------------- who is who
+
+
+_ADMIN_CLAIMS = ProvisionerClaims(
+    lifetime=CLAIMS.lifetime, allowed_names=("email:*@corp.example", "upn:*@corp.example")
+)
+
+
+def _ask_for_ceo(
+    authority: Authority, identity: CAIdentity, provider: Provider, sub: str
+) -> x509.Certificate:
+    key = _key()
+    token = provider.id_token(sub, nonce=nonce_for_key(key.public_key()))
+    csr = _csr(key, "ceo@corp.example", "upn:ceo@corp.example")
+    return _sign(authority, identity, token, csr)
+
+
+def test_an_unverified_email_equal_to_an_admins_grants_no_admin_rights(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    """Issue 22, finding 7: Entra sends no email_verified, and users can set ``email``."""
+    _add(authority, provider, admins=("ceo@corp.example",), claims=_ADMIN_CLAIMS)
+    provider.set_user(
+        "mallory-1", email="ceo@corp.example", upn="mallory@corp.example"
+    )  # no email_verified at all, as from Entra
+    with pytest.raises(NameNotAuthorized):
+        _ask_for_ceo(authority, identity, provider, "mallory-1")
+    assert _used_tokens(authority) == 0
+
+
+def test_an_email_verified_false_or_as_a_string_is_not_verified(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    _add(authority, provider, admins=("ceo@corp.example",), claims=_ADMIN_CLAIMS)
+    for sub, verified in (("mallory-2", False), ("mallory-3", "true")):
+        _user(provider, sub, "ceo@corp.example", email_verified=verified, upn="m@corp.example")
+        with pytest.raises(NameNotAuthorized):
+            _ask_for_ceo(authority, identity, provider, sub)
+
+
+def test_an_admin_matched_by_verified_email_may_ask_for_another_name(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    _add(authority, provider, admins=("ceo@corp.example",), claims=_ADMIN_CLAIMS)
+    _user(provider, "ceo-1", "ceo@corp.example", upn=None)
+    certificate = _ask_for_ceo(authority, identity, provider, "ceo-1")
+    assert _names(certificate) == ["upn:ceo@corp.example"]
+
+
+def test_entra_xms_edov_verifies_the_email(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    _add(authority, provider, admins=("ceo@corp.example",), claims=_ADMIN_CLAIMS)
+    provider.set_user("ceo-2", email="ceo@corp.example", xms_edov=True)
+    certificate = _ask_for_ceo(authority, identity, provider, "ceo-2")
+    assert _names(certificate) == ["upn:ceo@corp.example"]
+
+
+def test_an_admin_matched_by_sub_may_ask_for_another_name_whatever_the_email(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    _add(authority, provider, admins=("sub:pki-officer-7",), claims=_ADMIN_CLAIMS)
+    provider.set_user("pki-officer-7", email="someone@corp.example", upn="officer@corp.example")
+    certificate = _ask_for_ceo(authority, identity, provider, "pki-officer-7")
+    assert _names(certificate) == ["upn:ceo@corp.example"]
+    # the twin: another sub with the same e-mail and UPN is no admin
+    provider.set_user("pki-officer-8", email="someone@corp.example", upn="officer@corp.example")
+    with pytest.raises(NameNotAuthorized):
+        _ask_for_ceo(authority, identity, provider, "pki-officer-8")
+
+
+def test_an_admin_matched_by_entra_oid(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    oid = "6A1F2C7E-0000-4000-8000-00000000C0DE"
+    _add(authority, provider, admins=(f"oid:{oid}",), claims=_ADMIN_CLAIMS)
+    provider.set_user("entra-9", upn="officer@corp.example", oid=oid.lower())
+    certificate = _ask_for_ceo(authority, identity, provider, "entra-9")
+    assert _names(certificate) == ["upn:ceo@corp.example"]
+
+
+def test_preferred_username_is_no_upn_unless_the_provisioner_says_so(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    """Entra documents preferred_username as mutable: by default it names nobody."""
+    _add(authority, provider)
+    _add(authority, provider, name="corp-pu", upn_from_preferred_username=True)
+    provider.set_user("pat", preferred_username="ceo@corp.example")
+    key = _key()
+    token = provider.id_token("pat", nonce=nonce_for_key(key.public_key()))
+    with pytest.raises(Unauthorized, match="no verified e-mail address and no UPN"):
+        _sign(authority, identity, token, _csr(key, "ceo@corp.example"))
+    token = provider.id_token("pat", nonce=nonce_for_key(key.public_key()))
+    certificate = _sign(authority, identity, token, _csr(key, "ceo@corp.example"), "corp-pu")
+    assert _names(certificate) == ["upn:ceo@corp.example"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "stored"),
+    [
+        pytest.param("sub:AbC-1", "sub:AbC-1", id="ok/sub-keeps-case"),
+        pytest.param("OID:6A1F", "oid:6a1f", id="ok/oid"),
+        pytest.param("Ceo@Corp.Example", "ceo@corp.example", id="ok/email"),
+        pytest.param("email:ceo@corp.example", "ceo@corp.example", id="ok/email-prefix"),
+        pytest.param("ceo", None, id="fail/bare-name"),
+        pytest.param("upn:ceo@corp.example", None, id="fail/upn"),
+    ],
+)
+def test_admin_entries_are_stored_in_one_form(entry: str, stored: str | None) -> None:
+    from ostiary.core.errors import BadRequest
+    from ostiary.provisioners.oidc import normalize_admin
+
+    if stored is None:
+        with pytest.raises(BadRequest):
+            normalize_admin(entry)
+    else:
+        assert normalize_admin(entry) == stored

@@ -25,10 +25,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ostiary.authority.folder import CAMaterial
+from ostiary.authority.lineage import revoke_same_key, successor_for_renewal
 from ostiary.core.ca import key_id_hex
 from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.encoding import serial_hex
-from ostiary.core.errors import OstiaryError, TokenReused
+from ostiary.core.errors import (
+    KeyCompromised,
+    OstiaryError,
+    Superseded,
+    TokenReused,
+)
 from ostiary.core.issuance import (
     Authorization,
     IssuingCA,
@@ -47,6 +53,7 @@ from ostiary.store import (
     TokenUse,
     Unit,
     certificate_values,
+    key_is_compromised,
     next_crl_number,
     record_certificate,
 )
@@ -81,11 +88,14 @@ class Authority:
         event: str = "certificate.issued",
         details: dict[str, Any] | None = None,
         token: TokenSpend | None = None,
+        renewed_from: int | None = None,
     ) -> x509.Certificate:
         """Issue through the one pipeline, then commit the certificate with its audit entry.
 
         ``token``, a verified one-time token that pays for this certificate, is spent in the
-        same transaction; :class:`TokenReused` if it was spent before (audited).
+        same transaction; :class:`TokenReused` if it was spent before (audited). A key
+        reported compromised is refused in that transaction (:class:`KeyCompromised`,
+        audited), whatever the entry path.
         """
         now = self.clock()
         try:
@@ -101,8 +111,14 @@ class Authority:
             details=details,
             at=now,
             token=token,
+            renewed_from=renewed_from,
         )
-        _check_spent(self.store.write(unit, token=_use(token, now)), token)
+        try:
+            recorded = self.store.write(unit, token=_use(token, now))
+        except (KeyCompromised, Superseded) as exc:
+            self._audit_denial(exc, authorization, actor=actor, details=details)
+            raise
+        _check_spent(recorded, token)
         return certificate
 
     async def issue_async(
@@ -141,7 +157,14 @@ class Authority:
             at=now,
             token=token,
         )
-        _check_spent(await self.store.write_async(unit, token=_use(token, now)), token)
+        try:
+            recorded = await self.store.write_async(unit, token=_use(token, now))
+        except KeyCompromised as exc:
+            await asyncio.to_thread(
+                self._audit_denial, exc, authorization, actor=actor, details=None
+            )
+            raise
+        _check_spent(recorded, token)
         return certificate
 
     @property
@@ -169,9 +192,17 @@ class Authority:
         built for it directly.
         """
         details = {"renewed_from": serial_hex(current.serial_number), **(details or {})}
+        repeated = self._repeated_renewal(current, authorization, public_key, actor, details)
+        if repeated is not None:
+            return repeated
         if csr is not None:
             return self.issue(
-                csr, authorization, actor=actor, event="certificate.renewed", details=details
+                csr,
+                authorization,
+                actor=actor,
+                event="certificate.renewed",
+                details=details,
+                renewed_from=current.serial_number,
             )
         now = self.clock()
         try:
@@ -187,9 +218,45 @@ class Authority:
             details=details,
             at=now,
             token=None,
+            renewed_from=current.serial_number,
         )
-        self.store.write(unit)
+        try:
+            self.store.write(unit)
+        except (KeyCompromised, Superseded) as exc:
+            self._audit_denial(exc, authorization, actor=actor, details=details)
+            raise
         return certificate
+
+    def _repeated_renewal(
+        self,
+        current: x509.Certificate,
+        authorization: Authorization,
+        public_key: CertificatePublicKeyTypes,
+        actor: str | None,
+        details: dict[str, Any],
+    ) -> x509.Certificate | None:
+        """A renewal of a certificate that already has a successor (docs/client.md).
+
+        Only the newest certificate of a lineage renews, so that a stolen key cannot fan out
+        certificates from an unexpired ancestor. The one exception is a client that retries
+        because the answer was lost: asking with the successor's own key while the
+        successor is valid gets that same successor back (nothing new is certified: the
+        caller proved possession of that very key). Anything else is :class:`Superseded`.
+        """
+        successor = successor_for_renewal(self.store, current, public_key, now=self.clock())
+        if successor is None:
+            return None
+        if successor.certificate is not None:
+            self.audit(
+                "certificate.renewal_repeated",
+                actor=actor,
+                target=successor.serial,
+                details={**details, "note": "the same successor, sent again"},
+            )
+            return successor.certificate
+        error = successor.refusal()
+        self._audit_denial(error, authorization, actor=actor, details=details)
+        raise error
 
     def _record_unit(
         self,
@@ -201,18 +268,24 @@ class Authority:
         details: dict[str, Any] | None,
         at: datetime,
         token: TokenSpend | None,
+        renewed_from: int | None = None,
     ) -> Unit[bool]:
         """The write of one issuance: False (and a "token.reused" entry) for a spent token.
 
         The row and the entry are made here, in the caller's thread, and read the
         certificate's fields once; the unit only queues them (see
-        :mod:`ostiary.store.group_commit`).
+        :mod:`ostiary.store.group_commit`). In the write transaction it refuses a key
+        reported compromised (:class:`KeyCompromised`), so that a revocation for
+        keyCompromise committed before this transaction is never outrun; and, for a
+        renewal, a second successor of one certificate (:class:`Superseded`, by the
+        database's unique key, on any replica).
         """
         row = certificate_values(
             certificate,
             profile=authorization.profile,
             provisioner=authorization.provisioner,
             now=at,
+            renewed_from=renewed_from,
         )
         names = [format_general_name(n) for n in authorization.names]
         entry = {
@@ -226,6 +299,16 @@ class Authority:
             **(details or {}),
         }
         serial = serial_hex(certificate.serial_number)
+        superseded = None
+        if renewed_from is not None:
+            predecessor = serial_hex(renewed_from)
+
+            def superseded() -> Exception:
+                return Superseded(
+                    f"certificate {predecessor} was renewed at the same moment by another "
+                    "request: renew with the newest certificate",
+                    serial=predecessor,
+                )
 
         def unit(batch: Batch) -> bool:
             if token is not None and not batch.token_spent:
@@ -243,7 +326,13 @@ class Authority:
                     },
                 )
                 return False
-            record_certificate(batch, row)
+            if key_is_compromised(batch.connection, row["spki_sha256"]):
+                raise KeyCompromised(
+                    "this key was reported compromised (a certificate for it was revoked for "
+                    "keyCompromise): make a new key and request a new certificate",
+                    spki_sha256=row["spki_sha256"],
+                )
+            record_certificate(batch, row, duplicate=superseded)
             batch.audit.append(event, at=at, actor=actor, target=serial, details=entry)
             return True
 
@@ -275,18 +364,28 @@ class Authority:
         """Mark a certificate revoked (once) and audit it; OCSP and the next CRL show it."""
         now = self.clock()
         with self.store.transaction() as session:
-            record = CertificateRepository(session).revoke(
+            repository = CertificateRepository(session)
+            record = repository.revoke(
                 serial_number, reason=reason.value, at=now, issuer_key_id=self.issuer_key_id
             )
-            AuditLog(session).append(
+            audit = AuditLog(session)
+            audit.append(
                 "certificate.revoked",
                 actor=actor,
                 target=serial_hex(serial_number),
                 details={"reason": reason.value, "subject": record.subject},
                 at=now,
             )
-        for listener in self.revocation_listeners:
-            listener(serial_number)
+            # After the entry above (which takes the audit chain's lock, as every issuance
+            # does first): no issuance can commit between this sweep and the mark.
+            same_key = (
+                revoke_same_key(session, audit, record, actor=actor, at=now)
+                if reason == x509.ReasonFlags.key_compromise
+                else []
+            )
+        for serial in (serial_number, *same_key):
+            for listener in self.revocation_listeners:
+                listener(serial)
         return record
 
     def build_crl(self) -> bytes:

@@ -49,7 +49,7 @@ from ostiary.core.jws import (
     sign_digest,
 )
 from ostiary.core.lifetime import Lifetime
-from ostiary.core.names import format_general_name, parse_subject, sans_of
+from ostiary.core.names import common_name, format_general_name, parse_subject, sans_of
 from ostiary.signers.signing_keys import (
     SIGNING_KEY_TYPES,
     FileSigningKeyStore,
@@ -110,8 +110,11 @@ class Caller:
     def from_certificate(cls, certificate: x509.Certificate) -> Caller:
         serial = serial_hex(certificate.serial_number)
         identities = [f"serial:{serial}"]
-        for attribute in certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
-            identities.append(f"cn:{attribute.value!s}")
+        # The one CN the CA authorized; a subject with two is refused (InvalidName), never
+        # read as two identities (OpenSSL-based relying parties would take the first).
+        cn = common_name(certificate.subject)
+        if cn is not None:
+            identities.append(f"cn:{cn}")
         identities.extend(format_general_name(name) for name in sans_of(certificate.extensions))
         return cls(actor=f"certificate:{serial}", identities=tuple(identities))
 

@@ -194,7 +194,7 @@ def sign(
     write_file(out_file, dump_certificate_chain_pem(chain))
     subject_text = certificate.subject.rfc4514_string()
     note(f"Issued {format_serial(certificate.serial_number)} to {subject_text}")
-    for name in names:
+    for name in sans_of(certificate.extensions):  # as issued: canonical
         note(f"  san: {format_general_name(name)}")
     note(f"  not_after: {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}")
     note(f"Wrote {out_file}")

@@ -53,6 +53,7 @@ def add_oidc(
     uri_claim: str | None,
     provider_ca_file: Path | None,
     policy_oids: Sequence[str] | None = None,
+    upn_from_preferred_username: bool = False,
 ) -> None:
     """Add an ``oidc`` provisioner from the command's options and say what was made."""
     # The CA side is imported here: ``sign_in_for`` (on devices) must not pull in the store.
@@ -80,6 +81,7 @@ def add_oidc(
         uri_claim=uri_claim,
         provider_ca_file=str(provider_ca_file.resolve()) if provider_ca_file else None,
         policies=split_list(policy_oids),
+        upn_from_preferred_username=upn_from_preferred_username,
     )
     add_oidc_provisioner(store, provisioner, now=now, ca_claims=ca_claims, actor=actor)
     note(f"Added provisioner '{name}' (type {OIDC_TYPE}, profile {profile})")
@@ -89,6 +91,10 @@ def add_oidc(
         note(f"  domains: {', '.join(provisioner.domains)}")
     if provisioner.groups:
         note(f"  groups: {', '.join(provisioner.groups)}")
+    if provisioner.admins:
+        note(f"  admins: {', '.join(provisioner.admins)}")
+    if provisioner.upn_from_preferred_username:
+        note("  UPN from preferred_username when there is no upn claim")
     if provisioner.policies:
         note(f"  certificate policies: {', '.join(provisioner.policies)}")
     note(f"Users enroll with: ostiary cert request SUBJECT CRT KEY --provisioner {name}")

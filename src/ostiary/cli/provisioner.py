@@ -167,10 +167,19 @@ def add(
         list[str] | None,
         typer.Option(
             "--admins",
-            help="oidc: users who may ask for other names (a@x,...).",
+            help="oidc: admins, who may ask for other names and sign in to the console: "
+            "sub:<sub>, oid:<Entra object id> or a verified e-mail (a,b,...).",
             show_default=False,
         ),
     ] = None,
+    upn_from_preferred_username: Annotated[
+        bool,
+        typer.Option(
+            "--upn-from-preferred-username",
+            help="oidc: take the UPN SAN from 'preferred_username' when there is no 'upn' "
+            "claim (off: Entra documents it as mutable; see docs/entra.md).",
+        ),
+    ] = False,
     groups: Annotated[
         list[str] | None,
         typer.Option(
@@ -281,6 +290,7 @@ def add(
                 tenant_id=tenant_id,
                 domains=domains,
                 admins=admins,
+                upn_from_preferred_username=upn_from_preferred_username,
                 groups=groups,
                 uri_claim=uri_claim,
                 provider_ca_file=provider_ca_file,

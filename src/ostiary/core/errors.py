@@ -15,7 +15,8 @@ The tree::
     │   └── InvalidName          a malformed DNS name, e-mail, URI or IP address
     ├── PolicyDenied             well-formed, but the rules do not allow it
     │   ├── NameNotAuthorized    a name outside what the authorization grants
-    │   └── LifetimeNotAllowed   outside min/max, or past the issuer's not_after
+    │   ├── LifetimeNotAllowed   outside min/max, or past the issuer's not_after
+    │   └── KeyCompromised       the key was reported compromised: never certified again
     ├── Unauthorized             the credential is missing or does not prove anything
     │   ├── WrongPassword        a key file's password is wrong
     │   └── InvalidCertificate   a certificate that does not validate (chain, time, usage)
@@ -23,7 +24,8 @@ The tree::
     ├── NotFound                 no such certificate, provisioner, CA folder, ...
     ├── Conflict                 the state says no: already revoked, token already used, exists
     │   ├── AlreadyRevoked
-    │   └── TokenReused
+    │   ├── TokenReused
+    │   └── Superseded           the certificate was renewed already: renew the newest one
     └── Unavailable              cannot be done right now: try again later
         └── SignerUnavailable    the CA key cannot be used right now (token missing, ...)
 """
@@ -80,6 +82,12 @@ class NameNotAuthorized(PolicyDenied):
     code = "name-not-authorized"
 
 
+class KeyCompromised(PolicyDenied):
+    """A certificate with this key was revoked for keyCompromise: no new certificate for it."""
+
+    code = "key-compromised"
+
+
 class LifetimeNotAllowed(PolicyDenied):
     code = "lifetime-not-allowed"
 
@@ -114,6 +122,12 @@ class AlreadyRevoked(Conflict):
 
 class TokenReused(Conflict):
     code = "token-reused"
+
+
+class Superseded(Conflict):
+    """The certificate already has a successor: only the newest of a lineage renews."""
+
+    code = "superseded"
 
 
 class Unavailable(OstiaryError):

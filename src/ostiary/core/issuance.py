@@ -7,9 +7,12 @@ written once holds everywhere. The steps, in order:
 2. Extra request checks supplied by the provisioner (:class:`RequestCheck`), e.g. "the CSR key
    is the attested key".
 3. :func:`check_requested_names`: every name the CSR asks for (subject CN and SANs) is one the
-   authorization grants. The certificate then carries the *authorization's* names: names are
-   never copied blindly from the CSR.
-4. The profile checks the names' kinds and supplies KU/EKU.
+   authorization grants, and the CSR asks for at most one CN. The certificate then carries
+   the *authorization's* names: names are never copied blindly from the CSR.
+4. :func:`certificate_names`: the subject and SANs the certificate will carry, in canonical
+   form; a subject with two CNs or a multi-valued RDN, or a SAN that is not a valid name
+   (a NUL, a space, a slash in a DNS name) is refused here, whichever provisioner made the
+   authorization. The profile checks the names' kinds and supplies KU/EKU.
 5. Validity: not_before backdated one minute; not_after from the authorization's lifetime
    claims, never past the issuer's not_after.
 6. Build with a random serial (positive, at most 20 octets, 159 bits from the CSPRNG), SKI,
@@ -31,10 +34,16 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID, ObjectIdentifier
 
-from ostiary.core.errors import InvalidCSR, LifetimeNotAllowed, NameNotAuthorized
+from ostiary.core.errors import InvalidCSR, InvalidName, LifetimeNotAllowed, NameNotAuthorized
 from ostiary.core.keys import check_public_key, signature_hash_for
 from ostiary.core.lifetime import Lifetime, format_duration, resolve_not_after
-from ostiary.core.names import common_name, format_general_name, sans_of
+from ostiary.core.names import (
+    canonical_general_name,
+    check_subject,
+    common_name,
+    format_general_name,
+    sans_of,
+)
 from ostiary.core.profiles import ProfileOptions, get_profile
 
 #: How far not_before is set back, to tolerate clients whose clocks run a little behind.
@@ -132,13 +141,33 @@ def check_requested_names(
                 f"the CSR asks for {format_general_name(name)}, which is not authorized",
                 name=format_general_name(name),
             )
-    csr_cn = common_name(csr.subject)
+    csr_cn = common_name(csr.subject)  # refuses a CSR asking for two CNs
     if csr_cn is not None and csr_cn != subject_cn:
         as_names = {v.split(":", 1)[1] for v in granted}
         if csr_cn.lower() not in as_names:
             raise NameNotAuthorized(
                 f"the CSR asks for common name {csr_cn!r}, which is not authorized", name=csr_cn
             )
+
+
+def certificate_names(
+    authorization: Authorization,
+) -> tuple[x509.Name, list[x509.GeneralName]]:
+    """The subject and SANs a certificate for ``authorization`` carries, canonical and valid.
+
+    This is the one place the rule "no certificate carries a forbidden name" lives: every
+    entry path (tokens, OIDC, approval, attestation, renewal, offline ``ca sign``, and any
+    protocol to come) builds through :func:`build_leaf_certificate`, which calls this.
+    """
+    subject = check_subject(authorization.subject)
+    names: list[x509.GeneralName] = []
+    for name in authorization.names:
+        canonical = canonical_general_name(name)
+        if canonical not in names:
+            names.append(canonical)
+    if not len(subject) and not names:  # RFC 5280 4.1.2.6: then the SANs name the subject
+        raise InvalidName("a certificate needs a subject common name or a SAN: it names nobody")
+    return subject, names
 
 
 def _comparable(name: x509.GeneralName) -> str:
@@ -188,13 +217,13 @@ def build_leaf_certificate(
 ) -> x509.Certificate:
     """Steps 4-6 of the pipeline, for a public key that has already been verified."""
     profile = get_profile(authorization.profile)
-    names = list(authorization.names)
+    subject, names = certificate_names(authorization)
     profile.check_names(names)
     not_before, not_after = validity_for(authorization, issuer.certificate, now=now)
 
     builder = (
         x509.CertificateBuilder()
-        .subject_name(authorization.subject)
+        .subject_name(subject)
         .issuer_name(issuer.certificate.subject)
         .public_key(public_key)
         .serial_number(serial_number or random_serial_number())
@@ -206,7 +235,7 @@ def build_leaf_certificate(
     if names:
         # RFC 5280 4.2.1.6: with an empty subject the SAN extension must be critical.
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(names), critical=len(authorization.subject) == 0
+            x509.SubjectAlternativeName(names), critical=len(subject) == 0
         )
     builder = builder.add_extension(
         x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from asn1crypto import core as asn1
 from cryptography import x509
@@ -176,9 +177,134 @@ def parse_subject(value: str) -> x509.Name:
 
 
 def common_name(name: x509.Name) -> str | None:
-    """The last common name of ``name`` (the most specific), or ``None``."""
+    """The one common name of ``name``, or ``None``.
+
+    A name with several common names, or with a multi-valued RDN, is
+    :class:`~ostiary.core.errors.InvalidName`: relying parties disagree on which CN is "the"
+    one (OpenSSL's users take the first, others the last), so a certificate with two is two
+    identities at once. Nothing we issue has two; nothing we read is trusted if it has.
+    """
+    _check_single_valued(name)
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(values[-1].value) if values else None
+    if len(values) > 1:
+        raise InvalidName(
+            "a subject has at most one common name (CN); put further names in the "
+            "subject alternative names",
+            subject=_subject_text(name),
+        )
+    return str(values[0].value) if values else None
+
+
+#: Subject attributes a certificate may carry, with their RFC 5280 upper bounds (Appendix A).
+_SUBJECT_ATTRIBUTES: dict[ObjectIdentifier, tuple[str, int]] = {
+    NameOID.COMMON_NAME: ("CN", 64),
+    NameOID.ORGANIZATION_NAME: ("O", 64),
+    NameOID.ORGANIZATIONAL_UNIT_NAME: ("OU", 64),
+    NameOID.LOCALITY_NAME: ("L", 128),
+    NameOID.STATE_OR_PROVINCE_NAME: ("ST", 128),
+    NameOID.COUNTRY_NAME: ("C", 2),
+    NameOID.SERIAL_NUMBER: ("serialNumber", 64),
+}
+
+
+def check_subject(name: x509.Name) -> x509.Name:
+    """``name`` if a certificate may carry it as its subject, else :class:`InvalidName`.
+
+    At most one common name, no multi-valued RDN, no two attributes of one type, only the
+    attributes of :data:`_SUBJECT_ATTRIBUTES`, and values within their bounds without control
+    or format characters (a NUL or a bidi override makes one name read as another).
+    """
+    common_name(name)
+    seen: set[ObjectIdentifier] = set()
+    for attribute in name:
+        known = _SUBJECT_ATTRIBUTES.get(attribute.oid)
+        if known is None:
+            raise InvalidName(
+                f"a subject may not carry the attribute {attribute.oid.dotted_string}",
+                subject=_subject_text(name),
+            )
+        label, bound = known
+        if attribute.oid in seen:
+            raise InvalidName(
+                f"a subject carries {label} at most once", subject=_subject_text(name)
+            )
+        seen.add(attribute.oid)
+        value = attribute.value
+        if not isinstance(value, str) or not value.strip() or len(value) > bound:
+            raise InvalidName(
+                f"the subject's {label} must be 1-{bound} characters", subject=_subject_text(name)
+            )
+        if not _is_clean(value):
+            raise InvalidName(
+                f"the subject's {label} contains a control or format character",
+                subject=_subject_text(name),
+            )
+    return name
+
+
+def requested_subject(name: x509.Name) -> x509.Name:
+    """The subject a requester may choose in a CSR: one common name and nothing else.
+
+    Approval and an OIDC admin's CSR take the subject from the request. Other attributes
+    (O, OU, a second CN) would be names nobody authorized: refused, not silently dropped, so
+    the requester learns what to send. The result is built anew, as ``CN=<value>``.
+    """
+    cn = common_name(name)
+    if len(name) != (0 if cn is None else 1):
+        raise InvalidName(
+            "a request's subject is one common name (CN=...) and nothing else; put other "
+            "names in the subject alternative names",
+            subject=_subject_text(name),
+        )
+    if cn is None:
+        return x509.Name([])
+    return check_subject(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+
+
+def canonical_general_name(name: x509.GeneralName) -> x509.GeneralName:
+    r"""The canonical form of a SAN, as :func:`parse_san` makes it; :class:`InvalidName` if none.
+
+    A SAN read from a CSR is raw: a DNS name may hold a NUL, a space or a slash
+    (``evil.example\0.door.example``), an e-mail a second ``@``. Every SAN a certificate
+    carries passes through here, so it is exactly one that a token could have named.
+    Directory names, registered ids and other otherNames are refused.
+    """
+    if isinstance(name, x509.IPAddress):
+        return name
+    if isinstance(name, x509.OtherName) and name.type_id == PERMANENT_IDENTIFIER_OID:
+        value = decode_other_name(name)
+        if value is None or not value or len(value) > 255 or not _is_clean(value):
+            raise InvalidName("not a valid permanent identifier", name="pid")
+        return name
+    text = format_general_name(name)
+    kind = text.partition(":")[0]
+    if kind not in ("dns", "email", "uri", "upn") or not _is_clean(text):
+        raise InvalidName(f"not an allowed subject alternative name: {text[:80]!r}", name=text)
+    parsed = parse_san(text)
+    if format_general_name(parsed).lower() != text.lower():
+        raise InvalidName(f"not a valid subject alternative name: {text[:80]!r}", name=text)
+    return parsed
+
+
+def _check_single_valued(name: x509.Name) -> None:
+    if any(len(rdn) > 1 for rdn in name.rdns):
+        raise InvalidName(
+            "a subject may not have multi-valued RDNs (A=x+B=y): send one common name "
+            "(CN=...) and put other names in the subject alternative names",
+            subject=_subject_text(name),
+        )
+
+
+def _is_clean(text: str) -> bool:
+    """No control, format, surrogate, private-use or unassigned character."""
+    return not any(unicodedata.category(c).startswith("C") for c in text)
+
+
+def _subject_text(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()[:200]
+    except ValueError:
+        return "?"
 
 
 def sans_of(extensions: x509.Extensions) -> list[x509.GeneralName]:

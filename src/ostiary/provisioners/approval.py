@@ -8,9 +8,11 @@ hard; only its SHA-256 is stored and it is compared in constant time.
 
 Approval issues through :meth:`Authority.issue` (the one pipeline) with an
 :class:`~ostiary.core.issuance.Authorization` whose names are exactly the CSR's names, which
-the officer was shown, bounded by the provisioner's claims (allowed names, lifetime) and
-profile. Every step is audited: ``request.submitted``, ``request.approved`` (next to the
-pipeline's ``certificate.issued``), ``request.rejected``, ``request.denied`` (bad code).
+the officer was shown: a subject of exactly one common name (a CSR with a second CN, an O
+or a multi-valued RDN is refused) and SANs in canonical form, bounded by the provisioner's
+claims (allowed names, lifetime) and profile. Every step is audited: ``request.submitted``,
+``request.approved`` (next to the pipeline's ``certificate.issued``), ``request.rejected``,
+``request.denied`` (bad code).
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ from cryptography.hazmat.primitives import serialization
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import load_csr, serial_hex
-from ostiary.core.errors import BadRequest, Conflict, PolicyDenied, Unauthorized
+from ostiary.core.errors import BadRequest, Conflict, InvalidCSR, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization, verify_csr
 from ostiary.core.lifetime import format_duration, parse_duration
-from ostiary.core.names import format_general_name, sans_of
+from ostiary.core.names import (
+    canonical_general_name,
+    format_general_name,
+    requested_subject,
+    sans_of,
+)
 from ostiary.core.profiles import get_profile
 from ostiary.provisioners.base import (
     LEAF_PROFILES,
@@ -244,7 +251,7 @@ def submit_request(
             CertificateRequest(
                 request_id=request_id,
                 provisioner=provisioner.name,
-                subject=csr.subject.rfc4514_string(),
+                subject=authorization.subject.rfc4514_string(),
                 sans=names,
                 csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                 note=note,
@@ -260,7 +267,11 @@ def submit_request(
             at=now,
             actor=f"provisioner:{provisioner.name}",
             target=request_id,
-            details={"subject": csr.subject.rfc4514_string(), "san": names, "note": note},
+            details={
+                "subject": authorization.subject.rfc4514_string(),
+                "san": names,
+                "note": note,
+            },
         )
     return Submitted(request_id, code, expires_at)
 
@@ -392,13 +403,23 @@ def reject_request(authority: Authority, request_id: str, *, officer: str, reaso
 def _authorization(
     provisioner: ApprovalProvisioner, csr: x509.CertificateSigningRequest
 ) -> Authorization:
-    """The CSR's own subject and names, within the provisioner's claims and profile."""
+    """The CSR's own subject and names, within the provisioner's claims and profile.
+
+    The subject is exactly one common name (:func:`requested_subject`) and the SANs are
+    checked in their canonical form (:func:`canonical_general_name`), the form the
+    certificate will carry: the allowed-name patterns never see a raw name from the CSR.
+    """
     verify_csr(csr)
-    names = tuple(sans_of(csr.extensions))
-    check_allowed_names(csr.subject, names, provisioner.claims.allowed_names)
+    subject = requested_subject(csr.subject)
+    try:
+        raw = sans_of(csr.extensions)
+    except (ValueError, x509.DuplicateExtension):
+        raise InvalidCSR("the CSR extensions cannot be parsed") from None
+    names = tuple(canonical_general_name(n) for n in raw)
+    check_allowed_names(subject, names, provisioner.claims.allowed_names)
     get_profile(provisioner.profile).check_names(list(names))
     return Authorization(
-        subject=csr.subject,
+        subject=subject,
         names=names,
         profile=provisioner.profile,
         lifetime=provisioner.claims.lifetime,

@@ -65,7 +65,7 @@ from ostiary.core.errors import (
     Unauthorized,
 )
 from ostiary.core.issuance import Authorization
-from ostiary.core.names import format_general_name, sans_of
+from ostiary.core.names import canonical_general_name, format_general_name, sans_of
 from ostiary.provisioners.base import (
     LEAF_PROFILES,
     CAIdentity,
@@ -311,8 +311,8 @@ class AttestProvisioner:
     ) -> Authorization:
         """The device named by the AK certificate, with this provisioner's policy OID."""
         subject = ak_certificate.subject
-        names = tuple(sans_of(ak_certificate.extensions))
-        requested = tuple(sans_of(csr.extensions))
+        names = tuple(canonical_general_name(n) for n in sans_of(ak_certificate.extensions))
+        requested = tuple(canonical_general_name(n) for n in sans_of(csr.extensions))
         if requested and set(requested) != set(names):
             asked = ", ".join(format_general_name(n) for n in requested)
             raise PolicyDenied(

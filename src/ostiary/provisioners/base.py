@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives import hashes
 
 from ostiary.config import Claims
 from ostiary.core.errors import BadRequest, LifetimeNotAllowed, PolicyDenied
-from ostiary.core.issuance import Authorization, check_requested_names, validity_for, verify_csr
+from ostiary.core.issuance import (
+    Authorization,
+    certificate_names,
+    check_requested_names,
+    validity_for,
+    verify_csr,
+)
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
 from ostiary.core.profiles import get_profile
 from ostiary.provisioners.patterns import normalize_name_pattern
@@ -253,7 +259,8 @@ def precheck_request(
     """
     verify_csr(csr)
     check_requested_names(csr, authorization)
-    get_profile(authorization.profile).check_names(list(authorization.names))
+    _, names = certificate_names(authorization)
+    get_profile(authorization.profile).check_names(names)
     if ca.issuer is not None:
         validity_for(authorization, ca.issuer, now=now)
 

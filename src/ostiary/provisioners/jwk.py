@@ -45,7 +45,7 @@ from joserfc.errors import JoseError
 from ostiary.core.errors import BadRequest, MalformedInput, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.core.lifetime import format_duration
-from ostiary.core.names import format_general_name, parse_san, parse_subject
+from ostiary.core.names import check_subject, format_general_name, parse_san, parse_subject
 from ostiary.provisioners import _jose
 from ostiary.provisioners.base import (
     LEAF_PROFILES,
@@ -206,7 +206,7 @@ class JWKProvisioner:
         ``sans``, a subject that is an e-mail address, IP address or dotted DNS name becomes
         the one SAN.
         """
-        parsed_subject = parse_subject(subject)
+        parsed_subject = check_subject(parse_subject(subject))
         names = tuple(parse_san(s) for s in sans)
         texts = [format_general_name(n) for n in names] or list(default_sans_for(subject))
         if len(texts) > MAX_SANS:

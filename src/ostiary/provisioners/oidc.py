@@ -15,13 +15,19 @@ The client runs the authorization-code flow with PKCE against the provider (see
 - single use: the ``jti`` if the token has one, else the SHA-256 of the token, spent in the
   used-tokens table (:class:`~ostiary.store.TokenRepository`) under ``oidc:<provisioner>``.
 
-Identity mapping: ``email`` (unless ``email_verified`` is false) becomes an rfc822Name SAN;
-``upn``, else ``preferred_username`` when it has the form ``user@domain``, a UPN otherName SAN
-(the default username binding of Entra certificate-based authentication); optionally ``sub``
-or ``oid`` a URI SAN ``<issuer>/<claim>/<value>``. The subject's common name is the UPN, else
-the e-mail address. A user gets exactly their own identity; a CSR asking for anything else is
-refused. Admins (by e-mail or UPN) may ask for other names, within the provisioner's
-allowed-name patterns.
+Identity mapping: ``email`` becomes an rfc822Name SAN only when the provider vouches for it
+(``email_verified: true``, or Entra's ``xms_edov: true``; Entra sends no ``email_verified``
+and documents ``email`` as mutable and unverified); ``upn`` a UPN otherName SAN (the default
+username binding of Entra certificate-based authentication), and ``preferred_username`` only
+when the provisioner says so (``upn_from_preferred_username``, off by default: Entra documents
+it as mutable); optionally ``sub`` or ``oid`` a URI SAN ``<issuer>/<claim>/<value>``. The
+subject's common name is the UPN, else the e-mail address. A user gets exactly their own
+identity; a CSR asking for anything else is refused.
+
+Admins may ask for other names (within the provisioner's allowed-name patterns) and sign in
+to the console. They are listed by an identifier the provider does not let users choose:
+``sub:<sub>`` (with the provider's verified ``iss``, the OpenID Connect identity), Entra's
+``oid:<object id>``, or an e-mail address, which matches only a *verified* ``email``.
 
 The client secret of a confidential app stays on the CA: the record keeps only the *path* of
 a file holding it, and :func:`redeem_code` uses it to redeem the client's code.
@@ -52,9 +58,11 @@ from ostiary.core.errors import (
 )
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import (
+    canonical_general_name,
     common_name,
     format_general_name,
     parse_subject,
+    requested_subject,
     sans_of,
     upn_name,
     validate_email,
@@ -112,6 +120,7 @@ class OIDCProvisioner:
     scopes: tuple[str, ...] = DEFAULT_SCOPES
     provider_ca_file: str | None = None
     policies: tuple[str, ...] = ()
+    upn_from_preferred_username: bool = False
     directory: ProviderDirectory = field(default=default_directory, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -123,7 +132,7 @@ class OIDCProvisioner:
         if self.uri_claim is not None and self.uri_claim not in URI_CLAIMS:
             raise BadRequest(f"the URI SAN claim must be one of {', '.join(URI_CLAIMS)}")
         object.__setattr__(self, "domains", tuple(d.strip().lower() for d in self.domains if d))
-        object.__setattr__(self, "admins", tuple(a.strip().lower() for a in self.admins if a))
+        object.__setattr__(self, "admins", tuple(normalize_admin(a) for a in self.admins if a))
         object.__setattr__(self, "groups", tuple(g.strip() for g in self.groups if g.strip()))
         for oid in self.policies:
             if not _OID.fullmatch(oid):
@@ -166,6 +175,7 @@ class OIDCProvisioner:
                 scopes=tuple(config.get("scopes", DEFAULT_SCOPES)),
                 provider_ca_file=config.get("provider_ca_file"),
                 policies=tuple(config.get("policies", ())),
+                upn_from_preferred_username=bool(config.get("upn_from_preferred_username")),
                 directory=directory or default_directory,
             )
         except (KeyError, TypeError, AttributeError, BadRequest):
@@ -188,6 +198,7 @@ class OIDCProvisioner:
             "scopes": list(self.scopes),
             "provider_ca_file": self.provider_ca_file,
             "policies": list(self.policies),
+            "upn_from_preferred_username": self.upn_from_preferred_username,
             "claims": self.claims.to_config(),
         }
 
@@ -277,15 +288,18 @@ class OIDCProvisioner:
     def identity_of(self, claims: Mapping[str, Any]) -> OIDCIdentity:
         """The person the claims name, as certificate names; the domain rule applied."""
         email = _claim_text(claims, "email")
-        if email is not None and claims.get("email_verified") is False:
+        if email is not None and not email_is_verified(claims):
             email = None
-        upn = _claim_text(claims, "upn") or _claim_text(claims, "preferred_username")
+        upn = _claim_text(claims, "upn")
+        if upn is None and self.upn_from_preferred_username:
+            upn = _claim_text(claims, "preferred_username")
         if upn is not None and not _looks_like_address(upn):
             upn = None
         if email is None and upn is None:
             raise Unauthorized(
-                "the ID token names no e-mail address or UPN (ask for the 'email' and "
-                "'profile' scopes, or add the 'upn' optional claim)"
+                "the ID token names no verified e-mail address and no UPN (the provider must "
+                "send 'email' with 'email_verified': true, or Entra's 'xms_edov'; or add the "
+                "'upn' optional claim)"
             )
         names: list[x509.GeneralName] = []
         if upn is not None:
@@ -306,13 +320,31 @@ class OIDCProvisioner:
             names.append(x509.UniformResourceIdentifier(uri))
         display = upn or email or ""
         subject = parse_subject(display) if "=" not in display else _cn(display)
-        known = {n.lower() for n in (email, upn) if n}
         return OIDCIdentity(
             subject=subject,
             names=tuple(names),
-            admin=any(a in known for a in self.admins),
+            admin_entry=self.admin_entry(claims, verified_email=email),
             display=display,
         )
+
+    def admin_entry(self, claims: Mapping[str, Any], *, verified_email: str | None) -> str | None:
+        """The entry of ``admins`` these (verified) claims match, or ``None``.
+
+        ``sub:`` entries match the ``sub`` claim exactly (the token's ``iss`` is this
+        provisioner's provider, checked in :meth:`verified_claims`); ``oid:`` entries Entra's
+        object id; an address only ``verified_email``. Never ``preferred_username`` or an
+        unverified ``email``: users can set those.
+        """
+        sub, oid = _claim_text(claims, "sub"), _claim_text(claims, "oid")
+        candidates = [
+            f"sub:{sub}" if sub else None,
+            f"oid:{oid.lower()}" if oid else None,
+            verified_email.lower() if verified_email else None,
+        ]
+        for candidate in candidates:
+            if candidate is not None and candidate in self.admins:
+                return candidate
+        return None
 
     def _check_domain(self, address: str, what: str) -> None:
         if not self.domains:
@@ -341,8 +373,44 @@ class OIDCProvisioner:
 class OIDCIdentity:
     subject: x509.Name
     names: tuple[x509.GeneralName, ...]
-    admin: bool
+    #: The ``admins`` entry this person matched (``sub:...``, ``oid:...``, an address).
+    admin_entry: str | None
     display: str
+
+    @property
+    def admin(self) -> bool:
+        return self.admin_entry is not None
+
+
+def email_is_verified(claims: Mapping[str, Any]) -> bool:
+    """Whether the provider vouches for ``email``: ``email_verified`` or Entra's ``xms_edov``
+    is JSON ``true`` (a missing claim, a string ``"true"`` or anything else is not).
+    """
+    return claims.get("email_verified") is True or claims.get("xms_edov") is True
+
+
+def normalize_admin(entry: str) -> str:
+    """An ``admins`` entry in its stored form: ``sub:<sub>``, ``oid:<guid>`` or an address.
+
+    ``sub`` values are kept as given (case matters); object ids and addresses are lower-cased.
+    A bare ``user@domain`` (or ``email:user@domain``) is an e-mail address; anything else
+    without ``sub:`` or ``oid:`` is refused, so a typo cannot silently match nothing.
+    """
+    text = entry.strip()
+    kind, colon, value = text.partition(":")
+    kind = kind.lower() if colon else ""
+    value = value.strip()
+    if kind == "sub" and value and len(value) <= 255:
+        return f"sub:{value}"
+    if kind == "oid" and value and len(value) <= 64:
+        return f"oid:{value.lower()}"
+    address = value if kind == "email" else text
+    if (kind in ("", "email")) and _looks_like_address(address):
+        return validate_email(address).lower()
+    raise BadRequest(
+        f"an oidc admin is 'sub:<subject>', 'oid:<Entra object id>' or a verified e-mail "
+        f"address, not {entry[:80]!r}"
+    )
 
 
 def _cn(text: str) -> x509.Name:
@@ -366,13 +434,13 @@ def _requested_or(
 ) -> tuple[x509.Name, tuple[x509.GeneralName, ...]]:
     """What an admin's CSR asks for (subject and SANs), or their own identity if nothing."""
     try:
-        requested = tuple(sans_of(csr.extensions))
+        requested = tuple(canonical_general_name(n) for n in sans_of(csr.extensions))
     except (ValueError, x509.DuplicateExtension):
         raise BadRequest("the CSR extensions cannot be parsed") from None
     if not requested:
         return subject, names
-    asked_subject = csr.subject if common_name(csr.subject) is not None else subject
-    return asked_subject, requested
+    asked = requested_subject(csr.subject)  # one CN and nothing else
+    return (asked if len(asked) else subject), requested
 
 
 def _token_id(claims: Mapping[str, Any], token: str) -> str:

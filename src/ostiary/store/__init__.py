@@ -26,7 +26,10 @@ from ostiary.store.certificates import (
     RevocationStatus,
     certificate_values,
     issuer_key_id_of,
+    key_is_compromised,
+    mark_key_compromised,
     record_certificate,
+    spki_sha256_of,
 )
 from ostiary.store.console import ConsoleEntry, ConsoleRepository, ServerSecret
 from ostiary.store.crl_numbers import next_crl_number
@@ -39,6 +42,7 @@ from ostiary.store.models import (
     Base,
     CertificateRecord,
     CertificateStatus,
+    CompromisedKey,
     CrlNumber,
     ProvisionerRecord,
     UsedToken,
@@ -73,6 +77,7 @@ __all__ = [
     "CertificateRepository",
     "CertificateRequest",
     "CertificateStatus",
+    "CompromisedKey",
     "ConsoleEntry",
     "ConsoleRepository",
     "CrlNumber",
@@ -101,10 +106,13 @@ __all__ = [
     "entry_hash",
     "head_revision",
     "issuer_key_id_of",
+    "key_is_compromised",
+    "mark_key_compromised",
     "migrate",
     "next_crl_number",
     "record_certificate",
     "spend_tokens",
+    "spki_sha256_of",
     "sqlite_url_for",
     "subject_alt_names",
 ]

@@ -9,20 +9,22 @@ unique per issuer); serials are ``int`` here and lower-case hex in the table.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import String, cast, func, or_, select
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import Connection, String, bindparam, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from ostiary.core.errors import AlreadyRevoked, BadRequest, Conflict, MalformedInput, NotFound
+from ostiary.store._prepared import Prepared
 from ostiary.store._unique import insert_unless_duplicate
 from ostiary.store.group_commit import Batch
-from ostiary.store.models import CertificateRecord, CertificateStatus
+from ostiary.store.models import CertificateRecord, CertificateStatus, CompromisedKey
 from ostiary.store.sans import subject_alt_names
 
 #: Revocation reasons we record (:class:`x509.ReasonFlags` values). ``removeFromCRL`` only
@@ -89,6 +91,25 @@ class CertificateRepository:
                 f"no certificate with SHA-256 fingerprint {fingerprint}", fingerprint=fingerprint
             )
         return record
+
+    def successor_of(self, record: CertificateRecord) -> CertificateRecord | None:
+        """The certificate that renewed ``record`` (by any issuer), if any: at most one."""
+        return self._session.scalars(
+            select(CertificateRecord).where(CertificateRecord.renewed_from == record.serial)
+        ).one_or_none()
+
+    def valid_with_key(self, spki_sha256: str) -> list[CertificateRecord]:
+        """The unrevoked certificates (any issuer) of the key whose SPKI hashes to this."""
+        return list(
+            self._session.scalars(
+                select(CertificateRecord)
+                .where(
+                    CertificateRecord.spki_sha256 == spki_sha256,
+                    CertificateRecord.status == CertificateStatus.VALID.value,
+                )
+                .order_by(CertificateRecord.id)
+            )
+        )
 
     def search(
         self,
@@ -240,18 +261,54 @@ class CertificateRepository:
         return records[0]
 
 
-def record_certificate(batch: Batch, values: dict[str, Any]) -> None:
+def record_certificate(
+    batch: Batch, values: dict[str, Any], *, duplicate: Callable[[], Exception] | None = None
+) -> None:
     """:meth:`CertificateRepository.add` on the group-commit write path.
 
     Queues the row made by :func:`certificate_values` for the batch's one insert of
     certificates; :class:`Conflict` if its serial is taken (the batch then runs this unit
-    alone: see :mod:`ostiary.store.group_commit`).
+    alone: see :mod:`ostiary.store.group_commit`), or ``duplicate()`` when given (a renewal:
+    its predecessor already has a successor).
     """
     batch.insert(
         CertificateRecord,
         values,
-        duplicate=lambda: _serial_taken(values["serial"], values["issuer_key_id"]),
+        duplicate=duplicate or (lambda: _serial_taken(values["serial"], values["issuer_key_id"])),
     )
+
+
+_COMPROMISED = Prepared(
+    select(CompromisedKey.spki_sha256).where(CompromisedKey.spki_sha256 == bindparam("spki_sha256"))
+)
+
+
+def key_is_compromised(connection: Connection, spki_sha256: str) -> bool:
+    """Whether a certificate of this key was revoked for keyCompromise (one indexed read,
+    in the write transaction of the issuance: see :class:`~ostiary.authority.Authority`).
+    """
+    return bool(_COMPROMISED.execute(connection, {"spki_sha256": spki_sha256}))
+
+
+def mark_key_compromised(session: Session, record: CertificateRecord, *, at: datetime) -> None:
+    """Record the key of ``record`` as compromised (once: a second report changes nothing)."""
+    if record.spki_sha256 is None:
+        raise RuntimeError(f"certificate {record.serial} has no key hash")
+    insert_unless_duplicate(
+        session,
+        CompromisedKey(
+            spki_sha256=record.spki_sha256,
+            serial=record.serial,
+            issuer_key_id=record.issuer_key_id,
+            reported_at=at,
+        ),
+    )
+
+
+def spki_sha256_of(public_key: CertificatePublicKeyTypes) -> str:
+    """Hex SHA-256 of a public key's DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def certificate_values(
@@ -260,8 +317,11 @@ def certificate_values(
     profile: str,
     provisioner: str | None,
     now: datetime | None = None,
+    renewed_from: int | None = None,
 ) -> dict[str, Any]:
     """The row of a newly issued certificate, read from the certificate itself.
+
+    ``renewed_from`` is the serial of the certificate this one renews.
 
     pyca/cryptography encodes the certificate anew for each ``public_bytes`` and
     ``fingerprint`` call: the DER is made once and hashed here.
@@ -280,6 +340,8 @@ def certificate_values(
         "der": der,
         "created_at": now or datetime.now(UTC),
         "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
+        "spki_sha256": spki_sha256_of(certificate.public_key()),
+        "renewed_from": None if renewed_from is None else f"{renewed_from:x}",
     }
 
 

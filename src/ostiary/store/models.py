@@ -76,6 +76,9 @@ class CertificateRecord(Base):
         ),
         # Serves "count by status" and "the revoked certificates of this issuer" (CRLs).
         Index(None, "status", "issuer_key_id"),
+        # A certificate has at most one successor, whichever replica (or, after a CA key
+        # rotation, whichever issuer) renews it. Serials carry 159 random bits: unique alone.
+        UniqueConstraint("renewed_from"),
     )
 
     id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
@@ -98,6 +101,10 @@ class CertificateRecord(Base):
     der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Hex SHA-256 of the certificate's SubjectPublicKeyInfo: every certificate of one key.
+    spki_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: Serial (hex) of the certificate that this one renewed.
+    renewed_from: Mapped[str | None] = mapped_column(String(SERIAL_LENGTH))
 
     @property
     def serial_number(self) -> int:
@@ -105,6 +112,19 @@ class CertificateRecord(Base):
 
     def certificate(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.der)
+
+
+class CompromisedKey(Base):
+    """A key reported compromised (a revocation for keyCompromise): never certified again."""
+
+    __tablename__ = "compromised_keys"
+
+    #: Hex SHA-256 of the key's SubjectPublicKeyInfo.
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The certificate whose revocation reported it, and its issuer.
+    serial: Mapped[str] = mapped_column(String(SERIAL_LENGTH))
+    issuer_key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    reported_at: Mapped[datetime]
 
 
 class UsedToken(Base):

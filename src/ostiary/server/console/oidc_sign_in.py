@@ -2,7 +2,8 @@
 
 **Which provider.** Every ``oidc`` provisioner of a confidential app (a client secret file)
 with a non-empty ``admins`` list offers "Sign in with <name>" on the console's 401 page; the
-people its ``admins`` list names (by e-mail or UPN, exactly as for enrollment) are officers.
+people its ``admins`` list names (by ``sub``, Entra ``oid`` or a verified e-mail, exactly as
+for enrollment) are officers.
 Nothing else to configure: a provisioner without admins never opens the console, nor does a
 public app (the CA is a web server: it redeems codes as a confidential client).
 
@@ -335,13 +336,19 @@ def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) 
         target=identity.display,
         details={"purpose": "console", "provisioner": provisioner.name, "token_id": token_id},
     )
-    if not identity.admin:
+    if identity.admin_entry is None:
         _audit(context, "console.sign_in_refused", actor, {"provisioner": provisioner.name})
         raise PolicyDenied(
-            f"{identity.display} is not among the admins of provisioner {provisioner.name!r}"
+            f"{identity.display} is not among the admins of provisioner {provisioner.name!r} "
+            "(admins are matched by sub, Entra oid or a verified e-mail address)"
         )
-    _audit(context, "console.signed_in", actor, {"provisioner": provisioner.name})
-    return identity.display
+    _audit(
+        context,
+        "console.signed_in",
+        actor,
+        {"provisioner": provisioner.name, "admin": identity.admin_entry},
+    )
+    return identity.admin_entry
 
 
 def _admin_provisioner(context: ServerContext, name: str) -> OIDCProvisioner:
@@ -360,7 +367,7 @@ def _still_admin(context: ServerContext, session: Session) -> bool:
         provisioner = _admin_provisioner(context, session.provisioner)
     except NotFound:
         return False
-    return session.name.lower() in provisioner.admins
+    return session.name in provisioner.admins  # the entry matched at sign-in
 
 
 def _redirect_uri(request: Request) -> str:
