@@ -334,7 +334,12 @@ def test_bulk_reject_in_the_console_needs_the_confirmation(
 
 def test_requester_text_cannot_drive_the_terminal(console: Console, api: httpx.Client) -> None:
     hostile = "[red]urgent[/red] \x1b[2J\rforged\x9b31m\u202eevil"
-    answer = _submit(api, _csr("ink\x1b[8m.door.example"), note=hostile)
+    # A subject with a control character never reaches the queue (the pipeline's name rule);
+    # the note, free text, does, and must be shown inert.
+    refused = _submit(api, _csr("ink\x1b[8m.door.example"), note="x")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["type"].endswith("invalid-name")
+    answer = _submit(api, _csr("ink.door.example"), note=hostile)
     assert answer.status_code == 202, answer.text
     table = ok("ca", "requests", "list", *_ca_dir(console)).stdout
     for raw in ("\x1b", "\r", "\x9b", "\u202e"):
@@ -342,7 +347,7 @@ def test_requester_text_cannot_drive_the_terminal(console: Console, api: httpx.C
     flat = "".join(table.split())
     assert "[red]urgent[/red]" in flat
     assert "\\x1b[2J" in flat and "\\rforged" in flat and "\\x9b31m" in flat
-    assert "\\u202eevil" in flat and "ink\\x1b[8m.door.example" in flat
+    assert "\\u202eevil" in flat and "ink.door.example" in flat
 
 
 def test_officer_endpoints_refuse_strangers_before_reading_the_body(

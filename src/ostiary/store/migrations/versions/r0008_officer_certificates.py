@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_officer_certificates"
-down_revision: str | Sequence[str] | None = "0006_request_policies"
+down_revision: str | Sequence[str] | None = "0007_lineage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
