@@ -212,7 +212,7 @@ def submit(api: httpx.Client, subject: str) -> httpx.Response:
 
 def test_approval_requests_are_limited_per_client_address(running: Running) -> None:
     add_approval(running.authority)
-    burst = 20
+    burst = 40
     with client(running) as api:
         for index in range(burst):
             assert submit(api, f"d{index}").status_code == 202

@@ -114,10 +114,10 @@ class Limits:
             # People signing in to the console; an address holds at most ~90 flows of
             # 10 minutes.
             sign_ins=AddressLimiter("console sign-ins", burst=30, interval=10.0),
-            # Devices submitting CSRs for approval: ~300 a day from one address, which
-            # the day an unopened request waits (provisioners/approval.py) keeps below the
-            # provisioner's MAX_PENDING.
-            requests=AddressLimiter("certificate requests", burst=20, interval=300.0),
+            # Devices submitting CSRs for approval (a batch of devices set up behind one
+            # address at once): ~330 a day from one address, which the day an unopened
+            # request waits (provisioners/approval.py) keeps below MAX_PENDING.
+            requests=AddressLimiter("certificate requests", burst=40, interval=300.0),
         )
 
 
