@@ -1,5 +1,6 @@
 """Client assertions and digest signatures from the CA, verified independently (PyJWT), and
-every refusal (caller, audience, lifetime, replay, unknown key, revoked caller)."""
+every refusal (caller, audience, lifetime, replay, unknown key, revoked caller). A caller
+with no credential is counted, not audited: tests/signing/test_anonymous_refusals.py."""
 
 from __future__ import annotations
 
@@ -207,9 +208,6 @@ REFUSALS = [
     ),
     pytest.param(
         _revoked_caller, "billing", {}, 401, "certificate-revoked", id="fail/revoked-caller",
-    ),
-    pytest.param(
-        lambda s: None, "billing", {}, 401, "unauthorized", id="fail/no-credential",
     ),
     pytest.param(
         lambda s: s.caller("billing-x"), "billing", {"alg": "ES256"}, 400, "bad-request",

@@ -10,10 +10,13 @@ Operations (:class:`RemoteSigning`): ``sign`` (a digest in, a JWS signature out)
 ``assertion`` (the whole RFC 7523 JWT). Each checks, in order: the key exists; the caller
 matches one of the key's caller patterns; for assertions the audience is on the key's
 allowlist, the lifetime is at most 600 s and the ``jti`` was never used with this key (the
-``used_tokens`` table, so replicas agree). Every operation, refused or not, writes one audit
-entry (``signing.signed``, ``signing.assertion``, ``signing.denied``) with the caller, source
-address, key and version, alg, SHA-256 of the signed digest, aud, result and latency, and is
-reported to :class:`~ostiary.authority.signing_alerts.SigningAlerts`.
+``used_tokens`` table, so replicas agree). Every operation of a caller with a credential,
+refused or not, writes one audit entry (``signing.signed``, ``signing.assertion``,
+``signing.denied``) with the caller, source address, key and version, alg, SHA-256 of the
+signed digest, aud, result and latency, and is reported to
+:class:`~ostiary.authority.signing_alerts.SigningAlerts`. A request with no credential of this
+CA is only counted (:meth:`RemoteSigning.count_anonymous_refusal`): anonymous callers must
+not grow the audit chain.
 
 Caller identities are strings matched by glob patterns (``fnmatch``, case-sensitive): for a
 client certificate ``cn:<common name>``, ``serial:<hex>`` and each SAN in the ``kind:value``
@@ -439,7 +442,9 @@ class RemoteSigning:
     def audit_refused_caller(
         self, actor: str | None, key_name: str, *, source: str | None, error: OstiaryError
     ) -> None:
-        """Audit a request refused before it had a caller (no, bad or revoked credential)."""
+        """Audit a request refused before it had a caller, from a client certificate of this
+        CA that is revoked, expired or unknown to the store (a revoked workload knocking).
+        """
         self.authority.audit(
             "signing.denied",
             actor=actor,
@@ -451,6 +456,16 @@ class RemoteSigning:
                 "reason": error.detail,
             },
         )
+
+    def count_anonymous_refusal(self, *, source: str | None, error: OstiaryError) -> None:
+        """Account a request refused with no credential of this CA (none, or a bad token).
+
+        Not audited: anyone can send these, as fast as they like, and the audit chain can
+        be neither pruned nor flooded. They are counted in the metrics and logged at most
+        once a minute (:meth:`SigningAlerts.refused_anonymous`); nothing the caller chose
+        (the key name) is kept.
+        """
+        self.alerts.refused_anonymous(code=error.code, source=source, at=self.authority.clock())
 
     def _authorized(
         self, caller: Caller, key_name: str

@@ -21,6 +21,11 @@ New source: the first address a caller signs from is learnt silently; any furthe
 raises ``new_source`` once (then it is known). Refused audience: every assertion refused
 because its ``aud`` is not on the key's allowlist raises ``refused_audience``.
 
+Requests refused without a credential of this CA (no client certificate, a bad token) are
+not operations of any caller: they are counted in
+``ostiary_signing_refused_anonymous_total{code=...}`` and logged at most once a minute with
+how many came (:meth:`SigningAlerts.refused_anonymous`), never audited.
+
 Every alert is a warning log line (``ostiary.signing.alerts``), a Prometheus counter
 (``ostiary_signing_alerts_total{kind=...}``, see :class:`Metrics`), and, when a webhook URL
 is set, a JSON POST sent from a background thread so signing never waits for it. The state
@@ -35,13 +40,15 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 logger = logging.getLogger("ostiary.signing.alerts")
 
+#: At most one log line per this interval about requests refused without a credential.
+ANONYMOUS_LOG_INTERVAL = timedelta(minutes=1)
 #: Minutes with no signatures applied to the average at most (a quiet night is not news).
 _MAX_IDLE_MINUTES = 60
 
@@ -151,6 +158,13 @@ class SigningAlerts:
         self.metrics.describe(
             "ostiary_signing_operations_total", "Remote-signing operations, by key and result."
         )
+        self.metrics.describe(
+            "ostiary_signing_refused_anonymous_total",
+            "Remote-signing requests refused without a credential of this CA, by code.",
+        )
+        self._anonymous_lock = threading.Lock()
+        self._anonymous_unlogged = 0
+        self._anonymous_logged_at: datetime | None = None
         self._rates: dict[str, _Rate] = {}
         self._sources: dict[str, set[str]] = {}
         self._lock = threading.Lock()
@@ -195,6 +209,28 @@ class SigningAlerts:
         for alert in alerts:
             self._publish(alert)
         return alerts
+
+    def refused_anonymous(self, *, code: str, source: str | None, at: datetime) -> bool:
+        """Count a request refused with no credential of this CA (not audited, see
+        :meth:`~ostiary.authority.remote_signing.RemoteSigning.count_anonymous_refusal`);
+        log a line at most once per :data:`ANONYMOUS_LOG_INTERVAL` with how many came since
+        the last one. Whether a line was logged.
+        """
+        self.metrics.inc("ostiary_signing_refused_anonymous_total", code=code)
+        with self._anonymous_lock:
+            self._anonymous_unlogged += 1
+            last = self._anonymous_logged_at
+            if last is not None and at - last < ANONYMOUS_LOG_INTERVAL:
+                return False
+            count, self._anonymous_unlogged = self._anonymous_unlogged, 0
+            self._anonymous_logged_at = at
+        logger.warning(
+            "remote signing refused %d request(s) without a credential (latest from %s, %s)",
+            count,
+            source or "unknown address",
+            code,
+        )
+        return True
 
     def _count(self, subject: str, at: datetime) -> Alert | None:
         minute = int(at.timestamp() // 60)
@@ -281,4 +317,4 @@ def _post_json(url: str, body: dict[str, Any]) -> None:
     httpx.post(url, json=body, timeout=5).raise_for_status()
 
 
-__all__ = ["Alert", "Metrics", "RateModel", "SigningAlerts"]
+__all__ = ["ANONYMOUS_LOG_INTERVAL", "Alert", "Metrics", "RateModel", "SigningAlerts"]

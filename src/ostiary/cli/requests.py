@@ -32,8 +32,8 @@ from ostiary.cli.unlock import NoPasswordFile, open_ca_store
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import parse_duration
+from ostiary.provisioners.approval import open_pending_records
 from ostiary.provisioners.officers import bind_officer_certificate, identity_warnings
-from ostiary.store import RequestRepository
 
 if TYPE_CHECKING:  # the HTTP client is imported only by the commands that call the CA
     from ostiary.client.officer import OfficerClient
@@ -116,10 +116,7 @@ def list_requests(
 def _local_pending(directory: Path | None) -> list[dict[str, Any]]:
     with open_ca_store(directory) as ca:
         now = datetime.now(UTC)
-        with ca.store.transaction(read_only=True) as session:
-            records = RequestRepository(session).pending(now=now)
-            for record in records:
-                session.expunge(record)
+        records = open_pending_records(ca.store, now=now)  # opened: docs/console.md
         warnings = identity_warnings(ca.store, records, now=now)
     return [
         {

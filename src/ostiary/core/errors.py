@@ -27,11 +27,13 @@ The tree::
     │   ├── TokenReused
     │   └── Superseded           the certificate was renewed already: renew the newest one
     └── Unavailable              cannot be done right now: try again later
-        └── SignerUnavailable    the CA key cannot be used right now (token missing, ...)
+        ├── SignerUnavailable    the CA key cannot be used right now (token missing, ...)
+        └── TooManyRequests      over a limit on how often anyone may ask (retry_after)
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -138,6 +140,24 @@ class SignerUnavailable(Unavailable):
     code = "signer-unavailable"
 
 
+class TooManyRequests(Unavailable):
+    """Over a limit on how often anyone may ask (per address, or a full table kept for
+    anonymous callers): asking again after ``retry_after`` seconds may succeed.
+    """
+
+    code = "too-many-requests"
+
+    @classmethod
+    def wait(cls, detail: str, seconds: float) -> TooManyRequests:
+        """The refusal, with the whole seconds to wait before asking again (at least 1)."""
+        return cls(detail, retry_after=max(1, math.ceil(seconds)))
+
+    @property
+    def retry_after(self) -> int:
+        value = self.data.get("retry_after")
+        return value if isinstance(value, int) and value >= 1 else 1
+
+
 __all__ = [
     "AlreadyRevoked",
     "BadRequest",
@@ -154,6 +174,7 @@ __all__ = [
     "RevokedCertificate",
     "SignerUnavailable",
     "TokenReused",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "WeakKey",

@@ -1,7 +1,9 @@
 """Approval enrollment (provisioner type ``approval``): a person looks at the CSR and decides.
 
 For devices that cannot sign in or hold a token. The requester submits a CSR (and a note);
-the request waits until an officer approves it, is rejected, or expires (``request_ttl``).
+the request waits until an officer approves it, is rejected, or expires: after a day
+(:data:`UNOPENED_REQUEST_TTL`) if no officer has opened the queue since, else after
+``request_ttl``.
 With ``require_code`` the requester is shown a one-time code (8 characters, 40 bits) that
 the officer must enter when approving, so that approving a stranger's request by mistake is
 hard; only its SHA-256 is stored and it is compared in constant time.
@@ -27,10 +29,18 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy.orm import Session
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import load_csr, serial_hex
-from ostiary.core.errors import BadRequest, Conflict, InvalidCSR, PolicyDenied, Unauthorized
+from ostiary.core.errors import (
+    BadRequest,
+    Conflict,
+    InvalidCSR,
+    NotFound,
+    PolicyDenied,
+    Unauthorized,
+)
 from ostiary.core.issuance import Authorization, verify_csr
 from ostiary.core.lifetime import format_duration, parse_duration
 from ostiary.core.names import (
@@ -63,8 +73,13 @@ APPROVAL_TYPE = "approval"
 DEFAULT_REQUEST_TTL = timedelta(days=7)
 MAX_NOTE = 500
 #: Pending requests one provisioner keeps at most: submitting needs no credential, so a
-#: flood must not grow the table without bound (expired ones stop counting).
+#: flood must not grow the table without bound (expired ones stop counting). The server
+#: also limits submissions per client address (:mod:`ostiary.server.limits`).
 MAX_PENDING = 1000
+#: How long a request waits while no officer has opened it (seen it in the console's queue
+#: or ``ca requests list``): a flood nobody looked at clears itself within a day. Opening
+#: gives it the provisioner's whole ``request_ttl`` from its submission.
+UNOPENED_REQUEST_TTL = timedelta(days=1)
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 _CODE_LENGTH = 8
 
@@ -244,7 +259,7 @@ def submit_request(
     authorization = with_attestation(store, authorization, hardware, now=now)
     code = _new_code() if provisioner.require_code else None
     request_id = secrets.token_hex(16)
-    expires_at = now + provisioner.request_ttl
+    expires_at = now + min(provisioner.request_ttl, UNOPENED_REQUEST_TTL)
     names = [format_general_name(n) for n in authorization.names]
     with store.transaction() as session:
         RequestRepository(session).add(
@@ -294,6 +309,45 @@ def issued_certificate_pem(store: Store, view: RequestView) -> x509.Certificate 
 def pending_requests(store: Store, *, now: datetime) -> list[RequestView]:
     with store.transaction(read_only=True) as session:
         return [RequestView.of(r, now=now) for r in RequestRepository(session).pending(now=now)]
+
+
+def open_pending_requests(store: Store, *, now: datetime) -> list[RequestView]:
+    """The queue as an officer is shown it (see :func:`open_pending_records`)."""
+    return [RequestView.of(r, now=now) for r in open_pending_records(store, now=now)]
+
+
+def open_pending_records(store: Store, *, now: datetime) -> list[CertificateRequest]:
+    """The waiting requests, oldest first, as an officer is shown them (detached from the
+    session): each one shown is opened, and waits from now on until its provisioner's
+    ``request_ttl`` (from its submission) has passed, no longer the short
+    :data:`UNOPENED_REQUEST_TTL`.
+    """
+    ttls: dict[str, timedelta] = {}
+    with store.transaction() as session:
+        requests = RequestRepository(session)
+        pending = requests.pending(now=now)
+        for record in pending:
+            ttl = ttls.get(record.provisioner)
+            if ttl is None:
+                ttl = ttls[record.provisioner] = _request_ttl(session, record.provisioner)
+            until = record.created_at + ttl
+            if until > record.expires_at:
+                requests.extend(record.request_id, until=until, now=now)
+                record.expires_at = until
+        for record in pending:
+            session.expunge(record)
+    return pending
+
+
+def _request_ttl(session: Session, provisioner: str) -> timedelta:
+    """The ``request_ttl`` of ``provisioner`` (the short one if it is gone or changed type)."""
+    try:
+        record = ProvisionerRepository(session).get(provisioner)
+        if record.type == APPROVAL_TYPE:
+            return ApprovalProvisioner.from_config(record.name, record.config).request_ttl
+    except (NotFound, BadRequest):
+        pass
+    return UNOPENED_REQUEST_TTL
 
 
 # --------------------------------------------------------------------------- decisions

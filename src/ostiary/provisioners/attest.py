@@ -54,6 +54,7 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+from sqlalchemy import select
 
 from ostiary._tss import import_tss
 from ostiary.core.encoding import load_certificate_chain
@@ -62,6 +63,7 @@ from ostiary.core.errors import (
     MalformedInput,
     NotFound,
     PolicyDenied,
+    TooManyRequests,
     Unauthorized,
 )
 from ostiary.core.issuance import Authorization
@@ -75,15 +77,22 @@ from ostiary.provisioners.base import (
     validate_provisioner_name,
 )
 from ostiary.provisioners.patterns import check_allowed_names
-from ostiary.store import AttestationNonceRepository, AuditLog, ProvisionerRepository
+from ostiary.store import (
+    AttestationNonceRepository,
+    AuditLog,
+    ProvisionerRecord,
+    ProvisionerRepository,
+)
 from ostiary.store import Store as Database
 
 #: The provisioner type, as stored in the record.
 ATTEST_TYPE = "attest"
 #: How long a nonce may be used after it was made.
 NONCE_TTL = timedelta(minutes=5)
-#: How long spent and expired nonces are kept after they expire.
+#: How long spent nonces are kept after they expire (unspent ones go when they expire).
 NONCE_RETENTION = timedelta(days=1)
+#: Unspent nonces kept at most: anyone may ask for one (and each address only so often).
+MAX_UNSPENT_NONCES = 10_000
 #: Types whose requests can carry an attestation (``POST /sign``, the OIDC sign route,
 #: ``POST /requests`` for officer approval).
 ATTESTING_TYPES = ("jwk", "oidc", "approval")
@@ -104,14 +113,33 @@ def _tss() -> Any:
 # --------------------------------------------------------------------------- nonces
 
 
-def issue_attestation_nonce(store: Database, *, now: datetime) -> tuple[str, datetime]:
-    """A new nonce (256 bits, base64url) stored for single use; and when it expires."""
+def issue_attestation_nonce(
+    store: Database, *, now: datetime, max_unspent: int = MAX_UNSPENT_NONCES
+) -> tuple[str, datetime]:
+    """A new nonce (256 bits, base64url) stored for single use; and when it expires.
+
+    Only on a CA with an ``attest`` provisioner (:class:`NotFound` otherwise: nothing could
+    ever spend it), and while fewer than ``max_unspent`` nonces wait to be spent
+    (:class:`TooManyRequests` then, until the soonest expires): anyone may ask for one.
+    """
     nonce = secrets.token_urlsafe(32)
     expires_at = now + NONCE_TTL
     with store.transaction() as session:
+        attesting = select(ProvisionerRecord.id).where(ProvisionerRecord.type == ATTEST_TYPE)
+        if session.scalars(attesting.limit(1)).first() is None:
+            raise NotFound(
+                "no provisioner of this CA takes TPM attestations: there is no nonce to give"
+            )
         nonces = AttestationNonceRepository(session)
-        # Forget nonces long expired (a day keeps "expired"/"already used" answers precise).
-        nonces.purge_expired(now - NONCE_RETENTION)
+        # Unspent nonces go when they expire; spent ones are kept a day, so that a replay
+        # is answered "already used" precisely.
+        nonces.purge_expired(now, keep_spent_until=now - NONCE_RETENTION)
+        waiting, soonest = nonces.unspent(now=now)
+        if waiting >= max_unspent:
+            wait = (soonest - now).total_seconds() if soonest is not None else 1.0
+            raise TooManyRequests.wait(
+                f"{waiting} attestation nonces are waiting to be used: ask again later", wait
+            )
         nonces.add(nonce, now=now, expires_at=expires_at)
     return nonce, expires_at
 

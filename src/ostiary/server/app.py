@@ -4,9 +4,10 @@
 :class:`~ostiary.server.context.ServerContext`):
 the full API for the HTTPS listener, or (``public_only=True``) just what relying parties
 fetch over plain HTTP (CA certificates, CRLs, OCSP, health), with no OpenAPI document there.
-Every error becomes a problem document (:mod:`ostiary.server.problems`); a request whose
-declared body is larger than :data:`~ostiary.server.body.MAX_BODY_SIZE` is refused before
-routing (bodies sent without a length are capped while they are read).
+Every error becomes a problem document (:mod:`ostiary.server.problems`); a request body
+larger than :data:`~ostiary.server.body.MAX_BODY_SIZE` is refused (413) by
+:class:`BodyLimit`, for every route: before routing when its length is declared, else as
+soon as the bytes streamed pass the cap.
 
 ``POST /sign``, the issuance hot path, is served by :class:`DirectRoute`: its endpoint is
 called ahead of FastAPI's routing and request handling, which cost more CPU per request
@@ -26,13 +27,14 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
 from ostiary.server import console
 from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
+from ostiary.server.limits import Limits
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
 from ostiary.server.routes import admin, enroll, publish
 from ostiary.server.routes import attest as attest_routes
@@ -60,6 +62,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         redoc_url=None,
     )
     app.state.ostiary = context
+    app.state.ostiary_limits = Limits.default()
     install_problem_handlers(app)
     app.include_router(publish.router)
     if not public_only:
@@ -71,7 +74,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(signing_routes.router)
         app.include_router(attest_routes.router)
         app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
-    app.add_middleware(DeclaredBodyLimit, limit=MAX_BODY_SIZE)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_SIZE)
     return app
 
 
@@ -87,20 +90,63 @@ def direct_endpoints(context: ServerContext) -> DirectEndpoints:
     }
 
 
-class DeclaredBodyLimit:
-    """Refuse (413) a request whose ``Content-Length`` is over ``limit``, before routing."""
+class BodyLimit:
+    """Refuse (413) every request body over ``limit`` bytes, for every route, in one place.
+
+    A ``Content-Length`` over the cap is refused before routing. A body sent without one
+    (``Transfer-Encoding: chunked``) is counted as the app reads it: the read that passes
+    the cap fails (:class:`~ostiary.server.problems.BodyTooLarge`), and whatever the app
+    answers after that (FastAPI turns a failed read of a body parameter into a 400) is
+    replaced by the 413 problem document. Nothing past the cap is handed to the app, so no
+    route can hold more than ``limit`` bytes of a body, whatever reads it; uvicorn reads
+    and drops the rest. Routes that take a body still read it through
+    :func:`~ostiary.server.body.read_body`, which applies the same cap (or a smaller one).
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    await error_response(BodyTooLarge.over(self.limit))(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(BodyTooLarge.over(self.limit))(scope, receive, send)
+                return
+        limit = self.limit
+        received = 0
+        over = False
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, over
+            if over:
+                raise BodyTooLarge.over(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    raise BodyTooLarge.over(limit)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the answer is the 413 below
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await error_response(BodyTooLarge.over(limit))(scope, receive, send)
 
 
 class DirectRoute:
@@ -117,7 +163,7 @@ class DirectRoute:
     (:func:`~ostiary.server.problems.install_problem_handlers`) is answered by that handler,
     as Starlette's ``ExceptionMiddleware`` would; any other one propagates to
     ``ServerErrorMiddleware``, which answers 500 and logs it (the handler for ``Exception``
-    is that middleware's). Outer middleware, :class:`DeclaredBodyLimit` among them, still
+    is that middleware's). Outer middleware, :class:`BodyLimit` among them, still
     applies.
     """
 
@@ -164,4 +210,4 @@ def _exception_handler(
     return None
 
 
-__all__ = ["TITLE", "DeclaredBodyLimit", "DirectRoute", "create_app", "direct_endpoints"]
+__all__ = ["TITLE", "BodyLimit", "DirectRoute", "create_app", "direct_endpoints"]

@@ -13,6 +13,7 @@ Unauthorized           401     with ``WWW-Authenticate: Bearer`` (RFC 6750 secti
 PolicyDenied           403
 NotFound               404
 Conflict               409
+TooManyRequests        429     with ``Retry-After`` (a per-address limit, a full table)
 Unavailable            503     (SignerUnavailable, ...)
 database unreachable   503     ``store-unavailable`` (SQLAlchemy ``OperationalError``)
 anything else          500     logged with its traceback; the answer says nothing more
@@ -42,6 +43,7 @@ from ostiary.core.errors import (
     NotFound,
     OstiaryError,
     PolicyDenied,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -79,6 +81,7 @@ _STATUS: tuple[tuple[type[OstiaryError], HTTPStatus], ...] = (
     (PolicyDenied, HTTPStatus.FORBIDDEN),
     (NotFound, HTTPStatus.NOT_FOUND),
     (Conflict, HTTPStatus.CONFLICT),
+    (TooManyRequests, HTTPStatus.TOO_MANY_REQUESTS),
     (Unavailable, HTTPStatus.SERVICE_UNAVAILABLE),
 )
 
@@ -89,6 +92,7 @@ _FRAMEWORK_CODES = {
     HTTPStatus.METHOD_NOT_ALLOWED: "method-not-allowed",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "body-too-large",
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "unsupported-media-type",
+    HTTPStatus.TOO_MANY_REQUESTS: "too-many-requests",
 }
 
 #: Members RFC 7807 defines; an error's data never overrides them.
@@ -144,6 +148,8 @@ def error_response(error: OstiaryError) -> JSONResponse:
         logger.error("error without an HTTP mapping: %s (%s)", type(error).__name__, error.code)
         return _internal_error()
     headers = {"WWW-Authenticate": "Bearer"} if status is HTTPStatus.UNAUTHORIZED else None
+    if isinstance(error, TooManyRequests):
+        headers = {"Retry-After": str(error.retry_after)}
     return problem_response(
         status, error.code, error.detail, headers=headers, extra=_simple_facts(error.data)
     )

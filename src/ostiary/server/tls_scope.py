@@ -13,6 +13,11 @@ extension. :class:`TLSScopeH11Protocol` does the same over the pure-Python h11 p
 is passed to uvicorn as ``Config(http=...)``; on a plain-HTTP connection they add nothing (the
 spec says the key is then absent).
 
+Both also record the connection's TCP peer address in the scope (``extensions`` key
+:data:`PEER_EXTENSION`), before uvicorn's proxy-headers middleware may rewrite ``client``
+from ``X-Forwarded-For``: per-address limits (:mod:`ostiary.server.limits`) count by the
+peer, which a caller cannot choose.
+
 Python 3.11 exposes only the leaf (``getpeercert(binary_form=True)``); from 3.13
 ``get_verified_chain()`` gives the chain the handshake verified, and it is used when present.
 """
@@ -28,6 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: The ``extensions`` key of the connection's TCP peer host (a string).
+PEER_EXTENSION = "ostiary.peer"
 
 #: ``tls_version`` values of the extension (the TLS ProtocolVersion code points).
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -60,18 +68,33 @@ def client_certificate(scope: Scope) -> x509.Certificate | None:
     return x509.load_pem_x509_certificate(leaf.encode("ascii"))
 
 
-class _WithTLSExtension:
-    """Adds one connection's ``tls`` extension to each HTTP scope it passes on."""
+def peer_address(scope: Scope) -> str | None:
+    """The TCP peer host of the request's connection, as the protocol recorded it; else the
+    scope's ``client`` (an app called without our protocols, e.g. in-process).
+    """
+    peer = scope.get("extensions", {}).get(PEER_EXTENSION)
+    if isinstance(peer, str):
+        return peer
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
-    __slots__ = ("app", "extension")
 
-    def __init__(self, app: ASGIApp, extension: dict[str, Any]) -> None:
+class _WithConnection:
+    """Adds one connection's ``tls`` extension (if any) and its peer to each scope."""
+
+    __slots__ = ("app", "extension", "peer")
+
+    def __init__(self, app: ASGIApp, extension: dict[str, Any] | None, peer: str | None) -> None:
         self.app = app
         self.extension = extension
+        self.peer = peer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         extensions = scope.setdefault("extensions", {})
-        extensions["tls"] = self.extension
+        if self.extension is not None:
+            extensions["tls"] = self.extension
+        if self.peer is not None:
+            extensions[PEER_EXTENSION] = self.peer
         await self.app(scope, receive, send)
 
 
@@ -80,7 +103,7 @@ class TLSScopeH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.app = _with_tls_extension(self.app, transport)
+        self.app = _with_connection(self.app, transport, self.client)
 
 
 class TLSScopeHttpToolsProtocol(HttpToolsProtocol):
@@ -88,15 +111,16 @@ class TLSScopeHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.app = _with_tls_extension(self.app, transport)
+        self.app = _with_connection(self.app, transport, self.client)
 
 
-def _with_tls_extension(app: ASGIApp, transport: asyncio.Transport) -> ASGIApp:
+def _with_connection(
+    app: ASGIApp, transport: asyncio.Transport, client: tuple[str, int] | None
+) -> ASGIApp:
     # uvloop's own TLS transport hands out an ssl.SSLObject too.
     ssl_object = transport.get_extra_info("ssl_object")
-    if isinstance(ssl_object, ssl.SSLObject):
-        return _WithTLSExtension(app, tls_extension(ssl_object))
-    return app
+    extension = tls_extension(ssl_object) if isinstance(ssl_object, ssl.SSLObject) else None
+    return _WithConnection(app, extension, client[0] if client else None)
 
 
 def _peer_chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
@@ -115,8 +139,10 @@ def _der_to_pem(der: bytes) -> str:
 
 
 __all__ = [
+    "PEER_EXTENSION",
     "TLSScopeH11Protocol",
     "TLSScopeHttpToolsProtocol",
     "client_certificate",
+    "peer_address",
     "tls_extension",
 ]

@@ -4,7 +4,9 @@ A client asks for a nonce (``POST /attestation/nonce``), has its TPM certify the
 it (TPM2_Certify ``extraData``) and sends the statement with its CSR. The nonce proves the
 statement is fresh: it is stored here when made and spent by one conditional ``UPDATE``, so
 of two replicas racing with the same statement exactly one succeeds, and a replay finds the
-row spent. Only the nonce's SHA-256 is stored. Rows are purged after they expire.
+row spent. Only the nonce's SHA-256 is stored. Unspent rows are purged once they expire,
+spent ones a day later; the number of unspent ones is capped by the caller
+(:func:`ostiary.provisioners.attest.issue_attestation_nonce`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 from datetime import datetime
 from typing import NoReturn
 
-from sqlalchemy import String, delete, update
+from sqlalchemy import String, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.core.errors import Conflict, Unauthorized
@@ -81,10 +83,29 @@ class AttestationNonceRepository:
         if int(getattr(result, "rowcount", 0)) != 1:
             _refuse(self._session.get(AttestationNonce, digest))
 
-    def purge_expired(self, now: datetime) -> int:
+    def purge_expired(self, now: datetime, *, keep_spent_until: datetime | None = None) -> int:
+        """Delete nonces past their expiry; spent ones only once they expired before
+        ``keep_spent_until`` (kept a while so a replay gets the precise "already used").
+        Unspent expired nonces go at once: anyone may ask for one, and they prove nothing.
+        """
+        spent_cutoff = now if keep_spent_until is None else keep_spent_until
         result = self._session.execute(
             delete(AttestationNonce)
-            .where(AttestationNonce.expires_at < now)
+            .where(
+                or_(
+                    and_(AttestationNonce.used_at.is_(None), AttestationNonce.expires_at < now),
+                    AttestationNonce.expires_at < spent_cutoff,
+                )
+            )
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0))
+
+    def unspent(self, *, now: datetime) -> tuple[int, datetime | None]:
+        """How many nonces may still be spent at ``now``, and the soonest of their expiries."""
+        count, soonest = self._session.execute(
+            select(func.count(), func.min(AttestationNonce.expires_at)).where(
+                AttestationNonce.used_at.is_(None), AttestationNonce.expires_at > now
+            )
+        ).one()
+        return int(count or 0), soonest

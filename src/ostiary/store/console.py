@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import LargeBinary, String, delete, select
+from sqlalchemy import LargeBinary, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.store._unique import insert_unless_duplicate
@@ -95,6 +95,15 @@ class ConsoleRepository:
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0))
+
+    def live(self, kind: str, *, now: datetime) -> tuple[int, datetime | None]:
+        """How many entries of ``kind`` have not expired at ``now``, and the soonest expiry."""
+        count, soonest = self._session.execute(
+            select(func.count(), func.min(ConsoleEntry.expires_at)).where(
+                ConsoleEntry.kind == kind, ConsoleEntry.expires_at > now
+            )
+        ).one()
+        return int(count or 0), soonest
 
     def secret(self, name: str, *, size: int, now: datetime) -> bytes:
         """The shared secret ``name``, made (``size`` random bytes) by the first caller."""

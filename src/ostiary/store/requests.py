@@ -194,6 +194,20 @@ class RequestRepository:
             )
         )
 
+    def extend(self, request_id: str, *, until: datetime, now: datetime) -> bool:
+        """Let a waiting request wait until ``until`` (never shorter); whether it did."""
+        result = self._session.execute(
+            update(CertificateRequest)
+            .where(
+                CertificateRequest.request_id == request_id,
+                CertificateRequest.expires_at < until,
+                _waiting(now),
+            )
+            .values(expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     def claim(self, request_id: str, *, now: datetime) -> bool:
         """Move a waiting request to ``approving`` (claimed at ``now``); False if another has it."""
         result = self._session.execute(

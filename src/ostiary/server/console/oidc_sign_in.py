@@ -11,7 +11,7 @@ public app (the CA is a web server: it redeems codes as a confidential client).
 OpenID Connect Core 3.1): ``GET /console/oidc/sign-in?provisioner=NAME`` keeps the flow
 (state, nonce, code verifier) in the database under the SHA-256 of a random id, the id in
 the ``__Host-`` flow cookie (SameSite=Lax, so that it comes back with the provider's
-redirect; 10 minutes) and
+redirect; 10 minutes; at most 1000 in flight, and a few per client address) and
 sends the browser to the provider with ``redirect_uri = https://<host>/console/oidc/callback``
 (register that URI with the app). The callback takes the flow out (once), compares
 ``state`` in constant time, redeems the code with the verifier and the client secret,
@@ -44,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from ostiary.client.oidc import code_challenge_s256, new_code_verifier
-from ostiary.core.errors import BadRequest, NotFound, PolicyDenied, Unauthorized
+from ostiary.core.errors import BadRequest, NotFound, PolicyDenied, TooManyRequests, Unauthorized
 from ostiary.provisioners import _jose
 from ostiary.provisioners.oidc import (
     OIDC_TYPE,
@@ -61,12 +61,16 @@ from ostiary.server.console.security import (
     finish,
 )
 from ostiary.server.context import ServerContext, server_context
+from ostiary.server.limits import client_address, limits_of
 from ostiary.store import AuditLog, ConsoleRepository, ProvisionerRepository, Store
 
 SESSION_COOKIE = "__Host-ostiary-session"
 FLOW_COOKIE = "__Host-ostiary-oidc-flow"
 SESSION_LIFETIME = timedelta(hours=8)
 FLOW_LIFETIME = timedelta(minutes=10)
+#: Sign-ins in flight kept at most: starting one needs no credential (and each client
+#: address may start only so many, :mod:`ostiary.server.limits`).
+MAX_FLOWS = 1000
 CALLBACK_PATH = "/console/oidc/callback"
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
@@ -112,8 +116,9 @@ class SessionStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def add_flow(self, flow: Flow, *, now: datetime) -> str:
-        return self._add(_FLOW, flow.data(), flow.expires_at, now)
+    def add_flow(self, flow: Flow, *, now: datetime, max_flows: int = MAX_FLOWS) -> str:
+        """Keep ``flow``; :class:`TooManyRequests` while ``max_flows`` are in flight."""
+        return self._add(_FLOW, flow.data(), flow.expires_at, now, limit=max_flows)
 
     def take_flow(self, flow_id: str, *, now: datetime) -> Flow | None:
         """The flow (removed: a callback is good once), if it exists and has not expired."""
@@ -146,11 +151,26 @@ class SessionStore:
         with self._store.transaction() as session:
             return ConsoleRepository(session).remove(_SESSION, _digest(session_id))
 
-    def _add(self, kind: str, data: dict[str, str], expires_at: datetime, now: datetime) -> str:
+    def _add(
+        self,
+        kind: str,
+        data: dict[str, str],
+        expires_at: datetime,
+        now: datetime,
+        *,
+        limit: int | None = None,
+    ) -> str:
         identifier = secrets.token_urlsafe(32)
         with self._store.transaction() as session:
             repository = ConsoleRepository(session)
             repository.purge_expired(now)
+            if limit is not None:
+                live, soonest = repository.live(kind, now=now)
+                if live >= limit:
+                    wait = (soonest - now).total_seconds() if soonest is not None else 1.0
+                    raise TooManyRequests.wait(
+                        f"{live} console sign-ins are in flight: try again later", wait
+                    )
             repository.put(kind, _digest(identifier), data, expires_at)
         return identifier
 
@@ -205,7 +225,12 @@ def session_officer(request: Request) -> Officer | None:
 
 @router.get("/sign-in")
 def sign_in(request: Request, context: Context, provisioner: str = "") -> Response:
-    """Start the sign-in: remember the flow, send the browser to the provider."""
+    """Start the sign-in: remember the flow, send the browser to the provider.
+
+    Nothing is kept unless ``provisioner`` is one that opens the console (404); each client
+    address may start only so many (429), and at most :data:`MAX_FLOWS` are in flight.
+    """
+    limits_of(request).sign_ins.check(client_address(request))
     loaded = _admin_provisioner(context, provisioner)
     metadata = loaded.metadata()
     now = context.authority.clock()

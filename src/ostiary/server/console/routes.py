@@ -24,7 +24,11 @@ from ostiary.core.describe import describe_certificate, entra_certificate_user_i
 from ostiary.core.encoding import parse_serial, serial_hex
 from ostiary.core.errors import BadRequest, MalformedInput, OstiaryError
 from ostiary.provisioners import list_provisioners
-from ostiary.provisioners.approval import approve_request, pending_requests, reject_request
+from ostiary.provisioners.approval import (
+    approve_request,
+    open_pending_requests,
+    reject_request,
+)
 from ostiary.provisioners.officers import identity_warnings, reject_requests
 from ostiary.server.body import read_body
 from ostiary.server.console import queries
@@ -208,7 +212,7 @@ async def revoke_certificate(
 def requests_page(request: Request, officer: CurrentOfficer, context: Context) -> Response:
     authority = context.authority
     now = authority.clock()
-    pending = pending_requests(authority.store, now=now)
+    pending = open_pending_requests(authority.store, now=now)
     warnings = identity_warnings(authority.store, pending, now=now)
     provisioners = sorted({r.provisioner for r in pending})
     return _page(

@@ -1,7 +1,9 @@
 """TPM key attestation (HTTPS only; see ``docs/api.md`` and ``docs/tpm.md``).
 
 - ``POST /attestation/nonce``: a fresh nonce, stored for single use, valid five minutes; the
-  client's TPM certifies its new key over it (TPM2_Certify ``extraData``).
+  client's TPM certifies its new key over it (TPM2_Certify ``extraData``). Only on a CA
+  with an ``attest`` provisioner, limited per client address and in number
+  (:mod:`ostiary.server.limits`).
 - ``POST /provisioners/{name}/attest``: a CSR and the attestation statement; the ``attest``
   provisioner ``name`` verifies it (:mod:`ostiary.provisioners.attest`), spends the nonce and
   the certificate is issued for the device its attestation key was certified for, with the
@@ -27,6 +29,7 @@ from ostiary.provisioners.attest import (
 )
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
+from ostiary.server.limits import client_address, limits_of
 from ostiary.server.models import MAX_PEM, CertificateAnswer, parse_requested_not_after
 
 router = APIRouter(tags=["attestation"])
@@ -81,8 +84,13 @@ async def _attest_body(request: Request) -> AttestSignRequest:
 
 
 @router.post("/attestation/nonce", status_code=201, response_model=NonceAnswer)
-def attestation_nonce(context: Context) -> NonceAnswer:
-    """A single-use nonce for a TPM attestation (TPM2_Certify extraData)."""
+def attestation_nonce(request: Request, context: Context) -> NonceAnswer:
+    """A single-use nonce for a TPM attestation (TPM2_Certify extraData).
+
+    404 on a CA with no ``attest`` provisioner; 429 past the per-address limit or while
+    too many nonces wait to be spent.
+    """
+    limits_of(request).nonces.check(client_address(request))
     authority = context.authority
     nonce, expires_at = issue_attestation_nonce(authority.store, now=authority.clock())
     return NonceAnswer(nonce=nonce, expires_at=expires_at)

@@ -2,7 +2,8 @@
 
 - ``POST /requests`` ``{"csr": PEM, "provisioner": NAME, "note": TEXT}`` -> 202 with the
   request id (the capability to poll it) and, when the provisioner wants one, the one-time
-  code the requester tells the officer.
+  code the requester tells the officer; 429 past the per-address limit
+  (:mod:`ostiary.server.limits`). A request waits a day until an officer opens the queue.
 - ``GET /requests/{id}`` -> ``pending``, ``issued`` (with the certificate and chain),
   ``rejected`` (with the reason) or ``expired``.
 - ``GET /provisioners/{name}/type`` -> which way a client must enroll with that provisioner
@@ -36,6 +37,7 @@ from ostiary.provisioners.approval import (
     MAX_NOTE,
     approve_request,
     issued_certificate_pem,
+    open_pending_records,
     reject_request,
     request_view,
     submit_request,
@@ -50,8 +52,9 @@ from ostiary.provisioners.officers import (
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.credentials import check_peer_certificate, peer_certificate
+from ostiary.server.limits import client_address, limits_of
 from ostiary.server.models import MAX_PEM, CertificateAnswer
-from ostiary.store import ProvisionerRepository, RequestRepository, RequestStatus
+from ostiary.store import ProvisionerRepository, RequestStatus
 
 router = APIRouter(tags=["approval"])
 Context = Annotated[ServerContext, Depends(server_context)]
@@ -86,11 +89,17 @@ async def _submit_body(request: Request) -> SubmitRequest:
     return await read_json(request, SubmitRequest)
 
 
+def _per_address(request: Request) -> None:
+    """Each client address may submit only so often (429 past it), checked first."""
+    limits_of(request).requests.check(client_address(request))
+
+
 @router.post(
     "/requests",
     status_code=202,
     response_model=RequestAnswer,
     openapi_extra=json_request_body(SubmitRequest),
+    dependencies=[Depends(_per_address)],
 )
 def submit(
     body: Annotated[SubmitRequest, Depends(_submit_body)], context: Context
@@ -227,10 +236,7 @@ def pending(officer: Officer, context: Context) -> PendingList:
     """The waiting requests, oldest first (officers only)."""
     authority = context.authority
     now = authority.clock()
-    with authority.store.transaction(read_only=True) as session:
-        records = RequestRepository(session).pending(now=now)
-        for record in records:
-            session.expunge(record)
+    records = open_pending_records(authority.store, now=now)  # opened: docs/console.md
     warnings = identity_warnings(authority.store, records, now=now)
     return PendingList(
         requests=[

@@ -4,7 +4,9 @@
 :mod:`ostiary.authority.remote_signing` for the checks and the audit). The caller is the
 request's ``Authorization: Bearer`` admin token when there is one, else the mTLS client
 certificate, which must be one this CA recorded, not revoked and within its validity (the
-store is asked on every request, so a revocation takes effect at once).
+store is asked on every request, so a revocation takes effect at once). The caller is
+checked before the body is read, and the body is read capped
+(:func:`~ostiary.server.body.read_json`).
 ``GET /signing/metrics`` (admin token) is the Prometheus text exposition of the counters.
 """
 
@@ -21,6 +23,7 @@ from ostiary.authority.remote_signing import Caller, RemoteSigning
 from ostiary.core.errors import NotFound, OstiaryError, Unauthorized
 from ostiary.core.jws import ALGORITHMS, DEFAULT_ASSERTION_LIFETIME
 from ostiary.provisioners import verify_admin_token
+from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.credentials import bearer_token, check_peer_certificate, peer_certificate
 
@@ -73,8 +76,13 @@ def _signing(context: Context) -> RemoteSigning:
 
 
 def _caller(request: Request, context: Context) -> Caller:
-    """Who asks; a refusal is audited as ``signing.denied`` (a revoked workload knocking is
-    worth knowing about) before it becomes a 401.
+    """Who asks, checked before the body is read.
+
+    A refusal of a client certificate of this CA (revoked, expired, unknown to the store)
+    is audited as ``signing.denied`` (a revoked workload knocking is worth knowing about)
+    before it becomes a 401. A request with no credential of this CA (none, or a bad admin
+    token) is only counted and logged at most once a minute: anyone can send those, and
+    they must not grow the audit log.
     """
     authority = context.authority
     certificate = peer_certificate(request)
@@ -89,15 +97,25 @@ def _caller(request: Request, context: Context) -> Caller:
         check_peer_certificate(authority.store, certificate, ca=context.ca, now=authority.clock())
     except OstiaryError as error:
         if context.signing is not None:
-            actor = None if certificate is None else Caller.from_certificate(certificate).actor
-            context.signing.audit_refused_caller(
-                actor,
-                str(request.path_params.get("name", "")),
-                source=_source(request),
-                error=error,
-            )
+            if certificate is None:
+                context.signing.count_anonymous_refusal(source=_source(request), error=error)
+            else:
+                context.signing.audit_refused_caller(
+                    Caller.from_certificate(certificate).actor,
+                    str(request.path_params.get("name", "")),
+                    source=_source(request),
+                    error=error,
+                )
         raise
     return Caller.from_certificate(certificate)
+
+
+async def _sign_body(request: Request) -> SignDigestRequest:
+    return await read_json(request, SignDigestRequest)
+
+
+async def _assertion_body(request: Request) -> AssertionRequest:
+    return await read_json(request, AssertionRequest)
 
 
 Signing = Annotated[RemoteSigning, Depends(_signing)]
@@ -108,18 +126,34 @@ def _source(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-@router.post("/keys/{name}/sign", response_model=SignDigestAnswer)
+@router.post(
+    "/keys/{name}/sign",
+    response_model=SignDigestAnswer,
+    openapi_extra=json_request_body(SignDigestRequest),
+)
 def sign_digest(
-    name: str, body: SignDigestRequest, request: Request, signing: Signing, caller: CallerOf
+    name: str,
+    request: Request,
+    signing: Signing,
+    caller: CallerOf,
+    body: Annotated[SignDigestRequest, Depends(_sign_body)],
 ) -> SignDigestAnswer:
     """Sign a digest with the key's current version."""
     result = signing.sign(caller, name, alg=body.alg, digest=body.digest, source=_source(request))
     return SignDigestAnswer(kid=result.kid, alg=result.alg, signature=result.signature)
 
 
-@router.post("/keys/{name}/assertion", response_model=AssertionAnswer)
+@router.post(
+    "/keys/{name}/assertion",
+    response_model=AssertionAnswer,
+    openapi_extra=json_request_body(AssertionRequest),
+)
 def make_assertion(
-    name: str, body: AssertionRequest, request: Request, signing: Signing, caller: CallerOf
+    name: str,
+    request: Request,
+    signing: Signing,
+    caller: CallerOf,
+    body: Annotated[AssertionRequest, Depends(_assertion_body)],
 ) -> AssertionAnswer:
     """Build and sign an RFC 7523 client assertion."""
     issued = signing.assertion(

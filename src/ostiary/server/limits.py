@@ -1,0 +1,135 @@
+"""Per-address limits for what anyone may ask without a credential.
+
+A few routes answer anonymous callers and keep something for them: an attestation nonce
+(``POST /attestation/nonce``), a console sign-in flow (``GET /console/oidc/sign-in``), a
+request for an officer (``POST /requests``). Each has an :class:`AddressLimiter`: a token
+bucket per client address (``burst`` requests at once, then one every ``interval``); a
+caller past it gets 429 ``too-many-requests`` with ``Retry-After``, and nothing is stored.
+
+The client address is the TCP peer of the connection (:func:`client_address`), never
+``X-Forwarded-For``: uvicorn rewrites the ASGI ``client`` from that header for peers it
+trusts (``forwarded_allow_ips``, loopback by default), and a header is the caller's to
+choose. Behind a TLS-terminating proxy every caller is the proxy's address, so the limits
+then apply to all callers together; limit at the proxy too in that setup.
+
+The state is per process, in memory: with ``--workers N`` or several replicas, each has its
+own buckets (so a caller gets up to N times the burst). It is bounded: at most
+``max_addresses`` buckets are kept, and the least recently used one is forgotten first
+(a forgotten address starts with a full bucket again).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from ostiary.core.errors import TooManyRequests
+from ostiary.server.tls_scope import peer_address
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class AddressLimiter:
+    """A token bucket per client address, for one kind of request (thread-safe)."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        burst: int,
+        interval: float,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst < 1 or interval <= 0 or max_addresses < 1:
+            raise ValueError("a limiter needs burst >= 1, interval > 0 and max_addresses >= 1")
+        self.what = what
+        self.burst = burst
+        self.interval = interval
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, address: str | None) -> None:
+        """Take one request from ``address``'s bucket; :class:`TooManyRequests` if empty.
+
+        A request with no address at all (an app called in-process) shares one bucket.
+        """
+        key = address or "-"
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.pop(key, None)
+            if bucket is None:
+                bucket = _Bucket(float(self.burst), now)
+            else:
+                refill = (now - bucket.updated) / self.interval
+                bucket.tokens = min(float(self.burst), bucket.tokens + refill)
+                bucket.updated = now
+            self._buckets[key] = bucket  # most recently used last
+            while len(self._buckets) > self.max_addresses:
+                self._buckets.popitem(last=False)
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return
+            wait = max(1, math.ceil((1 - bucket.tokens) * self.interval))
+        raise TooManyRequests.wait(
+            f"too many {self.what} from this address: try again in {wait} s", wait
+        )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._buckets)
+
+
+def client_address(request: Request) -> str | None:
+    """The TCP peer address of the request's connection (see the module docstring)."""
+    return peer_address(request.scope)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-process limiters of one app (kept in ``app.state``)."""
+
+    nonces: AddressLimiter
+    sign_ins: AddressLimiter
+    requests: AddressLimiter
+
+    @classmethod
+    def default(cls) -> Limits:
+        return cls(
+            # A TPM enrollment asks for one nonce; a retrying fleet behind one NAT a few.
+            # An address holds at most ~120 of the 5-minute nonces.
+            nonces=AddressLimiter("attestation nonces", burst=20, interval=3.0),
+            # People signing in to the console; an address holds at most ~90 flows of
+            # 10 minutes.
+            sign_ins=AddressLimiter("console sign-ins", burst=30, interval=10.0),
+            # Devices submitting CSRs for approval (a batch of devices set up behind one
+            # address at once): ~330 a day from one address, which the day an unopened
+            # request waits (provisioners/approval.py) keeps below MAX_PENDING.
+            requests=AddressLimiter("certificate requests", burst=40, interval=300.0),
+        )
+
+
+def limits_of(request: Request) -> Limits:
+    """The limiters of the app serving ``request`` (made by ``create_app``)."""
+    limits: Limits = request.app.state.ostiary_limits
+    return limits
+
+
+__all__ = [
+    "AddressLimiter",
+    "Limits",
+    "client_address",
+    "limits_of",
+]

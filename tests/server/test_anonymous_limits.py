@@ -1,0 +1,265 @@
+"""What anonymous callers can make the CA keep: nonces, sign-in flows, approval requests.
+
+Each route that stores something for a caller without a credential stores nothing unless a
+provisioner could use it, refuses (429, ``Retry-After``) past a per-address limit (the TCP
+peer, never ``X-Forwarded-For``), and keeps a bounded number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func, select
+
+from ostiary.authority.authority import Authority
+from ostiary.core.errors import TooManyRequests
+from ostiary.core.lifetime import Lifetime
+from ostiary.provisioners import ProvisionerClaims
+from ostiary.provisioners.approval import (
+    UNOPENED_REQUEST_TTL,
+    add_approval_provisioner,
+    open_pending_requests,
+    request_view,
+)
+from ostiary.provisioners.attest import (
+    NONCE_TTL,
+    AttestProvisioner,
+    add_attest_provisioner,
+    issue_attestation_nonce,
+)
+from ostiary.server.console.oidc_sign_in import Flow, SessionStore
+from ostiary.server.limits import AddressLimiter
+from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus
+from ostiary.tls import client_context
+from tests.server.conftest import Provisioners, Running, make_csr, run_server
+
+CLAIMS = ProvisionerClaims(
+    lifetime=Lifetime(timedelta(minutes=5), timedelta(hours=24), timedelta(days=30))
+)
+
+
+def rows(running: Running, model: type) -> int:
+    return running.count(model)
+
+
+def client(running: Running, source: str = "127.0.0.1") -> httpx.Client:
+    """An HTTPS client connecting from loopback address ``source``."""
+    transport = httpx.HTTPTransport(verify=client_context([running.root]), local_address=source)
+    return httpx.Client(base_url=running.server.https_url, transport=transport, timeout=30)
+
+
+def attestation_root_pem() -> str:
+    """A self-signed CA certificate standing for a TPM maker's attestation root."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "TPM Maker Root")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def add_attest(authority: Authority) -> None:
+    add_attest_provisioner(
+        authority.store,
+        AttestProvisioner(
+            name="tpm",
+            roots_pem=attestation_root_pem(),
+            policy_oid="1.3.6.1.4.1.55555.1",
+            claims=CLAIMS,
+        ),
+        now=datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+def running(authority: Authority, provisioners: Provisioners) -> Iterator[Running]:
+    with run_server(authority, provisioners) as running:
+        yield running
+
+
+# --------------------------------------------------------------------------- nonces
+
+
+def test_no_nonce_is_stored_on_a_ca_without_an_attest_provisioner(running: Running) -> None:
+    with client(running) as api:
+        answer = api.post("/attestation/nonce")
+    assert answer.status_code == 404, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "attest" in answer.json()["detail"]
+    assert rows(running, AttestationNonce) == 0
+
+
+def test_a_nonce_is_stored_once_an_attest_provisioner_exists(running: Running) -> None:
+    add_attest(running.authority)
+    with client(running) as api:
+        answer = api.post("/attestation/nonce")
+    assert answer.status_code == 201, answer.text
+    assert rows(running, AttestationNonce) == 1
+
+
+def test_nonces_are_limited_per_client_address_not_per_forwarded_header(
+    running: Running,
+) -> None:
+    add_attest(running.authority)
+    burst = 20
+    with client(running) as api:
+        for _ in range(burst):
+            assert api.post("/attestation/nonce").status_code == 201
+        refused = api.post("/attestation/nonce")
+        spoofed = api.post("/attestation/nonce", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["type"] == "urn:ostiary:error:too-many-requests"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert spoofed.status_code == 429, "X-Forwarded-For must not reset the limit"
+    assert rows(running, AttestationNonce) == burst
+    # Another address has its own allowance.
+    with client(running, "127.0.0.2") as other:
+        assert other.post("/attestation/nonce").status_code == 201
+    assert rows(running, AttestationNonce) == burst + 1
+
+
+def test_unspent_nonces_are_capped_and_go_when_they_expire(authority: Authority) -> None:
+    add_attest(authority)
+    now = datetime.now(UTC)
+    for _ in range(3):
+        issue_attestation_nonce(authority.store, now=now, max_unspent=3)
+    with pytest.raises(TooManyRequests) as refused:
+        issue_attestation_nonce(authority.store, now=now, max_unspent=3)
+    assert 1 <= refused.value.retry_after <= NONCE_TTL.total_seconds()
+    later = now + NONCE_TTL + timedelta(seconds=1)
+    issue_attestation_nonce(authority.store, now=later, max_unspent=3)
+    with authority.store.transaction(read_only=True) as session:
+        kept = session.scalar(select(func.count()).select_from(AttestationNonce))
+    assert kept == 1  # the three expired unspent ones were pruned
+
+
+# --------------------------------------------------------------------------- sign-in flows
+
+
+def test_sign_in_without_an_oidc_provisioner_keeps_no_flow(running: Running) -> None:
+    with client(running) as api:
+        answer = api.get("/console/oidc/sign-in", params={"provisioner": "nobody"})
+    assert answer.status_code == 404, answer.text
+    assert rows(running, ConsoleEntry) == 0
+
+
+def test_sign_ins_are_limited_per_client_address(running: Running) -> None:
+    burst = 30
+    with client(running) as api:
+        answers = [
+            api.get("/console/oidc/sign-in", params={"provisioner": "nobody"})
+            for _ in range(burst + 1)
+        ]
+    assert [a.status_code for a in answers[:burst]] == [404] * burst
+    assert answers[-1].status_code == 429
+    assert int(answers[-1].headers["retry-after"]) >= 1
+    with client(running, "127.0.0.2") as other:
+        assert other.get("/console/oidc/sign-in", params={"provisioner": "x"}).status_code == 404
+
+
+def test_sign_in_flows_are_capped_and_expired_ones_pruned(authority: Authority) -> None:
+    sessions = SessionStore(authority.store)
+    now = datetime.now(UTC)
+
+    def flow(at: datetime) -> Flow:
+        return Flow(
+            "sso", "s", "n", "v", "https://ca/console/oidc/callback", at + timedelta(minutes=10)
+        )
+
+    for _ in range(2):
+        sessions.add_flow(flow(now), now=now, max_flows=2)
+    with pytest.raises(TooManyRequests):
+        sessions.add_flow(flow(now), now=now, max_flows=2)
+    later = now + timedelta(minutes=11)
+    sessions.add_flow(flow(later), now=later, max_flows=2)
+    with authority.store.transaction(read_only=True) as session:
+        assert session.scalar(select(func.count()).select_from(ConsoleEntry)) == 1
+
+
+# --------------------------------------------------------------------------- approval queue
+
+
+def add_approval(authority: Authority, name: str = "doors") -> None:
+    add_approval_provisioner(
+        authority.store,
+        name,
+        claims=CLAIMS,
+        now=datetime.now(UTC),
+        profile="client",
+        require_code=False,
+    )
+
+
+def submit(api: httpx.Client, subject: str) -> httpx.Response:
+    csr, _ = make_csr(subject)
+    return api.post("/requests", json={"csr": csr, "provisioner": "doors"})
+
+
+def test_approval_requests_are_limited_per_client_address(running: Running) -> None:
+    add_approval(running.authority)
+    burst = 40
+    with client(running) as api:
+        for index in range(burst):
+            assert submit(api, f"d{index}").status_code == 202
+        refused = submit(api, "one-too-many")
+    assert refused.status_code == 429, refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+    with client(running, "127.0.0.2") as other:
+        assert submit(other, "another-address").status_code == 202
+
+
+def test_a_request_nobody_opened_expires_after_a_day(running: Running) -> None:
+    add_approval(running.authority)  # request_ttl: 7 days
+    submitted = datetime.now(UTC)
+    with client(running) as api:
+        body = submit(api, "unopened").json()
+    expires_at = datetime.fromisoformat(body["expires_at"])
+    assert expires_at <= submitted + UNOPENED_REQUEST_TTL + timedelta(minutes=1)
+    after_a_day = submitted + UNOPENED_REQUEST_TTL + timedelta(minutes=1)
+    view = request_view(running.authority.store, body["request_id"], now=after_a_day)
+    assert view.status == RequestStatus.EXPIRED
+    assert UNOPENED_REQUEST_TTL < timedelta(days=7)
+
+
+def test_a_request_an_officer_opened_waits_the_provisioners_whole_ttl(running: Running) -> None:
+    add_approval(running.authority)
+    with client(running) as api:
+        body = submit(api, "opened").json()
+    store = running.authority.store
+    shown = open_pending_requests(store, now=datetime.now(UTC))
+    assert [v.request_id for v in shown] == [body["request_id"]]
+    after_a_day = datetime.fromisoformat(body["expires_at"]) + timedelta(seconds=1)
+    view = request_view(store, body["request_id"], now=after_a_day)
+    assert view.status == RequestStatus.PENDING
+    assert view.expires_at - view.created_at == timedelta(days=7)
+
+
+# --------------------------------------------------------------------------- the limiter
+
+
+def test_the_limiter_forgets_the_least_recently_seen_address_first() -> None:
+    now = [0.0]
+    limiter = AddressLimiter("things", burst=1, interval=60, max_addresses=3, clock=lambda: now[0])
+    for address in ("a", "b", "c", "d"):
+        limiter.check(address)
+    assert len(limiter) == 3
+    limiter.check("a")  # forgotten, so a full bucket again
+    with pytest.raises(TooManyRequests):
+        limiter.check("d")  # remembered: its one request is spent
+    now[0] = 60.0
+    limiter.check("d")  # refilled after one interval
