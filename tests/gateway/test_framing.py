@@ -136,6 +136,8 @@ def header_forms() -> Iterator[tuple[bytes, ...]]:
     yield (b"Transfer-Encoding: chunked", b"X-Note: a\r\n\tb")
     yield (b"X-Note: a\r\n Transfer-Encoding: chunked",)
     yield (b"Host: door.example\r\n Transfer-Encoding: chunked",)
+    yield (b"X-Note: a\r\n b",)
+    yield (b"X-Note: a\r\n\tb",)
 
 
 CASES = [
