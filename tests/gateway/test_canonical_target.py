@@ -85,6 +85,10 @@ def websocket(target: bytes) -> bytes:
         pytest.param(get(b"//vault/secret"), 403, id="fail/double-slash"),
         pytest.param(get(b"/./vault/secret"), 403, id="fail/dot"),
         pytest.param(get(b"/%zz/vault"), 400, id="fail/bad-percent"),
+        pytest.param(get(b"/%2576ault/secret"), 400, id="fail/double-encoded"),
+        pytest.param(get(b"/%25%37%36ault/s%2576"), 400, id="fail/double-encoded-by-parts"),
+        pytest.param(get(b"/x/%252e%252e/vault"), 400, id="fail/double-encoded-dots"),
+        pytest.param(get(b"/vault%252Fsecret"), 400, id="fail/double-encoded-slash"),
         pytest.param(websocket(b"/%76ault/ws"), 403, id="fail/websocket-encoded"),
         pytest.param(websocket(b"/ws/../vault/ws"), 403, id="fail/websocket-dot-dot"),
     ],
@@ -126,6 +130,11 @@ def test_refused_target_never_reaches_the_upstream(
             "software", b"/caf%c3%a9/%7euser", "/caf%C3%A9/~user", "", id="ok/hex-upper-cased"
         ),
         pytest.param("software", b"/a/../../..", "/", "", id="ok/never-above-root"),
+        pytest.param("software", b"/100%25", "/100%25", "", id="ok/encoded-percent-at-end"),
+        pytest.param(
+            "software", b"/100%25-off/%25zz", "/100%25-off/%25zz", "", id="ok/encoded-percent"
+        ),
+        pytest.param("software", b"/x?a=%2576", "/x", "a=%2576", id="ok/double-encoding-in-query"),
     ],
 )
 def test_allowed_target_reaches_the_upstream_in_canonical_form(

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,14 @@ class Nginx:
 def nginx(
     ca: CA, upstream: EchoUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Nginx]:
+    with run_nginx(ca, upstream.port, tmp_path_factory.mktemp("nginx")) as running:
+        yield running
+
+
+@contextmanager
+def run_nginx(ca: CA, upstream_port: int, prefix: Path) -> Iterator[Nginx]:
+    """nginx with the snippet of 'ostiary gateway config nginx', in front of the upstream."""
     binary = require_tool("nginx")
-    prefix = tmp_path_factory.mktemp("nginx")
     port = free_port()
     crl_file = prefix / "ca.crl.pem"
     write_crl_once(ca, crl_file)
@@ -148,7 +155,7 @@ def nginx(
         "--listen",
         f"127.0.0.1:{port}",
         "--upstream",
-        f"http://127.0.0.1:{upstream.port}",
+        f"http://127.0.0.1:{upstream_port}",
         "--crl-file",
         str(crl_file),
     )
@@ -235,8 +242,14 @@ def test_revoked_certificate_is_refused_by_nginx_after_the_crl_refreshes(
 def caddy(
     ca: CA, upstream: EchoUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
+    with run_caddy(ca, upstream.port, tmp_path_factory.mktemp("caddy")) as port:
+        yield port
+
+
+@contextmanager
+def run_caddy(ca: CA, upstream_port: int, home: Path) -> Iterator[int]:
+    """Caddy with the snippet of 'ostiary gateway config caddy' (site name ``localhost``)."""
     binary = require_tool("caddy")
-    home = tmp_path_factory.mktemp("caddy")
     port = free_port()
     site = snippet(
         "caddy",
@@ -251,7 +264,7 @@ def caddy(
         "--server-name",
         "localhost",
         "--upstream",
-        f"http://127.0.0.1:{upstream.port}",
+        f"http://127.0.0.1:{upstream_port}",
     )
     assert "does not check revocation" in site
     (home / "Caddyfile").write_text(

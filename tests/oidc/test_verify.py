@@ -7,17 +7,22 @@ CA side runs in-process on a fresh SQLite store, so each case takes milliseconds
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
+from joserfc.jwk import RSAKey
 
 from ostiary.authority.authority import Authority
 from ostiary.client.enrollment import build_csr
@@ -502,3 +507,64 @@ def test_admin_entries_are_stored_in_one_form(entry: str, stored: str | None) ->
             normalize_admin(entry)
     else:
         assert normalize_admin(entry) == stored
+
+
+# --------------------------------------------------------------------------- forged algorithms
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged(token: str, alg: str, hmac_key: bytes | None) -> str:
+    """``token``'s claims and header under ``alg``: no signature for ``none``, an HMAC
+    with ``hmac_key`` for HS256 (what a verifier that lets the token pick the algorithm
+    would check with the client secret, the client id or the provider's public key)."""
+    head, body, _ = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    signing_input = f"{_b64(json.dumps({**header, 'alg': alg}).encode())}.{body}"
+    if hmac_key is None:
+        return f"{signing_input}."
+    mac = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(mac)}"
+
+
+def _provider_public_pem(provider: Provider) -> bytes:
+    jwks_uri = httpx.get(provider.configuration_endpoint).json()["jwks_uri"]
+    (found,) = httpx.get(jwks_uri).json()["keys"]  # the provider's one key (no 'kid')
+    return RSAKey.import_key(found).as_pem(private=False)
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    ["fail/alg-none", "fail/hs256-client-secret", "fail/hs256-client-id", "fail/hs256-public-key"],
+)
+def test_id_tokens_with_alg_none_or_hmac_are_refused(
+    authority: Authority,
+    identity: CAIdentity,
+    provider: Provider,
+    tmp_path: Path,
+    forgery: str,
+) -> None:
+    """The provider's key type decides the algorithm, never the token: ``none`` and HS256 (keyed
+    with what an attacker may know: the client id, the client secret of a leaked config, the
+    published public key) are refused, and spend nothing; the genuine token is then taken."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cret-of-the-app\n")
+    secret_file.chmod(0o600)
+    _add(authority, provider, client_secret_file=str(secret_file))
+    _user(provider, "alice", "alice@corp.example")
+    key = _key()
+    genuine = provider.id_token("alice", nonce=nonce_for_key(key.public_key()))
+    hmac_key = {
+        "fail/alg-none": None,
+        "fail/hs256-client-secret": b"s3cret-of-the-app",
+        "fail/hs256-client-id": CLIENT_ID.encode(),
+        "fail/hs256-public-key": _provider_public_pem(provider),
+    }[forgery]
+    token = _forged(genuine, "none" if hmac_key is None else "HS256", hmac_key)
+    csr = _csr(key, "alice@corp.example")
+    with pytest.raises(Unauthorized, match="algorithm we do not accept"):
+        _sign(authority, identity, token, csr)
+    assert _used_tokens(authority) == 0
+    assert _sign(authority, identity, genuine, csr)  # the twin: the real signature passes

@@ -9,7 +9,9 @@ the gateway decides, for every request, one of:
   authority form ``host:port``, asterisk form ``*``); a fragment (``#``); a malformed
   percent-encoding; an encoded ``/``, ``\``, ``.`` or ``;`` (``%2F``, ``%5C``, ``%2E``,
   ``%3B``) or control character (``%00``-``%1F``, ``%7F``) in the path; a raw ``\``, ``;`` or
-  control character in the path. Each of these is read differently by different servers.
+  control character in the path; an encoded ``%`` followed by two hex digits (``%2576``),
+  which an upstream that decodes twice reads as ``%76`` and then ``v``. Each of these is read
+  differently by different servers.
 - rewritten: percent-encoded unreserved characters (``ALPHA DIGIT - _ ~``) are decoded, the
   other percent-encodings get upper-case hex digits, a raw character that may not appear in a
   path (``"``, ``<``, ``|``, a non-ASCII byte...) is percent-encoded, empty segments are
@@ -37,6 +39,8 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _REFUSED_ENCODED = frozenset(b"/\\.;") | frozenset(range(0x20)) | {0x7F}
 _REFUSED_RAW = frozenset(b"\\;") | frozenset(range(0x20)) | {0x7F}
 
+#: An encoded '%' that an upstream which decodes twice reads as the start of an encoding.
+_DOUBLE_ENCODED = re.compile(rb"%25[0-9A-Fa-f]{2}")
 #: An already canonical target, the common case: segments of unreserved characters that do
 #: not start with a dot, then an optional query without a fragment.
 _PLAIN = re.compile(
@@ -92,7 +96,7 @@ def _canonical_segment(segment: bytes) -> bytes:
         byte = segment[i]
         if byte == 0x25:  # '%'
             pair = segment[i + 1 : i + 3]
-            if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
+            if not _is_hex_pair(pair):
                 raise MalformedInput("the request path has a malformed percent-encoding")
             value = int(pair, 16)
             if value in _REFUSED_ENCODED:
@@ -118,7 +122,15 @@ def _canonical_segment(segment: bytes) -> bytes:
         else:
             out += b"%%%02X" % byte
         i += 1
+    if _DOUBLE_ENCODED.search(out) is not None:  # after decoding: '%25%37%36' is '%2576'
+        raise MalformedInput(
+            "the request path must not encode '%' before two hex digits (a double encoding)"
+        )
     return bytes(out)
+
+
+def _is_hex_pair(pair: bytes) -> bool:
+    return len(pair) == 2 and pair[0] in _HEX and pair[1] in _HEX
 
 
 _PLAIN_SEGMENT_BYTES = bytes(sorted(_UNRESERVED | _PCHAR_OTHER))
