@@ -9,7 +9,13 @@ from functools import cached_property
 from pathlib import Path
 
 from ostiary.authority.authority import Authority
-from ostiary.authority.folder import CAMaterial, CAPaths, default_ca_dir, load_ca_folder
+from ostiary.authority.folder import (
+    CAMaterial,
+    CAPaths,
+    default_ca_dir,
+    load_ca_folder,
+    load_ca_public,
+)
 from ostiary.cli.secrets import PIN_ENV, obtain_password
 from ostiary.config import load_config
 from ostiary.core.errors import BadRequest
@@ -62,3 +68,19 @@ def unlock_ca(directory: Path | None, password_file: Path | None) -> Iterator[Un
     finally:
         store.dispose()
         material.signer.close()  # a token session (kms = "pkcs11"); nothing for a file
+
+
+@contextmanager
+def open_ca_store(directory: Path | None) -> Iterator[Store]:
+    """The CA folder's database (migrated), without unlocking any key: for reading."""
+    paths = ca_paths(directory)
+    if not paths.exists():
+        raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
+    config, _, _ = load_ca_public(paths)
+    url = paths.database_url(config)
+    migrate(url)
+    store = Store.from_url(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
