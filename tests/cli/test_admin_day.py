@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ..client.conftest import free_port
 from .conftest import CLI, PASSWORD
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -119,14 +120,16 @@ def test_token_not_after_outside_the_provisioners_lifetime_is_refused_when_made(
     ca: CLI, not_after: str
 ) -> None:
     before = audit_count(ca.home)
-    error = ca.refused("ca", "token", "alice", "--not-after", not_after).stderr
+    args = ("ca", "token", "alice", "--provisioner", "laptops", "--not-after", not_after)
+    error = ca.refused(*args).stderr
     assert "provisioner 'laptops'" in error
     assert "30d" in error or "5m" in error
     assert audit_count(ca.home) == before
 
 
 def test_token_not_after_within_the_lifetime_is_carried(ca: CLI) -> None:
-    token = ca.ok("ca", "token", "alice", "--not-after", "30d").stdout.strip()
+    args = ("ca", "token", "alice", "--provisioner", "laptops", "--not-after", "30d")
+    token = ca.ok(*args).stdout.strip()
     assert claims_of(token)["not_after"] == "30d"
 
 
@@ -250,7 +253,9 @@ def test_serve_refuses_certificates_pointing_at_another_local_port(ca: CLI) -> N
     config = (ca.home / "ostiary.toml").read_text()
     config = re.sub(r'url = "[^"]*"', 'url = "http://127.0.0.1:9080"', config)
     (ca.home / "ostiary.toml").write_text(config)
-    error = ca.refused("ca", "serve", "--http-address", "127.0.0.1:8080").stderr
+    listen = f"127.0.0.1:{free_port()}"
+    args = ("ca", "serve", "--address", "127.0.0.1:0", "--http-address", listen)
+    error = ca.refused(*args).stderr
     assert "http://127.0.0.1:9080" in error and "--http-address 127.0.0.1:9080" in error
 
 

@@ -169,7 +169,8 @@ def test_admin_tokens_from_the_command_line(
         pytest.param(("provisioner", "remove", "nobody"), id="fail/remove-unknown"),
         pytest.param(("token", "h.lab.example", "--provisioner", "nobody"), id="fail/unknown"),
         pytest.param(
-            ("token", "h.lab.example", "--not-after", "365d"), id="fail/not-after-beyond-max"
+            ("token", "h.lab.example", "--provisioner", "ci", "--not-after", "365d"),
+            id="fail/not-after-beyond-max",
         ),
         pytest.param(("token", "--provisioner", "ci"), id="fail/no-subject"),
         pytest.param(
