@@ -315,6 +315,12 @@ def test_help_in_a_pipe_shows_every_option_name_whole(
         assert re.search(rf"--type \S+ .*\b{kind}\b", flat), kind
 
 
+def test_key_rotate_help_says_the_new_version_signs_at_once(cli: CLI) -> None:
+    flat = " ".join(cli.ok("ca", "key", "rotate", "--help").stdout.split())
+    assert "signs every assertion from now on, at once" in flat
+    assert "right away" in flat and "upload its certificate first" not in flat
+
+
 def test_inspect_in_a_pipe_prints_entra_strings_whole_on_their_lines(
     ca: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
