@@ -1,14 +1,12 @@
-"""What the holder can tell about a one-time token before sending it, and whom it asked.
+"""What the holder can tell about a one-time token, and which CA it asked.
 
 A one-time token (``ostiary ca token``) is a JWS whose claims are readable without its key:
 ``aud`` names the CA it is for (``urn:ostiary:ca:<root SHA-256>:sign``) and ``exp`` when it
-stops working. Reading them here turns the two commonest mistakes into an answer that says
-what to do: a token made by another CA than the one this client trusts, and a token that has
-expired (tokens live five minutes). Nothing here trusts the token: the CA verifies it.
-
-When the CA refuses a token anyway, :func:`describe_ca` names the CA that was asked (its URL,
-its root's name and fingerprint), since "unknown provisioner" from the wrong CA is otherwise
-a riddle.
+stops working. Reading them turns the two commonest mistakes into an answer that says what to
+do: a token that has expired (tokens live five minutes) is refused before it is sent, and when
+the CA refuses a token, the answer names the CA that was asked (its URL, its root's name and
+fingerprint) and, if the token was made on another CA, says so, since "unknown provisioner"
+from the wrong CA is otherwise a riddle. Nothing here trusts the token: the CA verifies it.
 """
 
 from __future__ import annotations
@@ -38,28 +36,9 @@ def describe_ca(ca_url: str, root: x509.Certificate | None) -> str:
     return f"the CA at {ca_url} (root {name!r}, SHA-256 {_short(_fingerprint(root))})"
 
 
-def check_one_time_token(token: str, *, ca_url: str, root: x509.Certificate, now: datetime) -> None:
-    """Refuse, before it is sent, a token that is for another CA or has expired.
-
-    A token whose claims cannot be read is left for the CA to judge.
-    """
-    claims = _claims(token)
-    if claims is None:
-        return
-    audience = claims.get("aud")
-    audiences = audience if isinstance(audience, list) else [audience]
-    ours = _fingerprint(root)
-    theirs = [
-        a[len(_AUDIENCE_PREFIX) :].split(":")[0]
-        for a in audiences
-        if isinstance(a, str) and a.startswith(_AUDIENCE_PREFIX)
-    ]
-    if theirs and ours not in theirs:
-        raise Unauthorized(
-            f"this token was made by another CA (root SHA-256 {_short(theirs[0])}), not by "
-            f"{describe_ca(ca_url, root)}: make the token on that CA, or point --ca-url and "
-            "--root (or 'ostiary bootstrap') at the CA that made it"
-        )
+def check_token_not_expired(token: str, *, now: datetime) -> None:
+    """Refuse, before it is sent, a token that has expired (unreadable ones: the CA judges)."""
+    claims = _claims(token) or {}
     expiry = claims.get("exp")
     if isinstance(expiry, int | float) and not isinstance(expiry, bool):
         expired_at = datetime.fromtimestamp(expiry, UTC)
@@ -69,6 +48,29 @@ def check_one_time_token(token: str, *, ca_url: str, root: x509.Certificate, now
                 "with 'ostiary ca token' (tokens are valid for 5 minutes unless --ttl says "
                 "otherwise) and use it at once"
             )
+
+
+def explain_refusal(token: str, detail: str, *, ca_url: str, root: x509.Certificate) -> str:
+    """What to tell the holder when the CA at ``ca_url`` refused ``token`` with ``detail``.
+
+    It names the CA that was asked; if the token's audience names another CA's root, it says
+    so first: the token was made on another CA than the one asked.
+    """
+    asked = describe_ca(ca_url, root)
+    audience = (_claims(token) or {}).get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    theirs = [
+        a[len(_AUDIENCE_PREFIX) :].split(":")[0]
+        for a in audiences
+        if isinstance(a, str) and a.startswith(_AUDIENCE_PREFIX)
+    ]
+    if theirs and _fingerprint(root) not in theirs:
+        return (
+            f"this token was made by another CA (root SHA-256 {_short(theirs[0])}), not by "
+            f"{asked}, which refused it ({detail}): make the token on this CA, or point "
+            "--ca-url and --root (or 'ostiary bootstrap') at the CA that made it"
+        )
+    return f"{asked} refused the token: {detail}"
 
 
 def _claims(token: str) -> dict[str, Any] | None:
