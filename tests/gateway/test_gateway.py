@@ -240,7 +240,10 @@ def test_issuer_thumbprint_allowlist(ca: CA, upstream: EchoUpstream, alice: Issu
 
 
 def test_revocation_fails_closed_past_the_grace(
-    ca: CA, upstream: EchoUpstream, tmp_path_factory: pytest.TempPathFactory
+    ca: CA,
+    upstream: EchoUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A certificate whose OCSP and CRL locations do not answer is refused with no grace."""
     from tests.gateway.conftest import free_port
@@ -260,6 +263,10 @@ def test_revocation_fails_closed_past_the_grace(
     with run_gateway(gateway_config(ca, url, revocation_grace_seconds=0)) as gateway:
         assert refused(ca, orphan, gateway.port)
         assert gateway.metrics.refused["revocation-unknown"] == 1
+    # The log names the serial in hex, as every other output does, never in decimal.
+    serial = orphan.certificate.serial_number
+    assert f"revocation status unknown for serial {serial:x}:" in caplog.text
+    assert str(serial) not in caplog.text
     with run_gateway(gateway_config(ca, url, revocation="off")) as gateway:
         with ca.client(orphan, gateway.port) as client:
             assert client.get("/").status_code == 200

@@ -168,7 +168,10 @@ def test_admin_tokens_from_the_command_line(
         pytest.param(("provisioner", "list", "--format", "xml"), id="fail/list-format"),
         pytest.param(("provisioner", "remove", "nobody"), id="fail/remove-unknown"),
         pytest.param(("token", "h.lab.example", "--provisioner", "nobody"), id="fail/unknown"),
-        pytest.param(("token", "h.lab.example"), id="fail/no-provisioner"),
+        pytest.param(
+            ("token", "h.lab.example", "--provisioner", "ci", "--not-after", "365d"),
+            id="fail/not-after-beyond-max",
+        ),
         pytest.param(("token", "--provisioner", "ci"), id="fail/no-subject"),
         pytest.param(
             ("token", "h.lab.example", "--provisioner", "ci", "--san", "evil.example"),

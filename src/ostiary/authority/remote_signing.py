@@ -82,6 +82,8 @@ _CERTIFICATE_LIFETIME = Lifetime(
 _MAX_TEXT = 512
 #: Callers allowed on a key created without ``--caller``: admin tokens only.
 DEFAULT_CALLERS = ("admin:*",)
+#: The kinds of caller identity a pattern may name (:meth:`Caller.from_certificate`).
+CALLER_KINDS = ("cn", "serial", "admin", "dns", "email", "ip", "uri", "upn", "pid")
 
 
 class CallerNotAllowed(PolicyDenied):
@@ -148,6 +150,27 @@ def validate_key_name(name: str) -> str:
             "a signing key name is 1-64 characters: lower-case letters, digits, '-' and '_'"
         )
     return name
+
+
+def check_caller_patterns(callers: Sequence[str]) -> list[str]:
+    """Caller patterns as given, each saying which kind of identity it matches.
+
+    A caller's identities are ``kind:value`` texts (``cn:app1``, ``uri:...``, ``admin:...``):
+    a pattern without a kind (``app1``) could never match one, and would lock every caller
+    out without a word, so it is refused with the forms that would do.
+    """
+    for pattern in callers:
+        kind, sep, rest = pattern.partition(":")
+        if len(pattern) > _MAX_TEXT:
+            raise BadRequest(f"a caller pattern is at most {_MAX_TEXT} characters")
+        if not sep or kind not in CALLER_KINDS or not rest:
+            guess = f"'cn:{pattern}'" if not sep else f"'cn:{rest or '*'}'"
+            raise BadRequest(
+                f"caller pattern {pattern!r} names no kind of identity, so it would never "
+                f"match: write it as kind:glob with kind one of {', '.join(CALLER_KINDS)} "
+                f"(e.g. {guess} for a certificate whose common name is that)"
+            )
+    return list(dict.fromkeys(callers))
 
 
 def _check_audiences(audiences: Sequence[str]) -> list[str]:
@@ -217,7 +240,7 @@ def create_signing_key(
     if key_type not in SIGNING_KEY_TYPES:
         generate_signing_key(key_type)  # raises the readable error
     audience_list = _check_audiences(audiences)
-    caller_list = list(dict.fromkeys(callers)) or list(DEFAULT_CALLERS)
+    caller_list = check_caller_patterns(callers) or list(DEFAULT_CALLERS)
     now = authority.clock()
     with authority.store.transaction() as session:
         SigningKeyRepository(session).add(
@@ -581,6 +604,7 @@ def open_remote_signing(
 
 
 __all__ = [
+    "CALLER_KINDS",
     "DEFAULT_CALLERS",
     "AudienceNotAllowed",
     "Caller",
@@ -590,6 +614,7 @@ __all__ = [
     "RemoteSigning",
     "Signature",
     "SigningKeyInfo",
+    "check_caller_patterns",
     "create_signing_key",
     "list_signing_keys",
     "open_remote_signing",

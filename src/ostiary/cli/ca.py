@@ -21,14 +21,21 @@ from ostiary.cli import serve as serve_command
 from ostiary.cli.console import err, note, out
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.hsm import init_token_ca_folder, token_init_settings
+from ostiary.cli.listen import init_http_address, warn_https_url
 from ostiary.cli.options import CADir, Force, PasswordFile, Sans
 from ostiary.cli.secrets import PIN_ENV, obtain_password
-from ostiary.cli.unlock import ca_paths, unlock_ca
+from ostiary.cli.unlock import ca_paths, open_ca_store, unlock_ca
 from ostiary.config import CAConfig, describe_validation_error
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.crl import parse_revocation_reason
-from ostiary.core.encoding import dump_certificate_chain_pem, format_serial, load_csr, parse_serial
-from ostiary.core.errors import BadRequest
+from ostiary.core.encoding import (
+    dump_certificate_chain_pem,
+    format_serial,
+    load_csr,
+    parse_serial,
+    serial_hex,
+)
+from ostiary.core.errors import BadRequest, Conflict, NotFound
 from ostiary.core.issuance import Authorization
 from ostiary.core.keys import KeyType, parse_key_type
 from ostiary.core.lifetime import parse_duration
@@ -59,9 +66,22 @@ def init(
     address: Annotated[
         str, typer.Option(help="HOST:PORT the CA server will listen on.")
     ] = "127.0.0.1:8443",
+    http_address: Annotated[
+        str | None,
+        typer.Option(
+            "--http-address",
+            help="HOST:PORT the plain-HTTP listener (CRL, OCSP, CA certificates) will use, "
+            "stored for 'ca serve' (default: the --address host and the port of an http:// "
+            "--url; without one, 'ca serve' takes port 8080).",
+            show_default=False,
+        ),
+    ] = None,
     url: Annotated[
         str | None,
-        typer.Option(help="Base URL put in certificates for the CRL, OCSP and CA certificate."),
+        typer.Option(
+            help="Base URL put in certificates for the CRL, OCSP and CA certificate: "
+            "http://, served by the plain-HTTP listener (default: that listener's address).",
+        ),
     ] = None,
     dns: Annotated[
         list[str] | None, typer.Option("--dns", help="DNS name of the CA server (repeatable).")
@@ -92,12 +112,14 @@ def init(
             name=name,
             key_type=parse_key_type(key_type),
             address=address,
+            http_address=http_address or init_http_address(address, url),
             url=url,
             dns=tuple(dns or ()),
             **token_init_settings(kms, pkcs11_module, token, key_label_prefix),
         )
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
+    warn_https_url(config.url)
     if config.kms == "pkcs11":  # keys made in the token, unlocked by its PIN (docs/hsm.md)
         pin = obtain_password(password_file, purpose=f"token {token!r}", env=PIN_ENV)
         with err.status("Generating keys in the token and certificates..."):
@@ -202,7 +224,22 @@ def sign(
 
 @app.command()
 def revoke(
-    serial: Annotated[str, typer.Argument(help="Serial number in hex, colons optional.")],
+    serial: Annotated[
+        str | None,
+        typer.Argument(
+            help="Serial number in hex, colons optional ('ostiary ca certs list' shows them).",
+            show_default=False,
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            "--subject",
+            help="Instead of SERIAL: a glob over names, as in 'ca certs list'; exactly one "
+            "valid certificate must match.",
+            show_default=False,
+        ),
+    ] = None,
     reason: Annotated[str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise.")] = (
         "unspecified"
     ),
@@ -210,11 +247,34 @@ def revoke(
     password_file: PasswordFile = None,
 ) -> None:
     """Revoke a certificate issued by this CA (OCSP and the next CRL show it at once)."""
-    serial_number = parse_serial(serial)
+    if (serial is None) == (subject is None):
+        raise BadRequest("give the SERIAL to revoke, or --subject GLOB (not both)")
     flag = parse_revocation_reason(reason)
+    serial_number = parse_serial(serial) if serial is not None else _only_match(directory, subject)
     with open_authority(directory, password_file) as authority:
         record = authority.revoke(serial_number, reason=flag, actor="cli")
-    note(f"Revoked {format_serial(serial_number)} ({record.subject}), reason {flag.value}")
+    note(f"Revoked {serial_hex(serial_number)} ({record.subject}), reason {flag.value}")
+
+
+def _only_match(directory: Path | None, pattern: str | None) -> int:
+    """The serial of the one valid certificate matching ``pattern``; refuse none or several."""
+    from ostiary.cli.certs import describe_record, matching_certificates
+
+    with open_ca_store(directory) as opened:
+        store = opened.store
+        found = matching_certificates(
+            store, pattern, state="valid", now=datetime.now(UTC), limit=None
+        )
+    if not found:
+        raise NotFound(f"no valid certificate matches --subject {pattern!r}")
+    if len(found) > 1:
+        listed = "; ".join(describe_record(r) for r in found[:10])
+        more = f"; and {len(found) - 10} more" if len(found) > 10 else ""
+        raise Conflict(
+            f"{len(found)} valid certificates match --subject {pattern!r}: {listed}{more}; "
+            "give the SERIAL of the one to revoke"
+        )
+    return found[0].serial_number
 
 
 @app.command()
@@ -262,11 +322,14 @@ def _publish_root_crl(directory: Path | None, password_file: Path | None) -> byt
 
 
 from ostiary.cli import provisioner as _provisioner_commands  # noqa: E402 - needs open_authority
+from ostiary.cli.audit import audit_app as _audit_app  # noqa: E402
+from ostiary.cli.audit import migrate_database as _migrate_database  # noqa: E402
+from ostiary.cli.tokens import token as _token  # noqa: E402
 
 app.add_typer(_provisioner_commands.provisioner_app, name="provisioner")
-app.add_typer(_provisioner_commands.audit_app, name="audit")
-app.command("token")(_provisioner_commands.token)
-app.command("migrate")(_provisioner_commands.migrate_database)
+app.add_typer(_audit_app, name="audit")
+app.command("token")(_token)
+app.command("migrate")(_migrate_database)
 
 from ostiary.cli import requests as _request_commands  # noqa: E402 - needs open_authority
 
@@ -283,3 +346,7 @@ app.command("crl-watch")(_crl_watch)
 from ostiary.cli.signing_keys import key_app as _signing_key_app  # noqa: E402 - remote signing
 
 app.add_typer(_signing_key_app, name="key")
+
+from ostiary.cli.certs import certs_app as _certs_app  # noqa: E402
+
+app.add_typer(_certs_app, name="certs")

@@ -10,10 +10,9 @@ from typing import Annotated, Any
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from rich.table import Table
 
 from ostiary.authority.folder import default_ca_dir
-from ostiary.cli.console import note, out, shown
+from ostiary.cli.console import note, out
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.secrets import read_password_file
@@ -171,7 +170,8 @@ def inspect(
         if short:
             out.print(printable(_short_line(item)), markup=False)
         else:
-            out.print(_table(item))
+            for line in _lines(item):
+                out.print(printable(line), markup=False)
 
 
 def _short_line(item: dict[str, Any]) -> str:
@@ -185,19 +185,25 @@ def _short_line(item: dict[str, Any]) -> str:
     return f"CSR {item['subject']}  {item['public_key']}  san {', '.join(item['san'])}"
 
 
-def _table(item: dict[str, Any]) -> Table:
-    table = Table(title=item["type"].upper(), show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+def _lines(item: dict[str, Any]) -> list[str]:
+    """``key  value`` lines, never wrapped nor boxed: every value (a fingerprint, an Entra
+    ``X509:<SKI>...`` string) stays whole on its line, to copy as is, whatever the width.
+    """
+    rows: list[tuple[str, Any]] = []
     for key, value in item.items():
         if key == "type":
             continue
         if isinstance(value, dict):
-            for sub, sub_value in value.items():
-                table.add_row(f"{key}.{sub}", shown(_text(sub_value)))
+            rows.extend((f"{key}.{sub}", sub_value) for sub, sub_value in value.items())
         else:
-            table.add_row(key, shown(_text(value)))
-    return table
+            rows.append((key, value))
+    width = max((len(key) for key, _ in rows), default=0)
+    lines = [item["type"].upper()]
+    for key, value in rows:
+        values = [_text(v) for v in value] if isinstance(value, list) else [_text(value)]
+        for index, text in enumerate(values or ["-"]):
+            lines.append(f"  {key if index == 0 else '':<{width}}  {text}")
+    return lines
 
 
 def _text(value: Any) -> str:

@@ -14,6 +14,7 @@ import sys
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from rich.markup import escape
 from typer._click.exceptions import ClickException  # typer vendors click
 from typer.core import TyperCommand, TyperGroup
@@ -22,6 +23,12 @@ from ostiary.cli import cert as cert_commands
 from ostiary.cli import client as client_commands
 from ostiary.cli.console import fail
 from ostiary.core.errors import OstiaryError
+
+# Help in click's plain layout rather than Rich's panels: Rich fits its option table to the
+# width (80 columns in a pipe) by cutting option names ("--configuration-en..."); the plain
+# layout wraps the prose and never cuts a name someone must type. Typer reads this flag when
+# it formats help (the same as TYPER_USE_RICH=0, which must be set before typer is imported).
+typer.core.HAS_RICH = False
 
 #: Command groups imported only when named: the CA, the gateway and remote signing bring the
 #: store, SQLAlchemy and the web stack, which ``ostiary cert ...`` on a device does not need.

@@ -1,7 +1,7 @@
-"""``ostiary ca provisioner ...``, ``ca token``, ``ca audit verify`` and ``ca migrate``.
+"""``ostiary ca provisioner ...``: add, list, remove.
 
-Provisioners say who may get which certificate; ``ca token`` mints a one-time token from one
-(printed alone on stdout, for scripts). Every change is audited. Registered on the ``ca``
+Provisioners say who may get which certificate; ``ca token`` (:mod:`ostiary.cli.tokens`)
+mints a one-time token from one. Every change is audited. Registered on the ``ca``
 group at the end of :mod:`ostiary.cli.ca`.
 """
 
@@ -15,39 +15,30 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ostiary.authority.folder import (
-    CAPaths,
-    load_ca_public,
-)
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
-from ostiary.cli.console import fail, note, out, shown
+from ostiary.cli.console import note, out, shown
 from ostiary.cli.oidc import add_oidc
-from ostiary.cli.options import CADir, PasswordFile, Sans
-from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_store, unlock_ca
+from ostiary.cli.options import CADir, PasswordFile
+from ostiary.cli.unlock import NoPasswordFile, open_ca_store, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
 from ostiary.provisioners import (
     JWK_TYPE,
     LEAF_PROFILES,
-    TOKEN_TTL,
-    CAIdentity,
     ProvisionerClaims,
     ProvisionerInfo,
     add_jwk_provisioner,
     list_provisioners,
-    mint_admin_token,
-    mint_sign_token,
     remove_provisioner,
 )
 from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
 from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW, OIDC_TYPE
-from ostiary.store import AuditLog, Store, current_revision, head_revision, migrate
+from ostiary.store import Store
 
 provisioner_app = typer.Typer(
     help="Provisioners: who may get which certificate (one-time tokens, admin tokens).",
     no_args_is_help=True,
 )
-audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
 _ACTOR = "cli"
 
@@ -55,20 +46,6 @@ Duration = Annotated[
     str | None,
     typer.Option(help="A duration: 15m, 24h, 7d (default: the CA's claims).", show_default=False),
 ]
-
-
-def _identity(ca: UnlockedCA) -> CAIdentity:
-    material = ca.material
-    return CAIdentity.from_certificates(
-        material.root, material.intermediate, claims=material.config.claims
-    )
-
-
-def _paths(directory: Path | None) -> CAPaths:
-    paths = ca_paths(directory)
-    if not paths.exists():
-        raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
-    return paths
 
 
 def _now() -> datetime:
@@ -81,7 +58,14 @@ def _now() -> datetime:
 @provisioner_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="The provisioner's name (the tokens' 'iss').")],
-    type_: Annotated[str, typer.Option("--type", help="Provisioner type: jwk.")] = JWK_TYPE,
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="jwk (one-time tokens from 'ca token'), oidc (sign in with an identity "
+            "provider), approval (an officer decides) or attest (a TPM attests the key).",
+        ),
+    ] = JWK_TYPE,
     admin: Annotated[
         bool, typer.Option("--admin", help="It may also mint admin tokens (API, console).")
     ] = False,
@@ -380,6 +364,7 @@ def list_command(
         note("No provisioners yet: add one with 'ostiary ca provisioner add NAME --type jwk'")
         return
     table = Table("name", "type", "admin", "profiles", "lifetime", "renewal", "allowed names")
+    table.columns[0].no_wrap = True  # the name is what 'ca token --provisioner' takes
     for p in provisioners:
         renewal = "no"
         if p.claims.allow_renewal:
@@ -423,122 +408,3 @@ def remove(
     with open_authority(directory, password_file) as authority:
         remove_provisioner(authority.store, name, now=_now(), actor=_ACTOR)
     note(f"Removed provisioner '{name}'")
-
-
-# --------------------------------------------------------------------------- token
-
-
-def token(
-    subject: Annotated[
-        str | None,
-        typer.Argument(help="Subject: a common name or 'CN=..,O=..' (not with --admin)."),
-    ] = None,
-    provisioner: Annotated[
-        str, typer.Option("--provisioner", help="The provisioner that signs the token.")
-    ] = "",
-    san: Sans = None,
-    profile: Annotated[
-        str | None,
-        typer.Option(help="client, user, server or device (default: the provisioner's)."),
-    ] = None,
-    not_after: Annotated[
-        str | None,
-        typer.Option(
-            "--not-after",
-            help="Certificate lifetime (24h, 7d) or an RFC 3339 time: the longest a request "
-            "with this token may ask for.",
-        ),
-    ] = None,
-    ttl: Annotated[
-        str, typer.Option("--ttl", help="How long the token itself is valid (at most 1h).")
-    ] = format_duration(TOKEN_TTL),
-    admin: Annotated[
-        bool, typer.Option("--admin", help="An admin token (for the API and the console).")
-    ] = False,
-    directory: CADir = None,
-    password_file: PasswordFile = None,
-) -> None:
-    """Print a one-time token (alone on stdout) that authorizes exactly these names.
-
-    Without --san, a subject that is an e-mail address, IP address or dotted DNS name is
-    also the one SAN.
-    """
-    if not provisioner:
-        raise BadRequest("name the provisioner with --provisioner")
-    lifetime = parse_duration(ttl)
-    if admin:
-        if subject is not None or san or profile or not_after:
-            raise BadRequest("an admin token has no SUBJECT, --san, --profile or --not-after")
-    elif subject is None:
-        raise BadRequest("give the SUBJECT of the certificate (or --admin)")
-    with unlock_ca(directory, password_file) as ca:
-        if admin:
-            value = mint_admin_token(
-                ca.store,
-                provisioner,
-                ca=_identity(ca),
-                password=ca.password,
-                now=_now(),
-                ttl=lifetime,
-                actor=_ACTOR,
-            )
-        else:
-            value = mint_sign_token(
-                ca.store,
-                provisioner,
-                subject or "",
-                ca=_identity(ca),
-                password=ca.password,
-                now=_now(),
-                sans=tuple(san or ()),
-                profile=profile,
-                not_after=not_after,
-                ttl=lifetime,
-                actor=_ACTOR,
-            )
-    typer.echo(value)
-
-
-# --------------------------------------------------------------------------- audit, migrate
-
-
-_NoPassword = Annotated[
-    Path | None,
-    typer.Option(
-        "--password-file",
-        help="Accepted for uniform scripts; not needed (no key is used).",
-        hidden=True,
-    ),
-]
-
-
-@audit_app.command("verify")
-def audit_verify(directory: CADir = None, password_file: _NoPassword = None) -> None:
-    """Check the audit log's hash chain; exit 1 at the first damaged entry."""
-    paths = _paths(directory)
-    config, _, _ = load_ca_public(paths)
-    store = Store.from_url(paths.database_url(config))
-    try:
-        if current_revision(store.engine) != head_revision():
-            raise BadRequest("the database schema is not up to date: run 'ostiary ca migrate'")
-        with store.transaction(read_only=True) as session:
-            result = AuditLog(session).verify()
-    finally:
-        store.dispose()
-    if result.ok:
-        out.print(f"OK: {result.checked} audit entries, hash chain intact")
-        return
-    where = f"entry {result.first_bad_id}" if result.first_bad_id is not None else "its end"
-    reason = result.reason.value if result.reason is not None else "damaged"
-    fail(
-        f"the audit log is damaged at {where}: {reason}; "
-        f"the {result.checked} entries before it are sound"
-    )
-
-
-def migrate_database(directory: CADir = None, password_file: _NoPassword = None) -> None:
-    """Bring the CA's database schema up to date (safe to run on every start)."""
-    paths = _paths(directory)
-    config, _, _ = load_ca_public(paths)
-    migrate(paths.database_url(config))
-    note(f"Database schema at revision {head_revision()}")

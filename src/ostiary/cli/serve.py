@@ -24,6 +24,7 @@ from ostiary.authority.folder import CAMaterial
 from ostiary.authority.remote_signing import open_remote_signing
 from ostiary.authority.root_crl import publish_root_crl, root_crl_due
 from ostiary.cli.console import note, out
+from ostiary.cli.listen import check_url_matches_listener
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.unlock import unlock_ca
 from ostiary.core.ca import fingerprint_sha256
@@ -84,6 +85,7 @@ def serve(
         plain_address = (
             http_address or material.config.http_address or default_http_address(https_address)
         )
+        check_url_matches_listener(material.config.url, plain_address)
         https_sockets = bind_each(https_address, workers)
         http_sockets = bind_each(plain_address, workers)
         https_socket, http_socket = https_sockets[0], http_sockets[0]

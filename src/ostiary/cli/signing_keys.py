@@ -58,8 +58,9 @@ def create(
         list[str] | None,
         typer.Option(
             "--caller",
-            help="Who may use the key: a glob over cn:, uri:, dns:, email:, serial: or admin: "
-            "(repeatable; default admin:*).",
+            help="Who may use the key: KIND:GLOB with KIND one of cn, uri, dns, email, "
+            "serial, admin (e.g. cn:app1, uri:spiffe://corp/*); a pattern without a kind is "
+            "refused. Repeatable; default admin:* (admin tokens only).",
         ),
     ] = None,
     kms: Annotated[
@@ -111,7 +112,12 @@ def rotate(
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
-    """Make the next version of a key; it signs from now on (upload its certificate first)."""
+    """Make the next version of a key: it signs every assertion from now on, at once.
+
+    Upload the new certificate (--cert-out) to the app registration right away, next to the
+    old one: until it is there, the identity provider refuses assertions signed by the new
+    version. Remove the old certificate from the registration once the new one works.
+    """
     check_writable(cert_out, force=force)
     with unlock_ca(directory, password_file) as ca:
         version, certificate = rotate_signing_key(

@@ -27,9 +27,16 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from ostiary.client.config import ClientConfig, load_client_config, normalize_ca_url
 from ostiary.client.errors import CAUnavailable, error_from_problem
+from ostiary.client.token_check import check_token_not_expired, explain_refusal
 from ostiary.core.ca import fingerprint_sha256, issued_by
 from ostiary.core.encoding import dump_certificate_chain_pem, load_certificate, serial_hex
-from ostiary.core.errors import BadRequest, InvalidCertificate, MalformedInput, OstiaryError
+from ostiary.core.errors import (
+    BadRequest,
+    InvalidCertificate,
+    MalformedInput,
+    OstiaryError,
+    Unauthorized,
+)
 from ostiary.core.lifetime import format_duration
 from ostiary.tls import TLSIdentity, client_context
 
@@ -133,12 +140,18 @@ class OstiaryClient:
         provisioner's claims bound it. ``attestation``: a TPM attestation of the key, for a
         provisioner that requires one.
         """
+        check_token_not_expired(token, now=self._clock())
         body: dict[str, Any] = {"csr": _pem(csr), "token": token}
         if attestation is not None:
             body["attestation"] = attestation
         if not_after is not None:
             body["not_after"] = _format_not_after(not_after)
-        answer = self._call(self._http, "POST", "/sign", json=body)
+        try:
+            answer = self._call(self._http, "POST", "/sign", json=body)
+        except Unauthorized as exc:  # name the CA that was asked: it may be the wrong one
+            root = self.trusted_roots[0]
+            detail = explain_refusal(token, exc.detail, ca_url=self.ca_url, root=root)
+            raise type(exc)(detail, **exc.data) from None
         return self._issued(answer, expected_key=csr.public_key())
 
     def submit_request(

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import h11
 from cryptography import x509
 
+from ostiary.core.encoding import serial_hex
 from ostiary.core.errors import InvalidCertificate, OstiaryError
 from ostiary.gateway.config import GatewayConfig, parse_host_port
 from ostiary.gateway.http import Exchange, HTTPDownstream, UpstreamPool, access_log
@@ -287,7 +288,9 @@ class Gateway:
                 if await self.revocation.is_revoked(ca, ca_issuer, unless_unnamed=True):
                     return None, "issuer-revoked"
         except RevocationUnknown as exc:
-            log.warning("revocation status unknown for %s: %s", leaf.serial_number, exc)
+            log.warning(
+                "revocation status unknown for serial %s: %s", serial_hex(leaf.serial_number), exc
+            )
             return None, "revocation-unknown"
         if known is None or known.issuer != issuer:
             if len(self._identities) >= _IDENTITY_CACHE:

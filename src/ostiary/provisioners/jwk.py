@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwk
 from joserfc.errors import JoseError
 
-from ostiary.core.errors import BadRequest, MalformedInput, Unauthorized
+from ostiary.core.errors import BadRequest, LifetimeNotAllowed, MalformedInput, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.core.lifetime import format_duration
 from ostiary.core.names import check_subject, format_general_name, parse_san, parse_subject
@@ -54,6 +54,7 @@ from ostiary.provisioners.base import (
     TokenGrant,
     check_profile,
     combine_requested,
+    end_of,
     parse_not_after,
 )
 from ostiary.provisioners.patterns import check_allowed_names, default_sans_for
@@ -217,7 +218,13 @@ class JWKProvisioner:
         chosen = check_profile(profile or self.default_profile, self.profiles)
         claims: dict[str, Any] = {"sub": subject.strip(), "sans": texts, "profile": chosen}
         if not_after is not None:
-            parse_not_after(not_after)
+            # The same bounds the CA applies when the token is used: refused now, not later.
+            try:
+                self.claims.lifetime.check(end_of(parse_not_after(not_after), now=now) - now)
+            except LifetimeNotAllowed as exc:
+                raise LifetimeNotAllowed(
+                    f"not_after {not_after.strip()!r}: {exc.detail} of provisioner {self.name!r}"
+                ) from None
             claims["not_after"] = not_after.strip()
         return self._mint(private_key, claims, ca.audience("sign"), now, ttl, token_id)
 

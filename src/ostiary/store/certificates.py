@@ -144,6 +144,41 @@ class CertificateRepository:
         query = query.order_by(CertificateRecord.created_at.desc(), CertificateRecord.id.desc())
         return list(self._session.scalars(query.limit(limit).offset(offset)))
 
+    def listed(
+        self,
+        *,
+        now: datetime,
+        state: str | None = None,
+        containing: str | None = None,
+        limit: int | None = None,
+    ) -> list[CertificateRecord]:
+        """Certificates newest first, for people looking for one (``ca certs list``).
+
+        ``state`` is ``valid`` (not revoked, not expired at ``now``), ``expired`` (not
+        revoked, past ``not_after``) or ``revoked``. ``containing``: the subject or the SANs
+        hold this text (case-insensitively); the caller narrows further.
+        """
+        query = select(CertificateRecord)
+        if state == "revoked":
+            query = query.where(CertificateRecord.status == CertificateStatus.REVOKED.value)
+        elif state in ("valid", "expired"):
+            query = query.where(CertificateRecord.status == CertificateStatus.VALID.value)
+            if state == "valid":
+                query = query.where(CertificateRecord.not_after >= now)
+            else:
+                query = query.where(CertificateRecord.not_after < now)
+        elif state is not None:
+            raise BadRequest(f"unknown certificate state {state!r}: use valid, revoked or expired")
+        if containing:
+            query = query.where(
+                or_(
+                    CertificateRecord.subject.icontains(containing, autoescape=True),
+                    cast(CertificateRecord.sans, String).icontains(containing, autoescape=True),
+                )
+            )
+        query = query.order_by(CertificateRecord.created_at.desc(), CertificateRecord.id.desc())
+        return list(self._session.scalars(query.limit(limit)))
+
     def expiring(
         self, before: datetime, *, after: datetime | None = None, limit: int | None = None
     ) -> list[CertificateRecord]:
