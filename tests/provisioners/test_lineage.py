@@ -20,6 +20,7 @@ from ostiary.authority.authority import Authority
 from ostiary.core.errors import KeyCompromised, RevokedCertificate, Superseded
 from ostiary.core.lifetime import Lifetime
 from ostiary.provisioners import renewal_authorization
+from ostiary.provisioners.officers import bind_officer_certificate, officer_for_certificate
 from ostiary.store import AuditEntry, CertificateRecord, CertificateRepository, CertificateStatus
 
 from .conftest import Kit, client_authorization, make_csr
@@ -186,3 +187,34 @@ def test_a_renewal_later_than_the_successor_still_sees_it(kit: Kit) -> None:
     _renew(kit.authority, kit, first)
     later = Authority(kit.authority.ca, kit.store, clock=lambda: kit.now + LATER)
     assert _renew(later, kit, first).serial_number != first.serial_number  # the successor
+
+
+# An officer's role follows a renewal (the successor was obtained with the bound certificate's
+# key), so an officer whose certificate renews every day need not be bound again each day;
+# revoking any certificate of the lineage takes the role from all its successors.
+
+
+def test_an_officers_role_follows_renewals_and_ends_with_a_revocation(kit: Kit) -> None:
+    first = _issue(kit, ec.generate_private_key(ec.SECP256R1()))
+    bind_officer_certificate(
+        kit.store, "alice", first, ca=kit.identity, now=kit.authority.clock(), actor="owner"
+    )
+    second = _renew(kit.authority, kit, first)
+    third = _renew(kit.authority, kit, second, new_key=ec.generate_private_key(ec.SECP256R1()))
+    assert [officer_for_certificate(kit.store, c) for c in (first, second, third)] == [
+        "alice",
+        "alice",
+        "alice",
+    ]
+    kit.authority.revoke(second.serial_number, reason=x509.ReasonFlags.unspecified, actor="o")
+    assert officer_for_certificate(kit.store, third) is None
+    assert officer_for_certificate(kit.store, first) == "alice"  # bound itself, not revoked
+
+
+def test_a_certificate_with_the_same_name_but_no_lineage_holds_no_role(kit: Kit) -> None:
+    bound = _issue(kit, ec.generate_private_key(ec.SECP256R1()), "officer-alice")
+    bind_officer_certificate(
+        kit.store, "alice", bound, ca=kit.identity, now=kit.authority.clock(), actor="owner"
+    )
+    twin = _issue(kit, ec.generate_private_key(ec.SECP256R1()), "officer-alice")
+    assert officer_for_certificate(kit.store, twin) is None

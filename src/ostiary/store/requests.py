@@ -35,13 +35,23 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.core.errors import Conflict, NotFound
 from ostiary.store._unique import insert_unless_duplicate
-from ostiary.store.models import NAME_LENGTH, SERIAL_LENGTH, Base
+from ostiary.store.models import (
+    NAME_LENGTH,
+    SERIAL_LENGTH,
+    Base,
+    CertificateRecord,
+    CertificateStatus,
+)
 from ostiary.store.types import BigIntegerPrimaryKey
 
 REQUEST_ID_LENGTH = 32
 #: An ``approving`` claim older than this was left by a process that died mid-approval: the
 #: request counts as pending again.
 CLAIM_TIMEOUT = timedelta(minutes=5)
+
+
+#: How many renewals back a certificate may be from the one bound to an officer.
+MAX_RENEWALS_WALKED = 64
 
 
 class RequestStatus(enum.StrEnum):
@@ -260,7 +270,38 @@ class OfficerRepository:
         return officer
 
     def name_for_fingerprint(self, fingerprint_sha256: str) -> str | None:
-        """The officer a certificate (by SHA-256 fingerprint) is bound to, or None."""
+        """The officer a certificate (by SHA-256 fingerprint) is bound to, or None.
+
+        A renewal carries the role: a certificate that is not bound itself holds the role of
+        the nearest bound certificate it was renewed from (``renewed_from``, which only a
+        renewal by the holder of the predecessor's key records), as long as no certificate
+        on that path is revoked. Revoking any certificate of the lineage therefore takes the
+        role from all its successors. At most :data:`MAX_RENEWALS_WALKED` steps are taken.
+        """
+        name = self._bound_name(fingerprint_sha256)
+        if name is not None:
+            return name
+        record = self._session.scalars(
+            select(CertificateRecord).where(
+                CertificateRecord.fingerprint_sha256 == fingerprint_sha256
+            )
+        ).one_or_none()
+        for _ in range(MAX_RENEWALS_WALKED):
+            if record is None or record.renewed_from is None:
+                return None
+            record = self._session.scalars(
+                select(CertificateRecord)
+                .where(CertificateRecord.serial == record.renewed_from)
+                .limit(1)
+            ).one_or_none()
+            if record is None or record.status != CertificateStatus.VALID.value:
+                return None
+            name = self._bound_name(record.fingerprint_sha256)
+            if name is not None:
+                return name
+        return None
+
+    def _bound_name(self, fingerprint_sha256: str) -> str | None:
         return self._session.scalars(
             select(Officer.subject_cn)
             .join(OfficerCertificate, OfficerCertificate.officer_id == Officer.id)
