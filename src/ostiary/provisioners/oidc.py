@@ -236,6 +236,11 @@ class OIDCProvisioner:
         audience = claims.get("aud")
         if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != self.client_id:
             raise Unauthorized("the ID token has several audiences and 'azp' is not this client")
+        if self.tenant_id is not None and "tid" not in claims:
+            raise Unauthorized(
+                "the ID token has no tenant id ('tid'), which this provisioner requires "
+                f"({self.tenant_id}): is the provider Entra ID?"
+            )
         if self.tenant_id is not None and claims.get("tid") != self.tenant_id:
             raise Unauthorized("the ID token is from another tenant ('tid')")
         return claims, times.expires_at

@@ -338,7 +338,9 @@ def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) 
     if not identity.admin:
         _audit(context, "console.sign_in_refused", actor, {"provisioner": provisioner.name})
         raise PolicyDenied(
-            f"{identity.display} is not among the admins of provisioner {provisioner.name!r}"
+            f"{identity.display} is not among the admins of provisioner {provisioner.name!r}",
+            admins_of=provisioner.name,
+            signed_in_as=identity.display,
         )
     _audit(context, "console.signed_in", actor, {"provisioner": provisioner.name})
     return identity.display
