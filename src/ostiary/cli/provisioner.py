@@ -1,6 +1,8 @@
 """``ostiary ca provisioner ...``, ``ca token``, ``ca audit verify`` and ``ca migrate``.
 
-Provisioners say who may get which certificate; ``ca token`` mints a one-time token from one
+Provisioners say who may get which certificate (``add``, ``list``, ``remove`` here;
+``update`` in :mod:`ostiary.cli.provisioner_update`, the options of both in
+:mod:`ostiary.cli.provisioner_options`); ``ca token`` mints a one-time token from one
 (printed alone on stdout, for scripts). Every change is audited. Registered on the ``ca``
 group at the end of :mod:`ostiary.cli.ca`.
 """
@@ -19,10 +21,12 @@ from ostiary.authority.folder import (
     CAPaths,
     load_ca_public,
 )
+from ostiary.cli import provisioner_options as opt
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
 from ostiary.cli.console import fail, note, out
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile, Sans
+from ostiary.cli.provisioner_update import update
 from ostiary.cli.unlock import UnlockedCA, ca_paths, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
@@ -50,11 +54,7 @@ provisioner_app = typer.Typer(
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
 _ACTOR = "cli"
-
-Duration = Annotated[
-    str | None,
-    typer.Option(help="A duration: 15m, 24h, 7d (default: the CA's claims).", show_default=False),
-]
+_DEFAULT_WINDOW = format_duration(DEFAULT_RENEW_AFTER_EXPIRY_WINDOW)
 
 
 def _identity(ca: UnlockedCA) -> CAIdentity:
@@ -82,137 +82,30 @@ def _now() -> datetime:
 def add(
     name: Annotated[str, typer.Argument(help="The provisioner's name (the tokens' 'iss').")],
     type_: Annotated[str, typer.Option("--type", help="Provisioner type: jwk.")] = JWK_TYPE,
-    admin: Annotated[
-        bool, typer.Option("--admin", help="It may also mint admin tokens (API, console).")
-    ] = False,
-    min_lifetime: Duration = None,
-    default_lifetime: Duration = None,
-    max_lifetime: Duration = None,
-    allow_renewal: Annotated[
-        bool | None,
-        typer.Option(
-            "--allow-renewal/--no-allow-renewal",
-            help="Holders may renew (default: the CA's claims).",
-            show_default=False,
-        ),
-    ] = None,
-    allow_renewal_after_expiry: Annotated[
-        bool | None,
-        typer.Option(
-            "--allow-renewal-after-expiry/--no-allow-renewal-after-expiry",
-            help="Expired certificates may still be renewed, within the window.",
-            show_default=False,
-        ),
-    ] = None,
-    renew_after_expiry_window: Annotated[
-        str,
-        typer.Option(help="How long after expiry renewal is still allowed, when it is."),
-    ] = format_duration(DEFAULT_RENEW_AFTER_EXPIRY_WINDOW),
-    allow_name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-name",
-            help="Names its tokens may carry, as glob patterns: '*.lab.example', "
-            "'*@example.com', 'upn:*@corp.example', 'cn:*'. Repeatable; default: any.",
-            show_default=False,
-        ),
-    ] = None,
-    profile: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--profile",
-            help="Profiles its tokens may ask for (client, user, server, device); the first is "
-            "the default. Repeatable; default: all four, client first.",
-            show_default=False,
-        ),
-    ] = None,
-    require_code: Annotated[
-        bool,
-        typer.Option(
-            "--require-code/--no-require-code",
-            help="approval: the officer must enter the code shown to the requester.",
-        ),
-    ] = True,
-    configuration_endpoint: Annotated[
-        str | None,
-        typer.Option(help="oidc: the provider's discovery URL (.well-known/openid-configuration)."),
-    ] = None,
-    client_id: Annotated[
-        str | None, typer.Option(help="oidc: the app's client id.", show_default=False)
-    ] = None,
-    client_secret_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="oidc: file holding the client secret (a confidential app).", show_default=False
-        ),
-    ] = None,
-    tenant_id: Annotated[
-        str | None,
-        typer.Option(help="oidc: Entra tenant id ('tid') tokens must carry.", show_default=False),
-    ] = None,
-    domains: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--domains", help="oidc: e-mail/UPN domains served (d1,d2).", show_default=False
-        ),
-    ] = None,
-    admins: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--admins",
-            help="oidc: users who may ask for other names (a@x,...).",
-            show_default=False,
-        ),
-    ] = None,
-    groups: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--groups",
-            help="oidc: users must be in one of these groups (g1,...).",
-            show_default=False,
-        ),
-    ] = None,
-    uri_claim: Annotated[
-        str | None,
-        typer.Option(help="oidc: also a URI SAN from this claim (sub or oid).", show_default=False),
-    ] = None,
-    policy_oid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy-oid",
-            help="oidc: certificate policy OIDs for its certificates (Entra binding rules).",
-            show_default=False,
-        ),
-    ] = None,
-    provider_ca_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--provider-ca-file",
-            help="oidc: PEM roots for the provider (default: system store).",
-            show_default=False,
-        ),
-    ] = None,
-    attestation_roots: Annotated[
-        Path | None,
-        typer.Option(
-            "--attestation-roots",
-            help="attest: PEM roots that certify TPM attestation keys (docs/tpm.md).",
-            show_default=False,
-        ),
-    ] = None,
-    require_pin: Annotated[
-        bool,
-        typer.Option("--require-pin/--no-require-pin", help="attest: the key needs userWithAuth."),
-    ] = True,
-    require_attestation: Annotated[
-        str | None,
-        typer.Option(
-            "--require-attestation",
-            help="Any type: requests must carry a TPM attestation checked by this attest "
-            "provisioner (its policy OID is added).",
-            show_default=False,
-        ),
-    ] = None,
+    admin: opt.Admin = False,
+    min_lifetime: opt.Duration = None,
+    default_lifetime: opt.Duration = None,
+    max_lifetime: opt.Duration = None,
+    allow_renewal: opt.AllowRenewal = None,
+    allow_renewal_after_expiry: opt.AllowRenewalAfterExpiry = None,
+    renew_after_expiry_window: opt.RenewWindow = _DEFAULT_WINDOW,
+    allow_name: opt.AllowName = None,
+    profile: opt.Profile = None,
+    require_code: opt.RequireCode = True,
+    configuration_endpoint: opt.ConfigurationEndpoint = None,
+    no_check: opt.NoCheck = False,
+    client_id: opt.ClientId = None,
+    client_secret_file: opt.ClientSecretFile = None,
+    tenant_id: opt.TenantId = None,
+    domains: opt.Domains = None,
+    admins: opt.Admins = None,
+    groups: opt.Groups = None,
+    uri_claim: opt.UriClaim = None,
+    policy_oid: opt.PolicyOid = None,
+    provider_ca_file: opt.ProviderCaFile = None,
+    attestation_roots: opt.AttestationRoots = None,
+    require_pin: opt.RequirePin = True,
+    require_attestation: opt.RequireAttestation = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -227,7 +120,9 @@ def add(
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
     maximum = parse_duration(max_lifetime) if max_lifetime else None
-    window = parse_duration(renew_after_expiry_window)
+    window = parse_duration(
+        renew_after_expiry_window or format_duration(DEFAULT_RENEW_AFTER_EXPIRY_WINDOW)
+    )
     profiles = tuple(profile or LEAF_PROFILES)
     with unlock_ca(directory, password_file) as ca:
         if require_attestation is not None:
@@ -253,7 +148,7 @@ def add(
                 profile=profiles[0],
                 roots_file=attestation_roots,
                 policy_oids=policy_oid,
-                require_pin=require_pin,
+                require_pin=require_pin is not False,
                 now=_now(),
                 actor=_ACTOR,
             )
@@ -278,6 +173,7 @@ def add(
                 uri_claim=uri_claim,
                 provider_ca_file=provider_ca_file,
                 policy_oids=policy_oid,
+                check=not no_check,
             )
             _require_attestation(ca.store, name, require_attestation)
             return
@@ -288,7 +184,7 @@ def add(
                 claims=claims,
                 now=_now(),
                 profile=profiles[0],
-                require_code=require_code,
+                require_code=require_code is not False,
                 ca_claims=ca_claims,
                 actor=_ACTOR,
             )
@@ -301,7 +197,7 @@ def add(
             password=ca.password,
             claims=claims,
             now=_now(),
-            admin=admin,
+            admin=bool(admin),
             profiles=profiles,
             ca_claims=ca_claims,
             actor=_ACTOR,
@@ -407,6 +303,9 @@ def remove(
     with open_authority(directory, password_file) as authority:
         remove_provisioner(authority.store, name, now=_now(), actor=_ACTOR)
     note(f"Removed provisioner '{name}'")
+
+
+provisioner_app.command("update")(update)
 
 
 # --------------------------------------------------------------------------- token
