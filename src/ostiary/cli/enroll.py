@@ -1,0 +1,205 @@
+"""``ostiary cert request``: enroll, with a one-time token, an OpenID sign-in or an officer's
+approval; the key is made here (a file or the TPM) and never sent, only a CSR.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ostiary.cli.approval import request_by_approval
+from ostiary.cli.cert import dump_private_key
+from ostiary.cli.client import CAUrl, RootFile, ca_connector
+from ostiary.cli.console import note
+from ostiary.cli.files import check_writable, write_file
+from ostiary.cli.holder import PKCS12Output, timestamp
+from ostiary.cli.oidc import sign_in_for
+from ostiary.cli.options import Force, Sans
+from ostiary.cli.tpm import ApprovalWait, TpmPinFile, TpmTcti, request_with_tpm
+from ostiary.client.approval import APPROVAL_TYPE
+from ostiary.client.credentials import (
+    CredentialSource,
+    KeyBoundCredentialSource,
+    OneTimeToken,
+)
+from ostiary.client.enrollment import request_certificate
+from ostiary.core.errors import BadRequest
+from ostiary.core.keys import KeyType, parse_key_type
+from ostiary.core.names import parse_san, parse_subject
+from ostiary.provisioners.base import OIDC_TYPE
+
+
+def _credential_source(token: str | None) -> CredentialSource:
+    """Where the proof for a new certificate comes from (later also an OIDC sign-in)."""
+    if token is None:
+        raise BadRequest("give --token (from 'ostiary ca token')")
+    if token == "-":
+        token = sys.stdin.readline().strip()
+    return OneTimeToken(token)
+
+
+def request(
+    subject: Annotated[str, typer.Argument(help="Common name, or 'CN=..,O=..'.")],
+    crt: Annotated[Path, typer.Argument(metavar="CRT", help="Certificate (and chain) out.")],
+    key_file: Annotated[Path, typer.Argument(metavar="KEY", help="Private key out (0600).")],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="One-time token from 'ostiary ca token' ('-': read stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    san: Sans = None,
+    not_after: Annotated[
+        str | None,
+        typer.Option(
+            "--not-after",
+            help="Lifetime (24h, 7d) or RFC 3339 time; the CA bounds it.",
+            show_default=False,
+        ),
+    ] = None,
+    kty: Annotated[
+        str, typer.Option("--kty", help="p256, p384, ed25519, rsa2048, rsa3072, rsa4096.")
+    ] = KeyType.P256.value,
+    ca_url: CAUrl = None,
+    root: RootFile = None,
+    force: Force = False,
+    provisioner: Annotated[
+        str | None,
+        typer.Option(
+            "--provisioner",
+            help="Enroll with this provisioner (an 'approval' one: an officer decides).",
+            show_default=False,
+        ),
+    ] = None,
+    request_note: Annotated[
+        str | None, typer.Option("--note", help="For the officer (approval).", show_default=False)
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the officer's decision (approval).")
+    ] = False,
+    wait_timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0, help="Seconds to wait with --wait, or for an oidc sign-in."
+        ),
+    ] = 600.0,
+    no_browser: Annotated[
+        bool,
+        typer.Option(
+            "--no-browser", help="oidc: print the sign-in address instead of opening a browser."
+        ),
+    ] = False,
+    p12: Annotated[
+        Path | None,
+        typer.Option("--p12", help="Also write a .p12 (no password) here.", show_default=False),
+    ] = None,
+    key_store: Annotated[
+        str,
+        typer.Option(
+            "--key-store", help="file (KEY is the key) or tpm (made in the TPM; docs/tpm.md)."
+        ),
+    ] = "file",
+    pin_file: TpmPinFile = None,
+    tcti: TpmTcti = None,
+    attest_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--attest-key",
+            help="tpm: the TPM's attestation key (TSS2 PEM), to attest the new key.",
+            show_default=False,
+        ),
+    ] = None,
+    attest_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--attest-chain",
+            help="tpm: the attestation key's certificate (and chain), PEM.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Get a certificate from the CA: the key is made here and never sent, only a CSR."""
+    name = parse_subject(subject)
+    names = [parse_san(value) for value in san or []]
+    key_type = parse_key_type(kty)
+    if key_store not in ("file", "tpm"):
+        raise BadRequest(f"--key-store must be file or tpm, not {key_store!r}")
+    if key_store == "tpm":
+        if key_type is not KeyType.P256:
+            raise BadRequest("a TPM key is P-256: drop --kty (or use --kty p256)")
+        if p12 is not None:
+            raise BadRequest("a TPM key cannot go into a .p12: drop --p12 (docs/tpm.md)")
+        connect = ca_connector(ca_url, root)
+        kind = None
+        if provisioner is not None and token is None:
+            with connect() as client:
+                kind = client.provisioner_type(provisioner)
+        if kind != APPROVAL_TYPE:  # an approval request may be resumed (checked there)
+            check_writable(crt, key_file, force=force)
+        request_with_tpm(
+            connect,
+            name,
+            names,
+            crt,
+            key_file,
+            provisioner=provisioner,
+            provisioner_type=kind,
+            token=token,
+            not_after=not_after,
+            pin_file=pin_file,
+            tcti=tcti,
+            attest_key=attest_key,
+            attest_chain=attest_chain,
+            sign_in=(
+                sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
+                if provisioner is not None and kind == OIDC_TYPE
+                else None
+            ),
+            approval=ApprovalWait(request_note, wait, wait_timeout, force),
+        )
+        return
+    sign_in: KeyBoundCredentialSource | None = None
+    if provisioner is not None and token is None:
+        connect = ca_connector(ca_url, root)
+        with connect() as client:
+            kind = client.provisioner_type(provisioner)
+        if kind == APPROVAL_TYPE:
+            request_by_approval(
+                connect,
+                name,
+                names,
+                crt,
+                key_file,
+                provisioner=provisioner,
+                request_note=request_note,
+                wait=wait,
+                timeout=wait_timeout,
+                key_type=key_type,
+                force=force,
+            )
+            return
+        if kind == OIDC_TYPE:
+            sign_in = sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
+    check_writable(crt, key_file, *([p12] if p12 is not None else []), force=force)
+    credential = sign_in if sign_in is not None else _credential_source(token)
+    with ca_connector(ca_url, root)() as client:
+        enrollment = request_certificate(
+            client, name, names, credential=credential, key_type=key_type, not_after=not_after
+        )
+    write_file(key_file, dump_private_key(enrollment.private_key, None), private=True)
+    write_file(crt, enrollment.issued.dump_pem())
+    issued = enrollment.issued
+    if p12 is not None:
+        PKCS12Output(p12).write([issued.certificate, *issued.chain], enrollment.private_key)
+        note(f"Wrote {p12} (no password)")
+    note(f"Issued serial {issued.serial_number:x} to {issued.certificate.subject.rfc4514_string()}")
+    note(f"  not_after: {timestamp(issued.not_after)}")
+    note(f"Wrote {crt} and key {key_file}")
+
+
+__all__ = ["request"]
