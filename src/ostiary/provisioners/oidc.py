@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from ostiary.core.errors import (
     BadRequest,
     MalformedInput,
+    NameNotAuthorized,
     NotFound,
     PolicyDenied,
     Unauthorized,
@@ -437,7 +438,10 @@ def authorize_oidc_sign(
         ) from None
     grant = loaded.authorize(id_token, csr, ca=ca, now=now, requested_not_after=requested_not_after)
     authorization = grant.authorization
-    precheck_request(csr, authorization, ca=ca, now=now)
+    try:
+        precheck_request(csr, authorization, ca=ca, now=now)
+    except NameNotAuthorized as exc:
+        raise NameNotAuthorized(_with_allowed(exc.detail, authorization), **exc.data) from None
     _spend(
         store,
         f"oidc:{loaded.name}",
@@ -456,6 +460,16 @@ def authorize_oidc_sign(
         },
     )
     return authorization
+
+
+def _with_allowed(detail: str, authorization: Authorization) -> str:
+    """A refused name's message, with who signed in and the names this sign-in allows."""
+    who = common_name(authorization.subject) or "?"
+    allowed = [f"common name {who!r}"] + [format_general_name(n) for n in authorization.names]
+    return (
+        f"{detail}: you signed in as {who}, and this sign-in allows {', '.join(allowed)} "
+        "(leave SUBJECT out to get exactly these)"
+    )
 
 
 def add_oidc_provisioner(
