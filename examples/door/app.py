@@ -7,7 +7,7 @@
 It listens on 127.0.0.1 only: the gateway is its one client. A request without the gateway's
 identity header is refused. The PIN is a second factor on top of the certificate (compared in
 constant time); ``DOOR_COMMAND`` is what actually opens the door (a relay, an HTTP call to the
-home automation, ...).
+home automation, ...): "door opened" only when it exits 0, else 502 and "the door did not open".
 """
 
 from __future__ import annotations
@@ -63,7 +63,14 @@ class Door(BaseHTTPRequestHandler):
             return
         command = os.environ.get("DOOR_COMMAND")
         if command:
-            subprocess.run(["/bin/sh", "-c", command], check=False, timeout=30)
+            try:
+                done = subprocess.run(["/bin/sh", "-c", command], check=False, timeout=30)
+            except subprocess.TimeoutExpired:
+                self._page(502, "the door did not open: DOOR_COMMAND took over 30 s")
+                return
+            if done.returncode != 0:
+                self._page(502, f"the door did not open: DOOR_COMMAND exited {done.returncode}")
+                return
         self._page(200, "door opened")
 
     def log_message(self, format: str, *args: object) -> None:

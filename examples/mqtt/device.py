@@ -29,13 +29,13 @@ def main() -> None:
     client.tls_set_context(context)
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        print(f"connected: {reason}")
+        print(f"connected: {reason}", flush=True)
         c.subscribe(f"{args.topic}/cmd", qos=1)
         c.publish(f"{args.topic}/state", b"closed", qos=1, retain=True)
 
     def on_message(c: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         command = message.payload.decode("utf-8", "replace")
-        print(f"command: {command}")
+        print(f"command: {command}", flush=True)
         if command == "open":
             c.publish(f"{args.topic}/state", b"open", qos=1, retain=True)
 

@@ -48,6 +48,11 @@ class Console:
     def client_args(self) -> list[str]:
         return ["--ca-url", self.ca.url, "--root", str(self.ca.root_file)]
 
+    def officer_args(self, identity: Identity | None = None) -> list[str]:
+        """``--cert``/``--key`` of ``identity`` (the officer by default) and the CA to reach."""
+        identity = identity or self.officer
+        return ["--cert", str(identity.crt), "--key", str(identity.key), *self.client_args()]
+
     def enroll(self, name: str, *sans: str, stem: str | None = None) -> Identity:
         token = self.ca.token(name, *sans, not_after="1h")
         stem = stem or name
@@ -94,9 +99,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             "client",
             "--no-require-code",
         )
-        ca.ca("officer", "add", OFFICER)
         setup = Console(ca, Identity(Path(), Path()), Identity(Path(), Path()), folder)
         setup.officer = setup.enroll(OFFICER)
+        ca.ca("officer", "add", OFFICER, "--cert", setup.officer.crt)
         setup.stranger = setup.enroll("bob")
         yield setup
 

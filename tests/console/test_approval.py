@@ -56,10 +56,6 @@ def _identity(ca: UnlockedCA) -> CAIdentity:
     return CAIdentity.from_certificates(ca.material.root, ca.material.intermediate)
 
 
-def _ca_args(console: Console) -> list[str | Path]:
-    return ["--dir", console.ca.home, "--password-file", console.ca.password_file]
-
-
 def test_a_submitted_request_is_pending_with_a_code(console: Console, api: httpx.Client) -> None:
     answer = _submit(api, _csr("gate.door.example", "gate.door.example"))
     assert answer.status_code == 202, answer.text
@@ -101,18 +97,21 @@ def test_polling_a_wrong_id_is_a_problem(api: httpx.Client, request_id: str, sta
 def test_officer_cli_needs_the_code_and_approves_once(console: Console, api: httpx.Client) -> None:
     body = _submit(api, _csr("shed.door.example", "shed.door.example")).json()
     request_id, code = body["request_id"], body["code"]
-    refused("ca", "requests", "approve", request_id, *_ca_args(console))
-    refused("ca", "requests", "approve", request_id, "--code", "AAAAAAAA", *_ca_args(console))
+    officer = console.officer_args()
+    missing = refused("ca", "requests", "approve", request_id, *officer)
+    assert "needs its one-time code" in missing.stderr and "requester" in missing.stderr
+    wrong = refused("ca", "requests", "approve", request_id, "--code", "AAAAAAAA", *officer)
+    assert "does not match" in wrong.stderr
     assert api.get(f"/requests/{request_id}").json()["status"] == "pending"
-    ok("ca", "requests", "approve", request_id, "--code", code, *_ca_args(console))
+    ok("ca", "requests", "approve", request_id, "--code", code, *officer)
     answer = api.get(f"/requests/{request_id}").json()
     assert answer["status"] == "issued"
     issued = x509.load_pem_x509_certificate(answer["certificate"]["certificate"].encode())
     san = issued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["shed.door.example"]
-    again = refused("ca", "requests", "approve", request_id, "--code", code, *_ca_args(console))
+    again = refused("ca", "requests", "approve", request_id, "--code", code, *officer)
     assert "issued, not pending" in again.stderr
-    refused("ca", "requests", "reject", request_id, "--reason", "late", *_ca_args(console))
+    refused("ca", "requests", "reject", request_id, "--reason", "late", *officer)
 
 
 def test_an_expired_request_cannot_be_approved(console: Console, api: httpx.Client) -> None:
@@ -146,7 +145,7 @@ def test_request_without_wait_can_be_collected_later(console: Console, tmp_path:
         *client,
     )
     assert "still pending" in pending.stderr
-    ok("ca", "requests", "approve", request_id.group(1), *_ca_args(console))
+    ok("ca", "requests", "approve", request_id.group(1), *console.officer_args())
     ok("cert", "request", "later", crt, key, "--provisioner", "open-doors", "--wait", *client)
     certificate = x509.load_pem_x509_certificate(crt.read_bytes())
     private_key = serialization.load_pem_private_key(key.read_bytes(), None)
@@ -163,7 +162,7 @@ def test_an_approval_request_without_subject_is_for_its_first_san(
     first = ok(*asked)
     request_id = re.search(r"Request ([0-9a-f]{32})", first.stderr)
     assert request_id is not None
-    ok("ca", "requests", "approve", request_id.group(1), *_ca_args(console))
+    ok("ca", "requests", "approve", request_id.group(1), *console.officer_args())
     ok(*asked, "--wait")
     certificate = x509.load_pem_x509_certificate(crt.read_bytes())
     assert certificate.subject.rfc4514_string() == "CN=door.lab.example"

@@ -274,10 +274,7 @@ def test_rejected_request_tells_the_waiting_client_why(console: Console, tmp_pat
         request_id,
         "--reason",
         "unknown device",
-        "--dir",
-        console.ca.home,
-        "--password-file",
-        console.ca.password_file,
+        *console.officer_args(),
     )
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 1

@@ -142,12 +142,13 @@ def test_million_entry_crl_builds_in_linear_time(test_ca: TestCA) -> None:
         RevokedEntry(i << 96 | 0xABCDEF, revoked_at, x509.ReasonFlags.superseded)
         for i in range(1, 1_000_001)
     ]
-    started = time.perf_counter()
+    started = time.process_time()
     der = crl_of(test_ca, entries)
-    elapsed = time.perf_counter() - started
-    # The benchmark's target is 5 s on an idle machine; 15 s still fails an O(n^2)
-    # regression (cryptography's add_revoked_certificate loop) loudly on a busy one.
-    assert elapsed < 15, f"a million-entry CRL took {elapsed:.1f} s"
+    elapsed = time.process_time() - started
+    # CPU time, not wall time, so that a busy machine cannot trip it: 15 s still fails an
+    # O(n^2) regression (cryptography's add_revoked_certificate loop) loudly. The speed target
+    # itself is measured by bench/run.py crl.
+    assert elapsed < 15, f"a million-entry CRL took {elapsed:.1f} s of CPU"
     assert len(x509.load_der_x509_crl(der)) == 1_000_000
 
 

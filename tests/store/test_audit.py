@@ -299,8 +299,10 @@ def test_verifying_twenty_thousand_entries_is_fast(store, now):
         session.execute(insert(AuditEntry), rows)
         session.execute(update(AuditHead).values(last_entry_id=len(rows), hash=prev_hash))
 
-    started = time.perf_counter()
+    # CPU time of this process (the chain is hashed here), not wall time: a guard against a
+    # quadratic walk that a busy machine cannot trip. Speed itself is measured in bench/.
+    started = time.process_time()
     result = _verify(store)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert result == AuditVerification(True, 20_000)
-    assert elapsed < 10, f"verification took {elapsed:.1f} s"
+    assert elapsed < 10, f"verification took {elapsed:.1f} s of CPU"

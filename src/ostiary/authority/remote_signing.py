@@ -58,7 +58,13 @@ from ostiary.signers.signing_keys import (
     SigningKeyStores,
     generate_signing_key,
 )
-from ostiary.store import AuditLog, SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
+from ostiary.store import (
+    AuditLog,
+    SigningKeyRecord,
+    SigningKeyRepository,
+    SigningKeyVersion,
+    Store,
+)
 from ostiary.store.signing_keys import kid_of
 from ostiary.store.tokens import TokenRepository
 
@@ -282,8 +288,10 @@ def _add_version(
     return version, certificate
 
 
-def list_signing_keys(authority: Authority) -> list[SigningKeyInfo]:
-    with authority.store.transaction(read_only=True) as session:
+def list_signing_keys(source: Authority | Store) -> list[SigningKeyInfo]:
+    """Every signing key; reads the database only (no key is unlocked)."""
+    store = source.store if isinstance(source, Authority) else source
+    with store.transaction(read_only=True) as session:
         repository = SigningKeyRepository(session)
         return [
             SigningKeyInfo(

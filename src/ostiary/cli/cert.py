@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from rich.table import Table
 
 from ostiary.authority.folder import default_ca_dir
-from ostiary.cli.console import note, out
+from ostiary.cli.console import note, out, shown
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.secrets import read_password_file
@@ -30,6 +30,7 @@ from ostiary.core.issuance import random_serial_number
 from ostiary.core.keys import KeyType, generate_private_key, parse_key_type, signature_hash_for
 from ostiary.core.names import parse_san, parse_subject
 from ostiary.core.pkcs12 import export_pkcs12
+from ostiary.core.printable import printable
 from ostiary.signers.files import decrypt_private_key_pem, encrypt_private_key_pem
 
 app = typer.Typer(help="Keys, requests and certificates on this machine.", no_args_is_help=True)
@@ -168,7 +169,7 @@ def inspect(
         return
     for item in items:
         if short:
-            out.print(_short_line(item), markup=False)
+            out.print(printable(_short_line(item)), markup=False)
         else:
             out.print(_table(item))
 
@@ -193,9 +194,9 @@ def _table(item: dict[str, Any]) -> Table:
             continue
         if isinstance(value, dict):
             for sub, sub_value in value.items():
-                table.add_row(f"{key}.{sub}", _text(sub_value))
+                table.add_row(f"{key}.{sub}", shown(_text(sub_value)))
         else:
-            table.add_row(key, _text(value))
+            table.add_row(key, shown(_text(value)))
     return table
 
 

@@ -1,10 +1,21 @@
-"""Output for people: one Rich console for stdout, one for stderr, and the error line."""
+"""Output for people: one Rich console for stdout, one for stderr, and the error line.
+
+Text that came from outside (a requester's note or subject, a certificate's names, a
+server's problem detail) goes through :func:`shown` before it reaches Rich markup (a table
+cell, ``out.print``): control characters become visible escapes
+(:func:`ostiary.core.printable.printable`) and ``[...]`` is escaped, so it can neither
+restyle nor forge the lines around it. :func:`note` and :func:`fail` print no markup and
+make control characters visible themselves.
+"""
 
 from __future__ import annotations
 
 import sys
 
 from rich.console import Console
+from rich.markup import escape
+
+from ostiary.core.printable import printable
 
 #: Results (a token, a fingerprint, JSON) go to stdout, undecorated, for scripts.
 out = Console(highlight=False, soft_wrap=True)
@@ -19,10 +30,14 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def note(message: str) -> None:
-    err.print(message, markup=False)
+    """A line for people on stderr, printed as it is except for control characters."""
+    err.print(printable(message), markup=False)
+
+
+def shown(text: str | None) -> str:
+    """Outside text ready for Rich markup: control characters visible, markup escaped."""
+    return escape(printable(text or ""))
 
 
 def _one_line(message: str) -> str:
-    from rich.markup import escape
-
-    return escape(" ".join(message.split()))
+    return escape(printable(" ".join(message.split())))

@@ -26,7 +26,11 @@ def write_file(path: Path, data: bytes, *, private: bool = False) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o600 if private else 0o644)
+        mode = 0o600 if private else 0o644
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:  # Windows before Python 3.13: the mode is only the read-only bit there; the
+            os.chmod(tmp, mode)  # user's profile folder's ACL is what keeps a key private
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)

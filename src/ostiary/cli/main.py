@@ -9,12 +9,14 @@ bug and shows its traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
-from typing import Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 from typer._click.exceptions import ClickException  # typer vendors click
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ostiary.cli import cert as cert_commands
 from ostiary.cli import client as client_commands
@@ -23,11 +25,75 @@ from ostiary.core.errors import OstiaryError
 
 #: Command groups imported only when named: the CA, the gateway and remote signing bring the
 #: store, SQLAlchemy and the web stack, which ``ostiary cert ...`` on a device does not need.
+#: (The device side must import without the ``server`` extra: tests/packaging.)
 _LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "ca": ("ostiary.cli.ca", "app"),
     "gateway": ("ostiary.cli.gateway", "app"),
     "sign": ("ostiary.cli.sign", "sign_app"),
 }
+
+
+#: Top-level modules of the ``server`` extra (pyproject.toml): the CA server, the gateway and
+#: the CA owner's commands need them; a device does not install them.
+SERVER_MODULES = frozenset(
+    {
+        "sqlalchemy",
+        "alembic",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "httptools",
+        "uvloop",
+        "psycopg",
+        "jinja2",
+        "pkcs11",
+    }
+)
+
+
+def _missing_extra(exc: ModuleNotFoundError, what: str) -> NoReturn:
+    """Fail in one line if ``exc`` is a module of the server extra; otherwise re-raise."""
+    if (exc.name or "").partition(".")[0] not in SERVER_MODULES:
+        raise exc
+    fail(
+        f"'ostiary {what}' needs the server extra ({exc.name} is not installed): "
+        "pip install 'ostiary[server]'"
+    )
+    raise SystemExit(1)  # fail() has exited already
+
+
+#: The groups that need the server extra.
+_SERVER_GROUPS = frozenset({"ca", "gateway"})
+
+
+def _missing_server_module() -> str | None:
+    """The first module of the server extra that is not installed, if any (not imported)."""
+    for name in sorted(SERVER_MODULES - {"starlette"}):  # starlette comes with fastapi
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return name
+    return None
+
+
+def _needs_server_extra(group: str, missing: str) -> TyperCommand:
+    """Stands in for ``group`` on a device: listed in ``--help``, and any use of it fails
+    with the one line that says what to install.
+    """
+    message = (
+        f"'ostiary {group}' needs the server extra ({missing} is not installed): "
+        "pip install 'ostiary[server]'"
+    )
+    return TyperCommand(
+        group,
+        callback=lambda: fail(message),
+        help=escape(message),  # rendered as rich markup, where [server] is a tag
+        short_help=escape("(needs: pip install 'ostiary[server]')"),
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
 
 
 class _Group(TyperGroup):
@@ -49,9 +115,15 @@ class _Group(TyperGroup):
         return sorted({*super().list_commands(ctx), *_LAZY_GROUPS})
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in _SERVER_GROUPS and (missing := _missing_server_module()) is not None:
+            return _needs_server_extra(cmd_name, missing)
         if cmd_name in _LAZY_GROUPS:
             module_name, attribute = _LAZY_GROUPS[cmd_name]
-            sub_app = getattr(importlib.import_module(module_name), attribute)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                _missing_extra(exc, cmd_name)
+            sub_app = getattr(module, attribute)
             group = typer.main.get_group(sub_app)
             group.name = cmd_name
             return group
@@ -62,6 +134,8 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except OstiaryError as exc:
             fail(exc.detail)
+        except ModuleNotFoundError as exc:  # imported when a command runs (ca serve: uvicorn)
+            _missing_extra(exc, ctx.invoked_subcommand or "")
         except KeyboardInterrupt:
             fail("interrupted", code=130)
         return None
@@ -73,18 +147,40 @@ app = typer.Typer(
     help="Ostiary: a certificate authority for client certificates (mTLS).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (README: completion)
 )
 app.add_typer(cert_commands.app, name="cert")
 client_commands.register(app, cert_commands.app)
 
 
+def _package_version() -> str:
+    from importlib.metadata import version as package_version
+
+    return package_version("ostiary")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ostiary {_package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Ostiary: a certificate authority for client certificates (mTLS)."""
+
+
 @app.command()
 def version() -> None:
     """Print Ostiary's version."""
-    from importlib.metadata import version as package_version
-
-    typer.echo(package_version("ostiary"))
+    typer.echo(_package_version())
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The command line's OpenID Connect parts: ``ca provisioner add --type oidc`` and the
 sign-in of ``cert request --provisioner NAME`` (see :mod:`ostiary.client.oidc`).
 
-Called from :mod:`ostiary.cli.provisioner` and :mod:`ostiary.cli.client`, which keep the
+Called from :mod:`ostiary.cli.provisioner` and :mod:`ostiary.cli.request`, which keep the
 options; this module holds what is particular to OIDC.
 """
 

@@ -23,11 +23,11 @@ from ostiary.authority.folder import (
 )
 from ostiary.cli import provisioner_options as opt
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
-from ostiary.cli.console import fail, note, out
+from ostiary.cli.console import fail, note, out, shown
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile, Sans
 from ostiary.cli.provisioner_update import update
-from ostiary.cli.unlock import UnlockedCA, ca_paths, unlock_ca
+from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_store, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
 from ostiary.provisioners import (
@@ -92,6 +92,7 @@ def add(
     allow_name: opt.AllowName = None,
     profile: opt.Profile = None,
     require_code: opt.RequireCode = True,
+    allow_officer_names: opt.AllowOfficerNames = False,
     configuration_endpoint: opt.ConfigurationEndpoint = None,
     no_check: opt.NoCheck = False,
     client_id: opt.ClientId = None,
@@ -187,6 +188,7 @@ def add(
                 require_code=require_code is not False,
                 ca_claims=ca_claims,
                 actor=_ACTOR,
+                allow_officer_names=bool(allow_officer_names),
             )
             note(f"Added provisioner '{name}' (type {APPROVAL_TYPE}, profile {profiles[0]})")
             _require_attestation(ca.store, name, require_attestation)
@@ -244,15 +246,13 @@ def _describe_lifetime(lifetime: Lifetime) -> str:
 def list_command(
     format_: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     directory: CADir = None,
-    password_file: PasswordFile = None,
+    password_file: NoPasswordFile = None,
 ) -> None:
-    """List the provisioners."""
+    """List the provisioners (reads the database only: no key, no password)."""
     if format_ not in ("table", "json"):
         raise BadRequest(f"unknown format {format_!r}: use table or json")
-    from ostiary.cli.ca import open_authority
-
-    with open_authority(directory, password_file) as authority:
-        provisioners = list_provisioners(authority.store)
+    with open_ca_store(directory) as ca:
+        provisioners = list_provisioners(ca.store)
     if format_ == "json":
         out.print_json(json.dumps([_as_json(p) for p in provisioners]))
         return
@@ -268,13 +268,13 @@ def list_command(
                 window = format_duration(p.claims.renew_after_expiry_window)
                 renewal += f", {window} after expiry"
         table.add_row(
-            p.name,
-            p.type,
+            shown(p.name),
+            shown(p.type),
             "yes" if p.admin else "",
-            ", ".join(p.profiles),
+            shown(", ".join(p.profiles)),
             _describe_lifetime(p.claims.lifetime),
             renewal,
-            "\n".join(p.claims.allowed_names) or "any",
+            "\n".join(shown(n) for n in p.claims.allowed_names) or "any",
         )
     out.print(table)
 

@@ -85,6 +85,15 @@ RequireCode = Annotated[
     ),
 ]
 
+AllowOfficerNames = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-officer-names/--no-allow-officer-names",
+        help="approval: accept requests that name an officer (refused by default).",
+        show_default=False,
+    ),
+]
+
 # --------------------------------------------------------------------------- oidc
 
 ConfigurationEndpoint = Annotated[

@@ -49,6 +49,7 @@ def update(
     allow_name: opt.AllowName = None,
     profile: opt.Profile = None,
     require_code: opt.RequireCode = None,
+    allow_officer_names: opt.AllowOfficerNames = None,
     configuration_endpoint: opt.ConfigurationEndpoint = None,
     no_check: opt.NoCheck = False,
     client_id: opt.ClientId = None,
@@ -79,6 +80,7 @@ def update(
     given: dict[str, Any] = {
         "admin": admin,
         "require_code": require_code,
+        "allow_officer_names": allow_officer_names,
         "configuration_endpoint": configuration_endpoint,
         "client_id": client_id,
         "client_secret_file": _file(client_secret_file, "--client-secret-file"),

@@ -28,10 +28,10 @@ from ostiary.authority.signing_key_admin import (
     remove_signing_key,
     update_signing_key,
 )
-from ostiary.cli.console import note, out
+from ostiary.cli.console import note, out, shown
 from ostiary.cli.files import check_writable, write_file
 from ostiary.cli.options import CADir, Force, PasswordFile
-from ostiary.cli.unlock import unlock_ca
+from ostiary.cli.unlock import NoPasswordFile, open_ca_store, unlock_ca
 from ostiary.core.jws import b64url
 from ostiary.core.lifetime import parse_duration
 from ostiary.signers.signing_keys import SIGNING_KEY_TYPES
@@ -187,17 +187,17 @@ def remove(
 
 
 @key_app.command("list")
-def list_keys(directory: CADir = None, password_file: PasswordFile = None) -> None:
-    """Signing keys, their audiences, callers and versions."""
-    with unlock_ca(directory, password_file) as ca:
-        keys = list_signing_keys(ca.authority)
+def list_keys(directory: CADir = None, password_file: NoPasswordFile = None) -> None:
+    """Signing keys, their audiences, callers and versions (no key, no password needed)."""
+    with open_ca_store(directory) as ca:
+        keys = list_signing_keys(ca.store)
     if not keys:
         note("No signing keys.")
         return
     for key in keys:
-        out.print(f"{key.name}  {key.key_type}  current v{key.current_version}")
-        out.print(f"  audiences: {', '.join(key.audiences)}")
-        out.print(f"  callers:   {', '.join(key.callers)}")
+        out.print(f"{shown(key.name)}  {shown(key.key_type)}  current v{key.current_version}")
+        out.print(f"  audiences: {shown(', '.join(key.audiences))}")
+        out.print(f"  callers:   {shown(', '.join(key.callers))}")
         out.print(f"  digests:   {'signed' if key.allow_digest_signing else 'refused'}")
         for number, backend, serial, created in key.versions:
             out.print(f"  v{number}  {backend}  serial {serial}  {created:%Y-%m-%d %H:%M}Z")

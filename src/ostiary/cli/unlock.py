@@ -1,4 +1,9 @@
-"""Opening the CA folder for a command: settings, the unlocked key, the migrated database."""
+"""Opening the CA folder for a command: settings, the unlocked key, the migrated database.
+
+Commands that only read (``ca requests list``, ``ca provisioner list``, ``ca key list``) or
+record what needs no CA key (``ca officer add``) use :func:`open_ca_store`: the settings, the
+public certificates and the database, never a key, so they ask for no password.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography import x509
 
 from ostiary.authority.authority import Authority
-from ostiary.authority.folder import CAMaterial, CAPaths, default_ca_dir, load_ca_folder
+from ostiary.authority.folder import (
+    CAMaterial,
+    CAPaths,
+    default_ca_dir,
+    load_ca_folder,
+    load_ca_public,
+)
 from ostiary.cli.secrets import PIN_ENV, obtain_password
-from ostiary.config import load_config
+from ostiary.config import CAConfig, load_config
 from ostiary.core.errors import BadRequest
-from ostiary.store import Store, migrate
+from ostiary.provisioners.base import CAIdentity
+from ostiary.store import Store, current_revision, head_revision, migrate
+
+#: ``--password-file`` on a command that uses no key: accepted so that scripts may pass it
+#: to every command alike, never read.
+NoPasswordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        "--pin-file",
+        help="Accepted for uniform scripts; not needed (no key is used).",
+        hidden=True,
+    ),
+]
 
 
 def ca_paths(directory: Path | None) -> CAPaths:
@@ -62,3 +90,34 @@ def unlock_ca(directory: Path | None, password_file: Path | None) -> Iterator[Un
     finally:
         store.dispose()
         material.signer.close()  # a token session (kms = "pkcs11"); nothing for a file
+
+
+@dataclass
+class OpenCA:
+    """A CA folder's settings, public certificates and database: no key."""
+
+    paths: CAPaths
+    config: CAConfig
+    root: x509.Certificate
+    intermediate: x509.Certificate
+    store: Store
+
+    @property
+    def identity(self) -> CAIdentity:
+        return CAIdentity.from_certificates(self.root, self.intermediate, claims=self.config.claims)
+
+
+@contextmanager
+def open_ca_store(directory: Path | None) -> Iterator[OpenCA]:
+    """The CA folder without its key; the database must be migrated already."""
+    paths = ca_paths(directory)
+    if not paths.exists():
+        raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
+    config, root, intermediate = load_ca_public(paths)
+    store = Store.from_url(paths.database_url(config))
+    try:
+        if current_revision(store.engine) != head_revision():
+            raise BadRequest("the database schema is not up to date: run 'ostiary ca migrate'")
+        yield OpenCA(paths, config, root, intermediate, store)
+    finally:
+        store.dispose()

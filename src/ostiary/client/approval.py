@@ -69,20 +69,27 @@ def submit_for_approval(
 def wait_for_decision(
     client: OstiaryClient,
     request_id: str,
-    private_key: CertificateIssuerPrivateKeyTypes,
+    private_key: CertificateIssuerPrivateKeyTypes | x509.CertificateSigningRequest,
     *,
     timeout: float,
     interval: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> IssuedCertificate:
-    """Poll until the request is decided; the certificate (checked against our key)."""
+    """Poll until the request is decided; the certificate (checked against our key, or the
+    key of the CSR when the key was made elsewhere).
+    """
+    expected = (
+        private_key
+        if isinstance(private_key, x509.CertificateSigningRequest)
+        else _csr_stub(private_key)
+    )
     deadline = monotonic() + max(timeout, 0.0)
     while True:
         answer = client.request_status(request_id)
         status = answer.get("status")
         if status == "issued" and isinstance(answer.get("certificate"), dict):
-            issued = client.issued_from(answer["certificate"], _csr_stub(private_key))
+            issued = client.issued_from(answer["certificate"], expected)
             return issued
         if status == "rejected":
             raise PolicyDenied(f"the request was rejected: {answer.get('reason') or 'no reason'}")

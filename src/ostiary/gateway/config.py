@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ostiary.config import describe_validation_error
-from ostiary.core.errors import BadRequest, NotFound
+from ostiary.core.errors import BadRequest, MalformedInput, NotFound
+from ostiary.gateway.target import canonical_path
 
 Mode = Literal["http", "tcp"]
 RevocationMethod = Literal["auto", "ocsp", "crl", "off"]
@@ -48,6 +49,11 @@ def parse_host_port(value: str) -> tuple[str, int]:
 class Route(BaseModel):
     """Who may use the paths under ``prefix`` (HTTP mode; in TCP mode only ``/`` applies).
 
+    The prefix matches whole path segments (``/vault`` covers ``/vault`` and ``/vault/x``,
+    never ``/vaultx``) of the canonical path (:mod:`ostiary.gateway.target`); it is stored in
+    that canonical form. ``case_insensitive`` makes it match ``/VAULT`` too, for an upstream
+    that routes without regard to case.
+
     A certificate passes when every non-empty rule matches: its subject matches one of
     ``subjects``, one of its names matches one of ``san_patterns`` (globs over the
     ``kind:value`` text, e.g. ``email:*@example.com``, ``dns:*.lab``), and it carries every
@@ -56,7 +62,12 @@ class Route(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    prefix: str = Field("/", description="Path prefix this route covers; the longest wins.")
+    prefix: str = Field(
+        "/", description="Path prefix this route covers (whole segments); the longest wins."
+    )
+    case_insensitive: bool = Field(
+        False, description="Match the prefix without regard to ASCII case (/VAULT as /vault)."
+    )
     subjects: tuple[str, ...] = Field((), description="Globs over the RFC 4514 subject.")
     san_patterns: tuple[str, ...] = Field((), description="Globs over 'kind:value' names.")
     policy_oids: tuple[str, ...] = Field((), description="Certificate policy OIDs required.")
@@ -66,7 +77,12 @@ class Route(BaseModel):
     def _prefix(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("a route prefix starts with '/'")
-        return value
+        if "?" in value or "#" in value:
+            raise ValueError("a route prefix is a path, without '?' or '#'")
+        try:
+            return canonical_path(value.encode("utf-8")).decode("ascii")
+        except MalformedInput as exc:
+            raise ValueError(f"route prefix {value!r}: {exc}") from None
 
     @field_validator("policy_oids")
     @classmethod

@@ -1,15 +1,19 @@
 """The HTTP reverse proxy after the handshake: asyncio Protocols with httptools (llhttp) on
 both sides, and a pool of keep-alive connections to the upstream.
 
-Per request the work is small: the parsed header list is filtered (identity, forwarding and
-hop-by-hop headers dropped), the connection's identity block (computed once per client
-connection) is appended, and the head is written to an idle upstream connection taken from
-the pool. Bodies are streamed piece by piece as they arrive (re-chunked when the sender
-chunked them, or when the upstream's response has no length), never buffered whole; flow
-control pauses the side that sends faster than the other reads. When the upstream answers a
+Per request the work is small: the target is put in its canonical form
+(:mod:`ostiary.gateway.target`; a plain one is checked by one match) and the route rules are
+checked on it, the parsed header list is filtered (:mod:`ostiary.gateway.headers`: identity,
+forwarding and hop-by-hop headers dropped, and any name with ``_``), the connection's
+identity block (computed once per client connection) is appended, and the head is written to
+an idle upstream connection taken from the pool. Bodies are streamed piece by piece as they
+arrive (re-chunked when the sender chunked them, or when the upstream's response has no
+length), never buffered whole; flow control pauses the side that sends faster than the
+other reads. When the upstream answers a
 protocol switch (``101``, WebSocket) the two connections become a byte pipe
 (:mod:`ostiary.gateway.pipe`). A request the upstream cannot answer gets ``502``; a route
-refusal ``403``; an unparseable request ``400``; each of these closes the connection.
+refusal ``403``; an unparseable request or a refused target ``400``; each of these closes
+the connection.
 
 Pipelined requests are queued and answered in order; their bodies wait in memory (reading
 pauses past :data:`_QUEUE_LIMIT` bytes).
@@ -28,23 +32,15 @@ from dataclasses import dataclass, field
 
 import httptools
 
+from ostiary.core.errors import MalformedInput
 from ostiary.gateway.config import Route
-from ostiary.gateway.identity import IDENTITY_HEADERS, ClientIdentity, route_for, route_refusal
+from ostiary.gateway.headers import DROP_REQUEST, connection_headers, host_headers
+from ostiary.gateway.identity import ClientIdentity, route_for, route_refusal
 from ostiary.gateway.pipe import End, link
+from ostiary.gateway.target import canonical_target
 
 access_log = logging.getLogger("ostiary.gateway.access")
 
-#: Request headers never passed on: who the client is and how it reached us are ours to say;
-#: hop-by-hop headers concern one connection only (RFC 9110 7.6.1).
-_DROP_REQUEST = IDENTITY_HEADERS | {
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"upgrade",
-}
 _DROP_RESPONSE = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding"}
 )
@@ -63,7 +59,9 @@ class Exchange:
     target: str
     status: int = 0
     sent: int = 0
-    refusal: str = ""  # why a route refused the request (403)
+    refusal: str = ""  # why the request is refused: a route (403) or its target (400)
+    refusal_status: int = 403
+    refusal_detail: str = ""
     started: float = 0.0
     head: bytes = b""
     chunked: bool = False  # the request body is chunked (and re-chunked upstream)
@@ -253,6 +251,8 @@ class HTTPDownstream(End):
         self._headers: list[tuple[bytes, bytes]] = []
         self._url = b""
         self._added = b""
+        self._forwarded = b""
+        self._host_block: tuple[bytes | None, bytes] | None = None  # last Host, its headers
         self._held: list[bytes] | None = []  # bytes before begin(), or after an upgrade
         self._refusals: dict[int, str | None] = {}  # by id() of the route
         self._connecting: asyncio.Task[None] | None = None
@@ -262,12 +262,7 @@ class HTTPDownstream(End):
         """Start serving: the handshake and the checks passed."""
         self.transport = transport
         self.identity = identity
-        self._added = (
-            b"".join(name + b": " + value + b"\r\n" for name, value in identity.headers())
-            + b"x-forwarded-for: "
-            + peer.encode("ascii")
-            + b"\r\nx-forwarded-proto: https\r\n\r\n"
-        )
+        self._added, self._forwarded = connection_headers(identity, peer)
         held, self._held = self._held or [], None
         self.watch_idle()
         for data in held:
@@ -320,37 +315,56 @@ class HTTPDownstream(End):
         exchange.keep_alive = parser.should_keep_alive()
         exchange.http10 = parser.get_http_version() == "1.0"
         exchange.head_request = method == b"HEAD"
-        route = route_for(exchange.target.split("?", 1)[0], self.routes)
         try:
-            refusal = self._refusals[id(route)]
-        except KeyError:
-            refusal = self._refusals[id(route)] = self._refusal(route)
-        if refusal is not None:
-            exchange.refusal = refusal
-        else:
-            parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-            has_host = False
-            for name, value in self._headers:
-                low = name.lower()
-                has_host = has_host or low == b"host"
-                if low in _DROP_REQUEST:
-                    if exchange.upgrade and low == b"upgrade":
-                        parts += (name, b": ", value, b"\r\n")
-                    continue
-                if low == b"transfer-encoding":
-                    exchange.chunked = value.rstrip().lower().endswith(b"chunked")
-                parts += (name, b": ", value, b"\r\n")
-            if not has_host:  # HTTP/1.0 without one: HTTP/1.1 upstream needs it
-                parts.append(self.pool.host_header)
-            if exchange.upgrade:
-                parts.append(b"connection: upgrade\r\n")
-                exchange.request_done = True
-            parts.append(self._added)
-            exchange.head = b"".join(parts)
+            path, target = canonical_target(target)
+            route = route_for(path.decode("ascii"), self.routes)
+            try:
+                refusal = self._refusals[id(route)]
+            except KeyError:
+                refusal = self._refusals[id(route)] = self._refusal(route)
+            if refusal is not None:
+                exchange.refusal = refusal
+            else:
+                exchange.head = self._head(exchange, method, target)
+        except MalformedInput as exc:
+            exchange.refusal, exchange.refusal_status = "bad-request", 400
+            exchange.refusal_detail = exc.detail
         self._building = exchange
         self._queue.append(exchange)
         if len(self._queue) == 1:
             self._start(exchange)
+
+    def _head(self, exchange: Exchange, method: bytes, target: bytes) -> bytes:
+        """The request head for the upstream: canonical target, the client's headers less the
+        dropped ones (:mod:`ostiary.gateway.headers`), ours appended; raises
+        :class:`MalformedInput` for a second ``Host`` (RFC 9112 section 3.2).
+        """
+        parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+        host: bytes | None = None
+        for name, value in self._headers:
+            low = name.lower()
+            if low in DROP_REQUEST or b"_" in low:
+                if exchange.upgrade and low == b"upgrade":
+                    parts += (name, b": ", value, b"\r\n")
+                continue
+            if low == b"host":
+                if host is not None:
+                    raise MalformedInput("more than one Host header")
+                host = value
+            elif low == b"transfer-encoding":
+                exchange.chunked = value.rstrip().lower().endswith(b"chunked")
+            parts += (name, b": ", value, b"\r\n")
+        if host is None:  # HTTP/1.0 without one: HTTP/1.1 upstream needs it
+            parts.append(self.pool.host_header)
+        if exchange.upgrade:
+            parts.append(b"connection: upgrade\r\n")
+            exchange.request_done = True
+        block = self._host_block
+        if block is None or block[0] != host:  # a connection mostly asks for one host
+            block = self._host_block = (host, host_headers(host, self._forwarded))
+        parts.append(block[1])
+        parts.append(self._added)
+        return b"".join(parts)
 
     def _refusal(self, route: Route | None) -> str | None:
         if route is None or self.identity is None:
@@ -557,7 +571,10 @@ class HTTPDownstream(End):
     # ------------------------------------------------------------------ simple answers
     def _refuse(self, exchange: Exchange) -> None:
         self._queue.popleft()
-        self._answer(403, f"forbidden: {exchange.refusal}", exchange)
+        if exchange.refusal_status == 400:
+            self._answer(400, f"bad request: {exchange.refusal_detail}", exchange)
+        else:
+            self._answer(403, f"forbidden: {exchange.refusal}", exchange)
 
     def _answer(self, status: int, text: str, exchange: Exchange | None) -> None:
         """A short answer of our own (counted and logged first), then close."""

@@ -25,10 +25,12 @@ from ostiary.core.encoding import serial_hex
 from ostiary.core.names import format_general_name, sans_of
 from ostiary.gateway.config import Route
 
-#: Header names the gateway owns; lower case, as h11 delivers them.
+#: Header names the gateway owns, lower case: it sets all but ``x-client-cert`` (which our
+#: nginx snippet sets) and drops any a client sends (:mod:`ostiary.gateway.headers`).
 IDENTITY_HEADERS = frozenset(
     {
         b"x-forwarded-client-cert",
+        b"x-client-cert",
         b"x-client-subject",
         b"x-client-serial",
         b"x-client-san",
@@ -98,11 +100,22 @@ class ClientIdentity:
 
 
 def route_for(path: str, routes: Sequence[Route]) -> Route | None:
-    """The route with the longest prefix covering ``path`` (segment-wise), if any."""
+    """The route with the longest prefix covering ``path`` by whole segments, if any.
+
+    ``path`` is the canonical path (:func:`ostiary.gateway.target.canonical_target`): a rule
+    checked on anything else is a bypass. A route's prefix ``/vault`` covers ``/vault`` and
+    ``/vault/...``, never ``/vaultx``; with ``case_insensitive`` also ``/VAULT/...``.
+    """
     best: Route | None = None
+    folded: str | None = None
     for route in routes:
         prefix = route.prefix.rstrip("/")
-        if path == prefix or path.startswith(prefix + "/") or prefix == "":
+        candidate = path
+        if route.case_insensitive:
+            if folded is None:
+                folded = path.lower()
+            candidate, prefix = folded, prefix.lower()
+        if prefix == "" or candidate == prefix or candidate.startswith(prefix + "/"):
             if best is None or len(route.prefix) > len(best.prefix):
                 best = route
     return best

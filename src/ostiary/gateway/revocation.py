@@ -17,6 +17,7 @@ connection is refused: the gateway fails closed.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +127,9 @@ class RevocationChecker:
         try:
             answer = await asyncio.to_thread(self._http.send, request)
         except httpx.HTTPError as exc:
-            raise RevocationUnknown(f"{request.url}: {type(exc).__name__}") from None
+            raise RevocationUnknown(
+                f"{request.url}: {_describe_failure(exc, request.url.host)}"
+            ) from None
         if answer.status_code != 200:
             raise RevocationUnknown(f"{request.url}: HTTP {answer.status_code}")
         return answer.content
@@ -186,6 +189,19 @@ class RevocationChecker:
         entry = (crl, Status(False, next_update, time.monotonic()))
         self._crls[url] = entry
         return entry
+
+
+def _describe_failure(exc: httpx.HTTPError, host: str) -> str:
+    """Why a fetch failed, naming a name that did not resolve: the usual mistake is a CA URL
+    (``ca init --url``) that the gateway's machine cannot resolve, and "ConnectError" alone
+    does not say so.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"the name {host!r} did not resolve (DNS: {cause.strerror})"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__} ({exc})" if str(exc) else type(exc).__name__
 
 
 def _ocsp_urls(certificate: x509.Certificate) -> list[str]:

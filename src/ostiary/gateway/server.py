@@ -8,7 +8,10 @@ A connection is refused, and counted under its reason, when:
 - ``handshake``: TLS failed (no client certificate, a foreign CA, an expired certificate,
   a protocol error); OpenSSL verifies the chain against the pinned roots only.
 - ``invalid-certificate`` / ``issuer-unknown`` / ``issuer-not-allowed``: the path rebuilt
-  after the handshake does not verify, or its issuing CA is not allowed.
+  after the handshake does not verify, or its issuing CA is not allowed. The path is built
+  from the ``ca_roots`` files, the chain the client sent (Python 3.13+) and an issuing CA
+  fetched once from the leaf's caIssuers URL (:mod:`ostiary.gateway.issuers`); when a link
+  is still missing, the log names it (``issuer-unknown: CN=...``).
 - ``revoked``: OCSP or the CRL says so.
 - ``issuer-revoked``: a CA certificate in the path is revoked (the root's CRL, or OCSP, as
   named in that CA certificate).
@@ -28,6 +31,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -39,9 +43,10 @@ from ostiary.core.errors import InvalidCertificate, OstiaryError
 from ostiary.gateway.config import GatewayConfig, parse_host_port
 from ostiary.gateway.http import Exchange, HTTPDownstream, UpstreamPool, access_log
 from ostiary.gateway.identity import ClientIdentity, route_for, route_refusal
+from ostiary.gateway.issuers import IssuerFetcher, ca_issuers_urls
 from ostiary.gateway.pipe import End, link
 from ostiary.gateway.revocation import RevocationChecker, RevocationUnknown
-from ostiary.gateway.trust import Loaded, files_stamp, load
+from ostiary.gateway.trust import IssuerUnknown, Loaded, files_stamp, load
 
 log = logging.getLogger("ostiary.gateway")
 _IDENTITY_CACHE = 10_000
@@ -101,6 +106,7 @@ class Gateway:
             grace_seconds=config.revocation_grace_seconds,
             timeout_seconds=config.revocation_timeout_seconds,
         )
+        self.issuers = IssuerFetcher(timeout_seconds=config.revocation_timeout_seconds)
         upstream = urlsplit(config.upstream)
         self._upstream = (upstream.hostname or "", upstream.port or 0)
         self._pool = UpstreamPool(
@@ -110,6 +116,7 @@ class Gateway:
             idle=config.idle_timeout_seconds,
         )
         self._identities: dict[bytes, ClientIdentity] = {}
+        self._warned: dict[str, float] = {}  # missing issuer -> when last logged
         self._handshakes: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +162,7 @@ class Gateway:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 self._loop.remove_signal_handler(signal.SIGHUP)
             await self.revocation.aclose()
+            self.issuers.close()
             # Transports closed just now (idle upstreams, a failed upstream handshake) finish
             # closing in callbacks of the next loop iterations: let them run before the loop
             # ends, or their sockets are only released by the garbage collector.
@@ -238,9 +246,11 @@ class Gateway:
             self._refuse(peer, "handshake", "no client certificate")
             transport.close()
             return
-        identity, reason = await self._check(der, loaded)
+        identity, reason = await self._check(der, loaded, ssl_object)
         if identity is None:
-            self._refuse(peer, reason, x509.load_der_x509_certificate(der).subject.rfc4514_string())
+            about = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+            reason, _, missing = reason.partition(": ")
+            self._refuse(peer, reason, f'{about}" missing="{missing}' if missing else about)
             transport.close()
             return
         if isinstance(protocol, HTTPDownstream):
@@ -255,11 +265,18 @@ class Gateway:
             return
         await self._tunnel(identity, peer, protocol)
 
-    async def _check(self, der: bytes, loaded: Loaded) -> tuple[ClientIdentity | None, str]:
+    async def _check(
+        self, der: bytes, loaded: Loaded, ssl_object: object
+    ) -> tuple[ClientIdentity | None, str]:
+        """The identity, or None and the refusal reason (``issuer-unknown: <issuer>`` names
+        the missing link).
+        """
         known = self._identities.get(der)
         leaf = known.certificate if known is not None else x509.load_der_x509_certificate(der)
         try:
-            path = loaded.trust.verify(leaf, now=datetime.now(UTC), der=der)
+            path = await self._path(leaf, der, loaded, ssl_object)
+        except IssuerUnknown as exc:
+            return None, exc.detail
         except InvalidCertificate as exc:
             return None, str(exc.data.get("reason", "invalid-certificate"))
         issuer = path[1] if len(path) > 1 else path[0]
@@ -277,6 +294,42 @@ class Gateway:
                 self._identities.clear()
             known = self._identities[der] = ClientIdentity(leaf, issuer)
         return known, ""
+
+    async def _path(
+        self, leaf: x509.Certificate, der: bytes, loaded: Loaded, ssl_object: object
+    ) -> tuple[x509.Certificate, ...]:
+        """The verified path; cached per leaf by the trust, so what follows the first
+        ``verify`` runs only for a leaf not seen yet whose issuer is not in the files.
+        """
+        now = datetime.now(UTC)
+        try:
+            return loaded.trust.verify(leaf, now=now, der=der)
+        except IssuerUnknown as missing:
+            link = missing
+        extra = _sent_chain(ssl_object)
+        for _ in range(4):  # leaf -> issuing CA -> ... -> root: a few links at most
+            try:
+                return loaded.trust.verify(leaf, now=now, der=der, extra=extra)
+            except IssuerUnknown as exc:
+                link = exc
+            issuer = await self.issuers.issuer_of(link.certificate)
+            if issuer is None or issuer in extra:
+                break
+            extra.append(issuer)
+        issuer_name = str(link.data["issuer"])
+        warned = self._warned.get(issuer_name)
+        if warned is None or time.monotonic() - warned > 60:  # once a minute per issuer
+            if len(self._warned) >= _IDENTITY_CACHE:
+                self._warned.clear()
+            self._warned[issuer_name] = time.monotonic()
+            log.warning(
+                "issuer-unknown: %s: clients it issued are refused; it is not in the ca_roots "
+                "files, the client did not send it, and its caIssuers URL (%s) gave nothing; "
+                "add it to the ca_roots files",
+                issuer_name,
+                ", ".join(ca_issuers_urls(link.certificate)) or "none usable",
+            )
+        raise link
 
     async def _tunnel(self, identity: ClientIdentity, peer: str, down: End) -> None:
         loop = asyncio.get_running_loop()
@@ -352,6 +405,20 @@ class Gateway:
             pass
         finally:
             writer.close()
+
+
+def _sent_chain(ssl_object: object) -> list[x509.Certificate]:
+    """The certificates the client sent after its leaf (Python 3.13+; none before)."""
+    unverified = getattr(ssl_object, "get_unverified_chain", None)
+    if unverified is None:
+        return []
+    sent = []
+    for item in (unverified() or [])[1:]:
+        try:
+            sent.append(x509.load_der_x509_certificate(item))
+        except (TypeError, ValueError):
+            continue
+    return sent
 
 
 def run_gateway(config: GatewayConfig) -> int:

@@ -2,16 +2,19 @@
 (made by the one factory, :mod:`ostiary.tls`), and the post-handshake path check.
 
 OpenSSL verifies the client's chain during the handshake against the pinned roots only (the
-system store is never loaded). Python 3.11 cannot hand back the verified chain, so the path is
-built again with cryptography's verifier from the leaf and the intermediates given in the
-``ca_roots`` files: that finds the issuing CA for the thumbprint allowlist and for revocation.
-A client whose issuing CA is not among those files is refused (``issuer-unknown``).
+system store is never loaded), with the intermediates the client sent. Python before 3.13
+cannot hand back the chain, so the path is built again with cryptography's verifier from the
+leaf, the intermediates in the ``ca_roots`` files, and the ``extra`` ones the caller found
+(those the client sent, on 3.13, or fetched from caIssuers: :mod:`ostiary.gateway.issuers`):
+that finds the issuing CA for the thumbprint allowlist and for revocation. When a certificate
+of the path names an issuer found nowhere, :class:`IssuerUnknown` says which.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,16 @@ from ostiary.gateway.config import GatewayConfig
 from ostiary.tls import TLSIdentity, client_context, server_context
 
 _CACHE_SIZE = 10_000
+_MAX_DEPTH = 8
+
+
+class IssuerUnknown(InvalidCertificate):
+    """No certificate at hand is the issuer of ``certificate`` (a link of the path)."""
+
+    def __init__(self, certificate: x509.Certificate) -> None:
+        issuer = certificate.issuer.rfc4514_string()
+        super().__init__(f"issuer-unknown: {issuer}", reason="issuer-unknown", issuer=issuer)
+        self.certificate = certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +64,26 @@ class Trust:
     _verified: dict[bytes, _Verified] = field(default_factory=dict, compare=False)
 
     def verify(
-        self, leaf: x509.Certificate, *, now: datetime, der: bytes | None = None
+        self,
+        leaf: x509.Certificate,
+        *,
+        now: datetime,
+        der: bytes | None = None,
+        extra: Sequence[x509.Certificate] = (),
     ) -> tuple[x509.Certificate, ...]:
         """The verified path of a valid ``leaf``: the leaf, its issuing CA, ..., the root.
-        ``der`` is the leaf's encoding, if the caller has it. Raises
-        :class:`InvalidCertificate`.
+        ``der`` is the leaf's encoding, if the caller has it; ``extra`` are intermediates
+        found elsewhere (untrusted helpers, like the files' ones). Raises
+        :class:`IssuerUnknown` when a link is missing, else :class:`InvalidCertificate`.
         """
         if der is None:
             der = leaf.public_bytes(serialization.Encoding.DER)
         known = self._verified.get(der)
         if known is not None and known.valid_from <= now <= known.valid_until:
             return known.path
-        path = self._verify(leaf, now=now)
+        helpers = (*self.intermediates, *extra)
+        self._check_links(leaf, helpers)
+        path = self._verify(leaf, helpers, now=now)
         if len(self._verified) >= _CACHE_SIZE:
             self._verified.clear()
         self._verified[der] = _Verified(
@@ -72,11 +93,29 @@ class Trust:
         )
         return path
 
-    def _verify(self, leaf: x509.Certificate, *, now: datetime) -> tuple[x509.Certificate, ...]:
+    def _check_links(self, leaf: x509.Certificate, helpers: Sequence[x509.Certificate]) -> None:
+        """Follow issuer names from ``leaf`` up: raise :class:`IssuerUnknown` at the first
+        certificate whose issuer is neither a root nor among ``helpers`` (names only: the
+        verifier checks signatures afterwards).
+        """
+        roots = {root.subject for root in self.roots}
+        by_subject = {helper.subject: helper for helper in helpers}
+        current = leaf
+        for _ in range(_MAX_DEPTH):
+            if current.issuer in roots:
+                return
+            found = by_subject.get(current.issuer)
+            if found is None:
+                raise IssuerUnknown(current)
+            if found is current:
+                return
+            current = found
+
+    def _verify(
+        self, leaf: x509.Certificate, helpers: Sequence[x509.Certificate], *, now: datetime
+    ) -> tuple[x509.Certificate, ...]:
         path = tuple(
-            verify_certificate_chain(
-                leaf, intermediates=self.intermediates, roots=self.roots, now=now
-            ).chain
+            verify_certificate_chain(leaf, intermediates=helpers, roots=self.roots, now=now).chain
         )
         issuer = path[1] if len(path) > 1 else path[0]
         if self.issuer_thumbprints:

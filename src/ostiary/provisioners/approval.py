@@ -41,11 +41,11 @@ from ostiary.provisioners.base import (
     precheck_request,
     validate_provisioner_name,
 )
+from ostiary.provisioners.officers import check_no_role_names
 from ostiary.provisioners.patterns import check_allowed_names
 from ostiary.store import (
     AuditLog,
     CertificateRequest,
-    OfficerRepository,
     ProvisionerRepository,
     RequestRepository,
     RequestStatus,
@@ -71,6 +71,8 @@ class ApprovalProvisioner:
     profile: str = "device"
     require_code: bool = True
     request_ttl: timedelta = DEFAULT_REQUEST_TTL
+    #: Whether a request may name an officer (else refused: :mod:`.officers`).
+    allow_officer_names: bool = False
 
     @property
     def type(self) -> str:
@@ -83,6 +85,7 @@ class ApprovalProvisioner:
             "profile": self.profile,
             "require_code": self.require_code,
             "request_ttl": format_duration(self.request_ttl),
+            "allow_officer_names": self.allow_officer_names,
         }
 
     @classmethod
@@ -94,6 +97,7 @@ class ApprovalProvisioner:
                 profile=str(config["profile"]),
                 require_code=bool(config["require_code"]),
                 request_ttl=parse_duration(str(config["request_ttl"])),
+                allow_officer_names=bool(config.get("allow_officer_names", False)),
             )
         except (KeyError, TypeError):
             raise BadRequest(f"provisioner {name!r} has an incomplete approval config") from None
@@ -157,6 +161,7 @@ def add_approval_provisioner(
     request_ttl: timedelta = DEFAULT_REQUEST_TTL,
     ca_claims: ProvisionerClaims | None = None,
     actor: str | None = None,
+    allow_officer_names: bool = False,
 ) -> ApprovalProvisioner:
     """Record an ``approval`` provisioner with a "provisioner.added" entry."""
     validate_provisioner_name(name)
@@ -165,7 +170,9 @@ def add_approval_provisioner(
         claims.check_within(ca_claims)
     if not timedelta(minutes=5) <= request_ttl <= timedelta(days=90):
         raise BadRequest("the request lifetime must be between 5m and 90d")
-    provisioner = ApprovalProvisioner(name, claims, profile, require_code, request_ttl)
+    provisioner = ApprovalProvisioner(
+        name, claims, profile, require_code, request_ttl, allow_officer_names
+    )
     with store.transaction() as session:
         ProvisionerRepository(session).add(
             name, type=APPROVAL_TYPE, config=provisioner.to_config(), now=now
@@ -216,6 +223,7 @@ def submit_request(
     if note is not None and len(note) > MAX_NOTE:
         raise BadRequest(f"the note is longer than {MAX_NOTE} characters")
     authorization = _authorization(provisioner, csr)
+    _check_role_names(store, provisioner, authorization)
     hardware = attestation_for(store, provisioner.name, attestation, csr, now=now)
     precheck_request(csr, authorization, ca=ca, now=now)
     with store.transaction(read_only=True) as session:
@@ -277,24 +285,7 @@ def pending_requests(store: Store, *, now: datetime) -> list[RequestView]:
         return [RequestView.of(r, now=now) for r in RequestRepository(session).pending(now=now)]
 
 
-# --------------------------------------------------------------------------- officers
-
-
-def add_officer(store: Store, subject_cn: str, *, now: datetime, actor: str | None) -> None:
-    """Grant the officer role to certificates whose subject CN is ``subject_cn`` (audited)."""
-    subject_cn = subject_cn.strip()
-    if not subject_cn or len(subject_cn) > 255:
-        raise BadRequest("an officer is named by a subject common name of 1-255 characters")
-    with store.transaction() as session:
-        OfficerRepository(session).add(subject_cn, now=now, added_by=actor)
-        AuditLog(session).append(
-            "officer.added", at=now, actor=actor, target=subject_cn, details={}
-        )
-
-
-def is_officer(store: Store, subject_cn: str) -> bool:
-    with store.transaction(read_only=True) as session:
-        return OfficerRepository(session).is_officer(subject_cn)
+# --------------------------------------------------------------------------- decisions
 
 
 def approve_request(
@@ -319,16 +310,23 @@ def approve_request(
     if status != RequestStatus.PENDING:
         raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
     if code_sha256 is not None and not _code_matches(code, code_sha256):
+        missing = not (code or "").strip()
         authority.audit(
             "request.denied",
             actor=officer,
             target=request_id,
-            details={"reason": "wrong or missing one-time code"},
+            details={"reason": "missing one-time code" if missing else "wrong one-time code"},
         )
+        if missing:
+            raise Unauthorized(
+                "this request needs its one-time code: the requester was shown it when "
+                "submitting (ask them for it, then give it with --code or in the form)"
+            )
         raise Unauthorized("the one-time code does not match this request")
     provisioner = load_approval_provisioner(store, provisioner_name)
     csr = load_csr(csr_pem.encode("ascii"))
     authorization = _authorization(provisioner, csr)
+    _check_role_names(store, provisioner, authorization)  # an officer added since
     if policies:  # earned at submission (a verified key attestation)
         merged = tuple(dict.fromkeys((*authorization.policies, *policies)))
         authorization = replace(authorization, policies=merged)
@@ -406,6 +404,15 @@ def _authorization(
         lifetime=provisioner.claims.lifetime,
         provisioner=provisioner.name,
     )
+
+
+def _check_role_names(
+    store: Store, provisioner: ApprovalProvisioner, authorization: Authorization
+) -> None:
+    """Refuse names of role holders unless the provisioner allows them (see :mod:`.officers`)."""
+    if not provisioner.allow_officer_names:
+        names = [format_general_name(n) for n in authorization.names]
+        check_no_role_names(store, authorization.subject, names, provisioner=provisioner.name)
 
 
 def _new_code() -> str:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
 from ostiary.core.errors import OstiaryError
+from ostiary.core.printable import printable
 from ostiary.server.problems import error_response, problem_response
 
 logger = logging.getLogger("ostiary.server.http")
@@ -59,14 +60,14 @@ def reply_for_error(exc: Exception, method: str, path: str) -> Reply:
     if isinstance(exc, OstiaryError):
         return Reply.of(error_response(exc))
     if isinstance(exc, OperationalError):
-        logger.warning("the database cannot be reached in %s %s: %s", method, path, exc)
+        logger.warning("the database cannot be reached in %s %s: %s", method, printable(path), exc)
         return problem(
             HTTPStatus.SERVICE_UNAVAILABLE,
             "store-unavailable",
             "the CA's database cannot be reached right now; try again later",
             **{"Retry-After": "5"},
         )
-    logger.error("unexpected error in %s %s", method, path, exc_info=exc)
+    logger.error("unexpected error in %s %s", method, printable(path), exc_info=exc)
     return problem(
         HTTPStatus.INTERNAL_SERVER_ERROR,
         "internal",

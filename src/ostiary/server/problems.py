@@ -45,6 +45,7 @@ from ostiary.core.errors import (
     Unauthorized,
     Unavailable,
 )
+from ostiary.core.printable import printable
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:ostiary:error:"
@@ -193,8 +194,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # The driver's message may name the database host: it goes to the log only.
-    logger.warning(
-        "the database cannot be reached in %s %s: %s", request.method, request.url.path, exc
+    logger.warning(  # the path is the client's: control characters made visible
+        "the database cannot be reached in %s %s: %s",
+        request.method,
+        printable(request.url.path),
+        exc,
     )
     return problem_response(
         HTTPStatus.SERVICE_UNAVAILABLE,
@@ -205,7 +209,8 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    path = printable(request.url.path)
+    logger.error("unexpected error in %s %s", request.method, path, exc_info=exc)
     return _internal_error()
 
 

@@ -47,6 +47,7 @@ from ostiary.store.provisioners import ProvisionerRepository
 from ostiary.store.requests import (
     CertificateRequest,
     Officer,
+    OfficerCertificate,
     OfficerRepository,
     RequestRepository,
     RequestStatus,
@@ -77,6 +78,7 @@ __all__ = [
     "CrlNumber",
     "GroupCommit",
     "Officer",
+    "OfficerCertificate",
     "OfficerRepository",
     "ProvisionerRecord",
     "ProvisionerRepository",

@@ -6,8 +6,10 @@ until ``expires_at`` passes (``expired``, computed when read: nothing needs a sw
 The request id is 128 random bits: whoever holds it may poll the request, nothing more.
 An optional one-time code is kept only as its SHA-256 hash.
 
-Officers are named by the common name of their client certificate's subject; the console
-and the officer commands check the role here.
+Officers hold their role through certificates the CA owner bound to them
+(``ostiary ca officer add NAME --cert CRT``): by the certificate's SHA-256 fingerprint, never by
+a name in it, since a requester chooses the names in a CSR. ``officers`` keeps the officer's
+name (the audit actor); ``officer_certificates`` the fingerprints that carry the role.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ import builtins
 import enum
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, ColumnElement, Index, String, Text, and_, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    and_,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.core.errors import Conflict, NotFound
@@ -80,12 +94,30 @@ class CertificateRequest(Base):
 
 
 class Officer(Base):
-    """A certificate subject common name that holds the officer role."""
+    """A person who holds the officer role, by name (the audit actor ``officer:<name>``).
+
+    The name alone grants nothing: the role travels only with the certificates bound to the
+    officer in :class:`OfficerCertificate`.
+    """
 
     __tablename__ = "officers"
 
     id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
     subject_cn: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime]
+    added_by: Mapped[str | None] = mapped_column(Text)
+
+
+class OfficerCertificate(Base):
+    """A certificate that carries an officer's role, by its SHA-256 fingerprint."""
+
+    __tablename__ = "officer_certificates"
+
+    id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
+    #: Lower-case hex SHA-256 of the certificate's DER.
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    serial: Mapped[str] = mapped_column(String(SERIAL_LENGTH))
     created_at: Mapped[datetime]
     added_by: Mapped[str | None] = mapped_column(Text)
 
@@ -141,6 +173,17 @@ class RequestRepository:
         )
         return int(count or 0)
 
+    def ids_starting_with(self, prefix: str, *, limit: int) -> builtins.list[str]:
+        """Ids of requests (any status) that start with ``prefix`` (lower-case hex)."""
+        return builtins.list(
+            self._session.scalars(
+                select(CertificateRequest.request_id)
+                .where(CertificateRequest.request_id.startswith(prefix, autoescape=True))
+                .order_by(CertificateRequest.request_id)
+                .limit(limit)
+            )
+        )
+
     def recent(self, *, limit: int = 100) -> builtins.list[CertificateRequest]:
         """The newest requests, any status."""
         return builtins.list(
@@ -168,20 +211,51 @@ class OfficerRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def add(self, subject_cn: str, *, now: datetime, added_by: str | None) -> Officer:
-        """Grant the role; :class:`Conflict` if ``subject_cn`` has it already."""
-        officer = Officer(subject_cn=subject_cn, created_at=now, added_by=added_by)
-        if not insert_unless_duplicate(self._session, officer):
-            raise Conflict(f"{subject_cn!r} is already an officer", subject_cn=subject_cn)
+    def bind(
+        self,
+        name: str,
+        fingerprint_sha256: str,
+        serial: str,
+        *,
+        now: datetime,
+        added_by: str | None,
+    ) -> Officer:
+        """Bind a certificate (by fingerprint) to officer ``name``, creating the officer.
+
+        :class:`Conflict` if that certificate is bound already (to anyone).
+        """
+        officer = self._session.scalars(
+            select(Officer).where(Officer.subject_cn == name)
+        ).one_or_none()
+        if officer is None:
+            insert_unless_duplicate(
+                self._session, Officer(subject_cn=name, created_at=now, added_by=added_by)
+            )
+            officer = self._session.scalars(select(Officer).where(Officer.subject_cn == name)).one()
+        binding = OfficerCertificate(
+            officer_id=officer.id,
+            fingerprint_sha256=fingerprint_sha256,
+            serial=serial,
+            created_at=now,
+            added_by=added_by,
+        )
+        if not insert_unless_duplicate(self._session, binding):
+            raise Conflict(
+                "this certificate already carries an officer's role", serial_number=serial
+            )
         return officer
 
-    def is_officer(self, subject_cn: str) -> bool:
-        return (
-            self._session.scalars(
-                select(Officer.id).where(Officer.subject_cn == subject_cn)
-            ).one_or_none()
-            is not None
-        )
+    def name_for_fingerprint(self, fingerprint_sha256: str) -> str | None:
+        """The officer a certificate (by SHA-256 fingerprint) is bound to, or None."""
+        return self._session.scalars(
+            select(Officer.subject_cn)
+            .join(OfficerCertificate, OfficerCertificate.officer_id == Officer.id)
+            .where(OfficerCertificate.fingerprint_sha256 == fingerprint_sha256)
+        ).one_or_none()
+
+    def names(self) -> builtins.list[str]:
+        """Every officer's name (bound to a certificate or not)."""
+        return builtins.list(self._session.scalars(select(Officer.subject_cn)))
 
     def list(self) -> builtins.list[Officer]:
         return builtins.list(self._session.scalars(select(Officer).order_by(Officer.subject_cn)))

@@ -25,6 +25,7 @@ from ostiary.core.encoding import parse_serial, serial_hex
 from ostiary.core.errors import BadRequest, MalformedInput, OstiaryError
 from ostiary.provisioners import list_provisioners
 from ostiary.provisioners.approval import approve_request, pending_requests, reject_request
+from ostiary.provisioners.officers import identity_warnings, reject_requests
 from ostiary.server.body import read_body
 from ostiary.server.console import queries
 from ostiary.server.console.render import render, render_error, static_file
@@ -206,8 +207,35 @@ async def revoke_certificate(
 @router.get("/requests")
 def requests_page(request: Request, officer: CurrentOfficer, context: Context) -> Response:
     authority = context.authority
-    pending = pending_requests(authority.store, now=authority.clock())
-    return _page(request, officer, "requests.html", pending=pending)
+    now = authority.clock()
+    pending = pending_requests(authority.store, now=now)
+    warnings = identity_warnings(authority.store, pending, now=now)
+    provisioners = sorted({r.provisioner for r in pending})
+    return _page(
+        request,
+        officer,
+        "requests.html",
+        pending=pending,
+        warnings=warnings,
+        provisioners=provisioners,
+    )
+
+
+@router.post("/requests/reject-all")
+async def reject_all(request: Request, officer: CurrentOfficer, context: Context) -> Response:
+    """Reject every waiting request (of one provisioner), after a confirmation box."""
+    form = await _form(request, officer)
+    if form.get("confirm") != "yes":
+        raise BadRequest("tick the confirmation box to reject every waiting request")
+    provisioner = form.get("provisioner", "")[:64] or None
+    await run_in_threadpool(
+        reject_requests,
+        context.authority,
+        officer=officer.actor,
+        reason=form.get("reason", ""),
+        provisioner=provisioner,
+    )
+    return finish(_see_other("/console/requests"), officer)
 
 
 @router.post("/requests/{request_id}/approve")

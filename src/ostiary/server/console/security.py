@@ -2,9 +2,10 @@
 
 **Officers.** The HTTPS listener asks for a client certificate; the console accepts one
 that this CA recorded, is not revoked and is within its validity
-(:func:`~ostiary.server.credentials.check_peer_certificate`), and whose subject common name
-holds the officer role (``ostiary ca officer add CN``). No certificate: 401; a certificate
-without the role: 403. Failing that, a console session opened by OpenID Connect sign-in
+(:func:`~ostiary.server.credentials.check_peer_certificate`), and that the CA owner bound to
+an officer (``ostiary ca officer add NAME --cert CRT``, by its fingerprint: the names in a
+certificate grant nothing, see :mod:`ostiary.provisioners.officers`). No certificate: 401; a
+certificate without the role: 403. Failing that, a console session opened by OpenID Connect sign-in
 (:mod:`.oidc_sign_in`) names the officer; its CSRF tokens are bound to the session.
 
 **CSRF.** Double submit, bound to the certificate: the first page sets a random nonce in a
@@ -29,8 +30,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from ostiary.core.errors import PolicyDenied, Unauthorized
-from ostiary.core.names import common_name
-from ostiary.provisioners.approval import is_officer
+from ostiary.provisioners.officers import officer_for_certificate
 from ostiary.server.context import server_context
 from ostiary.server.credentials import check_peer_certificate, peer_certificate
 from ostiary.store import ConsoleRepository
@@ -62,7 +62,7 @@ class CsrfRefused(PolicyDenied):
 
 @dataclass(frozen=True)
 class Officer:
-    """A signed-in officer: the subject CN, and the certificate's fingerprint."""
+    """A signed-in officer: the name bound to the certificate, and its fingerprint."""
 
     name: str
     fingerprint: str
@@ -112,9 +112,9 @@ def _certificate_officer(request: Request, certificate: x509.Certificate) -> Off
     context = server_context(request)
     authority = context.authority
     check_peer_certificate(authority.store, certificate, ca=context.ca, now=authority.clock())
-    name = common_name(certificate.subject)
-    if name is None or not is_officer(authority.store, name):
-        raise PolicyDenied("this certificate's subject does not hold the officer role")
+    name = officer_for_certificate(authority.store, certificate)
+    if name is None:
+        raise PolicyDenied("this certificate does not carry the officer role")
     nonce, fresh = _csrf_nonce(request)
     fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
     return Officer(name, fingerprint, nonce, fresh, csrf_key(request))

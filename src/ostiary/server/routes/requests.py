@@ -8,7 +8,18 @@
 - ``GET /provisioners/{name}/type`` -> which way a client must enroll with that provisioner
   (the client's dispatch by provisioner type); nothing else about it.
 
-Officers decide in the web console or with ``ostiary ca requests approve|reject``.
+Officers decide in the web console or, with ``ostiary ca requests ...``, through these
+(mTLS with a certificate the CA owner bound to an officer; anything else is 401/403):
+
+- ``GET /requests`` -> the waiting requests, each with ``warnings`` when it names an
+  existing identity (an officer, or a name of a valid certificate).
+- ``POST /requests/{id}/approve`` ``{"code": C}`` and ``POST /requests/{id}/reject``
+  ``{"reason": R}``; ``id`` may be a unique prefix of at least 4 hex digits.
+- ``POST /requests/reject`` ``{"reason", "provisioner", "submitted_before"}`` rejects every
+  waiting request that matches (both filters optional): a flood, dealt with at once.
+
+The bodies are JSON only, so a browser holding an officer's certificate cannot be made to
+post them from another site (a cross-site form cannot send ``application/json``).
 """
 
 from __future__ import annotations
@@ -19,19 +30,28 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ostiary.core.encoding import load_csr
-from ostiary.core.errors import NotFound
+from ostiary.core.encoding import load_csr, serial_hex
+from ostiary.core.errors import MalformedInput, NotFound, PolicyDenied, Unauthorized
 from ostiary.provisioners.approval import (
     MAX_NOTE,
+    approve_request,
     issued_certificate_pem,
+    reject_request,
     request_view,
     submit_request,
 )
 from ostiary.provisioners.base import validate_provisioner_name
+from ostiary.provisioners.officers import (
+    identity_warnings,
+    officer_for_certificate,
+    reject_requests,
+    resolve_request_id,
+)
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
+from ostiary.server.credentials import check_peer_certificate, peer_certificate
 from ostiary.server.models import MAX_PEM, CertificateAnswer
-from ostiary.store import ProvisionerRepository, RequestStatus
+from ostiary.store import ProvisionerRepository, RequestRepository, RequestStatus
 
 router = APIRouter(tags=["approval"])
 Context = Annotated[ServerContext, Depends(server_context)]
@@ -123,3 +143,165 @@ def provisioner_type(name: str, context: Context) -> ProvisionerType:
         except NotFound:
             raise NotFound(f"no provisioner named {name!r}", name=name) from None
         return ProvisionerType(name=record.name, type=record.type)
+
+
+# --------------------------------------------------------------------------- officers
+
+
+def officer_actor(request: Request, context: Context) -> str:
+    """FastAPI dependency: ``officer:<name>`` of the connection's certificate, else 401/403."""
+    certificate = peer_certificate(request)
+    if certificate is None:
+        raise Unauthorized("deciding requests needs an officer's client certificate (mTLS)")
+    authority = context.authority
+    check_peer_certificate(authority.store, certificate, ca=context.ca, now=authority.clock())
+    name = officer_for_certificate(authority.store, certificate)
+    if name is None:
+        raise PolicyDenied("this certificate does not carry the officer role")
+    return f"officer:{name}"
+
+
+Officer = Annotated[str, Depends(officer_actor)]
+
+
+class PendingRequest(BaseModel):
+    request_id: str
+    provisioner: str
+    subject: str
+    sans: list[str]
+    note: str | None
+    needs_code: bool
+    created_at: datetime
+    expires_at: datetime
+    warnings: list[str] = Field(description="existing identities the request names")
+
+
+class PendingList(BaseModel):
+    requests: list[PendingRequest]
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str | None = Field(None, max_length=64)
+
+
+class RejectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str = Field(min_length=1, max_length=MAX_NOTE)
+
+
+class RejectManyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str = Field(min_length=1, max_length=MAX_NOTE)
+    provisioner: str | None = Field(None, min_length=1, max_length=64)
+    submitted_before: datetime | None = Field(None, description="RFC 3339, with a zone")
+
+
+class Decision(BaseModel):
+    request_id: str
+    status: Literal["issued", "rejected"]
+    serial_number: str | None = None
+
+
+class Rejected(BaseModel):
+    rejected: list[str]
+
+
+async def _approve_body(request: Request) -> ApproveBody:
+    return await read_json(request, ApproveBody)
+
+
+async def _reject_body(request: Request) -> RejectBody:
+    return await read_json(request, RejectBody)
+
+
+async def _reject_many_body(request: Request) -> RejectManyBody:
+    return await read_json(request, RejectManyBody)
+
+
+@router.get("/requests", response_model=PendingList)
+def pending(officer: Officer, context: Context) -> PendingList:
+    """The waiting requests, oldest first (officers only)."""
+    authority = context.authority
+    now = authority.clock()
+    with authority.store.transaction(read_only=True) as session:
+        records = RequestRepository(session).pending(now=now)
+        for record in records:
+            session.expunge(record)
+    warnings = identity_warnings(authority.store, records, now=now)
+    return PendingList(
+        requests=[
+            PendingRequest(
+                request_id=r.request_id,
+                provisioner=r.provisioner,
+                subject=r.subject,
+                sans=list(r.sans),
+                note=r.note,
+                needs_code=r.code_sha256 is not None,
+                created_at=r.created_at,
+                expires_at=r.expires_at,
+                warnings=warnings.get(r.request_id, []),
+            )
+            for r in records
+        ]
+    )
+
+
+@router.post(
+    "/requests/reject", response_model=Rejected, openapi_extra=json_request_body(RejectManyBody)
+)
+def reject_many(
+    officer: Officer, body: Annotated[RejectManyBody, Depends(_reject_many_body)], context: Context
+) -> Rejected:
+    """Reject every waiting request (of one provisioner, submitted before a time)."""
+    if body.submitted_before is not None and body.submitted_before.tzinfo is None:
+        raise MalformedInput("submitted_before needs a time zone (e.g. 2026-12-01T00:00:00Z)")
+    rejected = reject_requests(
+        context.authority,
+        officer=officer,
+        reason=body.reason,
+        provisioner=body.provisioner,
+        submitted_before=body.submitted_before,
+    )
+    return Rejected(rejected=rejected)
+
+
+@router.post(
+    "/requests/{request_id}/approve",
+    response_model=Decision,
+    openapi_extra=json_request_body(ApproveBody),
+)
+def approve(
+    request_id: str,
+    officer: Officer,  # first: a stranger is refused before the body is read
+    body: Annotated[ApproveBody, Depends(_approve_body)],
+    context: Context,
+) -> Decision:
+    """Approve a waiting request: its certificate is issued (officers only)."""
+    authority = context.authority
+    full_id = resolve_request_id(authority.store, request_id[:64])
+    certificate = approve_request(authority, full_id, officer=officer, code=body.code)
+    return Decision(
+        request_id=full_id, status="issued", serial_number=serial_hex(certificate.serial_number)
+    )
+
+
+@router.post(
+    "/requests/{request_id}/reject",
+    response_model=Decision,
+    openapi_extra=json_request_body(RejectBody),
+)
+def reject(
+    request_id: str,
+    officer: Officer,
+    body: Annotated[RejectBody, Depends(_reject_body)],
+    context: Context,
+) -> Decision:
+    """Reject a waiting request with a reason the requester will read (officers only)."""
+    authority = context.authority
+    full_id = resolve_request_id(authority.store, request_id[:64])
+    reject_request(authority, full_id, officer=officer, reason=body.reason)
+    return Decision(request_id=full_id, status="rejected")

@@ -1,5 +1,6 @@
-"""``ostiary cert request``: enroll, with a one-time token, an OpenID sign-in or an officer's
-approval; the key is made here (a file or the TPM) and never sent, only a CSR.
+"""``ostiary cert request``: a new certificate from the CA, with a key made here (file or
+TPM) and never sent, or for a CSR made elsewhere (``--csr``: a key in Windows' TPM by
+``certreq``, in XCA, on a smart card) that never passes through us.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from cryptography import x509
 
 from ostiary.cli.approval import request_by_approval
 from ostiary.cli.cert import dump_private_key
-from ostiary.cli.client import CAUrl, RootFile, ca_connector
+from ostiary.cli.connect import CAUrl, RootFile, ca_connector
 from ostiary.cli.console import note
+from ostiary.cli.csr import read_csr_for, request_for_csr
 from ostiary.cli.files import check_writable, write_file
-from ostiary.cli.holder import PKCS12Output, timestamp
+from ostiary.cli.holder import (
+    PKCS12Output,
+    timestamp,
+)
 from ostiary.cli.oidc import sign_in_for
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.tpm import ApprovalWait, TpmPinFile, TpmTcti, request_with_tpm
@@ -32,6 +37,8 @@ from ostiary.core.keys import KeyType, parse_key_type
 from ostiary.core.names import format_general_name, parse_san, parse_subject
 from ostiary.provisioners.base import OIDC_TYPE
 
+# --------------------------------------------------------------------------- request
+
 
 def _credential_source(token: str | None) -> CredentialSource:
     """Where the proof for a new certificate comes from (later also an OIDC sign-in)."""
@@ -46,10 +53,11 @@ def request(
     files: Annotated[
         list[str],
         typer.Argument(
-            metavar="[SUBJECT] CRT KEY",
+            metavar="[SUBJECT] CRT [KEY]",
             help="The subject (a common name, or 'CN=..,O=..'; leave it out to take it from "
             "the token or the sign-in, or with approval from the first --san), the "
-            "certificate (and chain) out, the private key out (0600).",
+            "certificate (and chain) out, the private key out (0600; not with --csr, which "
+            "needs SUBJECT CRT).",
             show_default=False,
         ),
     ],
@@ -130,13 +138,45 @@ def request(
             show_default=False,
         ),
     ] = None,
+    csr_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csr",
+            help="Send this CSR (PEM or DER) made elsewhere (certreq, XCA); its key stays there.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Get a certificate from the CA: the key is made here and never sent, only a CSR."""
-    subject, crt, key_file = _split_files(files)
+    """Get a certificate from the CA: the key is made here and never sent, only a CSR; or,
+    with --csr, for a CSR whose key was made elsewhere and never passes through here.
+    """
+    subject, crt, key_file = _split_files(files, csr=csr_file is not None)
     names = [parse_san(value) for value in san or []]
     # Without SUBJECT the CSR has an empty subject: the CA takes the subject from what the
     # token or the sign-in authorizes (never from the CSR); an officer approves what is shown.
     name = parse_subject(subject) if subject is not None else x509.Name([])
+    if csr_file is not None:
+        if key_file is not None or key_store != "file" or p12 is not None:
+            raise BadRequest("with --csr the key stays where the CSR was made: drop KEY, --p12")
+        csr = read_csr_for(csr_file, name)
+        request_for_csr(
+            ca_connector(ca_url, root),
+            csr,
+            crt,
+            token=token,
+            provisioner=provisioner,
+            not_after=not_after,
+            force=force,
+            approval=ApprovalWait(request_note, wait, wait_timeout, force),
+            sign_in=(
+                sign_in_for(provisioner, no_browser=no_browser, timeout=wait_timeout)
+                if provisioner is not None
+                else None
+            ),
+        )
+        return
+    if key_file is None:
+        raise BadRequest("give KEY (where the new key goes), or --csr FILE")
     key_type = parse_key_type(kty)
     if key_store not in ("file", "tpm"):
         raise BadRequest(f"--key-store must be file or tpm, not {key_store!r}")
@@ -215,8 +255,14 @@ def request(
     note(f"Wrote {crt} and key {key_file}")
 
 
-def _split_files(files: list[str]) -> tuple[str | None, Path, Path]:
-    """``[SUBJECT] CRT KEY``: the subject (None when left out) and the two paths."""
+def _split_files(files: list[str], *, csr: bool) -> tuple[str | None, Path, Path | None]:
+    """``[SUBJECT] CRT KEY`` (or ``SUBJECT CRT`` with --csr): the subject (None when left
+    out), the certificate path and the key path.
+    """
+    if csr:
+        if len(files) != 2:
+            raise BadRequest("with --csr give SUBJECT CRT (the key stays where the CSR was made)")
+        return files[0], Path(files[1]), None
     if len(files) == 3:
         return files[0], Path(files[1]), Path(files[2])
     if len(files) == 2:
@@ -232,6 +278,3 @@ def _subject_for_approval(sans: list[str] | None) -> x509.Name:
         )
     value = format_general_name(parse_san(sans[0])).partition(":")[2]
     return x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, value)])
-
-
-__all__ = ["request"]
