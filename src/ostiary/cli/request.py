@@ -259,10 +259,10 @@ def _split_files(files: list[str], *, csr: bool) -> tuple[str | None, Path, Path
     """``[SUBJECT] CRT KEY`` (or ``SUBJECT CRT`` with --csr): the subject (None when left
     out), the certificate path and the key path.
     """
-    if csr:
-        if len(files) != 2:
-            raise BadRequest("with --csr give SUBJECT CRT (the key stays where the CSR was made)")
+    if csr and len(files) == 2:
         return files[0], Path(files[1]), None
+    if csr and len(files) != 3:  # three: KEY given, refused with --csr by the caller
+        raise BadRequest("with --csr give SUBJECT CRT (the key stays where the CSR was made)")
     if len(files) == 3:
         return files[0], Path(files[1]), Path(files[2])
     if len(files) == 2:
