@@ -160,3 +160,21 @@ def test_request_refuses_a_server_under_another_root(
     )
     assert "not trusted" in result.stderr
     assert not (tmp_path / "g.key").exists()
+
+
+def test_request_without_subject_gets_the_one_the_token_names(
+    bootstrapped: RunningCA, client_config: Path, tmp_path: Path
+) -> None:
+    crt, key = tmp_path / "erin.crt", tmp_path / "erin.key"
+    token = bootstrapped.token("erin", "erin@example.com")
+    ok("cert", "request", crt, key, "--token", token)
+    certificate = _chain(crt)[0]
+    assert certificate.subject.rfc4514_string() == "CN=erin"
+    assert [n.value for n in sans_of(certificate.extensions)] == ["erin@example.com"]
+    # Its twins: a SUBJECT other than the token's is refused; so is a lone file.
+    other = bootstrapped.token("erin", "erin@example.com")
+    elsewhere = tmp_path / "mallory.crt", tmp_path / "mallory.key"
+    assert "not authorized" in refused("cert", "request", "mallory", *elsewhere,
+                                       "--token", other).stderr  # fmt: skip
+    assert "[SUBJECT] CRT KEY" in refused("cert", "request", crt, "--token", other).stderr
+    assert not elsewhere[0].exists() and not elsewhere[1].exists()

@@ -152,6 +152,28 @@ def test_request_without_wait_can_be_collected_later(console: Console, tmp_path:
     assert certificate.public_key() == private_key.public_key()
 
 
+def test_an_approval_request_without_subject_is_for_its_first_san(
+    console: Console, tmp_path: Path
+) -> None:
+    crt, key = tmp_path / "door.crt", tmp_path / "door.key"
+    client = ["--ca-url", console.ca.url, "--root", console.ca.root_file]
+    asked = ["cert", "request", crt, key, "--san", "door.lab.example", "--provisioner",
+             "open-doors", *client]  # fmt: skip
+    first = ok(*asked)
+    request_id = re.search(r"Request ([0-9a-f]{32})", first.stderr)
+    assert request_id is not None
+    ok("ca", "requests", "approve", request_id.group(1), *console.officer_args())
+    ok(*asked, "--wait")
+    certificate = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert certificate.subject.rfc4514_string() == "CN=door.lab.example"
+
+    # Its twin: no SUBJECT and no --san leaves the officer nothing to approve.
+    lone = refused("cert", "request", tmp_path / "x.crt", tmp_path / "x.key", "--provisioner",
+                   "open-doors", *client)  # fmt: skip
+    assert "give SUBJECT or a --san" in lone.stderr
+    assert not (tmp_path / "x.key").exists()
+
+
 def test_a_flood_of_requests_is_capped(
     console: Console, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

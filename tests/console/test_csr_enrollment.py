@@ -80,8 +80,7 @@ def test_a_csr_made_elsewhere_gets_a_certificate_through_approval(
     first = ok(*args, *console.client_args())
     request_id = re.search(r"Request ([0-9a-f]{32})", first.stderr)
     assert request_id is not None and not crt.exists()
-    ca_args = ["--dir", console.ca.home, "--password-file", console.ca.password_file]
-    ok("ca", "requests", "approve", request_id.group(1), *ca_args)
+    ok("ca", "requests", "approve", request_id.group(1), *console.officer_args())
     ok(*args, "--wait", *console.client_args())
     assert issued_for(crt, key).subject.rfc4514_string() == "CN=dora"
     assert not (tmp_path / "dora.crt.request").exists()
@@ -95,8 +94,8 @@ def test_a_rejected_csr_request_writes_no_certificate(console: Console, tmp_path
     first = ok(*args, *console.client_args())
     request_id = re.search(r"Request ([0-9a-f]{32})", first.stderr)
     assert request_id is not None
-    ca_args = ["--dir", console.ca.home, "--password-file", console.ca.password_file]
-    ok("ca", "requests", "reject", request_id.group(1), "--reason", "unknown device", *ca_args)
+    reason = ["--reason", "unknown device"]
+    ok("ca", "requests", "reject", request_id.group(1), *reason, *console.officer_args())
     answer = refused(*args, "--wait", *console.client_args())
     assert "rejected" in answer.stderr and not crt.exists()
 

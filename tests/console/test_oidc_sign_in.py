@@ -180,6 +180,20 @@ def test_an_unverified_email_equal_to_an_admins_is_refused_with_403(setup: Setup
         assert browser.get("/console").status_code == 401
 
 
+def test_refused_oidc_admin_is_told_to_ask_for_the_provisioners_admins(setup: Setup) -> None:
+    with setup.browser() as browser:
+        refused = setup.sign_in(browser, "bob")
+    assert refused.status_code == 403
+    assert f"ostiary ca provisioner update {SIGN_IN} --admins" in refused.text
+    assert "officer add" not in refused.text
+    # Its twin: a certificate without the officer role is told about the officer role.
+    with setup.browser(setup.enroll("carol-403")) as browser:
+        by_certificate = browser.get("/console")
+    assert by_certificate.status_code == 403
+    assert "ostiary ca officer add CN" in by_certificate.text
+    assert "--admins" not in by_certificate.text
+
+
 def test_wrong_state_is_refused_and_spends_the_flow(setup: Setup) -> None:
     with setup.browser() as browser:
         callback = setup.callback_for(setup.start(browser), "admin")

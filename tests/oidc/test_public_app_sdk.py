@@ -70,6 +70,24 @@ def test_listener_ignores_other_paths_and_answers_once() -> None:
     with LoopbackListener() as listener:
         base = f"http://127.0.0.1:{listener.port}"
         assert httpx.get(base + "/favicon.ico").status_code == 404
-        assert httpx.get(listener.redirect_uri + "?code=a&state=b").status_code == 200
+        listener.finish("Signed in.")  # the outcome the page shows, once the code is redeemed
+        page = httpx.get(listener.redirect_uri + "?code=a&state=b")
+        assert page.status_code == 200 and "Signed in." in page.text
         assert httpx.get(listener.redirect_uri + "?code=c&state=d").status_code == 409
         assert listener.wait(1) == {"code": "a", "state": "b"}
+
+
+def test_listener_page_waits_for_the_outcome_and_escapes_it() -> None:
+    import httpx
+
+    pages: list[httpx.Response] = []
+    with LoopbackListener() as listener:
+        browser = threading.Thread(
+            target=lambda: pages.append(httpx.get(listener.redirect_uri + "?code=a&state=b"))
+        )
+        browser.start()
+        listener.wait(5)
+        listener.finish("The sign-in did not succeed: <script>x</script>")
+        browser.join(10)
+    assert "did not succeed: &lt;script&gt;" in pages[0].text
+    assert "Signed in" not in pages[0].text

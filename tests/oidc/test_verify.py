@@ -366,6 +366,22 @@ def test_tenant_mismatch_is_refused(
         _sign(authority, identity, token, _csr(key, "ivy@corp.example"))
 
 
+def test_id_token_without_tid_is_said_to_have_none(
+    authority: Authority, identity: CAIdentity, provider: Provider
+) -> None:
+    _add(authority, provider, tenant_id="tenant-a")
+    _user(provider, "jim", "jim@corp.example")
+    key = _key()
+    token = provider.id_token("jim", nonce=nonce_for_key(key.public_key()))
+    with pytest.raises(Unauthorized, match=r"has no tenant id \('tid'\)") as refused:
+        _sign(authority, identity, token, _csr(key, "jim@corp.example"))
+    assert "another tenant" not in str(refused.value)
+    # Its twin: the right tid is accepted.
+    _user(provider, "jim", "jim@corp.example", tid="tenant-a")
+    token = provider.id_token("jim", nonce=nonce_for_key(key.public_key()))
+    assert _sign(authority, identity, token, _csr(key, "jim@corp.example"))
+
+
 def test_replayed_id_token_is_refused(
     authority: Authority, identity: CAIdentity, provider: Provider
 ) -> None:

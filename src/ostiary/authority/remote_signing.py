@@ -498,8 +498,11 @@ class RemoteSigning:
             repository = SigningKeyRepository(session)
             record = repository.get(key_name)
             if not caller.matches(record.callers):
+                presented = ", ".join(caller.identities)[:_MAX_TEXT]
                 raise CallerNotAllowed(
-                    f"this caller may not use signing key {key_name!r}", key=key_name
+                    f"this caller may not use signing key {key_name!r}: it presented "
+                    f"{presented}, which no --caller pattern of the key matches",
+                    key=key_name,
                 )
             return record, repository.version(record)
 

@@ -22,6 +22,7 @@ from ostiary.core.errors import BadRequest
 from ostiary.provisioners.base import OIDC_TYPE, ProvisionerClaims
 
 if TYPE_CHECKING:
+    from ostiary.provisioners.oidc import OIDCProvisioner
     from ostiary.store import Store
 
 
@@ -54,8 +55,12 @@ def add_oidc(
     provider_ca_file: Path | None,
     policy_oids: Sequence[str] | None = None,
     upn_from_preferred_username: bool = False,
+    check: bool = True,
 ) -> None:
-    """Add an ``oidc`` provisioner from the command's options and say what was made."""
+    """Add an ``oidc`` provisioner from the command's options and say what was made.
+
+    With ``check`` the discovery document is fetched now and its issuer checked.
+    """
     # The CA side is imported here: ``sign_in_for`` (on devices) must not pull in the store.
     from ostiary.provisioners.oidc import OIDC_PROFILES, OIDCProvisioner, add_oidc_provisioner
 
@@ -83,9 +88,11 @@ def add_oidc(
         policies=split_list(policy_oids),
         upn_from_preferred_username=upn_from_preferred_username,
     )
+    issuer = check_provider(provisioner) if check else None
     add_oidc_provisioner(store, provisioner, now=now, ca_claims=ca_claims, actor=actor)
     note(f"Added provisioner '{name}' (type {OIDC_TYPE}, profile {profile})")
     note(f"  provider: {configuration_endpoint}")
+    note(f"  issuer: {issuer}" if issuer else "  issuer: not checked (--no-check)")
     note(f"  client id: {client_id} ({'confidential' if client_secret_file else 'public'} app)")
     if provisioner.domains:
         note(f"  domains: {', '.join(provisioner.domains)}")
@@ -98,6 +105,13 @@ def add_oidc(
     if provisioner.policies:
         note(f"  certificate policies: {', '.join(provisioner.policies)}")
     note(f"Users enroll with: ostiary cert request SUBJECT CRT KEY --provisioner {name}")
+
+
+def check_provider(provisioner: OIDCProvisioner) -> str:
+    """Fetch the provisioner's discovery document now and check it; the issuer it names."""
+    from ostiary.provisioners.oidc_discovery import check_discovery
+
+    return check_discovery(provisioner.configuration_endpoint, ca_file=provisioner.ca_file).issuer
 
 
 def sign_in_for(
@@ -123,4 +137,4 @@ def sign_in_for(
     )
 
 
-__all__ = ["add_oidc", "sign_in_for", "split_list"]
+__all__ = ["add_oidc", "check_provider", "sign_in_for", "split_list"]

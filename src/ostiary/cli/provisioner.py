@@ -1,7 +1,9 @@
-"""``ostiary ca provisioner ...``: add, list, remove.
+"""``ostiary ca provisioner ...``: add, list, remove, update.
 
-Provisioners say who may get which certificate; ``ca token`` (:mod:`ostiary.cli.tokens`)
-mints a one-time token from one. Every change is audited. Registered on the ``ca``
+Provisioners say who may get which certificate (``add``, ``list``, ``remove`` here;
+``update`` in :mod:`ostiary.cli.provisioner_update`, the options of both in
+:mod:`ostiary.cli.provisioner_options`); ``ca token`` (:mod:`ostiary.cli.tokens`) mints a
+one-time token from one. Every change is audited. Registered on the ``ca``
 group at the end of :mod:`ostiary.cli.ca`.
 """
 
@@ -15,16 +17,22 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ostiary.authority.folder import (
+    CAPaths,
+)
+from ostiary.cli import provisioner_options as opt
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
 from ostiary.cli.console import note, out, shown
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile
-from ostiary.cli.unlock import NoPasswordFile, open_ca_store, unlock_ca
+from ostiary.cli.provisioner_update import update
+from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_store, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
 from ostiary.provisioners import (
     JWK_TYPE,
     LEAF_PROFILES,
+    CAIdentity,
     ProvisionerClaims,
     ProvisionerInfo,
     add_jwk_provisioner,
@@ -41,11 +49,21 @@ provisioner_app = typer.Typer(
 )
 
 _ACTOR = "cli"
+_DEFAULT_WINDOW = format_duration(DEFAULT_RENEW_AFTER_EXPIRY_WINDOW)
 
-Duration = Annotated[
-    str | None,
-    typer.Option(help="A duration: 15m, 24h, 7d (default: the CA's claims).", show_default=False),
-]
+
+def _identity(ca: UnlockedCA) -> CAIdentity:
+    material = ca.material
+    return CAIdentity.from_certificates(
+        material.root, material.intermediate, claims=material.config.claims
+    )
+
+
+def _paths(directory: Path | None) -> CAPaths:
+    paths = ca_paths(directory)
+    if not paths.exists():
+        raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
+    return paths
 
 
 def _now() -> datetime:
@@ -66,153 +84,32 @@ def add(
             "provider), approval (an officer decides) or attest (a TPM attests the key).",
         ),
     ] = JWK_TYPE,
-    admin: Annotated[
-        bool, typer.Option("--admin", help="It may also mint admin tokens (API, console).")
-    ] = False,
-    min_lifetime: Duration = None,
-    default_lifetime: Duration = None,
-    max_lifetime: Duration = None,
-    allow_renewal: Annotated[
-        bool | None,
-        typer.Option(
-            "--allow-renewal/--no-allow-renewal",
-            help="Holders may renew (default: the CA's claims).",
-            show_default=False,
-        ),
-    ] = None,
-    allow_renewal_after_expiry: Annotated[
-        bool | None,
-        typer.Option(
-            "--allow-renewal-after-expiry/--no-allow-renewal-after-expiry",
-            help="Expired certificates may still be renewed, within the window.",
-            show_default=False,
-        ),
-    ] = None,
-    renew_after_expiry_window: Annotated[
-        str,
-        typer.Option(help="How long after expiry renewal is still allowed, when it is."),
-    ] = format_duration(DEFAULT_RENEW_AFTER_EXPIRY_WINDOW),
-    allow_name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-name",
-            help="Names its tokens may carry, as glob patterns: '*.lab.example', "
-            "'*@example.com', 'upn:*@corp.example', 'cn:*'. Repeatable; default: any.",
-            show_default=False,
-        ),
-    ] = None,
-    profile: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--profile",
-            help="Profiles its tokens may ask for (client, user, server, device); the first is "
-            "the default. Repeatable; default: all four, client first.",
-            show_default=False,
-        ),
-    ] = None,
-    require_code: Annotated[
-        bool,
-        typer.Option(
-            "--require-code/--no-require-code",
-            help="approval: the officer must enter the code shown to the requester.",
-        ),
-    ] = True,
-    allow_officer_names: Annotated[
-        bool,
-        typer.Option(
-            "--allow-officer-names",
-            help="approval: accept requests that name an officer (refused by default).",
-        ),
-    ] = False,
-    configuration_endpoint: Annotated[
-        str | None,
-        typer.Option(help="oidc: the provider's discovery URL (.well-known/openid-configuration)."),
-    ] = None,
-    client_id: Annotated[
-        str | None, typer.Option(help="oidc: the app's client id.", show_default=False)
-    ] = None,
-    client_secret_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="oidc: file holding the client secret (a confidential app).", show_default=False
-        ),
-    ] = None,
-    tenant_id: Annotated[
-        str | None,
-        typer.Option(help="oidc: Entra tenant id ('tid') tokens must carry.", show_default=False),
-    ] = None,
-    domains: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--domains", help="oidc: e-mail/UPN domains served (d1,d2).", show_default=False
-        ),
-    ] = None,
-    admins: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--admins",
-            help="oidc: admins, who may ask for other names and sign in to the console: "
-            "sub:<sub>, oid:<Entra object id> or a verified e-mail (a,b,...).",
-            show_default=False,
-        ),
-    ] = None,
-    upn_from_preferred_username: Annotated[
-        bool,
-        typer.Option(
-            "--upn-from-preferred-username",
-            help="oidc: take the UPN SAN from 'preferred_username' when there is no 'upn' "
-            "claim (off: Entra documents it as mutable; see docs/entra.md).",
-        ),
-    ] = False,
-    groups: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--groups",
-            help="oidc: users must be in one of these groups (g1,...).",
-            show_default=False,
-        ),
-    ] = None,
-    uri_claim: Annotated[
-        str | None,
-        typer.Option(help="oidc: also a URI SAN from this claim (sub or oid).", show_default=False),
-    ] = None,
-    policy_oid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy-oid",
-            help="oidc: certificate policy OIDs for its certificates (Entra binding rules).",
-            show_default=False,
-        ),
-    ] = None,
-    provider_ca_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--provider-ca-file",
-            help="oidc: PEM roots for the provider (default: system store).",
-            show_default=False,
-        ),
-    ] = None,
-    attestation_roots: Annotated[
-        Path | None,
-        typer.Option(
-            "--attestation-roots",
-            help="attest: PEM roots that certify TPM attestation keys (docs/tpm.md).",
-            show_default=False,
-        ),
-    ] = None,
-    require_pin: Annotated[
-        bool,
-        typer.Option("--require-pin/--no-require-pin", help="attest: the key needs userWithAuth."),
-    ] = True,
-    require_attestation: Annotated[
-        str | None,
-        typer.Option(
-            "--require-attestation",
-            help="Any type: requests must carry a TPM attestation checked by this attest "
-            "provisioner (its policy OID is added).",
-            show_default=False,
-        ),
-    ] = None,
+    admin: opt.Admin = False,
+    min_lifetime: opt.Duration = None,
+    default_lifetime: opt.Duration = None,
+    max_lifetime: opt.Duration = None,
+    allow_renewal: opt.AllowRenewal = None,
+    allow_renewal_after_expiry: opt.AllowRenewalAfterExpiry = None,
+    renew_after_expiry_window: opt.RenewWindow = _DEFAULT_WINDOW,
+    allow_name: opt.AllowName = None,
+    profile: opt.Profile = None,
+    require_code: opt.RequireCode = True,
+    allow_officer_names: opt.AllowOfficerNames = False,
+    configuration_endpoint: opt.ConfigurationEndpoint = None,
+    no_check: opt.NoCheck = False,
+    client_id: opt.ClientId = None,
+    client_secret_file: opt.ClientSecretFile = None,
+    tenant_id: opt.TenantId = None,
+    domains: opt.Domains = None,
+    admins: opt.Admins = None,
+    upn_from_preferred_username: opt.UpnFromPreferredUsername = False,
+    groups: opt.Groups = None,
+    uri_claim: opt.UriClaim = None,
+    policy_oid: opt.PolicyOid = None,
+    provider_ca_file: opt.ProviderCaFile = None,
+    attestation_roots: opt.AttestationRoots = None,
+    require_pin: opt.RequirePin = True,
+    require_attestation: opt.RequireAttestation = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -227,7 +124,9 @@ def add(
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
     maximum = parse_duration(max_lifetime) if max_lifetime else None
-    window = parse_duration(renew_after_expiry_window)
+    window = parse_duration(
+        renew_after_expiry_window or format_duration(DEFAULT_RENEW_AFTER_EXPIRY_WINDOW)
+    )
     profiles = tuple(profile or LEAF_PROFILES)
     with unlock_ca(directory, password_file) as ca:
         if require_attestation is not None:
@@ -253,7 +152,7 @@ def add(
                 profile=profiles[0],
                 roots_file=attestation_roots,
                 policy_oids=policy_oid,
-                require_pin=require_pin,
+                require_pin=require_pin is not False,
                 now=_now(),
                 actor=_ACTOR,
             )
@@ -279,6 +178,7 @@ def add(
                 uri_claim=uri_claim,
                 provider_ca_file=provider_ca_file,
                 policy_oids=policy_oid,
+                check=not no_check,
             )
             _require_attestation(ca.store, name, require_attestation)
             return
@@ -289,10 +189,10 @@ def add(
                 claims=claims,
                 now=_now(),
                 profile=profiles[0],
-                require_code=require_code,
+                require_code=require_code is not False,
                 ca_claims=ca_claims,
                 actor=_ACTOR,
-                allow_officer_names=allow_officer_names,
+                allow_officer_names=bool(allow_officer_names),
             )
             note(f"Added provisioner '{name}' (type {APPROVAL_TYPE}, profile {profiles[0]})")
             _require_attestation(ca.store, name, require_attestation)
@@ -303,7 +203,7 @@ def add(
             password=ca.password,
             claims=claims,
             now=_now(),
-            admin=admin,
+            admin=bool(admin),
             profiles=profiles,
             ca_claims=ca_claims,
             actor=_ACTOR,
@@ -408,3 +308,6 @@ def remove(
     with open_authority(directory, password_file) as authority:
         remove_provisioner(authority.store, name, now=_now(), actor=_ACTOR)
     note(f"Removed provisioner '{name}'")
+
+
+provisioner_app.command("update")(update)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography import x509
 
 from ostiary.cli.approval import request_by_approval
 from ostiary.cli.cert import dump_private_key
@@ -33,7 +34,7 @@ from ostiary.client.credentials import (
 from ostiary.client.enrollment import request_certificate
 from ostiary.core.errors import BadRequest
 from ostiary.core.keys import KeyType, parse_key_type
-from ostiary.core.names import parse_san, parse_subject
+from ostiary.core.names import format_general_name, parse_san, parse_subject
 from ostiary.provisioners.base import OIDC_TYPE
 
 # --------------------------------------------------------------------------- request
@@ -49,14 +50,17 @@ def _credential_source(token: str | None) -> CredentialSource:
 
 
 def request(
-    subject: Annotated[str, typer.Argument(help="Common name, or 'CN=..,O=..'.")],
-    crt: Annotated[Path, typer.Argument(metavar="CRT", help="Certificate (and chain) out.")],
-    key_file: Annotated[
-        Path | None,
+    files: Annotated[
+        list[str],
         typer.Argument(
-            metavar="[KEY]", help="Private key out (0600); not with --csr.", show_default=False
+            metavar="[SUBJECT] CRT [KEY]",
+            help="The subject (a common name, or 'CN=..,O=..'; leave it out to take it from "
+            "the token or the sign-in, or with approval from the first --san), the "
+            "certificate (and chain) out, the private key out (0600; not with --csr, which "
+            "needs SUBJECT CRT).",
+            show_default=False,
         ),
-    ] = None,
+    ],
     token: Annotated[
         str | None,
         typer.Option(
@@ -146,8 +150,11 @@ def request(
     """Get a certificate from the CA: the key is made here and never sent, only a CSR; or,
     with --csr, for a CSR whose key was made elsewhere and never passes through here.
     """
-    name = parse_subject(subject)
+    subject, crt, key_file = _split_files(files, csr=csr_file is not None)
     names = [parse_san(value) for value in san or []]
+    # Without SUBJECT the CSR has an empty subject: the CA takes the subject from what the
+    # token or the sign-in authorizes (never from the CSR); an officer approves what is shown.
+    name = parse_subject(subject) if subject is not None else x509.Name([])
     if csr_file is not None:
         if key_file is not None or key_store != "file" or p12 is not None:
             raise BadRequest("with --csr the key stays where the CSR was made: drop KEY, --p12")
@@ -185,6 +192,8 @@ def request(
                 kind = client.provisioner_type(provisioner)
         if kind != APPROVAL_TYPE:  # an approval request may be resumed (checked there)
             check_writable(crt, key_file, force=force)
+        elif subject is None:
+            name = _subject_for_approval(san)
         request_with_tpm(
             connect,
             name,
@@ -215,7 +224,7 @@ def request(
         if kind == APPROVAL_TYPE:
             request_by_approval(
                 connect,
-                name,
+                name if subject is not None else _subject_for_approval(san),
                 names,
                 crt,
                 key_file,
@@ -244,3 +253,28 @@ def request(
     note(f"Issued serial {issued.serial_number:x} to {issued.certificate.subject.rfc4514_string()}")
     note(f"  not_after: {timestamp(issued.not_after)}")
     note(f"Wrote {crt} and key {key_file}")
+
+
+def _split_files(files: list[str], *, csr: bool) -> tuple[str | None, Path, Path | None]:
+    """``[SUBJECT] CRT KEY`` (or ``SUBJECT CRT`` with --csr): the subject (None when left
+    out), the certificate path and the key path.
+    """
+    if csr and len(files) == 2:
+        return files[0], Path(files[1]), None
+    if csr and len(files) != 3:  # three: KEY given, refused with --csr by the caller
+        raise BadRequest("with --csr give SUBJECT CRT (the key stays where the CSR was made)")
+    if len(files) == 3:
+        return files[0], Path(files[1]), Path(files[2])
+    if len(files) == 2:
+        return None, Path(files[0]), Path(files[1])
+    raise BadRequest("give [SUBJECT] CRT KEY: the certificate and key files, the subject if any")
+
+
+def _subject_for_approval(sans: list[str] | None) -> x509.Name:
+    """An approval request without SUBJECT is for its first --san: the officer sees both."""
+    if not sans:
+        raise BadRequest(
+            "an approval request names what the officer approves: give SUBJECT or a --san"
+        )
+    value = format_general_name(parse_san(sans[0])).partition(":")[2]
+    return x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, value)])

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from ostiary.cli.cert import load_private_key_file
 from ostiary.cli.files import read_input
+from ostiary.cli.holder import HolderFiles
 from ostiary.client.config import load_client_config, normalize_ca_url
 from ostiary.client.signing import RemoteAssertion, entra_token_endpoint
 from ostiary.core.encoding import load_certificate_chain
@@ -67,8 +67,8 @@ def assertion(
     if token is None:
         if cert is None or cert_key is None:
             raise BadRequest("give --cert and --cert-key (mTLS), or --token")
-        chain = load_certificate_chain(read_input(cert, "certificate file"))
-        identity = TLSIdentity(tuple(chain), load_private_key_file(cert_key))
+        chain, private_key = HolderFiles(cert, cert_key).load()  # the check 'cert renew' runs
+        identity = TLSIdentity(tuple(chain), private_key)
     elif cert is not None or cert_key is not None:
         raise BadRequest("give --cert/--cert-key or --token, not both")
     if ca_url is None or root is None:

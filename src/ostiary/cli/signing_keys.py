@@ -3,7 +3,9 @@
 ``create`` makes version 1 of a key in the CA folder (encrypted with the CA password, 0600)
 and its certificate from this CA (recorded, audited, revocable) and writes the certificate,
 the file to upload to the identity provider's app registration. ``rotate`` makes the next
-version, which signs from then on. ``list`` shows keys, policies and versions.
+version, which signs from then on. ``update`` changes the policy (audiences, callers, digest
+signing); ``remove`` revokes the key's certificates and deletes it. ``list`` shows keys,
+policies and versions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from ostiary.authority.remote_signing import (
     list_signing_keys,
     rotate_signing_key,
     signing_key_store,
+)
+from ostiary.authority.signing_key_admin import (
+    SigningKeyChange,
+    remove_signing_key,
+    update_signing_key,
 )
 from ostiary.cli.console import note, out, shown
 from ostiary.cli.files import check_writable, write_file
@@ -129,6 +136,60 @@ def rotate(
         )
     write_file(cert_out, certificate.public_bytes(serialization.Encoding.PEM))
     _report(name, version.version, certificate, cert_out)
+
+
+@key_app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="The key to change.")],
+    audience: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audience",
+            help="Token endpoints an assertion may name (repeatable; replaces the list).",
+            show_default=False,
+        ),
+    ] = None,
+    caller: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--caller",
+            help="Who may use the key, as at create (repeatable; replaces the list).",
+            show_default=False,
+        ),
+    ] = None,
+    allow_digest_signing: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-digest-signing/--no-allow-digest-signing",
+            help="Also sign bare digests, or assertions only.",
+            show_default=False,
+        ),
+    ] = None,
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Change a key's audiences, callers or digest signing; its certificates stay as they are."""
+    change = SigningKeyChange(audience, caller, allow_digest_signing)
+    with unlock_ca(directory, password_file) as ca:
+        now = update_signing_key(ca.authority, name, change, actor="cli")
+    note(f"Updated signing key '{name}'")
+    note(f"  audiences: {', '.join(now['audiences'])}")
+    note(f"  callers:   {', '.join(now['callers'])}")
+    note(f"  digests:   {'signed' if now['allow_digest_signing'] else 'refused'}")
+
+
+@key_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The key to remove.")],
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Remove a key: its certificates are revoked, its key files deleted; it signs no more."""
+    with unlock_ca(directory, password_file) as ca:
+        serials = remove_signing_key(
+            ca.authority, signing_key_store(ca.material, ca.password), name, actor="cli"
+        )
+    note(f"Removed signing key '{name}'; revoked serial {', '.join(serials) or '(none)'}")
 
 
 @key_app.command("list")

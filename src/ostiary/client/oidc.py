@@ -10,7 +10,8 @@ The flow (OAuth 2.0 for native apps, RFC 8252; PKCE, RFC 7636; OpenID Connect Co
 4. the provider redirects to the listener with ``code`` and ``state``; a wrong ``state`` or an
    ``error`` (``access_denied`` when the user declines) ends the sign-in with a clear message;
 5. redeem the code with the verifier: at the provider's token endpoint (public app), or
-   through the CA (confidential app: the client secret never leaves the CA);
+   through the CA (confidential app: the client secret never leaves the CA); only then does
+   the browser's page say how the sign-in ended (a refused code is not "Signed in");
 6. send the CSR and the ID token to ``POST /provisioners/{name}/sign``.
 
 The listener always closes, whatever happens.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import queue
 import secrets
@@ -37,7 +39,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from cryptography import x509
 
 from ostiary.client.api import IssuedCertificate, OstiaryClient
-from ostiary.core.errors import BadRequest, Unauthorized, Unavailable
+from ostiary.core.errors import BadRequest, OstiaryError, Unauthorized, Unavailable
 from ostiary.provisioners.oidc_binding import nonce_for_key
 from ostiary.provisioners.oidc_discovery import check_provider_url
 
@@ -45,6 +47,8 @@ from ostiary.provisioners.oidc_discovery import check_provider_url
 CALLBACK_PATH = "/callback"
 #: How long to wait for the sign-in by default.
 SIGN_IN_TIMEOUT = 300.0
+#: How long the browser's page waits for the outcome of the sign-in (code redemption).
+OUTCOME_WAIT = 60.0
 
 _PAGE = (
     "<!doctype html><html><head><meta charset='utf-8'><title>Ostiary</title></head>"
@@ -79,12 +83,16 @@ class LoopbackListener:
 
     Use as a context manager: it closes on exit, even after an error or a timeout. Requests
     for other paths (a browser's ``/favicon.ico``) get 404 and are ignored; only the first
-    request to :data:`CALLBACK_PATH` counts.
+    request to :data:`CALLBACK_PATH` counts. The browser's page waits (at most
+    :data:`OUTCOME_WAIT` seconds) for :meth:`finish` to say how the sign-in ended (the code
+    redeemed, the ID token checked), so that it never says "Signed in" for a sign-in that
+    failed after the redirect; closing without :meth:`finish` reports a failure.
     """
 
     def __init__(self, path: str = CALLBACK_PATH) -> None:
         self._path = path
         self._answers: queue.Queue[dict[str, str]] = queue.Queue(maxsize=1)
+        self._outcomes: queue.Queue[str] = queue.Queue(maxsize=1)
         listener = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -99,13 +107,14 @@ class LoopbackListener:
                 except queue.Full:
                     self._reply(409, "This sign-in was already answered.")
                     return
-                if "error" in query:
-                    self._reply(200, "The sign-in did not succeed. You can close this window.")
-                else:
-                    self._reply(200, "Signed in. You can close this window.")
+                try:
+                    outcome = listener._outcomes.get(timeout=OUTCOME_WAIT)
+                except queue.Empty:
+                    outcome = "The sign-in did not finish in time: see the terminal."
+                self._reply(200, outcome + " You can close this window.")
 
             def _reply(self, status: int, message: str) -> None:
-                body = _PAGE.format(message=message).encode("utf-8")
+                body = _PAGE.format(message=html.escape(message)).encode("utf-8")
                 self.send_response(status)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -143,7 +152,15 @@ class LoopbackListener:
     ) -> None:
         self.close()
 
+    def finish(self, outcome: str) -> None:
+        """What the browser's page says (once; later calls are ignored)."""
+        try:
+            self._outcomes.put_nowait(outcome)
+        except queue.Full:
+            pass
+
     def close(self) -> None:
+        self.finish("The sign-in did not succeed: see the terminal for why.")
         if self._started:
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -293,17 +310,40 @@ class OIDCSignIn:
             else:
                 self.open_browser(request.url)
             answer = listener.wait(self.timeout)
-        code = read_callback(answer, request)
+            try:
+                id_token = self._redeem(client, info, request, read_callback(answer, request))
+                check_id_token_origin(id_token, info, request.nonce)
+            except OstiaryError as exc:
+                listener.finish(f"The sign-in did not succeed: {exc.detail}")
+                raise
+            listener.finish("Signed in.")
+        return id_token
+
+    def _redeem(
+        self,
+        client: OstiaryClient,
+        info: Mapping[str, Any],
+        request: AuthorizationRequest,
+        code: str,
+    ) -> str:
         if info.get("code_exchange") == "ca":
-            id_token = client.redeem_code(
+            return client.redeem_code(
                 self.provisioner, code, request.code_verifier, request.redirect_uri
             )
-        elif self.redeem is not None:
-            id_token = self.redeem(info, request, code)
-        else:
-            id_token = redeem_at_provider(info, request, code, ca_file=self.ca_file)
-        check_id_token_origin(id_token, info, request.nonce)
-        return id_token
+        try:
+            if self.redeem is not None:
+                return self.redeem(info, request, code)
+            return redeem_at_provider(info, request, code, ca_file=self.ca_file)
+        except Unauthorized as exc:
+            if "invalid_client" not in exc.detail:
+                raise
+            raise Unauthorized(
+                f"{exc.detail}: the provider wants a client secret, but provisioner "
+                f"{self.provisioner!r} is set up as a public app; the CA owner gives it the "
+                f"secret (ostiary ca provisioner update {self.provisioner} "
+                "--client-secret-file FILE) or makes the app public at the provider (Entra: "
+                "'Allow public client flows')"
+            ) from None
 
     def enroll(
         self,

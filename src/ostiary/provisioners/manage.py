@@ -1,4 +1,4 @@
-"""Configured provisioners in the store: add, remove, list, load; each change audited.
+"""Configured provisioners in the store: add, update, remove, list, load; each change audited.
 
 A provisioner record holds its type and a JSON ``config``; every type keeps its
 :class:`~ostiary.provisioners.base.ProvisionerClaims` under ``config["claims"]``, so renewal
@@ -7,13 +7,15 @@ can find the claims of any certificate's provisioner without knowing the type.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ostiary.core.errors import NotFound, PolicyDenied, Unauthorized
+from ostiary.core.errors import BadRequest, NotFound, PolicyDenied, Unauthorized
+from ostiary.core.lifetime import Lifetime
 from ostiary.provisioners.base import (
     LEAF_PROFILES,
     CAIdentity,
@@ -99,6 +101,116 @@ def remove_provisioner(store: Store, name: str, *, now: datetime, actor: str | N
         AuditLog(session).append(
             "provisioner.removed", at=now, actor=actor, target=name, details={"type": record_type}
         )
+
+
+@dataclass(frozen=True)
+class ClaimsChange:
+    """Changes to a provisioner's claims; None leaves that claim as it is."""
+
+    min_lifetime: timedelta | None = None
+    default_lifetime: timedelta | None = None
+    max_lifetime: timedelta | None = None
+    allow_renewal: bool | None = None
+    allow_renewal_after_expiry: bool | None = None
+    renew_after_expiry_window: timedelta | None = None
+    allowed_names: Sequence[str] | None = None
+
+    def apply(self, claims: ProvisionerClaims) -> ProvisionerClaims:
+        current = claims.lifetime
+        lifetime = Lifetime(
+            self.min_lifetime or current.minimum,
+            self.default_lifetime or current.default,
+            self.max_lifetime or current.maximum,
+        )
+        changes: dict[str, Any] = {"lifetime": lifetime}
+        for name in ("allow_renewal", "allow_renewal_after_expiry", "renew_after_expiry_window"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
+        if self.allowed_names is not None:
+            changes["allowed_names"] = tuple(self.allowed_names)
+        return replace(claims, **changes)
+
+
+#: Config keys never written to the audit log as they are (key material, long PEM).
+_NOT_AUDITED = frozenset({"key", "encrypted_key", "roots"})
+
+
+def load_typed_provisioner(record: ProvisionerRecord) -> Any:
+    """The typed provisioner of a record (jwk, approval, oidc or attest)."""
+    from ostiary.provisioners.approval import APPROVAL_TYPE, ApprovalProvisioner
+    from ostiary.provisioners.attest import ATTEST_TYPE, AttestProvisioner
+    from ostiary.provisioners.oidc import OIDC_TYPE, OIDCProvisioner
+
+    loaders: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+        JWK_TYPE: JWKProvisioner.from_config,
+        APPROVAL_TYPE: ApprovalProvisioner.from_config,
+        OIDC_TYPE: OIDCProvisioner.from_config,
+        ATTEST_TYPE: AttestProvisioner.from_config,
+    }
+    loader = loaders.get(record.type)
+    if loader is None:
+        raise BadRequest(f"provisioner {record.name!r} is of type {record.type!r}: not updatable")
+    return loader(record.name, record.config)
+
+
+def update_provisioner(
+    store: Store,
+    name: str,
+    *,
+    settings: Mapping[str, Any],
+    claims: ClaimsChange,
+    ca_claims: ProvisionerClaims | None,
+    now: datetime,
+    actor: str | None = None,
+    check: Callable[[Any, Any], None] | None = None,
+) -> Any:
+    """Change settings of provisioner ``name`` in place, audited as "provisioner.updated".
+
+    ``settings`` are fields of its type's dataclass (a field another type has is refused);
+    the new provisioner is validated as at add: the dataclass's own checks, the claims within
+    ``ca_claims``, then ``check(old, new)`` (the type's checks that need I/O). Its name, key
+    and certificates stay, so holders renew as before. Nothing is written when any check fails.
+    """
+    with store.transaction() as session:
+        repository = ProvisionerRepository(session)
+        record = repository.get(name)
+        current = load_typed_provisioner(record)
+        known = {f.name for f in fields(current)} - {"name", "claims", "directory"}
+        for setting in settings:
+            if setting not in known:
+                raise BadRequest(
+                    f"provisioner {name!r} is of type {record.type!r}, which has no "
+                    f"{setting.replace('_', '-')!r} setting"
+                )
+        new_claims = claims.apply(current.claims)
+        if ca_claims is not None:
+            new_claims.check_within(ca_claims)
+        updated = replace(current, claims=new_claims, **settings)
+        if check is not None:
+            check(current, updated)
+        config = {**record.config, **updated.to_config()}
+        changed = {
+            key: {"before": record.config.get(key), "after": value}
+            for key, value in config.items()
+            if record.config.get(key) != value
+        }
+        if not changed:
+            raise BadRequest(f"nothing to change in provisioner {name!r}: give a new setting")
+        repository.update(name, config=config, now=now)
+        AuditLog(session).append(
+            "provisioner.updated",
+            at=now,
+            actor=actor,
+            target=name,
+            details={
+                "type": record.type,
+                "changed": {
+                    key: value if key not in _NOT_AUDITED else "(changed)"
+                    for key, value in changed.items()
+                },
+            },
+        )
+    return updated
 
 
 def list_provisioners(store: Store) -> list[ProvisionerInfo]:

@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 from ostiary.core.errors import (
     BadRequest,
     MalformedInput,
+    NameNotAuthorized,
     NotFound,
     PolicyDenied,
     Unauthorized,
@@ -247,6 +248,11 @@ class OIDCProvisioner:
         audience = claims.get("aud")
         if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != self.client_id:
             raise Unauthorized("the ID token has several audiences and 'azp' is not this client")
+        if self.tenant_id is not None and "tid" not in claims:
+            raise Unauthorized(
+                "the ID token has no tenant id ('tid'), which this provisioner requires "
+                f"({self.tenant_id}): is the provider Entra ID?"
+            )
         if self.tenant_id is not None and claims.get("tid") != self.tenant_id:
             raise Unauthorized("the ID token is from another tenant ('tid')")
         return claims, times.expires_at
@@ -500,7 +506,10 @@ def authorize_oidc_sign(
         ) from None
     grant = loaded.authorize(id_token, csr, ca=ca, now=now, requested_not_after=requested_not_after)
     authorization = grant.authorization
-    precheck_request(csr, authorization, ca=ca, now=now)
+    try:
+        precheck_request(csr, authorization, ca=ca, now=now)
+    except NameNotAuthorized as exc:
+        raise NameNotAuthorized(_with_allowed(exc.detail, authorization), **exc.data) from None
     _spend(
         store,
         f"oidc:{loaded.name}",
@@ -519,6 +528,16 @@ def authorize_oidc_sign(
         },
     )
     return authorization
+
+
+def _with_allowed(detail: str, authorization: Authorization) -> str:
+    """A refused name's message, with who signed in and the names this sign-in allows."""
+    who = common_name(authorization.subject) or "?"
+    allowed = [f"common name {who!r}"] + [format_general_name(n) for n in authorization.names]
+    return (
+        f"{detail}: you signed in as {who}, and this sign-in allows {', '.join(allowed)} "
+        "(leave SUBJECT out to get exactly these)"
+    )
 
 
 def add_oidc_provisioner(

@@ -14,7 +14,8 @@ given for the provisioner (:func:`ostiary.tls.web_client_context`). Plain ``http
 accepted only for loopback hosts (a provider on the same machine, as in the tests).
 Every failure is :class:`~ostiary.core.errors.Unavailable` (the provider cannot be reached or
 answers garbage: try again later) or :class:`~ostiary.core.errors.BadRequest` (a URL that can
-never work).
+never work). :func:`check_discovery` is the check made when a provisioner is added: there,
+every failure is the admin's to fix, a BadRequest.
 """
 
 from __future__ import annotations
@@ -236,6 +237,23 @@ def _pick(keys: list[jwk.Key], kid: str | None) -> jwk.Key | None:
         if key.kid == kid:
             return key
     return None
+
+
+def check_discovery(
+    configuration_url: str, *, ca_file: Path | None = None, timeout: float = 10.0
+) -> ProviderMetadata:
+    """Fetch and check a discovery document now (no cache): when a provisioner is added or
+    pointed at another provider, so that a mistyped URL, a provider that cannot be reached or
+    a document naming another issuer (Entra's ``common`` endpoint) is refused at once, not at
+    the first sign-in. :class:`BadRequest` with the reason, in one line.
+    """
+    try:
+        return ProviderDirectory(timeout=timeout).metadata(configuration_url, ca_file=ca_file)
+    except Unavailable as exc:
+        raise BadRequest(
+            f"{exc.detail}: check --configuration-endpoint (the tenant-specific one for Entra "
+            "ID), or add it while the provider is offline with --no-check"
+        ) from None
 
 
 #: The directory of the server process.

@@ -365,7 +365,9 @@ def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) 
         _audit(context, "console.sign_in_refused", actor, {"provisioner": provisioner.name})
         raise PolicyDenied(
             f"{identity.display} is not among the admins of provisioner {provisioner.name!r} "
-            "(admins are matched by sub, Entra oid or a verified e-mail address)"
+            "(admins are matched by sub, Entra oid or a verified e-mail address)",
+            admins_of=provisioner.name,
+            signed_in_as=identity.display,
         )
     _audit(
         context,

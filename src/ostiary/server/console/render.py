@@ -50,6 +50,10 @@ def render_error(request: Request, error: OstiaryError) -> Response:
         title=title,
         detail=detail,
         sign_in=_sign_in_providers(request) if status == 401 else [],
+        # An OpenID sign-in refused for not being an admin: the fix is the provisioner's
+        # --admins, not the officer role (which binds certificates).
+        admins_of=error.data.get("admins_of") if status == 403 else None,
+        signed_in_as=error.data.get("signed_in_as"),
     )
 
 
