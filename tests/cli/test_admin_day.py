@@ -337,6 +337,27 @@ def test_inspect_in_a_pipe_prints_entra_strings_whole_on_their_lines(
     assert "│" not in text
 
 
+def test_certs_list_folds_no_cell_in_a_pipe_nor_in_a_narrow_terminal(
+    cli: CLI, issued: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe: Rich alone would lay out 80 columns
+    piped = cli.ok("ca", "certs", "list").stdout
+    rows = [line for line in piped.splitlines() if issued["alice-phone"] in line]
+    assert len(rows) == 1 and "CN=alice-phone" in rows[0] and "valid" in rows[0]
+    monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal: one block per certificate
+    narrow = cli.ok("ca", "certs", "list").stdout.splitlines()
+    head = narrow.index(next(line for line in narrow if line.startswith(issued["alice-phone"])))
+    assert narrow[head].split() == [
+        issued["alice-phone"],
+        "valid",
+        "until",
+        *narrow[head].split()[3:],
+    ]
+    assert narrow[head + 1].strip() == "CN=alice-phone"
+    for serial in issued.values():  # every serial whole at the start of its block
+        assert any(line.startswith(f"{serial}  ") for line in narrow), serial
+
+
 # --------------------------------------------------------------------------- the docs
 
 

@@ -22,10 +22,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from rich.table import Table
 
-from ostiary.cli.console import note, out
+from ostiary.cli.console import note, out, print_table, shown, table_width
 from ostiary.cli.options import CADir
 from ostiary.cli.unlock import open_ca_store
 from ostiary.core.errors import BadRequest
+from ostiary.core.printable import printable
 from ostiary.store import CertificateRepository, Store
 from ostiary.store.models import CertificateRecord, CertificateStatus
 
@@ -36,6 +37,8 @@ certs_app = typer.Typer(
 
 #: What ``--status`` accepts.
 STATES = ("valid", "revoked", "expired")
+#: Below this many columns the list is printed as blocks: a table would fold its cells.
+WIDE_ENOUGH = 120
 #: Rows shown unless ``--limit`` says otherwise.
 _DEFAULT_LIMIT = 100
 
@@ -113,20 +116,26 @@ def list_certificates(
     if not records:
         note("No certificates match.")
         return
-    table = Table("serial", "subject", "SANs", "not_after", "status")
-    table.columns[0].no_wrap = True
-    for column in table.columns[1:3]:
-        column.overflow = "fold"
-    table.columns[3].no_wrap = True
-    for record in records:
-        table.add_row(
-            record.serial,
-            record.subject,
-            "\n".join(record.sans) or "-",
-            f"{_utc(record.not_after):%Y-%m-%d %H:%M}Z",
-            state_of(record, now),
-        )
-    out.print(table)
+    width = table_width()
+    if width < WIDE_ENOUGH:  # a narrow terminal: one block per certificate, nothing cut
+        for record in records:
+            until = f"{_utc(record.not_after):%Y-%m-%d %H:%M}Z"
+            out.print(f"{record.serial}  {state_of(record, now)}  until {until}", markup=False)
+            for line in (record.subject, *record.sans):
+                out.print(f"  {printable(line)}", markup=False)
+    else:
+        table = Table("serial", "subject", "SANs", "not_after", "status")
+        for column in table.columns:
+            column.no_wrap = True
+        for record in records:
+            table.add_row(
+                record.serial,
+                shown(record.subject),
+                "\n".join(shown(san) for san in record.sans) or "-",
+                f"{_utc(record.not_after):%Y-%m-%d %H:%M}Z",
+                state_of(record, now),
+            )
+        print_table(table)
     if len(records) == limit:
         note(f"(the newest {limit}; narrow with --subject/--status or raise --limit)")
 

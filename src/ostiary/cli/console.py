@@ -10,10 +10,12 @@ make control characters visible themselves.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from ostiary.core.printable import printable
 
@@ -21,6 +23,28 @@ from ostiary.core.printable import printable
 out = Console(highlight=False, soft_wrap=True)
 #: Progress, notes and errors go to stderr.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+#: The width tables get in a pipe or a file: wide enough that no row is ever folded.
+PIPE_WIDTH = 1000
+
+
+def table_width() -> int:
+    """The width to lay a table out in: the terminal's (or ``COLUMNS``), and in a pipe or a
+    file, where Rich would assume 80 columns and fold every cell, all the room it needs.
+    """
+    if "COLUMNS" in os.environ or out.is_terminal:
+        return out.width
+    return PIPE_WIDTH
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` on stdout at :func:`table_width` (a pipe gets every cell whole)."""
+    width = table_width()
+    if width == out.width:
+        out.print(table)
+    else:  # Console.print never lays out wider than its console: a console of that width
+        Console(file=out.file, width=width, highlight=False, soft_wrap=True).print(table)
 
 
 def fail(message: str, code: int = 1) -> None:

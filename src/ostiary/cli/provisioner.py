@@ -22,7 +22,7 @@ from ostiary.authority.folder import (
 )
 from ostiary.cli import provisioner_options as opt
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
-from ostiary.cli.console import note, out, shown
+from ostiary.cli.console import note, out, print_table, shown
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.provisioner_update import update
@@ -281,7 +281,7 @@ def list_command(
             renewal,
             "\n".join(shown(n) for n in p.claims.allowed_names) or "any",
         )
-    out.print(table)
+    print_table(table)
 
 
 def _as_json(info: ProvisionerInfo) -> dict[str, Any]:
