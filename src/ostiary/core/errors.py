@@ -124,6 +124,12 @@ class SignerUnavailable(Unavailable):
     code = "signer-unavailable"
 
 
+class TooManyRequests(Unavailable):
+    """Too many requests of this kind at once from one client; it may try again shortly."""
+
+    code = "too-many-requests"
+
+
 __all__ = [
     "AlreadyRevoked",
     "BadRequest",
@@ -140,6 +146,7 @@ __all__ = [
     "RevokedCertificate",
     "SignerUnavailable",
     "TokenReused",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "WeakKey",

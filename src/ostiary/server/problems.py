@@ -13,6 +13,7 @@ Unauthorized           401     with ``WWW-Authenticate: Bearer`` (RFC 6750 secti
 PolicyDenied           403
 NotFound               404
 Conflict               409
+TooManyRequests        429     (too many waiting feed requests from one address)
 Unavailable            503     (SignerUnavailable, ...)
 database unreachable   503     ``store-unavailable`` (SQLAlchemy ``OperationalError``)
 anything else          500     logged with its traceback; the answer says nothing more
@@ -42,6 +43,7 @@ from ostiary.core.errors import (
     NotFound,
     OstiaryError,
     PolicyDenied,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -78,6 +80,7 @@ _STATUS: tuple[tuple[type[OstiaryError], HTTPStatus], ...] = (
     (PolicyDenied, HTTPStatus.FORBIDDEN),
     (NotFound, HTTPStatus.NOT_FOUND),
     (Conflict, HTTPStatus.CONFLICT),
+    (TooManyRequests, HTTPStatus.TOO_MANY_REQUESTS),
     (Unavailable, HTTPStatus.SERVICE_UNAVAILABLE),
 )
 
