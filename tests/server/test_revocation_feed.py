@@ -252,3 +252,14 @@ def _stop_while_held(running: Running) -> None:
     thread.join(10)
     assert statuses == [503]
     assert time.monotonic() - started < 3
+
+
+def test_the_feed_is_served_over_https_too(running: Running) -> None:
+    issuer = running.authority.ca.intermediate
+    with running.client() as client:
+        good = client.get("/revocations", params={"after": 0, "nonce": "tls"})
+        bad = client.get("/revocations", params={"after": "soon"})
+    assert good.status_code == 200 and good.headers["content-type"] == "application/jose"
+    assert verify_feed_answer(good.content, issuer, after=0, nonce="tls").snapshot == "/crl"
+    assert bad.status_code == 400
+    assert bad.headers["content-type"] == "application/problem+json"
