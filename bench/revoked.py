@@ -157,11 +157,14 @@ class _FeedHandler(BaseHTTPRequestHandler):
             if after:
                 time.sleep(min(float(query.get("wait", "0")), 20.0))
             body, kind = self.server.answer(after, query.get("nonce")), "application/jose"
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway stopped while its request was held
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
