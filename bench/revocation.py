@@ -174,6 +174,19 @@ def start_gateway(folder: Path, name: str, port: int, upstream: int, feed: bool)
     return process
 
 
+def revocation_time(ca: Any, serial: int) -> float:
+    """The revocation time the CA recorded (wall clock, epoch seconds)."""
+    from sqlalchemy import select
+
+    from ostiary.store import CertificateRecord
+
+    with ca.store.transaction(read_only=True) as session:
+        at = session.scalar(
+            select(CertificateRecord.revoked_at).where(CertificateRecord.serial == f"{serial:x}")
+        )
+    return at.timestamp() if at is not None else time.time()
+
+
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -241,6 +254,9 @@ def measure(count: int = 50, polling: int = 3) -> dict[str, Any]:
                 time.sleep(3)  # the crl-watch processes start and subscribe
                 latencies: dict[str, list[float]] = {name: [] for name in doors}
                 command_s: list[float] = []
+                #: From the revocation's recorded time (the command's clock reading just
+                #: before its transaction) to the refusal: includes the commit itself.
+                from_record: dict[str, list[float]] = {name: [] for name in doors}
                 for i in range(total):
                     names = [n for n in doors if n.endswith("_polling") == (i >= count)]
                     contexts = {
@@ -262,8 +278,13 @@ def measure(count: int = 50, polling: int = 3) -> dict[str, Any]:
                     returned = time.monotonic()
                     command_s.append(returned - started)
 
+                    revoked_at = revocation_time(ca, serials[i])
+
                     def probe(
-                        name: str, since: float = returned, tls: dict[str, Any] = contexts
+                        name: str,
+                        since: float = returned,
+                        tls: dict[str, Any] = contexts,
+                        recorded: float = revoked_at,
                     ) -> None:
                         port, admitted, _ = doors[name]
                         while admitted(port, tls[name]):
@@ -271,6 +292,7 @@ def measure(count: int = 50, polling: int = 3) -> dict[str, Any]:
                                 return
                             time.sleep(0.02)
                         latencies[name].append(time.monotonic() - since)
+                        from_record[name].append(time.time() - recorded)
 
                     threads = [threading.Thread(target=probe, args=(n,)) for n in names]
                     for thread in threads:
@@ -282,12 +304,17 @@ def measure(count: int = 50, polling: int = 3) -> dict[str, Any]:
                     gw.stop(process)
             for name, values in latencies.items():
                 expected = polling if name.endswith("_polling") else count
+                recorded = from_record[name]
                 results[name] = {
                     "revocations": len(values),
                     "missed": expected - len(values),
                     "p50_s": round(statistics.median(values), 3) if values else None,
                     "p99_s": percentile(values, 0.99),
                     "max_s": round(max(values), 3) if values else None,
+                    "from_revoked_at_p50_s": (
+                        round(statistics.median(recorded), 3) if recorded else None
+                    ),
+                    "from_revoked_at_p99_s": percentile(recorded, 0.99),
                 }
     # How long 'ostiary ca revoke' itself ran (start, unlock, commit, exit): the revocation
     # commits before it returns, so this bounds how much earlier the clock could start.

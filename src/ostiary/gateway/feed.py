@@ -3,8 +3,9 @@
 The CA publishes its revocations as a signed, ordered, resumable stream
 (:mod:`ostiary.authority.revocation_feed`, ``GET /revocations``). A :class:`FeedFollower`
 keeps one long poll open to it per issuing CA and holds that CA's revoked serials in a set:
-a lookup per handshake is one hash probe (O(1)), and the set costs about 70 bytes per
-revoked serial (a 16-octet ``int`` and its slot; ``docs/BENCHMARKS.md``).
+a lookup per handshake is one hash probe (O(1)); the gateway's resident size grows by about
+250 bytes per revoked serial (the ``int``, its slot, and what parsing the snapshot CRL left
+in the allocator; ``docs/BENCHMARKS.md``).
 
 Every answer is a compact JWS verified against the issuing CA we pinned (``ca_roots``), with
 the algorithm the CA's key type calls for and nothing else; it must name that CA (``iss``),
