@@ -10,17 +10,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ostiary.authority.authority import Authority
+from ostiary.authority.folder import CAMaterial
 from ostiary.authority.revocation_feed import MAX_WAITING_PER_ADDRESS, RevocationFeed
 from ostiary.core.jws import b64url, sign_message
 from ostiary.gateway.feed import FeedRefused, revoked_serials_of_crl, verify_feed_answer
+from ostiary.store import Store, migrate
 from tests.conftest import make_test_ca
-from tests.server.conftest import Provisioners, Running, run_server
+from tests.server.conftest import Provisioners, Running, material_for, run_server
 
 
 @pytest.fixture
@@ -263,3 +266,22 @@ def test_the_feed_is_served_over_https_too(running: Running) -> None:
     assert verify_feed_answer(good.content, issuer, after=0, nonce="tls").snapshot == "/crl"
     assert bad.status_code == 400
     assert bad.headers["content-type"] == "application/problem+json"
+
+
+def test_a_new_subscriber_of_an_empty_log_waits_instead_of_starting_over(
+    ca_material: CAMaterial, tmp_path: Path
+) -> None:
+    """Nothing recorded yet (head 0): no snapshot, or a subscriber would ask again and again;
+    the twin, once something is recorded, is told to start over."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    migrate(url)
+    store = Store.from_url(url)
+    try:
+        authority = Authority(material_for(ca_material, url, tmp_path / "ca"), store)
+        feed = RevocationFeed(authority)
+        empty = feed.read(0)
+        assert empty.head == 0 and not empty.snapshot and empty.revocations == ()
+        authority.audit("test.event", actor="test", target=None, details={})
+        assert feed.read(0).snapshot
+    finally:
+        store.dispose()

@@ -14,7 +14,8 @@ replica sharing the database, and they survive restarts. Positions are sparse (o
 decisions take ids too): an answer covers *every* revocation in ``(after, head]`` and the
 subscriber continues from ``head``. The head is the audit log's one-row head.
 
-Start over from a snapshot. When ``after`` is 0 (a new subscriber), lies ahead of the head (a
+Start over from a snapshot. When ``after`` is 0 (a new subscriber; unless the log is empty,
+when there is nothing to start from), lies ahead of the head (a
 database restored from a backup, another CA), or is more than :data:`WINDOW` audit entries
 behind it (the retained window: a subscriber that was away so long reads the CRL instead of
 pages of events), the answer carries ``"snapshot": "/crl"`` and no events: fetch the CRL,
@@ -142,7 +143,8 @@ class RevocationFeed:
         """The revocations committed after ``after`` (at most :data:`MAX_EVENTS`)."""
         with self._authority.store.transaction(read_only=True) as session:
             head = int(session.scalar(select(AuditHead.last_entry_id)) or 0)
-            if after <= 0 or after > head or head - after > self._window:
+            # A new subscriber starts from the CRL, unless nothing was ever recorded (head 0).
+            if (after <= 0 < head) or after > head or head - after > self._window:
                 return FeedRead(head, (), snapshot=True)
             rows = session.execute(
                 select(AuditEntry.id, AuditEntry.target, AuditEntry.at, AuditEntry.details)

@@ -159,8 +159,9 @@ class FeedWaiter:
         self._issuers = {key_id_of(c): c for c in trusted}
         self._hold = hold_seconds
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, read=hold_seconds + timeout))
-        #: The feed position reached (0: not following yet).
+        #: The feed position reached, and whether the feed has answered once.
         self.after = 0
+        self._following = False
 
     def close(self) -> None:
         self._http.close()
@@ -185,7 +186,11 @@ class FeedWaiter:
         after = self.after
         answer = self._http.get(
             self.url,
-            params={"after": str(after), "nonce": nonce, "wait": f"{hold:.3f}" if after else "0"},
+            params={
+                "after": str(after),
+                "nonce": nonce,
+                "wait": f"{hold:.3f}" if self._following else "0",
+            },
         )
         if answer.status_code != 200:
             raise FeedRefused(f"HTTP {answer.status_code}")
@@ -197,6 +202,7 @@ class FeedWaiter:
         else:  # nothing to verify with: a hint to fetch the CRL (checked itself), no more
             head, news = _unverified_head(token)
         self.after = head
+        self._following = True
         return news
 
     def _issuer_of(self, token: bytes) -> x509.Certificate | None:

@@ -248,7 +248,7 @@ class FeedFollower:
         wait = RETRY_SECONDS[0]
         while True:
             try:
-                await self.poll_once(hold=self.hold_seconds if self.after else 0)
+                await self.poll_once(hold=self.hold_seconds if self.answers else 0)
             except (httpx.HTTPError, FeedRefused) as exc:
                 self.failing = True
                 log.warning("revocation feed %s: %s", self.url, _describe(exc))
