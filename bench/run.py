@@ -1,6 +1,7 @@
 """Ostiary vs cfssl, same machine, same run: issuance, OCSP and CRL build.
 
-    python bench/run.py [issuance] [ocsp] [crl] [gateway] [--quick] [--json FILE]
+    python bench/run.py [issuance] [ocsp] [crl] [gateway] [revocation] [--quick]
+                        [--revoked 0,10000,100000] [--json FILE]
 
 - Issuance: ``POST /sign`` (HTTPS, one-time JWK token per request, minted untimed
   beforehand) against ``cfssl serve`` ``POST /api/v1/cfssl/authsign`` (HMAC-authenticated,
@@ -22,7 +23,13 @@
 - Gateway: ``ostiary gateway run`` vs nginx as mTLS reverse proxies (bench/gateway.py:
   wrk for proxied requests, ``openssl s_time`` for full and resumed handshakes); adds the
   ratios ``gateway_handshake`` and ``gateway_requests``, and
-  ``gateway_handshake_vs_no_tickets`` (against nginx without session tickets).
+  ``gateway_handshake_vs_no_tickets`` (against nginx without session tickets). With
+  ``--revoked N,M,...`` also full handshakes per second with that many revoked serials, the
+  gateway following the revocation feed vs nginx scanning a CRL of that size
+  (bench/revoked.py; ratios ``gateway_handshake_revoked@N``).
+- Revocation: from ``ostiary ca revoke`` returning to the first refused handshake at our
+  gateway, at nginx and at Mosquitto (each through ``ca crl-watch``), p50/p99 over 50
+  revocations, and the old polling figures side by side (bench/revocation.py).
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
@@ -978,12 +985,28 @@ def crl_stall(work: Path, entries: int, seconds: float, where: str) -> list[Row]
     return rows
 
 
-def gateway_scenario(quick: bool) -> dict[str, Any]:
-    """``ostiary gateway`` vs nginx (bench/gateway.py does the measuring; same core layout)."""
+def gateway_scenario(quick: bool, revoked: list[int] | None) -> dict[str, Any]:
+    """``ostiary gateway`` vs nginx (bench/gateway.py does the measuring; same core layout),
+    and with ``revoked`` the handshakes with that many revoked serials (bench/revoked.py)."""
     sys.path.insert(0, str(Path(__file__).parent))
     import gateway as gateway_bench  # bench/gateway.py
 
-    return gateway_bench.measure(seconds=2 if quick else 5, rounds=2 if quick else 5)
+    found = gateway_bench.measure(seconds=2 if quick else 5, rounds=2 if quick else 5)
+    if revoked:
+        import revoked as revoked_bench  # bench/revoked.py
+
+        found["revoked"] = revoked_bench.measure(
+            revoked, seconds=2 if quick else 5, rounds=2 if quick else 3
+        )
+    return found
+
+
+def revocation_scenario(quick: bool) -> dict[str, Any]:
+    """Revocation to refusal at our gateway, nginx and Mosquitto (bench/revocation.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import revocation as revocation_bench  # bench/revocation.py
+
+    return revocation_bench.measure(count=5 if quick else 50, polling=0 if quick else 3)
 
 
 def ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
@@ -1027,12 +1050,18 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", help="issuance, ocsp, crl, gateway (default: all)")
+    parser.add_argument(
+        "parts", nargs="*", help="issuance, ocsp, crl, gateway, revocation (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (a few minutes)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--revoked", help="gateway: also handshakes with these many revoked serials (0,10000)"
+    )
     args = parser.parse_args()
-    parts = set(args.parts or ["issuance", "ocsp", "crl", "gateway"])
-    if unknown := parts - {"issuance", "ocsp", "crl", "gateway"}:
+    every = ["issuance", "ocsp", "crl", "gateway", "revocation"]
+    parts = set(args.parts or every)
+    if unknown := parts - set(every):
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     if ("issuance" in parts or "ocsp" in parts) and not shutil.which("cfssl"):
         sys.exit("cfssl is not installed (Debian package golang-cfssl)")
@@ -1059,7 +1088,9 @@ def main() -> None:
             crl = crl_builds(sizes)
             for where in ("thread", "process"):
                 rows += crl_stall(Path(temp), sizes[-1], ocsp_seconds, where)
-    gateway = gateway_scenario(args.quick) if "gateway" in parts else {}
+    revoked = [int(n) for n in args.revoked.split(",")] if args.revoked else None
+    gateway = gateway_scenario(args.quick, revoked) if "gateway" in parts else {}
+    revocation = revocation_scenario(args.quick) if "revocation" in parts else {}
     ratios: dict[str, float | None] = {
         # The machine as deployed: every core for each server (Ostiary --workers <cores>).
         "issuance@1": ratio(rows, "issuance-all-cores", 1),
@@ -1080,6 +1111,24 @@ def main() -> None:
         "gateway_handshake_vs_no_tickets": gateway.get("gateway_handshake_vs_no_tickets"),
         "gateway_handshake_rate": gateway.get("gateway_handshake_rate"),
         "gateway_requests_rate": gateway.get("gateway_requests_rate"),
+        # Full handshakes with N revoked serials: the gateway's CPU per handshake vs nginx's
+        # (and the rates as driven), nginx scanning a CRL of N entries.
+        **{
+            f"gateway_handshake_revoked@{n}": row.get("gateway_vs_nginx_cpu")
+            for n, row in gateway.get("revoked", {}).items()
+            if isinstance(row, dict)
+        },
+        **{
+            f"gateway_handshake_revoked_rate@{n}": row.get("gateway_vs_nginx_rate")
+            for n, row in gateway.get("revoked", {}).items()
+            if isinstance(row, dict)
+        },
+        # Seconds from 'ostiary ca revoke' returning to the first refused handshake (p99).
+        **{
+            f"revocation_{door}_p99_s": found.get("p99_s")
+            for door, found in revocation.items()
+            if isinstance(found, dict)
+        },
     }
     report(rows, crl, ratios)
     if args.json:
@@ -1090,6 +1139,7 @@ def main() -> None:
                     "rows": [asdict(r) for r in rows],
                     "crl": crl,
                     "gateway": gateway,
+                    "revocation": revocation,
                     "machine": description,
                     "quick": args.quick,
                 },

@@ -79,7 +79,7 @@ def write_crl_once(ca: CA, crl_file: Path) -> None:
     assert crl_file.read_bytes().count(b"BEGIN X509 CRL") == 2
 
 
-def start_watcher(ca: CA, crl_file: Path, command: str) -> Watcher:
+def start_watcher(ca: CA, crl_file: Path, command: str, *options: str) -> Watcher:
     process = subprocess.Popen(
         [
             *OSTIARY,
@@ -96,6 +96,7 @@ def start_watcher(ca: CA, crl_file: Path, command: str) -> Watcher:
             "0.3",
             "--exec",
             command,
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -233,6 +234,43 @@ def test_revoked_certificate_is_refused_by_nginx_after_the_crl_refreshes(
         watcher.stop()
     carol = ca.issue("carol", ("email:carol@example.com",))
     assert status_or_refused(ca, carol, nginx.port) == 200, "others still get in"
+
+
+def following_feed(ca: CA) -> bool:
+    """Whether a crl-watch holds a request on the CA's revocation feed."""
+    return sum(ca.running.context.feed._waiting.values()) > 0
+
+
+@pytest.mark.parametrize("feed", ["ok/feed", "fail/timer-only"])
+def test_crl_watch_follows_the_feed_and_nginx_refuses_within_two_seconds(
+    ca: CA, nginx: Nginx, feed: str
+) -> None:
+    """With a 60 s timer, only the feed can make crl-watch rewrite the file within seconds."""
+    dora = ca.issue("dora", ("email:dora@example.com",))
+    assert status_or_refused(ca, dora, nginx.port) == 200
+    crl_file = nginx.prefix / "ca.crl.pem"
+    options = ["--interval", "60"] + ([] if feed == "ok/feed" else ["--no-feed"])
+    watcher = start_watcher(ca, crl_file, nginx.reload_command, *options)
+    try:
+        if feed == "ok/feed":
+            wait_until(lambda: following_feed(ca))
+        else:
+            time.sleep(4)  # started, wrote nothing new, sleeps for its interval
+        before = crl_file.read_bytes()
+        ca.revoke(dora)
+        revoked_at = time.monotonic()
+        if feed == "fail/timer-only":
+            time.sleep(2.5)
+            assert crl_file.read_bytes() == before
+            assert status_or_refused(ca, dora, nginx.port) == 200
+            return
+        while status_or_refused(ca, dora, nginx.port) not in (0, 400):
+            assert time.monotonic() - revoked_at < 5, "nginx still lets the revoked one in"
+            time.sleep(0.02)
+        assert time.monotonic() - revoked_at < 2.0
+        assert crl_file.read_bytes() != before
+    finally:
+        watcher.stop()
 
 
 # --------------------------------------------------------------------------- Caddy

@@ -15,6 +15,7 @@ DOCUMENTED = {
     ("get", "/root.crl"),
     ("post", "/ocsp"),
     ("get", "/ocsp/{encoded}"),
+    ("get", "/revocations"),
     ("post", "/sign"),
     ("post", "/renew"),
     ("post", "/revoke"),

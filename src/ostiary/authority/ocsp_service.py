@@ -120,6 +120,8 @@ class RevocationWatch:
     ) -> None:
         self._store = store
         self._on_revoked = on_revoked
+        #: Also told (with no arguments) after each poll that found revocations: the feed.
+        self.listeners: list[Callable[[], None]] = []
         self.interval = interval
         self._seen: int | None = None
         #: ``time.monotonic()`` of the last successful poll (None: never).
@@ -152,6 +154,8 @@ class RevocationWatch:
                 logger.warning("audit entry %s names no serial number: %r", REVOKED_EVENT, target)
         if serials:
             self._on_revoked(serials)
+            for listener in self.listeners:
+                listener()
         self._seen = head
         self.polled_at = time.monotonic()
 

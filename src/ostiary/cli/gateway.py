@@ -301,6 +301,14 @@ def crl_watch(
     watch: Annotated[
         bool, typer.Option("--watch/--once", help="Keep checking, or write once and exit.")
     ] = True,
+    feed: Annotated[
+        bool,
+        typer.Option(
+            "--feed/--no-feed",
+            help="With --ca-url: follow the CA's revocation feed and refresh within a second "
+            "of a revocation (else only every --interval).",
+        ),
+    ] = True,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -308,6 +316,7 @@ def crl_watch(
     from contextlib import ExitStack
 
     from ostiary.gateway.crl_file import (
+        FeedWaiter,
         crl_pem,
         folder_source,
         remote_source,
@@ -327,6 +336,10 @@ def crl_watch(
             unlocked = stack.enter_context(unlock_ca(directory, password_file))
             source = folder_source(unlocked.authority, include_root=root)
             trusted = trusted or [unlocked.material.root, unlocked.material.intermediate]
+        waiter = None
+        if ca_url is not None and feed and watch:
+            waiter = FeedWaiter(ca_url, trusted)
+            stack.callback(waiter.close)
         while True:
             try:
                 data = crl_pem(source(), trusted, now=datetime.now(UTC))
@@ -343,4 +356,7 @@ def crl_watch(
                             note(f"reload command exited with status {status}")
             if not watch:
                 return
-            time.sleep(interval)
+            if waiter is not None:
+                waiter.wait(interval)
+            else:
+                time.sleep(interval)

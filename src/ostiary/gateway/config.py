@@ -148,6 +148,11 @@ class GatewayConfig(BaseModel):
         "CA cannot be reached; past it, connections are refused (fail closed).",
     )
     revocation_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    revocation_feed: str = Field(
+        "auto",
+        description="Follow the CA's signed revocation feed: auto (beside the CRL the client "
+        "certificate names), off, or its http(s) URL.",
+    )
     routes: tuple[Route, ...] = (Route(),)
     metrics_listen: str | None = Field(
         None, description="Loopback HOST:PORT serving Prometheus text at /metrics."
@@ -181,6 +186,16 @@ class GatewayConfig(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https", "tcp") or not parts.hostname or not parts.port:
             raise ValueError("upstream is http://, https:// or tcp://HOST:PORT, port included")
+        return value
+
+    @field_validator("revocation_feed")
+    @classmethod
+    def _feed(cls, value: str) -> str:
+        if value in ("auto", "off"):
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("revocation_feed is auto, off, or an http(s):// URL")
         return value
 
     @field_validator("issuer_thumbprints")

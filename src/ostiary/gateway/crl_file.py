@@ -10,13 +10,24 @@ Sources: a running CA server (``--ca-url``: ``/crl`` and ``/root.crl`` over plai
 CA folder on this machine (the issuing CRL built by the same publisher as the server's,
 rebuilt only when a revocation is recorded or half its life has passed; the root CRL read
 from ``certs/root.crl``).
+
+When to look again. From a CA server, :class:`FeedWaiter` follows its revocation feed
+(``/revocations``, a long poll): the CRL is fetched again as soon as the feed announces a
+revocation, and in any case every ``--interval``. The feed only says *when*; what is written
+is still the CRL, checked as always. Its answers are verified against the issuing CA when
+``--ca-root`` names it (a forged one is ignored: the timer still runs).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import os
+import secrets
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +40,9 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH
 from ostiary.authority.publisher import CrlPublisher
 from ostiary.core.errors import BadRequest, InvalidCertificate, Unavailable
+from ostiary.gateway.feed import HOLD_SECONDS, FeedRefused, key_id_of, verify_feed_answer
+
+log = logging.getLogger("ostiary.crl_watch")
 
 #: Returns the DER CRLs to write, issuing CA first.
 CrlSource = Callable[[], list[bytes]]
@@ -128,3 +142,94 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 def run_reload(command: str) -> int:
     """Run the reload command through ``sh -c``; its exit status."""
     return subprocess.run(["/bin/sh", "-c", command], check=False).returncode
+
+
+class FeedWaiter:
+    """Waits for the next revocation announced by a CA server's feed (or a deadline)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        trusted: Sequence[x509.Certificate],
+        *,
+        hold_seconds: float = HOLD_SECONDS,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/revocations"
+        self._issuers = {key_id_of(c): c for c in trusted}
+        self._hold = hold_seconds
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, read=hold_seconds + timeout))
+        #: The feed position reached, and whether the feed has answered once.
+        self.after = 0
+        self._following = False
+
+    def close(self) -> None:
+        self._http.close()
+
+    def wait(self, seconds: float) -> bool:
+        """True as soon as the feed announces revocations (or a new snapshot), False when
+        ``seconds`` pass first. Errors of the feed only mean waiting for the deadline.
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if self._ask(min(left, self._hold)):
+                    return True
+            except (httpx.HTTPError, FeedRefused) as exc:
+                shown = str(exc) if isinstance(exc, FeedRefused) else type(exc).__name__
+                log.warning("revocation feed %s: %s", self.url, shown)
+                time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+        return False
+
+    def _ask(self, hold: float) -> bool:
+        nonce = secrets.token_urlsafe(16)
+        after = self.after
+        answer = self._http.get(
+            self.url,
+            params={
+                "after": str(after),
+                "nonce": nonce,
+                "wait": f"{hold:.3f}" if self._following else "0",
+            },
+        )
+        if answer.status_code != 200:
+            raise FeedRefused(f"HTTP {answer.status_code}")
+        token = answer.content
+        issuer = self._issuer_of(token)
+        if issuer is not None:
+            verified = verify_feed_answer(token, issuer, after=after, nonce=nonce)
+            head, news = verified.head, bool(verified.serials or verified.snapshot)
+        else:  # nothing to verify with: a hint to fetch the CRL (checked itself), no more
+            head, news = _unverified_head(token)
+        self.after = head
+        self._following = True
+        return news
+
+    def _issuer_of(self, token: bytes) -> x509.Certificate | None:
+        if not self._issuers:
+            return None
+        try:
+            header = json.loads(_b64(token.split(b".", 1)[0]))
+        except ValueError:
+            raise FeedRefused("the answer is not a JWS") from None
+        kid = header.get("kid") if isinstance(header, dict) else None
+        issuer = self._issuers.get(kid) if isinstance(kid, str) else None
+        if issuer is None:
+            raise FeedRefused("the answer is signed by a CA not given in --ca-root")
+        return issuer
+
+
+def _b64(part: bytes) -> bytes:
+    return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+
+
+def _unverified_head(token: bytes) -> tuple[int, bool]:
+    try:
+        payload = json.loads(_b64(token.split(b".")[1]))
+        head = payload["head"]
+        news = bool(payload.get("revoked") or payload.get("snapshot"))
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise FeedRefused("the answer is not a feed answer") from None
+    if not isinstance(head, int):
+        raise FeedRefused("the answer is not a feed answer")
+    return head, news

@@ -42,6 +42,7 @@ from cryptography import x509
 from ostiary.core.encoding import serial_hex
 from ostiary.core.errors import InvalidCertificate, OstiaryError
 from ostiary.gateway.config import GatewayConfig, parse_host_port
+from ostiary.gateway.feed import FeedFollowers
 from ostiary.gateway.http import Exchange, HTTPDownstream, UpstreamPool, access_log
 from ostiary.gateway.identity import ClientIdentity, route_for, route_refusal
 from ostiary.gateway.issuers import IssuerFetcher, ca_issuers_urls
@@ -61,6 +62,8 @@ class Metrics:
         self.refused: Counter[str] = Counter()
         self.requests: Counter[int] = Counter()
         self.reloads: Counter[str] = Counter()
+        #: Leaf checks answered by the revocation feed's set (no OCSP/CRL asked).
+        self.feed_decided = 0
 
     def render(self) -> str:
         lines = [
@@ -90,6 +93,12 @@ class Metrics:
             f'ostiary_gateway_reloads_total{{result="{r}"}} {n}'
             for r, n in sorted(self.reloads.items())
         ]
+        lines += [
+            "# HELP ostiary_gateway_feed_decisions_total Leaf revocation checks answered by "
+            "the CA's revocation feed.",
+            "# TYPE ostiary_gateway_feed_decisions_total counter",
+            f"ostiary_gateway_feed_decisions_total {self.feed_decided}",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -108,6 +117,12 @@ class Gateway:
             timeout_seconds=config.revocation_timeout_seconds,
         )
         self.issuers = IssuerFetcher(timeout_seconds=config.revocation_timeout_seconds)
+        # One subscription per worker process and issuing CA: the gateway keeps no shared state.
+        self.feeds = FeedFollowers(
+            "off" if config.revocation == "off" else config.revocation_feed,
+            grace_seconds=config.revocation_grace_seconds,
+            timeout_seconds=config.revocation_timeout_seconds,
+        )
         upstream = urlsplit(config.upstream)
         self._upstream = (upstream.hostname or "", upstream.port or 0)
         self._pool = UpstreamPool(
@@ -164,6 +179,7 @@ class Gateway:
                 self._loop.remove_signal_handler(signal.SIGHUP)
             await self.revocation.aclose()
             self.issuers.close()
+            await self.feeds.aclose()
             # Transports closed just now (idle upstreams, a failed upstream handshake) finish
             # closing in callbacks of the next loop iterations: let them run before the loop
             # ends, or their sockets are only released by the garbage collector.
@@ -266,6 +282,22 @@ class Gateway:
             return
         await self._tunnel(identity, peer, protocol)
 
+    async def _leaf_revoked(self, leaf: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """From the revocation feed when it is current (a set lookup); else OCSP/CRL, and
+        when those cannot answer either, the feed's set while within the grace.
+        """
+        follower = self.feeds.follower_for(leaf, issuer)
+        verdict = follower.verdict(leaf.serial_number) if follower is not None else None
+        if verdict is not None:
+            self.metrics.feed_decided += 1
+            return verdict
+        try:
+            return await self.revocation.is_revoked(leaf, issuer)
+        except RevocationUnknown:
+            if follower is None or not follower.within_grace():
+                raise
+            return False
+
     async def _check(
         self, der: bytes, loaded: Loaded, ssl_object: object
     ) -> tuple[ClientIdentity | None, str]:
@@ -282,7 +314,7 @@ class Gateway:
             return None, str(exc.data.get("reason", "invalid-certificate"))
         issuer = path[1] if len(path) > 1 else path[0]
         try:
-            if await self.revocation.is_revoked(leaf, issuer):
+            if await self._leaf_revoked(leaf, issuer):
                 return None, "revoked"
             for ca, ca_issuer in itertools.pairwise(path[1:]):  # CA certificates, root excluded
                 if await self.revocation.is_revoked(ca, ca_issuer, unless_unnamed=True):

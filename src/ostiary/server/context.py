@@ -12,6 +12,7 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.ocsp_service import OcspService
 from ostiary.authority.publisher import CrlPublisher
 from ostiary.authority.remote_signing import RemoteSigning
+from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.provisioners import CAIdentity, ProvisionerCache
 
@@ -38,6 +39,15 @@ class ServerContext:
         """
         issuer = self.authority.issuer.certificate
         return (issuer.public_bytes(serialization.Encoding.PEM).decode("ascii"),)
+
+    @cached_property
+    def feed(self) -> RevocationFeed:
+        """The revocation feed, woken by this process's revocations and by the OCSP cache's
+        audit-log poll (revocations made elsewhere).
+        """
+        feed = RevocationFeed(self.authority)
+        self.ocsp.watch.listeners.append(feed.wake)
+        return feed
 
     @classmethod
     def for_authority(

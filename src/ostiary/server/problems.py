@@ -13,7 +13,7 @@ Unauthorized           401     with ``WWW-Authenticate: Bearer`` (RFC 6750 secti
 PolicyDenied           403
 NotFound               404
 Conflict               409
-TooManyRequests        429     with ``Retry-After`` (a per-address limit, a full table)
+TooManyRequests        429     with ``Retry-After`` (per-address limit, full table, held feeds)
 Unavailable            503     (SignerUnavailable, ...)
 database unreachable   503     ``store-unavailable`` (SQLAlchemy ``OperationalError``)
 anything else          500     logged with its traceback; the answer says nothing more

@@ -14,7 +14,10 @@ them on the HTTPS listener, from the same OCSP cache and CRL publisher):
 - ``GET``/``HEAD`` ``/health``, ``/roots``, ``/roots/{sha256}``, ``/root.crt``,
   ``/intermediate.crt``, ``/crl``, ``/crl.pem``, ``/root.crl`` (the CRLs with an ``ETag``
   and ``304`` for a matching ``If-None-Match``);
-- ``POST /ocsp`` (``application/ocsp-request``) and ``GET /ocsp/{base64}`` (RFC 6960 A.1).
+- ``POST /ocsp`` (``application/ocsp-request``) and ``GET /ocsp/{base64}`` (RFC 6960 A.1);
+- ``GET /revocations?after=N&nonce=R&wait=S``, the signed revocation feed
+  (:mod:`ostiary.authority.revocation_feed`): a long poll, held as a task of the event loop
+  (no thread waits), cancelled with a 503 when the server stops.
 
 HTTP/1.1 as RFC 9112 asks: persistent connections unless ``Connection: close`` (or HTTP/1.0
 without keep-alive; an idle one is closed after :data:`KEEP_ALIVE_SECONDS`), pipelined
@@ -37,18 +40,20 @@ import json
 import re
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import cast
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import httptools
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.ocsp import OCSPResponseStatus
 
+from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
+from ostiary.authority.revocation_feed import FeedQuery
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import MalformedInput, NotFound
 from ostiary.core.ocsp import build_unsuccessful_response, ocsp_request_from_get_path
@@ -80,8 +85,15 @@ _CRLS = ("/crl", "/crl.pem", "/root.crl")
 _NO_CACHE = (("Cache-Control", "no-cache"),)
 
 
-#: What a route gives: a reply now, or work for a worker thread that returns one.
-Routed = Reply | tuple[ThreadPoolExecutor, Callable[[], Reply]]
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A request answered by a coroutine of the event loop (the feed's long poll)."""
+
+    answer: Callable[[], Awaitable[Reply]]
+
+
+#: What a route gives: a reply now, work for a worker thread that returns one, or a coroutine.
+Routed = Reply | tuple[ThreadPoolExecutor, Callable[[], Reply]] | _Held
 
 
 @dataclass(slots=True)
@@ -91,6 +103,8 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
+    query: str = ""
+    address: str = ""
 
 
 class PublicRoutes:
@@ -124,6 +138,8 @@ class PublicRoutes:
         method, path = request.method, request.path
         if path == "/ocsp" or path.startswith("/ocsp/"):
             return self._ocsp(request)
+        if path == "/revocations":
+            return self._revocations(request)
         fixed = self._fixed.get(path)
         by_fingerprint = path.startswith("/roots/") and path.count("/") == 2
         if fixed is None and not by_fingerprint and path not in _CRLS:
@@ -164,6 +180,29 @@ class PublicRoutes:
         if hit is not None:
             return _ocsp_reply(hit)
         return self.pool, lambda: _ocsp_reply(ocsp.respond(der))
+
+    def _revocations(self, request: _Request) -> Routed:
+        if request.method not in _GET:
+            return _not_allowed(request.method, request.path, "GET, HEAD")
+        values = parse_qs(request.query, keep_blank_values=True)
+
+        def one(name: str) -> str | None:
+            given = values.get(name)
+            return given[-1] if given else None
+
+        query = FeedQuery.parse(one("after"), one("nonce"), one("wait"))
+        feed = self.context.feed
+        loop = asyncio.get_running_loop()
+
+        async def answer() -> Reply:
+            signed = await feed.follow(
+                query,
+                lambda work: loop.run_in_executor(self.pool, work),
+                address=request.address,
+            )
+            return Reply(200, signed, FEED_MEDIA_TYPE, _NO_CACHE)
+
+        return _Held(answer)
 
     def _root_by_fingerprint(self, given: str) -> Reply:
         wanted = unquote(given).strip().lower().replace(":", "")
@@ -211,6 +250,14 @@ def _etags(header: str | None) -> set[str]:
     return {part.strip().removeprefix("W/") for part in header.split(",")}
 
 
+async def _await(answer: Callable[[], Awaitable[Reply]], method: str, path: str) -> Reply:
+    """Await a held route; an error becomes its problem document."""
+    try:
+        return await answer()
+    except Exception as exc:
+        return reply_for_error(exc, method, path)
+
+
 def _run(work: Callable[[], Reply], method: str, path: str) -> Reply:
     """Run a route's work; an error becomes its problem document, never a dropped connection."""
     try:
@@ -245,6 +292,7 @@ class _Connection(asyncio.Protocol):
         self._header_count = 0
         self._body: list[bytes] = []
         self._size = 0
+        self._address = ""
 
     # -- asyncio.Protocol
 
@@ -252,6 +300,8 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self._address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -319,6 +369,8 @@ class _Connection(asyncio.Protocol):
                 headers=self._headers,
                 body=b"".join(self._body),
                 keep_alive=self._parser.should_keep_alive(),
+                query=(parsed.query or b"").decode("latin-1"),
+                address=self._address,
             )
         )
 
@@ -334,12 +386,18 @@ class _Connection(asyncio.Protocol):
             if isinstance(routed, Reply):
                 self._write(request, routed)
                 continue
-            pool, work = routed
             self._busy = True
             if self._transport is not None:
                 self._transport.pause_reading()
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(pool, _run, work, request.method, request.path)
+            future: asyncio.Future[Reply]
+            if isinstance(routed, _Held):
+                future = loop.create_task(_await(routed.answer, request.method, request.path))
+                self._server.held.add(future)
+                future.add_done_callback(self._server.held.discard)
+            else:
+                pool, work = routed
+                future = loop.run_in_executor(pool, _run, work, request.method, request.path)
             future.add_done_callback(functools.partial(self._finish, request))
 
     def _finish(self, request: _Request, done: asyncio.Future[Reply]) -> None:
@@ -391,6 +449,8 @@ class PublicServer:
     def __init__(self, context: ServerContext, *, grace_seconds: float = 10) -> None:
         self.routes = PublicRoutes(context)
         self.connections: set[_Connection] = set()
+        #: Requests being answered by a coroutine (held feed requests), cancelled at stop.
+        self.held: set[asyncio.Future[Reply]] = set()
         self.started = False
         self.should_exit = False
         self.stopping = False
@@ -425,6 +485,8 @@ class PublicServer:
         finally:
             self.stopping = True
             server.close()
+            for held in list(self.held):
+                held.cancel()
             deadline = loop.time() + self._grace
             for connection in list(self.connections):
                 if connection.idle:

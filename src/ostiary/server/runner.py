@@ -212,6 +212,7 @@ class CAServer:
         context.ocsp.responder_certificate  # noqa: B018
         context.ocsp.watch.poll()
         context.crl.current()
+        context.feed  # noqa: B018 - subscribes to this process's revocations from the start
         self.ssl_context = server_context(
             _identity(self._loaded),
             client_certificates="optional",

@@ -9,6 +9,9 @@
 - ``/ocsp``: RFC 6960 appendix A.1, POST with ``application/ocsp-request`` or GET with the
   base64 request in the path; always ``application/ocsp-response`` with HTTP 200, a malformed
   request included (it gets the ``malformedRequest`` status, section 2.3).
+- ``/revocations``: the signed revocation feed
+  (:mod:`ostiary.authority.revocation_feed`), a long poll; the same answers as on the
+  plain-HTTP listener.
 
 Nothing here is cached by intermediaries (``Cache-Control: no-cache``): a revocation must show
 at the next fetch.
@@ -16,13 +19,17 @@ at the next fetch.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Request, Response
 
+from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
+from ostiary.authority.revocation_feed import FeedQuery
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import NotFound
 from ostiary.server.body import read_body
@@ -109,6 +116,30 @@ def root_crl(request: Request, context: Context) -> Response:
         raise NotFound("no root CRL has been made yet: it is made when 'ca serve' starts")
     number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
     return _conditional(request, der, PKIX_CRL, etag=f'"{number.value.crl_number:x}"')
+
+
+@router.get(
+    "/revocations", response_class=Response, responses={200: {"content": {FEED_MEDIA_TYPE: {}}}}
+)
+async def revocations(
+    request: Request,
+    context: Context,
+    after: str | None = None,
+    nonce: str | None = None,
+    wait: str | None = None,
+) -> Response:
+    """Revocations after position ``after`` as one JWS signed by the issuing CA, held up to
+    ``wait`` seconds while there are none.
+    """
+    query = FeedQuery.parse(after, nonce, wait)
+    loop = asyncio.get_running_loop()
+
+    def run(work: Callable[[], Any]) -> asyncio.Future[Any]:
+        return loop.run_in_executor(None, work)
+
+    address = request.client.host if request.client is not None else ""
+    signed = await context.feed.follow(query, run, address=address)
+    return Response(signed, media_type=FEED_MEDIA_TYPE, headers=_NO_CACHE)
 
 
 async def _ocsp_body(request: Request) -> bytes:
