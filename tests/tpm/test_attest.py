@@ -67,6 +67,7 @@ from tests.tpm.conftest import (
     PIN,
     AttestationCA,
     BrokeredTPM,
+    Manufacturer,
     SoftwareTPM,
     make_attestation_ca,
     pem_chain,
@@ -589,6 +590,44 @@ def test_gateway_route_demanding_the_policy_admits_the_tpm_key_and_keeps_softwar
     wrong.write_bytes(create_tpm_key(tcti=brokered_tpm.tcti, pin=PIN).to_pem())
     answer = _openssl_get(brokered_tpm, vault, cert_file, wrong, hw_ca.ca.ca_file, "/vault/x")
     assert "HTTP/1.1 200" not in answer
+
+
+def test_ek_certified_ak_through_our_attestation_ca_opens_the_gateway_route(
+    hw_ca: HardwareCA,
+    brokered_tpm: BrokeredTPM,
+    manufacturer: Manufacturer,
+    vault: int,
+    tmp_path: Path,
+) -> None:
+    """The whole path with swtpm's EK certificate: EK -> AK certificate from our CA ->
+    attested key -> certificate with the policy OID -> the gateway route that demands it."""
+    from ostiary.authority.attestation_ca import EK_ROOTS_FILE
+    from ostiary.client.tpm_ak import enroll_attestation_key
+
+    store = hw_ca.ca.authority.store
+    (hw_ca.ca.authority.ca.paths.root / EK_ROOTS_FILE).write_bytes(manufacturer.roots_pem())
+    own_root = hw_ca.ca.authority.ca.root.public_bytes(serialization.Encoding.PEM).decode()
+    add_attest_provisioner(
+        store,
+        AttestProvisioner(
+            name="tpm-ek", roots_pem=own_root, policy_oid=HARDWARE_POLICY,
+            claims=ProvisionerClaims(lifetime=Lifetime()),
+        ),
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    ak = create_attestation_key(tcti=brokered_tpm.tcti).key
+    key = create_tpm_key(tcti=brokered_tpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        ak_issued = enroll_attestation_key(client, ak, tcti=brokered_tpm.tcti)
+        chain = AttestationKey(ak, (ak_issued.certificate, *ak_issued.chain))
+        csr = build_csr(ak_issued.certificate.subject, [], key)
+        issued = client.sign_with_attestation(csr, "tpm-ek", _attestation(client, key, chain))
+    assert HARDWARE_POLICY in _policies(issued.certificate)
+    key_file, cert_file = tmp_path / "device.key", tmp_path / "device.crt"
+    key_file.write_bytes(key.to_pem())
+    cert_file.write_bytes(issued.dump_pem())
+    answer = _openssl_get(brokered_tpm, vault, cert_file, key_file, hw_ca.ca.ca_file, "/vault/x")
+    assert "HTTP/1.1 200" in answer, answer
 
 
 @dataclass
