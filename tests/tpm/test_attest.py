@@ -869,3 +869,113 @@ def test_the_in_process_token_path_refuses_a_provisioner_that_requires_attestati
         require_attestation(store, OPS, None, now=datetime.now(UTC), actor="test")
     # With the requirement lifted the same token is still good: the refusal spent nothing.
     assert authorize_sign(store, token, csr, ca=identity, now=datetime.now(UTC)).policies == ()
+
+
+# --------------------------------------------------------------------------- an honest PIN
+
+
+def _on_terminal(
+    args: list[str | Path], answers: list[bytes], env: dict[str, str]
+) -> tuple[int, str]:
+    """Run ``ostiary`` on a pseudo-terminal, typing each answer after a prompt."""
+    import pty
+    import re
+    import select
+    import signal
+    import sys
+    import termios
+    import time
+
+    program = str(Path(sys.executable).parent / "ostiary")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes ostiary, its stdin a terminal
+        os.execve(program, [program, *map(str, args)], env)
+    output = transcript = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            transcript += chunk
+            if pending and output.rstrip().endswith(b":"):
+                # Type only once getpass has turned echo off (it flushes earlier input).
+                while termios.tcgetattr(fd)[3] & termios.ECHO and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os.write(fd, pending.pop(0) + b"\n")
+                output = b""
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", transcript.decode(errors="replace"))
+    return os.waitstatus_to_exitcode(status), text
+
+
+def _terminal_env(swtpm: SoftwareTPM) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OSTIARY_TPM_PIN"}
+    return {**env, "OSTIARY_TPM_TCTI": swtpm.tcti, "NO_COLOR": "1"}
+
+
+def test_tpm_key_request_asks_for_the_pin_on_a_terminal_and_the_key_has_it(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey, tmp_path: Path
+) -> None:
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    args: list[str | Path] = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm",
+                              "--provisioner", ATTEST, *files.attest, *files.where]  # fmt: skip
+    code, output = _on_terminal(args, [PIN, PIN], _terminal_env(swtpm))
+    assert code == 0, output
+    assert PIN.decode() not in output  # not echoed
+    loaded = load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=PIN)
+    with pytest.raises(BadRequest, match="has a PIN"):
+        load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=None)
+    assert x509.load_pem_x509_certificate(crt.read_bytes()).public_key() == loaded.public_key()
+
+
+def test_empty_pin_on_the_terminal_is_refused_and_nothing_is_made(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey, tmp_path: Path
+) -> None:
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    args: list[str | Path] = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm",
+                              "--provisioner", ATTEST, *files.attest, *files.where]  # fmt: skip
+    before = hw_ca.certificate_count()
+    code, output = _on_terminal(args, [b""], _terminal_env(swtpm))
+    assert code == 1, output
+    assert "error: the PIN is empty: for a key without a PIN give --no-pin" in output
+    assert not key.exists() and not crt.exists()
+    assert hw_ca.certificate_count() == before
+    assert swtpm.transient_count() == 0
+
+
+def test_without_a_terminal_a_pin_or_no_pin_must_be_given(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.client.conftest import ok, refused
+
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    args = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--provisioner", ATTEST,
+            *files.attest, *files.where]  # fmt: skip
+    result = refused(*args)
+    assert "a TPM key needs a PIN" in result.stderr
+    assert not key.exists()
+    refused(*args, "--no-pin", "--pin-file", files.pin)
+    ok(*args, "--no-pin")
+    assert load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=None).public_key() is not None

@@ -209,7 +209,10 @@ def add(
     ] = None,
     require_pin: Annotated[
         bool,
-        typer.Option("--require-pin/--no-require-pin", help="attest: the key needs userWithAuth."),
+        typer.Option(
+            "--require-pin/--no-require-pin",
+            help="attest: the key must allow a PIN (userWithAuth; no TPM attests one is set).",
+        ),
     ] = True,
     require_attestation: Annotated[
         str | None,
