@@ -979,3 +979,103 @@ def test_without_a_terminal_a_pin_or_no_pin_must_be_given(
     refused(*args, "--no-pin", "--pin-file", files.pin)
     ok(*args, "--no-pin")
     assert load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=None).public_key() is not None
+
+
+# --------------------------------------------------------------------------- renewal and lockout
+
+
+def _issued_with_pin(
+    hw_ca: HardwareCA, attestation_key: AttestationKey, folder: Path
+) -> tuple[CliFiles, Path, Path]:
+    from tests.client.conftest import ok
+
+    files = _cli_files(hw_ca, attestation_key, folder)
+    crt, key = folder / "dev.crt", folder / "dev.key"
+    ok("cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--pin-file", files.pin,
+       "--provisioner", ATTEST, *files.attest, *files.where)  # fmt: skip
+    return files, crt, key
+
+
+def _daemon(
+    swtpm: SoftwareTPM, files: CliFiles, crt: Path, key: Path, pin: Path
+) -> subprocess.CompletedProcess[str]:
+    """``cert renew --daemon`` as systemd runs it; it must end by itself."""
+    import sys
+
+    program = str(Path(sys.executable).parent / "ostiary")
+    env = {**os.environ, "OSTIARY_TPM_TCTI": swtpm.tcti, "NO_COLOR": "1"}
+    env.pop("OSTIARY_TPM_PIN", None)
+    args = [program, "cert", "renew", str(crt), str(key), "--daemon", "--force",
+            "--retry-max", "2s", "--pin-file", str(pin), *map(str, files.where)]  # fmt: skip
+    try:
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the daemon kept retrying: {exc.stderr!r}")
+
+
+def _lockout_counter(swtpm: SoftwareTPM) -> int:
+    from tpm2_pytss import TPM2_CAP, TPM2_PT
+
+    with open_tpm(swtpm.tcti) as context:
+        _, data = context.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT.LOCKOUT_COUNTER, 1)
+        return int(data.data.tpmProperties[0].value)
+
+
+def test_renewal_daemon_stops_on_a_wrong_pin_before_a_lockout(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    from tests.client.conftest import ok
+
+    files, crt, key = _issued_with_pin(hw_ca, attestation_key, tmp_path)
+    before = crt.read_bytes()
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("0000\n")
+    result = _daemon(swtpm, files, crt, key, wrong)
+    assert result.returncode == 1, result.stderr
+    assert "the TPM refused the PIN" in result.stderr
+    assert "stopping, no further attempts" in result.stderr
+    assert crt.read_bytes() == before
+    assert _lockout_counter(swtpm) == 1  # one try spent, the TPM not locked
+    ok("cert", "renew", crt, key, "--force", "--pin-file", files.pin, *files.where)
+
+
+def test_lockout_stops_the_daemon_and_its_recovery_command_works_as_printed(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    import re
+    import shlex
+
+    from ostiary.client.tpm import TpmLockout
+
+    files, crt, key = _issued_with_pin(hw_ca, attestation_key, tmp_path)
+    wrong = load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=b"0000")
+    for _ in range(10):  # swtpm allows a few wrong PINs, then locks every key out
+        try:
+            wrong.sign(b"x", ec.ECDSA(hashes.SHA256()))
+        except WrongPassword:
+            continue
+        except TpmLockout:
+            break
+    else:
+        pytest.fail("the TPM never locked out")
+    result = _daemon(swtpm, files, crt, key, files.pin)  # the right PIN: still locked
+    assert result.returncode == 1, result.stderr
+    assert "dictionary-attack lockout" in result.stderr
+    printed = re.search(r"tpm2_dictionarylockout -T '[^']+' --clear-lockout", result.stderr)
+    assert printed is not None, result.stderr
+    subprocess.run(shlex.split(printed.group(0)), check=True, capture_output=True, timeout=30)
+    from tests.client.conftest import ok
+
+    ok("cert", "renew", crt, key, "--force", "--pin-file", files.pin, *files.where)

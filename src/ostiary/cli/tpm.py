@@ -122,10 +122,21 @@ def _attestation_key(
         return None
     if attest_key is None or attest_chain is None:
         raise BadRequest("give both --attest-key and --attest-chain, or neither")
-    key = load_tpm_key_file(attest_key, tcti=tcti, pin_file=None)
+    from ostiary.client.tpm import load_tpm_key_pem
+
+    data = read_input(attest_key, "attestation key")
+    try:
+        key = load_tpm_key_pem(data, tcti=tcti, pin=None, what=f"attestation key {attest_key}")
+    except BadRequest as exc:
+        if "has a PIN" not in exc.detail:
+            raise
+        raise BadRequest(
+            f"attestation key {attest_key} is marked as having a PIN: an AK has none "
+            "(--pin-file is the new key's); make the AK with 'ostiary tpm ak create'"
+        ) from None
     chain = load_certificate_chain(read_input(attest_chain, "attestation key chain"))
     if chain[0].public_key() != key.public_key():
-        raise BadRequest(f"{attest_chain} is not the certificate of {attest_key}")
+        raise BadRequest(f"{attest_chain} is not the certificate of attestation key {attest_key}")
     return AttestationKey(key, tuple(chain))
 
 

@@ -55,18 +55,35 @@ def is_tpm_key_pem(data: bytes) -> bool:
     return f"-----BEGIN {TSS2_PEM_LABEL}-----".encode() in data
 
 
-def tpm_error(exc: Exception, what: str) -> Exception:
+class TpmLockout(Unavailable):
+    """The TPM refuses every PIN-protected key until its lockout lifts or is cleared."""
+
+    code = "tpm-lockout"
+
+
+def clear_lockout_command(tcti: str | None) -> str:
+    """The tpm2-tools command that clears the lockout of the TPM reached through ``tcti``."""
+    reach = f"-T '{tcti}' " if tcti else ""
+    return f"tpm2_dictionarylockout {reach}--clear-lockout"
+
+
+def tpm_error(exc: Exception, what: str, *, tcti: str | None = None) -> Exception:
     """A TSS failure as one clear :class:`~ostiary.core.errors.OstiaryError`."""
     code = int(getattr(exc, "rc", 0) or 0)
     base = code & 0xFFF
     if code & _RC_FORMAT1:
         base &= 0x0BF
     if base in _AUTH_FAILURES:
-        return WrongPassword(f"{what}: the TPM refused the PIN (authorization failed)")
+        return WrongPassword(
+            f"{what}: the TPM refused the PIN (authorization failed; each wrong PIN counts "
+            "towards the TPM's lockout)"
+        )
     if base == _LOCKOUT:
-        return Unavailable(
-            f"{what}: the TPM is in dictionary-attack lockout after wrong PINs; wait, or "
-            "have its owner reset it (tpm2_dictionarylockout --clear-lockout)"
+        return TpmLockout(
+            f"{what}: the TPM is in dictionary-attack lockout after wrong PINs, for every "
+            "PIN-protected key on it; it lifts by itself after the TPM's recovery time, or "
+            f"its owner clears it: {clear_lockout_command(tcti)} (add -p LOCKOUT-PASSWORD if "
+            "the TPM has a lockout password)"
         )
     return Unavailable(f"{what}: the TPM failed ({type(exc).__name__}: {exc})")
 
@@ -185,7 +202,7 @@ class TpmPrivateKey(HeldECPrivateKey):
             try:
                 signature = context.sign(keys[0], digest, scheme, validation)
             except tss.TSS2_Exception as exc:
-                raise tpm_error(exc, "signing with the TPM key") from None
+                raise tpm_error(exc, "signing with the TPM key", tcti=self._tcti) from None
         return _der_signature(signature)
 
 
@@ -218,22 +235,27 @@ def _create_key(template: Any, *, tcti: str | None, pin: bytes | None) -> TpmPri
                 primary, sensitive, tss.TPM2B_PUBLIC(publicArea=template)
             )
         except tss.TSS2_Exception as exc:
-            raise tpm_error(exc, "creating a key in the TPM") from None
+            raise tpm_error(exc, "creating a key in the TPM", tcti=tcti) from None
         finally:
             context.flush_context(primary)
     blob = blob_type(private, public, empty_auth=not pin, parent=tss.lib.TPM2_RH_OWNER)
     return TpmPrivateKey(blob, tcti=tcti, pin=pin)
 
 
-def load_tpm_key_pem(data: bytes, *, tcti: str | None, pin: bytes | None) -> TpmPrivateKey:
-    """A key from its ``TSS2 PRIVATE KEY`` PEM; the TPM is only opened when it signs."""
+def load_tpm_key_pem(
+    data: bytes, *, tcti: str | None, pin: bytes | None, what: str = "this TPM key"
+) -> TpmPrivateKey:
+    """A key from its ``TSS2 PRIVATE KEY`` PEM; the TPM is only opened when it signs.
+
+    ``what`` names the key in errors (an attestation key is not the key being enrolled).
+    """
     tss = _tss()
     try:
         blob = tss.tsskey.TSSPrivKey.from_pem(data)
     except (TypeError, ValueError) as exc:
-        raise MalformedInput(f"not a TSS2 private key: {exc}") from None
+        raise MalformedInput(f"{what} is not a TSS2 private key: {exc}") from None
     if not blob.empty_auth and not pin:
-        raise BadRequest("this TPM key has a PIN: give --pin-file")
+        raise BadRequest(f"{what} has a PIN: give --pin-file, or set OSTIARY_TPM_PIN")
     return TpmPrivateKey(blob, tcti=tcti, pin=pin if not blob.empty_auth else None)
 
 
@@ -288,7 +310,9 @@ def certify_key(key: TpmPrivateKey, ak: AttestationKey, nonce: str) -> KeyAttest
         try:
             attest, signature = context.certify(loaded, signer, extra, scheme)
         except tss.TSS2_Exception as exc:
-            raise tpm_error(exc, "certifying the key with the attestation key") from None
+            raise tpm_error(
+                exc, "certifying the key with the attestation key", tcti=key.tcti
+            ) from None
     return KeyAttestation(
         nonce=nonce,
         attest=bytes(attest.marshal())[2:],
@@ -324,8 +348,10 @@ __all__ = [
     "TSS2_PEM_LABEL",
     "AttestationKey",
     "KeyAttestation",
+    "TpmLockout",
     "TpmPrivateKey",
     "certify_key",
+    "clear_lockout_command",
     "create_attestation_key",
     "create_tpm_key",
     "is_tpm_key_pem",
