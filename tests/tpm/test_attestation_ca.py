@@ -239,3 +239,22 @@ def test_ca_without_ek_roots_says_so(ak_ca: CA, http: httpx.Client, swtpm: Softw
     missing = ["--ak", "/nonexistent.pem", "--out", "/tmp/x.pem"]
     result = refused("tpm", "ak", "enroll", *missing, *where)
     assert "attestation key /nonexistent.pem does not exist" in result.stderr
+
+
+def test_csr_naming_another_device_than_the_ak_certificate_says_which_name_is_wanted(
+    ak_ca: CA, swtpm: SoftwareTPM, tmp_path: Path
+) -> None:
+    from ostiary.client.tpm import AttestationKey, certify_key
+    from ostiary.client.tpm_ak import enroll_attestation_key
+    from ostiary.core.errors import PolicyDenied
+
+    ak = create_attestation_key(tcti=swtpm.tcti).key
+    key = create_tpm_key(tcti=swtpm.tcti, pin=PIN)
+    with OstiaryClient(ak_ca.running.server.https_url, [ak_ca.authority.ca.root]) as client:
+        issued = enroll_attestation_key(client, ak, tcti=swtpm.tcti)
+        chain = AttestationKey(ak, (issued.certificate, *issued.chain))
+        statement = certify_key(key, chain, client.attestation_nonce()).to_json()
+        csr = build_csr(parse_subject("laptop-9"), [], key)
+        with pytest.raises(PolicyDenied, match="must be the attestation key certificate's") as e:
+            client.sign_with_attestation(csr, EK_ATTEST, statement)
+    assert issued.certificate.subject.rfc4514_string() in str(e.value)

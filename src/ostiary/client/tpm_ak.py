@@ -107,7 +107,7 @@ def activate_credential(
         raise BadRequest("the CA's challenge is not a TPM credential") from None
     with (
         open_tpm(ak.tcti) as context,
-        _loaded(context, (ak._blob, ak._pin)) as (ak_handle,),
+        _loaded(context, (ak._blob, ak._pin), tcti=ak.tcti) as (ak_handle,),
         _endorsement_primary(context, ek.template) as (ek_handle, _),
     ):
         session = context.start_auth_session(

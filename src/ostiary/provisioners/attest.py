@@ -265,6 +265,12 @@ class AttestProvisioner:
         names = tuple(
             n for n in sans_of(ak_certificate.extensions) if not isinstance(n, x509.DirectoryName)
         )
+        if len(csr.subject) and csr.subject != subject:
+            raise PolicyDenied(
+                f"the CSR's subject {csr.subject.rfc4514_string()!r} is not this device's name: "
+                f"it must be the attestation key certificate's, {subject.rfc4514_string()!r} "
+                "(or empty)"
+            )
         requested = tuple(sans_of(csr.extensions))
         if requested and set(requested) != set(names):
             asked = ", ".join(format_general_name(n) for n in requested)
