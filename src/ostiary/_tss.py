@@ -7,6 +7,7 @@ actually involved, with one clear error when the ``tpm`` extra is missing.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -14,7 +15,12 @@ from ostiary.core.errors import BadRequest
 
 
 def import_tss(needed_for: str) -> Any:
-    """The ``tpm2_pytss`` package (with its ``tsskey`` module loaded)."""
+    """The ``tpm2_pytss`` package (with its ``tsskey`` module loaded).
+
+    The TSS logs every TPM error to stderr (``ERROR:esys:...``, ``WARNING:tcti:...``); we
+    turn each into one error of ours, so its log stays off unless ``TSS2_LOG`` asks for it.
+    """
+    os.environ.setdefault("TSS2_LOG", "all+none")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -101,8 +101,65 @@ class SoftwareTPM:
             return int(data.data.handles.count)
 
 
-def _start_swtpm(folder: Path) -> SoftwareTPM:
+@dataclass
+class Manufacturer:
+    """swtpm's local CA (swtpm-tools' swtpm_localca), standing for a TPM manufacturer: it
+    signs the EK certificate that swtpm_setup writes into each test TPM's NV memory.
+    """
+
+    folder: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "swtpm_setup.conf"
+
+    def roots_pem(self) -> bytes:
+        """The manufacturer's root and issuing certificates (what a CA is configured with)."""
+        names = ("swtpm-localca-rootca-cert.pem", "issuercert.pem")
+        return b"".join((self.folder / name).read_bytes() for name in names)
+
+
+def _manufacturer(folder: Path) -> Manufacturer:
+    localca = require_tool("swtpm_localca")
+    (folder / "swtpm-localca.conf").write_text(
+        f"statedir = {folder}\n"
+        f"signingkey = {folder}/signkey.pem\n"
+        f"issuercert = {folder}/issuercert.pem\n"
+        f"certserial = {folder}/certserial\n"
+    )
+    (folder / "swtpm-localca.options").write_text(
+        "--platform-manufacturer Ostiary\n--platform-version 2.1\n--platform-model test\n"
+    )
+    (folder / "swtpm_setup.conf").write_text(
+        f"create_certs_tool = {localca}\n"
+        f"create_certs_tool_config = {folder}/swtpm-localca.conf\n"
+        f"create_certs_tool_options = {folder}/swtpm-localca.options\n"
+        "active_pcr_banks = sha256\n"
+    )
+    return Manufacturer(folder)
+
+
+@pytest.fixture(scope="session")
+def manufacturer(tmp_path_factory: pytest.TempPathFactory) -> Manufacturer:
+    return _manufacturer(tmp_path_factory.mktemp("manufacturer"))
+
+
+def _manufacture(folder: Path, manufacturer: Manufacturer) -> None:
+    """An RSA 2048 EK and its certificate in the new TPM's NV memory (under a second)."""
+    setup = require_tool("swtpm_setup")
+    result = subprocess.run(
+        [setup, "--tpm2", "--tpmstate", str(folder), "--create-ek-cert", "--overwrite",
+         "--config", str(manufacturer.config)],
+        capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.fail(f"swtpm_setup failed: {(result.stdout + result.stderr)[-2000:]!r}")
+
+
+def _start_swtpm(folder: Path, manufacturer: Manufacturer | None = None) -> SoftwareTPM:
     tool = require_tool("swtpm")
+    if manufacturer is not None:
+        _manufacture(folder, manufacturer)
     port = _free_port_pair()
     log = folder / "swtpm.log"
     with log.open("wb") as log_file:
@@ -151,9 +208,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def swtpm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareTPM]:
-    """swtpm reached directly: every test can see what transient objects are left."""
-    tpm = _start_swtpm(tmp_path_factory.mktemp("swtpm"))
+def swtpm_server(
+    tmp_path_factory: pytest.TempPathFactory, manufacturer: Manufacturer
+) -> Iterator[SoftwareTPM]:
+    """swtpm reached directly: every test can see what transient objects are left. It has
+    an EK certificate from ``manufacturer``, as a real TPM has from its maker.
+    """
+    tpm = _start_swtpm(tmp_path_factory.mktemp("swtpm"), manufacturer)
     try:
         yield tpm
     finally:
@@ -172,13 +233,17 @@ class BrokeredTPM:
 
 
 @pytest.fixture(scope="session")
-def brokered_tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokeredTPM]:
+def brokered_tpm(
+    tmp_path_factory: pytest.TempPathFactory, manufacturer: Manufacturer
+) -> Iterator[BrokeredTPM]:
     dbus = require_tool("dbus-daemon")
     abrmd = shutil.which("tpm2-abrmd") or "/usr/sbin/tpm2-abrmd"
     if not Path(abrmd).is_file():
         require_tool("tpm2-abrmd")
     folder = tmp_path_factory.mktemp("brokered")
-    tpm = _start_swtpm(folder)
+    state = folder / "state"
+    state.mkdir()
+    tpm = _start_swtpm(state, manufacturer)
     bus = folder / "bus"
     config = folder / "dbus.conf"
     config.write_text(_DBUS_CONFIG.format(path=bus))
@@ -295,6 +360,9 @@ class AttestationCA:
                 critical=True,
             )
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(device)]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.23.133.8.3")]), critical=False
+            )
             .sign(self.key, hashes.SHA256())
         )
 

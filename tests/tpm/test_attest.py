@@ -67,6 +67,7 @@ from tests.tpm.conftest import (
     PIN,
     AttestationCA,
     BrokeredTPM,
+    Manufacturer,
     SoftwareTPM,
     make_attestation_ca,
     pem_chain,
@@ -591,6 +592,44 @@ def test_gateway_route_demanding_the_policy_admits_the_tpm_key_and_keeps_softwar
     assert "HTTP/1.1 200" not in answer
 
 
+def test_ek_certified_ak_through_our_attestation_ca_opens_the_gateway_route(
+    hw_ca: HardwareCA,
+    brokered_tpm: BrokeredTPM,
+    manufacturer: Manufacturer,
+    vault: int,
+    tmp_path: Path,
+) -> None:
+    """The whole path with swtpm's EK certificate: EK -> AK certificate from our CA ->
+    attested key -> certificate with the policy OID -> the gateway route that demands it."""
+    from ostiary.authority.attestation_ca import EK_ROOTS_FILE
+    from ostiary.client.tpm_ak import enroll_attestation_key
+
+    store = hw_ca.ca.authority.store
+    (hw_ca.ca.authority.ca.paths.root / EK_ROOTS_FILE).write_bytes(manufacturer.roots_pem())
+    own_root = hw_ca.ca.authority.ca.root.public_bytes(serialization.Encoding.PEM).decode()
+    add_attest_provisioner(
+        store,
+        AttestProvisioner(
+            name="tpm-ek", roots_pem=own_root, policy_oid=HARDWARE_POLICY,
+            claims=ProvisionerClaims(lifetime=Lifetime()),
+        ),
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    ak = create_attestation_key(tcti=brokered_tpm.tcti).key
+    key = create_tpm_key(tcti=brokered_tpm.tcti, pin=PIN)
+    with hw_ca.client() as client:
+        ak_issued = enroll_attestation_key(client, ak, tcti=brokered_tpm.tcti)
+        chain = AttestationKey(ak, (ak_issued.certificate, *ak_issued.chain))
+        csr = build_csr(ak_issued.certificate.subject, [], key)
+        issued = client.sign_with_attestation(csr, "tpm-ek", _attestation(client, key, chain))
+    assert HARDWARE_POLICY in _policies(issued.certificate)
+    key_file, cert_file = tmp_path / "device.key", tmp_path / "device.crt"
+    key_file.write_bytes(key.to_pem())
+    cert_file.write_bytes(issued.dump_pem())
+    answer = _openssl_get(brokered_tpm, vault, cert_file, key_file, hw_ca.ca.ca_file, "/vault/x")
+    assert "HTTP/1.1 200" in answer, answer
+
+
 @dataclass
 class CliFiles:
     """What the CLI is given: the CA's root, the key's PIN, the attestation key and chain."""
@@ -830,3 +869,213 @@ def test_the_in_process_token_path_refuses_a_provisioner_that_requires_attestati
         require_attestation(store, OPS, None, now=datetime.now(UTC), actor="test")
     # With the requirement lifted the same token is still good: the refusal spent nothing.
     assert authorize_sign(store, token, csr, ca=identity, now=datetime.now(UTC)).policies == ()
+
+
+# --------------------------------------------------------------------------- an honest PIN
+
+
+def _on_terminal(
+    args: list[str | Path], answers: list[bytes], env: dict[str, str]
+) -> tuple[int, str]:
+    """Run ``ostiary`` on a pseudo-terminal, typing each answer after a prompt."""
+    import pty
+    import re
+    import select
+    import signal
+    import sys
+    import termios
+    import time
+
+    program = str(Path(sys.executable).parent / "ostiary")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes ostiary, its stdin a terminal
+        os.execve(program, [program, *map(str, args)], env)
+    output = transcript = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            transcript += chunk
+            if pending and output.rstrip().endswith(b":"):
+                # Type only once getpass has turned echo off (it flushes earlier input).
+                while termios.tcgetattr(fd)[3] & termios.ECHO and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os.write(fd, pending.pop(0) + b"\n")
+                output = b""
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", transcript.decode(errors="replace"))
+    return os.waitstatus_to_exitcode(status), text
+
+
+def _terminal_env(swtpm: SoftwareTPM) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OSTIARY_TPM_PIN"}
+    return {**env, "OSTIARY_TPM_TCTI": swtpm.tcti, "NO_COLOR": "1"}
+
+
+def test_tpm_key_request_asks_for_the_pin_on_a_terminal_and_the_key_has_it(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey, tmp_path: Path
+) -> None:
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    args: list[str | Path] = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm",
+                              "--provisioner", ATTEST, *files.attest, *files.where]  # fmt: skip
+    code, output = _on_terminal(args, [PIN, PIN], _terminal_env(swtpm))
+    assert code == 0, output
+    assert PIN.decode() not in output  # not echoed
+    loaded = load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=PIN)
+    with pytest.raises(BadRequest, match="has a PIN"):
+        load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=None)
+    assert x509.load_pem_x509_certificate(crt.read_bytes()).public_key() == loaded.public_key()
+
+
+def test_empty_pin_on_the_terminal_is_refused_and_nothing_is_made(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey, tmp_path: Path
+) -> None:
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    args: list[str | Path] = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm",
+                              "--provisioner", ATTEST, *files.attest, *files.where]  # fmt: skip
+    before = hw_ca.certificate_count()
+    code, output = _on_terminal(args, [b""], _terminal_env(swtpm))
+    assert code == 1, output
+    assert "error: the PIN is empty: for a key without a PIN give --no-pin" in output
+    assert not key.exists() and not crt.exists()
+    assert hw_ca.certificate_count() == before
+    assert swtpm.transient_count() == 0
+
+
+def test_without_a_terminal_a_pin_or_no_pin_must_be_given(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.client.conftest import ok, refused
+
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    args = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--provisioner", ATTEST,
+            *files.attest, *files.where]  # fmt: skip
+    result = refused(*args)
+    assert "a TPM key needs a PIN" in result.stderr
+    assert not key.exists()
+    refused(*args, "--no-pin", "--pin-file", files.pin)
+    ok(*args, "--no-pin")
+    assert load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=None).public_key() is not None
+
+
+# --------------------------------------------------------------------------- renewal and lockout
+
+
+def _issued_with_pin(
+    hw_ca: HardwareCA, attestation_key: AttestationKey, folder: Path
+) -> tuple[CliFiles, Path, Path]:
+    from tests.client.conftest import ok
+
+    files = _cli_files(hw_ca, attestation_key, folder)
+    crt, key = folder / "dev.crt", folder / "dev.key"
+    ok("cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--pin-file", files.pin,
+       "--provisioner", ATTEST, *files.attest, *files.where)  # fmt: skip
+    return files, crt, key
+
+
+def _daemon(
+    swtpm: SoftwareTPM, files: CliFiles, crt: Path, key: Path, pin: Path
+) -> subprocess.CompletedProcess[str]:
+    """``cert renew --daemon`` as systemd runs it; it must end by itself."""
+    import sys
+
+    program = str(Path(sys.executable).parent / "ostiary")
+    env = {**os.environ, "OSTIARY_TPM_TCTI": swtpm.tcti, "NO_COLOR": "1"}
+    env.pop("OSTIARY_TPM_PIN", None)
+    args = [program, "cert", "renew", str(crt), str(key), "--daemon", "--force",
+            "--retry-max", "2s", "--pin-file", str(pin), *map(str, files.where)]  # fmt: skip
+    try:
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the daemon kept retrying: {exc.stderr!r}")
+
+
+def _lockout_counter(swtpm: SoftwareTPM) -> int:
+    from tpm2_pytss import TPM2_CAP, TPM2_PT
+
+    with open_tpm(swtpm.tcti) as context:
+        _, data = context.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT.LOCKOUT_COUNTER, 1)
+        return int(data.data.tpmProperties[0].value)
+
+
+def test_renewal_daemon_stops_on_a_wrong_pin_before_a_lockout(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    from tests.client.conftest import ok
+
+    files, crt, key = _issued_with_pin(hw_ca, attestation_key, tmp_path)
+    before = crt.read_bytes()
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("0000\n")
+    result = _daemon(swtpm, files, crt, key, wrong)
+    assert result.returncode == 1, result.stderr
+    assert "the TPM refused the PIN" in result.stderr
+    assert "stopping, no further attempts" in result.stderr
+    assert crt.read_bytes() == before
+    assert _lockout_counter(swtpm) == 1  # one try spent, the TPM not locked
+    ok("cert", "renew", crt, key, "--force", "--pin-file", files.pin, *files.where)
+
+
+def test_lockout_stops_the_daemon_and_its_recovery_command_works_as_printed(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    import re
+    import shlex
+
+    from ostiary.client.tpm import TpmLockout
+
+    files, crt, key = _issued_with_pin(hw_ca, attestation_key, tmp_path)
+    wrong = load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=b"0000")
+    for _ in range(10):  # swtpm allows a few wrong PINs, then locks every key out
+        try:
+            wrong.sign(b"x", ec.ECDSA(hashes.SHA256()))
+        except WrongPassword:
+            continue
+        except TpmLockout:
+            break
+    else:
+        pytest.fail("the TPM never locked out")
+    result = _daemon(swtpm, files, crt, key, files.pin)  # the right PIN: still locked
+    assert result.returncode == 1, result.stderr
+    assert "dictionary-attack lockout" in result.stderr
+    printed = re.search(r"tpm2_dictionarylockout -T '[^']+' --clear-lockout", result.stderr)
+    assert printed is not None, result.stderr
+    subprocess.run(shlex.split(printed.group(0)), check=True, capture_output=True, timeout=30)
+    from tests.client.conftest import ok
+
+    ok("cert", "renew", crt, key, "--force", "--pin-file", files.pin, *files.where)

@@ -34,7 +34,10 @@ def test_attest_provisioner_and_one_that_requires_it(
     secret = ["--password-file", password_file]
     attest = ["--type", "attest", "--attestation-roots", roots, "--policy-oid", HARDWARE_POLICY]
     result = cli.ok("ca", "provisioner", "add", "tpm", *attest, *secret)
-    assert "Test TPM Attestation CA" in result.stderr + result.stdout
+    said = result.stderr + result.stdout
+    assert "Test TPM Attestation CA" in said
+    assert "PIN required" not in said  # no TPM attests that a PIN is set
+    assert "the client's promise" in said
     cli.ok("ca", "provisioner", "add", "ops", "--require-attestation", "tpm", *secret)
     cli.ok("ca", "provisioner", "add", "desk", "--type", "approval",
            "--require-attestation", "tpm", *secret)  # fmt: skip

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ostiary.core.errors import MalformedInput, OstiaryError
-from ostiary.provisioners.attest import AttestationStatement, _public_key_of, _tss, _unmarshal
+from ostiary.provisioners.tpm_statement import (
+    AttestationStatement,
+    _tss,
+    public_key_of_area,
+    unmarshal_tpm,
+)
 
 KINDS = ["TPMS_ATTEST", "TPMT_PUBLIC", "TPMT_SIGNATURE"]
 
@@ -23,13 +28,13 @@ KINDS = ["TPMS_ATTEST", "TPMT_PUBLIC", "TPMT_SIGNATURE"]
 def test_garbage_structures_are_malformed_input(data: bytes, kind: str) -> None:
     tss = _tss()
     try:
-        parsed = _unmarshal(getattr(tss, kind), data, "field")
+        parsed = unmarshal_tpm(getattr(tss, kind), data, "field")
     except MalformedInput:
         return
     if kind == "TPMT_PUBLIC":
         parsed.get_name()
         try:
-            _public_key_of(tss, parsed)
+            public_key_of_area(tss, parsed)
         except OstiaryError:
             pass
 
@@ -62,4 +67,4 @@ def test_public_area_without_a_key_is_malformed_input(template: str) -> None:
     tss = _tss()
     public = tss.TPMT_PUBLIC.parse(template)  # a template: the unique field (the key) is empty
     with pytest.raises(MalformedInput, match="holds no valid"):
-        _public_key_of(tss, public)
+        public_key_of_area(tss, public)

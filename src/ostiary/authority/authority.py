@@ -121,6 +121,31 @@ class Authority:
         _check_spent(recorded, token)
         return certificate
 
+    def issue_for_key(
+        self,
+        public_key: CertificatePublicKeyTypes,
+        authorization: Authorization,
+        *,
+        actor: str | None,
+        event: str,
+        details: dict[str, Any] | None = None,
+    ) -> x509.Certificate:
+        """:meth:`issue` for a key that cannot sign a CSR (a TPM's restricted attestation
+        key, whose possession the caller proved otherwise): recorded and audited alike.
+        """
+        now = self.clock()
+        try:
+            certificate = build_leaf_certificate(public_key, authorization, self.issuer, now=now)
+        except OstiaryError as exc:
+            self._audit_denial(exc, authorization, actor=actor, details=details)
+            raise
+        unit = self._record_unit(
+            certificate, authorization, actor=actor, event=event, details=details, at=now,
+            token=None,
+        )  # fmt: skip
+        self.store.write(unit)
+        return certificate
+
     async def issue_async(
         self,
         csr: x509.CertificateSigningRequest,

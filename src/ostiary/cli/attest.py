@@ -57,7 +57,15 @@ def add_attest(
     add_attest_provisioner(store, provisioner, now=now, ca_claims=ca_claims, actor=actor)
     note(f"Added provisioner '{name}' (type {ATTEST_TYPE}, profile {profile})")
     note(f"  attestation roots: {', '.join(c.subject.rfc4514_string() for c in roots)}")
-    note(f"  policy OID: {policy_oids[0]}{' (PIN required)' if require_pin else ''}")
+    note(f"  policy OID: {policy_oids[0]}")
+    note("  verified: the key was made in a TPM and is bound to it, attested by its AK")
+    if require_pin:
+        note(
+            "  the key must allow a PIN (userWithAuth); that one is set is the client's "
+            "promise: no TPM can attest it (docs/tpm.md)"
+        )
+    else:
+        note("  the key need not allow a PIN (--no-require-pin)")
 
 
 def check_attest_provisioner(store: Store, name: str) -> None:

@@ -183,7 +183,7 @@ RequirePin = Annotated[
     bool | None,
     typer.Option(
         "--require-pin/--no-require-pin",
-        help="attest: the key needs userWithAuth (default).",
+        help="attest: the key must allow a PIN (userWithAuth; no TPM attests one is set).",
         show_default=False,
     ),
 ]

@@ -24,7 +24,7 @@ from ostiary.cli.holder import (
 )
 from ostiary.cli.oidc import sign_in_for
 from ostiary.cli.options import Force, Sans
-from ostiary.cli.tpm import ApprovalWait, TpmPinFile, TpmTcti, request_with_tpm
+from ostiary.cli.tpm import ApprovalWait, TpmNoPin, TpmPinFile, TpmTcti, request_with_tpm
 from ostiary.client.approval import APPROVAL_TYPE
 from ostiary.client.credentials import (
     CredentialSource,
@@ -121,6 +121,7 @@ def request(
         ),
     ] = "file",
     pin_file: TpmPinFile = None,
+    no_pin: TpmNoPin = False,
     tcti: TpmTcti = None,
     attest_key: Annotated[
         Path | None,
@@ -214,8 +215,11 @@ def request(
                 else None
             ),
             approval=ApprovalWait(request_note, wait, wait_timeout, force),
+            no_pin=no_pin,
         )
         return
+    if no_pin:
+        raise BadRequest("--no-pin goes with --key-store tpm")
     sign_in: KeyBoundCredentialSource | None = None
     if provisioner is not None and token is None:
         connect = ca_connector(ca_url, root)

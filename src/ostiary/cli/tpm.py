@@ -8,12 +8,16 @@ over a nonce from the CA, and the statement goes with the CSR: to an ``attest`` 
 
 The TPM is reached through ``--tcti`` (``swtpm:host=...,port=...``, ``device:/dev/tpmrm0``),
 else ``$OSTIARY_TPM_TCTI``, else the TSS default. The PIN comes from ``--pin-file``, else
-``$OSTIARY_TPM_PIN``; a key made without one has no PIN.
+``$OSTIARY_TPM_PIN``, else (for a new key, on a terminal) a prompt that refuses an empty PIN;
+a key without a PIN is made only with ``--no-pin``. No TPM can attest that a PIN was set:
+this is where the client keeps its promise.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +51,13 @@ TpmPinFile = Annotated[
         show_default=False,
     ),
 ]
+TpmNoPin = Annotated[
+    bool,
+    typer.Option(
+        "--no-pin",
+        help="tpm: make the key without a PIN (whoever holds the device can use it).",
+    ),
+]
 TpmTcti = Annotated[
     str | None,
     typer.Option(
@@ -68,6 +79,31 @@ def tpm_pin(pin_file: Path | None) -> bytes | None:
     return pin.encode("utf-8") if pin else None
 
 
+def new_key_pin(pin_file: Path | None, *, no_pin: bool) -> bytes | None:
+    """The PIN of a new TPM key: ``--pin-file``, ``$OSTIARY_TPM_PIN``, or asked on the terminal.
+
+    An empty PIN is refused; ``--no-pin`` (and only it) makes a key without one.
+    """
+    if no_pin:
+        if pin_file is not None:
+            raise BadRequest("give --pin-file or --no-pin, not both")
+        return None
+    pin = tpm_pin(pin_file)
+    if pin is not None:
+        return pin
+    if not sys.stdin.isatty():
+        raise BadRequest(
+            "a TPM key needs a PIN: give --pin-file or set OSTIARY_TPM_PIN (no terminal to "
+            "ask on), or --no-pin for a key anyone holding the device can use"
+        )
+    pin = getpass.getpass("PIN for the new TPM key: ").encode("utf-8")
+    if not pin:
+        raise BadRequest("the PIN is empty: for a key without a PIN give --no-pin")
+    if getpass.getpass("Repeat it: ").encode("utf-8") != pin:
+        raise BadRequest("the two PINs differ")
+    return pin
+
+
 def load_tpm_key_file(path: Path, *, tcti: str | None, pin_file: Path | None) -> TpmPrivateKey:
     """A TPM key from its TSS2 PEM file."""
     from ostiary.client.tpm import load_tpm_key_pem
@@ -86,10 +122,21 @@ def _attestation_key(
         return None
     if attest_key is None or attest_chain is None:
         raise BadRequest("give both --attest-key and --attest-chain, or neither")
-    key = load_tpm_key_file(attest_key, tcti=tcti, pin_file=None)
+    from ostiary.client.tpm import load_tpm_key_pem
+
+    data = read_input(attest_key, "attestation key")
+    try:
+        key = load_tpm_key_pem(data, tcti=tcti, pin=None, what=f"attestation key {attest_key}")
+    except BadRequest as exc:
+        if "has a PIN" not in exc.detail:
+            raise
+        raise BadRequest(
+            f"attestation key {attest_key} is marked as having a PIN: an AK has none "
+            "(--pin-file is the new key's); make the AK with 'ostiary tpm ak create'"
+        ) from None
     chain = load_certificate_chain(read_input(attest_chain, "attestation key chain"))
     if chain[0].public_key() != key.public_key():
-        raise BadRequest(f"{attest_chain} is not the certificate of {attest_key}")
+        raise BadRequest(f"{attest_chain} is not the certificate of attestation key {attest_key}")
     return AttestationKey(key, tuple(chain))
 
 
@@ -110,6 +157,7 @@ def request_with_tpm(
     attest_chain: Path | None,
     sign_in: OIDCSignIn | None,
     approval: ApprovalWait | None = None,
+    no_pin: bool = False,
 ) -> None:
     """``cert request --key-store tpm``: see the module docstring."""
     from ostiary.client.enrollment import build_csr
@@ -120,10 +168,12 @@ def request_with_tpm(
         _request_approval(
             connect, subject, sans, crt, key_file, provisioner, approval or ApprovalWait(),
             pin_file=pin_file, tcti=reach, attest_key=attest_key, attest_chain=attest_chain,
+            no_pin=no_pin,
         )  # fmt: skip
         return
+    pin = new_key_pin(pin_file, no_pin=no_pin)
     ak = _attestation_key(attest_key, attest_chain, tcti=reach)
-    key = create_tpm_key(tcti=reach, pin=tpm_pin(pin_file))
+    key = create_tpm_key(tcti=reach, pin=pin)
     csr = build_csr(subject, sans, key)
     with connect() as client:
         attestation: dict[str, Any] | None = None
@@ -161,6 +211,7 @@ def _request_approval(
     tcti: str | None,
     attest_key: Path | None,
     attest_chain: Path | None,
+    no_pin: bool = False,
 ) -> None:
     """An officer decides: submit a TPM key's CSR (with its attestation), or resume waiting.
 
@@ -179,8 +230,9 @@ def _request_approval(
             note(f"Resuming request {request_id}")
         else:
             check_writable(crt, key_file, force=options.force)
+            pin = new_key_pin(pin_file, no_pin=no_pin)
             ak = _attestation_key(attest_key, attest_chain, tcti=tcti)
-            key = create_tpm_key(tcti=tcti, pin=tpm_pin(pin_file))
+            key = create_tpm_key(tcti=tcti, pin=pin)
             attestation: Callable[[], dict[str, Any]] | None = None
             if ak is not None:
                 attest = ak

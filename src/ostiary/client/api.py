@@ -244,6 +244,19 @@ class OstiaryClient:
         answer = self._call(self._http, "POST", path, json=body)
         return self._issued(answer, expected_key=csr.public_key())
 
+    def attestation_key_challenge(self, enrollment: dict[str, Any]) -> dict[str, Any]:
+        """``POST /attestation/ak``: the CA's MakeCredential challenge (docs/tpm.md)."""
+        answer = self._call(self._http, "POST", "/attestation/ak", json=enrollment)
+        return {k: _field(answer, k, str) for k in ("credential_blob", "encrypted_secret")}
+
+    def attestation_key_certificate(
+        self, enrollment: dict[str, Any], secret: str, expected_key: Any
+    ) -> IssuedCertificate:
+        """``POST /attestation/ak/certificate``: the AK certificate for the opened challenge."""
+        body = {**enrollment, "secret": secret}
+        answer = self._call(self._http, "POST", "/attestation/ak/certificate", json=body)
+        return self._issued(answer, expected_key=expected_key)
+
     def renew(
         self,
         certificate: x509.Certificate,

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from ostiary.client.errors import is_transient
-from ostiary.core.errors import BadRequest, OstiaryError
+from ostiary.core.errors import BadRequest, OstiaryError, WrongPassword
 from ostiary.core.lifetime import format_duration, parse_duration
 
 #: Default share of the lifetime that has passed when renewal is due (a third left).
@@ -259,6 +259,11 @@ class RenewalDaemon:
             try:
                 certificate = self.renew()
             except OstiaryError as exc:
+                if _key_refused(exc):
+                    # Retrying a wrong PIN would lock the TPM (and every key on it); a
+                    # lockout only lifts with time or its owner. Stop, and let systemd see it.
+                    self.log(f"renewal failed: {exc.detail}; stopping, no further attempts")
+                    raise
                 delay = self.backoff.delay(attempt if is_transient(exc) else 64, draw=self.draw())
                 attempt += 1
                 self.log(f"renewal failed: {exc.detail}; next attempt in {delay:.1f}s")
@@ -280,6 +285,11 @@ class RenewalDaemon:
                 if self.waker.wait(pause) is Wake.STOP:
                     break
         self.log("stopping")
+
+
+def _key_refused(exc: OstiaryError) -> bool:
+    """A wrong PIN for the key, or a TPM in lockout: failures no retry can mend."""
+    return isinstance(exc, WrongPassword) or exc.code == "tpm-lockout"
 
 
 def _timestamp(moment: datetime) -> str:

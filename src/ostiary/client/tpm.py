@@ -27,6 +27,7 @@ import base64
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -43,6 +44,9 @@ TSS2_PEM_LABEL = "TSS2 PRIVATE KEY"
 #: TPM_RC_AUTH_FAIL and TPM_RC_BAD_AUTH, without the session/parameter number bits.
 _AUTH_FAILURES = (0x08E, 0x0A2)
 _LOCKOUT = 0x921
+_INITIALIZE = 0x100
+#: TCTI modules a user may name (libtss2-tcti-NAME).
+_KNOWN_TCTIS = ("device", "swtpm", "mssim", "tabrmd", "libtpms", "cmd", "spi-helper", "pcap")
 _RC_FORMAT1 = 0x080
 
 
@@ -55,18 +59,41 @@ def is_tpm_key_pem(data: bytes) -> bool:
     return f"-----BEGIN {TSS2_PEM_LABEL}-----".encode() in data
 
 
-def tpm_error(exc: Exception, what: str) -> Exception:
+class TpmLockout(Unavailable):
+    """The TPM refuses every PIN-protected key until its lockout lifts or is cleared."""
+
+    code = "tpm-lockout"
+
+
+def clear_lockout_command(tcti: str | None) -> str:
+    """The tpm2-tools command that clears the lockout of the TPM reached through ``tcti``."""
+    reach = f"-T '{tcti}' " if tcti else ""
+    return f"tpm2_dictionarylockout {reach}--clear-lockout"
+
+
+def tpm_error(exc: Exception, what: str, *, tcti: str | None = None) -> Exception:
     """A TSS failure as one clear :class:`~ostiary.core.errors.OstiaryError`."""
     code = int(getattr(exc, "rc", 0) or 0)
     base = code & 0xFFF
     if code & _RC_FORMAT1:
         base &= 0x0BF
     if base in _AUTH_FAILURES:
-        return WrongPassword(f"{what}: the TPM refused the PIN (authorization failed)")
-    if base == _LOCKOUT:
+        return WrongPassword(
+            f"{what}: the TPM refused the PIN (authorization failed; each wrong PIN counts "
+            "towards the TPM's lockout)"
+        )
+    if code & 0xFFF == _INITIALIZE:
+        reach = f" -T '{tcti}'" if tcti else ""
         return Unavailable(
-            f"{what}: the TPM is in dictionary-attack lockout after wrong PINs; wait, or "
-            "have its owner reset it (tpm2_dictionarylockout --clear-lockout)"
+            f"{what}: the TPM was never started (TPM2_Startup); start it with: "
+            f"tpm2_startup -c{reach}"
+        )
+    if base == _LOCKOUT:
+        return TpmLockout(
+            f"{what}: the TPM is in dictionary-attack lockout after wrong PINs, for every "
+            "PIN-protected key on it; it lifts by itself after the TPM's recovery time, or "
+            f"its owner clears it: {clear_lockout_command(tcti)} (add -p LOCKOUT-PASSWORD if "
+            "the TPM has a lockout password)"
         )
     return Unavailable(f"{what}: the TPM failed ({type(exc).__name__}: {exc})")
 
@@ -75,16 +102,71 @@ def tpm_error(exc: Exception, what: str) -> Exception:
 def open_tpm(tcti: str | None) -> Iterator[Any]:
     """An ESAPI context on the TPM reached through ``tcti`` (default: the system's)."""
     tss = _tss()
+    _check_tcti(tcti)
     try:
         # Given as text, the TCTI belongs to the context and is closed with it (a TCTI
         # object passed in would stay open: a leaked connection to the TPM or its broker).
         context = tss.ESAPI(tcti or None)
-    except tss.TSS2_Exception as exc:
-        raise Unavailable(f"cannot open the TPM ({tcti or 'default TCTI'}): {exc}") from None
+    except tss.TSS2_Exception:
+        raise Unavailable(f"cannot open the TPM: {_unreachable(tcti)}") from None
     try:
         yield context
     finally:
         context.close()
+
+
+def _swtpm_address(conf: str) -> tuple[str, int] | None:
+    """(host, port) of a ``swtpm:``/``mssim:`` configuration; ``None`` if malformed."""
+    values = {"host": "localhost", "port": "2321"}
+    for part in filter(None, conf.split(",")):
+        key, equals, value = part.partition("=")
+        if not equals or key not in values or not value:
+            return None
+        values[key] = value
+    if not values["port"].isdigit() or not 0 < int(values["port"]) < 65536:
+        return None
+    return values["host"], int(values["port"])
+
+
+def _check_tcti(tcti: str | None) -> None:
+    """Refuse a TCTI string we can tell is wrong before the TSS tries it."""
+    if not tcti:
+        return
+    name, _, conf = tcti.partition(":")
+    if name not in _KNOWN_TCTIS:
+        raise BadRequest(
+            f"unknown TCTI {name!r} in {tcti!r}: use device:/dev/tpmrm0, "
+            "swtpm:host=HOST,port=PORT, mssim:..., or tabrmd:"
+        )
+    if name in ("swtpm", "mssim") and _swtpm_address(conf) is None:
+        raise BadRequest(f"malformed TCTI {tcti!r}: expected {name}:host=HOST,port=PORT")
+
+
+def _unreachable(tcti: str | None) -> str:
+    """What to check when the TPM cannot be opened through ``tcti``."""
+    if not tcti:
+        return (
+            "no TPM through the default TCTI (tpm2-abrmd, /dev/tpmrm0, /dev/tpm0, then a "
+            "simulator on localhost:2321): give --tcti or set OSTIARY_TPM_TCTI"
+        )
+    name, _, conf = tcti.partition(":")
+    if name in ("swtpm", "mssim"):
+        host, port = _swtpm_address(conf) or ("?", 0)
+        return f"nothing is listening at {host}:{port} ({tcti}): is swtpm running there?"
+    if name == "tabrmd":
+        return (
+            f"tpm2-abrmd does not answer ({tcti}): is it running, and on this D-Bus (the "
+            "system bus, or bus_type=session with DBUS_SESSION_BUS_ADDRESS set)?"
+        )
+    if name == "device":
+        path = Path(conf or "/dev/tpmrm0")
+        if not path.exists():
+            return f"{path} does not exist: no TPM, or its driver is not loaded"
+        return (
+            f"{path} cannot be opened: add your user to the group that owns it "
+            "(usually 'tss'), or use tpm2-abrmd"
+        )
+    return f"the TPM does not answer through {tcti}"
 
 
 def _key_template(tss: Any) -> Any:
@@ -99,22 +181,32 @@ def _key_template(tss: Any) -> Any:
     return tss.TPMT_PUBLIC.parse("ecc256:null:null", objectAttributes=attributes)
 
 
+def _storage_primary(context: Any, tcti: str | None = None) -> Any:
+    """The standard TSS2 storage primary (owner hierarchy, ``noda``), made transient."""
+    tss = _tss()
+    try:
+        return tss.tsskey.TSSPrivKey._getparent(context, tss.TPM2_ALG.ECC, tss.lib.TPM2_RH_OWNER)
+    except tss.TSS2_Exception as exc:
+        raise tpm_error(exc, "making the TPM's storage primary key", tcti=tcti) from None
+
+
 @contextmanager
-def _loaded(context: Any, *keys: tuple[Any, bytes | None]) -> Iterator[list[Any]]:
+def _loaded(
+    context: Any, *keys: tuple[Any, bytes | None], tcti: str | None = None
+) -> Iterator[list[Any]]:
     """The standard primary and each ``(blob, pin)`` loaded under it; all flushed after.
 
     One primary for all: a TPM has few transient slots (three on swtpm).
     """
     tss = _tss()
-    blob_type = tss.tsskey.TSSPrivKey
-    primary = blob_type._getparent(context, tss.TPM2_ALG.ECC, tss.lib.TPM2_RH_OWNER)
+    primary = _storage_primary(context, tcti)
     handles: list[Any] = []
     try:
         for blob, pin in keys:
             try:
                 handle = context.load(primary, blob.private, blob.public)
             except tss.TSS2_Exception as exc:
-                raise tpm_error(exc, "loading the key into the TPM") from None
+                raise tpm_error(exc, "loading the key into the TPM", tcti=tcti) from None
             handles.append(handle)
             context.tr_set_auth(handle, pin or b"")
         yield handles
@@ -181,11 +273,14 @@ class TpmPrivateKey(HeldECPrivateKey):
         scheme = tss.TPMT_SIG_SCHEME(scheme=tss.TPM2_ALG.ECDSA)
         scheme.details.any.hashAlg = getattr(tss.TPM2_ALG, hash_alg)
         validation = tss.TPMT_TK_HASHCHECK(tag=tss.TPM2_ST.HASHCHECK, hierarchy=tss.TPM2_RH.NULL)
-        with open_tpm(self._tcti) as context, _loaded(context, (self._blob, self._pin)) as keys:
+        with (
+            open_tpm(self._tcti) as context,
+            _loaded(context, (self._blob, self._pin), tcti=self._tcti) as keys,
+        ):
             try:
                 signature = context.sign(keys[0], digest, scheme, validation)
             except tss.TSS2_Exception as exc:
-                raise tpm_error(exc, "signing with the TPM key") from None
+                raise tpm_error(exc, "signing with the TPM key", tcti=self._tcti) from None
         return _der_signature(signature)
 
 
@@ -212,28 +307,33 @@ def _create_key(template: Any, *, tcti: str | None, pin: bytes | None) -> TpmPri
         sensitive.sensitive.userAuth = pin
     blob_type = tss.tsskey.TSSPrivKey
     with open_tpm(tcti) as context:
-        primary = blob_type._getparent(context, tss.TPM2_ALG.ECC, tss.lib.TPM2_RH_OWNER)
+        primary = _storage_primary(context, tcti)
         try:
             private, public, _, _, _ = context.create(
                 primary, sensitive, tss.TPM2B_PUBLIC(publicArea=template)
             )
         except tss.TSS2_Exception as exc:
-            raise tpm_error(exc, "creating a key in the TPM") from None
+            raise tpm_error(exc, "creating a key in the TPM", tcti=tcti) from None
         finally:
             context.flush_context(primary)
     blob = blob_type(private, public, empty_auth=not pin, parent=tss.lib.TPM2_RH_OWNER)
     return TpmPrivateKey(blob, tcti=tcti, pin=pin)
 
 
-def load_tpm_key_pem(data: bytes, *, tcti: str | None, pin: bytes | None) -> TpmPrivateKey:
-    """A key from its ``TSS2 PRIVATE KEY`` PEM; the TPM is only opened when it signs."""
+def load_tpm_key_pem(
+    data: bytes, *, tcti: str | None, pin: bytes | None, what: str = "this TPM key"
+) -> TpmPrivateKey:
+    """A key from its ``TSS2 PRIVATE KEY`` PEM; the TPM is only opened when it signs.
+
+    ``what`` names the key in errors (an attestation key is not the key being enrolled).
+    """
     tss = _tss()
     try:
         blob = tss.tsskey.TSSPrivKey.from_pem(data)
     except (TypeError, ValueError) as exc:
-        raise MalformedInput(f"not a TSS2 private key: {exc}") from None
+        raise MalformedInput(f"{what} is not a TSS2 private key: {exc}") from None
     if not blob.empty_auth and not pin:
-        raise BadRequest("this TPM key has a PIN: give --pin-file")
+        raise BadRequest(f"{what} has a PIN: give --pin-file, or set OSTIARY_TPM_PIN")
     return TpmPrivateKey(blob, tcti=tcti, pin=pin if not blob.empty_auth else None)
 
 
@@ -283,12 +383,17 @@ def certify_key(key: TpmPrivateKey, ak: AttestationKey, nonce: str) -> KeyAttest
     scheme = tss.TPMT_SIG_SCHEME(scheme=tss.TPM2_ALG.NULL)
     with (
         open_tpm(key.tcti) as context,
-        _loaded(context, (key._blob, key._pin), (ak.key._blob, ak.key._pin)) as (loaded, signer),
+        _loaded(context, (key._blob, key._pin), (ak.key._blob, ak.key._pin), tcti=key.tcti) as (
+            loaded,
+            signer,
+        ),
     ):
         try:
             attest, signature = context.certify(loaded, signer, extra, scheme)
         except tss.TSS2_Exception as exc:
-            raise tpm_error(exc, "certifying the key with the attestation key") from None
+            raise tpm_error(
+                exc, "certifying the key with the attestation key", tcti=key.tcti
+            ) from None
     return KeyAttestation(
         nonce=nonce,
         attest=bytes(attest.marshal())[2:],
@@ -324,8 +429,10 @@ __all__ = [
     "TSS2_PEM_LABEL",
     "AttestationKey",
     "KeyAttestation",
+    "TpmLockout",
     "TpmPrivateKey",
     "certify_key",
+    "clear_lockout_command",
     "create_attestation_key",
     "create_tpm_key",
     "is_tpm_key_pem",

@@ -11,6 +11,9 @@ user        as client, with UPN otherName and e-mail SANs (Windows logon, Entra 
             optionally the Smart Card Logon EKU (1.3.6.1.4.1.311.20.2.2).
 server      KU digitalSignature (+ keyEncipherment for RSA), EKU serverAuth; DNS/IP SANs.
 device      KU digitalSignature, EKU clientAuth; a URI or permanentIdentifier SAN required.
+attestation-key  KU digitalSignature, EKU tcg-kp-AIKCertificate (2.23.133.8.3): a TPM's
+            attestation key, certified by our attestation CA; the TPM as a directoryName
+            SAN, its EK hash as URI and permanentIdentifier (docs/tpm.md).
 ocsp        KU digitalSignature, EKU OCSPSigning and id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1)
             for a delegated OCSP responder.
 ==========  ==============================================================================
@@ -30,6 +33,8 @@ from ostiary.core.names import PERMANENT_IDENTIFIER_OID, UPN_OID
 
 #: Microsoft Smart Card Logon EKU.
 SMART_CARD_LOGON_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.2")
+#: TCG tcg-kp-AIKCertificate: the certificate of a TPM attestation key.
+AIK_CERTIFICATE_OID = ObjectIdentifier("2.23.133.8.3")
 
 _DNS_IP = (x509.DNSName, x509.IPAddress)
 
@@ -111,6 +116,8 @@ def _kind_of(name: x509.GeneralName) -> str:
         return "upn"
     if isinstance(name, x509.OtherName) and name.type_id == PERMANENT_IDENTIFIER_OID:
         return "pid"
+    if isinstance(name, x509.DirectoryName):
+        return "dirname"
     return "other"
 
 
@@ -144,6 +151,13 @@ PROFILES: dict[str, Profile] = {
             extended_key_usages=(ExtendedKeyUsageOID.CLIENT_AUTH,),
             allowed_name_kinds=("uri", "pid", "dns", "ip"),
             requires_name_kind=("uri", "pid"),
+        ),
+        Profile(
+            name="attestation-key",
+            description="a TPM attestation key, named by its TPM and EK (tcg-kp-AIKCertificate)",
+            extended_key_usages=(AIK_CERTIFICATE_OID,),
+            allowed_name_kinds=("uri", "pid", "dirname"),
+            requires_name_kind=("pid",),
         ),
         Profile(
             name="ocsp",

@@ -6,7 +6,8 @@ TPM 2.0 Library Part 3 section 18.2) and sends, with its CSR, an :class:`Attesta
 the ``TPMS_ATTEST`` the TPM signed, the AK's signature over it, the key's ``TPMT_PUBLIC`` and
 the AK's certificate chain. Before anything is issued the CA checks, in this order:
 
-1. the AK certificate chains to one of the provisioner's attestation roots;
+1. the AK certificate chains to one of the provisioner's attestation roots and has the
+   tcg-kp-AIKCertificate usage (2.23.133.8.3);
 2. the signature over ``TPMS_ATTEST`` verifies with the AK certificate's key;
 3. ``TPMS_ATTEST`` is a certify statement made by a TPM (``magic`` = TPM_GENERATED_VALUE,
    ``type`` = TPM_ST_ATTEST_CERTIFY) and its ``extraData`` equals the nonce;
@@ -33,20 +34,15 @@ Parsing the TPM structures uses ``tpm2-pytss`` (the ``tpm`` extra) on the CA too
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -56,7 +52,6 @@ from cryptography.x509.verification import (
 )
 from sqlalchemy import select
 
-from ostiary._tss import import_tss
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import (
     BadRequest,
@@ -77,6 +72,14 @@ from ostiary.provisioners.base import (
     validate_provisioner_name,
 )
 from ostiary.provisioners.patterns import check_allowed_names
+from ostiary.provisioners.tpm_statement import (
+    AttestationStatement,
+    _tss,
+    public_key_of_area,
+    spki_of,
+    unmarshal_tpm,
+    verify_ak_signature,
+)
 from ostiary.store import (
     AttestationNonceRepository,
     AuditLog,
@@ -98,16 +101,12 @@ MAX_UNSPENT_NONCES = 10_000
 ATTESTING_TYPES = ("jwk", "oidc", "approval")
 #: Config key by which any provisioner names the ``attest`` provisioner it requires.
 REQUIRE_ATTESTATION = "require_attestation"
-#: Bounds on the decoded parts of a statement (a TPMS_ATTEST is a few hundred bytes).
-MAX_STRUCTURE = 4096
-MAX_CHAIN = 4
+#: TCG tcg-kp-AIKCertificate: an AK certificate must say it certifies an attestation key
+#: (a client certificate of a non-restricted TPM key could otherwise sign forged statements).
+AIK_CERTIFICATE_OID = x509.ObjectIdentifier("2.23.133.8.3")
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*)){1,30}")
 _TPM_GENERATED = 0xFF544347
-
-
-def _tss() -> Any:
-    return import_tss("TPM attestation on the CA")
 
 
 # --------------------------------------------------------------------------- nonces
@@ -142,65 +141,6 @@ def issue_attestation_nonce(
             )
         nonces.add(nonce, now=now, expires_at=expires_at)
     return nonce, expires_at
-
-
-# --------------------------------------------------------------------------- the statement
-
-
-@dataclass(frozen=True)
-class AttestationStatement:
-    """What a client sends: see the module docstring and ``docs/api.md``."""
-
-    nonce: str
-    certify_info: bytes = field(repr=False)
-    signature: bytes = field(repr=False)
-    public_area: bytes = field(repr=False)
-    ak_chain: tuple[x509.Certificate, ...]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AttestationStatement:
-        nonce = data.get("nonce")
-        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64 or not nonce.isascii():
-            raise MalformedInput("the attestation's 'nonce' is not a nonce from this CA")
-        chain = data.get("ak_chain")
-        if not isinstance(chain, list) or not 1 <= len(chain) <= MAX_CHAIN:
-            raise MalformedInput(
-                f"the attestation's 'ak_chain' must list 1 to {MAX_CHAIN} certificates"
-            )
-        certificates: list[x509.Certificate] = []
-        for entry in chain:
-            der = _b64(entry, "ak_chain")
-            certificates.extend(load_certificate_chain(der))
-        return cls(
-            nonce=nonce,
-            certify_info=_b64(data.get("certify_info"), "certify_info"),
-            signature=_b64(data.get("signature"), "signature"),
-            public_area=_b64(data.get("public_area"), "public_area"),
-            ak_chain=tuple(certificates),
-        )
-
-
-def _b64(value: object, name: str) -> bytes:
-    if not isinstance(value, str) or len(value) > MAX_STRUCTURE * 2:
-        raise MalformedInput(f"the attestation's {name!r} is missing or too long")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise MalformedInput(f"the attestation's {name!r} is not base64") from None
-    if not data:
-        raise MalformedInput(f"the attestation's {name!r} is empty")
-    return data
-
-
-def _unmarshal(kind: Any, data: bytes, name: str) -> Any:
-    tss = _tss()
-    try:
-        value, used = kind.unmarshal(data)
-    except (tss.TSS2_Exception, ValueError, TypeError):
-        raise MalformedInput(f"the attestation's {name!r} is not a valid {kind.__name__}") from None
-    if used != len(data):
-        raise MalformedInput(f"the attestation's {name!r} has trailing bytes")
-    return value
 
 
 # --------------------------------------------------------------------------- the provisioner
@@ -271,23 +211,23 @@ class AttestProvisioner:
         """Checks 1 to 6 of the module docstring; the AK certificate. The nonce is not spent."""
         tss = _tss()
         ak_certificate = self._verify_ak_chain(statement.ak_chain, now=now)
-        _verify_ak_signature(tss, ak_certificate, statement.certify_info, statement.signature)
-        attest = _unmarshal(tss.TPMS_ATTEST, statement.certify_info, "certify_info")
+        verify_ak_signature(tss, ak_certificate, statement.certify_info, statement.signature)
+        attest = unmarshal_tpm(tss.TPMS_ATTEST, statement.certify_info, "certify_info")
         if int(attest.magic) != _TPM_GENERATED:
             raise Unauthorized("the attestation was not generated by a TPM (magic)")
         if int(attest.type) != int(tss.TPM2_ST.ATTEST_CERTIFY):
             raise Unauthorized("the attestation is not a TPM2_Certify statement")
         if not hmac.compare_digest(bytes(attest.extraData), statement.nonce.encode("ascii")):
             raise Unauthorized("the attestation was made over another nonce (extraData)")
-        public = _unmarshal(tss.TPMT_PUBLIC, statement.public_area, "public_area")
+        public = unmarshal_tpm(tss.TPMT_PUBLIC, statement.public_area, "public_area")
         certified = bytes(attest.attested.certify.name)
         if not hmac.compare_digest(certified, bytes(public.get_name())):
             raise Unauthorized(
                 "the certified name is not the name of the presented public area: the TPM "
                 "vouched for another key"
             )
-        key = _public_key_of(tss, public)
-        if _spki(key) != _spki(csr.public_key()):
+        key = public_key_of_area(tss, public)
+        if spki_of(key) != spki_of(csr.public_key()):
             raise Unauthorized("the CSR's key is not the attested key")
         self._check_attributes(tss, int(public.objectAttributes))
         return ak_certificate
@@ -309,6 +249,15 @@ class AttestProvisioner:
                 "the attestation key's certificate does not chain to an attestation root "
                 f"of provisioner {self.name!r}"
             ) from None
+        try:
+            usages = chain[0].extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usages = x509.ExtendedKeyUsage([])
+        if AIK_CERTIFICATE_OID not in usages:
+            raise Unauthorized(
+                "the attestation key's certificate is not an AK certificate (no "
+                "tcg-kp-AIKCertificate usage): only a restricted TPM key may vouch for keys"
+            )
         return chain[0]
 
     def _check_attributes(self, tss: Any, attributes: int) -> None:
@@ -339,7 +288,19 @@ class AttestProvisioner:
     ) -> Authorization:
         """The device named by the AK certificate, with this provisioner's policy OID."""
         subject = ak_certificate.subject
-        names = tuple(canonical_general_name(n) for n in sans_of(ak_certificate.extensions))
+        # The TPM's manufacturer, model and version (a directoryName) describe the TPM, not
+        # the device: they stay in the AK certificate.
+        names = tuple(
+            canonical_general_name(n)
+            for n in sans_of(ak_certificate.extensions)
+            if not isinstance(n, x509.DirectoryName)
+        )
+        if len(csr.subject) and csr.subject != subject:
+            raise PolicyDenied(
+                f"the CSR's subject {csr.subject.rfc4514_string()!r} is not this device's name: "
+                f"it must be the attestation key certificate's, {subject.rfc4514_string()!r} "
+                "(or empty)"
+            )
         requested = tuple(canonical_general_name(n) for n in sans_of(csr.extensions))
         if requested and set(requested) != set(names):
             asked = ", ".join(format_general_name(n) for n in requested)
@@ -357,73 +318,6 @@ class AttestProvisioner:
             policies=(self.policy_oid,),
             provisioner=self.name,
         )
-
-
-def _verify_ak_signature(
-    tss: Any, certificate: x509.Certificate, data: bytes, signature: bytes
-) -> None:
-    parsed = _unmarshal(tss.TPMT_SIGNATURE, signature, "signature")
-    key = certificate.public_key()
-    algorithm = int(parsed.sigAlg)
-    try:
-        if algorithm == int(tss.TPM2_ALG.ECDSA) and isinstance(key, ec.EllipticCurvePublicKey):
-            ecdsa = parsed.signature.ecdsa
-            der = encode_dss_signature(
-                int.from_bytes(bytes(ecdsa.signatureR), "big"),
-                int.from_bytes(bytes(ecdsa.signatureS), "big"),
-            )
-            key.verify(der, data, ec.ECDSA(_hash(tss, int(ecdsa.hash))))
-        elif algorithm == int(tss.TPM2_ALG.RSASSA) and isinstance(key, rsa.RSAPublicKey):
-            rsassa = parsed.signature.rsassa
-            key.verify(bytes(rsassa.sig), data, padding.PKCS1v15(), _hash(tss, int(rsassa.hash)))
-        else:
-            raise Unauthorized("the attestation signature does not match the AK's key type")
-    except InvalidSignature:
-        raise Unauthorized("the attestation signature does not verify with the AK") from None
-
-
-def _hash(tss: Any, algorithm: int) -> hashes.HashAlgorithm:
-    known: dict[int, hashes.HashAlgorithm] = {
-        int(tss.TPM2_ALG.SHA256): hashes.SHA256(),
-        int(tss.TPM2_ALG.SHA384): hashes.SHA384(),
-        int(tss.TPM2_ALG.SHA512): hashes.SHA512(),
-    }
-    if algorithm not in known:
-        raise Unauthorized("the attestation is signed with a hash we do not accept")
-    return known[algorithm]
-
-
-def _public_key_of(tss: Any, public: Any) -> Any:
-    if int(public.type) == int(tss.TPM2_ALG.ECC):
-        curves: dict[int, ec.EllipticCurve] = {
-            int(tss.TPM2_ECC.NIST_P256): ec.SECP256R1(),
-            int(tss.TPM2_ECC.NIST_P384): ec.SECP384R1(),
-        }
-        curve = curves.get(int(public.parameters.eccDetail.curveID))
-        if curve is None:
-            raise PolicyDenied("the attested key uses a curve we do not accept")
-        point = public.unique.ecc
-        try:
-            return ec.EllipticCurvePublicNumbers(
-                int.from_bytes(bytes(point.x), "big"), int.from_bytes(bytes(point.y), "big"), curve
-            ).public_key()
-        except ValueError:
-            raise MalformedInput("the attested public area holds no valid EC point") from None
-    if int(public.type) == int(tss.TPM2_ALG.RSA):
-        exponent = int(public.parameters.rsaDetail.exponent) or 65537
-        modulus = int.from_bytes(bytes(public.unique.rsa), "big")
-        try:
-            return rsa.RSAPublicNumbers(exponent, modulus).public_key()
-        except ValueError:
-            raise MalformedInput("the attested public area holds no valid RSA key") from None
-    raise PolicyDenied("the attested key is neither an ECC nor an RSA key")
-
-
-def _spki(key: Any) -> bytes:
-    data: bytes = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return data
 
 
 # --------------------------------------------------------------------------- flows

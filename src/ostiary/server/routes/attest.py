@@ -9,18 +9,26 @@
   the certificate is issued for the device its attestation key was certified for, with the
   provisioner's hardware-key policy OID.
 
+- ``POST /attestation/ak``: the TPM's EK certificate chain and the EK's and AK's public
+  areas; checked against the manufacturers' EK roots, answered with a MakeCredential
+  challenge (:mod:`ostiary.authority.attestation_ca`).
+- ``POST /attestation/ak/certificate``: the same and the secret ActivateCredential gave;
+  the AK certificate (tcg-kp-AIKCertificate), for ``attest`` provisioners to chain to.
+
 The ``attestation`` member has the same shape wherever a provisioner requires attestation
 (``POST /sign``, ``POST /provisioners/{name}/sign``).
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ostiary.authority.attestation_ca import AKEnrollment, AttestationKeyCA
 from ostiary.core.encoding import load_csr
 from ostiary.provisioners.attest import (
     AttestationStatement,
@@ -79,6 +87,82 @@ class NonceAnswer(BaseModel):
     expires_at: datetime
 
 
+class AKRequest(BaseModel):
+    """``POST /attestation/ak``: what identifies the TPM and its attestation key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ek_chain: list[str] = Field(
+        min_length=1, max_length=4, description="EK certificate first, DER base64 each"
+    )
+    ek_public: str = Field(min_length=1, max_length=8192, description="EK TPMT_PUBLIC, base64")
+    ak_public: str = Field(min_length=1, max_length=8192, description="AK TPMT_PUBLIC, base64")
+
+    def enrollment(self) -> AKEnrollment:
+        return AKEnrollment.from_base64(self.ek_chain, self.ek_public, self.ak_public)
+
+
+class AKAnswer(AKRequest):
+    """``POST /attestation/ak/certificate``: the request again, and the activated secret."""
+
+    secret: str = Field(min_length=1, max_length=128, description="ActivateCredential, base64")
+
+
+class AKChallengeAnswer(BaseModel):
+    credential_blob: str = Field(description="TPM2B_ID_OBJECT, base64")
+    encrypted_secret: str = Field(description="TPM2B_ENCRYPTED_SECRET, base64")
+    expires_at: datetime
+
+
+async def _ak_body(request: Request) -> AKRequest:
+    return await read_json(request, AKRequest)
+
+
+async def _ak_answer_body(request: Request) -> AKAnswer:
+    return await read_json(request, AKAnswer)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@router.post(
+    "/attestation/ak",
+    status_code=201,
+    response_model=AKChallengeAnswer,
+    openapi_extra=json_request_body(AKRequest),
+)
+def attestation_key_challenge(
+    body: Annotated[AKRequest, Depends(_ak_body)], context: Context
+) -> AKChallengeAnswer:
+    """A MakeCredential challenge that only the TPM holding this EK and AK can open."""
+    authority = context.authority
+    ca = AttestationKeyCA.of(authority)
+    challenge = ca.challenge(body.enrollment(), now=authority.clock())
+    return AKChallengeAnswer(
+        credential_blob=_b64(challenge.credential_blob),
+        encrypted_secret=_b64(challenge.encrypted_secret),
+        expires_at=challenge.expires_at,
+    )
+
+
+@router.post(
+    "/attestation/ak/certificate",
+    status_code=201,
+    response_model=CertificateAnswer,
+    openapi_extra=json_request_body(AKAnswer),
+)
+def attestation_key_certificate(
+    body: Annotated[AKAnswer, Depends(_ak_answer_body)], context: Context
+) -> CertificateAnswer:
+    """The AK certificate, once the TPM opened the challenge (ActivateCredential)."""
+    authority = context.authority
+    ca = AttestationKeyCA.of(authority)
+    secret = AKEnrollment.secret_from_base64(body.secret)
+    certificate = ca.certify(body.enrollment(), secret, now=authority.clock())
+    return CertificateAnswer.of(certificate, context.chain_pem)
+
+
 async def _attest_body(request: Request) -> AttestSignRequest:
     return await read_json(request, AttestSignRequest)
 
@@ -124,4 +208,4 @@ def attest_sign(
     return CertificateAnswer.of(certificate, context.chain_pem)
 
 
-__all__ = ["AttestSignRequest", "Attestation", "NonceAnswer", "router"]
+__all__ = ["AKAnswer", "AKRequest", "AttestSignRequest", "Attestation", "NonceAnswer", "router"]
