@@ -74,7 +74,13 @@ class Console:
 
 @pytest.fixture(scope="session")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    folder = tmp_path_factory.mktemp("console")
+    yield from console_in(tmp_path_factory.mktemp("console"))
+
+
+def console_in(folder: Path) -> Iterator[Console]:
+    """A running CA in ``folder`` with the approval provisioners, an officer and a stranger
+    (a module that submits many requests starts its own: the CA takes 40 from an address).
+    """
     for ca in _running_ca(folder):
         ca.ca(
             "provisioner",

@@ -278,5 +278,8 @@ def test_rejected_request_tells_the_waiting_client_why(console: Console, tmp_pat
     )
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 1
-    assert errors.strip().splitlines()[-1] == "error: the request was rejected: unknown device"
-    assert not crt.exists()
+    told = errors.strip().splitlines()[-1]
+    assert told.startswith(
+        f"error: request {request_id} was rejected by an officer: unknown device;"
+    )
+    assert not crt.exists() and not key.exists()  # nothing left to resume

@@ -38,7 +38,11 @@ from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_subject
 from ostiary.gateway.config import Route
 from ostiary.provisioners import authorize_sign
-from ostiary.provisioners.approval import add_approval_provisioner, approve_request
+from ostiary.provisioners.approval import (
+    add_approval_provisioner,
+    approve_request,
+    reject_request,
+)
 from ostiary.provisioners.attest import (
     AttestProvisioner,
     add_attest_provisioner,
@@ -840,7 +844,7 @@ def test_cli_approval_with_a_tpm_key_submits_then_collects(
     ok(*args)  # submitted; the TPM key is saved, no certificate yet
     assert key.read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
     assert not crt.exists()
-    request_id = (tmp_path / "desk.crt.request").read_text().strip()
+    request_id = (tmp_path / "desk.crt.request").read_text().splitlines()[0]
     approve_request(hw_ca.ca.authority, request_id, officer="officer:test")
     ok(*args, "--wait")  # resumes with the key in the TPM and collects the certificate
     issued = x509.load_pem_x509_certificate(crt.read_bytes())
@@ -850,6 +854,33 @@ def test_cli_approval_with_a_tpm_key_submits_then_collects(
     )
     assert HARDWARE_POLICY in _policies(issued)
     assert not (tmp_path / "desk.crt.request").exists()
+
+
+def test_cli_approval_with_a_tpm_key_rejected_removes_the_key_file_once(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.client.conftest import ok, refused
+
+    _approval_requiring_attestation(hw_ca)
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    crt, key = tmp_path / "desk.crt", tmp_path / "desk.key"
+    marker = tmp_path / "desk.crt.request"
+    args = ["cert", "request", "dave", crt, key, "--key-store", "tpm",
+            "--pin-file", files.pin, "--provisioner", APPROVAL_HW, *files.attest,
+            *files.where]  # fmt: skip
+    ok(*args)
+    request_id = marker.read_text().splitlines()[0]
+    reject_request(hw_ca.ca.authority, request_id, officer="officer:test", reason="not ours")
+    told = refused(*args)
+    assert f"request {request_id} was rejected by an officer: not ours" in told.stderr
+    assert not key.exists() and not marker.exists() and not crt.exists()
+    ok(*args)  # the next run is a new request, with a new key in the TPM
+    assert marker.read_text().splitlines()[0] != request_id and key.exists()
 
 
 def test_the_in_process_token_path_refuses_a_provisioner_that_requires_attestation(

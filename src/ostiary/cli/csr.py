@@ -5,7 +5,8 @@ Provider puts it in Windows' TPM; XCA keeps it in its database; a smart card's t
 passes through us: we read the CSR, check that it is signed by its key and asks for the
 SUBJECT given, and send it through the same provisioners as a key made here: a one-time token,
 an officer's approval (resumed by running the command again, as for a key made here), an OIDC
-sign-in. Only the certificate (and chain) is written.
+sign-in. Only the certificate (and chain) is written, and with approval ``CRT.request`` once the
+CA has accepted the request (removed once it is collected, rejected or expired).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ostiary.cli.approval import pending_file
+from ostiary.cli.approval import PendingRequest, collect, pending_file, save_accepted
 from ostiary.cli.console import note
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.holder import timestamp
 from ostiary.cli.tpm import ApprovalWait
 from ostiary.client.api import IssuedCertificate, OstiaryClient
-from ostiary.client.approval import APPROVAL_TYPE, wait_for_decision
+from ostiary.client.approval import APPROVAL_TYPE, submit_csr
 from ostiary.client.credentials import KeyBoundCredentialSource, OneTimeToken
 from ostiary.core.encoding import load_csr
 from ostiary.core.errors import BadRequest, InvalidCSR, MalformedInput
@@ -97,27 +98,23 @@ def _by_approval(
     provisioner: str,
     approval: ApprovalWait,
 ) -> IssuedCertificate | None:
-    """Submit (or, with ``CRT.request`` there, resume); the certificate once decided."""
-    marker = pending_file(crt)
-    if marker.exists() and not approval.force:
-        request_id = marker.read_text(encoding="ascii").strip()
-        note(f"Resuming request {request_id}")
+    """Submit (or, with ``CRT.request`` there, resume); the certificate once approved. Only
+    an accepted request writes ``CRT.request``; a rejected or expired one removes it.
+    """
+    resumed = pending_file(crt).exists() and not approval.force
+    if resumed:
+        pending = PendingRequest.read(crt)
+        note(f"Resuming request {pending.request_id}")
     else:
         check_writable(crt, force=approval.force)
-        answer = client.submit_request(csr, provisioner, approval.note)
-        request_id = answer.get("request_id")  # type: ignore[assignment]
-        if not isinstance(request_id, str):
-            raise MalformedInput("the CA's answer has no valid 'request_id'")
-        write_file(marker, f"{request_id}\n".encode("ascii"))
-        note(f"Request {request_id} is waiting for an officer")
-        note(f"  expires: {answer.get('expires_at')}")
-        if isinstance(code := answer.get("code"), str):
-            note(f"  tell the officer this code: {code}")
-    if not approval.wait:
-        note("Run the same command with --wait to collect the certificate")
-        return None
-    issued = wait_for_decision(client, request_id, csr, timeout=approval.timeout)
-    marker.unlink(missing_ok=True)
+        submitted = submit_csr(client, csr, provisioner=provisioner, note=approval.note)
+        pending = save_accepted(crt, submitted, None, None)
+    issued = collect(
+        client, crt, None, pending, csr,
+        wait=approval.wait, timeout=approval.timeout, resumed=resumed,
+    )  # fmt: skip
+    if issued is not None:
+        pending_file(crt).unlink(missing_ok=True)
     return issued
 
 

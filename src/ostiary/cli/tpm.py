@@ -215,19 +215,21 @@ def _request_approval(
 ) -> None:
     """An officer decides: submit a TPM key's CSR (with its attestation), or resume waiting.
 
-    The key file is written as soon as the request is in, so a later ``--wait`` (the same
-    command again) collects the certificate for the key in the TPM.
+    The key file is written once the CA has accepted the request, so that the same command
+    again collects the certificate for the key in the TPM (cli/approval.py says what is
+    written and removed when).
     """
-    from ostiary.cli.approval import pending_file
-    from ostiary.client.approval import submit_for_approval, wait_for_decision
+    from ostiary.cli.approval import PendingRequest, collect, pending_file, save_accepted
+    from ostiary.client.approval import submit_for_approval
     from ostiary.client.tpm import certify_key, create_tpm_key
 
     marker = pending_file(crt)
     with connect() as client:
-        if marker.exists() and key_file.exists() and not options.force:
-            request_id = marker.read_text(encoding="ascii").strip()
+        resumed = marker.exists() and key_file.exists() and not options.force
+        if resumed:
+            pending = PendingRequest.read(crt)
             key = load_tpm_key_file(key_file, tcti=tcti, pin_file=pin_file)
-            note(f"Resuming request {request_id}")
+            note(f"Resuming request {pending.request_id}")
         else:
             check_writable(crt, key_file, force=options.force)
             pin = new_key_pin(pin_file, no_pin=no_pin)
@@ -245,20 +247,17 @@ def _request_approval(
                 client, subject, sans, key, provisioner=provisioner, note=options.note,
                 attestation=attestation,
             )  # fmt: skip
-            request_id = submitted.request_id
-            write_file(key_file, key.to_pem(), private=True)
-            write_file(marker, f"{request_id}\n".encode("ascii"))
-            note(f"Request {request_id} is waiting for an officer")
-            note(f"  expires: {submitted.expires_at}")
-            if submitted.code is not None:
-                note(f"  tell the officer this code: {submitted.code}")
-        if not options.wait:
-            note(f"Wrote TPM key {key_file}; run the same command with --wait to collect it")
-            return
-        issued = wait_for_decision(client, request_id, key, timeout=options.timeout)
+            pending = save_accepted(crt, submitted, key_file, key.to_pem())
+        issued = collect(
+            client, crt, key_file, pending, key,
+            wait=options.wait, timeout=options.timeout, resumed=resumed,
+        )  # fmt: skip
+    if issued is None:
+        return
     write_file(crt, issued.dump_pem())
     marker.unlink(missing_ok=True)
     note(f"Issued serial {issued.serial_number:x} to {subject.rfc4514_string()}")
+    note(f"Wrote {crt} and TPM key {key_file} (TSS2 PEM: usable only in this TPM)")
 
 
 def _enroll(
