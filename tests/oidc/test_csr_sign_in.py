@@ -40,7 +40,9 @@ def _request_csr(ca: RunningCA, folder: Path, subject: str, csr: Path) -> Reques
 def test_a_csr_made_elsewhere_gets_a_certificate_by_signing_in(
     oidc_ca: RunningCA, provider: Provider, tmp_path: Path
 ) -> None:
-    provider.set_user("carol", email="carol@corp.example", preferred_username="carol@corp.example")
+    provider.set_user(
+        "carol", email="carol@corp.example", email_verified=True, upn="carol@corp.example"
+    )
     key, csr = openssl_csr(tmp_path, "carol@corp.example")
     request = _request_csr(oidc_ca, tmp_path, "carol@corp.example", csr)
     provider.sign_in(request.url, "carol")

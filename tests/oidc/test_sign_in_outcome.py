@@ -50,7 +50,7 @@ def test_refused_code_exchange_is_shown_in_the_browser_and_suggests_the_secret(
     """oidc-provider-mock wants a client secret, as Entra does for a web app: the public
     provisioner's code exchange is refused.
     """
-    provider.set_user("bea", email="bea@corp.example")
+    provider.set_user("bea", email="bea@corp.example", email_verified=True)
     request = _request(oidc_ca, tmp_path, PUBLIC, "bea@corp.example")
     page = _browser_page(provider, request, "bea")
     code, err = request.finish()
@@ -66,7 +66,9 @@ def test_refused_code_exchange_is_shown_in_the_browser_and_suggests_the_secret(
 def test_a_good_sign_in_says_signed_in_and_subject_may_be_left_out(
     oidc_ca: RunningCA, provider: Provider, tmp_path: Path
 ) -> None:
-    provider.set_user("dora", email="dora@corp.example", preferred_username="dora@corp.example")
+    provider.set_user(
+        "dora", email="dora@corp.example", email_verified=True, upn="dora@corp.example"
+    )
     request = _request(oidc_ca, tmp_path, CONFIDENTIAL)  # no SUBJECT
     page = _browser_page(provider, request, "dora")
     code, err = request.finish()
@@ -80,7 +82,9 @@ def test_a_good_sign_in_says_signed_in_and_subject_may_be_left_out(
 def test_a_refused_subject_says_who_signed_in_and_what_they_may_have(
     oidc_ca: RunningCA, provider: Provider, tmp_path: Path
 ) -> None:
-    provider.set_user("alice", email="alice@corp.example", preferred_username="alice@corp.example")
+    provider.set_user(
+        "alice", email="alice@corp.example", email_verified=True, upn="alice@corp.example"
+    )
     request = _request(oidc_ca, tmp_path, CONFIDENTIAL, "alice")
     provider.sign_in(request.url, "alice")
     code, err = request.finish()

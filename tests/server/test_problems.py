@@ -69,8 +69,10 @@ def test_each_error_has_its_status_and_a_problem_document(cls: type[errors.Ostia
 
 
 def test_no_error_class_falls_through_to_500() -> None:
+    # Made without __init__: some subclasses (a gateway's IssuerUnknown, the client's
+    # RequestRejected) take other arguments, and the status follows the class alone.
     for cls in all_error_classes():
-        assert status_for(cls("x")) != HTTPStatus.INTERNAL_SERVER_ERROR, cls
+        assert status_for(cls.__new__(cls)) != HTTPStatus.INTERNAL_SERVER_ERROR, cls
 
 
 def test_titles_are_per_type() -> None:

@@ -15,7 +15,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.core
-from rich.markup import escape
 from typer._click.exceptions import ClickException  # typer vendors click
 from typer.core import TyperCommand, TyperGroup
 
@@ -97,8 +96,8 @@ def _needs_server_extra(group: str, missing: str) -> TyperCommand:
     return TyperCommand(
         group,
         callback=lambda: fail(message),
-        help=escape(message),  # rendered as rich markup, where [server] is a tag
-        short_help=escape("(needs: pip install 'ostiary[server]')"),
+        help=message,  # plain text: help is laid out by click (see above), not Rich
+        short_help="(needs: pip install 'ostiary[server]')",
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
         add_help_option=False,
     )
