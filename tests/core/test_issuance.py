@@ -19,7 +19,7 @@ from ostiary.core.errors import (
     NameNotAuthorized,
     WeakKey,
 )
-from ostiary.core.issuance import Authorization, issue_certificate
+from ostiary.core.issuance import Authorization, certificate_names, issue_certificate
 from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import UPN_OID, format_general_name, parse_san, parse_subject
 from ostiary.core.profiles import SMART_CARD_LOGON_OID, ProfileOptions
@@ -374,3 +374,32 @@ def test_a_csr_asking_for_two_common_names_is_refused(test_ca: TestCA) -> None:
     )
     with pytest.raises(BadRequest):
         issue_certificate(csr, authz(), test_ca.issuer, now=NOW)
+
+
+_TPM_DEVICE = x509.DirectoryName(
+    x509.Name(
+        [
+            x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:00001014"),
+            x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.2"), "swtpm"),
+            x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:20191023"),
+        ]
+    )
+)
+
+
+def test_a_tpm_device_name_is_issued_only_in_an_attestation_key_certificate() -> None:
+    """The CA's attestation CA writes the TPM's manufacturer, model and version as a
+    directoryName SAN; every other profile refuses directory names, as before.
+    """
+    for_ak = Authorization(
+        subject=parse_subject("ak"), names=(_TPM_DEVICE,), profile="attestation-key"
+    )
+    assert certificate_names(for_ak)[1] == [_TPM_DEVICE]
+    for_client = Authorization(subject=parse_subject("ak"), names=(_TPM_DEVICE,), profile="client")
+    with pytest.raises(BadRequest, match="not an allowed subject alternative name"):
+        certificate_names(for_client)
+    other = x509.DirectoryName(parse_subject("CN=admin"))
+    with pytest.raises(BadRequest):
+        certificate_names(
+            Authorization(subject=parse_subject("ak"), names=(other,), profile="attestation-key")
+        )

@@ -34,7 +34,7 @@ from ostiary.provisioners.attest import (
     issue_attestation_nonce,
 )
 from ostiary.server.console.oidc_sign_in import Flow, SessionStore
-from ostiary.server.limits import AddressLimiter
+from ostiary.server.limits import AddressLimiter, Limits
 from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus
 from ostiary.tls import client_context
 from tests.server.conftest import Provisioners, Running, make_csr, run_server
@@ -116,21 +116,26 @@ def test_nonces_are_limited_per_client_address_not_per_forwarded_header(
     running: Running,
 ) -> None:
     add_attest(running.authority)
-    burst = 20
+    burst = Limits.default().nonces.burst
     with client(running) as api:
         for _ in range(burst):
             assert api.post("/attestation/nonce").status_code == 201
-        refused = api.post("/attestation/nonce")
+        made = burst
+        for _ in range(5):  # the bucket refills while the burst is sent: a little slack
+            refused = api.post("/attestation/nonce")
+            if refused.status_code != 201:
+                break
+            made += 1
         spoofed = api.post("/attestation/nonce", headers={"X-Forwarded-For": "203.0.113.9"})
     assert refused.status_code == 429, refused.text
     assert refused.json()["type"] == "urn:ostiary:error:too-many-requests"
     assert int(refused.headers["retry-after"]) >= 1
     assert spoofed.status_code == 429, "X-Forwarded-For must not reset the limit"
-    assert rows(running, AttestationNonce) == burst
+    assert rows(running, AttestationNonce) == made
     # Another address has its own allowance.
     with client(running, "127.0.0.2") as other:
         assert other.post("/attestation/nonce").status_code == 201
-    assert rows(running, AttestationNonce) == burst + 1
+    assert rows(running, AttestationNonce) == made + 1
 
 
 def test_unspent_nonces_are_capped_and_go_when_they_expire(authority: Authority) -> None:

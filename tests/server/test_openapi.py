@@ -35,6 +35,8 @@ DOCUMENTED = {
     ("post", "/signing/keys/{name}/assertion"),
     ("get", "/signing/metrics"),
     ("post", "/attestation/nonce"),
+    ("post", "/attestation/ak"),
+    ("post", "/attestation/ak/certificate"),
     ("post", "/provisioners/{name}/attest"),
 }
 

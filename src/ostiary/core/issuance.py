@@ -162,12 +162,29 @@ def certificate_names(
     subject = check_subject(authorization.subject)
     names: list[x509.GeneralName] = []
     for name in authorization.names:
-        canonical = canonical_general_name(name)
+        if authorization.profile == "attestation-key" and _is_tpm_device_name(name):
+            canonical = name  # filled in by the CA from the EK certificate, never requested
+        else:
+            canonical = canonical_general_name(name)
         if canonical not in names:
             names.append(canonical)
     if not len(subject) and not names:  # RFC 5280 4.1.2.6: then the SANs name the subject
         raise InvalidName("a certificate needs a subject common name or a SAN: it names nobody")
     return subject, names
+
+
+#: tpmManufacturer, tpmModel, tpmVersion (TCG EK Credential Profile): the one directoryName
+#: SAN a certificate may carry, and only an attestation key's, whose names the CA reads from
+#: the TPM's EK certificate (authority/attestation_ca.py).
+_TPM_DEVICE_ATTRIBUTES = frozenset({"2.23.133.2.1", "2.23.133.2.2", "2.23.133.2.3"})
+
+
+def _is_tpm_device_name(name: x509.GeneralName) -> bool:
+    return (
+        isinstance(name, x509.DirectoryName)
+        and len(name.value) > 0
+        and all(a.oid.dotted_string in _TPM_DEVICE_ATTRIBUTES for a in name.value)
+    )
 
 
 def _comparable(name: x509.GeneralName) -> str:

@@ -108,9 +108,10 @@ class Limits:
     @classmethod
     def default(cls) -> Limits:
         return cls(
-            # A TPM enrollment asks for one nonce; a retrying fleet behind one NAT a few.
-            # An address holds at most ~120 of the 5-minute nonces.
-            nonces=AddressLimiter("attestation nonces", burst=20, interval=3.0),
+            # A TPM enrollment or renewal asks for one nonce; a fleet renewing behind one NAT
+            # several. An address holds at most ~160 of the 5-minute nonces; all addresses
+            # together at most MAX_UNSPENT_NONCES.
+            nonces=AddressLimiter("attestation nonces", burst=60, interval=3.0),
             # People signing in to the console; an address holds at most ~90 flows of
             # 10 minutes.
             sign_ins=AddressLimiter("console sign-ins", burst=30, interval=10.0),
