@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ostiary._tss import import_tss
-from ostiary.core.encoding import load_certificate_chain
+from ostiary.core.encoding import decode_base64_field, load_certificate_chain
 from ostiary.core.errors import Conflict, MalformedInput, NotFound, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.core.lifetime import Lifetime
@@ -105,15 +105,7 @@ class AKChallenge:
 
 
 def _b64(value: object, name: str) -> bytes:
-    if not isinstance(value, str) or len(value) > _MAX_STRUCTURE * 2:
-        raise MalformedInput(f"{name!r} is missing or too long")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise MalformedInput(f"{name!r} is not base64") from None
-    if not data:
-        raise MalformedInput(f"{name!r} is empty")
-    return data
+    return decode_base64_field(value, f"{name!r}", max_length=_MAX_STRUCTURE * 2)
 
 
 def load_ek_roots(folder: Path) -> list[x509.Certificate]:

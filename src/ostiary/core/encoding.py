@@ -6,6 +6,7 @@ The loaders accept PEM or DER (sniffed), and turn every parse failure into
 
 from __future__ import annotations
 
+import base64
 import re
 
 from cryptography import x509
@@ -89,3 +90,19 @@ def parse_serial(value: str) -> int:
     if not text or not re.fullmatch(r"[0-9a-f]+", text):
         raise MalformedInput(f"not a serial number: {value!r} (expected hex, colons optional)")
     return int(text, 16)
+
+
+def decode_base64_field(value: object, label: str, *, max_length: int) -> bytes:
+    """The bytes of a JSON field holding standard base64; :class:`MalformedInput`, naming the
+    field as ``label``, if it is missing, not a string, longer than ``max_length`` characters,
+    not base64 or empty.
+    """
+    if not isinstance(value, str) or len(value) > max_length:
+        raise MalformedInput(f"{label} is missing or too long")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise MalformedInput(f"{label} is not base64") from None
+    if not data:
+        raise MalformedInput(f"{label} is empty")
+    return data

@@ -7,7 +7,6 @@ Parsing uses ``tpm2-pytss`` (the ``tpm`` extra) on the CA too. See
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ostiary._tss import import_tss
-from ostiary.core.encoding import load_certificate_chain
+from ostiary.core.encoding import decode_base64_field, load_certificate_chain
 from ostiary.core.errors import MalformedInput, PolicyDenied, Unauthorized
 
 #: Bounds on the decoded parts of a statement (a TPMS_ATTEST is a few hundred bytes).
@@ -65,15 +64,7 @@ class AttestationStatement:
 
 
 def _b64(value: object, name: str) -> bytes:
-    if not isinstance(value, str) or len(value) > MAX_STRUCTURE * 2:
-        raise MalformedInput(f"the attestation's {name!r} is missing or too long")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise MalformedInput(f"the attestation's {name!r} is not base64") from None
-    if not data:
-        raise MalformedInput(f"the attestation's {name!r} is empty")
-    return data
+    return decode_base64_field(value, f"the attestation's {name!r}", max_length=MAX_STRUCTURE * 2)
 
 
 def unmarshal_tpm(kind: Any, data: bytes, name: str) -> Any:
