@@ -16,7 +16,6 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
@@ -25,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from ostiary.client._closing import ClosingClient
 from ostiary.client.config import ClientConfig, load_client_config, normalize_ca_url
 from ostiary.client.errors import CAUnavailable, error_from_problem
 from ostiary.client.token_check import check_token_not_expired, explain_refusal
@@ -74,7 +74,7 @@ class IssuedCertificate:
         return dump_certificate_chain_pem([self.certificate, *self.chain])
 
 
-class OstiaryClient:
+class OstiaryClient(ClosingClient):
     """One CA, reached at ``ca_url``, trusted through ``roots``."""
 
     def __init__(
@@ -98,20 +98,6 @@ class OstiaryClient:
         """A client for the CA saved by ``ostiary bootstrap`` (or the one given)."""
         config = config or load_client_config()
         return cls(config.ca_url, [config.root], **options)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- public endpoints -------------------------------------------------------------------
 

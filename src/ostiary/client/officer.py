@@ -10,21 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from ostiary.client._closing import ClosingClient
 from ostiary.client.config import normalize_ca_url
 from ostiary.client.errors import CAUnavailable, error_from_problem
 from ostiary.core.errors import BadRequest
 from ostiary.tls import TLSIdentity, client_context
 
 
-class OfficerClient:
+class OfficerClient(ClosingClient):
     """The CA at ``ca_url`` (trusted through ``roots``), reached as the officer of ``chain``."""
 
     def __init__(
@@ -46,20 +46,6 @@ class OfficerClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             trust_env=False,
         )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def pending(self) -> list[dict[str, Any]]:
         """The waiting requests, oldest first, each with ``warnings`` (names it shares)."""

@@ -24,13 +24,13 @@ import ssl
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
 from cryptography import x509
 
+from ostiary.client._closing import ClosingClient
 from ostiary.client.config import ClientConfig, load_client_config, normalize_ca_url
 from ostiary.client.errors import CAUnavailable, error_from_problem
 from ostiary.core.errors import BadRequest, InvalidCertificate, MalformedInput
@@ -55,7 +55,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class RemoteAssertion:
+class RemoteAssertion(ClosingClient):
     """Fresh client assertions from the CA for one key, client id and audience."""
 
     def __init__(
@@ -156,20 +156,6 @@ class RemoteAssertion:
         if not isinstance(document, dict):
             raise CAUnavailable(f"the CA at {self.ca_url} did not answer with JSON")
         return document
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _verify_failed(exc: BaseException) -> bool:
