@@ -16,7 +16,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from ostiary.server.console.oidc_sign_in import FLOW_COOKIE, SESSION_COOKIE
+from ostiary.server.console.sessions import FLOW_COOKIE, SESSION_COOKIE
 from ostiary.tls import client_context
 
 from ..client.conftest import PROVISIONER, RunningCA, ok

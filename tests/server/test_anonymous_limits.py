@@ -33,7 +33,7 @@ from ostiary.provisioners.attest import (
     add_attest_provisioner,
     issue_attestation_nonce,
 )
-from ostiary.server.console.oidc_sign_in import Flow, SessionStore
+from ostiary.server.console.sessions import Flow, SessionStore
 from ostiary.server.limits import AddressLimiter, Limits
 from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus
 from ostiary.tls import client_context

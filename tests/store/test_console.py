@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from ostiary.server.console.oidc_sign_in import Flow, Session, SessionStore
+from ostiary.server.console.sessions import Flow, Session, SessionStore
 from ostiary.store import ConsoleEntry, ConsoleRepository, Store
 
 from .conftest import NOW

@@ -30,12 +30,10 @@ every server process and replica sees them and a restart signs no one out.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -44,180 +42,36 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from ostiary.client.oidc import code_challenge_s256, new_code_verifier
-from ostiary.core.errors import BadRequest, NotFound, PolicyDenied, TooManyRequests, Unauthorized
+from ostiary.core.errors import BadRequest, PolicyDenied, Unauthorized
 from ostiary.provisioners import _jose
 from ostiary.provisioners.oidc import (
-    OIDC_TYPE,
-    OIDCProvisioner,
     _token_id,
-    find_oidc_provisioner,
     post_token_request,
     read_client_secret,
 )
 from ostiary.server.console.routes import ConsoleRoute, _form
-from ostiary.server.console.security import (
-    Officer,
+from ostiary.server.console.security import Officer, finish
+from ostiary.server.console.sessions import (
+    FLOW_COOKIE,
+    FLOW_LIFETIME,
+    SESSION_COOKIE,
+    SESSION_LIFETIME,
+    Flow,
+    Session,
+    admin_provisioner,
     current_officer,
-    finish,
+    session_store,
 )
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.limits import client_address, limits_of
-from ostiary.store import AuditLog, ConsoleRepository, ProvisionerRepository, Store
+from ostiary.store import AuditLog
 
-SESSION_COOKIE = "__Host-ostiary-session"
-FLOW_COOKIE = "__Host-ostiary-oidc-flow"
-SESSION_LIFETIME = timedelta(hours=8)
-FLOW_LIFETIME = timedelta(minutes=10)
-#: Sign-ins in flight kept at most: starting one needs no credential (and each client
-#: address may start only so many, :mod:`ostiary.server.limits`).
-MAX_FLOWS = 1000
 CALLBACK_PATH = "/console/oidc/callback"
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
-_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 Context = Annotated[ServerContext, Depends(server_context)]
 router = APIRouter(prefix="/oidc", route_class=ConsoleRoute, include_in_schema=False)
-
-
-@dataclass(frozen=True)
-class Flow:
-    provisioner: str
-    state: str
-    nonce: str
-    verifier: str
-    redirect_uri: str
-    expires_at: datetime
-
-    def data(self) -> dict[str, str]:
-        return {
-            "provisioner": self.provisioner,
-            "state": self.state,
-            "nonce": self.nonce,
-            "verifier": self.verifier,
-            "redirect_uri": self.redirect_uri,
-        }
-
-
-@dataclass(frozen=True)
-class Session:
-    name: str
-    provisioner: str
-    expires_at: datetime
-
-
-class SessionStore:
-    """Sign-ins in flight and signed-in sessions, in the database, by SHA-256 of the id.
-
-    Every server process and replica on the database sees the same ones, so a callback or a
-    page may land on any of them. Expired entries are purged when new ones are added.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def add_flow(self, flow: Flow, *, now: datetime, max_flows: int = MAX_FLOWS) -> str:
-        """Keep ``flow``; :class:`TooManyRequests` while ``max_flows`` are in flight."""
-        return self._add(_FLOW, flow.data(), flow.expires_at, now, limit=max_flows)
-
-    def take_flow(self, flow_id: str, *, now: datetime) -> Flow | None:
-        """The flow (removed: a callback is good once), if it exists and has not expired."""
-        if not _ID.fullmatch(flow_id):
-            return None
-        with self._store.transaction() as session:
-            found = ConsoleRepository(session).take(_FLOW, _digest(flow_id), now=now)
-        if found is None:
-            return None
-        data, expires_at = found
-        return Flow(expires_at=expires_at, **{k: str(data[k]) for k in _FLOW_FIELDS})
-
-    def add_session(self, session: Session, *, now: datetime) -> str:
-        data = {"name": session.name, "provisioner": session.provisioner}
-        return self._add(_SESSION, data, session.expires_at, now)
-
-    def session(self, session_id: str, *, now: datetime) -> Session | None:
-        if not _ID.fullmatch(session_id):
-            return None
-        with self._store.transaction(read_only=True) as session:
-            found = ConsoleRepository(session).get(_SESSION, _digest(session_id), now=now)
-        if found is None:
-            return None
-        data, expires_at = found
-        return Session(str(data["name"]), str(data["provisioner"]), expires_at)
-
-    def end_session(self, session_id: str) -> bool:
-        if not _ID.fullmatch(session_id):
-            return False
-        with self._store.transaction() as session:
-            return ConsoleRepository(session).remove(_SESSION, _digest(session_id))
-
-    def _add(
-        self,
-        kind: str,
-        data: dict[str, str],
-        expires_at: datetime,
-        now: datetime,
-        *,
-        limit: int | None = None,
-    ) -> str:
-        identifier = secrets.token_urlsafe(32)
-        with self._store.transaction() as session:
-            repository = ConsoleRepository(session)
-            repository.purge_expired(now)
-            if limit is not None:
-                live, soonest = repository.live(kind, now=now)
-                if live >= limit:
-                    wait = (soonest - now).total_seconds() if soonest is not None else 1.0
-                    raise TooManyRequests.wait(
-                        f"{live} console sign-ins are in flight: try again later", wait
-                    )
-            repository.put(kind, _digest(identifier), data, expires_at)
-        return identifier
-
-
-_FLOW = "flow"
-_SESSION = "session"
-_FLOW_FIELDS = ("provisioner", "state", "nonce", "verifier", "redirect_uri")
-
-
-def _digest(identifier: str) -> str:
-    return hashlib.sha256(identifier.encode("ascii")).hexdigest()
-
-
-def session_store(request: Request) -> SessionStore:
-    """The console's session store, on the server's database."""
-    return SessionStore(server_context(request).authority.store)
-
-
-# --------------------------------------------------------------------------- who
-
-
-def sign_in_providers(store: Store) -> list[str]:
-    """Names of the ``oidc`` provisioners whose admins may sign in to the console."""
-    with store.transaction(read_only=True) as session:
-        records = ProvisionerRepository(session).list()
-    return [
-        r.name
-        for r in records
-        if r.type == OIDC_TYPE and r.config.get("admins") and r.config.get("client_secret_file")
-    ]
-
-
-def session_officer(request: Request) -> Officer | None:
-    """The officer of a valid console session cookie, or None (see :func:`current_officer`)."""
-    session_id = request.cookies.get(SESSION_COOKIE, "")
-    if not session_id:
-        return None
-    context = server_context(request)
-    sessions = session_store(request)
-    session = sessions.session(session_id, now=context.authority.clock())
-    if session is None:
-        return None
-    if not _still_admin(context, session):
-        sessions.end_session(session_id)
-        return None
-    binding = "session:" + _digest(session_id)
-    return Officer.for_session(session.name, binding, request)
 
 
 # --------------------------------------------------------------------------- routes
@@ -231,7 +85,7 @@ def sign_in(request: Request, context: Context, provisioner: str = "") -> Respon
     address may start only so many (429), and at most :data:`MAX_FLOWS` are in flight.
     """
     limits_of(request).sign_ins.check(client_address(request))
-    loaded = _admin_provisioner(context, provisioner)
+    loaded = admin_provisioner(context, provisioner)
     metadata = loaded.metadata()
     now = context.authority.clock()
     verifier = new_code_verifier()
@@ -328,7 +182,7 @@ def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) 
     """Redeem the code, verify the ID token, spend it, check the admin rule; the name."""
     from ostiary.provisioners.tokens import _spend
 
-    provisioner = _admin_provisioner(context, flow.provisioner)
+    provisioner = admin_provisioner(context, flow.provisioner)
     form = {
         "grant_type": "authorization_code",
         "code": code,
@@ -378,25 +232,6 @@ def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) 
     return identity.admin_entry
 
 
-def _admin_provisioner(context: ServerContext, name: str) -> OIDCProvisioner:
-    try:
-        provisioner = find_oidc_provisioner(context.authority.store, name[:64])
-    except (BadRequest, NotFound, PolicyDenied):
-        raise NotFound("no OpenID provider for the console by that name") from None
-    if not provisioner.admins or not provisioner.confidential:
-        raise NotFound("no OpenID provider for the console by that name")
-    return provisioner
-
-
-def _still_admin(context: ServerContext, session: Session) -> bool:
-    """Whether the provisioner still names this officer among its admins (checked per page)."""
-    try:
-        provisioner = _admin_provisioner(context, session.provisioner)
-    except NotFound:
-        return False
-    return session.name in provisioner.admins  # the entry matched at sign-in
-
-
 def _redirect_uri(request: Request) -> str:
     host = request.headers.get("host", "")
     if not _HOST.fullmatch(host):
@@ -412,12 +247,4 @@ def _audit(context: ServerContext, event: str, actor: str, details: dict[str, st
         )
 
 
-__all__ = [
-    "FLOW_COOKIE",
-    "SESSION_COOKIE",
-    "SESSION_LIFETIME",
-    "SessionStore",
-    "router",
-    "session_officer",
-    "sign_in_providers",
-]
+__all__ = ["CALLBACK_PATH", "router"]

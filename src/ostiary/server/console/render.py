@@ -15,6 +15,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
 
 from ostiary.core.errors import NotFound, OstiaryError
+from ostiary.server.console.sessions import sign_in_providers
+from ostiary.server.context import server_context
 from ostiary.server.problems import status_for, title_of
 
 _STATIC = {"console.css": "text/css; charset=utf-8"}
@@ -59,9 +61,6 @@ def render_error(request: Request, error: OstiaryError) -> Response:
 
 def _sign_in_providers(request: Request) -> list[str]:
     """The OpenID providers a visitor may sign in with (none if they cannot be listed)."""
-    from ostiary.server.console.oidc_sign_in import sign_in_providers
-    from ostiary.server.context import server_context
-
     try:
         return sign_in_providers(server_context(request).authority.store)
     except Exception:  # an error page must render even when the store does not answer

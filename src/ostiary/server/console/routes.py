@@ -37,9 +37,9 @@ from ostiary.server.console.security import (
     CSRF_FIELD,
     Officer,
     check_csrf,
-    current_officer,
     finish,
 )
+from ostiary.server.console.sessions import current_officer
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.models import CertificateSummary, parse_reason
 from ostiary.server.problems import error_response

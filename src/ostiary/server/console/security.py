@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives import hashes
 from fastapi import Request
 from starlette.responses import Response
 
-from ostiary.core.errors import PolicyDenied, Unauthorized
+from ostiary.core.errors import PolicyDenied
 from ostiary.provisioners.officers import officer_for_certificate
 from ostiary.server.context import server_context
-from ostiary.server.credentials import check_peer_certificate, peer_certificate
+from ostiary.server.credentials import check_peer_certificate
 from ostiary.store import ConsoleRepository
 
 CSRF_COOKIE = "__Host-ostiary-csrf"
@@ -89,26 +89,7 @@ class Officer:
         return csrf_token_for(self.csrf_key, self.csrf_nonce, self.fingerprint)
 
 
-def current_officer(request: Request) -> Officer:
-    """FastAPI dependency: the officer the connection's certificate names, else 401/403."""
-    from ostiary.server.console.oidc_sign_in import session_officer
-
-    certificate = peer_certificate(request)
-    if certificate is None:
-        signed_in = session_officer(request)
-        if signed_in is not None:
-            return signed_in
-        raise Unauthorized("the console needs an officer's client certificate (mTLS)")
-    try:
-        return _certificate_officer(request, certificate)
-    except (PolicyDenied, Unauthorized):
-        signed_in = session_officer(request)  # a non-officer certificate, an OIDC session
-        if signed_in is not None:
-            return signed_in
-        raise
-
-
-def _certificate_officer(request: Request, certificate: x509.Certificate) -> Officer:
+def certificate_officer(request: Request, certificate: x509.Certificate) -> Officer:
     context = server_context(request)
     authority = context.authority
     check_peer_certificate(authority.store, certificate, ca=context.ca, now=authority.clock())
