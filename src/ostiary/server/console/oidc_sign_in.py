@@ -49,6 +49,7 @@ from ostiary.provisioners.oidc import (
     post_token_request,
     read_client_secret,
 )
+from ostiary.provisioners.tokens import _spend
 from ostiary.server.console.routes import ConsoleRoute, _form
 from ostiary.server.console.security import Officer, finish
 from ostiary.server.console.sessions import (
@@ -180,8 +181,6 @@ async def sign_out(
 
 def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) -> str:
     """Redeem the code, verify the ID token, spend it, check the admin rule; the name."""
-    from ostiary.provisioners.tokens import _spend
-
     provisioner = admin_provisioner(context, flow.provisioner)
     form = {
         "grant_type": "authorization_code",
