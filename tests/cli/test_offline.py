@@ -65,12 +65,34 @@ def test_init_refuses_to_overwrite_an_existing_ca(
     assert (ca_dir / "certs/root.crt").read_bytes() == before
 
 
+def test_init_sets_the_ca_lifetime_ceiling_that_signing_then_obeys(
+    cli: CLI, password_file: Path, make_csr: MakeCSR, tmp_path: Path
+) -> None:
+    cli.ok(
+        "ca", "init", "--name", "Home", "--password-file", password_file,
+        "--max-lifetime", "90d", "--default-lifetime", "2d",
+    )  # fmt: skip
+    settings = (cli.home / "ostiary.toml").read_text()
+    assert 'max_lifetime = "90d"' in settings and 'default_lifetime = "2d"' in settings
+    csr, _ = make_csr("phone")
+    for days, accepted in ((90, True), (91, False)):
+        out = tmp_path / f"phone-{days}.crt"
+        args = ("ca", "sign", csr, "--out", out, "--not-after", f"{days}d")
+        if accepted:
+            cli.ok(*args, "--password-file", password_file)
+        else:
+            cli.refused(*args, "--password-file", password_file)
+        assert out.exists() is accepted
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         pytest.param(["--key-type", "rsa1024"], "unknown key type", id="fail/weak-key-type"),
         pytest.param(["--url", "ftp://x"], "url", id="fail/bad-url"),
         pytest.param(["--address", "nowhere"], "address", id="fail/bad-address"),
+        pytest.param(["--max-lifetime", "soon"], "not a duration", id="fail/bad-lifetime"),
+        pytest.param(["--max-lifetime", "1h"], "default <= maximum", id="fail/max-under-default"),
     ],
 )
 def test_init_refuses_bad_settings_and_writes_nothing(

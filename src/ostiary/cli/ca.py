@@ -25,7 +25,7 @@ from ostiary.cli.listen import init_http_address, warn_https_url
 from ostiary.cli.options import CADir, Force, PasswordFile, Sans
 from ostiary.cli.secrets import PIN_ENV, obtain_password
 from ostiary.cli.unlock import ca_paths, open_ca_store, unlock_ca
-from ostiary.config import CAConfig, describe_validation_error
+from ostiary.config import CAConfig, Claims, describe_validation_error
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.crl import parse_revocation_reason
 from ostiary.core.encoding import (
@@ -98,6 +98,23 @@ def init(
     key_label_prefix: Annotated[
         str, typer.Option(help="Token key labels: PREFIX-root, PREFIX-intermediate, PREFIX-seal.")
     ] = "ostiary",
+    default_lifetime: Annotated[
+        str | None,
+        typer.Option(
+            "--default-lifetime",
+            help="Lifetime of a certificate when none is asked, e.g. 24h (default 24h).",
+            show_default=False,
+        ),
+    ] = None,
+    max_lifetime: Annotated[
+        str | None,
+        typer.Option(
+            "--max-lifetime",
+            help="Longest certificate this CA issues, e.g. 90d (default 30d); "
+            "provisioners may only narrow it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a new CA: a root, an issuing intermediate, encrypted keys and a database."""
     paths = ca_paths(directory)
@@ -115,6 +132,7 @@ def init(
             http_address=http_address or init_http_address(address, url),
             url=url,
             dns=tuple(dns or ()),
+            claims=_init_claims(default_lifetime, max_lifetime),
             **token_init_settings(kms, pkcs11_module, token, key_label_prefix),
         )
     except ValidationError as exc:
@@ -146,6 +164,16 @@ def init(
     note(f"  intermediate: {paths.intermediate_certificate}")
     note("Root fingerprint (SHA-256), for 'ostiary bootstrap --fingerprint':")
     out.print(fingerprint_sha256(material.root))
+
+
+def _init_claims(default_lifetime: str | None, max_lifetime: str | None) -> Claims:
+    """The CA-wide lifetime claims from ``ca init``'s options (unset ones keep the defaults)."""
+    given = {
+        field: parse_duration(text)
+        for field, text in (("default_lifetime", default_lifetime), ("max_lifetime", max_lifetime))
+        if text is not None
+    }
+    return Claims(**given)
 
 
 def _parse_not_after(value: str | None) -> datetime | object | None:
