@@ -1,6 +1,6 @@
 """Ostiary vs cfssl, same machine, same run: issuance, OCSP and CRL build.
 
-    python bench/run.py [issuance] [ocsp] [crl] [gateway] [revocation] [--quick]
+    python bench/run.py [issuance] [ocsp] [crl] [gateway] [revocation] [acme] [--quick]
                         [--revoked 0,10000,100000] [--json FILE]
 
 - Issuance: ``POST /sign`` (HTTPS, one-time JWK token per request, minted untimed
@@ -30,6 +30,9 @@
 - Revocation: from ``ostiary ca revoke`` returning to the first refused handshake at our
   gateway, at nginx and at Mosquitto (each through ``ca crl-watch``), p50/p99 over 50
   revocations, and the old polling figures side by side (bench/revocation.py).
+- ACME: whole orders (newOrder, http-01, finalize, download) per second at concurrency 1, 8
+  and 32 against Caddy's ``acme_server`` (step-ca's ACME code) and pebble
+  (bench/acme_orders.py; ratios ``acme@N``).
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
@@ -1009,6 +1012,16 @@ def revocation_scenario(quick: bool) -> dict[str, Any]:
     return revocation_bench.measure(count=5 if quick else 50, polling=0 if quick else 3)
 
 
+def acme_scenario(quick: bool) -> dict[str, Any]:
+    """Whole ACME orders: Ostiary vs Caddy's acme_server and pebble (bench/acme_orders.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import acme_orders  # bench/acme_orders.py
+
+    levels = [1, 8, 32]
+    orders = {n: (max(8, n) if quick else max(60, n * 8)) for n in levels}
+    return acme_orders.measure(["ostiary", "caddy", "pebble"], levels, orders)
+
+
 def ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
     rates = {
         r.server: r.rate for r in rows if r.operation == operation and r.concurrency == concurrency
@@ -1051,7 +1064,7 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "parts", nargs="*", help="issuance, ocsp, crl, gateway, revocation (default: all)"
+        "parts", nargs="*", help="issuance, ocsp, crl, gateway, revocation, acme (default: all)"
     )
     parser.add_argument("--quick", action="store_true", help="small counts (a few minutes)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -1061,7 +1074,7 @@ def main() -> None:
     args = parser.parse_args()
     every = ["issuance", "ocsp", "crl", "gateway", "revocation"]
     parts = set(args.parts or every)
-    if unknown := parts - set(every):
+    if unknown := parts - {*every, "acme"}:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     if ("issuance" in parts or "ocsp" in parts) and not shutil.which("cfssl"):
         sys.exit("cfssl is not installed (Debian package golang-cfssl)")
@@ -1091,6 +1104,7 @@ def main() -> None:
     revoked = [int(n) for n in args.revoked.split(",")] if args.revoked else None
     gateway = gateway_scenario(args.quick, revoked) if "gateway" in parts else {}
     revocation = revocation_scenario(args.quick) if "revocation" in parts else {}
+    acme = acme_scenario(args.quick) if "acme" in parts else {}
     ratios: dict[str, float | None] = {
         # The machine as deployed: every core for each server (Ostiary --workers <cores>).
         "issuance@1": ratio(rows, "issuance-all-cores", 1),
@@ -1129,6 +1143,8 @@ def main() -> None:
             for door, found in revocation.items()
             if isinstance(found, dict)
         },
+        # Whole ACME orders per second, ours over the faster of Caddy (step-ca) and pebble.
+        **acme.get("ratios", {}),
     }
     report(rows, crl, ratios)
     if args.json:
@@ -1140,6 +1156,7 @@ def main() -> None:
                     "crl": crl,
                     "gateway": gateway,
                     "revocation": revocation,
+                    "acme": acme,
                     "machine": description,
                     "quick": args.quick,
                 },
