@@ -77,8 +77,8 @@ def challtestsrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChallTest
             stdout=out, stderr=out,
         )  # fmt: skip
     try:
-        _wait_listening(management_port, process, log)
-        _wait_listening(tls_port, process, log)
+        wait_listening(management_port, process, log)
+        wait_listening(tls_port, process, log)
         yield ChallTestSrv(dns_port, tls_port, f"http://127.0.0.1:{management_port}")
     finally:
         process.terminate()
@@ -89,7 +89,7 @@ def challtestsrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChallTest
             process.wait()
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 15
     while True:
         with socket.socket() as probe:
