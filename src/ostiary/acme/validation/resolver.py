@@ -21,9 +21,16 @@ from ostiary.acme.validation.base import ChallengeFailed, ValidationSettings
 
 
 def make_resolver(settings: ValidationSettings) -> dns.asyncresolver.Resolver:
-    """A resolver that gives up after ``settings.timeout`` seconds in all."""
+    """A resolver that gives up after ``settings.timeout`` seconds in all; a server without
+    any resolver configured fails the challenge (``dns``) rather than raising.
+    """
     if settings.dns_resolver is None:
-        resolver = dns.asyncresolver.Resolver(configure=True)
+        try:
+            resolver = dns.asyncresolver.Resolver(configure=True)
+        except dns.resolver.NoResolverConfiguration:
+            raise ChallengeFailed(
+                "dns", "this server has no DNS resolver configured (/etc/resolv.conf)"
+            ) from None
     else:
         host, port = settings.dns_resolver
         resolver = dns.asyncresolver.Resolver(configure=False)
