@@ -32,6 +32,7 @@ from ostiary.client.tpm import (
     load_tpm_key_pem,
 )
 from ostiary.client.tpm_ak import read_endorsement_key
+from ostiary.core.names import permanent_identifier_name
 from tests.client.conftest import ok
 from tests.gateway.conftest import CA, ca, ca_material, provisioners  # noqa: F401
 from tests.tpm.conftest import AttestationCA, Manufacturer, SoftwareTPM, make_attestation_ca
@@ -160,6 +161,22 @@ def test_ak_certificate_naming_no_device_is_refused_not_skipped(
         "laptop-7.corp.example", payload, keyauth, attestation_roots=[attestation_ca.certificate]
     )
     assert "names no device (no permanentIdentifier)" in _fails(context).detail
+
+
+def test_ak_certificate_not_naming_its_tpm_is_refused(
+    swtpm: SoftwareTPM, attestation_ca: AttestationCA
+) -> None:
+    ak = create_attestation_key(tcti=swtpm.tcti)
+    device = "a" * 64
+    certificate = attestation_ca.certify_ak(
+        ak.key, "laptop-8.corp.example", names=(permanent_identifier_name(device),),
+        tpm_name=False,
+    )  # fmt: skip
+    key = create_tpm_key(tcti=swtpm.tcti)
+    keyauth = _key_authorization()
+    payload = tpm_challenge_payload(key, AttestationKey(ak.key, (certificate,)), keyauth)
+    context = _context(device, payload, keyauth, attestation_roots=[attestation_ca.certificate])
+    assert "does not name its TPM" in _fails(context).detail
 
 
 def test_restricted_key_is_refused(enrolled: EnrolledAK, swtpm: SoftwareTPM) -> None:

@@ -6,8 +6,9 @@ TPM 2.0 Library Part 3 section 18.2) and sends, with its CSR, an :class:`Attesta
 the ``TPMS_ATTEST`` the TPM signed, the AK's signature over it, the key's ``TPMT_PUBLIC`` and
 the AK's certificate chain. Before anything is issued the CA checks, in this order:
 
-1. the AK certificate chains to one of the provisioner's attestation roots and has the
-   tcg-kp-AIKCertificate usage (2.23.133.8.3);
+1. the AK certificate chains to one of the provisioner's attestation roots, is a v3
+   end-entity certificate, has the tcg-kp-AIKCertificate usage (2.23.133.8.3) and names its
+   TPM (manufacturer, model, version in a directoryName SAN);
 2. the signature over ``TPMS_ATTEST`` verifies with the AK certificate's key;
 3. ``TPMS_ATTEST`` is a certify statement made by a TPM (``magic`` = TPM_GENERATED_VALUE,
    ``type`` = TPM_ST_ATTEST_CERTIFY) and its ``extraData`` equals the nonce;

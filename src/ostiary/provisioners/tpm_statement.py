@@ -5,7 +5,8 @@ that need no provisioner, shared by the ``attest`` provisioner and ACME device-a
 - :func:`verify_attestation_chain`: a certificate chains to the given roots (also used for
   Apple's attestation certificates);
 - :func:`verify_ak_certificate`: the AK certificate chains to the given roots, is a v3
-  end-entity certificate and has the tcg-kp-AIKCertificate usage;
+  end-entity certificate, has the tcg-kp-AIKCertificate usage and names its TPM
+  (manufacturer, model, version: a directoryName SAN, TCG EK Credential Profile 3.2.9);
 - :func:`verify_certified_key`: the AK's signature over ``TPMS_ATTEST``, a TPM-made
   TPM2_Certify statement over the expected ``extraData``, whose certified name is the name
   of the presented ``TPMT_PUBLIC``; it gives that key and its attributes;
@@ -38,6 +39,7 @@ from cryptography.x509.verification import (
 )
 
 from ostiary._tss import import_tss
+from ostiary.authority.attestation_ca import TPM_MANUFACTURER, TPM_MODEL, TPM_VERSION
 from ostiary.core.encoding import decode_base64_field, load_certificate_chain
 from ostiary.core.errors import MalformedInput, PolicyDenied, Unauthorized
 from ostiary.core.profiles import AIK_CERTIFICATE_OID
@@ -199,8 +201,8 @@ def verify_ak_certificate(
     roots_of: str,
 ) -> x509.Certificate:
     """The AK certificate (``chain[0]``) after checking it chains to ``roots`` at ``now``
-    (:func:`verify_attestation_chain`), is a v3 end-entity certificate and has the
-    tcg-kp-AIKCertificate usage.
+    (:func:`verify_attestation_chain`), is a v3 end-entity certificate, has the
+    tcg-kp-AIKCertificate usage and names its TPM's manufacturer, model and version.
     """
     ak_certificate = verify_attestation_chain(chain, roots, now=now, roots_of=roots_of)
     extensions = ak_certificate.extensions
@@ -220,7 +222,24 @@ def verify_ak_certificate(
             "the attestation key's certificate is not an AK certificate (no "
             "tcg-kp-AIKCertificate usage): only a restricted TPM key may vouch for keys"
         )
+    if not _names_the_tpm(extensions):
+        raise Unauthorized(
+            "the attestation key's certificate does not name its TPM (manufacturer, model and "
+            "version in a directoryName subjectAltName, as the EK certificate gives them)"
+        )
     return ak_certificate
+
+
+def _names_the_tpm(extensions: x509.Extensions) -> bool:
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    wanted = {TPM_MANUFACTURER, TPM_MODEL, TPM_VERSION}
+    return any(
+        wanted <= {attribute.oid for attribute in name}
+        for name in san.get_values_for_type(x509.DirectoryName)
+    )
 
 
 @dataclass(frozen=True)
