@@ -1,6 +1,7 @@
 """``attest`` provisioners: the key was made in a TPM that our attestation roots vouch for.
 
-The client asks for a nonce (:func:`issue_attestation_nonce`, ``POST /attestation/nonce``),
+The client asks for a nonce (:mod:`ostiary.provisioners.attestation_nonces`,
+``POST /attestation/nonce``),
 has its TPM certify the new key with an attestation key (AK) over that nonce (TPM2_Certify,
 TPM 2.0 Library Part 3 section 18.2) and sends, with its CSR, an :class:`AttestationStatement`:
 the ``TPMS_ATTEST`` the TPM signed, the AK's signature over it, the key's ``TPMT_PUBLIC`` and
@@ -36,14 +37,12 @@ Parsing the TPM structures uses ``tpm2-pytss`` (the ``tpm`` extra) on the CA too
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import select
 
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import (
@@ -51,7 +50,6 @@ from ostiary.core.errors import (
     MalformedInput,
     NotFound,
     PolicyDenied,
-    TooManyRequests,
     Unauthorized,
 )
 from ostiary.core.issuance import Authorization
@@ -75,19 +73,12 @@ from ostiary.provisioners.tpm_statement import (
 from ostiary.store import (
     AttestationNonceRepository,
     AuditLog,
-    ProvisionerRecord,
     ProvisionerRepository,
 )
 from ostiary.store import Store as Database
 
 #: The provisioner type, as stored in the record.
 ATTEST_TYPE = "attest"
-#: How long a nonce may be used after it was made.
-NONCE_TTL = timedelta(minutes=5)
-#: How long spent nonces are kept after they expire (unspent ones go when they expire).
-NONCE_RETENTION = timedelta(days=1)
-#: Unspent nonces kept at most: anyone may ask for one (and each address only so often).
-MAX_UNSPENT_NONCES = 10_000
 #: Types whose requests can carry an attestation (``POST /sign``, the OIDC sign route,
 #: ``POST /requests`` for officer approval).
 ATTESTING_TYPES = ("jwk", "oidc", "approval")
@@ -95,40 +86,6 @@ ATTESTING_TYPES = ("jwk", "oidc", "approval")
 REQUIRE_ATTESTATION = "require_attestation"
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*)){1,30}")
-
-
-# --------------------------------------------------------------------------- nonces
-
-
-def issue_attestation_nonce(
-    store: Database, *, now: datetime, max_unspent: int = MAX_UNSPENT_NONCES
-) -> tuple[str, datetime]:
-    """A new nonce (256 bits, base64url) stored for single use; and when it expires.
-
-    Only on a CA with an ``attest`` provisioner (:class:`NotFound` otherwise: nothing could
-    ever spend it), and while fewer than ``max_unspent`` nonces wait to be spent
-    (:class:`TooManyRequests` then, until the soonest expires): anyone may ask for one.
-    """
-    nonce = secrets.token_urlsafe(32)
-    expires_at = now + NONCE_TTL
-    with store.transaction() as session:
-        attesting = select(ProvisionerRecord.id).where(ProvisionerRecord.type == ATTEST_TYPE)
-        if session.scalars(attesting.limit(1)).first() is None:
-            raise NotFound(
-                "no provisioner of this CA takes TPM attestations: there is no nonce to give"
-            )
-        nonces = AttestationNonceRepository(session)
-        # Unspent nonces go when they expire; spent ones are kept a day, so that a replay
-        # is answered "already used" precisely.
-        nonces.purge_expired(now, keep_spent_until=now - NONCE_RETENTION)
-        waiting, soonest = nonces.unspent(now=now)
-        if waiting >= max_unspent:
-            wait = (soonest - now).total_seconds() if soonest is not None else 1.0
-            raise TooManyRequests.wait(
-                f"{waiting} attestation nonces are waiting to be used: ask again later", wait
-            )
-        nonces.add(nonce, now=now, expires_at=expires_at)
-    return nonce, expires_at
 
 
 # --------------------------------------------------------------------------- the provisioner
@@ -482,7 +439,6 @@ def require_attestation(
 
 __all__ = [
     "ATTEST_TYPE",
-    "NONCE_TTL",
     "REQUIRE_ATTESTATION",
     "AttestProvisioner",
     "AttestationStatement",
@@ -491,7 +447,6 @@ __all__ = [
     "attestation_for",
     "authorize_attest_sign",
     "check_attestation",
-    "issue_attestation_nonce",
     "load_attest_provisioner",
     "require_attestation",
     "spend_attestation",
