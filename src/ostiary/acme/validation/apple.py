@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -68,7 +67,6 @@ def apple_enterprise_attestation_root() -> x509.Certificate:
 
 def verify_apple_statement(
     context: ChallengeContext,
-    statement: Mapping[str, Any],
     chain: Sequence[x509.Certificate],
     roots: Sequence[x509.Certificate] | None,
     *,

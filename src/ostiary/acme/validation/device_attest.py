@@ -45,7 +45,12 @@ from ostiary.acme.validation.base import (
     ValidationSettings,
 )
 from ostiary.acme.validation.keyauth import key_authorization_digest
-from ostiary.core.errors import BadRequest, MalformedInput, PolicyDenied, Unauthorized
+from ostiary.core.errors import (
+    BadRequest,
+    MalformedInput,
+    PolicyDenied,
+    Unauthorized,
+)
 from ostiary.core.jws import b64url_decode
 from ostiary.core.names import PERMANENT_IDENTIFIER_OID, decode_other_name, sans_of
 from ostiary.provisioners.tpm_statement import (
@@ -91,7 +96,7 @@ def verify_device_attestation(context: ChallengeContext, *, now: datetime) -> Va
     roots = _roots(context.policy)
     chain = _certificates(statement.get("x5c", []))
     if fmt == "apple":
-        return verify_apple_statement(context, statement, chain, roots, now=now)
+        return verify_apple_statement(context, chain, roots, now=now)
     if not roots:
         raise ChallengeFailed(
             BAD_ATTESTATION, "no attestation roots are configured for the tpm format"
