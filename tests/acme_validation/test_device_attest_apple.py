@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ostiary.acme.validation.apple import (
     APPLE_FRESHNESS_CODE_OID,
@@ -26,10 +29,29 @@ from ostiary.acme.validation.apple import (
     apple_enterprise_attestation_root,
 )
 from ostiary.acme.validation.base import ChallengeContext, ChallengeFailed, ValidationSettings
-from ostiary.acme.validation.device_attest import validate_device_attest01
+from ostiary.acme.validation.device_attest import (
+    validate_device_attest01,
+    verify_device_attestation,
+)
 from ostiary.client.acme_attest import encode_attestation_object
+from ostiary.core.jws import b64url
 
 SERIAL = "C02XK1ABJGH5"
+#: Attestation-object-like CBOR: maps with a format and a statement of odd members.
+_CBOR = st.fixed_dictionaries(
+    {
+        "fmt": st.sampled_from(["apple", "tpm", "packed", ""]) | st.binary(max_size=4),
+        "attStmt": st.dictionaries(
+            st.sampled_from(["x5c", "ver", "alg", "sig", "certInfo", "pubArea"]),
+            st.lists(st.binary(max_size=40), max_size=5)
+            | st.integers()
+            | st.text(max_size=5)
+            | st.binary(max_size=40),
+            max_size=6,
+        )
+        | st.integers(),
+    }
+)
 UDID = "00008103-001A2B3C4D5E001E"
 DER = serialization.Encoding.DER
 
@@ -272,3 +294,20 @@ def test_malformed_challenge_response_is_refused_in_one_line(
     failed = _fails(context)
     assert failed.problem == "badAttestationStatement"
     assert "\n" not in failed.detail
+
+
+@given(data=st.binary(max_size=300) | st.builds(cbor2.dumps, _CBOR))
+@settings(max_examples=300, deadline=None)
+def test_any_attestation_object_fails_cleanly_or_validates(data: bytes) -> None:
+    """Whatever a client posts, the answer is a ChallengeFailed, never another exception."""
+    context = ChallengeContext(
+        challenge_type="device-attest-01",
+        identifier_type="permanent-identifier",
+        identifier_value=SERIAL,
+        token="t" * 43,
+        key_authorization="t.x",
+        payload={"attObj": b64url(data)},
+        policy={"attestation_roots": [apple_enterprise_attestation_root()]},
+    )
+    with pytest.raises(ChallengeFailed):
+        verify_device_attestation(context, now=datetime.now(UTC))

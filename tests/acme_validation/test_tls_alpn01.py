@@ -10,9 +10,15 @@ import secrets
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ostiary.acme.validation.base import ChallengeContext, ChallengeFailed, ValidationSettings
-from ostiary.acme.validation.tls_alpn01 import OBSOLETE_ACME_IDENTIFIER_OID, validate_tls_alpn01
+from ostiary.acme.validation.tls_alpn01 import (
+    OBSOLETE_ACME_IDENTIFIER_OID,
+    check_challenge_certificate,
+    validate_tls_alpn01,
+)
 from tests.acme_validation.conftest import (
     AlpnServer,
     ChallTestSrv,
@@ -142,3 +148,11 @@ def test_closed_port_is_a_connection_problem() -> None:
 def test_wildcard_cannot_use_tls_alpn01() -> None:
     context = _context("dns", "*.example.com")
     assert _fails(context, _settings(443)).problem == "rejectedIdentifier"
+
+
+@given(der=st.binary(max_size=400))
+@settings(max_examples=200, deadline=None)
+def test_any_presented_bytes_fail_cleanly(der: bytes) -> None:
+    with pytest.raises(ChallengeFailed) as failed:
+        check_challenge_certificate(der, "dns", "localhost", "t.x")
+    assert failed.value.problem == "incorrectResponse"
