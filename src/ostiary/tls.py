@@ -6,6 +6,8 @@ connects to gets its context here, so the protocol floor and the trust rules liv
   (RFC 8446 4.3.2 CertificateRequest; RFC 5246 7.4.4).
 - :func:`client_context`: TLS 1.2+, hostname checked, trusting only the given roots, with an
   optional client identity for mTLS.
+- :func:`unverified_client_context`: TLS 1.2+ that accepts any certificate, for ACME
+  tls-alpn-01 validation, which checks the certificate itself.
 - :func:`load_identity`: put a new chain and key into a *live* context; handshakes that start
   afterwards present it (OpenSSL copies the context's certificate into each new connection).
 
@@ -123,6 +125,21 @@ def web_client_context(ca_file: Path | None = None) -> ssl.SSLContext:
     return context
 
 
+def unverified_client_context(alpn: Sequence[str] = ()) -> ssl.SSLContext:
+    """A client context that accepts any certificate, offering the ``alpn`` protocols.
+
+    Only for a caller that checks the presented certificate itself, as ACME tls-alpn-01
+    validation does (RFC 8737 section 3: the certificate is self-signed by design). TLS 1.2+.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
 def load_identity(context: ssl.SSLContext, identity: TLSIdentity) -> None:
     """Install ``identity`` in ``context``; new handshakes use it, open connections keep theirs."""
     password = secrets.token_bytes(32)
@@ -155,5 +172,6 @@ __all__ = [
     "client_context",
     "load_identity",
     "server_context",
+    "unverified_client_context",
     "web_client_context",
 ]

@@ -27,6 +27,7 @@ BLOCKED = (
     "sqlalchemy",
     "alembic",
     "jinja2",
+    "dns",
 )
 
 #: Runs each ``ostiary ARGS`` of a JSON list in turn, with the modules in BLOCKED unimportable
@@ -83,7 +84,8 @@ def without_server(*commands: tuple[str, ...], cwd: Path | None = None) -> list[
 def test_the_blocked_modules_are_the_server_extra() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     server = {d.split(">")[0].split("[")[0] for d in project["optional-dependencies"]["server"]}
-    distributions = {"python-pkcs11": "pkcs11"}  # distribution name -> module name
+    # distribution name -> module name
+    distributions = {"python-pkcs11": "pkcs11", "dnspython": "dns"}
     assert {distributions.get(name, name) for name in server} <= set(BLOCKED)
     assert set(BLOCKED) <= SERVER_MODULES
     base = {d.split(">")[0].split("[")[0] for d in project["dependencies"]}

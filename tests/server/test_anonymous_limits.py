@@ -27,12 +27,8 @@ from ostiary.provisioners.approval import (
     open_pending_requests,
     request_view,
 )
-from ostiary.provisioners.attest import (
-    NONCE_TTL,
-    AttestProvisioner,
-    add_attest_provisioner,
-    issue_attestation_nonce,
-)
+from ostiary.provisioners.attest import AttestProvisioner, add_attest_provisioner
+from ostiary.provisioners.attestation_nonces import NONCE_TTL, issue_attestation_nonce
 from ostiary.server.console.sessions import Flow, SessionStore
 from ostiary.server.limits import AddressLimiter, Limits
 from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus

@@ -51,6 +51,16 @@ with warnings.catch_warnings():
 PIN = b"4711-pin"
 #: The policy OID the test CA's attest provisioner adds ("hardware key, PIN-protected").
 HARDWARE_POLICY = "1.3.6.1.4.1.55555.7.1"
+#: The TPM's manufacturer, model and version, as an EK certificate's directoryName SAN has them.
+TPM_NAME = x509.DirectoryName(
+    x509.Name(
+        [
+            x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:4F535459"),
+            x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.2"), "swtpm"),
+            x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.3"), "id:20191023"),
+        ]
+    )
+)
 
 
 def _free_port_pair() -> int:
@@ -340,9 +350,17 @@ class AttestationCA:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
     def certify_ak(
-        self, ak: TpmPrivateKey, device: str, *, check_in_tpm: bool = True
+        self,
+        ak: TpmPrivateKey,
+        device: str,
+        *,
+        check_in_tpm: bool = True,
+        names: tuple[x509.GeneralName, ...] = (),
+        tpm_name: bool = True,
     ) -> x509.Certificate:
-        """An AK certificate for ``device``, after checking the AK in its TPM."""
+        """An AK certificate for ``device`` (a DNS SAN, ``names`` besides), naming the TPM
+        as the EK certificate does (unless not ``tpm_name``), after checking the AK in its TPM.
+        """
         if check_in_tpm:
             _check_attestation_key(ak)
         now = datetime.now(UTC)
@@ -359,7 +377,12 @@ class AttestationCA:
                 x509.KeyUsage(True, False, False, False, False, False, False, False, False),
                 critical=True,
             )
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(device)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(device), *names, *([TPM_NAME] if tpm_name else [])]
+                ),
+                critical=False,
+            )
             .add_extension(
                 x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.23.133.8.3")]), critical=False
             )

@@ -54,6 +54,7 @@ SERVER_MODULES = frozenset(
         "psycopg",
         "jinja2",
         "pkcs11",
+        "dns",
     }
 )
 

@@ -12,6 +12,15 @@ from typing import Annotated
 import typer
 from cryptography import x509
 
+from ostiary.cli.acme_request import (
+    AcmeDirectory,
+    AcmeProfile,
+    EabHmacFile,
+    EabKid,
+    Http01Address,
+    Http01Port,
+    request_over_acme,
+)
 from ostiary.cli.approval import request_by_approval
 from ostiary.cli.cert import dump_private_key
 from ostiary.cli.connect import CAUrl, RootFile, ca_connector
@@ -147,15 +156,36 @@ def request(
             show_default=False,
         ),
     ] = None,
+    acme: AcmeDirectory = None,
+    profile: AcmeProfile = None,
+    eab_kid: EabKid = None,
+    eab_hmac_file: EabHmacFile = None,
+    http01_port: Http01Port = 80,
+    http01_address: Http01Address = "",
 ) -> None:
     """Get a certificate from the CA: the key is made here and never sent, only a CSR; or,
-    with --csr, for a CSR whose key was made elsewhere and never passes through here.
+    with --csr, for a CSR whose key was made elsewhere and never passes through here; or,
+    with --acme, from an ACME server.
     """
     subject, crt, key_file = _split_files(files, csr=csr_file is not None)
     names = [parse_san(value) for value in san or []]
     # Without SUBJECT the CSR has an empty subject: the CA takes the subject from what the
     # token or the sign-in authorizes (never from the CSR); an officer approves what is shown.
     name = parse_subject(subject) if subject is not None else x509.Name([])
+    if acme is not None:
+        if token or provisioner or csr_file or key_store != "file" or p12 or key_file is None:
+            raise BadRequest(
+                "--acme takes SUBJECT CRT KEY with --san, --kty, --root, --profile and --eab-*: "
+                "drop --token, --provisioner, --csr, --key-store and --p12"
+            )
+        request_over_acme(
+            acme, name, names, crt, key_file, key_type=parse_key_type(kty), root=root,
+            profile=profile, eab_kid=eab_kid, eab_hmac_file=eab_hmac_file,
+            http01_port=http01_port, http01_address=http01_address, force=force,
+        )  # fmt: skip
+        return
+    if profile is not None or eab_kid is not None or eab_hmac_file is not None:
+        raise BadRequest("--profile and --eab-kid/--eab-hmac-file go with --acme")
     if csr_file is not None:
         if key_file is not None or key_store != "file" or p12 is not None:
             raise BadRequest("with --csr the key stays where the CSR was made: drop KEY, --p12")

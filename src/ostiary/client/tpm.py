@@ -371,7 +371,22 @@ def _b64(data: bytes) -> str:
 
 
 def certify_key(key: TpmPrivateKey, ak: AttestationKey, nonce: str) -> KeyAttestation:
-    """TPM2_Certify of ``key`` by the attestation key, over the CA's ``nonce`` (extraData).
+    """TPM2_Certify of ``key`` by the attestation key, over the CA's ``nonce`` (extraData)."""
+    attest, signature = certify_key_over(key, ak, nonce.encode("ascii"))
+    return KeyAttestation(
+        nonce=nonce,
+        attest=attest,
+        signature=signature,
+        public_area=key.public_area,
+        ak_chain=ak.chain,
+    )
+
+
+def certify_key_over(
+    key: TpmPrivateKey, ak: AttestationKey, qualifying_data: bytes
+) -> tuple[bytes, bytes]:
+    """TPM2_Certify of ``key`` by the attestation key over ``qualifying_data`` (extraData):
+    the ``TPMS_ATTEST`` the TPM made and its ``TPMT_SIGNATURE``.
 
     Certifying uses the key's authorization (its PIN) and the AK's (none): the TPM proves
     both objects are loaded in it, and signs their relationship.
@@ -379,7 +394,6 @@ def certify_key(key: TpmPrivateKey, ak: AttestationKey, nonce: str) -> KeyAttest
     tss = _tss()
     if key.tcti != ak.key.tcti:
         raise BadRequest("the key and the attestation key must be in the same TPM")
-    extra = nonce.encode("ascii")
     scheme = tss.TPMT_SIG_SCHEME(scheme=tss.TPM2_ALG.NULL)
     with (
         open_tpm(key.tcti) as context,
@@ -389,18 +403,12 @@ def certify_key(key: TpmPrivateKey, ak: AttestationKey, nonce: str) -> KeyAttest
         ),
     ):
         try:
-            attest, signature = context.certify(loaded, signer, extra, scheme)
+            attest, signature = context.certify(loaded, signer, qualifying_data, scheme)
         except tss.TSS2_Exception as exc:
             raise tpm_error(
                 exc, "certifying the key with the attestation key", tcti=key.tcti
             ) from None
-    return KeyAttestation(
-        nonce=nonce,
-        attest=bytes(attest.marshal())[2:],
-        signature=bytes(signature.marshal()),
-        public_area=key.public_area,
-        ak_chain=ak.chain,
-    )
+    return bytes(attest.marshal())[2:], bytes(signature.marshal())
 
 
 def make_attestation_key_template() -> Any:
@@ -432,6 +440,7 @@ __all__ = [
     "TpmLockout",
     "TpmPrivateKey",
     "certify_key",
+    "certify_key_over",
     "clear_lockout_command",
     "create_attestation_key",
     "create_tpm_key",

@@ -1,13 +1,15 @@
 """``attest`` provisioners: the key was made in a TPM that our attestation roots vouch for.
 
-The client asks for a nonce (:func:`issue_attestation_nonce`, ``POST /attestation/nonce``),
+The client asks for a nonce (:mod:`ostiary.provisioners.attestation_nonces`,
+``POST /attestation/nonce``),
 has its TPM certify the new key with an attestation key (AK) over that nonce (TPM2_Certify,
 TPM 2.0 Library Part 3 section 18.2) and sends, with its CSR, an :class:`AttestationStatement`:
 the ``TPMS_ATTEST`` the TPM signed, the AK's signature over it, the key's ``TPMT_PUBLIC`` and
 the AK's certificate chain. Before anything is issued the CA checks, in this order:
 
-1. the AK certificate chains to one of the provisioner's attestation roots and has the
-   tcg-kp-AIKCertificate usage (2.23.133.8.3);
+1. the AK certificate chains to one of the provisioner's attestation roots, is a v3
+   end-entity certificate, has the tcg-kp-AIKCertificate usage (2.23.133.8.3) and names its
+   TPM (manufacturer, model, version in a directoryName SAN);
 2. the signature over ``TPMS_ATTEST`` verifies with the AK certificate's key;
 3. ``TPMS_ATTEST`` is a certify statement made by a TPM (``magic`` = TPM_GENERATED_VALUE,
    ``type`` = TPM_ST_ATTEST_CERTIFY) and its ``extraData`` equals the nonce;
@@ -34,23 +36,13 @@ Parsing the TPM structures uses ``tpm2-pytss`` (the ``tpm`` extra) on the CA too
 
 from __future__ import annotations
 
-import hmac
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
-from sqlalchemy import select
 
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import (
@@ -58,7 +50,6 @@ from ostiary.core.errors import (
     MalformedInput,
     NotFound,
     PolicyDenied,
-    TooManyRequests,
     Unauthorized,
 )
 from ostiary.core.issuance import Authorization
@@ -74,73 +65,27 @@ from ostiary.provisioners.base import (
 from ostiary.provisioners.patterns import check_allowed_names
 from ostiary.provisioners.tpm_statement import (
     AttestationStatement,
-    _tss,
-    public_key_of_area,
+    check_key_attributes,
     spki_of,
-    unmarshal_tpm,
-    verify_ak_signature,
+    verify_ak_certificate,
+    verify_certified_key,
 )
 from ostiary.store import (
     AttestationNonceRepository,
     AuditLog,
-    ProvisionerRecord,
     ProvisionerRepository,
 )
 from ostiary.store import Store as Database
 
 #: The provisioner type, as stored in the record.
 ATTEST_TYPE = "attest"
-#: How long a nonce may be used after it was made.
-NONCE_TTL = timedelta(minutes=5)
-#: How long spent nonces are kept after they expire (unspent ones go when they expire).
-NONCE_RETENTION = timedelta(days=1)
-#: Unspent nonces kept at most: anyone may ask for one (and each address only so often).
-MAX_UNSPENT_NONCES = 10_000
 #: Types whose requests can carry an attestation (``POST /sign``, the OIDC sign route,
 #: ``POST /requests`` for officer approval).
 ATTESTING_TYPES = ("jwk", "oidc", "approval")
 #: Config key by which any provisioner names the ``attest`` provisioner it requires.
 REQUIRE_ATTESTATION = "require_attestation"
-#: TCG tcg-kp-AIKCertificate: an AK certificate must say it certifies an attestation key
-#: (a client certificate of a non-restricted TPM key could otherwise sign forged statements).
-AIK_CERTIFICATE_OID = x509.ObjectIdentifier("2.23.133.8.3")
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*)){1,30}")
-_TPM_GENERATED = 0xFF544347
-
-
-# --------------------------------------------------------------------------- nonces
-
-
-def issue_attestation_nonce(
-    store: Database, *, now: datetime, max_unspent: int = MAX_UNSPENT_NONCES
-) -> tuple[str, datetime]:
-    """A new nonce (256 bits, base64url) stored for single use; and when it expires.
-
-    Only on a CA with an ``attest`` provisioner (:class:`NotFound` otherwise: nothing could
-    ever spend it), and while fewer than ``max_unspent`` nonces wait to be spent
-    (:class:`TooManyRequests` then, until the soonest expires): anyone may ask for one.
-    """
-    nonce = secrets.token_urlsafe(32)
-    expires_at = now + NONCE_TTL
-    with store.transaction() as session:
-        attesting = select(ProvisionerRecord.id).where(ProvisionerRecord.type == ATTEST_TYPE)
-        if session.scalars(attesting.limit(1)).first() is None:
-            raise NotFound(
-                "no provisioner of this CA takes TPM attestations: there is no nonce to give"
-            )
-        nonces = AttestationNonceRepository(session)
-        # Unspent nonces go when they expire; spent ones are kept a day, so that a replay
-        # is answered "already used" precisely.
-        nonces.purge_expired(now, keep_spent_until=now - NONCE_RETENTION)
-        waiting, soonest = nonces.unspent(now=now)
-        if waiting >= max_unspent:
-            wait = (soonest - now).total_seconds() if soonest is not None else 1.0
-            raise TooManyRequests.wait(
-                f"{waiting} attestation nonces are waiting to be used: ask again later", wait
-            )
-        nonces.add(nonce, now=now, expires_at=expires_at)
-    return nonce, expires_at
 
 
 # --------------------------------------------------------------------------- the provisioner
@@ -209,75 +154,20 @@ class AttestProvisioner:
         now: datetime,
     ) -> x509.Certificate:
         """Checks 1 to 6 of the module docstring; the AK certificate. The nonce is not spent."""
-        tss = _tss()
-        ak_certificate = self._verify_ak_chain(statement.ak_chain, now=now)
-        verify_ak_signature(tss, ak_certificate, statement.certify_info, statement.signature)
-        attest = unmarshal_tpm(tss.TPMS_ATTEST, statement.certify_info, "certify_info")
-        if int(attest.magic) != _TPM_GENERATED:
-            raise Unauthorized("the attestation was not generated by a TPM (magic)")
-        if int(attest.type) != int(tss.TPM2_ST.ATTEST_CERTIFY):
-            raise Unauthorized("the attestation is not a TPM2_Certify statement")
-        if not hmac.compare_digest(bytes(attest.extraData), statement.nonce.encode("ascii")):
-            raise Unauthorized("the attestation was made over another nonce (extraData)")
-        public = unmarshal_tpm(tss.TPMT_PUBLIC, statement.public_area, "public_area")
-        certified = bytes(attest.attested.certify.name)
-        if not hmac.compare_digest(certified, bytes(public.get_name())):
-            raise Unauthorized(
-                "the certified name is not the name of the presented public area: the TPM "
-                "vouched for another key"
-            )
-        key = public_key_of_area(tss, public)
-        if spki_of(key) != spki_of(csr.public_key()):
-            raise Unauthorized("the CSR's key is not the attested key")
-        self._check_attributes(tss, int(public.objectAttributes))
-        return ak_certificate
-
-    def _verify_ak_chain(
-        self, chain: tuple[x509.Certificate, ...], *, now: datetime
-    ) -> x509.Certificate:
-        builder = PolicyBuilder().store(Store(self.roots)).time(now)
-        ee_policy = ExtensionPolicy.permit_all().may_be_present(
-            x509.BasicConstraints, Criticality.AGNOSTIC, None
+        ak_certificate = verify_ak_certificate(
+            statement.ak_chain, self.roots, now=now, roots_of=f"provisioner {self.name!r}"
         )
-        verifier = builder.extension_policies(
-            ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee_policy
-        ).build_client_verifier()
-        try:
-            verifier.verify(chain[0], list(chain[1:]))
-        except VerificationError:
-            raise Unauthorized(
-                "the attestation key's certificate does not chain to an attestation root "
-                f"of provisioner {self.name!r}"
-            ) from None
-        try:
-            usages = chain[0].extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            usages = x509.ExtendedKeyUsage([])
-        if AIK_CERTIFICATE_OID not in usages:
-            raise Unauthorized(
-                "the attestation key's certificate is not an AK certificate (no "
-                "tcg-kp-AIKCertificate usage): only a restricted TPM key may vouch for keys"
-            )
-        return chain[0]
-
-    def _check_attributes(self, tss: Any, attributes: int) -> None:
-        flags = tss.TPMA_OBJECT
-        required = {
-            "fixedTPM": flags.FIXEDTPM,
-            "fixedParent": flags.FIXEDPARENT,
-            "sensitiveDataOrigin": flags.SENSITIVEDATAORIGIN,
-        }
-        if self.require_pin:
-            required["userWithAuth"] = flags.USERWITHAUTH
-        missing = [name for name, flag in required.items() if not attributes & int(flag)]
-        if missing:
-            raise PolicyDenied(
-                f"the attested key lacks {', '.join(missing)}: it is not a key bound to the "
-                "TPM as this provisioner requires",
-                missing=missing,
-            )
-        if attributes & int(flags.RESTRICTED):
-            raise PolicyDenied("the attested key is restricted: it cannot be a client key")
+        certified = verify_certified_key(
+            ak_certificate,
+            statement.certify_info,
+            statement.signature,
+            statement.public_area,
+            extra_data=statement.nonce.encode("ascii"),
+        )
+        if certified.spki_der != spki_of(csr.public_key()):
+            raise Unauthorized("the CSR's key is not the attested key")
+        check_key_attributes(certified.attributes, require_pin=self.require_pin)
+        return ak_certificate
 
     def authorize(
         self,
@@ -549,7 +439,6 @@ def require_attestation(
 
 __all__ = [
     "ATTEST_TYPE",
-    "NONCE_TTL",
     "REQUIRE_ATTESTATION",
     "AttestProvisioner",
     "AttestationStatement",
@@ -558,7 +447,6 @@ __all__ = [
     "attestation_for",
     "authorize_attest_sign",
     "check_attestation",
-    "issue_attestation_nonce",
     "load_attest_provisioner",
     "require_attestation",
     "spend_attestation",

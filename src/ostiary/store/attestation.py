@@ -6,7 +6,7 @@ statement is fresh: it is stored here when made and spent by one conditional ``U
 of two replicas racing with the same statement exactly one succeeds, and a replay finds the
 row spent. Only the nonce's SHA-256 is stored. Unspent rows are purged once they expire,
 spent ones a day later; the number of unspent ones is capped by the caller
-(:func:`ostiary.provisioners.attest.issue_attestation_nonce`).
+(:func:`ostiary.provisioners.attestation_nonces.issue_attestation_nonce`).
 """
 
 from __future__ import annotations

@@ -30,11 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ostiary.authority.attestation_ca import AKEnrollment, AttestationKeyCA
 from ostiary.core.encoding import load_csr
-from ostiary.provisioners.attest import (
-    AttestationStatement,
-    authorize_attest_sign,
-    issue_attestation_nonce,
-)
+from ostiary.provisioners.attest import AttestationStatement, authorize_attest_sign
+from ostiary.provisioners.attestation_nonces import issue_attestation_nonce
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.limits import client_address, limits_of
