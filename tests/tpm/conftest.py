@@ -51,6 +51,23 @@ with warnings.catch_warnings():
 PIN = b"4711-pin"
 #: The policy OID the test CA's attest provisioner adds ("hardware key, PIN-protected").
 HARDWARE_POLICY = "1.3.6.1.4.1.55555.7.1"
+#: An OpenSSL configuration that loads the tpm2 provider, random numbers from the default
+#: one (docs/tpm.md, for curl and nginx).
+OPENSSL_TPM2_CONFIG = """\
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+random = random_sect
+[provider_sect]
+tpm2 = tpm2_sect
+default = default_sect
+[tpm2_sect]
+activate = 1
+[default_sect]
+activate = 1
+[random_sect]
+properties = provider=default
+"""
 
 
 def _free_port_pair() -> int:
@@ -219,6 +236,26 @@ def swtpm_server(
         yield tpm
     finally:
         _stop(tpm.process)
+
+
+@pytest.fixture
+def unstarted_tpm(tmp_path: Path) -> Iterator[SoftwareTPM]:
+    """swtpm powered on but never sent TPM2_Startup (no startup-clear flag)."""
+    port = _free_port_pair()
+    log = tmp_path / "swtpm.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tmp_path}",
+             "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+             "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+             "--flags", "not-need-init"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
+    _wait_for(lambda: _listens(port), process, log, "swtpm")
+    try:
+        yield SoftwareTPM(port, tmp_path, process)
+    finally:
+        _stop(process)
 
 
 @dataclass

@@ -68,6 +68,7 @@ from tests.gateway.conftest import (  # noqa: F401 - fixtures re-exported
 from tests.oidc.conftest import CLIENT_ID, Provider, provider  # noqa: F401
 from tests.tpm.conftest import (
     HARDWARE_POLICY,
+    OPENSSL_TPM2_CONFIG,
     PIN,
     AttestationCA,
     BrokeredTPM,
@@ -474,30 +475,13 @@ def _openssl_get(
     return result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
 
 
-_OPENSSL_TPM2_CONFIG = """\
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-random = random_sect
-[provider_sect]
-tpm2 = tpm2_sect
-default = default_sect
-[tpm2_sect]
-activate = 1
-[default_sect]
-activate = 1
-[random_sect]
-properties = provider=default
-"""
-
-
 def _curl_status(
     brokered: BrokeredTPM, port: int, cert_file: Path, key_file: Path, ca_file: Path, folder: Path
 ) -> str:
     """curl (OpenSSL 3) with the TPM key, the tpm2 provider loaded by OPENSSL_CONF (docs/tpm.md)."""
     curl = require_tool("curl")
     config = folder / "openssl-tpm2.cnf"
-    config.write_text(_OPENSSL_TPM2_CONFIG)
+    config.write_text(OPENSSL_TPM2_CONFIG)
     env = {
         **os.environ,
         "OPENSSL_CONF": str(config),
@@ -523,7 +507,7 @@ def _nginx_client(
     prefix.mkdir()
     listen = free_port()
     config = prefix / "openssl-tpm2.cnf"
-    config.write_text(_OPENSSL_TPM2_CONFIG)
+    config.write_text(OPENSSL_TPM2_CONFIG)
     pin = prefix / "pin"
     pin.write_text(PIN.decode() + "\n")
     temp = "\n".join(

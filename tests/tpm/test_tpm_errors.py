@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.client.conftest import refused
-from tests.tpm.conftest import SoftwareTPM, _free_port_pair, _listens, _stop, _wait_for
+from tests.tpm.conftest import SoftwareTPM
 
 
 def _one_line(result_stderr: str) -> str:
@@ -46,26 +45,6 @@ def test_tcti_mistakes_are_one_line_saying_what_to_check(
     assert said in _one_line(result.stderr)
     assert not out.exists()
     assert "ERROR:" not in capfd.readouterr().err  # the TSS's own log stays quiet
-
-
-@pytest.fixture
-def unstarted_tpm(tmp_path: Path) -> Iterator[SoftwareTPM]:
-    """swtpm powered on but never sent TPM2_Startup (no startup-clear flag)."""
-    port = _free_port_pair()
-    log = tmp_path / "swtpm.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tmp_path}",
-             "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-             "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-             "--flags", "not-need-init"],
-            stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
-    _wait_for(lambda: _listens(port), process, log, "swtpm")
-    try:
-        yield SoftwareTPM(port, tmp_path, process)
-    finally:
-        _stop(process)
 
 
 def test_tpm_never_started_says_to_run_tpm2_startup(
