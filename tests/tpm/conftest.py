@@ -39,6 +39,7 @@ from ostiary.client.tpm import (
     open_tpm,
 )
 from tests.conftest import require_tool
+from tests.guides.markdown import parse_guide
 
 with warnings.catch_warnings():
     # tpm2-pytss imports Camellia and CFB from their old places (deprecation warnings, which
@@ -51,23 +52,18 @@ with warnings.catch_warnings():
 PIN = b"4711-pin"
 #: The policy OID the test CA's attest provisioner adds ("hardware key, PIN-protected").
 HARDWARE_POLICY = "1.3.6.1.4.1.55555.7.1"
-#: An OpenSSL configuration that loads the tpm2 provider, random numbers from the default
+
+
+def _documented_openssl_config() -> str:
+    """The ``tpm2.cnf`` docs/tpm.md shows for curl and nginx: the tests use that one."""
+    guide = parse_guide(Path(__file__).parents[2] / "docs" / "tpm.md")
+    (block,) = [b for b in guide.blocks if b.language == "ini" and "# tpm2.cnf" in b.text]
+    return block.text
+
+
+#: The OpenSSL configuration that loads the tpm2 provider, random numbers from the default
 #: one (docs/tpm.md, for curl and nginx).
-OPENSSL_TPM2_CONFIG = """\
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-random = random_sect
-[provider_sect]
-tpm2 = tpm2_sect
-default = default_sect
-[tpm2_sect]
-activate = 1
-[default_sect]
-activate = 1
-[random_sect]
-properties = provider=default
-"""
+OPENSSL_TPM2_CONFIG = _documented_openssl_config()
 
 
 def _free_port_pair() -> int:
