@@ -35,6 +35,13 @@ def _one_line(result_stderr: str) -> str:
         pytest.param(
             "device:/dev/no-such-tpm", "/dev/no-such-tpm does not exist", id="fail/no-device"
         ),
+        pytest.param(
+            # A path that exists but is no TPM: the branch a device without access takes
+            # (as root here, a 0660 device would open).
+            "device:/",
+            "/ cannot be opened: add your user to the group that owns it (usually 'tss')",
+            id="fail/device-not-opened",
+        ),
     ],
 )
 def test_tcti_mistakes_are_one_line_saying_what_to_check(
