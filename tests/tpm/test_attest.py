@@ -702,6 +702,8 @@ def test_cli_request_renew_and_p12_with_a_tpm_key(
     assert "a TPM key is P-256" in result.stderr
     assert not (tmp_path / "x.key").exists()
 
+    result = refused("cert", "revoke", "--cert", crt, "--key", key, *where)
+    assert f"TPM key {key} has a PIN: set OSTIARY_TPM_PIN" in result.stderr  # it has no option
     monkeypatch.setenv("OSTIARY_TPM_PIN", PIN.decode())  # revoke reads the PIN from here
     ok("cert", "revoke", "--cert", crt, "--key", key, *where)
     status = hw_ca.ca.authority.store

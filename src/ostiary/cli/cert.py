@@ -41,7 +41,7 @@ def load_private_key_file(
     *,
     tcti: str | None = None,
     pin_file: Path | None = None,
-    pin_option: str = "--pin-file",
+    pin_option: str | None = "--pin-file",
 ) -> Any:
     """A private key from a PEM file, decrypting it with the password file when given.
 

@@ -53,7 +53,7 @@ class HolderFiles:
     tcti: str | None = None
     pin_file: Path | None = None
     #: The command's option for that PIN, named when the key needs one and none is given.
-    pin_option: str = "--pin-file"
+    pin_option: str | None = "--pin-file"
 
     def load_chain(self) -> list[x509.Certificate]:
         return load_certificate_chain(read_input(self.certificate, "certificate"))

@@ -315,7 +315,7 @@ def revoke(
         raise BadRequest("give --cert and --key (as the holder) or --token (an admin token)")
     connect = ca_connector(ca_url, root)
     if cert is not None and key_file is not None:
-        chain, key = HolderFiles(cert, key_file).load()
+        chain, key = HolderFiles(cert, key_file, pin_option=None).load()
         serial_number = _holder_serial(serial, chain[0])
         with connect() as client:
             client.revoke(

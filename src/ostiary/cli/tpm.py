@@ -105,18 +105,19 @@ def new_key_pin(pin_file: Path | None, *, no_pin: bool) -> bytes | None:
 
 
 def load_tpm_key_file(
-    path: Path, *, tcti: str | None, pin_file: Path | None, pin_option: str = "--pin-file"
+    path: Path, *, tcti: str | None, pin_file: Path | None, pin_option: str | None = "--pin-file"
 ) -> TpmPrivateKey:
-    """A TPM key from its TSS2 PEM file; ``pin_option`` is the command's option for its PIN."""
+    """A TPM key from its TSS2 PEM file; ``pin_option`` is the command's option for its PIN
+    (None: the command has none, only ``$OSTIARY_TPM_PIN``).
+    """
     from ostiary.client.tpm import PinRequired, load_tpm_key_pem
 
     data = read_input(path, "key file")
     try:
         return load_tpm_key_pem(data, tcti=tpm_tcti(tcti), pin=tpm_pin(pin_file))
     except PinRequired:
-        raise PinRequired(
-            f"TPM key {path} has a PIN: give {pin_option}, or set {PIN_ENV}"
-        ) from None
+        give = f"give {pin_option}, or set {PIN_ENV}" if pin_option else f"set {PIN_ENV}"
+        raise PinRequired(f"TPM key {path} has a PIN: {give}") from None
 
 
 def load_attestation_key_file(
