@@ -87,7 +87,9 @@ def no_private_key_on_disk(home: Path) -> None:
     assert not (home / "secrets").exists() or not any((home / "secrets").iterdir())
 
 
-def test_init_sign_revoke_crl_all_through_the_token(softhsm: SoftHSM, tmp_path: Path) -> None:
+def test_init_sign_revoke_crl_all_through_the_token(
+    softhsm: SoftHSM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = init_token_ca(softhsm, tmp_path, "cli-init")
     pin_file = softhsm.pin_file(tmp_path)
     config = tomllib.loads((home / "ostiary.toml").read_text())
@@ -155,6 +157,14 @@ def test_init_sign_revoke_crl_all_through_the_token(softhsm: SoftHSM, tmp_path: 
     line = refused("ca", "crl", "--out", tmp_path / "x.crl", "--dir", home, "--pin-file", bad)
     assert "wrong PIN" in line and "000000" not in line
     assert not (tmp_path / "x.crl").exists()
+
+    # No PIN and no terminal: the option and the variable docs/hsm.md names, then the variable.
+    monkeypatch.delenv("OSTIARY_PIN", raising=False)
+    line = refused("ca", "crl", "--out", tmp_path / "x.crl", "--dir", home)
+    assert line == "error: a PIN is needed for token 'cli-init': give --pin-file or set OSTIARY_PIN"
+    assert not (tmp_path / "x.crl").exists()
+    monkeypatch.setenv("OSTIARY_PIN", PIN)
+    ok("ca", "crl", "--out", tmp_path / "x.crl", "--dir", home)
     no_private_key_on_disk(home)
 
 

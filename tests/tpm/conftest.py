@@ -39,6 +39,7 @@ from ostiary.client.tpm import (
     open_tpm,
 )
 from tests.conftest import require_tool
+from tests.guides.markdown import parse_guide
 
 with warnings.catch_warnings():
     # tpm2-pytss imports Camellia and CFB from their old places (deprecation warnings, which
@@ -61,6 +62,18 @@ TPM_NAME = x509.DirectoryName(
         ]
     )
 )
+
+
+def _documented_openssl_config() -> str:
+    """The ``tpm2.cnf`` docs/tpm.md shows for curl and nginx: the tests use that one."""
+    guide = parse_guide(Path(__file__).parents[2] / "docs" / "tpm.md")
+    (block,) = [b for b in guide.blocks if b.language == "ini" and "# tpm2.cnf" in b.text]
+    return block.text
+
+
+#: The OpenSSL configuration that loads the tpm2 provider, random numbers from the default
+#: one (docs/tpm.md, for curl and nginx).
+OPENSSL_TPM2_CONFIG = _documented_openssl_config()
 
 
 def _free_port_pair() -> int:
@@ -229,6 +242,26 @@ def swtpm_server(
         yield tpm
     finally:
         _stop(tpm.process)
+
+
+@pytest.fixture
+def unstarted_tpm(tmp_path: Path) -> Iterator[SoftwareTPM]:
+    """swtpm powered on but never sent TPM2_Startup (no startup-clear flag)."""
+    port = _free_port_pair()
+    log = tmp_path / "swtpm.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tmp_path}",
+             "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+             "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+             "--flags", "not-need-init"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
+    _wait_for(lambda: _listens(port), process, log, "swtpm")
+    try:
+        yield SoftwareTPM(port, tmp_path, process)
+    finally:
+        _stop(process)
 
 
 @dataclass

@@ -68,6 +68,7 @@ from tests.gateway.conftest import (  # noqa: F401 - fixtures re-exported
 from tests.oidc.conftest import CLIENT_ID, Provider, provider  # noqa: F401
 from tests.tpm.conftest import (
     HARDWARE_POLICY,
+    OPENSSL_TPM2_CONFIG,
     PIN,
     AttestationCA,
     BrokeredTPM,
@@ -474,30 +475,13 @@ def _openssl_get(
     return result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
 
 
-_OPENSSL_TPM2_CONFIG = """\
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-random = random_sect
-[provider_sect]
-tpm2 = tpm2_sect
-default = default_sect
-[tpm2_sect]
-activate = 1
-[default_sect]
-activate = 1
-[random_sect]
-properties = provider=default
-"""
-
-
 def _curl_status(
     brokered: BrokeredTPM, port: int, cert_file: Path, key_file: Path, ca_file: Path, folder: Path
 ) -> str:
     """curl (OpenSSL 3) with the TPM key, the tpm2 provider loaded by OPENSSL_CONF (docs/tpm.md)."""
     curl = require_tool("curl")
     config = folder / "openssl-tpm2.cnf"
-    config.write_text(_OPENSSL_TPM2_CONFIG)
+    config.write_text(OPENSSL_TPM2_CONFIG)
     env = {
         **os.environ,
         "OPENSSL_CONF": str(config),
@@ -523,7 +507,7 @@ def _nginx_client(
     prefix.mkdir()
     listen = free_port()
     config = prefix / "openssl-tpm2.cnf"
-    config.write_text(_OPENSSL_TPM2_CONFIG)
+    config.write_text(OPENSSL_TPM2_CONFIG)
     pin = prefix / "pin"
     pin.write_text(PIN.decode() + "\n")
     temp = "\n".join(
@@ -659,6 +643,20 @@ def _cli_files(hw_ca: HardwareCA, attestation_key: AttestationKey, folder: Path)
     )
 
 
+@pytest.fixture
+def cli_files(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> CliFiles:
+    """The CLI's files in ``tmp_path``; the TCTI in the environment, and no PIN there."""
+    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
+    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
+    return _cli_files(hw_ca, attestation_key, tmp_path)
+
+
 def test_cli_request_renew_and_p12_with_a_tpm_key(
     hw_ca: HardwareCA,
     swtpm: SoftwareTPM,
@@ -704,6 +702,8 @@ def test_cli_request_renew_and_p12_with_a_tpm_key(
     assert "a TPM key is P-256" in result.stderr
     assert not (tmp_path / "x.key").exists()
 
+    result = refused("cert", "revoke", "--cert", crt, "--key", key, *where)
+    assert f"TPM key {key} has a PIN: set OSTIARY_TPM_PIN" in result.stderr  # it has no option
     monkeypatch.setenv("OSTIARY_TPM_PIN", PIN.decode())  # revoke reads the PIN from here
     ok("cert", "revoke", "--cert", crt, "--key", key, *where)
     status = hw_ca.ca.authority.store
@@ -990,17 +990,11 @@ def test_empty_pin_on_the_terminal_is_refused_and_nothing_is_made(
 
 
 def test_without_a_terminal_a_pin_or_no_pin_must_be_given(
-    hw_ca: HardwareCA,
-    swtpm: SoftwareTPM,
-    attestation_key: AttestationKey,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    swtpm: SoftwareTPM, cli_files: CliFiles, tmp_path: Path
 ) -> None:
     from tests.client.conftest import ok, refused
 
-    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
-    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
-    files = _cli_files(hw_ca, attestation_key, tmp_path)
+    files = cli_files
     crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
     args = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--provisioner", ATTEST,
             *files.attest, *files.where]  # fmt: skip
@@ -1015,16 +1009,25 @@ def test_without_a_terminal_a_pin_or_no_pin_must_be_given(
 # --------------------------------------------------------------------------- renewal and lockout
 
 
-def _issued_with_pin(
-    hw_ca: HardwareCA, attestation_key: AttestationKey, folder: Path
-) -> tuple[CliFiles, Path, Path]:
+@dataclass
+class Issued:
+    """A certificate and its PIN-protected TPM key, from ``cert request``."""
+
+    files: CliFiles
+    crt: Path
+    key: Path
+
+
+@pytest.fixture
+def issued(cli_files: CliFiles, tmp_path: Path) -> Issued:
+    """Issued through the CLI (see ``cli_files``)."""
     from tests.client.conftest import ok
 
-    files = _cli_files(hw_ca, attestation_key, folder)
-    crt, key = folder / "dev.crt", folder / "dev.key"
+    files = cli_files
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
     ok("cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--pin-file", files.pin,
        "--provisioner", ATTEST, *files.attest, *files.where)  # fmt: skip
-    return files, crt, key
+    return Issued(files, crt, key)
 
 
 def _daemon(
@@ -1053,17 +1056,11 @@ def _lockout_counter(swtpm: SoftwareTPM) -> int:
 
 
 def test_renewal_daemon_stops_on_a_wrong_pin_before_a_lockout(
-    hw_ca: HardwareCA,
-    swtpm: SoftwareTPM,
-    attestation_key: AttestationKey,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    issued: Issued, swtpm: SoftwareTPM, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
-    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
     from tests.client.conftest import ok
 
-    files, crt, key = _issued_with_pin(hw_ca, attestation_key, tmp_path)
+    files, crt, key = issued.files, issued.crt, issued.key
     before = crt.read_bytes()
     wrong = tmp_path / "wrong-pin"
     wrong.write_text("0000\n")
@@ -1077,20 +1074,14 @@ def test_renewal_daemon_stops_on_a_wrong_pin_before_a_lockout(
 
 
 def test_lockout_stops_the_daemon_and_its_recovery_command_works_as_printed(
-    hw_ca: HardwareCA,
-    swtpm: SoftwareTPM,
-    attestation_key: AttestationKey,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    issued: Issued, swtpm: SoftwareTPM, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("OSTIARY_TPM_TCTI", swtpm.tcti)
-    monkeypatch.delenv("OSTIARY_TPM_PIN", raising=False)
     import re
     import shlex
 
     from ostiary.client.tpm import TpmLockout
 
-    files, crt, key = _issued_with_pin(hw_ca, attestation_key, tmp_path)
+    files, crt, key = issued.files, issued.crt, issued.key
     wrong = load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=b"0000")
     for _ in range(10):  # swtpm allows a few wrong PINs, then locks every key out
         try:
@@ -1110,3 +1101,83 @@ def test_lockout_stops_the_daemon_and_its_recovery_command_works_as_printed(
     from tests.client.conftest import ok
 
     ok("cert", "renew", crt, key, "--force", "--pin-file", files.pin, *files.where)
+
+
+def test_renew_all_takes_the_tpm_pin_from_a_file_and_names_both_ways_when_missing(
+    issued: Issued, swtpm: SoftwareTPM, tmp_path: Path
+) -> None:
+    from tests.client.conftest import run_cli
+
+    files, crt, key = issued.files, issued.crt, issued.key
+    first = crt.read_bytes()
+    due = ["cert", "renew-all", tmp_path, "--expires-in", "3650d", *files.where]
+
+    result = run_cli(*due)
+    assert result.exit_code == 1, result.stderr
+    assert f"TPM key {key} has a PIN: give --tpm-pin-file, or set OSTIARY_TPM_PIN" in result.stderr
+    assert "1 failed" in result.stderr
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("0000\n")
+    result = run_cli(*due, "--tpm-pin-file", wrong)
+    assert result.exit_code == 1, result.stderr
+    assert "the TPM refused the PIN" in result.stderr
+    assert crt.read_bytes() == first
+
+    result = run_cli(*due, "--tpm-pin-file", files.pin)
+    assert result.exit_code == 0, result.stderr
+    assert "1 renewed" in result.stderr
+    renewed = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert renewed != x509.load_pem_x509_certificate(first)
+    assert renewed.public_key() == x509.load_pem_x509_certificate(first).public_key()
+
+
+def _marked_as_having_a_pin(ak: TpmPrivateKey, path: Path) -> Path:
+    """The AK's file as tpm2-tools' ``encodeobject`` writes it without ``-p``: the same key,
+    the file claiming it has a PIN."""
+    from tpm2_pytss.tsskey import TSSPrivKey
+
+    blob = TSSPrivKey.from_pem(ak.to_pem())
+    marked = TSSPrivKey(blob.private, blob.public, empty_auth=False, parent=blob.parent)
+    path.write_bytes(marked.to_pem())
+    return path
+
+
+def test_an_ak_marked_as_having_a_pin_is_named_as_the_ak_not_the_client_key(
+    hw_ca: HardwareCA,
+    swtpm: SoftwareTPM,
+    attestation_key: AttestationKey,
+    cli_files: CliFiles,
+    tmp_path: Path,
+) -> None:
+    from tests.client.conftest import ok, refused
+
+    files = cli_files
+    marked = _marked_as_having_a_pin(attestation_key.key, tmp_path / "marked-ak.pem")
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    request = ["cert", "request", DEVICE, crt, key, "--key-store", "tpm", "--pin-file",
+               files.pin, "--provisioner", ATTEST]  # fmt: skip
+    before = hw_ca.certificate_count()
+    result = refused(*request, "--attest-key", marked, "--attest-chain", files.attest[3],
+                     *files.where)  # fmt: skip
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"attestation key {marked} (--attest-key) is marked as having a PIN" in line
+    assert "--pin-file is the PIN of the key being enrolled" in line
+    assert "ostiary tpm ak create" in line
+    assert str(key) not in line and "give --pin-file" not in line
+    assert not key.exists() and not crt.exists()
+    assert hw_ca.certificate_count() == before
+    assert swtpm.transient_count() == 0
+
+    out = tmp_path / "ak-chain-new.pem"
+    result = refused("tpm", "ak", "enroll", "--ak", marked, "--out", out, *files.where)
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"attestation key {marked} (--ak) is marked as having a PIN" in line
+    assert "--pin-file" not in line  # ak enroll has none to give
+    assert not out.exists()
+
+    ok(*request, *files.attest, *files.where)  # the same AK, its file honest
+    issued = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert HARDWARE_POLICY in _policies(issued)
+    assert load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=PIN).public_key() == (
+        issued.public_key()
+    )

@@ -23,7 +23,7 @@ from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.hsm import init_token_ca_folder, token_init_settings
 from ostiary.cli.listen import init_http_address, warn_https_url
 from ostiary.cli.options import CADir, Force, PasswordFile, Sans
-from ostiary.cli.secrets import PIN_ENV, obtain_password
+from ostiary.cli.secrets import obtain_password, obtain_pin
 from ostiary.cli.unlock import ca_paths, open_ca_store, unlock_ca
 from ostiary.config import CAConfig, Claims, describe_validation_error
 from ostiary.core.ca import fingerprint_sha256
@@ -139,7 +139,7 @@ def init(
         raise BadRequest(describe_validation_error(exc)) from None
     warn_https_url(config.url)
     if config.kms == "pkcs11":  # keys made in the token, unlocked by its PIN (docs/hsm.md)
-        pin = obtain_password(password_file, purpose=f"token {token!r}", env=PIN_ENV)
+        pin = obtain_pin(password_file, token=str(token))
         with err.status("Generating keys in the token and certificates..."):
             material = init_token_ca_folder(paths, config, pin, now=datetime.now(UTC))
     else:

@@ -41,12 +41,13 @@ def load_private_key_file(
     *,
     tcti: str | None = None,
     pin_file: Path | None = None,
+    pin_option: str | None = "--pin-file",
 ) -> Any:
     """A private key from a PEM file, decrypting it with the password file when given.
 
     A ``TSS2 PRIVATE KEY`` (``--key-store tpm``) gives a key that signs in the TPM, reached
     through ``tcti`` and unlocked with the PIN in ``pin_file`` (or their environment
-    variables, :mod:`ostiary.cli.tpm`).
+    variables, :mod:`ostiary.cli.tpm`); ``pin_option`` is the option an error names for it.
     """
     from ostiary.client.tpm import is_tpm_key_pem
 
@@ -54,7 +55,7 @@ def load_private_key_file(
     if is_tpm_key_pem(data):
         from ostiary.cli.tpm import load_tpm_key_file
 
-        return load_tpm_key_file(path, tcti=tcti, pin_file=pin_file)
+        return load_tpm_key_file(path, tcti=tcti, pin_file=pin_file, pin_option=pin_option)
     password = read_password_file(password_file) if password_file else None
     return decrypt_private_key_pem(data, password)
 

@@ -52,6 +52,8 @@ class HolderFiles:
     #: For a TPM key (``--key-store tpm``): how to reach the TPM and the PIN's file.
     tcti: str | None = None
     pin_file: Path | None = None
+    #: The command's option for that PIN, named when the key needs one and none is given.
+    pin_option: str | None = "--pin-file"
 
     def load_chain(self) -> list[x509.Certificate]:
         return load_certificate_chain(read_input(self.certificate, "certificate"))
@@ -62,7 +64,9 @@ class HolderFiles:
     def load(self) -> tuple[list[x509.Certificate], Any]:
         """The chain and the private key, checked to belong together."""
         chain = self.load_chain()
-        key = load_private_key_file(self.key, tcti=self.tcti, pin_file=self.pin_file)
+        key = load_private_key_file(
+            self.key, tcti=self.tcti, pin_file=self.pin_file, pin_option=self.pin_option
+        )
         if key.public_key() != chain[0].public_key():
             raise BadRequest(f"{self.key} is not the key of the certificate in {self.certificate}")
         return chain, key
@@ -184,10 +188,13 @@ def run_hook(command: str, files: HolderFiles, certificate: x509.Certificate, *,
         log(f"--exec command failed with exit status {result.returncode}")
 
 
-def find_holder_files(folder: Path, *, log: Log) -> list[HolderFiles]:
+def find_holder_files(
+    folder: Path, *, log: Log, pin_file: Path | None = None, pin_option: str = "--pin-file"
+) -> list[HolderFiles]:
     """Every ``name.crt`` in ``folder`` with a ``name.key`` beside it, by name.
 
-    A ``.crt`` without a key (a CA certificate, say) is logged and left out.
+    A ``.crt`` without a key (a CA certificate, say) is logged and left out. TPM keys among
+    them are unlocked with the PIN in ``pin_file`` (else ``$OSTIARY_TPM_PIN``).
     """
     if not folder.is_dir():
         raise BadRequest(f"{folder} is not a folder")
@@ -195,7 +202,7 @@ def find_holder_files(folder: Path, *, log: Log) -> list[HolderFiles]:
     for certificate in sorted(folder.glob("*.crt")):
         key = certificate.with_suffix(".key")
         if key.is_file():
-            found.append(HolderFiles(certificate, key))
+            found.append(HolderFiles(certificate, key, pin_file=pin_file, pin_option=pin_option))
         else:
             log(f"{certificate.name}: skipped, no {key.name} beside it")
     return found

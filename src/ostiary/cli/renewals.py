@@ -193,6 +193,14 @@ def renew_all(
     via_mtls: ViaMTLS = True,
     ca_url: CAUrl = None,
     root: RootFile = None,
+    tpm_pin_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tpm-pin-file",
+            help="tpm: file holding the PIN of the TPM keys in DIR (or $OSTIARY_TPM_PIN).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Renew every certificate in DIR that is due (name.crt with name.key beside it).
 
@@ -204,7 +212,10 @@ def renew_all(
     connect = ca_connector(ca_url, root)
     now = datetime.now(UTC)
     counts = {"renewed": 0, "not due": 0, "failed": 0}
-    for files in find_holder_files(folder, log=log_line):
+    found = find_holder_files(
+        folder, log=log_line, pin_file=tpm_pin_file, pin_option="--tpm-pin-file"
+    )
+    for files in found:
         renewer = FileRenewer(
             files,
             connect,
@@ -304,7 +315,7 @@ def revoke(
         raise BadRequest("give --cert and --key (as the holder) or --token (an admin token)")
     connect = ca_connector(ca_url, root)
     if cert is not None and key_file is not None:
-        chain, key = HolderFiles(cert, key_file).load()
+        chain, key = HolderFiles(cert, key_file, pin_option=None).load()
         serial_number = _holder_serial(serial, chain[0])
         with connect() as client:
             client.revoke(

@@ -30,19 +30,35 @@ def read_password_file(path: Path) -> bytes:
 
 
 def obtain_password(
-    password_file: Path | None, *, purpose: str, confirm: bool = False, env: str = PASSWORD_ENV
+    password_file: Path | None,
+    *,
+    purpose: str,
+    confirm: bool = False,
+    env: str = PASSWORD_ENV,
+    secret: str = "password",
+    option: str = "--password-file",
 ) -> bytes:
-    """A password from ``--password-file``, else ``$OSTIARY_PASSWORD``, else a prompt."""
+    """A password from ``--password-file``, else ``$OSTIARY_PASSWORD``, else a prompt.
+
+    ``secret``, ``option`` and ``env`` are what the messages call it (see :func:`obtain_pin`).
+    """
     if password_file is not None:
         return read_password_file(password_file)
     from_env = os.environ.get(env)
     if from_env:
         return from_env.encode()
     if not sys.stdin.isatty():
-        raise BadRequest(f"a password is needed for {purpose}: give --password-file or set {env}")
-    password = getpass.getpass(f"Password for {purpose}: ").encode()
+        raise BadRequest(f"a {secret} is needed for {purpose}: give {option} or set {env}")
+    password = getpass.getpass(f"{secret[0].upper()}{secret[1:]} for {purpose}: ").encode()
     if not password:
-        raise BadRequest("the password is empty")
+        raise BadRequest(f"the {secret} is empty")
     if confirm and getpass.getpass("Repeat it: ").encode() != password:
-        raise BadRequest("the two passwords differ")
+        raise BadRequest(f"the two {secret}s differ")
     return password
+
+
+def obtain_pin(pin_file: Path | None, *, token: str) -> bytes:
+    """A PKCS#11 token's PIN: ``--pin-file``, else ``$OSTIARY_PIN``, else a prompt, named so."""
+    return obtain_password(
+        pin_file, purpose=f"token {token!r}", env=PIN_ENV, secret="PIN", option="--pin-file"
+    )

@@ -104,13 +104,41 @@ def new_key_pin(pin_file: Path | None, *, no_pin: bool) -> bytes | None:
     return pin
 
 
-def load_tpm_key_file(path: Path, *, tcti: str | None, pin_file: Path | None) -> TpmPrivateKey:
-    """A TPM key from its TSS2 PEM file."""
-    from ostiary.client.tpm import load_tpm_key_pem
+def load_tpm_key_file(
+    path: Path, *, tcti: str | None, pin_file: Path | None, pin_option: str | None = "--pin-file"
+) -> TpmPrivateKey:
+    """A TPM key from its TSS2 PEM file; ``pin_option`` is the command's option for its PIN
+    (None: the command has none, only ``$OSTIARY_TPM_PIN``).
+    """
+    from ostiary.client.tpm import PinRequired, load_tpm_key_pem
 
-    return load_tpm_key_pem(
-        read_input(path, "key file"), tcti=tpm_tcti(tcti), pin=tpm_pin(pin_file)
-    )
+    data = read_input(path, "key file")
+    try:
+        return load_tpm_key_pem(data, tcti=tpm_tcti(tcti), pin=tpm_pin(pin_file))
+    except PinRequired:
+        give = f"give {pin_option}, or set {PIN_ENV}" if pin_option else f"set {PIN_ENV}"
+        raise PinRequired(f"TPM key {path} has a PIN: {give}") from None
+
+
+def load_attestation_key_file(
+    path: Path, *, tcti: str | None, option: str, enrolling: bool = False
+) -> TpmPrivateKey:
+    """The AK from ``tpm ak create``, given with ``option``: it has no PIN, and an error
+    about it names it, not the key being enrolled (``enrolling``: one whose PIN is
+    --pin-file's).
+    """
+    from ostiary.client.tpm import PinRequired, load_tpm_key_pem
+
+    data = read_input(path, "attestation key")
+    what = f"attestation key {path} ({option})"
+    try:
+        return load_tpm_key_pem(data, tcti=tcti, pin=None, what=what)
+    except PinRequired:
+        enrolled = " (--pin-file is the PIN of the key being enrolled)" if enrolling else ""
+        raise BadRequest(
+            f"{what} is marked as having a PIN: an AK has none{enrolled}; make the AK with "
+            "'ostiary tpm ak create'"
+        ) from None
 
 
 def _attestation_key(
@@ -122,18 +150,7 @@ def _attestation_key(
         return None
     if attest_key is None or attest_chain is None:
         raise BadRequest("give both --attest-key and --attest-chain, or neither")
-    from ostiary.client.tpm import load_tpm_key_pem
-
-    data = read_input(attest_key, "attestation key")
-    try:
-        key = load_tpm_key_pem(data, tcti=tcti, pin=None, what=f"attestation key {attest_key}")
-    except BadRequest as exc:
-        if "has a PIN" not in exc.detail:
-            raise
-        raise BadRequest(
-            f"attestation key {attest_key} is marked as having a PIN: an AK has none "
-            "(--pin-file is the new key's); make the AK with 'ostiary tpm ak create'"
-        ) from None
+    key = load_attestation_key_file(attest_key, tcti=tcti, option="--attest-key", enrolling=True)
     chain = load_certificate_chain(read_input(attest_chain, "attestation key chain"))
     if chain[0].public_key() != key.public_key():
         raise BadRequest(f"{attest_chain} is not the certificate of attestation key {attest_key}")

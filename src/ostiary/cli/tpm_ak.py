@@ -16,8 +16,8 @@ import typer
 
 from ostiary.cli.connect import CAUrl, RootFile
 from ostiary.cli.console import note
-from ostiary.cli.files import check_writable, read_input, write_file
-from ostiary.cli.tpm import TpmTcti, tpm_tcti
+from ostiary.cli.files import check_writable, write_file
+from ostiary.cli.tpm import TpmTcti, load_attestation_key_file, tpm_tcti
 
 app = typer.Typer(help="The device's TPM: its attestation key (docs/tpm.md).", no_args_is_help=True)
 ak_app = typer.Typer(
@@ -54,12 +54,11 @@ def ak_enroll(
 ) -> None:
     """Have the CA certify the AK, proving with the TPM's EK that it is in this TPM."""
     from ostiary.cli.connect import ca_connector
-    from ostiary.client.tpm import load_tpm_key_pem
     from ostiary.client.tpm_ak import enroll_attestation_key
 
     check_writable(out, force=force)
     reach = tpm_tcti(tcti)
-    key = load_tpm_key_pem(read_input(ak, "attestation key"), tcti=reach, pin=None)
+    key = load_attestation_key_file(ak, tcti=reach, option="--ak")
     connect = ca_connector(ca_url, root)
     with connect() as client:
         issued = enroll_attestation_key(client, key, tcti=reach)

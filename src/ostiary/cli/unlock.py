@@ -25,7 +25,7 @@ from ostiary.authority.folder import (
     load_ca_folder,
     load_ca_public,
 )
-from ostiary.cli.secrets import PIN_ENV, obtain_password
+from ostiary.cli.secrets import obtain_password, obtain_pin
 from ostiary.config import CAConfig, load_config
 from ostiary.core.errors import BadRequest
 from ostiary.provisioners.base import CAIdentity
@@ -77,7 +77,7 @@ def unlock_ca(directory: Path | None, password_file: Path | None) -> Iterator[Un
         from ostiary.authority.token_ca import sealing_secret
 
         token = config.pkcs11.token if config.pkcs11 else "?"
-        pin = obtain_password(password_file, purpose=f"token {token!r}", env=PIN_ENV)
+        pin = obtain_pin(password_file, token=str(token))
         material = load_ca_folder(paths, pin)  # a wrong PIN stops here
         password = sealing_secret(material)  # provisioner keys are sealed with this
     else:

@@ -59,6 +59,12 @@ def is_tpm_key_pem(data: bytes) -> bool:
     return f"-----BEGIN {TSS2_PEM_LABEL}-----".encode() in data
 
 
+class PinRequired(BadRequest):
+    """A key file marked as having a PIN, and no PIN given (the caller names its option)."""
+
+    code = "tpm-pin-required"
+
+
 class TpmLockout(Unavailable):
     """The TPM refuses every PIN-protected key until its lockout lifts or is cleared."""
 
@@ -333,7 +339,7 @@ def load_tpm_key_pem(
     except (TypeError, ValueError) as exc:
         raise MalformedInput(f"{what} is not a TSS2 private key: {exc}") from None
     if not blob.empty_auth and not pin:
-        raise BadRequest(f"{what} has a PIN: give --pin-file, or set OSTIARY_TPM_PIN")
+        raise PinRequired(f"{what} has a PIN and none was given")
     return TpmPrivateKey(blob, tcti=tcti, pin=pin if not blob.empty_auth else None)
 
 
@@ -437,6 +443,7 @@ __all__ = [
     "TSS2_PEM_LABEL",
     "AttestationKey",
     "KeyAttestation",
+    "PinRequired",
     "TpmLockout",
     "TpmPrivateKey",
     "certify_key",
