@@ -7,8 +7,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ostiary.client.config import ClientConfig
@@ -135,3 +137,84 @@ def test_without_the_documented_step_the_units_cannot_find_ostiary(tmp_path: Pat
         check=False,
     )
     assert result.returncode == 127
+
+
+# ------------------------------------------------- the CA server's unit
+
+
+def _ca_unit(venv_ostiary: Path) -> str:
+    """ostiary-ca.service with the venv it documents replaced by the one these tests run in."""
+    text = (UNITS / "ostiary-ca.service").read_text()
+    return text.replace("/opt/ostiary/bin/ostiary", str(venv_ostiary))
+
+
+def test_the_ca_unit_keeps_the_password_out_of_environment_and_command_line() -> None:
+    text = (UNITS / "ostiary-ca.service").read_text()
+    service = [line for line in text.splitlines() if not line.startswith("#")]
+    assert "LoadCredential=ca-password:/etc/ostiary/ca.password" in service
+    assert not any("PASSWORD" in line or "PIN=" in line for line in service)
+    assert "UMask=0077" in service and "StateDirectoryMode=0700" in service
+
+
+@pytest.mark.interop
+def test_the_ca_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    unit = tmp_path / "ostiary-ca.service"
+    unit.write_text(_ca_unit(Path(sys.executable).with_name("ostiary")))
+    result = subprocess.run(
+        [tool, "verify", str(unit)], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.interop
+def test_the_ca_units_exec_start_serves_the_ca_with_the_credential(tmp_path: Path) -> None:
+    """ExecStart as systemd runs it: OSTIARY_HOME from the unit, the password from
+    $CREDENTIALS_DIRECTORY/ca-password; the server answers /health, and without the
+    credential it refuses in one line instead of prompting."""
+    from .conftest import free_port
+
+    home, credentials = tmp_path / "ostiary", tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    (credentials / "ca-password").write_text("a long enough password for the CA\n")
+    http_port = free_port()
+    ostiary = str(Path(sys.executable).with_name("ostiary"))
+    subprocess.run(
+        [ostiary, "ca", "init", "--name", "Unit", "--dir", str(home),
+         "--password-file", str(credentials / "ca-password"),
+         "--address", f"127.0.0.1:{free_port()}", "--http-address", f"127.0.0.1:{http_port}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    text = _ca_unit(Path(ostiary))
+    env = {"PATH": "/usr/bin:/bin"}
+    for line in text.splitlines():
+        if line.startswith("Environment="):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            env[name] = value.replace("/var/lib/ostiary", str(home))
+    command = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(command.removeprefix("ExecStart=").replace(
+        "${CREDENTIALS_DIRECTORY}", str(credentials)))  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/health").is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the unit's ca serve did not answer /health")
+    finally:
+        server.terminate()
+        server.wait(20)
+    missing = [*argv[: argv.index("--password-file")], "--password-file", "absent"]
+    refused = subprocess.run(missing, env=env, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
