@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
@@ -25,7 +24,7 @@ from ostiary.cli.main import app
 from ostiary.config import load_config
 from ostiary.store import CertificateRecord, Store, sqlite_url_for
 from tests.conftest import fresh_postgres_schema
-from tests.server.conftest import Provisioners, make_csr
+from tests.server.conftest import Provisioners, make_csr, ocsp_request
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, serving
 
 CONCURRENT = 32
@@ -54,12 +53,7 @@ def issue(
 
 
 def ocsp_status(server: ServeProcess, ca: CAFolder, certificate: x509.Certificate) -> str:
-    request = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(certificate, ca.intermediate, hashes.SHA1())
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    request = ocsp_request(certificate, ca.intermediate)
     with server.plain() as plain:
         answer = plain.post(
             "/ocsp", content=request, headers={"content-type": "application/ocsp-request"}
