@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 from ostiary.authority.folder import CAMaterial, CAPaths
 from ostiary.cli.main import app
 from ostiary.config import load_config
-from ostiary.store import CertificateRecord, Store, sqlite_url_for
+from ostiary.store import CertificateRecord, Store, migrate, sqlite_url_for
 from tests.conftest import fresh_postgres_schema
 from tests.server.conftest import Provisioners, make_csr, ocsp_request
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, serving
@@ -236,3 +236,34 @@ def test_a_bad_archive_or_password_restores_nothing(
         ca.paths.intermediate_key.read_bytes()
     )
     assert (target / "secrets" / "intermediate.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.postgres
+def test_a_restore_never_merges_into_a_database_that_holds_tables(
+    ca_material: CAMaterial,
+    provisioners: Provisioners,
+    postgres_database_url: str,
+    tmp_path: Path,
+) -> None:
+    ca = make_ca_folder(
+        ca_material, provisioners, sqlite_url_for(tmp_path / "ca.db"), tmp_path / "ca"
+    )
+    password = tmp_path / "password"
+    password.write_text(BACKUP_PASSWORD + "\n")
+    archive = tmp_path / "ca.backup"
+    made = cli(
+        "ca", "backup", "--out", archive, "--password-file", password, "--dir", ca.paths.root
+    )
+    assert made.exit_code == 0, made.stderr
+    with fresh_postgres_schema(postgres_database_url) as occupied:
+        migrate(occupied)
+        target = tmp_path / "restored"
+        refused_with(
+            cli(
+                "ca", "restore", archive, "--dir", target, "--password-file", password,
+                "--database-url", occupied,
+            ),
+            "is not empty",
+        )  # fmt: skip
+        assert not target.exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
