@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
 from ostiary.authority.authority import Authority
@@ -226,6 +227,16 @@ class Running:
 
     def audit_count(self) -> int:
         return self.count(AuditEntry)
+
+
+def ocsp_request(certificate: x509.Certificate, issuer: x509.Certificate) -> bytes:
+    """A DER OCSP request (SHA-1 CertID, as most clients send) for ``certificate``."""
+    return (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(certificate, issuer, hashes.SHA1())
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
 
 
 def make_csr(

@@ -15,7 +15,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ostiary.core.ca import (
     create_root_certificate,
 )
 from ostiary.core.encoding import load_certificate
-from ostiary.core.errors import Conflict, NotFound
+from ostiary.core.errors import BadRequest, Conflict, NotFound
 from ostiary.core.issuance import CAUrls, IssuingCA
 from ostiary.core.keys import generate_private_key
 from ostiary.core.names import parse_subject
@@ -105,15 +106,27 @@ class CAPaths:
         return self.config.exists()
 
 
+def load_root_key_file(material: CAMaterial, password: bytes) -> Signer:
+    """The root key of a file CA: ``secrets/root.key``, unlocked by the CA password."""
+    return FileSigner.load(material.paths.root_key, password)
+
+
 @dataclass(frozen=True)
 class CAMaterial:
-    """A loaded CA folder: settings, certificates and the signer of the issuing key."""
+    """A loaded CA folder: settings, certificates and the signer of the issuing key.
+
+    ``root_loader`` opens the root key where this CA keeps it: the key file here; a token CA
+    (:mod:`ostiary.authority.token_ca`, which builds on this module) gives its own.
+    """
 
     paths: CAPaths
     config: CAConfig
     root: x509.Certificate
     intermediate: x509.Certificate
     signer: Signer
+    root_loader: Callable[[CAMaterial, bytes], Signer] = field(
+        default=load_root_key_file, repr=False
+    )
 
     @property
     def issuer(self) -> IssuingCA:
@@ -131,11 +144,7 @@ class CAMaterial:
 
     def load_root_signer(self, password: bytes) -> Signer:
         """The root key, loaded only for the rare operations that need it (root CRL)."""
-        if self.config.kms == "pkcs11":  # the root key is in the token (docs/hsm.md)
-            from ostiary.authority.token_ca import load_token_root_signer
-
-            return load_token_root_signer(self)
-        return FileSigner.load(self.paths.root_key, password)
+        return self.root_loader(self, password)
 
 
 def init_ca_folder(
@@ -175,18 +184,13 @@ def init_ca_folder(
 def load_ca_folder(paths: CAPaths, password: bytes) -> CAMaterial:
     """Load settings, certificates and the issuing key; the password unlocks the key file.
 
-    For a ``kms = "pkcs11"`` CA the password is the token's PIN (docs/hsm.md).
+    A ``kms = "pkcs11"`` CA is opened by :func:`ostiary.authority.token_ca.load_token_ca_folder`
+    instead (docs/hsm.md).
     """
-    config = load_config(paths.config)
-    root = _read_certificate(paths.root_certificate)
-    intermediate = _read_certificate(paths.intermediate_certificate)
-    signer: Signer
+    config, root, intermediate = load_ca_public(paths)
     if config.kms == "pkcs11":
-        from ostiary.authority.token_ca import load_token_signer
-
-        signer = load_token_signer(config, password, intermediate)
-    else:
-        signer = FileSigner.load(paths.intermediate_key, password)
+        raise BadRequest("this CA keeps its keys in a PKCS#11 token: open it with its PIN")
+    signer = FileSigner.load(paths.intermediate_key, password)
     return CAMaterial(paths, config, root, intermediate, signer)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ostiary.authority.folder import CAMaterial, CAPaths, intermediate_urls
+from ostiary.authority.folder import CAMaterial, CAPaths, intermediate_urls, load_ca_public
 from ostiary.config import CAConfig, Pkcs11Settings, dump_config
 from ostiary.core.ca import (
     NameConstraints,
@@ -83,7 +83,14 @@ def init_token_ca_folder(
     )
     paths.config.write_text(dump_config(config), encoding="utf-8")
     signer = token.signer(settings.intermediate_key, owns_token=True)
-    return CAMaterial(paths, config, root, intermediate, signer)
+    return CAMaterial(paths, config, root, intermediate, signer, _token_root_loader)
+
+
+def load_token_ca_folder(paths: CAPaths, pin: bytes) -> CAMaterial:
+    """Load settings and certificates, and open the issuing key in the token with ``pin``."""
+    config, root, intermediate = load_ca_public(paths)
+    signer = load_token_signer(config, pin, intermediate)
+    return CAMaterial(paths, config, root, intermediate, signer, _token_root_loader)
 
 
 def load_token_signer(config: CAConfig, pin: bytes, intermediate: x509.Certificate) -> Pkcs11Signer:
@@ -107,6 +114,10 @@ def load_token_root_signer(material: CAMaterial) -> Signer:
     root_signer = signer.token.signer(token_settings(material.config).root_key)
     _check_match(root_signer, material.root, "certs/root.crt")
     return root_signer
+
+
+def _token_root_loader(material: CAMaterial, _pin: bytes) -> Signer:
+    return load_token_root_signer(material)
 
 
 def sealing_secret(material: CAMaterial) -> bytes:

@@ -16,6 +16,7 @@ from ostiary.cli.options import CADir
 from ostiary.cli.unlock import ca_paths
 from ostiary.core.errors import BadRequest
 from ostiary.store import AuditLog, Store, current_revision, head_revision, migrate
+from ostiary.store.migrate import pending_revisions
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
@@ -61,9 +62,30 @@ def audit_verify(directory: CADir = None, password_file: _NoPassword = None) -> 
     )
 
 
-def migrate_database(directory: CADir = None, password_file: _NoPassword = None) -> None:
+def migrate_database(
+    directory: CADir = None,
+    password_file: _NoPassword = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only list the migrations that would run; change nothing."),
+    ] = False,
+) -> None:
     """Bring the CA's database schema up to date (safe to run on every start)."""
     paths = _paths(directory)
     config, _, _ = load_ca_public(paths)
-    migrate(paths.database_url(config))
+    url = paths.database_url(config)
+    if dry_run:
+        store = Store.from_url(url)
+        try:
+            current, pending = current_revision(store.engine), pending_revisions(store.engine)
+        finally:
+            store.dispose()
+        if not pending:
+            out.print(f"The database schema is up to date (revision {current})")
+            return
+        out.print(f"The database is at revision {current or '(empty)'}; would apply:")
+        for revision in pending:
+            out.print(f"  {revision.revision}: {revision.message}")
+        return
+    migrate(url)
     note(f"Database schema at revision {head_revision()}")

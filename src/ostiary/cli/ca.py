@@ -352,12 +352,18 @@ def _publish_root_crl(directory: Path | None, password_file: Path | None) -> byt
 from ostiary.cli import provisioner as _provisioner_commands  # noqa: E402 - needs open_authority
 from ostiary.cli.audit import audit_app as _audit_app  # noqa: E402
 from ostiary.cli.audit import migrate_database as _migrate_database  # noqa: E402
+from ostiary.cli.backup import backup as _backup  # noqa: E402
+from ostiary.cli.backup import restore as _restore  # noqa: E402
+from ostiary.cli.password import password_app as _password_app  # noqa: E402
 from ostiary.cli.tokens import token as _token  # noqa: E402
 
 app.add_typer(_provisioner_commands.provisioner_app, name="provisioner")
 app.add_typer(_audit_app, name="audit")
 app.command("token")(_token)
 app.command("migrate")(_migrate_database)
+app.command("backup")(_backup)
+app.command("restore")(_restore)
+app.add_typer(_password_app, name="password")
 
 from ostiary.cli import requests as _request_commands  # noqa: E402 - needs open_authority
 

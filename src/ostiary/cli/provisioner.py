@@ -1,4 +1,4 @@
-"""``ostiary ca provisioner ...``: add, list, remove, update.
+"""``ostiary ca provisioner ...``: add, list, remove, rotate, update.
 
 Provisioners say who may get which certificate (``add``, ``list``, ``remove`` here;
 ``update`` in :mod:`ostiary.cli.provisioner_update`, the options of both in
@@ -41,6 +41,7 @@ from ostiary.provisioners import (
 )
 from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
 from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW, OIDC_TYPE
+from ostiary.provisioners.manage import rotate_jwk_key
 from ostiary.store import Store
 
 provisioner_app = typer.Typer(
@@ -308,6 +309,18 @@ def remove(
     with open_authority(directory, password_file) as authority:
         remove_provisioner(authority.store, name, now=_now(), actor=_ACTOR)
     note(f"Removed provisioner '{name}'")
+
+
+@provisioner_app.command("rotate")
+def rotate(
+    name: Annotated[str, typer.Argument(help="The jwk provisioner whose key to replace.")],
+    directory: CADir = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Give a jwk provisioner a new key: tokens made with the old one stop working."""
+    with unlock_ca(directory, password_file) as ca:
+        fresh = rotate_jwk_key(ca.store, name, password=ca.password, now=_now(), actor=_ACTOR)
+    note(f"Provisioner '{name}' has a new key ({fresh.kid}); tokens of the old one are refused")
 
 
 provisioner_app.command("update")(update)

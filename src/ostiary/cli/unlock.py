@@ -74,11 +74,11 @@ def unlock_ca(directory: Path | None, password_file: Path | None) -> Iterator[Un
         raise BadRequest(f"no CA in {paths.root}: run 'ostiary ca init' first (or give --dir)")
     config = load_config(paths.config)
     if config.kms == "pkcs11":  # the secret is the token's PIN (docs/hsm.md)
-        from ostiary.authority.token_ca import sealing_secret
+        from ostiary.authority.token_ca import load_token_ca_folder, sealing_secret
 
         token = config.pkcs11.token if config.pkcs11 else "?"
         pin = obtain_pin(password_file, token=str(token))
-        material = load_ca_folder(paths, pin)  # a wrong PIN stops here
+        material = load_token_ca_folder(paths, pin)  # a wrong PIN stops here
         password = sealing_secret(material)  # provisioner keys are sealed with this
     else:
         password = obtain_password(password_file, purpose=f"the CA key in {paths.root}")

@@ -103,6 +103,42 @@ def remove_provisioner(store: Store, name: str, *, now: datetime, actor: str | N
         )
 
 
+def rotate_jwk_key(
+    store: Store, name: str, *, password: bytes, now: datetime, actor: str | None = None
+) -> JWKProvisioner:
+    """Give ``jwk`` provisioner ``name`` a new key pair, audited as "provisioner.key_rotated".
+
+    Tokens signed with the old key stop working (on a running server within
+    :data:`~ostiary.provisioners.cache.PROVISIONER_RECHECK_SECONDS`); its settings stay.
+    """
+    with store.transaction() as session:
+        repository = ProvisionerRepository(session)
+        record = repository.get(name)
+        if record.type != JWK_TYPE:
+            raise BadRequest(f"provisioner {name!r} is of type {record.type!r}: it has no key")
+        current = JWKProvisioner.from_config(name, record.config)
+        current.load_private_key(password)  # the CA password must open the key it replaces
+        fresh = replace(
+            JWKProvisioner.create(
+                name,
+                password=password,
+                claims=current.claims,
+                admin=current.admin,
+                profiles=current.profiles,
+            ),
+            require_attestation=current.require_attestation,
+        )
+        repository.update(name, config={**record.config, **fresh.to_config()}, now=now)
+        AuditLog(session).append(
+            "provisioner.key_rotated",
+            at=now,
+            actor=actor,
+            target=name,
+            details={"old_kid": current.kid, "new_kid": fresh.kid},
+        )
+    return fresh
+
+
 @dataclass(frozen=True)
 class ClaimsChange:
     """Changes to a provisioner's claims; None leaves that claim as it is."""

@@ -58,6 +58,7 @@ from ostiary.store.requests import (
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
+from ostiary.store.snapshot import load_snapshot, snapshot_database
 from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_tokens
 
 __all__ = [
@@ -107,10 +108,12 @@ __all__ = [
     "head_revision",
     "issuer_key_id_of",
     "key_is_compromised",
+    "load_snapshot",
     "mark_key_compromised",
     "migrate",
     "next_crl_number",
     "record_certificate",
+    "snapshot_database",
     "spend_tokens",
     "spki_sha256_of",
     "sqlite_url_for",
