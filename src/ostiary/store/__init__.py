@@ -45,6 +45,7 @@ from ostiary.store.models import (
     CompromisedKey,
     CrlNumber,
     ProvisionerRecord,
+    SSHCertificateRecord,
     UsedToken,
 )
 from ostiary.store.provisioners import ProvisionerRepository
@@ -58,6 +59,7 @@ from ostiary.store.requests import (
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
+from ostiary.store.ssh import SSHCertificateRepository
 from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_tokens
 
 __all__ = [
@@ -90,6 +92,8 @@ __all__ = [
     "RequestRepository",
     "RequestStatus",
     "RevocationStatus",
+    "SSHCertificateRecord",
+    "SSHCertificateRepository",
     "ServerSecret",
     "SigningKeyRecord",
     "SigningKeyRepository",
