@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ostiary.authority.folder import CAPaths
+from ostiary.authority.folder import CAPaths, load_ca_folder
 from ostiary.authority.ssh import SSHAuthority, SSHAuthorization
 from ostiary.authority.ssh_keys import load_ssh_ca
 from ostiary.ssh import SSHCertificateType, load_ssh_public_key_line
@@ -106,7 +106,7 @@ def test_principal_not_in_the_certificate_is_refused(
 def test_expired_certificate_is_refused(tmp_path: Path, ssh_ca: SSHCA, make_sshd: MakeSshd) -> None:
     sshd = make_sshd(principals="first.last")
     home = ssh_ca.ca.home
-    keys = load_ssh_ca(CAPaths(home), PASSWORD.encode())
+    keys = load_ssh_ca(load_ca_folder(CAPaths(home), PASSWORD.encode()), PASSWORD.encode())
     assert keys is not None
     store = Store.from_url(sqlite_url_for(home / "ostiary.db"))
     yesterday = datetime.now(UTC) - timedelta(days=1)

@@ -9,7 +9,10 @@
 
 Two keys, so that a host certificate can never pass as a user certificate under a CA key
 that hosts trust, nor the reverse. They open with the CA password. A PKCS#11 CA
-(``kms = "pkcs11"``) keeps its SSH CA keys in files too (docs/ssh.md).
+(``kms = "pkcs11"``) makes them in its token instead, never extractable, labelled
+``ostiary-ssh-user-ca`` and ``ostiary-ssh-host-ca`` (P-256, P-384 or RSA: tokens make no
+Ed25519 keys); the ``.pub`` files are written either way and checked against the token's keys
+when they are loaded.
 """
 
 from __future__ import annotations
@@ -17,19 +20,27 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from ostiary.authority.folder import CAPaths
-from ostiary.core.errors import BadRequest, Conflict
+from ostiary.authority.folder import CAMaterial, CAPaths
+from ostiary.core.errors import BadRequest, Conflict, MalformedInput
 from ostiary.core.keys import KeyType, generate_private_key
 from ostiary.signers.base import Signer
 from ostiary.signers.files import FileSigner
 from ostiary.ssh import SSHCertificateType, ca_public_key_line
 from ostiary.ssh.wire import public_key_blob
 
+if TYPE_CHECKING:
+    from ostiary.signers.pkcs11 import Pkcs11Token
+
 #: Key types an SSH CA key may have (RSA signs rsa-sha2-512).
 SSH_CA_KEY_TYPES = (KeyType.ED25519, KeyType.P256, KeyType.P384, KeyType.RSA3072)
+
+
+def _token_label(cert_type: SSHCertificateType) -> str:
+    return f"ostiary-ssh-{cert_type.name.lower()}-ca"
 
 
 def _key_file(paths: CAPaths, cert_type: SSHCertificateType) -> Path:
@@ -42,7 +53,7 @@ def ssh_ca_public_file(paths: CAPaths, cert_type: SSHCertificateType) -> Path:
 
 
 def ssh_ca_exists(paths: CAPaths) -> bool:
-    return _key_file(paths, SSHCertificateType.USER).exists()
+    return ssh_ca_public_file(paths, SSHCertificateType.USER).exists()
 
 
 def ca_key_sha256(key: PublicKeyTypes) -> str:
@@ -65,30 +76,63 @@ class SSHCAKeys:
         self.host.close()
 
 
-def init_ssh_ca(paths: CAPaths, password: bytes, key_type: KeyType) -> SSHCAKeys:
-    """Make both SSH CA keys (encrypted with the CA password) and their public files."""
+_KINDS = (SSHCertificateType.USER, SSHCertificateType.HOST)
+
+
+def init_ssh_ca(material: CAMaterial, password: bytes, key_type: KeyType) -> SSHCAKeys:
+    """Make both SSH CA keys (files encrypted with the CA password, or in the CA's token)
+    and their public files.
+    """
     if key_type not in SSH_CA_KEY_TYPES:
         names = ", ".join(k.value for k in SSH_CA_KEY_TYPES)
         raise BadRequest(f"an SSH CA key is one of {names}, not {key_type.value}")
-    kinds = (SSHCertificateType.USER, SSHCertificateType.HOST)
-    for kind in kinds:
+    paths = material.paths
+    for kind in _KINDS:
         if _key_file(paths, kind).exists() or ssh_ca_public_file(paths, kind).exists():
             raise Conflict(f"the SSH CA keys exist already in {paths.root}: refusing to overwrite")
-    signers = []
-    for kind in kinds:
-        signer = FileSigner.create(_key_file(paths, kind), generate_private_key(key_type), password)
+    token = _token_of(material)
+    signers: list[Signer] = []
+    for kind in _KINDS:
+        if token is not None:
+            signers.append(token.generate(_token_label(kind), key_type))
+        else:
+            key = generate_private_key(key_type)
+            signers.append(FileSigner.create(_key_file(paths, kind), key, password))
+    for kind, signer in zip(_KINDS, signers, strict=True):
         comment = f"ostiary-ssh-{kind.name.lower()}-ca"
         line = ca_public_key_line(signer.public_key(), comment)
         ssh_ca_public_file(paths, kind).write_text(line + "\n", encoding="ascii")
+    return SSHCAKeys(user=signers[0], host=signers[1])
+
+
+def load_ssh_ca(material: CAMaterial, password: bytes) -> SSHCAKeys | None:
+    """Both SSH CA signers, or ``None`` when ``ca ssh init`` was never run."""
+    paths = material.paths
+    if not ssh_ca_exists(paths):
+        return None
+    token = _token_of(material)
+    signers: list[Signer] = []
+    for kind in _KINDS:
+        if token is not None:
+            signer: Signer = token.signer(_token_label(kind))
+        else:
+            signer = FileSigner.load(_key_file(paths, kind), password)
+        published = ssh_ca_public_file(paths, kind).read_text(encoding="ascii").split()[:2]
+        if ca_public_key_line(signer.public_key()).split() != published:
+            raise MalformedInput(
+                f"{ssh_ca_public_file(paths, kind)} is not the public half of the SSH "
+                f"{kind.name.lower()} CA key"
+            )
         signers.append(signer)
     return SSHCAKeys(user=signers[0], host=signers[1])
 
 
-def load_ssh_ca(paths: CAPaths, password: bytes) -> SSHCAKeys | None:
-    """Both SSH CA signers, or ``None`` when ``ca ssh init`` was never run."""
-    if not ssh_ca_exists(paths):
+def _token_of(material: CAMaterial) -> Pkcs11Token | None:
+    """The CA's open token session when its keys live in one, else None (key files)."""
+    if material.config.kms != "pkcs11":
         return None
-    return SSHCAKeys(
-        user=FileSigner.load(_key_file(paths, SSHCertificateType.USER), password),
-        host=FileSigner.load(_key_file(paths, SSHCertificateType.HOST), password),
-    )
+    from ostiary.signers.pkcs11 import Pkcs11Signer
+
+    if not isinstance(material.signer, Pkcs11Signer):  # pragma: no cover - load_ca_folder
+        raise BadRequest("this CA's issuing key is not in its token")
+    return material.signer.token

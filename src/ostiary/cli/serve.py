@@ -130,7 +130,7 @@ def open_ssh_authority(authority: Authority, password: bytes) -> SSHAuthority | 
     """SSH certificates (docs/ssh.md), when 'ca ssh init' made the SSH CA keys."""
     from ostiary.authority.ssh_keys import load_ssh_ca
 
-    keys = load_ssh_ca(authority.ca.paths, password)
+    keys = load_ssh_ca(authority.ca, password)
     return SSHAuthority(keys, authority.store, clock=authority.clock) if keys else None
 
 

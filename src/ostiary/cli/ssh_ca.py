@@ -30,7 +30,7 @@ _ACTOR = "cli"
 
 
 def open_ssh_authority(ca: UnlockedCA) -> SSHAuthority:
-    keys = load_ssh_ca(ca.material.paths, ca.password)
+    keys = load_ssh_ca(ca.material, ca.password)
     if keys is None:
         raise NotFound("this CA has no SSH CA keys: run 'ostiary ca ssh init' first")
     return SSHAuthority(keys, ca.store, clock=ca.authority.clock)
@@ -39,7 +39,10 @@ def open_ssh_authority(ca: UnlockedCA) -> SSHAuthority:
 @ssh_app.command("init")
 def init(
     key_type: Annotated[
-        str, typer.Option("--key-type", help="ed25519, p256, p384 or rsa3072.")
+        str,
+        typer.Option(
+            "--key-type", help="ed25519, p256, p384 or rsa3072 (a token CA: not ed25519)."
+        ),
     ] = KeyType.ED25519.value,
     directory: CADir = None,
     password_file: PasswordFile = None,
@@ -47,7 +50,7 @@ def init(
     """Make the SSH user CA and host CA keys (encrypted with the CA password)."""
     kind = parse_key_type(key_type)
     with unlock_ca(directory, password_file) as ca:
-        keys = init_ssh_ca(ca.material.paths, ca.password, kind)
+        keys = init_ssh_ca(ca.material, ca.password, kind)
         try:
             ca.authority.audit(
                 "ssh_ca.initialized", actor=_ACTOR, target="ssh", details={"key_type": kind.value}
