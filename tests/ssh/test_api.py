@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from ostiary.cli.ssh_principals import principal_for
 from ostiary.client.ssh import SSHClient
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import (
@@ -199,3 +200,27 @@ def test_krl_is_served_over_plain_http(ssh_ca: SSHCA) -> None:
     assert answer.status_code == 200
     assert answer.content.startswith(b"SSHKRL\n\0")
     assert httpx.post(f"http://127.0.0.1:{ssh_ca.ca.http_port}/ssh/krl").status_code == 405
+
+
+def test_principals_command_answers_only_for_a_valid_certificate_naming_the_user(
+    tmp_path: Path, ssh_ca: SSHCA, client: SSHClient
+) -> None:
+    serial = client.ssh_certificate(
+        new_key(tmp_path / "id").read_text(), ssh_ca.token("first.last")
+    )["serial"]
+    where = {"ca_url": ssh_ca.ca.url, "root_file": str(ssh_ca.ca.root_file), "timeout": 5.0}
+    assert principal_for("first.last", serial, **where)[0] == "first.last"
+    refusals = [
+        ("root", serial, "does not name 'root'"),
+        ("first.last", "12345", "answered 404"),
+        ("first.last", "12a", "not a decimal number"),
+    ]
+    for user, asked, reason in refusals:
+        line, why = principal_for(user, asked, **where)
+        assert line is None and reason in why
+    unreachable = {**where, "ca_url": "https://127.0.0.1:9"}
+    line, why = principal_for("first.last", serial, **unreachable)
+    assert line is None and "could not be asked" in why
+    ssh_ca.ca.ca("ssh", "revoke", serial)
+    line, why = principal_for("first.last", serial, **where)
+    assert line is None and why == f"certificate {serial} is revoked"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,20 +146,18 @@ def test_certificate_in_the_krl_is_refused(
 def test_revoked_certificate_stops_at_the_next_login_under_principals_command(
     tmp_path: Path, ssh_ca: SSHCA, make_sshd: MakeSshd
 ) -> None:
-    command = (
-        f'{sys.executable} -c "from ostiary.cli.main import main; main()" ssh principals-command'
-        f" --ca-url {ssh_ca.ca.url} --root {ssh_ca.ca.root_file} %u %s"
-    )
-    sshd = make_sshd(
-        f"AuthorizedPrincipalsCommand {command}",
-        f"AuthorizedPrincipalsCommandUser {LOGIN_USER}",
-    )
+    printed = ok("ssh", "config", "server", *ssh_ca.client_args()).stdout.splitlines()
+    command = next(line for line in printed if line.startswith("AuthorizedPrincipalsCommand "))
+    assert " -m ostiary.cli.ssh_principals " in command
+    sshd = make_sshd(command, f"AuthorizedPrincipalsCommandUser {LOGIN_USER}")
     key, certificate = ssh_ca.certificate(tmp_path, LOGIN_USER)
     first = sshd.login(key, certificate=certificate)
     assert first.returncode == 0, first.stderr + sshd.log()
     ssh_ca.ca.ca("ssh", "revoke", str(_serial(certificate)))
+    revoked_at = time.monotonic()
     second = sshd.login(key, certificate=certificate)  # the next login, no KRL refresh
     assert second.returncode == 255
+    print(f"revocation to refused login: {time.monotonic() - revoked_at:.2f} s")
     log = sshd.log()
     assert f"certificate {_serial(certificate)} is revoked" in log
     assert "Certificate does not contain an authorized principal" in log

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ostiary.cli.connect import CAUrl, RootFile, ca_settings
 from ostiary.cli.console import note
 from ostiary.cli.files import check_writable, read_input, write_file
+from ostiary.cli.ssh_principals import principal_for
+from ostiary.client.config import ROOT_FILE, client_config_dir
 from ostiary.client.ssh import SSHClient
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest, OstiaryError
@@ -118,19 +120,20 @@ def principals_command(
 ) -> None:
     """Print USER if the CA says the certificate is valid now and names USER; else nothing.
 
-    For sshd_config: ``AuthorizedPrincipalsCommand /usr/bin/ostiary ssh principals-command
-    %u %s``. A revoked, expired or unknown certificate, or an unreachable CA, prints nothing
-    (sshd then refuses) and says why on stderr (sshd logs it).
+    A revoked, expired or unknown certificate, or an unreachable CA, prints nothing (sshd
+    then refuses) and says why on stderr (sshd logs it). For sshd_config, the faster
+    'python -m ostiary.cli.ssh_principals' that 'ostiary ssh config server' prints does
+    the same without loading this command.
     """
-    if not serial.isdigit():
-        raise BadRequest(f"the serial {serial[:32]!r} is not a decimal number")
-    with ssh_client(ca_url, root, timeout=timeout) as client:
-        answer = client.ssh_status("user", int(serial))
-    if answer.get("status") != "valid":
-        print(f"ostiary: certificate {serial} is {answer.get('status')}", file=sys.stderr)
-        return
-    if user in answer.get("principals", []):
-        typer.echo(user)
+    url, _ = ca_settings(ca_url, root)
+    root_file = root or client_config_dir() / ROOT_FILE
+    line, reason = principal_for(
+        user, serial, ca_url=url, root_file=str(root_file), timeout=timeout
+    )
+    if line is None:
+        print(f"ostiary: {reason}", file=sys.stderr)
+    else:
+        typer.echo(line)
 
 
 @config_app.command("server")
@@ -152,9 +155,10 @@ def config_server(
             "/etc/ssh/principals/%u (instead of the live command).",
         ),
     ] = None,
-    command: Annotated[
-        str, typer.Option("--command", help="The ostiary executable sshd runs.")
-    ] = "/usr/bin/ostiary",
+    python: Annotated[
+        str,
+        typer.Option("--python", help="The Python that has ostiary installed (default: this one)."),
+    ] = sys.executable,
     write_ca: Annotated[
         bool, typer.Option("--write-ca", help="Also fetch the user CA key into --user-ca-file.")
     ] = False,
@@ -170,10 +174,11 @@ def config_server(
     if principals_file:
         typer.echo(f"AuthorizedPrincipalsFile {principals_file}")
     else:
-        url = f" --ca-url {ca_url}" if ca_url else ""
-        root_option = f" --root {root}" if root else ""
+        url, _ = ca_settings(ca_url, root)
+        root_file = (root or client_config_dir() / ROOT_FILE).resolve()
         typer.echo(
-            f"AuthorizedPrincipalsCommand {command} ssh principals-command{url}{root_option} %u %s"
+            f"AuthorizedPrincipalsCommand {python} -m ostiary.cli.ssh_principals "
+            f"--ca-url {url} --root {root_file} %u %s"
         )
         typer.echo("AuthorizedPrincipalsCommandUser nobody")
     if host_certificate is not None:
