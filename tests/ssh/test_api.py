@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from ostiary.core.errors import (
     WeakKey,
 )
 from ostiary.store import AuditEntry, Store, sqlite_url_for
-from tests.client.conftest import refused
+from tests.client.conftest import ok, refused
 from tests.ssh.conftest import RESTRICTED, SSHCA
 from tests.ssh.sshd import keygen, new_key
 
@@ -32,6 +35,14 @@ def client(ssh_ca: SSHCA) -> Iterator[SSHClient]:
     roots = load_certificate_chain(ssh_ca.ca.root_file.read_bytes())
     with SSHClient(ssh_ca.ca.url, roots) as opened:
         yield opened
+
+
+def _reissued(token: str, **claims: str) -> str:
+    """``token`` with some claims changed (its signature no longer matches them)."""
+    header, body, signature = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    encoded = base64.urlsafe_b64encode(json.dumps({**decoded, **claims}).encode())
+    return f"{header}.{encoded.decode().rstrip('=')}.{signature}"
 
 
 def _listed(ssh_ca: SSHCA) -> list[str]:
@@ -91,6 +102,7 @@ def test_default_lifetimes_are_16h_for_users_and_30d_for_hosts(
         pytest.param("weak-key", WeakKey, id="fail/weak-rsa"),
         pytest.param("x509-token", Unauthorized, id="fail/x509-sign-token"),
         pytest.param("garbage-token", Unauthorized, id="fail/garbage-token"),
+        pytest.param("unknown-issuer", Unauthorized, id="fail/unknown-provisioner"),
     ],
 )
 def test_refused_requests_issue_nothing(
@@ -111,11 +123,13 @@ def test_refused_requests_issue_nothing(
         token = ssh_ca.ca.token("first.last")
     elif case == "garbage-token":
         token = "not.a.token"
+    elif case == "unknown-issuer":
+        token = _reissued(token, iss="nobody")
     before = _listed(ssh_ca)
     with pytest.raises(error):
         client.ssh_certificate(public, token, **options)
     assert _listed(ssh_ca) == before
-    if case not in ("x509-token", "garbage-token"):  # the token stays usable
+    if case not in ("x509-token", "garbage-token", "unknown-issuer"):  # the token stays usable
         assert client.ssh_certificate(new_key(tmp_path / "ok").read_text(), token)["serial"]
 
 
@@ -224,3 +238,22 @@ def test_principals_command_answers_only_for_a_valid_certificate_naming_the_user
     ssh_ca.ca.ca("ssh", "revoke", serial)
     line, why = principal_for("first.last", serial, **where)
     assert line is None and why == f"certificate {serial} is revoked"
+
+
+def test_krl_watch_runs_its_command_only_when_the_krl_changes(
+    tmp_path: Path, ssh_ca: SSHCA, client: SSHClient
+) -> None:
+    krl, marker = tmp_path / "revoked.krl", tmp_path / "reloaded"
+    watch = ["ssh", "krl-watch", "--once", "--out", krl, "--exec", f"echo x >> {marker}"]
+    ok(*watch, *ssh_ca.client_args())
+    ok(*watch, *ssh_ca.client_args())
+    assert marker.read_text() == "x\n"  # written once: the second KRL was the same
+    answer = client.ssh_certificate(
+        new_key(tmp_path / "id").read_text(), ssh_ca.token("first.last")
+    )
+    ssh_ca.ca.ca("ssh", "revoke", answer["serial"])
+    ok(*watch, *ssh_ca.client_args())
+    assert marker.read_text() == "x\nx\n"
+    (tmp_path / "id-cert.pub").write_text(answer["certificate"] + "\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        keygen("-Q", "-f", krl, tmp_path / "id-cert.pub")

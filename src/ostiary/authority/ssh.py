@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ostiary.authority.ssh_keys import SSHCAKeys, ca_key_sha256
 from ostiary.core.errors import TokenReused
@@ -187,12 +187,18 @@ class SSHAuthority:
         return record
 
     def build_krl(self) -> bytes:
-        """A KRL of every revoked certificate of both CA keys; its version only grows."""
+        """A KRL of every revoked certificate of both CA keys; its version only grows.
+
+        Its generation date is the newest revocation's time, not the clock's, so the KRL's
+        bytes change only with its content: krl-watch rewrites the file (and runs its
+        command) only then.
+        """
         user, host = self.keys.user.public_key(), self.keys.host.public_key()
         with self.store.transaction(read_only=True) as session:
             repository = SSHCertificateRepository(session)
             version = repository.revocation_count()
+            generated = repository.last_revoked_at() or datetime.fromtimestamp(0, UTC)
             revoked = [
                 (key, repository.revoked_serials(ca_key_sha256(key))) for key in (user, host)
             ]
-        return build_krl(revoked, version=version, now=self.clock(), comment="ostiary")
+        return build_krl(revoked, version=version, now=generated, comment="ostiary")

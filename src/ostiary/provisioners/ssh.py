@@ -30,6 +30,7 @@ from ostiary.core.errors import (
     LifetimeNotAllowed,
     MalformedInput,
     NameNotAuthorized,
+    NotFound,
     PolicyDenied,
     Unauthorized,
 )
@@ -245,7 +246,7 @@ def authorize_ssh(
         raise Unauthorized("the SSH token names no issuer ('iss')")
     try:
         provisioner, policy = load_ssh_provisioner(store, issuer)
-    except (PolicyDenied, LookupError) as exc:
+    except (PolicyDenied, NotFound) as exc:
         raise Unauthorized(f"the SSH token is from no usable provisioner: {exc}") from None
     claims = provisioner._verified_claims(unverified, what=_WHAT)
     times = _jose.check_claims(

@@ -6,7 +6,7 @@ certificates section listing revoked serial numbers::
     uint64  KRL_MAGIC (0x5353484b524c0a00, "SSHKRL\n\0")
     uint32  KRL_FORMAT_VERSION (1)
     uint64  krl_version          (grows with every KRL we write: the number of revocations)
-    uint64  generated_date
+    uint64  generated_date       (the newest revocation's time: same content, same bytes)
     uint64  flags (0)
     string  reserved
     string  comment

@@ -73,6 +73,10 @@ class SSHCertificateRepository:
             or 0
         )
 
+    def last_revoked_at(self) -> datetime | None:
+        """When the newest revocation was made (None before the first)."""
+        return self._session.scalar(select(func.max(SSHCertificateRecord.revoked_at)))
+
     def search(
         self, text: str | None, *, limit: int, status: str | None = None
     ) -> list[SSHCertificateRecord]:
