@@ -27,6 +27,7 @@ TOKENS = (
     "signer-threads",
     "signer-refusals",
     "cli-init",
+    "ssh-ca",
     "cli-refusals",
     "cli-labels",
     "cli-rsa",

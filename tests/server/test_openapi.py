@@ -38,6 +38,10 @@ DOCUMENTED = {
     ("post", "/attestation/ak"),
     ("post", "/attestation/ak/certificate"),
     ("post", "/provisioners/{name}/attest"),
+    ("post", "/ssh/certificate"),
+    ("get", "/ssh/ca"),
+    ("get", "/ssh/krl"),
+    ("get", "/ssh/status/{cert_type}/{serial}"),
 }
 
 

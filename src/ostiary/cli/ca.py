@@ -384,3 +384,7 @@ app.add_typer(_signing_key_app, name="key")
 from ostiary.cli.certs import certs_app as _certs_app  # noqa: E402
 
 app.add_typer(_certs_app, name="certs")
+
+from ostiary.cli.ssh_ca import ssh_app as _ssh_app  # noqa: E402
+
+app.add_typer(_ssh_app, name="ssh")

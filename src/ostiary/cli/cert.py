@@ -294,3 +294,8 @@ def verify(
     )
     checked = ", revocation checked" if result.revocation_checked else ""
     out.print(f"{cert_file}: OK ({len(result.chain)} certificates{checked})", markup=False)
+
+
+from ostiary.cli.ssh import ssh_pubkey as _ssh_pubkey  # noqa: E402 - docs/ssh.md
+
+app.command("ssh-pubkey")(_ssh_pubkey)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography import x509
 
 from ostiary.cli.console import note, out
 from ostiary.cli.files import read_input, write_file
@@ -94,11 +95,16 @@ def ca_connector(ca_url: str | None, root: Path | None) -> Callable[[], OstiaryC
 
     Everything is read and checked now, so that a daemon fails at start, not at renewal.
     """
+    url, roots = ca_settings(ca_url, root)
+    return lambda: OstiaryClient(url, roots)
+
+
+def ca_settings(ca_url: str | None, root: Path | None) -> tuple[str, list[x509.Certificate]]:
+    """The CA's URL and trusted roots: the options given, the rest from the saved defaults."""
     if ca_url is None or root is None:
         saved = load_client_config()
         ca_url = ca_url or saved.ca_url
         roots = [saved.root]
     if root is not None:
         roots = load_certificate_chain(read_input(root, "root file"))
-    url = normalize_ca_url(ca_url)
-    return lambda: OstiaryClient(url, roots)
+    return normalize_ca_url(ca_url), roots

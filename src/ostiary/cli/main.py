@@ -36,6 +36,7 @@ _LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "ca": ("ostiary.cli.ca", "app"),
     "gateway": ("ostiary.cli.gateway", "app"),
     "sign": ("ostiary.cli.sign", "sign_app"),
+    "ssh": ("ostiary.cli.ssh", "app"),
     "tpm": ("ostiary.cli.tpm_ak", "app"),
 }
 

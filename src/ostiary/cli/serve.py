@@ -23,6 +23,7 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.remote_signing import open_remote_signing
 from ostiary.authority.root_crl import publish_root_crl, root_crl_due
+from ostiary.authority.ssh import SSHAuthority
 from ostiary.cli.console import note, out
 from ostiary.cli.listen import check_url_matches_listener
 from ostiary.cli.options import CADir, PasswordFile
@@ -98,6 +99,7 @@ def serve(
             signing=open_remote_signing(
                 authority, ca.password, webhook_url=os.environ.get("OSTIARY_SIGNING_ALERT_WEBHOOK")
             ),
+            ssh=open_ssh_authority(authority, ca.password),
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
@@ -122,6 +124,14 @@ def serve(
             if run_workers(workers, run, engine=authority.store.engine, listeners=listeners):
                 raise typer.Exit(1)
     note("Stopped.")
+
+
+def open_ssh_authority(authority: Authority, password: bytes) -> SSHAuthority | None:
+    """SSH certificates (docs/ssh.md), when 'ca ssh init' made the SSH CA keys."""
+    from ostiary.authority.ssh_keys import load_ssh_ca
+
+    keys = load_ssh_ca(authority.ca, password)
+    return SSHAuthority(keys, authority.store, clock=authority.clock) if keys else None
 
 
 def _refresh_root_crl(authority: Authority, password: bytes) -> None:

@@ -64,6 +64,19 @@ def token(
     admin: Annotated[
         bool, typer.Option("--admin", help="An admin token (for the API and the console).")
     ] = False,
+    ssh: Annotated[
+        bool,
+        typer.Option(
+            "--ssh", help="An SSH certificate token (docs/ssh.md); SUBJECT is the key id."
+        ),
+    ] = False,
+    principal: Annotated[
+        list[str] | None,
+        typer.Option("--principal", help="With --ssh: a principal (repeatable)."),
+    ] = None,
+    host: Annotated[
+        bool, typer.Option("--host", help="With --ssh: a host certificate token.")
+    ] = False,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -73,7 +86,14 @@ def token(
     also the one SAN.
     """
     lifetime = parse_duration(ttl)
-    if admin:
+    if ssh:
+        if admin or san or profile or not_after:
+            raise BadRequest("an SSH token has no --admin, --san, --profile or --not-after")
+        if not principal:
+            raise BadRequest("an SSH token names its principals: give --principal")
+    elif principal or host:
+        raise BadRequest("--principal and --host go with --ssh")
+    elif admin:
         if subject is not None or san or profile or not_after:
             raise BadRequest("an admin token has no SUBJECT, --san, --profile or --not-after")
     elif subject is None:
@@ -86,7 +106,22 @@ def token(
         identity = CAIdentity.from_certificates(
             ca.material.root, ca.material.intermediate, claims=ca.material.config.claims
         )
-        if admin:
+        if ssh:
+            from ostiary.provisioners.ssh import mint_ssh_token
+
+            value = mint_ssh_token(
+                ca.store,
+                name,
+                tuple(principal or ()),
+                host=host,
+                ca=identity,
+                password=ca.password,
+                now=now,
+                key_id=subject,
+                ttl=lifetime,
+                actor=_ACTOR,
+            )
+        elif admin:
             value = mint_admin_token(
                 ca.store,
                 name,

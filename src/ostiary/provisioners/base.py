@@ -34,8 +34,8 @@ from ostiary.core.profiles import get_profile
 from ostiary.provisioners.patterns import normalize_name_pattern
 
 #: What a token is for; the last part of its audience.
-Purpose = Literal["sign", "renew", "revoke", "admin"]
-PURPOSES: tuple[Purpose, ...] = ("sign", "renew", "revoke", "admin")
+Purpose = Literal["sign", "renew", "revoke", "admin", "ssh"]
+PURPOSES: tuple[Purpose, ...] = ("sign", "renew", "revoke", "admin", "ssh")
 
 #: Profiles a provisioner may hand out. ``ocsp`` (delegated OCSP signing) is deliberately
 #: absent: only the CA owner's offline ``ca sign`` makes such certificates.

@@ -14,6 +14,7 @@ from ostiary.authority.publisher import CrlPublisher
 from ostiary.authority.remote_signing import RemoteSigning
 from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
+from ostiary.authority.ssh import SSHAuthority
 from ostiary.provisioners import CAIdentity, ProvisionerCache
 
 
@@ -30,6 +31,8 @@ class ServerContext:
     signing: RemoteSigning | None = None
     #: Token provisioners kept in memory (``POST /sign``); None loads them per request.
     provisioners: ProvisionerCache | None = None
+    #: SSH certificates (docs/ssh.md); None when the CA has no SSH CA keys.
+    ssh: SSHAuthority | None = None
 
     @cached_property
     def chain_pem(self) -> tuple[str, ...]:

@@ -61,6 +61,7 @@ from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.http1 import Reply, encode, problem, reply_for_error
 from ostiary.server.problems import BodyTooLarge, error_response
+from ostiary.ssh.krl import KRL_MEDIA_TYPE
 
 PKIX_CERT = "application/pkix-cert"
 PKIX_CRL = "application/pkix-crl"
@@ -140,6 +141,11 @@ class PublicRoutes:
             return self._ocsp(request)
         if path == "/revocations":
             return self._revocations(request)
+        if path == "/ssh/krl" and self.context.ssh is not None:
+            if method not in _GET:
+                return _not_allowed(method, path, "GET, HEAD")
+            ssh = self.context.ssh
+            return self.pool, lambda: Reply(200, ssh.build_krl(), KRL_MEDIA_TYPE, _NO_CACHE)
         fixed = self._fixed.get(path)
         by_fingerprint = path.startswith("/roots/") and path.count("/") == 2
         if fixed is None and not by_fingerprint and path not in _CRLS:

@@ -45,6 +45,7 @@ from ostiary.store.models import (
     CompromisedKey,
     CrlNumber,
     ProvisionerRecord,
+    SSHCertificateRecord,
     UsedToken,
 )
 from ostiary.store.provisioners import ProvisionerRepository
@@ -59,6 +60,7 @@ from ostiary.store.requests import (
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
 from ostiary.store.snapshot import load_snapshot, snapshot_database
+from ostiary.store.ssh import SSHCertificateRepository
 from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_tokens
 
 __all__ = [
@@ -91,6 +93,8 @@ __all__ = [
     "RequestRepository",
     "RequestStatus",
     "RevocationStatus",
+    "SSHCertificateRecord",
+    "SSHCertificateRepository",
     "ServerSecret",
     "SigningKeyRecord",
     "SigningKeyRepository",

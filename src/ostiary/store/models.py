@@ -190,3 +190,41 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_entry_id: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class SSHCertificateRecord(Base):
+    """One issued OpenSSH certificate (``authority/ssh.py``), as issued plus its search fields.
+
+    SSH serials are 64-bit and unique per CA key; ``ca_key_sha256`` names the user or host
+    CA key (hex SHA-256 of its public key blob), so a KRL lists each CA's serials.
+    """
+
+    __tablename__ = "ssh_certificates"
+    __table_args__ = (
+        UniqueConstraint("ca_key_sha256", "serial"),
+        CheckConstraint("status IN ('valid', 'revoked')", name="status"),
+        CheckConstraint("cert_type IN ('user', 'host')", name="cert_type"),
+        Index(None, "status", "ca_key_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntegerPrimaryKey, primary_key=True)
+    ca_key_sha256: Mapped[str] = mapped_column(String(64))
+    #: Lower-case hex of the 64-bit serial.
+    serial: Mapped[str] = mapped_column(String(16))
+    cert_type: Mapped[str] = mapped_column(String(8))
+    key_id: Mapped[str] = mapped_column(Text)
+    principals: Mapped[list[str]]
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime] = mapped_column(index=True)
+    provisioner: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), default=CertificateStatus.VALID.value)
+    revoked_at: Mapped[datetime | None]
+    #: SHA-256 of the subject key's blob, as ``ssh-keygen -l`` prints it (``SHA256:...``).
+    key_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    #: The certificate line, as in a ``-cert.pub`` file.
+    certificate: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+    @property
+    def serial_number(self) -> int:
+        return int(self.serial, 16)

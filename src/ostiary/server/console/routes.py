@@ -43,7 +43,7 @@ from ostiary.server.console.sessions import current_officer
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.models import CertificateSummary, parse_reason
 from ostiary.server.problems import error_response
-from ostiary.store import CertificateRepository, CertificateStatus
+from ostiary.store import CertificateRepository, CertificateStatus, SSHCertificateRepository
 
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM = 8 * 1024
@@ -150,11 +150,19 @@ def certificates(
             offset=offset,
         )
         rows = [CertificateSummary.of(r) for r in records[:PAGE]]
+        ssh_rows = (
+            SSHCertificateRepository(session).search(q or None, status=status or None, limit=PAGE)
+            if not profile and not offset
+            else []
+        )
+        for record in ssh_rows:
+            session.expunge(record)
     return _page(
         request,
         officer,
         "certificates.html",
         rows=rows,
+        ssh_rows=ssh_rows,
         q=q,
         status=status,
         profile=profile,
