@@ -12,6 +12,7 @@ import base64
 import json
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from joserfc import jws
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, Key
 from sqlalchemy import func, select
 
@@ -197,6 +199,7 @@ class RawClient:
         self.directory: dict[str, Any] = self.http.get(server.directory(provisioner)).json()
         self.key: Key = ECKey.generate_key("P-256")
         self.kid: str | None = None
+        self.alg = "ES256"
 
     def nonce(self) -> str:
         return str(self.http.head(self.directory["newNonce"]).headers["Replay-Nonce"])
@@ -209,17 +212,21 @@ class RawClient:
         header: dict[str, Any] | None = None,
         key: Key | None = None,
     ) -> dict[str, str]:
-        protected: dict[str, Any] = {"alg": "ES256", "nonce": self.nonce(), "url": url}
+        protected: dict[str, Any] = {"alg": self.alg, "nonce": self.nonce(), "url": url}
         if self.kid is not None:
             protected["kid"] = self.kid
         else:
             protected["jwk"] = (key or self.key).as_dict(private=False)
         protected.update(header or {})
         body = b"" if payload is None else json.dumps(payload).encode()
-        registry = jws.JWSRegistry(algorithms=["ES256", "HS256"], strict_check_header=False)
-        value = jws.serialize_json(
-            {"protected": protected}, body, key or self.key, registry=registry
+        registry = jws.JWSRegistry(
+            algorithms=["ES256", "EdDSA", "HS256"], strict_check_header=False
         )
+        with warnings.catch_warnings():  # joserfc: "EdDSA is deprecated via RFC 9864"
+            warnings.simplefilter("ignore", SecurityWarning)
+            value = jws.serialize_json(
+                {"protected": protected}, body, key or self.key, registry=registry
+            )
         return dict(value)
 
     def post(
@@ -234,6 +241,21 @@ class RawClient:
         answer = self.post(self.directory["newAccount"], {"termsOfServiceAgreed": True})
         assert answer.status_code == 201, answer.text
         self.kid = answer.headers["Location"]
+
+    def on(self, other: AcmeServer) -> RawClient:
+        """This account's client for another replica (one origin behind a balancer: here
+        the replicas listen on different ports, so the account URL is moved over).
+        """
+        twin = RawClient(other)
+        twin.key = self.key
+        if self.kid is not None:
+            twin.kid = twin.moved(self.kid)
+        return twin
+
+    def moved(self, url: str) -> str:
+        """``url`` of another replica, on this client's replica."""
+        base = self.directory["newNonce"].split("/acme/", 1)[0]
+        return base + "/acme/" + url.split("/acme/", 1)[1]
 
     def close(self) -> None:
         self.http.close()

@@ -5,6 +5,7 @@ Each accepted case here has its rejected twins in ``test_rejections.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from acme import challenges, client, errors, messages
 from acme import jws as acme_jws
 from tests.acme.conftest import AcmeServer, Responder
+from tests.pkilint_helper import lint_certificate
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +56,18 @@ def existing_account(acme: client.ClientV2) -> str:
 
 
 def csr_pem(names: list[str]) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    """A CSR for DNS names and IP addresses (``127.0.0.1``)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM), key
@@ -106,13 +113,20 @@ def test_server_certificate_by_default_and_client_certificate_by_profile_name(
     acme_server: AcmeServer, responder: Responder
 ) -> None:
     acme, _, _ = registered(acme_server)
-    server_cert, order = issue(acme, ["localhost"], responder)
+    server_cert, order = issue(acme, ["127.0.0.1"], responder)
     assert eku_of(server_cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
     assert order.body.profile == "server"  # type: ignore[attr-defined]
-    client_cert, order = issue(acme, ["vm"], responder, profile="client")
+    client_cert, order = issue(acme, ["127.0.0.1"], responder, profile="client")
     assert eku_of(client_cert) == {ExtendedKeyUsageOID.CLIENT_AUTH}
     sans = client_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == ["vm"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    dns_cert, _ = issue(acme, ["vm"], responder, profile="client")
+    assert dns_cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName) == ["vm"]
+    # pkilint on both profiles (single-label names like "vm" are not domain names to it).
+    for certificate in (server_cert, client_cert):
+        assert lint_certificate(certificate.public_bytes(serialization.Encoding.DER)) == []
 
 
 def test_unknown_profile_is_refused(acme_server: AcmeServer) -> None:

@@ -142,6 +142,23 @@ def test_alg_none_and_macs_are_refused(raw: RawClient, alg: str) -> None:
     assert "ES256" in answer.json()["algorithms"]
 
 
+def test_an_ed25519_account_orders(acme_server: AcmeServer) -> None:
+    from joserfc.jwk import OKPKey
+
+    raw = RawClient(acme_server)
+    raw.key = OKPKey.generate_key("Ed25519")
+    raw.alg = "EdDSA"
+    try:
+        raw.register()
+        order = raw.post(
+            raw.directory["newOrder"], {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]}
+        )
+    finally:
+        raw.close()
+    assert order.status_code == 201, order.text
+    assert order.json()["identifiers"] == [{"type": "ip", "value": "127.0.0.1"}]
+
+
 def test_a_signature_by_another_key_is_refused(raw: RawClient) -> None:
     stranger = ec.generate_private_key(ec.SECP256R1())
     from joserfc.jwk import ECKey
