@@ -44,6 +44,8 @@ from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start
 
 #: Names that resolve to 127.0.0.1 here (/etc/hosts).
 LOOPBACK_NAMES = ("localhost", "vm", "runsc")
+#: The hardware-key policy OID of the ``hardware`` provisioner.
+HARDWARE_POLICY = "1.3.6.1.4.1.99999.7.1"
 CLAIMS = ProvisionerClaims(
     lifetime=Lifetime(timedelta(minutes=5), timedelta(hours=24), timedelta(days=30))
 )
@@ -126,6 +128,14 @@ def add_acme_provisioners(database_url: str) -> None:
                 challenges=("http-01",),
                 profiles=("server", "client"),
                 default_profile="server",
+            ),
+            AcmeProvisioner(
+                name="hardware",
+                claims=CLAIMS,
+                challenges=("http-01",),
+                profiles=("client",),
+                default_profile="client",
+                policy_oid=HARDWARE_POLICY,
             ),
             AcmeProvisioner(
                 name="clients",

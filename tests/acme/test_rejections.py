@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from joserfc.jwk import OctKey
+from joserfc import jws
+from joserfc.jwk import ECKey, OctKey
 
 from tests.acme.conftest import AcmeServer, RawClient, Responder, b64url, csr_der, problem_type
 
@@ -161,8 +162,6 @@ def test_an_ed25519_account_orders(acme_server: AcmeServer) -> None:
 
 def test_a_signature_by_another_key_is_refused(raw: RawClient) -> None:
     stranger = ec.generate_private_key(ec.SECP256R1())
-    from joserfc.jwk import ECKey
-
     answer = raw.post(
         raw.directory["newOrder"],
         {"identifiers": [{"type": "dns", "value": "vm"}]},
@@ -262,3 +261,35 @@ def test_garbage_bodies_are_malformed(raw: RawClient) -> None:
         headers={"Content-Type": "application/jose+json"},
     )
     assert problem_type(answer) == "malformed"
+
+
+def key_change_inner(
+    raw: RawClient, new_key: ECKey, *, old: dict[str, object] | None = None, **header: object
+) -> dict[str, str]:
+    url = raw.directory["keyChange"]
+    protected = {"alg": "ES256", "jwk": new_key.as_dict(private=False), "url": url, **header}
+    payload = {"account": raw.kid, "oldKey": old or raw.key.as_dict(private=False)}
+    registry = jws.JWSRegistry(strict_check_header=False)
+    body = json.dumps(payload).encode()
+    return dict(jws.serialize_json({"protected": protected}, body, new_key, registry=registry))
+
+
+def test_key_change_twins(acme_server: AcmeServer, raw: RawClient) -> None:
+    url = raw.directory["keyChange"]
+    new_key = ECKey.generate_key("P-256")
+    stranger = ECKey.generate_key("P-256").as_dict(private=False)
+    wrong_old = raw.post(url, key_change_inner(raw, new_key, old=stranger))
+    assert problem_type(wrong_old) == "unauthorized"
+    with_nonce = raw.post(url, key_change_inner(raw, new_key, nonce=raw.nonce()))
+    assert problem_type(with_nonce) == "malformed"
+    other_url = raw.post(url, key_change_inner(raw, new_key, url=url + "?x"))
+    assert problem_type(other_url) == "unauthorized"
+    # A key that already holds an account: 409, and Location names that account.
+    other = RawClient(acme_server)
+    other.register()
+    other.close()
+    taken = raw.post(url, key_change_inner(raw, other.key))  # type: ignore[arg-type]
+    assert taken.status_code == 409
+    assert taken.headers["Location"] == other.kid
+    # After all that the account still answers to its old key.
+    assert raw.post(str(raw.kid), None).status_code == 200
