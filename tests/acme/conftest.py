@@ -138,6 +138,13 @@ def add_acme_provisioners(database_url: str) -> None:
                 policy_oid=HARDWARE_POLICY,
             ),
             AcmeProvisioner(
+                name="limited",
+                claims=CLAIMS,
+                challenges=("http-01",),
+                orders_per_hour=2,
+                max_pending_authorizations=3,
+            ),
+            AcmeProvisioner(
                 name="clients",
                 claims=ProvisionerClaims(lifetime=CLAIMS.lifetime, allowed_names=("vm",)),
                 challenges=("http-01",),
@@ -181,6 +188,19 @@ def acme_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AcmeServer]:
     with serving_acme(ca_material, provisioners, tmp_path_factory.mktemp("acme-ca")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def own_acme_server(
+    ca_material: CAMaterial,  # noqa: F811 - the fixture imported above
+    provisioners: Provisioners,  # noqa: F811 - the fixture imported above
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[AcmeServer]:
+    """A server for one module: for certbot's standalone responder, which takes the
+    validation port, and for the per-address limit, which would starve the other tests.
+    """
+    with serving_acme(ca_material, provisioners, tmp_path_factory.mktemp("own-ca")) as server:
         yield server
 
 

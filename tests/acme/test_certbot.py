@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from sqlalchemy import select
 
-from ostiary.authority.folder import CAMaterial
 from ostiary.store import AcmeAccount, CertificateRecord, Store
-from tests.acme.conftest import AcmeServer, serving_acme
+from tests.acme.conftest import AcmeServer
 from tests.conftest import require_tool
-from tests.server.conftest import Provisioners
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def certbot_server(
-    ca_material: CAMaterial, provisioners: Provisioners, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AcmeServer]:
-    """A server of its own: certbot's standalone responder takes the validation port."""
-    with serving_acme(ca_material, provisioners, tmp_path_factory.mktemp("certbot-ca")) as server:
-        yield server
 
 
 class Certbot:
@@ -95,11 +83,11 @@ def status_of(server: AcmeServer, certificate: x509.Certificate) -> str:
 
 
 def test_certbot_issues_renews_revokes_and_unregisters(
-    certbot_server: AcmeServer, tmp_path: Path
+    own_acme_server: AcmeServer, tmp_path: Path
 ) -> None:
-    certbot = Certbot(certbot_server, tmp_path)
+    certbot = Certbot(own_acme_server, tmp_path)
     first = certbot.certonly("localhost")
-    assert first.issuer == certbot_server.folder.intermediate.subject
+    assert first.issuer == own_acme_server.folder.intermediate.subject
     sans = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
 
@@ -110,12 +98,12 @@ def test_certbot_issues_renews_revokes_and_unregisters(
     # Revoked with the account key.
     live = tmp_path / "etc" / "live" / "localhost"
     certbot.run("revoke", "--cert-path", str(live / "cert.pem"), "--no-delete-after-revoke")
-    assert status_of(certbot_server, renewed) == "revoked"
+    assert status_of(own_acme_server, renewed) == "revoked"
 
     # Revoked with the certificate's own key (no account involved).
     other = certbot.certonly("vm")
     other_live = tmp_path / "etc" / "live" / "vm"
-    keyholder = Certbot(certbot_server, tmp_path / "keyholder")
+    keyholder = Certbot(own_acme_server, tmp_path / "keyholder")
     keyholder.run(
         "revoke",
         "--cert-path",
@@ -126,10 +114,10 @@ def test_certbot_issues_renews_revokes_and_unregisters(
         "keycompromise",
         "--no-delete-after-revoke",
     )
-    assert status_of(certbot_server, other) == "revoked"
+    assert status_of(own_acme_server, other) == "revoked"
 
     certbot.run("unregister")
-    store = Store.from_url(certbot_server.folder.database_url)
+    store = Store.from_url(own_acme_server.folder.database_url)
     try:
         with store.transaction(read_only=True) as session:
             statuses = set(session.scalars(select(AcmeAccount.status)))
@@ -143,7 +131,7 @@ def test_certbot_issues_renews_revokes_and_unregisters(
         "-d",
         "runsc",
         "--http-01-port",
-        str(certbot_server.http_port),
+        str(own_acme_server.http_port),
         check=False,
     )
     assert refused.returncode != 0

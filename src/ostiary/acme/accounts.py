@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http import HTTPStatus
@@ -115,9 +116,19 @@ def check_contacts(value: object) -> list[str]:
 
 
 def new_account(
-    store: Store, urls: Urls, provisioner: str, auth: Authenticated, *, now: datetime
+    store: Store,
+    urls: Urls,
+    provisioner: str,
+    auth: Authenticated,
+    *,
+    now: datetime,
+    admit: Callable[[], None] = lambda: None,
 ) -> Answer:
-    """NewAccount (section 7.3): the existing account of this key, or a new one."""
+    """The newAccount resource (section 7.3): the existing account of this key, or a new one.
+
+    ``admit`` is called before an account is made (the per-address limit); it raises to
+    refuse.
+    """
     payload = auth.payload or {}
     key_id = thumbprint(auth.key)
     with store.transaction() as session:
@@ -132,6 +143,7 @@ def new_account(
     if payload.get("onlyReturnExisting") is True:
         raise AcmeProblem("accountDoesNotExist", "no account has this key")
     contacts = check_contacts(payload.get("contact"))
+    admit()
     account = AcmeAccount(
         id=new_id(),
         provisioner=provisioner,
@@ -195,8 +207,8 @@ def update_account(
 
 
 def change_key(store: Store, urls: Urls, auth: Authenticated, *, url: str, now: datetime) -> Answer:
-    """KeyChange (section 7.3.5): the inner JWS, signed by the new key, names the account
-    and the old key; the new key must not belong to another account.
+    """The keyChange resource (section 7.3.5): the inner JWS, signed by the new key, names
+    the account and the old key; the new key must not belong to another account.
     """
     inner = parse_request(
         "application/jose+json",

@@ -29,7 +29,7 @@ from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
 from ostiary.acme.resources import Answer, Urls, order_json, order_status
 from ostiary.acme.validation import VALIDATORS
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import BadRequest, OstiaryError
+from ostiary.core.errors import BadRequest, OstiaryError, TooManyRequests
 from ostiary.core.names import (
     PERMANENT_IDENTIFIER_OID,
     canonical_general_name,
@@ -55,6 +55,8 @@ ORDER_TTL = timedelta(hours=24)
 MAX_IDENTIFIERS = 100
 #: Orders per page of an account's orders list (section 7.1.2.1, ``Link: rel="next"``).
 ORDERS_PER_PAGE = 20
+#: The window of the orders-per-account limit.
+RATE_WINDOW = timedelta(hours=1)
 #: A notBefore this far in the past is tolerated (clock skew); later ones are refused.
 NOT_BEFORE_SKEW = timedelta(minutes=5)
 
@@ -111,6 +113,7 @@ def new_order(
     )
     authorizations: list[AcmeAuthorization] = []
     with authority.store.transaction() as session:
+        _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
         session.add(order)
         session.flush()
         for identifier in identifiers:
@@ -145,6 +148,35 @@ def new_order(
         session.flush()
         body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
+
+
+def _check_limits(
+    repository: AcmeRepository,
+    provisioner: AcmeProvisioner,
+    account_id: str,
+    new_authorizations: int,
+    now: datetime,
+) -> None:
+    """Orders per account per hour and pending authorizations per account (``rateLimited``).
+
+    Counted in the database, so the limits hold across replicas (two racing requests may
+    both pass at the edge: a limit, not an invariant).
+    """
+    placed, oldest = repository.orders_since(account_id, now - RATE_WINDOW)
+    if placed >= provisioner.orders_per_hour:
+        wait = (oldest + RATE_WINDOW - now).total_seconds() if oldest is not None else 60.0
+        raise TooManyRequests.wait(
+            f"this account placed {placed} orders in the last hour; the limit is "
+            f"{provisioner.orders_per_hour}",
+            wait,
+        )
+    pending = repository.pending_authorizations(account_id, now=now)
+    if pending + new_authorizations > provisioner.max_pending_authorizations:
+        raise TooManyRequests.wait(
+            f"this account holds {pending} pending authorizations; the limit is "
+            f"{provisioner.max_pending_authorizations}: finish or deactivate some first",
+            60.0,
+        )
 
 
 def offered_challenges(

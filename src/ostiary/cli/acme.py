@@ -38,6 +38,8 @@ def add_acme(
     default_profile: str | None,
     attestation_roots: Path | None,
     attestation_formats: str | None,
+    orders_per_hour: int | None,
+    max_pending_authorizations: int | None,
     policy_oids: list[str] | None,
     now: datetime,
     actor: str,
@@ -46,6 +48,8 @@ def add_acme(
     from ostiary.provisioners.acme import (
         ATTESTATION_FORMATS,
         DEFAULT_CHALLENGES,
+        DEFAULT_ORDERS_PER_HOUR,
+        DEFAULT_PENDING_AUTHORIZATIONS,
         AcmeProvisioner,
         add_acme_provisioner,
     )
@@ -66,11 +70,17 @@ def add_acme(
         attestation_roots=roots_pem,
         attestation_formats=_split(attestation_formats) or ATTESTATION_FORMATS,
         policy_oid=policy_oids[0] if policy_oids else None,
+        orders_per_hour=orders_per_hour or DEFAULT_ORDERS_PER_HOUR,
+        max_pending_authorizations=max_pending_authorizations or DEFAULT_PENDING_AUTHORIZATIONS,
     )
     add_acme_provisioner(store, provisioner, now=now, ca_claims=ca_claims, actor=actor)
     note(f"Added provisioner '{name}' (type {ACME_TYPE})")
     note(f"  challenges: {', '.join(provisioner.challenges)}")
     note(f"  profiles: {', '.join(provisioner.profiles)} (default {provisioner.default_profile})")
+    note(
+        f"  limits: {provisioner.orders_per_hour} orders per account per hour, "
+        f"{provisioner.max_pending_authorizations} pending authorizations per account"
+    )
     if claims.allowed_names:
         note(f"  names: {', '.join(claims.allowed_names)}")
     note(f"  directory: https://<ca server>/acme/{name}/directory")

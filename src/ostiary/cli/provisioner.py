@@ -116,6 +116,8 @@ def add(
     acme_profiles: opt.AcmeProfiles = None,
     default_profile: opt.AcmeDefaultProfile = None,
     attestation_formats: opt.AttestationFormats = None,
+    orders_per_hour: opt.OrdersPerHour = None,
+    max_pending_authorizations: opt.MaxPendingAuthorizations = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -127,11 +129,18 @@ def add(
         )
     if type_ in (ATTEST_TYPE, ACME_TYPE) and require_attestation is not None:
         raise BadRequest("--require-attestation is for jwk, oidc and approval provisioners")
-    acme_only = (challenges, acme_profiles, default_profile, attestation_formats)
+    acme_only = (
+        challenges,
+        acme_profiles,
+        default_profile,
+        attestation_formats,
+        orders_per_hour,
+        max_pending_authorizations,
+    )
     if type_ != ACME_TYPE and any(v is not None for v in acme_only):
         raise BadRequest(
-            "--challenges, --profiles, --default-profile and --attestation-formats are for "
-            "acme provisioners"
+            "--challenges, --profiles, --default-profile, --attestation-formats, "
+            "--orders-per-hour and --max-pending-authorizations are for acme provisioners"
         )
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
@@ -166,6 +175,8 @@ def add(
                 default_profile=default_profile,
                 attestation_roots=attestation_roots,
                 attestation_formats=attestation_formats,
+                orders_per_hour=orders_per_hour,
+                max_pending_authorizations=max_pending_authorizations,
                 policy_oids=policy_oid,
                 now=_now(),
                 actor=_ACTOR,

@@ -222,3 +222,23 @@ AttestationFormats = Annotated[
         show_default=False,
     ),
 ]
+OrdersPerHour = Annotated[
+    int | None,
+    typer.Option(
+        "--orders-per-hour",
+        min=1,
+        max=100_000,
+        help="acme: new orders one account may place in an hour (default 300).",
+        show_default=False,
+    ),
+]
+MaxPendingAuthorizations = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pending-authorizations",
+        min=1,
+        max=100_000,
+        help="acme: pending authorizations one account may hold (default 300).",
+        show_default=False,
+    ),
+]

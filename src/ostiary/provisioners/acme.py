@@ -50,6 +50,9 @@ CHALLENGES_FOR: Mapping[str, tuple[str, ...]] = {
     "permanent-identifier": ("device-attest-01",),
 }
 
+DEFAULT_ORDERS_PER_HOUR = 300
+DEFAULT_PENDING_AUTHORIZATIONS = 300
+
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*)){1,30}")
 
 
@@ -65,9 +68,17 @@ class AcmeProvisioner:
     attestation_roots: str | None = None
     attestation_formats: tuple[str, ...] = ATTESTATION_FORMATS
     policy_oid: str | None = None
+    #: New orders one account may place in an hour (``rateLimited`` past it).
+    orders_per_hour: int = DEFAULT_ORDERS_PER_HOUR
+    #: Unexpired pending authorizations one account may hold (``rateLimited`` past it).
+    max_pending_authorizations: int = DEFAULT_PENDING_AUTHORIZATIONS
 
     def __post_init__(self) -> None:
         validate_provisioner_name(self.name)
+        if not 1 <= self.orders_per_hour <= 100_000:
+            raise BadRequest("orders per hour must be between 1 and 100000")
+        if not 1 <= self.max_pending_authorizations <= 100_000:
+            raise BadRequest("pending authorizations must be between 1 and 100000")
         for challenge in self.challenges:
             if challenge not in CHALLENGE_TYPES:
                 raise BadRequest(
@@ -107,8 +118,12 @@ class AcmeProvisioner:
                 attestation_roots=config.get("attestation_roots"),
                 attestation_formats=tuple(config.get("attestation_formats", ())),
                 policy_oid=config.get("policy_oid"),
+                orders_per_hour=int(config.get("orders_per_hour", DEFAULT_ORDERS_PER_HOUR)),
+                max_pending_authorizations=int(
+                    config.get("max_pending_authorizations", DEFAULT_PENDING_AUTHORIZATIONS)
+                ),
             )
-        except (KeyError, TypeError, BadRequest):
+        except (KeyError, TypeError, ValueError, BadRequest):
             raise MalformedInput(
                 f"provisioner {name!r}: its stored configuration is damaged"
             ) from None
@@ -121,6 +136,8 @@ class AcmeProvisioner:
             "attestation_roots": self.attestation_roots,
             "attestation_formats": list(self.attestation_formats),
             "policy_oid": self.policy_oid,
+            "orders_per_hour": self.orders_per_hour,
+            "max_pending_authorizations": self.max_pending_authorizations,
             "claims": self.claims.to_config(),
         }
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     delete,
+    func,
     select,
     update,
 )
@@ -233,6 +234,27 @@ class AcmeRepository:
                     AcmeAuthorization.expires_at > now,
                 )
             )
+        )
+
+    def orders_since(self, account_id: str, since: datetime) -> tuple[int, datetime | None]:
+        """How many orders the account placed since ``since``, and the oldest of them."""
+        count, oldest = self.session.execute(
+            select(func.count(), func.min(AcmeOrder.created_at)).where(
+                AcmeOrder.account_id == account_id, AcmeOrder.created_at > since
+            )
+        ).one()
+        return int(count or 0), oldest
+
+    def pending_authorizations(self, account_id: str, *, now: datetime) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count()).where(
+                    AcmeAuthorization.account_id == account_id,
+                    AcmeAuthorization.status == "pending",
+                    AcmeAuthorization.expires_at > now,
+                )
+            )
+            or 0
         )
 
     def set_order_status(self, order_id: str, *, status: str, expected: str) -> bool:

@@ -27,6 +27,7 @@ from ostiary.core.errors import OstiaryError
 from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner
 from ostiary.server.body import read_body
 from ostiary.server.context import ServerContext, server_context
+from ostiary.server.limits import client_address, limits_of
 from ostiary.server.problems import UnsupportedMediaType, acme_problem_response
 
 router = APIRouter(prefix="/acme/{provisioner}", tags=["acme"])
@@ -159,8 +160,18 @@ async def new_nonce(provisioner: str, request: Request) -> Response:
 
 @router.post("/new-account", summary="newAccount (7.3)")
 async def new_account(provisioner: str, request: Request) -> Response:
+    limiter = limits_of(request).acme_accounts
+    address = client_address(request)
+
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
-        return accounts.new_account(c.authority.store, u, p.name, a, now=c.authority.clock())
+        return accounts.new_account(
+            c.authority.store,
+            u,
+            p.name,
+            a,
+            now=c.authority.clock(),
+            admit=lambda: limiter.check(address),
+        )
 
     return await _signed(request, provisioner, key_by="jwk", operation=operation)
 
