@@ -28,7 +28,7 @@ from ostiary.core.errors import (
 ACME_ERROR_PREFIX = "urn:ietf:params:acme:error:"
 
 
-class AcmeProblem(OstiaryError):
+class AcmeProblem(BadRequest):
     """An ACME error with its RFC 8555 type (without the URN prefix) and HTTP status."""
 
     code = "acme"

@@ -143,15 +143,23 @@ _PROFILE_TEXT = {
 }
 
 
-@router.api_route("/new-nonce", methods=["GET", "HEAD"], summary="A fresh nonce (7.2)")
+@router.head("/new-nonce", summary="A fresh nonce in Replay-Nonce (7.2)")
+async def new_nonce_head(provisioner: str, request: Request) -> Response:
+    return await _nonce_answer(provisioner, request, status=200)
+
+
+@router.get("/new-nonce", summary="A fresh nonce in Replay-Nonce (7.2)")
 async def new_nonce(provisioner: str, request: Request) -> Response:
+    return await _nonce_answer(provisioner, request, status=204)
+
+
+async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> Response:
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
         await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
-    status = 204 if request.method == "GET" else 200
     return Response(status_code=status, headers=await _headers(context, urls))
 
 
