@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ostiary.acme.errors import acme_type_of, problem_document
 from ostiary.core.errors import (
     BadRequest,
     Conflict,
@@ -161,8 +162,6 @@ def acme_problem_response(
     """The RFC 8555 problem document (``urn:ietf:params:acme:error:*``) of an error met on
     an ACME route; an error with no ACME meaning is ``serverInternal`` (logged).
     """
-    from ostiary.acme.errors import acme_type_of, problem_document
-
     answer_headers = dict(headers or {})
     found = acme_type_of(error)
     if found is None:
