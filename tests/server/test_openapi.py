@@ -42,6 +42,20 @@ DOCUMENTED = {
     ("get", "/ssh/ca"),
     ("get", "/ssh/krl"),
     ("get", "/ssh/status/{cert_type}/{serial}"),
+    ("get", "/acme/{provisioner}/directory"),
+    ("get", "/acme/{provisioner}/new-nonce"),
+    ("head", "/acme/{provisioner}/new-nonce"),
+    ("post", "/acme/{provisioner}/new-account"),
+    ("post", "/acme/{provisioner}/account/{account_id}"),
+    ("post", "/acme/{provisioner}/key-change"),
+    ("post", "/acme/{provisioner}/new-order"),
+    ("post", "/acme/{provisioner}/order/{order_id}"),
+    ("post", "/acme/{provisioner}/order/{order_id}/finalize"),
+    ("post", "/acme/{provisioner}/orders/{account_id}"),
+    ("post", "/acme/{provisioner}/cert/{order_id}"),
+    ("post", "/acme/{provisioner}/revoke-cert"),
+    ("post", "/acme/{provisioner}/authz/{authz_id}"),
+    ("post", "/acme/{provisioner}/chall/{challenge_id}"),
 }
 
 

@@ -21,6 +21,7 @@ from ostiary.authority.folder import (
     CAPaths,
 )
 from ostiary.cli import provisioner_options as opt
+from ostiary.cli.acme import ACME_TYPE, add_acme
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
 from ostiary.cli.console import note, out, print_table, shown
 from ostiary.cli.oidc import add_oidc
@@ -82,7 +83,8 @@ def add(
         typer.Option(
             "--type",
             help="jwk (one-time tokens from 'ca token'), oidc (sign in with an identity "
-            "provider), approval (an officer decides) or attest (a TPM attests the key).",
+            "provider), approval (an officer decides), attest (a TPM attests the key) or "
+            "acme (RFC 8555 clients such as certbot and lego).",
         ),
     ] = JWK_TYPE,
     admin: opt.Admin = False,
@@ -111,17 +113,36 @@ def add(
     attestation_roots: opt.AttestationRoots = None,
     require_pin: opt.RequirePin = True,
     require_attestation: opt.RequireAttestation = None,
+    challenges: opt.AcmeChallenges = None,
+    acme_profiles: opt.AcmeProfiles = None,
+    default_profile: opt.AcmeDefaultProfile = None,
+    attestation_formats: opt.AttestationFormats = None,
+    orders_per_hour: opt.OrdersPerHour = None,
+    max_pending_authorizations: opt.MaxPendingAuthorizations = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
     """Add a provisioner: a new key pair whose private half is sealed with the CA password."""
-    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE):
+    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE, ACME_TYPE):
         raise BadRequest(
-            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc' or "
-            f"{ATTEST_TYPE!r}"
+            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc', "
+            f"{ATTEST_TYPE!r} or {ACME_TYPE!r}"
         )
-    if type_ == ATTEST_TYPE and require_attestation is not None:
+    if type_ in (ATTEST_TYPE, ACME_TYPE) and require_attestation is not None:
         raise BadRequest("--require-attestation is for jwk, oidc and approval provisioners")
+    acme_only = (
+        challenges,
+        acme_profiles,
+        default_profile,
+        attestation_formats,
+        orders_per_hour,
+        max_pending_authorizations,
+    )
+    if type_ != ACME_TYPE and any(v is not None for v in acme_only):
+        raise BadRequest(
+            "--challenges, --profiles, --default-profile, --attestation-formats, "
+            "--orders-per-hour and --max-pending-authorizations are for acme provisioners"
+        )
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
     maximum = parse_duration(max_lifetime) if max_lifetime else None
@@ -144,6 +165,24 @@ def add(
             renew_after_expiry_window=window,
             allowed_names=tuple(allow_name or ()),
         )
+        if type_ == ACME_TYPE:  # RFC 8555 clients (docs/acme.md)
+            add_acme(
+                ca.store,
+                name,
+                claims=claims,
+                ca_claims=ca_claims,
+                challenges=challenges,
+                profiles=acme_profiles,
+                default_profile=default_profile,
+                attestation_roots=attestation_roots,
+                attestation_formats=attestation_formats,
+                orders_per_hour=orders_per_hour,
+                max_pending_authorizations=max_pending_authorizations,
+                policy_oids=policy_oid,
+                now=_now(),
+                actor=_ACTOR,
+            )
+            return
         if type_ == ATTEST_TYPE:  # a TPM attests the key (docs/tpm.md)
             add_attest(
                 ca.store,

@@ -42,7 +42,8 @@ AllowName = Annotated[
     list[str] | None,
     typer.Option(
         "--allow-name",
-        help="Names its tokens may carry, as glob patterns: '*.lab.example', "
+        "--names",
+        help="Names its tokens (acme: its orders) may carry, as glob patterns: '*.lab.example', "
         "'*@example.com', 'upn:*@corp.example', 'cn:*'. Repeatable; default: any.",
         show_default=False,
     ),
@@ -184,6 +185,60 @@ RequirePin = Annotated[
     typer.Option(
         "--require-pin/--no-require-pin",
         help="attest: the key must allow a PIN (userWithAuth; no TPM attests one is set).",
+        show_default=False,
+    ),
+]
+AcmeChallenges = Annotated[
+    str | None,
+    typer.Option(
+        "--challenges",
+        help="acme: challenge types, comma-separated (http-01, dns-01, tls-alpn-01, "
+        "device-attest-01); default: http-01,dns-01,tls-alpn-01.",
+        show_default=False,
+    ),
+]
+AcmeProfiles = Annotated[
+    str | None,
+    typer.Option(
+        "--profiles",
+        help="acme: profiles an order may name, comma-separated (client, server, device); "
+        "default: server.",
+        show_default=False,
+    ),
+]
+AcmeDefaultProfile = Annotated[
+    str | None,
+    typer.Option(
+        "--default-profile",
+        help="acme: the profile of an order that names none (default: the first of --profiles).",
+        show_default=False,
+    ),
+]
+AttestationFormats = Annotated[
+    str | None,
+    typer.Option(
+        "--attestation-formats",
+        help="acme: device-attest-01 formats, comma-separated (tpm, apple); default: both.",
+        show_default=False,
+    ),
+]
+OrdersPerHour = Annotated[
+    int | None,
+    typer.Option(
+        "--orders-per-hour",
+        min=1,
+        max=100_000,
+        help="acme: new orders one account may place in an hour (default 300).",
+        show_default=False,
+    ),
+]
+MaxPendingAuthorizations = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pending-authorizations",
+        min=1,
+        max=100_000,
+        help="acme: pending authorizations one account may hold (default 300).",
         show_default=False,
     ),
 ]

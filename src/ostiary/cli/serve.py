@@ -57,6 +57,26 @@ def serve(
             help="Server processes sharing the ports; one per core for the most throughput.",
         ),
     ] = 1,
+    acme_http_port: Annotated[
+        int,
+        typer.Option(
+            "--acme-http-port", min=1, max=65535, help="Port ACME http-01 validation fetches."
+        ),
+    ] = 80,
+    acme_tls_port: Annotated[
+        int,
+        typer.Option(
+            "--acme-tls-port", min=1, max=65535, help="Port ACME tls-alpn-01 validation dials."
+        ),
+    ] = 443,
+    acme_dns_resolver: Annotated[
+        str | None,
+        typer.Option(
+            "--acme-dns-resolver",
+            help="HOST:PORT of the DNS server ACME validation asks (default: the system's).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the CA server until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -65,6 +85,7 @@ def serve(
     # (on devices, in scripts) start without it.
     import uvloop
 
+    from ostiary.acme.validation import ValidationSettings
     from ostiary.server.context import ServerContext
     from ostiary.server.runner import (
         CAServer,
@@ -75,6 +96,11 @@ def serve(
     )
     from ostiary.server.workers import run_workers
 
+    validation = ValidationSettings(
+        http_port=acme_http_port,
+        tls_port=acme_tls_port,
+        dns_resolver=_host_port(acme_dns_resolver) if acme_dns_resolver else None,
+    )
     with unlock_ca(directory, password_file) as ca:
         if workers > 1 and not ca.authority.signs_in_process:
             raise BadRequest(
@@ -96,6 +122,7 @@ def serve(
         # Remote signing (docs/remote-signing.md): key files sealed with the CA password.
         context = replace(
             context,
+            acme_validation=validation,
             signing=open_remote_signing(
                 authority, ca.password, webhook_url=os.environ.get("OSTIARY_SIGNING_ALERT_WEBHOOK")
             ),
@@ -132,6 +159,15 @@ def open_ssh_authority(authority: Authority, password: bytes) -> SSHAuthority | 
 
     keys = load_ssh_ca(authority.ca, password)
     return SSHAuthority(keys, authority.store, clock=authority.clock) if keys else None
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) as a pair; :class:`BadRequest` otherwise."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadRequest(f"--acme-dns-resolver must be HOST:PORT, not {text[:64]!r}")
+    return host, int(port)
 
 
 def _refresh_root_crl(authority: Authority, password: bytes) -> None:

@@ -62,6 +62,7 @@ from ostiary.provisioners.base import (
     precheck_request,
     validate_provisioner_name,
 )
+from ostiary.provisioners.manage import record_provisioner
 from ostiary.provisioners.patterns import check_allowed_names
 from ostiary.provisioners.tpm_statement import (
     AttestationStatement,
@@ -388,19 +389,17 @@ def add_attest_provisioner(
     if ca_claims is not None:
         provisioner.claims.check_within(ca_claims)
     config = provisioner.to_config()
-    with store.transaction() as session:
-        ProvisionerRepository(session).add(
-            provisioner.name, type=ATTEST_TYPE, config=config, now=now
-        )
-        details = {k: v for k, v in config.items() if k != "roots"}
-        details["roots"] = [c.subject.rfc4514_string() for c in provisioner.roots]
-        AuditLog(session).append(
-            "provisioner.added",
-            at=now,
-            actor=actor,
-            target=provisioner.name,
-            details={"type": ATTEST_TYPE, **details},
-        )
+    details = {k: v for k, v in config.items() if k != "roots"}
+    details["roots"] = [c.subject.rfc4514_string() for c in provisioner.roots]
+    record_provisioner(
+        store,
+        provisioner.name,
+        type=ATTEST_TYPE,
+        config=config,
+        audited=details,
+        now=now,
+        actor=actor,
+    )
     return provisioner
 
 

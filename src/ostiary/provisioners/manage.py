@@ -89,6 +89,30 @@ def add_jwk_provisioner(
     return provisioner
 
 
+def record_provisioner(
+    store: Store,
+    name: str,
+    *,
+    type: str,
+    config: dict[str, Any],
+    audited: Mapping[str, Any],
+    now: datetime,
+    actor: str | None,
+) -> None:
+    """Store a new provisioner record with its "provisioner.added" entry (``audited`` are
+    the details shown there: no key material, no long PEM); :class:`Conflict` if taken.
+    """
+    with store.transaction() as session:
+        ProvisionerRepository(session).add(name, type=type, config=config, now=now)
+        AuditLog(session).append(
+            "provisioner.added",
+            at=now,
+            actor=actor,
+            target=name,
+            details={"type": type, **audited},
+        )
+
+
 def remove_provisioner(store: Store, name: str, *, now: datetime, actor: str | None = None) -> None:
     """Delete a provisioner (its certificates stay recorded) with a "provisioner.removed" entry.
 

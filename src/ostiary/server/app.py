@@ -36,6 +36,7 @@ from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.limits import Limits
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
+from ostiary.server.routes import acme as acme_routes
 from ostiary.server.routes import admin, enroll, publish
 from ostiary.server.routes import attest as attest_routes
 from ostiary.server.routes import oidc as oidc_routes
@@ -75,6 +76,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(signing_routes.router)
         app.include_router(attest_routes.router)
         app.include_router(ssh_routes.router)
+        app.include_router(acme_routes.router)
         app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
     app.add_middleware(BodyLimit, limit=MAX_BODY_SIZE)
     return app

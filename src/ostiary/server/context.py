@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from cryptography.hazmat.primitives import serialization
 from fastapi import Request
 
+from ostiary.acme.validation.base import ValidationSettings
 from ostiary.authority.authority import Authority
 from ostiary.authority.ocsp_service import OcspService
 from ostiary.authority.publisher import CrlPublisher
@@ -33,6 +34,8 @@ class ServerContext:
     provisioners: ProvisionerCache | None = None
     #: SSH certificates (docs/ssh.md); None when the CA has no SSH CA keys.
     ssh: SSHAuthority | None = None
+    #: Where ACME challenge validation reaches out (ports, resolver; settable for tests).
+    acme_validation: ValidationSettings = field(default_factory=ValidationSettings)
 
     @cached_property
     def chain_pem(self) -> tuple[str, ...]:

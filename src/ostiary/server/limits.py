@@ -2,9 +2,10 @@
 
 A few routes answer anonymous callers and keep something for them: an attestation nonce
 (``POST /attestation/nonce``), a console sign-in flow (``GET /console/oidc/sign-in``), a
-request for an officer (``POST /requests``). Each has an :class:`AddressLimiter`: a token
-bucket per client address (``burst`` requests at once, then one every ``interval``); a
-caller past it gets 429 ``too-many-requests`` with ``Retry-After``, and nothing is stored.
+request for an officer (``POST /requests``), a new ACME account (``newAccount``). Each has
+an :class:`AddressLimiter`: a token bucket per client address (``burst`` requests at once,
+then one every ``interval``); a caller past it gets 429 ``too-many-requests`` (ACME:
+``rateLimited``) with ``Retry-After``, and nothing is stored.
 
 The client address is the TCP peer of the connection (:func:`client_address`), never
 ``X-Forwarded-For``: uvicorn rewrites the ASGI ``client`` from that header for peers it
@@ -104,6 +105,7 @@ class Limits:
     nonces: AddressLimiter
     sign_ins: AddressLimiter
     requests: AddressLimiter
+    acme_accounts: AddressLimiter
 
     @classmethod
     def default(cls) -> Limits:
@@ -119,6 +121,9 @@ class Limits:
             # address at once): ~330 a day from one address, which the day an unopened
             # request waits (provisioners/approval.py) keeps below MAX_PENDING.
             requests=AddressLimiter("certificate requests", burst=40, interval=300.0),
+            # New ACME accounts (each is a row kept until it is deactivated): a fleet set up
+            # behind one address makes 100 at once, then 100 an hour.
+            acme_accounts=AddressLimiter("new ACME accounts", burst=100, interval=36.0),
         )
 
 

@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ostiary.acme.errors import acme_type_of, problem_document
 from ostiary.core.errors import (
     BadRequest,
     Conflict,
@@ -155,6 +156,34 @@ def error_response(error: OstiaryError) -> JSONResponse:
     )
 
 
+def acme_problem_response(
+    error: OstiaryError, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The RFC 8555 problem document (``urn:ietf:params:acme:error:*``) of an error met on
+    an ACME route; an error with no ACME meaning is ``serverInternal`` (logged).
+    """
+    answer_headers = dict(headers or {})
+    found = acme_type_of(error)
+    if found is None:
+        logger.error("ACME error without a mapping: %s (%s)", type(error).__name__, error.code)
+        found = ("serverInternal", status_for(error))
+        detail = "the CA server failed; the error was logged"
+    else:
+        detail = error.detail
+    acme_type, status = found
+    if isinstance(error, TooManyRequests):
+        answer_headers["Retry-After"] = str(error.retry_after)
+    body = problem_document(acme_type, detail, status)
+    for key, value in _simple_facts(error.data).items():
+        if key == "location" and isinstance(value, str):
+            answer_headers["Location"] = value
+        elif key not in _RESERVED:
+            body[key] = value
+    return JSONResponse(
+        body, status_code=int(status), headers=answer_headers, media_type=PROBLEM_JSON
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error answer of ``app`` a problem document."""
     app.add_exception_handler(OstiaryError, _ostiary_error)
@@ -242,6 +271,7 @@ __all__ = [
     "TYPE_PREFIX",
     "BodyTooLarge",
     "UnsupportedMediaType",
+    "acme_problem_response",
     "error_response",
     "install_problem_handlers",
     "problem_response",

@@ -11,6 +11,14 @@ repositories, each of which takes the transaction's session::
         AuditLog(session).append("certificate.issued", at=now, target=record.serial)
 """
 
+from ostiary.store.acme import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeNonce,
+    AcmeOrder,
+    AcmeRepository,
+)
 from ostiary.store.attestation import AttestationNonce, AttestationNonceRepository
 from ostiary.store.audit import (
     GENESIS_HASH,
@@ -66,6 +74,12 @@ from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_to
 __all__ = [
     "GENESIS_HASH",
     "REVOCATION_REASONS",
+    "AcmeAccount",
+    "AcmeAuthorization",
+    "AcmeChallenge",
+    "AcmeNonce",
+    "AcmeOrder",
+    "AcmeRepository",
     "AttestationNonce",
     "AttestationNonceRepository",
     "AuditChain",

@@ -1,0 +1,280 @@
+"""Nonces, request authentication and accounts (RFC 8555 sections 6.5, 7.2, 7.3).
+
+:func:`authenticate` is the one door of every POST: it finds the key (the account a
+``kid`` names, or the ``jwk``), verifies the signature, then spends the nonce in the
+database (one ``DELETE``: a nonce is accepted once, whichever replica sees it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http import HTTPStatus
+from typing import Any
+
+from joserfc.jwk import Key
+from sqlalchemy.exc import IntegrityError
+
+from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
+from ostiary.acme.jws import JwsRequest, import_account_key, parse_request, thumbprint
+from ostiary.acme.resources import Answer, Urls, account_json
+from ostiary.store import AcmeAccount, AcmeRepository, AuditLog, Store
+from ostiary.store.acme import new_id
+
+#: How long a nonce may be used after it was handed out.
+NONCE_TTL = timedelta(hours=1)
+#: Expired rows are purged once per this many nonces made by a process.
+PURGE_EVERY = 200
+#: Contacts an account may list.
+MAX_CONTACTS = 4
+
+_made = itertools.count()
+
+
+def new_nonce(store: Store, *, now: datetime) -> str:
+    """A nonce recorded for single use (and, now and then, a purge of expired rows)."""
+    nonce = secrets.token_urlsafe(24)
+    with store.transaction() as session:
+        repository = AcmeRepository(session)
+        repository.add_nonce(nonce, expires_at=now + NONCE_TTL)
+        if next(_made) % PURGE_EVERY == 0:
+            repository.purge_expired(now)
+    return nonce
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """A verified request: its key, its account (None for a ``jwk`` request), its payload."""
+
+    key: Key
+    account: AcmeAccount | None
+    payload: dict[str, Any] | None
+    request: JwsRequest
+
+    @property
+    def account_id(self) -> str:
+        if self.account is None:  # pragma: no cover - routes needing one ask for a kid
+            raise malformed("this request must be signed by an account (kid)")
+        return self.account.id
+
+
+def authenticate(
+    store: Store,
+    urls: Urls,
+    provisioner: str,
+    *,
+    content_type: str | None,
+    body: bytes,
+    url: str,
+    key_by: str,
+    now: datetime,
+) -> Authenticated:
+    """Parse, verify and spend the nonce of one request (see the module docstring)."""
+    request = parse_request(content_type, body, url=url, key_by=key_by)
+    account: AcmeAccount | None = None
+    if request.kid is not None:
+        account_id = urls.account_id_of(request.kid)
+        with store.transaction(read_only=True) as session:
+            account = session.get(AcmeAccount, account_id)
+            if account is not None:
+                session.expunge(account)
+        if account is None or account.provisioner != provisioner:
+            raise AcmeProblem(
+                "accountDoesNotExist", "no such account", status=HTTPStatus.BAD_REQUEST
+            )
+        if account.status != "valid":
+            raise unauthorized(f"the account is {account.status}")
+        key = import_account_key(account.jwk)
+    else:
+        key = import_account_key(request.jwk or {})
+    payload = request.payload_json(key)
+    with store.transaction() as session:
+        if not AcmeRepository(session).spend_nonce(request.nonce, now=now):
+            raise AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
+    return Authenticated(key=key, account=account, payload=payload, request=request)
+
+
+def check_contacts(value: object) -> list[str]:
+    """``mailto:`` contacts only (section 7.3): ``unsupportedContact``/``invalidContact``."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_CONTACTS:
+        raise AcmeProblem("invalidContact", f"contact must be a list of at most {MAX_CONTACTS}")
+    contacts: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.startswith("mailto:"):
+            raise AcmeProblem("unsupportedContact", "only mailto: contacts are supported")
+        address = item.removeprefix("mailto:")
+        if address.count("@") != 1 or any(c in address for c in " ,<>\r\n") or len(item) > 254:
+            raise AcmeProblem("invalidContact", f"not an email address: {address[:64]!r}")
+        contacts.append(item)
+    return contacts
+
+
+def new_account(
+    store: Store,
+    urls: Urls,
+    provisioner: str,
+    auth: Authenticated,
+    *,
+    now: datetime,
+    admit: Callable[[], None] = lambda: None,
+) -> Answer:
+    """The newAccount resource (section 7.3): the existing account of this key, or a new one.
+
+    ``admit`` is called before an account is made (the per-address limit); it raises to
+    refuse.
+    """
+    payload = auth.payload or {}
+    key_id = thumbprint(auth.key)
+    with store.transaction() as session:
+        existing = AcmeRepository(session).account_by_thumbprint(key_id)
+        if existing is not None:
+            if existing.provisioner != provisioner:
+                raise unauthorized("this key belongs to an account of another provisioner")
+            if existing.status != "valid":  # section 7.3.6: its key is refused from now on
+                raise unauthorized(f"the account of this key is {existing.status}")
+            location = urls.resource("account", existing.id)
+            return Answer(200, account_json(urls, existing), {"Location": location})
+    if payload.get("onlyReturnExisting") is True:
+        raise AcmeProblem("accountDoesNotExist", "no account has this key")
+    contacts = check_contacts(payload.get("contact"))
+    admit()
+    account = AcmeAccount(
+        id=new_id(),
+        provisioner=provisioner,
+        jwk=auth.key.as_dict(private=False),
+        thumbprint=key_id,
+        status="valid",
+        contact=contacts,
+        created_at=now,
+    )
+    try:
+        with store.transaction() as session:
+            session.add(account)
+            session.flush()
+            AuditLog(session).append(
+                "acme.account.created",
+                at=now,
+                actor=f"acme:{account.id}",
+                target=provisioner,
+                details={"account": account.id, "thumbprint": key_id},
+            )
+            body = account_json(urls, account)
+    except IntegrityError:  # the same key registered on another replica just now
+        with store.transaction(read_only=True) as session:
+            existing = AcmeRepository(session).account_by_thumbprint(key_id)
+            if existing is None:  # pragma: no cover - the row that conflicted is there
+                raise
+            return Answer(
+                200,
+                account_json(urls, existing),
+                {"Location": urls.resource("account", existing.id)},
+            )
+    return Answer(201, body, {"Location": urls.resource("account", account.id)})
+
+
+def update_account(
+    store: Store, urls: Urls, account_id: str, auth: Authenticated, *, now: datetime
+) -> Answer:
+    """POST to the account URL: read it, change its contacts, or deactivate it (7.3.2, 7.3.6)."""
+    if auth.account_id != account_id:
+        raise unauthorized("an account can only be read or changed with its own key")
+    payload = auth.payload
+    with store.transaction() as session:
+        account = AcmeRepository(session).account(account_id, provisioner=auth.account.provisioner)  # type: ignore[union-attr]
+        if payload is not None:
+            if "contact" in payload:
+                account.contact = check_contacts(payload["contact"])
+            status = payload.get("status")
+            if status is not None:
+                if status != "deactivated":
+                    raise malformed("an account's status can only be set to 'deactivated'")
+                account.status = "deactivated"
+                AuditLog(session).append(
+                    "acme.account.deactivated",
+                    at=now,
+                    actor=f"acme:{account.id}",
+                    target=account.provisioner,
+                    details={"account": account.id},
+                )
+        body = account_json(urls, account)
+    return Answer(200, body, {"Location": urls.resource("account", account_id)})
+
+
+def change_key(store: Store, urls: Urls, auth: Authenticated, *, url: str, now: datetime) -> Answer:
+    """The keyChange resource (section 7.3.5): the inner JWS, signed by the new key, names
+    the account and the old key; the new key must not belong to another account.
+    """
+    inner = parse_request(
+        "application/jose+json",
+        _json_bytes(auth.payload),
+        url=url,
+        key_by="jwk",
+        nonce_required=False,
+    )
+    if "nonce" in inner.header:
+        raise malformed("the inner JWS of a key change must not carry a nonce")
+    new_key = import_account_key(inner.jwk or {})
+    change = inner.payload_json(new_key)
+    if change is None:
+        raise malformed("the inner JWS of a key change needs a payload")
+    account = auth.account
+    if account is None:  # pragma: no cover - the route asks for a kid
+        raise malformed("a key change is signed by the account (kid)")
+    if change.get("account") != urls.resource("account", account.id):
+        raise unauthorized("the key change names another account")
+    old = change.get("oldKey")
+    if not isinstance(old, dict) or thumbprint(import_account_key(old)) != account.thumbprint:
+        raise unauthorized("'oldKey' is not the account's current key")
+    new_thumbprint = thumbprint(new_key)
+    try:
+        with store.transaction() as session:
+            repository = AcmeRepository(session)
+            holder = repository.account_by_thumbprint(new_thumbprint)
+            if holder is not None:
+                raise AcmeProblem(
+                    "malformed",
+                    "the new key already belongs to an account",
+                    status=HTTPStatus.CONFLICT,
+                    location=urls.resource("account", holder.id),
+                )
+            row = repository.account(account.id, provisioner=account.provisioner)
+            row.jwk = new_key.as_dict(private=False)
+            row.thumbprint = new_thumbprint
+            session.flush()
+            AuditLog(session).append(
+                "acme.account.key_changed",
+                at=now,
+                actor=f"acme:{account.id}",
+                target=account.provisioner,
+                details={"account": account.id, "thumbprint": new_thumbprint},
+            )
+            body = account_json(urls, row)
+    except IntegrityError:
+        raise AcmeProblem(
+            "malformed", "the new key already belongs to an account", status=HTTPStatus.CONFLICT
+        ) from None
+    return Answer(200, body, {"Location": urls.resource("account", account.id)})
+
+
+def _json_bytes(payload: dict[str, Any] | None) -> bytes:
+    if payload is None:
+        raise malformed("a key change carries the inner JWS as its payload")
+    return json.dumps(payload).encode("utf-8")
+
+
+__all__ = [
+    "NONCE_TTL",
+    "Authenticated",
+    "authenticate",
+    "change_key",
+    "check_contacts",
+    "new_account",
+    "new_nonce",
+    "update_account",
+]

@@ -1,0 +1,213 @@
+"""Authorizations and challenges (RFC 8555 sections 7.5, 8): read, deactivate, validate.
+
+A challenge POST moves the challenge from ``pending`` to ``processing`` by one conditional
+``UPDATE`` (of two replicas, one starts the validation) and answers at once with
+``Retry-After`` (section 8.2); the validator runs in the background
+(:func:`run_validation`). Its outcome is final: success makes the authorization valid (and
+the order ready once all are), a failure makes the challenge, its authorization *and* its
+order invalid at once, so that a client stops polling and starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import update
+
+from ostiary.acme.accounts import Authenticated
+from ostiary.acme.errors import malformed, problem_document, unauthorized
+from ostiary.acme.resources import (
+    Answer,
+    Urls,
+    authorization_json,
+    authorization_status,
+    challenge_json,
+)
+from ostiary.acme.validation import (
+    VALIDATORS,
+    ChallengeContext,
+    ChallengeFailed,
+    ValidationResult,
+    ValidationSettings,
+)
+from ostiary.core.errors import NotFound
+from ostiary.provisioners.acme import AcmeProvisioner
+from ostiary.store import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeOrder,
+    AcmeRepository,
+    Store,
+)
+
+logger = logging.getLogger("ostiary.acme")
+
+#: Seconds a client is asked to wait before polling a challenge or order again.
+RETRY_AFTER = 1
+
+
+def _owned(repository: AcmeRepository, authz_id: str, auth: Authenticated) -> AcmeAuthorization:
+    authz = repository.authorization(authz_id)
+    if authz.account_id != auth.account_id:
+        raise unauthorized("this authorization belongs to another account")
+    return authz
+
+
+def read_authorization(
+    store: Store, urls: Urls, authz_id: str, auth: Authenticated, *, now: datetime
+) -> Answer:
+    """POST-as-GET an authorization, or deactivate it (section 7.5.2)."""
+    payload = auth.payload
+    with store.transaction() as session:
+        repository = AcmeRepository(session)
+        authz = _owned(repository, authz_id, auth)
+        if payload is not None:
+            if payload.get("status") != "deactivated":
+                raise malformed("an authorization's status can only be set to 'deactivated'")
+            if authorization_status(authz, now=now) not in ("pending", "valid"):
+                raise malformed(f"the authorization is {authz.status}: it cannot be deactivated")
+            authz.status = "deactivated"
+            _invalidate_order(session, authz.order_id, None)
+        body = authorization_json(urls, authz, repository.challenges_of(authz.id), now=now)
+    return Answer(200, body)
+
+
+def start_challenge(
+    store: Store,
+    urls: Urls,
+    provisioner: AcmeProvisioner,
+    challenge_id: str,
+    auth: Authenticated,
+    *,
+    now: datetime,
+) -> tuple[Answer, ChallengeContext | None]:
+    """Read a challenge (POST-as-GET) or ask for its validation (any JSON object).
+
+    Returns the answer and, when this call started the validation, what the background
+    task validates.
+    """
+    with store.transaction() as session:
+        repository = AcmeRepository(session)
+        challenge = repository.challenge(challenge_id)
+        authz = _owned(repository, challenge.authorization_id, auth)
+        context = None
+        if auth.payload is not None and challenge.status == "pending":
+            if authorization_status(authz, now=now) != "pending":
+                raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
+            started = session.execute(
+                update(AcmeChallenge)
+                .where(AcmeChallenge.id == challenge.id, AcmeChallenge.status == "pending")
+                .values(status="processing")
+                .execution_options(synchronize_session=False)
+            )
+            if int(getattr(started, "rowcount", 0)) == 1:
+                account = session.get(AcmeAccount, authz.account_id)
+                if account is None:
+                    raise NotFound("the authorization's account is gone")
+                context = ChallengeContext(
+                    challenge_type=challenge.type,
+                    identifier_type=authz.identifier_type,
+                    identifier_value=("*." if authz.wildcard else "") + authz.identifier_value,
+                    token=authz.token,
+                    key_authorization=f"{authz.token}.{account.thumbprint}",
+                    payload=dict(auth.payload),
+                    policy=_policy(provisioner),
+                )
+                session.refresh(challenge)
+        body = challenge_json(urls, challenge, authz.token)
+        up = urls.resource("authz", authz.id)
+    headers = {"Link": f'<{up}>;rel="up"'}
+    if body["status"] == "processing":
+        headers["Retry-After"] = str(RETRY_AFTER)
+    return Answer(200, body, headers), (context if context is not None else None)
+
+
+def _policy(provisioner: AcmeProvisioner) -> dict[str, Any]:
+    """What device-attest-01 reads (:mod:`ostiary.acme.validation.device_attest`): the
+    provisioner's PEM roots as certificates, and the formats it takes.
+    """
+    pem = provisioner.attestation_roots
+    return {
+        "attestation_roots": x509.load_pem_x509_certificates(pem.encode()) if pem else [],
+        "attestation_formats": list(provisioner.attestation_formats),
+    }
+
+
+async def run_validation(
+    store: Store,
+    challenge_id: str,
+    context: ChallengeContext,
+    settings: ValidationSettings,
+    *,
+    clock: Any,
+) -> None:
+    """Validate, then record the outcome (see the module docstring). Never raises."""
+    validator = VALIDATORS[context.challenge_type]
+    try:
+        result = await validator(context, settings)
+        error = None
+    except ChallengeFailed as failed:
+        result, error = None, problem_document(failed.problem, failed.detail, HTTPStatus.FORBIDDEN)
+    except Exception:  # a validator's bug must still end the challenge, not leave it hanging
+        logger.exception("the %s validator failed unexpectedly", context.challenge_type)
+        result = None
+        error = problem_document(
+            "serverInternal",
+            "the validation failed inside the CA",
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+        )
+    await asyncio.to_thread(record_outcome, store, challenge_id, result, error, now=clock())
+
+
+def record_outcome(
+    store: Store,
+    challenge_id: str,
+    result: ValidationResult | None,
+    error: dict[str, Any] | None,
+    *,
+    now: datetime,
+) -> None:
+    """Store a validation's outcome on the challenge, its authorization and its order."""
+    with store.transaction() as session:
+        repository = AcmeRepository(session)
+        challenge = repository.challenge(challenge_id)
+        authz = repository.authorization(challenge.authorization_id)
+        if result is None:
+            challenge.status = "invalid"
+            challenge.error = error
+            authz.status = "invalid"
+            _invalidate_order(session, authz.order_id, error)
+            return
+        challenge.status = "valid"
+        challenge.validated_at = now
+        authz.status = "valid"
+        authz.attested_spki = result.attested_spki_der
+        authz.hardware_key = result.hardware_key
+        session.flush()
+        pending = [a for a in repository.authorizations_of(authz.order_id) if a.status != "valid"]
+        if not pending:
+            repository.set_order_status(authz.order_id, status="ready", expected="pending")
+
+
+def _invalidate_order(session: Any, order_id: str, error: dict[str, Any] | None) -> None:
+    session.execute(
+        update(AcmeOrder)
+        .where(AcmeOrder.id == order_id, AcmeOrder.status.in_(("pending", "ready")))
+        .values(status="invalid", error=error)
+        .execution_options(synchronize_session=False)
+    )
+
+
+__all__ = [
+    "RETRY_AFTER",
+    "read_authorization",
+    "record_outcome",
+    "run_validation",
+    "start_challenge",
+]

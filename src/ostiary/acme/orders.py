@@ -1,0 +1,432 @@
+"""Orders (RFC 8555 sections 7.1.3, 7.4): newOrder, reading, listing, finalize, download.
+
+newOrder checks everything it can before anything is stored: the identifiers (types, syntax,
+a challenge able to prove each), the profile (draft-ietf-acme-profiles: unknown names get
+``invalidProfile``), the requested validity within the claims, and the names within the
+provisioner's patterns and the profile's name kinds. Each identifier gets its own
+authorization, never shared with another order. Finalize moves the order from ``ready`` to
+``processing`` by one conditional ``UPDATE`` (one replica wins), checks that the CSR names
+exactly the order's identifiers (and, after device-attest-01, holds the attested key), and
+issues through the Authority.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from http import HTTPStatus
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ostiary.acme.accounts import Authenticated
+from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
+from ostiary.acme.resources import Answer, Urls, order_json, order_status
+from ostiary.acme.validation import VALIDATORS
+from ostiary.authority.authority import Authority
+from ostiary.core.errors import BadRequest, OstiaryError, TooManyRequests
+from ostiary.core.names import (
+    PERMANENT_IDENTIFIER_OID,
+    canonical_general_name,
+    common_name,
+    decode_other_name,
+    sans_of,
+    validate_dns_name,
+)
+from ostiary.core.profiles import get_profile
+from ostiary.provisioners.acme import AcmeProvisioner, general_name_of
+from ostiary.store import (
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeOrder,
+    AcmeRepository,
+    CertificateRepository,
+)
+from ostiary.store.acme import new_id
+
+#: How long an order (and its authorizations) may take to finish.
+ORDER_TTL = timedelta(hours=24)
+#: Identifiers one order may name.
+MAX_IDENTIFIERS = 100
+#: Orders per page of an account's orders list (section 7.1.2.1, ``Link: rel="next"``).
+ORDERS_PER_PAGE = 20
+#: The window of the orders-per-account limit.
+RATE_WINDOW = timedelta(hours=1)
+#: A notBefore this far in the past is tolerated (clock skew); later ones are refused.
+NOT_BEFORE_SKEW = timedelta(minutes=5)
+
+
+def new_order(
+    authority: Authority,
+    urls: Urls,
+    provisioner: AcmeProvisioner,
+    auth: Authenticated,
+    *,
+    now: datetime,
+) -> Answer:
+    """newOrder: validate, then store the order, its authorizations and challenges."""
+    payload = auth.payload or {}
+    identifiers = _identifiers(payload.get("identifiers"), provisioner)
+    profile = payload.get("profile", provisioner.default_profile)
+    if not isinstance(profile, str) or profile not in provisioner.profiles:
+        raise AcmeProblem(
+            "invalidProfile",
+            f"unknown profile {str(profile)[:32]!r}: this directory offers "
+            f"{', '.join(provisioner.profiles)}",
+        )
+    not_before = _time(payload.get("notBefore"), "notBefore")
+    not_after = _time(payload.get("notAfter"), "notAfter")
+    if not_before is not None and not_before > now + NOT_BEFORE_SKEW:
+        raise malformed("notBefore in the future is not supported: certificates start now")
+    if not_after is not None:
+        lifetime = provisioner.claims.lifetime
+        if not (now + lifetime.minimum <= not_after <= now + lifetime.maximum):
+            raise malformed(
+                "notAfter must lie within the provisioner's lifetime "
+                f"({lifetime.minimum} to {lifetime.maximum} from now)"
+            )
+    try:
+        authorization = provisioner.authorize_order(
+            identifiers, profile=profile, not_after=not_after
+        )
+        get_profile(profile).check_names(list(authorization.names))
+    except BadRequest as exc:
+        raise AcmeProblem("rejectedIdentifier", exc.detail) from None
+    order = AcmeOrder(
+        id=new_id(),
+        account_id=auth.account_id,
+        provisioner=provisioner.name,
+        status="pending",
+        identifiers=identifiers,
+        profile=profile,
+        not_before=not_before,
+        not_after=not_after,
+        expires_at=now + ORDER_TTL,
+        created_at=now,
+        error=None,
+        serial=None,
+    )
+    authorizations: list[AcmeAuthorization] = []
+    with authority.store.transaction() as session:
+        _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
+        session.add(order)
+        session.flush()
+        for identifier in identifiers:
+            value = identifier["value"]
+            wildcard = value.startswith("*.")
+            authz = AcmeAuthorization(
+                id=new_id(),
+                order_id=order.id,
+                account_id=auth.account_id,
+                identifier_type=identifier["type"],
+                identifier_value=value.removeprefix("*."),
+                wildcard=wildcard,
+                status="pending",
+                expires_at=order.expires_at,
+                token=secrets.token_urlsafe(32),
+                attested_spki=None,
+                hardware_key=False,
+            )
+            session.add(authz)
+            authorizations.append(authz)
+            for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard):
+                session.add(
+                    AcmeChallenge(
+                        id=new_id(),
+                        authorization_id=authz.id,
+                        type=challenge_type,
+                        status="pending",
+                        validated_at=None,
+                        error=None,
+                    )
+                )
+        session.flush()
+        body = order_json(urls, order, authorizations, now=now)
+    return Answer(201, body, {"Location": urls.resource("order", order.id)})
+
+
+def _check_limits(
+    repository: AcmeRepository,
+    provisioner: AcmeProvisioner,
+    account_id: str,
+    new_authorizations: int,
+    now: datetime,
+) -> None:
+    """Orders per account per hour and pending authorizations per account (``rateLimited``).
+
+    Counted in the database, so the limits hold across replicas (two racing requests may
+    both pass at the edge: a limit, not an invariant).
+    """
+    placed, oldest = repository.orders_since(account_id, now - RATE_WINDOW)
+    if placed >= provisioner.orders_per_hour:
+        wait = (oldest + RATE_WINDOW - now).total_seconds() if oldest is not None else 60.0
+        raise TooManyRequests.wait(
+            f"this account placed {placed} orders in the last hour; the limit is "
+            f"{provisioner.orders_per_hour}",
+            wait,
+        )
+    pending = repository.pending_authorizations(account_id, now=now)
+    if pending + new_authorizations > provisioner.max_pending_authorizations:
+        raise TooManyRequests.wait(
+            f"this account holds {pending} pending authorizations; the limit is "
+            f"{provisioner.max_pending_authorizations}: finish or deactivate some first",
+            60.0,
+        )
+
+
+def offered_challenges(
+    provisioner: AcmeProvisioner, identifier_type: str, wildcard: bool
+) -> tuple[str, ...]:
+    """The challenges offered: enabled by the provisioner and validated by this server."""
+    return tuple(
+        c for c in provisioner.challenges_for(identifier_type, wildcard=wildcard) if c in VALIDATORS
+    )
+
+
+def _identifiers(value: object, provisioner: AcmeProvisioner) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value or len(value) > MAX_IDENTIFIERS:
+        raise malformed(f"identifiers must be a list of 1 to {MAX_IDENTIFIERS} objects")
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise malformed("each identifier is an object with a type and a value")
+        kind, raw = item["type"], item.get("value")
+        if not isinstance(raw, str) or not raw:
+            raise malformed("each identifier needs a string value")
+        normalized = _normalize(kind, raw)
+        wildcard = normalized.startswith("*.")
+        if not offered_challenges(provisioner, kind, wildcard):
+            how = "only dns-01 proves a wildcard" if wildcard else "no enabled challenge proves it"
+            raise AcmeProblem("rejectedIdentifier", f"{kind} identifier {normalized[:64]!r}: {how}")
+        seen.setdefault((kind, normalized), {"type": kind, "value": normalized})
+    return list(seen.values())
+
+
+def _normalize(kind: str, value: str) -> str:
+    try:
+        if kind == "dns":
+            return validate_dns_name(value.lower(), allow_wildcard=True)
+        if kind == "ip":
+            return str(ipaddress.ip_address(value))
+        if kind == "permanent-identifier":
+            general_name_of(kind, value)
+            return value
+    except (BadRequest, ValueError) as exc:
+        raise AcmeProblem("rejectedIdentifier", f"{kind} identifier: {exc}") from None
+    raise AcmeProblem("unsupportedIdentifier", f"identifier type {kind[:32]!r} is not supported")
+
+
+def _time(value: object, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise malformed(f"{what} must be an RFC 3339 time")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise malformed(f"{what} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise malformed(f"{what} needs a time zone")
+    return moment
+
+
+def _owned_order(
+    repository: AcmeRepository, order_id: str, auth: Authenticated, provisioner: str
+) -> AcmeOrder:
+    order = repository.order(order_id, provisioner=provisioner)
+    if order.account_id != auth.account_id:
+        raise unauthorized("this order belongs to another account")
+    return order
+
+
+def read_order(
+    authority: Authority,
+    urls: Urls,
+    provisioner: str,
+    order_id: str,
+    auth: Authenticated,
+    *,
+    now: datetime,
+) -> Answer:
+    with authority.store.transaction(read_only=True) as session:
+        repository = AcmeRepository(session)
+        order = _owned_order(repository, order_id, auth, provisioner)
+        body = order_json(urls, order, repository.authorizations_of(order.id), now=now)
+    return Answer(200, body, _retry_if_processing(body))
+
+
+def list_orders(
+    authority: Authority, urls: Urls, account_id: str, auth: Authenticated, *, cursor: str | None
+) -> Answer:
+    """The account's orders (section 7.1.2.1), a page at a time, ``Link: rel="next"``."""
+    if auth.account_id != account_id:
+        raise unauthorized("an account's orders are listed with its own key")
+    with authority.store.transaction(read_only=True) as session:
+        orders = AcmeRepository(session).orders_of(
+            account_id, after=cursor, limit=ORDERS_PER_PAGE + 1
+        )
+    page = orders[:ORDERS_PER_PAGE]
+    headers: dict[str, str] = {}
+    if len(orders) > ORDERS_PER_PAGE:
+        next_url = f"{urls.resource('orders', account_id)}?cursor={page[-1].id}"
+        headers["Link"] = f'<{next_url}>;rel="next"'
+    return Answer(200, {"orders": [urls.resource("order", o.id) for o in page]}, headers)
+
+
+def finalize(
+    authority: Authority,
+    urls: Urls,
+    provisioner: AcmeProvisioner,
+    order_id: str,
+    auth: Authenticated,
+    *,
+    now: datetime,
+) -> Answer:
+    """Finalize (section 7.4): the CSR must name exactly the order's identifiers."""
+    payload = auth.payload or {}
+    csr = _csr(payload.get("csr"))
+    with authority.store.transaction(read_only=True) as session:
+        repository = AcmeRepository(session)
+        order = _owned_order(repository, order_id, auth, provisioner.name)
+        status = order_status(order, now=now)
+        authorizations = repository.authorizations_of(order.id)
+        for row in (order, *authorizations):
+            session.expunge(row)
+    if status != "ready":
+        raise AcmeProblem(
+            "orderNotReady",
+            f"the order is {status}, not ready: every authorization must be valid first",
+            status=HTTPStatus.FORBIDDEN,
+        )
+    _check_csr_names(csr, order.identifiers)
+    attested = {a.attested_spki for a in authorizations if a.attested_spki is not None}
+    if attested:
+        spki = csr.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if attested != {spki}:
+            raise AcmeProblem("badCSR", "the CSR's key is not the key the device attested")
+    authorization = provisioner.authorize_order(
+        order.identifiers,
+        profile=order.profile,
+        not_after=order.not_after,
+        hardware_key=bool(attested) and all(a.hardware_key for a in authorizations),
+    )
+    with authority.store.transaction() as session:
+        if not AcmeRepository(session).set_order_status(
+            order.id, status="processing", expected="ready"
+        ):
+            raise AcmeProblem(
+                "orderNotReady", "the order is being finalized already", status=HTTPStatus.FORBIDDEN
+            )
+    try:
+        certificate = authority.issue(
+            csr,
+            authorization,
+            actor=f"acme:{auth.account_id}",
+            details={"acme_order": order.id},
+        )
+    except OstiaryError:
+        with authority.store.transaction() as session:
+            AcmeRepository(session).set_order_status(
+                order.id, status="ready", expected="processing"
+            )
+        raise
+    with authority.store.transaction() as session:
+        row = AcmeRepository(session).order(order.id, provisioner=provisioner.name)
+        row.status = "valid"
+        row.serial = f"{certificate.serial_number:x}"
+        session.flush()
+        body = order_json(urls, row, authorizations, now=now)
+    return Answer(200, body, {"Location": urls.resource("order", order.id)})
+
+
+def certificate_chain(
+    authority: Authority,
+    provisioner: str,
+    order_id: str,
+    auth: Authenticated,
+    chain_pem: tuple[str, ...],
+) -> Answer:
+    """The issued certificate and the issuing CA, PEM (section 7.4.2)."""
+    with authority.store.transaction(read_only=True) as session:
+        order = _owned_order(AcmeRepository(session), order_id, auth, provisioner)
+        if order.serial is None:
+            raise AcmeProblem(
+                "malformed", "the order has no certificate yet", status=HTTPStatus.NOT_FOUND
+            )
+        record = CertificateRepository(session).get(int(order.serial, 16), authority.issuer_key_id)
+        leaf = record.certificate().public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return Answer(200, leaf + "".join(chain_pem))
+
+
+def _csr(value: object) -> x509.CertificateSigningRequest:
+    if not isinstance(value, str) or not value:
+        raise malformed("finalize needs 'csr': the DER CSR, base64url")
+    try:
+        der = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return x509.load_der_x509_csr(der)
+    except (binascii.Error, ValueError):
+        raise AcmeProblem("badCSR", "the CSR cannot be parsed (DER, base64url)") from None
+
+
+def _check_csr_names(
+    csr: x509.CertificateSigningRequest, identifiers: Sequence[Mapping[str, Any]]
+) -> None:
+    """The CSR's names (SANs, and a CN folded in) must be exactly the order's identifiers."""
+    try:
+        sans = sans_of(csr.extensions)
+        cn = common_name(csr.subject)
+    except (ValueError, x509.DuplicateExtension, BadRequest) as exc:
+        raise AcmeProblem("badCSR", f"the CSR's names cannot be read: {exc}") from None
+    asked: set[tuple[str, str]] = set()
+    for name in sans:
+        asked.add(_identifier_of(canonical_general_name(name)))
+    if cn is not None:
+        try:
+            asked.add(("ip", str(ipaddress.ip_address(cn))))
+        except ValueError:
+            asked.add(("dns", cn.lower()))
+    ordered = {(str(i["type"]), str(i["value"])) for i in identifiers}
+    ordered_names = {k for k in ordered if k[0] in ("dns", "ip")}
+    extra = asked - ordered
+    missing = ordered_names - asked
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append("not ordered: " + ", ".join(sorted(v for _, v in extra)))
+        if missing:
+            parts.append("missing: " + ", ".join(sorted(v for _, v in missing)))
+        raise AcmeProblem("badCSR", "the CSR's names differ from the order's: " + "; ".join(parts))
+
+
+def _identifier_of(name: x509.GeneralName) -> tuple[str, str]:
+    if isinstance(name, x509.DNSName):
+        return ("dns", name.value.lower())
+    if isinstance(name, x509.IPAddress):
+        return ("ip", str(name.value))
+    if isinstance(name, x509.OtherName) and name.type_id == PERMANENT_IDENTIFIER_OID:
+        return ("permanent-identifier", decode_other_name(name) or "")
+    raise AcmeProblem("badCSR", "the CSR may carry DNS, IP and permanent-identifier names only")
+
+
+def _retry_if_processing(body: dict[str, Any]) -> dict[str, str]:
+    return {"Retry-After": "1"} if body.get("status") == "processing" else {}
+
+
+__all__ = [
+    "MAX_IDENTIFIERS",
+    "ORDERS_PER_PAGE",
+    "ORDER_TTL",
+    "certificate_chain",
+    "finalize",
+    "list_orders",
+    "new_order",
+    "offered_challenges",
+    "read_order",
+]

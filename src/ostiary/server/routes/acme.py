@@ -1,0 +1,299 @@
+"""ACME (RFC 8555) on the HTTPS listener: ``/acme/{provisioner}/...``.
+
+One directory per ``acme`` provisioner (``GET /acme/NAME/directory``); every other resource
+is a signed POST (section 6.2), answered with a fresh ``Replay-Nonce`` and a
+``Link: rel="index"`` to the directory, errors included (RFC 8555 problem documents, built
+by :func:`~ostiary.server.problems.acme_problem_response`). The protocol lives in
+:mod:`ostiary.acme`; this module reads the request, runs the operation in a worker thread
+(the store is synchronous) and starts challenge validations as background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ostiary.acme import accounts, authorizations, orders, revocation
+from ostiary.acme.accounts import Authenticated
+from ostiary.acme.errors import AcmeProblem
+from ostiary.acme.jws import JOSE_JSON
+from ostiary.acme.resources import Answer, Urls
+from ostiary.core.errors import OstiaryError
+from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner
+from ostiary.server.body import read_body
+from ostiary.server.context import ServerContext, server_context
+from ostiary.server.limits import client_address, limits_of
+from ostiary.server.problems import UnsupportedMediaType, acme_problem_response
+
+router = APIRouter(prefix="/acme/{provisioner}", tags=["acme"])
+
+#: The largest ACME request body (a CSR or a certificate, base64url, in a JWS).
+MAX_ACME_BODY = 64 * 1024
+PEM_CHAIN = "application/pem-certificate-chain"
+
+#: Validations running in this process (kept referenced until they finish).
+_running: set[asyncio.Task[None]] = set()
+
+Operation = Callable[[ServerContext, AcmeProvisioner, Urls, Authenticated], Answer]
+
+
+def _urls(request: Request, provisioner: str) -> Urls:
+    return Urls.of(str(request.base_url), provisioner)
+
+
+async def _fresh_nonce(context: ServerContext) -> str:
+    store = context.authority.store
+    return await asyncio.to_thread(accounts.new_nonce, store, now=context.authority.clock())
+
+
+async def _headers(context: ServerContext, urls: Urls) -> dict[str, str]:
+    return {
+        "Replay-Nonce": await _fresh_nonce(context),
+        "Link": f'<{urls.directory}>;rel="index"',
+        "Cache-Control": "no-store",
+    }
+
+
+def _response(answer: Answer, headers: dict[str, str]) -> Response:
+    merged = {**headers, **answer.headers}
+    if "Link" in answer.headers:
+        merged["Link"] = f"{headers['Link']}, {answer.headers['Link']}"
+    if isinstance(answer.body, str):
+        return Response(
+            answer.body, status_code=answer.status, headers=merged, media_type=PEM_CHAIN
+        )
+    if answer.body is None:
+        return Response(status_code=answer.status, headers=merged)
+    return JSONResponse(answer.body, status_code=answer.status, headers=merged)
+
+
+async def _signed(
+    request: Request, provisioner_name: str, *, key_by: str, operation: Operation
+) -> Response:
+    """Authenticate the POST, run ``operation`` in a thread, answer; errors as problems."""
+    context = server_context(request)
+    urls = _urls(request, provisioner_name)
+    try:
+        provisioner = await asyncio.to_thread(
+            load_acme_provisioner, context.authority.store, provisioner_name
+        )
+        try:
+            body = await read_body(request, media_types=(JOSE_JSON,), limit=MAX_ACME_BODY)
+        except UnsupportedMediaType as exc:
+            raise AcmeProblem(
+                "malformed", exc.detail, status=HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+            ) from None
+        url = str(request.url)
+
+        def run() -> Answer:
+            auth = accounts.authenticate(
+                context.authority.store,
+                urls,
+                provisioner.name,
+                content_type=request.headers.get("content-type"),
+                body=body,
+                url=url,
+                key_by=key_by,
+                now=context.authority.clock(),
+            )
+            return operation(context, provisioner, urls, auth)
+
+        answer = await asyncio.to_thread(run)
+    except OstiaryError as exc:
+        return acme_problem_response(exc, headers=await _headers(context, urls))
+    return _response(answer, await _headers(context, urls))
+
+
+# --------------------------------------------------------------------------- directory, nonce
+
+
+@router.get("/directory", summary="The ACME directory (RFC 8555 section 7.1.1)")
+async def directory(provisioner: str, request: Request) -> Response:
+    context = server_context(request)
+    urls = _urls(request, provisioner)
+    try:
+        acme = await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
+    except OstiaryError as exc:
+        return acme_problem_response(exc)
+    meta: dict[str, Any] = {
+        "profiles": {p: _PROFILE_TEXT.get(p, p) for p in acme.profiles},
+        "externalAccountRequired": False,
+    }
+    return JSONResponse(
+        {
+            "newNonce": urls.resource("new-nonce"),
+            "newAccount": urls.resource("new-account"),
+            "newOrder": urls.resource("new-order"),
+            "revokeCert": urls.resource("revoke-cert"),
+            "keyChange": urls.resource("key-change"),
+            "meta": meta,
+        }
+    )
+
+
+_PROFILE_TEXT = {
+    "client": "TLS client certificate: EKU clientAuth only",
+    "server": "TLS server certificate: EKU serverAuth only, DNS names and IP addresses",
+    "device": "Device certificate: EKU clientAuth, a permanent identifier",
+}
+
+
+@router.head("/new-nonce", summary="A fresh nonce in Replay-Nonce (7.2)")
+async def new_nonce_head(provisioner: str, request: Request) -> Response:
+    return await _nonce_answer(provisioner, request, status=200)
+
+
+@router.get("/new-nonce", summary="A fresh nonce in Replay-Nonce (7.2)")
+async def new_nonce(provisioner: str, request: Request) -> Response:
+    return await _nonce_answer(provisioner, request, status=204)
+
+
+async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> Response:
+    context = server_context(request)
+    urls = _urls(request, provisioner)
+    try:
+        await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
+    except OstiaryError as exc:
+        return acme_problem_response(exc)
+    return Response(status_code=status, headers=await _headers(context, urls))
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@router.post("/new-account", summary="newAccount (7.3)")
+async def new_account(provisioner: str, request: Request) -> Response:
+    limiter = limits_of(request).acme_accounts
+    address = client_address(request)
+
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return accounts.new_account(
+            c.authority.store,
+            u,
+            p.name,
+            a,
+            now=c.authority.clock(),
+            admit=lambda: limiter.check(address),
+        )
+
+    return await _signed(request, provisioner, key_by="jwk", operation=operation)
+
+
+@router.post("/account/{account_id}", summary="Read, update or deactivate an account (7.3.2)")
+async def account(provisioner: str, account_id: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return accounts.update_account(c.authority.store, u, account_id, a, now=c.authority.clock())
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/key-change", summary="Roll over an account key (7.3.5)")
+async def key_change(provisioner: str, request: Request) -> Response:
+    url = str(request.url)
+
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return accounts.change_key(c.authority.store, u, a, url=url, now=c.authority.clock())
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+# --------------------------------------------------------------------------- orders
+
+
+@router.post("/new-order", summary="newOrder (7.4)")
+async def new_order(provisioner: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return orders.new_order(c.authority, u, p, a, now=c.authority.clock())
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/order/{order_id}", summary="Read an order (7.1.3)")
+async def order(provisioner: str, order_id: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return orders.read_order(c.authority, u, p.name, order_id, a, now=c.authority.clock())
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/order/{order_id}/finalize", summary="Finalize an order with a CSR (7.4)")
+async def finalize(provisioner: str, order_id: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return orders.finalize(c.authority, u, p, order_id, a, now=c.authority.clock())
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/orders/{account_id}", summary="An account's orders, paginated (7.1.2.1)")
+async def orders_list(
+    provisioner: str, account_id: str, request: Request, cursor: str | None = None
+) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return orders.list_orders(c.authority, u, account_id, a, cursor=cursor)
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/cert/{order_id}", summary="Download the certificate chain (7.4.2)")
+async def certificate(provisioner: str, order_id: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return orders.certificate_chain(c.authority, p.name, order_id, a, c.chain_pem)
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/revoke-cert", summary="Revoke a certificate (7.6)")
+async def revoke_cert(provisioner: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return revocation.revoke_certificate(c.authority, p.name, a, now=c.authority.clock())
+
+    return await _signed(request, provisioner, key_by="either", operation=operation)
+
+
+# --------------------------------------------------------------------------- authorizations
+
+
+@router.post("/authz/{authz_id}", summary="Read or deactivate an authorization (7.5)")
+async def authorization(provisioner: str, authz_id: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        return authorizations.read_authorization(
+            c.authority.store, u, authz_id, a, now=c.authority.clock()
+        )
+
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+@router.post("/chall/{challenge_id}", summary="Read a challenge or start its validation (7.5.1)")
+async def challenge(provisioner: str, challenge_id: str, request: Request) -> Response:
+    def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        answer, started = authorizations.start_challenge(
+            c.authority.store, u, p, challenge_id, a, now=c.authority.clock()
+        )
+        if started is not None:
+            loop.call_soon_threadsafe(_validate, c, challenge_id, started)
+        return answer
+
+    loop = asyncio.get_running_loop()
+    return await _signed(request, provisioner, key_by="kid", operation=operation)
+
+
+def _validate(context: ServerContext, challenge_id: str, started: Any) -> None:
+    task = asyncio.get_running_loop().create_task(
+        authorizations.run_validation(
+            context.authority.store,
+            challenge_id,
+            started,
+            context.acme_validation,
+            clock=context.authority.clock,
+        )
+    )
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+
+
+__all__ = ["router"]

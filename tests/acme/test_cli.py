@@ -1,0 +1,81 @@
+"""``ostiary ca provisioner add NAME --type acme`` and ``ca serve``'s ACME validation options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import CLI, ca_dir, cli, password_file  # noqa: F401 - fixtures
+
+
+def test_an_acme_provisioner_is_added_with_its_profiles_and_challenges(
+    cli: CLI,  # noqa: F811 - the fixture imported above
+    ca_dir: Path,  # noqa: F811
+    password_file: Path,  # noqa: F811
+) -> None:
+    added = cli.ok(
+        "ca", "provisioner", "add", "web", "--type", "acme",
+        "--challenges", "http-01", "--profiles", "client,server", "--default-profile", "server",
+        "--names", "*.lab.example", "--max-lifetime", "7d",
+        "--password-file", password_file,
+    )  # fmt: skip
+    assert "/acme/web/directory" in added.stderr + added.stdout
+    listed = json.loads(cli.ok("ca", "provisioner", "list", "--format", "json").stdout)
+    (web,) = [p for p in listed if p["name"] == "web"]
+    assert web["type"] == "acme"
+    assert web["profiles"] == ["client", "server"]
+    assert web["claims"]["allowed_names"] == ["dns:*.lab.example"]
+    assert web["claims"]["max_lifetime"] == "7d"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--challenges", "http-02"], "unknown challenge"),
+        (["--profiles", "user"], "not allowed"),
+        (["--profiles", "client", "--default-profile", "server"], "not allowed"),
+        (["--challenges", "device-attest-01"], "--policy-oid"),
+        (["--attestation-formats", "android-key"], "unknown attestation format"),
+    ],
+    ids=["fail/challenge", "fail/user-profile", "fail/default-not-offered",
+         "fail/attest-without-oid", "fail/format"],
+)  # fmt: skip
+def test_a_wrong_acme_provisioner_is_refused_and_nothing_is_added(
+    cli: CLI,  # noqa: F811
+    ca_dir: Path,  # noqa: F811
+    password_file: Path,  # noqa: F811
+    options: list[str],
+    message: str,
+) -> None:
+    refused = cli.refused(
+        "ca", "provisioner", "add", "web", "--type", "acme", *options,
+        "--password-file", password_file,
+    )  # fmt: skip
+    assert message in refused.stderr
+    listed = json.loads(cli.ok("ca", "provisioner", "list", "--format", "json").stdout)
+    assert [p for p in listed if p["name"] == "web"] == []
+
+
+def test_acme_options_on_another_type_are_refused(
+    cli: CLI,  # noqa: F811
+    ca_dir: Path,  # noqa: F811
+    password_file: Path,  # noqa: F811
+) -> None:
+    refused = cli.refused(
+        "ca", "provisioner", "add", "ops", "--challenges", "http-01",
+        "--password-file", password_file,
+    )  # fmt: skip
+    assert "acme provisioners" in refused.stderr
+
+
+def test_a_bad_dns_resolver_address_is_refused(
+    cli: CLI,  # noqa: F811
+    ca_dir: Path,  # noqa: F811
+    password_file: Path,  # noqa: F811
+) -> None:
+    refused = cli.refused(
+        "ca", "serve", "--acme-dns-resolver", "no-port", "--password-file", password_file
+    )
+    assert "HOST:PORT" in refused.stderr
