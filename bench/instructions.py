@@ -114,6 +114,16 @@ def _instructions(dumped: Path) -> int:
     raise SystemExit(f"no totals in {dumped}")
 
 
+def use_source(source: Path | None) -> None:
+    """Have the servers started from now on run the ostiary package in ``source``."""
+    if source is None:
+        return
+    if not (source / "ostiary").is_dir():
+        raise SystemExit(f"{source} holds no ostiary package")
+    paths = [str(source.resolve()), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -124,11 +134,7 @@ def main() -> None:
     for tool in ("valgrind", "callgrind_control", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: apt-get install valgrind)")
-    if args.source is not None:
-        if not (args.source / "ostiary").is_dir():
-            raise SystemExit(f"{args.source} holds no ostiary package")
-        paths = [str(args.source.resolve()), os.environ.get("PYTHONPATH", "")]
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    use_source(args.source)
     result = count_instructions(args.requests, args.concurrency)
     result["source"] = str(args.source or "this checkout")
     result["machine"] = machine()

@@ -170,8 +170,9 @@ class _FeedHandler(BaseHTTPRequestHandler):
         pass
 
 
-def start_nginx(folder: Path, pki: dict[str, Any], port: int, upstream: int, crl: Path) -> Any:
-    body = f"""
+def nginx_server(pki: dict[str, Any], port: int, upstream: int, crl: Path) -> str:
+    """nginx's ``upstream`` and ``server`` blocks: mTLS with ``ssl_crl``, proxying."""
+    return f"""
   upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port} ssl;
@@ -180,14 +181,19 @@ def start_nginx(folder: Path, pki: dict[str, Any], port: int, upstream: int, crl
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m;
     location / {{ proxy_pass http://app; }}
   }}"""
+
+
+def start_nginx(folder: Path, pki: dict[str, Any], port: int, upstream: int, crl: Path) -> Any:
+    body = nginx_server(pki, port, upstream, crl)
     process = gw._nginx(folder, f"nginx-crl-{port}", body, gw.SERVER_CPUS, 1)
     gw.wait_for_port(port)
     return process
 
 
-def start_gateway(
+def gateway_command(
     folder: Path, pki: dict[str, Any], port: int, upstream: int, feed_url: str
-) -> subprocess.Popen[bytes]:
+) -> list[str]:
+    """Write the gateway's configuration; the command line that runs it."""
     config = folder / f"gateway-{port}.toml"
     config.write_text(
         f'''listen = "127.0.0.1:{port}"
@@ -201,9 +207,15 @@ access_log = false
 '''
     )
     ostiary = Path(sys.executable).parent / "ostiary"
+    return [str(ostiary), "gateway", "run", "--config", str(config)]
+
+
+def start_gateway(
+    folder: Path, pki: dict[str, Any], port: int, upstream: int, feed_url: str
+) -> subprocess.Popen[bytes]:
     log = (folder / f"gateway-{port}.log").open("wb")
     process = subprocess.Popen(
-        ["taskset", "-c", gw.SERVER_CPUS, str(ostiary), "gateway", "run", "--config", str(config)],
+        ["taskset", "-c", gw.SERVER_CPUS, *gateway_command(folder, pki, port, upstream, feed_url)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

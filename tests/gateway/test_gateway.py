@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from ostiary.core.errors import InvalidCertificate
 from ostiary.gateway.config import Route
@@ -237,6 +237,26 @@ def test_issuer_thumbprint_allowlist(ca: CA, upstream: EchoUpstream, alice: Issu
     with run_gateway(gateway_config(ca, url, issuer_thumbprints=("ab" * 32,))) as gateway:
         assert refused(ca, alice, gateway.port)
         assert gateway.metrics.refused["issuer-not-allowed"] == 1
+
+
+def test_an_intermediate_in_the_files_is_no_anchor_without_its_root(
+    ca: CA, upstream: EchoUpstream, alice: Issued, foreign: Issued, tmp_path: Path
+) -> None:
+    """The handshake may end the chain at an intermediate of the ``ca_roots`` files (partial
+    chain: OpenSSL lets the foreign client through); the path check after it still wants a
+    pinned root, so that client is refused there, and ours still pass.
+    """
+    files = tmp_path / "ca.pem"
+    stray = foreign.identity.chain[1].public_bytes(serialization.Encoding.PEM)
+    files.write_bytes(ca.ca_file.read_bytes() + stray)
+    config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(files,))
+    with run_gateway(config) as gateway:
+        with ca.client(alice, gateway.port) as client:
+            assert client.get("/").status_code == 200
+        assert refused(ca, foreign, gateway.port)
+        assert gateway.metrics.refused["handshake"] == 0  # past OpenSSL, refused by our check
+        assert sum(gateway.metrics.refused.values()) == 1
+        assert gateway.metrics.accepted == 1
 
 
 def test_revocation_fails_closed_past_the_grace(

@@ -51,7 +51,7 @@ def connection_headers(identity: ClientIdentity, peer: str) -> tuple[bytes, byte
     address = peer.encode("ascii")
     node = b'"[%b]"' % address if b":" in address else address  # RFC 7239 section 6
     block = (
-        b"".join(name + b": " + value + b"\r\n" for name, value in identity.headers())
+        identity.header_block
         + b"x-forwarded-for: "
         + address
         + b"\r\nx-forwarded-proto: https\r\n\r\n"

@@ -78,9 +78,12 @@ class ClientIdentity:
             (b"x-client-verify", b"SUCCESS"),
         )
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """The identity headers sent upstream (computed once per connection)."""
-        return list(self._headers)
+    @cached_property
+    def header_block(self) -> bytes:
+        """The identity headers sent upstream, as lines of a request head (``name: value``
+        and CRLF each); made once per identity, which the gateway keeps per certificate.
+        """
+        return b"".join(name + b": " + value + b"\r\n" for name, value in self._headers)
 
     def xfcc(self) -> str:
         """Envoy's ``x-forwarded-client-cert`` element for this certificate."""

@@ -32,6 +32,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from ostiary.gateway.config import RevocationMethod
+from ostiary.gateway.memo import ByObject
 
 #: Allowed clock difference between the gateway and the CA.
 _SKEW = timedelta(minutes=5)
@@ -72,6 +73,7 @@ class RevocationChecker:
         self._statuses: dict[tuple[bytes, int], Status] = {}
         self._crls: dict[str, tuple[x509.CertificateRevocationList, Status]] = {}
         self._locks: dict[object, asyncio.Lock] = {}
+        self._names_source: ByObject[x509.Certificate, bool] = ByObject()
 
     async def aclose(self) -> None:
         self._http.close()
@@ -87,7 +89,7 @@ class RevocationChecker:
         """
         if self.method == "off":
             return False
-        if unless_unnamed and not _ocsp_urls(leaf) and not _crl_urls(leaf):
+        if unless_unnamed and not self._names_a_source(leaf):
             return False
         key = (issuer.fingerprint(hashes.SHA256()), leaf.serial_number)
         cached = self._statuses.get(key)
@@ -106,6 +108,16 @@ class RevocationChecker:
                 raise
             self._statuses[key] = status
             return status.revoked
+
+    def _names_a_source(self, certificate: x509.Certificate) -> bool:
+        """Whether ``certificate`` names an OCSP responder or a CRL (asked of every CA
+        certificate of the path on every connection: the answer is kept per object).
+        """
+        named = self._names_source.get(certificate)
+        if named is None:
+            named = bool(_ocsp_urls(certificate) or _crl_urls(certificate))
+            self._names_source.put(certificate, named)
+        return named
 
     def _within_grace(self, status: Status) -> bool:
         return self.clock() <= status.valid_until + timedelta(seconds=self.grace_seconds)

@@ -6,7 +6,8 @@ Everything after ``accept`` is asyncio Protocols (no streams); run under uvloop 
 A connection is refused, and counted under its reason, when:
 
 - ``handshake``: TLS failed (no client certificate, a foreign CA, an expired certificate,
-  a protocol error); OpenSSL verifies the chain against the pinned roots only.
+  a protocol error); OpenSSL verifies the chain against the ``ca_roots`` files only (it
+  may end at an intermediate there: the link to the root is checked by the path below).
 - ``invalid-certificate`` / ``issuer-unknown`` / ``issuer-not-allowed``: the path rebuilt
   after the handshake does not verify, or its issuing CA is not allowed. The path is built
   from the ``ca_roots`` files, the chain the client sent (Python 3.13+) and an issuing CA

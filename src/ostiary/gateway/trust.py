@@ -1,8 +1,10 @@
 """What the gateway trusts and presents, loaded from files into an :class:`ssl.SSLContext`
 (made by the one factory, :mod:`ostiary.tls`), and the post-handshake path check.
 
-OpenSSL verifies the client's chain during the handshake against the pinned roots only (the
-system store is never loaded), with the intermediates the client sent. Python before 3.13
+OpenSSL verifies the client's chain during the handshake against the ``ca_roots`` files only
+(the system store is never loaded), with the intermediates the client sent; it may stop at
+an intermediate from those files (partial chain), whose own link to a root is checked here
+after the handshake, on the whole path (once per leaf, see :func:`load`). Python before 3.13
 cannot hand back the chain, so the path is built again with cryptography's verifier from the
 leaf, the intermediates in the ``ca_roots`` files, and the ``extra`` ones the caller found
 (those the client sent, on 3.13, or fetched from caIssuers: :mod:`ostiary.gateway.issuers`):
@@ -172,6 +174,15 @@ def load(config: GatewayConfig) -> Loaded:
         # higher price per handshake (see server_context).
         session_tickets=False,
     )
+    if helpers:
+        # The handshake may end the chain at a pinned intermediate: OpenSSL still checks the
+        # client's signature, the leaf's signature by that intermediate, and the validity
+        # and usage of both, but not the intermediate's signature by the root again on every
+        # handshake (a third ECDSA verification, ~10 % of a full handshake's instructions).
+        # That link is checked after the handshake, with the whole path to a pinned root
+        # (``Trust.verify``, once per leaf and load; then its validity window on every use):
+        # a path that does not reach a root is refused there, as before.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     trust = Trust(tuple(anchors), tuple(helpers), frozenset(config.issuer_thumbprints))
     return Loaded(context, trust, stamp, _upstream_context(config))
 
