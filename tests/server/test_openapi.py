@@ -38,6 +38,10 @@ DOCUMENTED = {
     ("post", "/attestation/ak"),
     ("post", "/attestation/ak/certificate"),
     ("post", "/provisioners/{name}/attest"),
+    ("get", "/scep/{name}"),
+    ("post", "/scep/{name}"),
+    ("get", "/scep/{name}/pkiclient.exe"),
+    ("post", "/scep/{name}/pkiclient.exe"),
 }
 
 

@@ -350,3 +350,7 @@ app.add_typer(_signing_key_app, name="key")
 from ostiary.cli.certs import certs_app as _certs_app  # noqa: E402
 
 app.add_typer(_certs_app, name="certs")
+
+from ostiary.cli.scep import scep_app as _scep_app  # noqa: E402 - SCEP challenges
+
+app.add_typer(_scep_app, name="scep")

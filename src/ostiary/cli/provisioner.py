@@ -26,6 +26,7 @@ from ostiary.cli.console import note, out, print_table, shown
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.provisioner_update import update
+from ostiary.cli.scep import Challenge, RequireApproval, add_scep
 from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_store, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
@@ -41,6 +42,7 @@ from ostiary.provisioners import (
 )
 from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
 from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW, OIDC_TYPE
+from ostiary.provisioners.scep import SCEP_TYPE
 from ostiary.store import Store
 
 provisioner_app = typer.Typer(
@@ -81,7 +83,8 @@ def add(
         typer.Option(
             "--type",
             help="jwk (one-time tokens from 'ca token'), oidc (sign in with an identity "
-            "provider), approval (an officer decides) or attest (a TPM attests the key).",
+            "provider), approval (an officer decides), attest (a TPM attests the key) or scep "
+            "(devices and MDMs, docs/mdm.md).",
         ),
     ] = JWK_TYPE,
     admin: opt.Admin = False,
@@ -110,15 +113,19 @@ def add(
     attestation_roots: opt.AttestationRoots = None,
     require_pin: opt.RequirePin = True,
     require_attestation: opt.RequireAttestation = None,
+    challenge: Challenge = None,
+    require_approval: RequireApproval = False,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
     """Add a provisioner: a new key pair whose private half is sealed with the CA password."""
-    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE):
+    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE, SCEP_TYPE):
         raise BadRequest(
-            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc' or "
-            f"{ATTEST_TYPE!r}"
+            f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc', "
+            f"{ATTEST_TYPE!r} or {SCEP_TYPE!r}"
         )
+    if type_ != SCEP_TYPE and (challenge is not None or require_approval):
+        raise BadRequest("--challenge and --require-approval are for scep provisioners")
     if type_ == ATTEST_TYPE and require_attestation is not None:
         raise BadRequest("--require-attestation is for jwk, oidc and approval provisioners")
     minimum = parse_duration(min_lifetime) if min_lifetime else None
@@ -143,6 +150,17 @@ def add(
             renew_after_expiry_window=window,
             allowed_names=tuple(allow_name or ()),
         )
+        if type_ == SCEP_TYPE:  # devices and MDMs enroll with SCEP (docs/mdm.md)
+            add_scep(
+                ca,
+                name,
+                claims=claims,
+                ca_claims=ca_claims,
+                profile=profiles[0],
+                challenge=challenge,
+                require_approval=require_approval,
+            )
+            return
         if type_ == ATTEST_TYPE:  # a TPM attests the key (docs/tpm.md)
             add_attest(
                 ca.store,

@@ -64,6 +64,7 @@ def serve(
     # (on devices, in scripts) start without it.
     import uvloop
 
+    from ostiary.scep import ScepResponder
     from ostiary.server.context import ServerContext
     from ostiary.server.runner import (
         CAServer,
@@ -98,6 +99,8 @@ def serve(
             signing=open_remote_signing(
                 authority, ca.password, webhook_url=os.environ.get("OSTIARY_SIGNING_ALERT_WEBHOOK")
             ),
+            # SCEP (docs/mdm.md): the RA keys are sealed with the CA password too.
+            scep=ScepResponder(authority, context.ca, ca.password),
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)

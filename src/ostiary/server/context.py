@@ -15,6 +15,7 @@ from ostiary.authority.remote_signing import RemoteSigning
 from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.provisioners import CAIdentity, ProvisionerCache
+from ostiary.scep import ScepResponder
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ServerContext:
     signing: RemoteSigning | None = None
     #: Token provisioners kept in memory (``POST /sign``); None loads them per request.
     provisioners: ProvisionerCache | None = None
+    #: SCEP (``/scep/NAME``); None when the server was started without the CA password.
+    scep: ScepResponder | None = None
 
     @cached_property
     def chain_pem(self) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ from ostiary.store.requests import (
     RequestStatus,
 )
 from ostiary.store.sans import subject_alt_names
+from ostiary.store.scep import ScepChallenge, ScepRepository, ScepTransaction
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
 from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_tokens
 
@@ -90,6 +91,9 @@ __all__ = [
     "RequestRepository",
     "RequestStatus",
     "RevocationStatus",
+    "ScepChallenge",
+    "ScepRepository",
+    "ScepTransaction",
     "ServerSecret",
     "SigningKeyRecord",
     "SigningKeyRepository",
