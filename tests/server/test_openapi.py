@@ -56,6 +56,10 @@ DOCUMENTED = {
     ("post", "/acme/{provisioner}/revoke-cert"),
     ("post", "/acme/{provisioner}/authz/{authz_id}"),
     ("post", "/acme/{provisioner}/chall/{challenge_id}"),
+    ("get", "/scep/{name}"),
+    ("post", "/scep/{name}"),
+    ("get", "/scep/{name}/pkiclient.exe"),
+    ("post", "/scep/{name}/pkiclient.exe"),
 }
 
 

@@ -388,3 +388,7 @@ app.add_typer(_certs_app, name="certs")
 from ostiary.cli.ssh_ca import ssh_app as _ssh_app  # noqa: E402
 
 app.add_typer(_ssh_app, name="ssh")
+
+from ostiary.cli.scep import scep_app as _scep_app  # noqa: E402 - SCEP challenges
+
+app.add_typer(_scep_app, name="scep")

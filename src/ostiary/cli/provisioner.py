@@ -27,6 +27,7 @@ from ostiary.cli.console import note, out, print_table, shown
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.provisioner_update import update
+from ostiary.cli.scep import Challenge, RequireApproval, add_scep
 from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_store, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
@@ -43,6 +44,7 @@ from ostiary.provisioners import (
 from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
 from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW, OIDC_TYPE
 from ostiary.provisioners.manage import rotate_jwk_key
+from ostiary.provisioners.scep import SCEP_TYPE
 from ostiary.store import Store
 
 provisioner_app = typer.Typer(
@@ -83,8 +85,9 @@ def add(
         typer.Option(
             "--type",
             help="jwk (one-time tokens from 'ca token'), oidc (sign in with an identity "
-            "provider), approval (an officer decides), attest (a TPM attests the key) or "
-            "acme (RFC 8555 clients such as certbot and lego).",
+            "provider), approval (an officer decides), attest (a TPM attests the key), "
+            "acme (RFC 8555 clients such as certbot and lego) or scep (devices and MDMs, "
+            "docs/mdm.md).",
         ),
     ] = JWK_TYPE,
     admin: opt.Admin = False,
@@ -119,15 +122,19 @@ def add(
     attestation_formats: opt.AttestationFormats = None,
     orders_per_hour: opt.OrdersPerHour = None,
     max_pending_authorizations: opt.MaxPendingAuthorizations = None,
+    challenge: Challenge = None,
+    require_approval: RequireApproval = False,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
     """Add a provisioner: a new key pair whose private half is sealed with the CA password."""
-    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE, ACME_TYPE):
+    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE, ACME_TYPE, SCEP_TYPE):
         raise BadRequest(
             f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc', "
-            f"{ATTEST_TYPE!r} or {ACME_TYPE!r}"
+            f"{ATTEST_TYPE!r}, {ACME_TYPE!r} or {SCEP_TYPE!r}"
         )
+    if type_ != SCEP_TYPE and (challenge is not None or require_approval):
+        raise BadRequest("--challenge and --require-approval are for scep provisioners")
     if type_ in (ATTEST_TYPE, ACME_TYPE) and require_attestation is not None:
         raise BadRequest("--require-attestation is for jwk, oidc and approval provisioners")
     acme_only = (
@@ -181,6 +188,17 @@ def add(
                 policy_oids=policy_oid,
                 now=_now(),
                 actor=_ACTOR,
+            )
+            return
+        if type_ == SCEP_TYPE:  # devices and MDMs enroll with SCEP (docs/mdm.md)
+            add_scep(
+                ca,
+                name,
+                claims=claims,
+                ca_claims=ca_claims,
+                profile=profiles[0],
+                challenge=challenge,
+                require_approval=require_approval,
             )
             return
         if type_ == ATTEST_TYPE:  # a TPM attests the key (docs/tpm.md)

@@ -86,6 +86,7 @@ def serve(
     import uvloop
 
     from ostiary.acme.validation import ValidationSettings
+    from ostiary.scep import ScepResponder
     from ostiary.server.context import ServerContext
     from ostiary.server.runner import (
         CAServer,
@@ -127,6 +128,8 @@ def serve(
                 authority, ca.password, webhook_url=os.environ.get("OSTIARY_SIGNING_ALERT_WEBHOOK")
             ),
             ssh=open_ssh_authority(authority, ca.password),
+            # SCEP (docs/mdm.md): the RA keys are sealed with the CA password too.
+            scep=ScepResponder(authority, context.ca, ca.password),
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)

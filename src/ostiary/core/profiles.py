@@ -16,6 +16,7 @@ attestation-key  KU digitalSignature, EKU tcg-kp-AIKCertificate (2.23.133.8.3): 
             SAN, its EK hash as URI and permanentIdentifier (docs/tpm.md).
 ocsp        KU digitalSignature, EKU OCSPSigning and id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1)
             for a delegated OCSP responder.
+scep-ra     KU digitalSignature + keyEncipherment, EKU id-kp-cmcRA: a SCEP provisioner's RA.
 ==========  ==============================================================================
 """
 
@@ -35,6 +36,8 @@ from ostiary.core.names import PERMANENT_IDENTIFIER_OID, UPN_OID
 SMART_CARD_LOGON_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.2")
 #: TCG tcg-kp-AIKCertificate: the certificate of a TPM attestation key.
 AIK_CERTIFICATE_OID = ObjectIdentifier("2.23.133.8.3")
+#: id-kp-cmcRA (RFC 6402): the EKU of a registration authority such as the SCEP RA.
+CMC_RA_OID = ObjectIdentifier("1.3.6.1.5.5.7.3.28")
 
 _DNS_IP = (x509.DNSName, x509.IPAddress)
 
@@ -56,6 +59,8 @@ class Profile:
     allowed_name_kinds: tuple[str, ...]
     requires_name_kind: tuple[str, ...] = ()
     ocsp_no_check: bool = False
+    #: keyEncipherment for RSA keys (a SCEP RA: devices encrypt their requests to it).
+    key_encipherment: bool = False
 
     def check_names(self, names: list[x509.GeneralName]) -> None:
         """Refuse names of a kind this profile does not carry, or a missing required kind."""
@@ -71,7 +76,8 @@ class Profile:
 
     def key_usage(self, public_key: CertificatePublicKeyTypes) -> x509.KeyUsage:
         """DigitalSignature always; keyEncipherment too for RSA server keys (TLS 1.2 RSA kex)."""
-        rsa_server = self.name == "server" and isinstance(public_key, rsa.RSAPublicKey)
+        rsa_key = isinstance(public_key, rsa.RSAPublicKey)
+        rsa_server = rsa_key and (self.name == "server" or self.key_encipherment)
         return x509.KeyUsage(
             digital_signature=True,
             content_commitment=False,
@@ -158,6 +164,13 @@ PROFILES: dict[str, Profile] = {
             extended_key_usages=(AIK_CERTIFICATE_OID,),
             allowed_name_kinds=("uri", "pid", "dirname"),
             requires_name_kind=("pid",),
+        ),
+        Profile(
+            name="scep-ra",
+            description="a SCEP RA: devices encrypt to it, it signs the answers (id-kp-cmcRA)",
+            extended_key_usages=(CMC_RA_OID,),
+            allowed_name_kinds=(),
+            key_encipherment=True,
         ),
         Profile(
             name="ocsp",

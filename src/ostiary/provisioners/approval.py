@@ -38,7 +38,6 @@ from ostiary.core.errors import (
     Conflict,
     InvalidCSR,
     NotFound,
-    PolicyDenied,
     Unauthorized,
 )
 from ostiary.core.issuance import Authorization, verify_csr
@@ -211,13 +210,9 @@ def add_approval_provisioner(
 
 def load_approval_provisioner(store: Store, name: str) -> ApprovalProvisioner:
     """The ``approval`` provisioner ``name``; :class:`NotFound` or :class:`PolicyDenied`."""
-    with store.transaction(read_only=True) as session:
-        record = ProvisionerRepository(session).get(name)
-    if record.type != APPROVAL_TYPE:
-        raise PolicyDenied(
-            f"provisioner {name!r} is of type {record.type!r}, not {APPROVAL_TYPE!r}", name=name
-        )
-    return ApprovalProvisioner.from_config(record.name, record.config)
+    from ostiary.provisioners.manage import load_provisioner_of_type
+
+    return load_provisioner_of_type(store, name, APPROVAL_TYPE, ApprovalProvisioner.from_config)
 
 
 # --------------------------------------------------------------------------- requester
@@ -371,6 +366,7 @@ def approve_request(
         code_sha256 = record.code_sha256
         provisioner_name = record.provisioner
         csr_pem = record.csr_pem
+        granted = (record.subject, list(record.sans))
         policies = tuple(str(oid) for oid in record.policies or ())
     if status != RequestStatus.PENDING:
         raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
@@ -388,10 +384,15 @@ def approve_request(
                 "submitting (ask them for it, then give it with --code or in the form)"
             )
         raise Unauthorized("the one-time code does not match this request")
-    provisioner = load_approval_provisioner(store, provisioner_name)
     csr = load_csr(csr_pem.encode("ascii"))
-    authorization = _authorization(provisioner, csr)
-    _check_role_names(store, provisioner, authorization)  # an officer added since
+    if _type_of(store, provisioner_name) == "scep":  # the names its challenge granted
+        from ostiary.provisioners.scep import queued_authorization
+
+        authorization = queued_authorization(store, provisioner_name, *granted)
+    else:
+        provisioner = load_approval_provisioner(store, provisioner_name)
+        authorization = _authorization(provisioner, csr)
+        _check_role_names(store, provisioner, authorization)  # an officer added since
     if policies:  # earned at submission (a verified key attestation)
         merged = tuple(dict.fromkeys((*authorization.policies, *policies)))
         authorization = replace(authorization, policies=merged)
@@ -454,8 +455,25 @@ def reject_request(authority: Authority, request_id: str, *, officer: str, reaso
 # --------------------------------------------------------------------------- helpers
 
 
+def _type_of(store: Store, provisioner: str) -> str:
+    with store.transaction(read_only=True) as session:
+        return ProvisionerRepository(session).get(provisioner).type
+
+
 def _authorization(
     provisioner: ApprovalProvisioner, csr: x509.CertificateSigningRequest
+) -> Authorization:
+    return csr_authorization(
+        csr, profile=provisioner.profile, claims=provisioner.claims, provisioner=provisioner.name
+    )
+
+
+def csr_authorization(
+    csr: x509.CertificateSigningRequest,
+    *,
+    profile: str,
+    claims: ProvisionerClaims,
+    provisioner: str,
 ) -> Authorization:
     """The CSR's own subject and names, within the provisioner's claims and profile.
 
@@ -470,14 +488,14 @@ def _authorization(
     except (ValueError, x509.DuplicateExtension):
         raise InvalidCSR("the CSR extensions cannot be parsed") from None
     names = tuple(canonical_general_name(n) for n in raw)
-    check_allowed_names(subject, names, provisioner.claims.allowed_names)
-    get_profile(provisioner.profile).check_names(list(names))
+    check_allowed_names(subject, names, claims.allowed_names)
+    get_profile(profile).check_names(list(names))
     return Authorization(
         subject=subject,
         names=names,
-        profile=provisioner.profile,
-        lifetime=provisioner.claims.lifetime,
-        provisioner=provisioner.name,
+        profile=profile,
+        lifetime=claims.lifetime,
+        provisioner=provisioner,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,8 @@ from ostiary.provisioners.base import (
 )
 from ostiary.provisioners.jwk import JWK_TYPE, JWKProvisioner
 from ostiary.store import AuditLog, ProvisionerRecord, ProvisionerRepository, Store
+
+T = TypeVar("T")
 
 #: The ``provisioner`` recorded for certificates the CA owner signed with ``ca sign``.
 OFFLINE = "offline"
@@ -271,6 +273,22 @@ def update_provisioner(
             },
         )
     return updated
+
+
+def load_provisioner_of_type(
+    store: Store, name: str, type_: str, loader: Callable[[str, dict[str, Any]], T]
+) -> T:
+    """The provisioner ``name``, which must be of type ``type_``, read by ``loader``.
+
+    :class:`NotFound` if there is none, :class:`PolicyDenied` if it is of another type.
+    """
+    with store.transaction(read_only=True) as session:
+        record = ProvisionerRepository(session).get(name)
+    if record.type != type_:
+        raise PolicyDenied(
+            f"provisioner {name!r} is of type {record.type!r}, not {type_!r}", name=name
+        )
+    return loader(record.name, record.config)
 
 
 def list_provisioners(store: Store) -> list[ProvisionerInfo]:

@@ -17,6 +17,7 @@ from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.provisioners import CAIdentity, ProvisionerCache
+from ostiary.scep import ScepResponder
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ServerContext:
     ssh: SSHAuthority | None = None
     #: Where ACME challenge validation reaches out (ports, resolver; settable for tests).
     acme_validation: ValidationSettings = field(default_factory=ValidationSettings)
+    #: SCEP (``/scep/NAME``); None when the server was started without the CA password.
+    scep: ScepResponder | None = None
 
     @cached_property
     def chain_pem(self) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ from ostiary.authority.revocation_feed import FeedQuery
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import MalformedInput, NotFound
 from ostiary.core.ocsp import build_unsuccessful_response, ocsp_request_from_get_path
+from ostiary.scep import decode_get_message, parse_query
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.http1 import Reply, encode, problem, reply_for_error
@@ -139,6 +140,8 @@ class PublicRoutes:
         method, path = request.method, request.path
         if path == "/ocsp" or path.startswith("/ocsp/"):
             return self._ocsp(request)
+        if path.startswith("/scep/"):
+            return self._scep(request)
         if path == "/revocations":
             return self._revocations(request)
         if path == "/ssh/krl" and self.context.ssh is not None:
@@ -209,6 +212,26 @@ class PublicRoutes:
             return Reply(200, signed, FEED_MEDIA_TYPE, _NO_CACHE)
 
         return _Held(answer)
+
+    def _scep(self, request: _Request) -> Routed:
+        """SCEP (``/scep/NAME[/pkiclient.exe]``): most SCEP clients speak plain HTTP only."""
+        scep = self.context.scep
+        parts = request.path.split("/")
+        if scep is None or len(parts) not in (3, 4) or parts[3:] not in ([], ["pkiclient.exe"]):
+            return problem(HTTPStatus.NOT_FOUND, "not-found", f"nothing at {request.path}")
+        if request.method not in ("GET", "POST"):
+            return _not_allowed(request.method, request.path, "GET, POST")
+        operation, message = parse_query(request.query)
+        name, body = parts[2], request.body if request.method == "POST" else None
+
+        def work() -> Reply:
+            der = body
+            if operation == "PKIOperation" and body is None and message is not None:
+                der = decode_get_message(message)
+            answer = scep.answer(name, operation, der)
+            return Reply(answer.status, answer.body, answer.content_type)
+
+        return self.pool, work
 
     def _root_by_fingerprint(self, given: str) -> Reply:
         wanted = unquote(given).strip().lower().replace(":", "")

@@ -66,6 +66,7 @@ from ostiary.store.requests import (
     RequestStatus,
 )
 from ostiary.store.sans import subject_alt_names
+from ostiary.store.scep import ScepChallenge, ScepRepository, ScepTransaction
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
 from ostiary.store.snapshot import load_snapshot, snapshot_database
 from ostiary.store.ssh import SSHCertificateRepository
@@ -109,6 +110,9 @@ __all__ = [
     "RevocationStatus",
     "SSHCertificateRecord",
     "SSHCertificateRepository",
+    "ScepChallenge",
+    "ScepRepository",
+    "ScepTransaction",
     "ServerSecret",
     "SigningKeyRecord",
     "SigningKeyRepository",

@@ -1,0 +1,211 @@
+"""The SCEP operations of one CA (RFC 8894 §3.5, §4): what ``/scep/NAME`` answers.
+
+``GetCACaps`` and ``GetCACert`` describe the CA; ``PKIOperation`` carries a pkiMessage and
+gets a CertRep. Proof of identity (challenges, transactions, renewal) is the ``scep``
+provisioner's (:mod:`ostiary.provisioners.scep_enroll`); issuance the Authority's. Every
+refusal of a readable pkiMessage is a signed FAILURE CertRep with its failInfo, logged with
+the reason; a body that is no pkiMessage at all is a 400 problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ostiary.authority.authority import Authority
+from ostiary.core.errors import BadRequest, NotFound, OstiaryError
+from ostiary.provisioners.base import CAIdentity
+from ostiary.provisioners.scep import ScepProvisioner, load_scep_provisioner
+from ostiary.provisioners.scep_enroll import Outcome, enroll, poll, renew
+from ostiary.scep.message import (
+    Envelope,
+    FailInfo,
+    MessageType,
+    PkiMessage,
+    ScepFailure,
+    open_message,
+    read_envelope,
+)
+from ostiary.scep.reply import PkiStatus, cert_rep, certs_only
+
+logger = logging.getLogger(__name__)
+
+#: What GetCACaps announces (clients send what they like anyway; all of it is accepted).
+CAPABILITIES = ("POSTPKIOperation", "SHA-256", "SHA-512", "AES", "SCEPStandard", "Renewal")
+CA_RA_CERT = "application/x-x509-ca-ra-cert"
+PKI_MESSAGE = "application/x-pki-message"
+TEXT = "text/plain"
+
+
+@dataclass(frozen=True)
+class ScepAnswer:
+    """An HTTP answer: status, body, media type."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def parse_query(query: str) -> tuple[str, str | None]:
+    """``operation`` and ``message`` of a query string, percent-decoded but with ``+`` kept
+    (macOS sends the base64 message unescaped; ``parse_qs`` would turn ``+`` into a space).
+    """
+    operation, message = "", None
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "operation":
+            operation = unquote(value)
+        elif key == "message":
+            message = unquote(value)
+    return operation, message
+
+
+def decode_get_message(message: str) -> bytes:
+    """The DER of a GET PKIOperation's base64 ``message``; :class:`BadRequest` if not base64."""
+    text = "".join(message.replace(" ", "+").split())
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("the PKIOperation message is not base64") from None
+
+
+class ScepResponder:
+    """SCEP for every ``scep`` provisioner of one Authority."""
+
+    def __init__(self, authority: Authority, ca: CAIdentity, password: bytes) -> None:
+        self.authority = authority
+        self.ca = ca
+        self._password = password
+        self._keys: dict[str, tuple[str, rsa.RSAPrivateKey]] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, name: str, operation: str, message: bytes | None) -> ScepAnswer:
+        """The answer to ``operation`` on provisioner ``name``; an ``OstiaryError`` becomes
+        the caller's problem document (unknown provisioner, unknown operation, no message).
+        """
+        provisioner = load_scep_provisioner(self.authority.store, name)
+        if operation == "GetCACaps":
+            return ScepAnswer(200, "\n".join(CAPABILITIES).encode() + b"\n", TEXT)
+        if operation == "GetCACert":
+            chain = [provisioner.ra_certificate, self.ca.issuer, *self._roots()]
+            return ScepAnswer(200, certs_only([c for c in chain if c is not None]), CA_RA_CERT)
+        if operation != "PKIOperation":
+            raise BadRequest(
+                f"unknown SCEP operation {operation[:40]!r}: GetCACaps, GetCACert or PKIOperation"
+            )
+        if not message:
+            raise BadRequest("PKIOperation needs a message")
+        return ScepAnswer(200, self._operation(provisioner, message), PKI_MESSAGE)
+
+    def _roots(self) -> list[x509.Certificate]:
+        return [self.authority.ca.root]
+
+    def _ra_key(self, provisioner: ScepProvisioner) -> rsa.RSAPrivateKey:
+        """The RA key, unsealed once per process (PBKDF2 at 600,000 iterations is slow)."""
+        with self._lock:
+            kept = self._keys.get(provisioner.name)
+            if kept is None or kept[0] != provisioner.encrypted_ra_key:
+                kept = (provisioner.encrypted_ra_key, provisioner.load_ra_key(self._password))
+                self._keys[provisioner.name] = kept
+            return kept[1]
+
+    def _operation(self, provisioner: ScepProvisioner, der: bytes) -> bytes:
+        try:
+            outer = read_envelope(der)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        request = outer[2]
+        ra_certificate, ra_key = provisioner.ra_certificate, self._ra_key(provisioner)
+        try:
+            message = open_message(outer, ra_certificate=ra_certificate, ra_key=ra_key)
+            outcome = self._dispatch(provisioner, message)
+        except ScepFailure as failure:
+            logger.warning(
+                "SCEP %s: %s refused (%s): %s",
+                provisioner.name,
+                outer[3].name,
+                failure.fail_info.name,
+                failure.reason,
+            )
+            return cert_rep(
+                request,
+                PkiStatus.FAILURE,
+                ra_certificate=ra_certificate,
+                ra_key=ra_key,
+                fail_info=failure.fail_info,
+                fail_text=failure.reason,
+            )
+        request = message.envelope
+        logger.info(
+            "SCEP %s: %s %s (transaction %s, %s, %s)",
+            provisioner.name,
+            message.message_type.name,
+            "pending" if outcome.pending else "issued",
+            request.transaction_id[:40],
+            request.cipher,
+            request.digest,
+        )
+        if outcome.pending:
+            return cert_rep(
+                request, PkiStatus.PENDING, ra_certificate=ra_certificate, ra_key=ra_key
+            )
+        return cert_rep(
+            request,
+            PkiStatus.SUCCESS,
+            ra_certificate=ra_certificate,
+            ra_key=ra_key,
+            issued=outcome.certificate,
+        )
+
+    def _ours(self, envelope: Envelope) -> bool:
+        """Whether the request is signed with a certificate of our issuing CA."""
+        issuer = self.authority.issuer.certificate
+        if envelope.signer.issuer != issuer.subject:
+            return False
+        try:
+            envelope.signer.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+    def _dispatch(self, provisioner: ScepProvisioner, message: PkiMessage) -> Outcome:
+        envelope = message.envelope
+        try:
+            if message.message_type == MessageType.CERT_POLL:
+                return poll(self.authority, provisioner, envelope.transaction_id)
+            try:
+                csr = x509.load_der_x509_csr(message.content)
+            except ValueError:
+                raise ScepFailure(FailInfo.BAD_REQUEST, "the envelope holds no PKCS#10") from None
+            # certmonger (and macOS) renew with a PKCSReq signed by the current certificate
+            renewal = message.message_type == MessageType.RENEWAL_REQ or self._ours(envelope)
+            if renewal:
+                _check_time(envelope.signer, self.authority.clock())
+                return renew(
+                    self.authority,
+                    provisioner,
+                    envelope.transaction_id,
+                    csr,
+                    envelope.signer,
+                    ca=self.ca,
+                )
+            return enroll(self.authority, provisioner, envelope.transaction_id, csr, ca=self.ca)
+        except NotFound as exc:
+            raise ScepFailure(FailInfo.BAD_CERT_ID, str(exc)) from None
+        except OstiaryError as exc:
+            raise ScepFailure(FailInfo.BAD_REQUEST, str(exc)) from None
+
+
+def _check_time(certificate: x509.Certificate, now: datetime) -> None:
+    """A RenewalReq is signed with a certificate valid now (failInfo badTime otherwise)."""
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise ScepFailure(FailInfo.BAD_TIME, "the signing certificate is not valid now")
