@@ -86,6 +86,7 @@ def test_a_certificate_with_a_negative_serial_is_described() -> None:
     [
         ("csr-bad-subject.der", "error parsing asn1 value"),  # subject parsed on first use
         ("csr-bad-version.der", "93 is not a valid CSR version"),  # x509.InvalidVersion
+        ("csr-bitstring-name.der", "oid must be X500_UNIQUE_IDENTIFIER"),  # a TypeError
     ],
 )
 def test_a_csr_readable_only_in_part_is_refused_at_load(name: str, reason: str) -> None:

@@ -21,6 +21,7 @@ from ostiary.core.errors import MalformedInput
 #: parses on first use.
 _PARSE_ERRORS = (
     ValueError,
+    TypeError,  # a name attribute of a type its OID does not allow (a BIT STRING CN)
     x509.InvalidVersion,
     UnsupportedAlgorithm,
     x509.DuplicateExtension,
