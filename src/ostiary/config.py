@@ -163,6 +163,8 @@ def load_config(path: Path) -> CAConfig:
         raise NotFound(f"no CA configuration at {path}: run 'ostiary ca init' first") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadRequest(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadRequest(f"{path}: not UTF-8 text (TOML files are UTF-8)") from None
     try:
         return CAConfig.model_validate(data)
     except ValidationError as exc:

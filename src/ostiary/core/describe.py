@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ostiary.core.encoding import format_serial
@@ -138,13 +139,27 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
         sans = [format_general_name(n) for n in sans_of(csr.extensions)]
     except ValueError:
         sans = []
+    try:
+        signature_valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm):  # a key that cannot be read verifies nothing
+        signature_valid = False
     return {
         "type": "csr",
         "subject": csr.subject.rfc4514_string(),
-        "public_key": describe_public_key(csr.public_key()),
+        "public_key": _key_description(csr),
         "san": sans,
-        "signature_valid": csr.is_signature_valid,
+        "signature_valid": signature_valid,
     }
+
+
+def _key_description(csr: x509.CertificateSigningRequest) -> str:
+    """The key's description, or why it cannot be read (an unknown curve, a point off it):
+    the CSR is still worth describing, if only to see why it will be refused.
+    """
+    try:
+        return describe_public_key(csr.public_key())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        return f"unreadable ({exc})"
 
 
 def describe_crl(crl: x509.CertificateRevocationList) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Loading and dumping X.509 objects in PEM or DER, with errors a person can read.
 
 The loaders accept PEM or DER (sniffed), and turn every parse failure into
-:class:`~ostiary.core.errors.MalformedInput` naming what was expected.
+:class:`~ostiary.core.errors.MalformedInput` naming what was expected. cryptography parses
+names, extensions and keys only when first asked; the loaders ask at once, so that a loaded
+object can be read in full (a CSR's key is left to ``verify_csr``, which names it).
 """
 
 from __future__ import annotations
@@ -10,9 +12,21 @@ import base64
 import re
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from ostiary.core.errors import MalformedInput
+
+#: What cryptography raises for bytes that are not an object, or for a part of one that it
+#: parses on first use.
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,  # a name attribute of a type its OID does not allow (a BIT STRING CN)
+    x509.InvalidVersion,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
 
@@ -29,10 +43,10 @@ def pem_labels(data: bytes) -> list[str]:
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """A CSR from PEM or DER; :class:`MalformedInput` if it is neither."""
     try:
-        if is_pem(data):
-            return x509.load_pem_x509_csr(data)
-        return x509.load_der_x509_csr(data)
-    except ValueError as exc:
+        csr = x509.load_pem_x509_csr(data) if is_pem(data) else x509.load_der_x509_csr(data)
+        csr.subject, csr.extensions  # noqa: B018 - parsed now, see the module docstring
+        return csr
+    except _PARSE_ERRORS as exc:
         raise MalformedInput(f"not a certificate signing request (PKCS#10): {exc}") from None
 
 
@@ -40,9 +54,9 @@ def load_certificate(data: bytes) -> x509.Certificate:
     """The first certificate in PEM or DER ``data``."""
     try:
         if is_pem(data):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+            return _read_in_full(x509.load_pem_x509_certificate(data))
+        return _read_in_full(x509.load_der_x509_certificate(data))
+    except _PARSE_ERRORS as exc:
         raise MalformedInput(f"not an X.509 certificate: {exc}") from None
 
 
@@ -53,11 +67,19 @@ def load_certificate_chain(data: bytes) -> list[x509.Certificate]:
             chain = x509.load_pem_x509_certificates(data)
         else:
             chain = [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+        for certificate in chain:
+            _read_in_full(certificate)
+    except _PARSE_ERRORS as exc:
         raise MalformedInput(f"not an X.509 certificate or chain: {exc}") from None
     if not chain:
         raise MalformedInput("no certificate found")
     return chain
+
+
+def _read_in_full(certificate: x509.Certificate) -> x509.Certificate:
+    certificate.subject, certificate.issuer, certificate.extensions  # noqa: B018
+    certificate.public_key()
+    return certificate
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
@@ -74,8 +96,10 @@ def dump_certificate_chain_pem(chain: list[x509.Certificate]) -> bytes:
 
 
 def format_serial(serial_number: int) -> str:
-    """Serial as colon-separated upper-case hex octets, the way openssl prints it."""
-    raw = serial_number.to_bytes((serial_number.bit_length() + 8) // 8 or 1, "big")
+    """Serial as colon-separated upper-case hex octets, the way openssl prints it; a
+    negative one (RFC 5280 forbids it, files carry it) as its DER two's complement.
+    """
+    raw = serial_number.to_bytes((serial_number.bit_length() + 8) // 8 or 1, "big", signed=True)
     return ":".join(f"{b:02X}" for b in raw)
 
 

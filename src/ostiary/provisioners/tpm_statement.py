@@ -102,6 +102,16 @@ def unmarshal_tpm(kind: Any, data: bytes, name: str) -> Any:
     return value
 
 
+def tpm_name(public: Any, name: str) -> bytes:
+    """The TPM name (``nameAlg || H(public)``) of an unmarshalled TPMT_PUBLIC."""
+    try:
+        return bytes(public.get_name())
+    except ValueError:  # tpm2-pytss knows no such nameAlg
+        raise MalformedInput(
+            f"the attestation's {name!r} has a name algorithm we do not know"
+        ) from None
+
+
 def verify_ak_signature(
     tss: Any, certificate: x509.Certificate, data: bytes, signature: bytes
 ) -> None:
@@ -277,7 +287,7 @@ def verify_certified_key(
         raise Unauthorized("the attestation was made over another nonce (extraData)")
     public = unmarshal_tpm(tss.TPMT_PUBLIC, public_area, "public_area")
     certified = bytes(attest.attested.certify.name)
-    if not hmac.compare_digest(certified, bytes(public.get_name())):
+    if not hmac.compare_digest(certified, tpm_name(public, "public_area")):
         raise Unauthorized(
             "the certified name is not the name of the presented public area: the TPM "
             "vouched for another key"

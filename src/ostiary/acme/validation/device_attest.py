@@ -45,6 +45,7 @@ from ostiary.acme.validation.base import (
     ValidationSettings,
 )
 from ostiary.acme.validation.keyauth import key_authorization_digest
+from ostiary.core.encoding import load_certificate
 from ostiary.core.errors import (
     BadRequest,
     MalformedInput,
@@ -139,9 +140,9 @@ def _certificates(value: object) -> list[x509.Certificate]:
         raise ChallengeFailed(
             BAD_ATTESTATION, f"'x5c' must list at most {MAX_CHAIN} DER certificates"
         )
-    try:
-        return [x509.load_der_x509_certificate(_bytes(der, "x5c")) for der in value]
-    except ValueError:
+    try:  # our loader reads each in full: a bad name or version fails here, not later
+        return [load_certificate(_bytes(der, "x5c")) for der in value]
+    except MalformedInput:
         raise ChallengeFailed(
             BAD_ATTESTATION, "'x5c' holds a certificate that cannot be parsed"
         ) from None

@@ -1,0 +1,165 @@
+"""Inputs the parser fuzzers (``fuzz/``) found to end in an exception that is not one of our
+errors, each next to a well-formed twin. The inputs are the fuzzers' own, in ``inputs/``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
+
+from ostiary._tss import import_tss
+from ostiary.acme.validation.base import ChallengeContext, ChallengeFailed
+from ostiary.acme.validation.device_attest import verify_device_attestation
+from ostiary.cli.main import app
+from ostiary.client.enrollment import build_csr
+from ostiary.config import CAConfig, dump_config, load_config
+from ostiary.core.describe import describe_certificate, describe_csr
+from ostiary.core.encoding import (
+    format_serial,
+    load_certificate,
+    load_certificate_chain,
+    load_csr,
+)
+from ostiary.core.errors import BadRequest, InvalidCSR, MalformedInput
+from ostiary.core.issuance import verify_csr
+from ostiary.core.jws import b64url
+from ostiary.provisioners.tpm_statement import tpm_name, unmarshal_tpm
+
+INPUTS = Path(__file__).parent / "inputs"
+
+
+def _inspect(path: Path) -> dict[str, object]:
+    result = CliRunner().invoke(
+        app, ["cert", "inspect", str(path), "--format", "json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.stderr + result.stdout
+    described = json.loads(result.stdout)
+    assert isinstance(described, dict)  # one object: a list only for a chain
+    return described
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        # public_key() raised UnsupportedAlgorithm in describe_certificate
+        ("certificate-unknown-curve.der", "Curve 1.2.840.12093.3.1.7 is not supported"),
+        # the issuer Name is parsed on first use: rfc4514_string() raised ValueError
+        ("certificate-bad-issuer.der", "error parsing asn1 value"),
+        # x509.InvalidVersion is not a ValueError: it escaped the loader
+        ("certificate-bad-version.der", "35 is not a valid X509 version"),
+    ],
+)
+def test_a_certificate_readable_only_in_part_is_refused_at_load(name: str, reason: str) -> None:
+    """Found by the ``certificate`` harness; the loader now reads every part at once."""
+    data = (INPUTS / name).read_bytes()
+    with pytest.raises(MalformedInput, match=reason):
+        load_certificate(data)
+    with pytest.raises(MalformedInput, match=reason):
+        load_certificate_chain(data)
+    result = CliRunner().invoke(app, ["cert", "inspect", str(INPUTS / name)])
+    assert result.exit_code != 0
+    assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
+def test_a_certificate_with_a_negative_serial_is_described() -> None:
+    """Found by the ``certificate`` harness: format_serial raised OverflowError."""
+    path = INPUTS / "certificate-negative-serial.der"
+    certificate = load_certificate(path.read_bytes())
+    assert certificate.serial_number < 0
+    serial = "E7:1C:42:57:6A:5C:16:56:62:EF:73:4B:BF:6E:12:7C:A6:AF:32:44"
+    assert describe_certificate(certificate)["serial_number"] == serial
+    assert _inspect(path)["serial_number"] == serial
+    assert format_serial(255) == "00:FF" and format_serial(-1) == "FF"  # twins
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("csr-bad-subject.der", "error parsing asn1 value"),  # subject parsed on first use
+        ("csr-bad-version.der", "93 is not a valid CSR version"),  # x509.InvalidVersion
+        ("csr-bitstring-name.der", "oid must be X500_UNIQUE_IDENTIFIER"),  # a TypeError
+    ],
+)
+def test_a_csr_readable_only_in_part_is_refused_at_load(name: str, reason: str) -> None:
+    """Found by the ``csr`` harness."""
+    with pytest.raises(MalformedInput, match=f"not a certificate signing request.*{reason}"):
+        load_csr((INPUTS / name).read_bytes())
+
+
+def test_a_tpm_public_area_with_an_unknown_name_algorithm_is_malformed() -> None:
+    """Found by the ``tpm`` harness: ``TPMT_PUBLIC.get_name()`` raised ValueError (in
+    verify_certified_key, on a client's ``public_area``).
+    """
+    data = (INPUTS / "tpm-public-unknown-name-alg.bin").read_bytes()[1:]  # after the harness byte
+    tss = import_tss("this test")
+    public = unmarshal_tpm(tss.TPMT_PUBLIC, data, "public_area")
+    with pytest.raises(MalformedInput, match="'public_area' has a name algorithm we do not know"):
+        tpm_name(public, "public_area")
+    twin = tss.TPMT_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes="sign|fixedtpm")
+    assert tpm_name(twin, "public_area")[:2] == b"\x00\x0b"  # nameAlg SHA-256
+
+
+def test_a_csr_whose_key_cannot_be_read_is_inspected_and_refused() -> None:
+    """Found by the ``csr`` harness: ``public_key()`` raised ValueError in describe_csr."""
+    path = INPUTS / "csr-invalid-key.der"
+    csr = load_csr(path.read_bytes())
+    described = describe_csr(csr)
+    assert described["public_key"].startswith("unreadable (")
+    assert described["signature_valid"] is False
+    assert _inspect(path)["public_key"] == described["public_key"]
+    with pytest.raises(InvalidCSR):
+        verify_csr(csr)
+
+
+def test_a_readable_csr_still_describes_its_key(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = build_csr(x509.Name.from_rfc4514_string("CN=twin"), [], key)
+    path = tmp_path / "twin.csr"
+    path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    assert load_csr(path.read_bytes()).subject == csr.subject
+    assert describe_csr(csr)["public_key"] == "ECDSA P-256"
+    assert describe_csr(csr)["signature_valid"] is True
+    assert _inspect(path)["public_key"] == "ECDSA P-256"
+
+
+def test_an_ostiary_toml_that_is_not_utf8_is_a_bad_request(tmp_path: Path) -> None:
+    """Found by the ``config_toml`` harness: ``read_text`` raised UnicodeDecodeError."""
+    path = tmp_path / "ostiary.toml"
+    path.write_bytes((INPUTS / "config-not-utf8.toml").read_bytes())
+    with pytest.raises(BadRequest, match="not UTF-8 text"):
+        load_config(path)
+    path.write_text(dump_config(CAConfig(name="Twin")), encoding="utf-8")
+    assert load_config(path).name == "Twin"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "device-attest-apple-bad-subject.cbor",  # ValueError from the path verifier
+        "device-attest-bad-version.cbor",  # x509.InvalidVersion from the x5c loader
+    ],
+)
+def test_an_attestation_object_with_a_damaged_x5c_fails_the_challenge(name: str) -> None:
+    """Found by the ``device_attest`` harness: the x5c certificates were loaded without
+    reading them in full, and a bad subject or version escaped the validator.
+    """
+    context = ChallengeContext(
+        challenge_type="device-attest-01",
+        identifier_type="permanent-identifier",
+        identifier_value="FUZZ0001",
+        token="t" * 43,
+        key_authorization="t.x",
+        payload={"attObj": b64url((INPUTS / name).read_bytes())},
+        policy={"attestation_roots": []},
+    )
+    with pytest.raises(ChallengeFailed, match="'x5c' holds a certificate that cannot be parsed"):
+        verify_device_attestation(context, now=datetime.now(UTC))
