@@ -115,3 +115,24 @@ def test_two_different_definitions_of_one_name_are_refused() -> None:
     }
     with pytest.raises(ValueError, match="two different schemas are named 'Attestation'"):
         hoist_definitions(document)
+
+
+def test_every_error_answer_is_documented_as_a_problem(shared_running: Running) -> None:
+    """Schemathesis found 400/401/403/404 answers undocumented (the document listed only a
+    422 the server never sends): every operation now documents its errors as problems."""
+    with shared_running.client() as client:
+        document = client.get("/openapi.json").json()
+        problem = client.post("/revoke", json={"serial_number": "zz"})
+    assert problem.status_code == 400
+    assert problem.headers["content-type"] == "application/problem+json"
+    schema = document["components"]["schemas"]["Problem"]
+    assert set(schema["required"]) <= set(problem.json())
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "422" not in responses, f"{method} {path}"
+            content = responses["default"]["content"]
+            assert content == {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }, f"{method} {path}"
+    assert "HTTPValidationError" not in document["components"]["schemas"]

@@ -35,7 +35,7 @@ from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.limits import Limits
-from ostiary.server.openapi import hoist_definitions
+from ostiary.server.openapi import document_problems, hoist_definitions
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
 from ostiary.server.routes import admin, enroll, publish
 from ostiary.server.routes import attest as attest_routes
@@ -199,14 +199,14 @@ class DirectRoute:
 
 
 def _resolvable_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """FastAPI's document with the request bodies' nested definitions hoisted, made once
-    (:func:`~ostiary.server.openapi.hoist_definitions`).
+    """FastAPI's document with the request bodies' nested definitions hoisted and the error
+    answers documented as problems, made once (:mod:`ostiary.server.openapi`).
     """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = hoist_definitions(generate())
+            app.openapi_schema = document_problems(hoist_definitions(generate()))
         return app.openapi_schema
 
     return openapi
