@@ -219,8 +219,8 @@ class _Credentials:
                 and int(serial.replace(":", ""), 16) != self.target.officer_serial
             ):
                 self.serials.append(serial)
-            if isinstance(data.get("id"), str):
-                self.request_ids.append(data["id"])
+            if isinstance(data.get("request_id"), str):
+                self.request_ids.append(data["request_id"])
 
 
 def _now() -> datetime:

@@ -5,13 +5,15 @@ A bounded run for the suite; ``fuzz/api.py --examples N`` runs the same campaign
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from ostiary.authority.folder import CAMaterial
-from tests.server.api_fuzz import Target, fuzz_api, load_schema, prepare_target
-from tests.server.conftest import Provisioners
+from tests.server.api_fuzz import APPROVALS, Target, fuzz_api, load_schema, prepare_target
+from tests.server.conftest import Provisioners, make_csr
 from tests.server.processes import make_ca_folder, serving
 
 EXAMPLES = 6
@@ -56,3 +58,38 @@ def test_the_api_survives_a_stateful_fuzzing_run(target: Target) -> None:
     assert DEEP <= reached, f"never answered 2xx: {sorted(DEEP - reached)}"
     log = (target.server.log).read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("/reject", {"reason": "\x00\xb4"}, id="fail/reject-reason"),
+        pytest.param("/reject", {"reason": "spam"}, id="ok/reject-reason"),
+    ],
+)
+def test_a_nul_in_a_body_is_a_400_and_changes_nothing(
+    target: Target, path: str, body: dict[str, str]
+) -> None:
+    """Found by the fuzzing run on PostgreSQL: a NUL in a rejection reason was a 500."""
+    context = ssl.create_default_context(cafile=target.root_file)
+    context.load_cert_chain(target.cert_file, target.key_file)
+    csr, _ = make_csr("nul@example.com", ["uri:urn:fuzz:nul"])
+    with httpx.Client(base_url=target.server.https_url, verify=context) as client:
+        submitted = client.post("/requests", json={"csr": csr, "provisioner": APPROVALS})
+        assert submitted.status_code == 202, submitted.text
+        request_id = submitted.json()["request_id"]
+        noted = client.post(
+            "/requests", json={"csr": csr, "provisioner": APPROVALS, "note": "a\x00b"}
+        )
+        assert noted.status_code == 400, noted.text
+        answer = client.post(f"/requests/{request_id}{path}", json=body)
+        status = client.get(f"/requests/{request_id}").json()["status"]
+    if "\x00" in body["reason"]:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["detail"] == (
+            "the request body must not contain a NUL character (\\u0000)"
+        )
+        assert status == "pending"
+    else:
+        assert answer.status_code == 200, answer.text
+        assert status == "rejected"
