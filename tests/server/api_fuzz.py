@@ -367,7 +367,11 @@ def _run(
             except (Exception, BaseExceptionGroup) as error:
                 result.record(case, response, error)
 
-    Machine.run(settings=settings)
+    try:
+        Machine.run(settings=settings)
+    except Exception as error:  # e.g. hypothesis' FlakyStrategyDefinition: reported, not hidden
+        with result.lock:
+            result.failures[f"stateful run: {type(error).__name__}"] = str(error)[:1500]
 
 
 __all__ = ["FuzzResult", "Target", "fuzz_api", "load_schema", "prepare_target"]
