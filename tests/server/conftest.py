@@ -85,6 +85,11 @@ def ca_material(tmp_path_factory: pytest.TempPathFactory) -> CAMaterial:
 
 @pytest.fixture(scope="session")
 def provisioners() -> Provisioners:
+    return make_provisioners()
+
+
+def make_provisioners() -> Provisioners:
+    """The ``ops`` (holders) and ``admins`` JWK provisioners, keys unlocked."""
     claims = ProvisionerClaims(
         lifetime=Lifetime(timedelta(minutes=5), timedelta(hours=24), timedelta(days=30)),
         allow_renewal_after_expiry=True,

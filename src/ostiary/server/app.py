@@ -35,6 +35,7 @@ from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.limits import Limits
+from ostiary.server.openapi import document_problems, hoist_definitions
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
 from ostiary.server.routes import acme as acme_routes
 from ostiary.server.routes import admin, enroll, publish
@@ -80,6 +81,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(acme_routes.router)
         app.include_router(scep_routes.router)
         app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
+        app.openapi = _resolvable_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=MAX_BODY_SIZE)
     return app
 
@@ -200,6 +202,20 @@ class DirectRoute:
             answer = handler(request, exc)
             response = await answer if inspect.isawaitable(answer) else answer
         await response(scope, receive, send)
+
+
+def _resolvable_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document with the request bodies' nested definitions hoisted and the error
+    answers documented as problems, made once (:mod:`ostiary.server.openapi`).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(hoist_definitions(generate()))
+        return app.openapi_schema
+
+    return openapi
 
 
 def _exception_handler(

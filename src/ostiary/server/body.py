@@ -84,9 +84,26 @@ def parse_json(body: bytes, model: type[Model]) -> Model:
     if not isinstance(data, dict):
         raise MalformedInput("the request body must be a JSON object")
     try:
+        holds_nul = _holds_nul(data)
+    except RecursionError:
+        raise MalformedInput("the request body is nested too deeply") from None
+    if holds_nul:  # PostgreSQL text cannot store it (a 500 the API fuzzing found)
+        raise MalformedInput("the request body must not contain a NUL character (\\u0000)")
+    try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise MalformedInput(f"invalid request: {describe_validation_error(exc)}") from None
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a parsed JSON value has U+0000 in a string (a member name or a value)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def json_request_body(model: type[BaseModel]) -> dict[str, object]:
