@@ -293,3 +293,19 @@ def test_key_change_twins(acme_server: AcmeServer, raw: RawClient) -> None:
     assert taken.headers["Location"] == other.kid
     # After all that the account still answers to its old key.
     assert raw.post(str(raw.kid), None).status_code == 200
+
+
+def test_a_provisioner_name_outside_ascii_gets_a_problem_not_a_dropped_connection(
+    acme_server: AcmeServer,
+) -> None:
+    """Found by the API fuzzer: the name in the path went into the Link header as it was,
+    and a header that is not latin-1 made the server drop the connection."""
+    with acme_server.client() as http:
+        for path in ("/acme/%C2%BC%1D%C3%AB/account/x", "/acme/\u00e9t\u00e9/new-order"):
+            answer = http.post(
+                path, content=b"{}", headers={"Content-Type": "application/jose+json"}
+            )
+            assert answer.status_code in (400, 404), answer.text
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.headers["link"].isascii()
+            assert 'rel="index"' in answer.headers["link"]

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -51,10 +52,17 @@ async def _fresh_nonce(context: ServerContext) -> str:
     return await asyncio.to_thread(accounts.new_nonce, store, now=context.authority.clock())
 
 
+#: What a URL may hold as it is; everything else is percent-encoded before it goes into a header.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%"
+
+
 async def _headers(context: ServerContext, urls: Urls) -> dict[str, str]:
+    # The directory URL carries the provisioner name from the request path, which need not
+    # name a provisioner (then the answer is an error): a header holds ASCII only.
+    directory_url = quote(urls.directory, safe=_URL_SAFE)
     return {
         "Replay-Nonce": await _fresh_nonce(context),
-        "Link": f'<{urls.directory}>;rel="index"',
+        "Link": f'<{directory_url}>;rel="index"',
         "Cache-Control": "no-store",
     }
 
