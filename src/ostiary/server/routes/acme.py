@@ -42,6 +42,13 @@ _running: set[asyncio.Task[None]] = set()
 Operation = Callable[[ServerContext, AcmeProvisioner, Urls, Authenticated], Answer]
 
 
+def _provisioner(context: ServerContext, name: str) -> AcmeProvisioner:
+    """The ``acme`` provisioner ``name``, from the process's cache when the server has one."""
+    if context.acme_provisioners is None:
+        return load_acme_provisioner(context.authority.store, name)
+    return context.acme_provisioners.load(name, what="the URL")
+
+
 def _urls(request: Request, provisioner: str) -> Urls:
     return Urls.of(str(request.base_url), provisioner)
 
@@ -79,9 +86,7 @@ async def _signed(
     context = server_context(request)
     urls = _urls(request, provisioner_name)
     try:
-        provisioner = await asyncio.to_thread(
-            load_acme_provisioner, context.authority.store, provisioner_name
-        )
+        provisioner = await asyncio.to_thread(_provisioner, context, provisioner_name)
         try:
             body = await read_body(request, media_types=(JOSE_JSON,), limit=MAX_ACME_BODY)
         except UnsupportedMediaType as exc:
@@ -117,7 +122,7 @@ async def directory(provisioner: str, request: Request) -> Response:
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
-        acme = await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
+        acme = await asyncio.to_thread(_provisioner, context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
     meta: dict[str, Any] = {
@@ -157,7 +162,7 @@ async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> R
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
-        await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
+        await asyncio.to_thread(_provisioner, context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
     return Response(status_code=status, headers=await _headers(context, urls))
