@@ -58,9 +58,10 @@ async def _fresh_nonce(context: ServerContext) -> str:
     return await asyncio.to_thread(accounts.new_nonce, store, now=context.authority.clock())
 
 
-async def _headers(context: ServerContext, urls: Urls) -> dict[str, str]:
+async def _headers(context: ServerContext, urls: Urls, nonce: str | None = None) -> dict[str, str]:
+    """The headers of every answer; ``nonce`` if one was recorded already, else a new one."""
     return {
-        "Replay-Nonce": await _fresh_nonce(context),
+        "Replay-Nonce": nonce or await _fresh_nonce(context),
         "Link": f'<{urls.directory}>;rel="index"',
         "Cache-Control": "no-store",
     }
@@ -85,6 +86,7 @@ async def _signed(
     """Authenticate the POST, run ``operation`` in a thread, answer; errors as problems."""
     context = server_context(request)
     urls = _urls(request, provisioner_name)
+    minted: list[str] = []  # the answer's nonce, once authenticate recorded it
     try:
         provisioner = await asyncio.to_thread(_provisioner, context, provisioner_name)
         try:
@@ -106,12 +108,14 @@ async def _signed(
                 key_by=key_by,
                 now=context.authority.clock(),
             )
+            minted.append(auth.next_nonce)
             return operation(context, provisioner, urls, auth)
 
         answer = await asyncio.to_thread(run)
     except OstiaryError as exc:
-        return acme_problem_response(exc, headers=await _headers(context, urls))
-    return _response(answer, await _headers(context, urls))
+        nonce = minted[0] if minted else None
+        return acme_problem_response(exc, headers=await _headers(context, urls, nonce))
+    return _response(answer, await _headers(context, urls, minted[0]))
 
 
 # --------------------------------------------------------------------------- directory, nonce
