@@ -99,10 +99,13 @@ def test_a_token_without_a_valid_issuer_is_refused(
 def test_acme_provisioners_are_cached_and_rechecked_alike(kit: Kit, clock: Clock) -> None:
     cache = ProvisionerCache(kit.store, load_acme_provisioner_named, monotonic=clock)
     add_acme_provisioner(kit.store, AcmeProvisioner("acme", ProvisionerClaims()), now=kit.now)
+    assert cache.fresh("acme") is None  # never loaded: the caller must load it
     loaded = cache.load("acme", what="the URL")
     assert cache.load("acme", what="the URL") is loaded
+    assert cache.fresh("acme") is loaded
     remove_from_store(kit, "acme")
     clock.now += PROVISIONER_RECHECK_SECONDS
+    assert cache.fresh("acme") is None  # the recheck is due: no answer from memory
     with pytest.raises(NotFound, match="no ACME provisioner 'acme'"):
         cache.load("acme", what="the URL")
     # A provisioner of another type is not an ACME one, cached or not.

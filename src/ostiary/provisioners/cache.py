@@ -88,6 +88,16 @@ class ProvisionerCache(Generic[P]):
             self._remember(provisioner, version, now)
         return provisioner
 
+    def fresh(self, name: str) -> P | None:
+        """The provisioner ``name`` if :meth:`load` would answer it from memory (no I/O).
+
+        For callers on an event loop: only a miss needs a worker thread.
+        """
+        loaded = self._loaded.get(name)
+        if loaded is None or self._monotonic() - loaded.checked_at >= self._recheck_seconds:
+            return None
+        return loaded.provisioner
+
     def forget(self) -> None:
         """Drop everything loaded (after this process changed a provisioner)."""
         with self._lock:

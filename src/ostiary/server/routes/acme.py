@@ -42,11 +42,17 @@ _running: set[asyncio.Task[None]] = set()
 Operation = Callable[[ServerContext, AcmeProvisioner, Urls, Authenticated], Answer]
 
 
-def _provisioner(context: ServerContext, name: str) -> AcmeProvisioner:
-    """The ``acme`` provisioner ``name``, from the process's cache when the server has one."""
-    if context.acme_provisioners is None:
-        return load_acme_provisioner(context.authority.store, name)
-    return context.acme_provisioners.load(name, what="the URL")
+async def _provisioner(context: ServerContext, name: str) -> AcmeProvisioner:
+    """The ``acme`` provisioner ``name``, from the process's cache when the server has one
+    (a worker thread only when the store must be read).
+    """
+    cache = context.acme_provisioners
+    if cache is None:
+        return await asyncio.to_thread(load_acme_provisioner, context.authority.store, name)
+    known = cache.fresh(name)
+    if known is not None:
+        return known
+    return await asyncio.to_thread(cache.load, name, what="the URL")
 
 
 def _urls(request: Request, provisioner: str) -> Urls:
@@ -88,7 +94,7 @@ async def _signed(
     urls = _urls(request, provisioner_name)
     minted: list[str] = []  # the answer's nonce, once authenticate recorded it
     try:
-        provisioner = await asyncio.to_thread(_provisioner, context, provisioner_name)
+        provisioner = await _provisioner(context, provisioner_name)
         try:
             body = await read_body(request, media_types=(JOSE_JSON,), limit=MAX_ACME_BODY)
         except UnsupportedMediaType as exc:
@@ -126,7 +132,7 @@ async def directory(provisioner: str, request: Request) -> Response:
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
-        acme = await asyncio.to_thread(_provisioner, context, provisioner)
+        acme = await _provisioner(context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
     meta: dict[str, Any] = {
@@ -166,7 +172,7 @@ async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> R
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
-        await asyncio.to_thread(_provisioner, context, provisioner)
+        await _provisioner(context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
     return Response(status_code=status, headers=await _headers(context, urls))
