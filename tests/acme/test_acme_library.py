@@ -183,6 +183,9 @@ def test_key_change_moves_the_account_to_the_new_key(
         )
     renewed = make_client(acme_server, new_key)
     assert existing_account(renewed) == account.uri
+    # Nor does it sign for the account any more (the server's parsed key is the new one).
+    with pytest.raises(errors.Error):
+        acme.new_order(csr_pem(["localhost"])[0])
     renewed.net.account = account
     certificate, _ = issue(renewed, ["runsc"], responder)
     assert certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)

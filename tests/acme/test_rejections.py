@@ -75,6 +75,22 @@ def test_a_nonce_is_accepted_once(raw: RawClient, nothing_issued: None) -> None:
     assert replay.headers["Replay-Nonce"]  # a fresh one to retry with
 
 
+def test_the_nonce_an_answer_carries_is_good_once(raw: RawClient, nothing_issued: None) -> None:
+    # Recorded with the spent one (a success) or afterwards (a refusal after authentication).
+    url = raw.directory["newOrder"]
+    payload = {"identifiers": [{"type": "dns", "value": "vm"}]}
+    created = raw.post(url, payload)
+    assert created.status_code == 201
+    order = created.json()
+    refused = raw.post(str(order["finalize"]), {"csr": "AA"})
+    assert problem_type(refused) in ("badCSR", "orderNotReady")
+    for answer in (created, refused):
+        document = raw.signed(url, payload, header={"nonce": answer.headers["Replay-Nonce"]})
+        assert raw.post(url, None, document=document).status_code == 201
+        replay = raw.post(url, None, document=document)
+        assert problem_type(replay) == "badNonce"
+
+
 def test_a_made_up_nonce_is_refused(raw: RawClient) -> None:
     answer = raw.post(raw.directory["newOrder"], {"identifiers": []}, header={"nonce": "made-up"})
     assert problem_type(answer) == "badNonce"

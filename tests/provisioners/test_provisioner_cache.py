@@ -6,8 +6,15 @@ from datetime import timedelta
 
 import pytest
 
-from ostiary.core.errors import Unauthorized
-from ostiary.provisioners import PROVISIONER_RECHECK_SECONDS, ProvisionerCache
+from ostiary.core.errors import NotFound, Unauthorized
+from ostiary.provisioners import PROVISIONER_RECHECK_SECONDS, ProvisionerCache, ProvisionerClaims
+from ostiary.provisioners.acme import (
+    AcmeProvisioner,
+    add_acme_provisioner,
+    load_acme_provisioner_named,
+)
+from ostiary.provisioners.jwk import JWKProvisioner
+from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.store import ProvisionerRepository
 
 from .conftest import Kit
@@ -27,8 +34,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def cache(kit: Kit, clock: Clock) -> ProvisionerCache:
-    return ProvisionerCache(kit.store, monotonic=clock)
+def cache(kit: Kit, clock: Clock) -> ProvisionerCache[JWKProvisioner]:
+    return ProvisionerCache(kit.store, load_token_provisioner, monotonic=clock)
 
 
 def remove_from_store(kit: Kit, name: str) -> None:
@@ -37,7 +44,7 @@ def remove_from_store(kit: Kit, name: str) -> None:
 
 
 def test_a_removed_provisioner_is_refused_once_the_recheck_is_due(
-    kit: Kit, cache: ProvisionerCache, clock: Clock
+    kit: Kit, cache: ProvisionerCache[JWKProvisioner], clock: Clock
 ) -> None:
     loaded = cache.load("ci", what="token")
     remove_from_store(kit, "ci")
@@ -49,7 +56,7 @@ def test_a_removed_provisioner_is_refused_once_the_recheck_is_due(
 
 
 def test_an_unchanged_provisioner_is_kept_after_the_recheck(
-    kit: Kit, cache: ProvisionerCache, clock: Clock
+    kit: Kit, cache: ProvisionerCache[JWKProvisioner], clock: Clock
 ) -> None:
     loaded = cache.load("ci", what="token")
     clock.now += PROVISIONER_RECHECK_SECONDS * 3
@@ -57,7 +64,7 @@ def test_an_unchanged_provisioner_is_kept_after_the_recheck(
 
 
 def test_a_changed_provisioner_is_loaded_again(
-    kit: Kit, cache: ProvisionerCache, clock: Clock
+    kit: Kit, cache: ProvisionerCache[JWKProvisioner], clock: Clock
 ) -> None:
     before = cache.load("ci", what="token")
     changed = before.to_config()
@@ -72,7 +79,9 @@ def test_a_changed_provisioner_is_loaded_again(
     assert after.claims.allowed_names == ("dns:*.elsewhere.example",)
 
 
-def test_unknown_provisioners_are_not_remembered(kit: Kit, cache: ProvisionerCache) -> None:
+def test_unknown_provisioners_are_not_remembered(
+    kit: Kit, cache: ProvisionerCache[JWKProvisioner]
+) -> None:
     with pytest.raises(Unauthorized, match="unknown provisioner 'later'"):
         cache.load("later", what="token")
     kit.add_provisioner("later")
@@ -80,6 +89,25 @@ def test_unknown_provisioners_are_not_remembered(kit: Kit, cache: ProvisionerCac
 
 
 @pytest.mark.parametrize("issuer", [None, 42, "", "no spaces allowed"], ids=repr)
-def test_a_token_without_a_valid_issuer_is_refused(cache: ProvisionerCache, issuer: object) -> None:
+def test_a_token_without_a_valid_issuer_is_refused(
+    cache: ProvisionerCache[JWKProvisioner], issuer: object
+) -> None:
     with pytest.raises(Unauthorized, match="names no valid issuer"):
         cache.load(issuer, what="token")
+
+
+def test_acme_provisioners_are_cached_and_rechecked_alike(kit: Kit, clock: Clock) -> None:
+    cache = ProvisionerCache(kit.store, load_acme_provisioner_named, monotonic=clock)
+    add_acme_provisioner(kit.store, AcmeProvisioner("acme", ProvisionerClaims()), now=kit.now)
+    assert cache.fresh("acme") is None  # never loaded: the caller must load it
+    loaded = cache.load("acme", what="the URL")
+    assert cache.load("acme", what="the URL") is loaded
+    assert cache.fresh("acme") is loaded
+    remove_from_store(kit, "acme")
+    clock.now += PROVISIONER_RECHECK_SECONDS
+    assert cache.fresh("acme") is None  # the recheck is due: no answer from memory
+    with pytest.raises(NotFound, match="no ACME provisioner 'acme'"):
+        cache.load("acme", what="the URL")
+    # A provisioner of another type is not an ACME one, cached or not.
+    with pytest.raises(NotFound, match="no ACME provisioner 'ci'"):
+        cache.load("ci", what="the URL")

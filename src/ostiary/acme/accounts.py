@@ -20,7 +20,13 @@ from joserfc.jwk import Key
 from sqlalchemy.exc import IntegrityError
 
 from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
-from ostiary.acme.jws import JwsRequest, import_account_key, parse_request, thumbprint
+from ostiary.acme.jws import (
+    JwsRequest,
+    account_key,
+    import_account_key,
+    parse_request,
+    thumbprint,
+)
 from ostiary.acme.resources import Answer, Urls, account_json
 from ostiary.store import AcmeAccount, AcmeRepository, AuditLog, Store
 from ostiary.store.acme import new_id
@@ -37,23 +43,29 @@ _made = itertools.count()
 
 def new_nonce(store: Store, *, now: datetime) -> str:
     """A nonce recorded for single use (and, now and then, a purge of expired rows)."""
-    nonce = secrets.token_urlsafe(24)
     with store.transaction() as session:
-        repository = AcmeRepository(session)
-        repository.add_nonce(nonce, expires_at=now + NONCE_TTL)
-        if next(_made) % PURGE_EVERY == 0:
-            repository.purge_expired(now)
+        return _record_nonce(AcmeRepository(session), now=now)
+
+
+def _record_nonce(repository: AcmeRepository, *, now: datetime) -> str:
+    nonce = secrets.token_urlsafe(24)
+    repository.add_nonce(nonce, expires_at=now + NONCE_TTL)
+    if next(_made) % PURGE_EVERY == 0:
+        repository.purge_expired(now)
     return nonce
 
 
 @dataclass(frozen=True)
 class Authenticated:
-    """A verified request: its key, its account (None for a ``jwk`` request), its payload."""
+    """A verified request: its key, its account (None for a ``jwk`` request), its payload,
+    and the nonce for the answer (recorded in the transaction that spent the request's).
+    """
 
     key: Key
     account: AcmeAccount | None
     payload: dict[str, Any] | None
     request: JwsRequest
+    next_nonce: str
 
     @property
     def account_id(self) -> str:
@@ -88,14 +100,18 @@ def authenticate(
             )
         if account.status != "valid":
             raise unauthorized(f"the account is {account.status}")
-        key = import_account_key(account.jwk)
+        key = account_key(account.jwk)
     else:
         key = import_account_key(request.jwk or {})
     payload = request.payload_json(key)
     with store.transaction() as session:
-        if not AcmeRepository(session).spend_nonce(request.nonce, now=now):
+        repository = AcmeRepository(session)
+        if not repository.spend_nonce(request.nonce, now=now):
             raise AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
-    return Authenticated(key=key, account=account, payload=payload, request=request)
+        next_nonce = _record_nonce(repository, now=now)
+    return Authenticated(
+        key=key, account=account, payload=payload, request=request, next_nonce=next_nonce
+    )
 
 
 def check_contacts(value: object) -> list[str]:

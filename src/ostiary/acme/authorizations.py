@@ -64,7 +64,7 @@ def read_authorization(
 ) -> Answer:
     """POST-as-GET an authorization, or deactivate it (section 7.5.2)."""
     payload = auth.payload
-    with store.transaction() as session:
+    with store.transaction(read_only=payload is None) as session:  # polls take no write lock
         repository = AcmeRepository(session)
         authz = _owned(repository, authz_id, auth)
         if payload is not None:

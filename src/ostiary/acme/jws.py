@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -105,6 +106,17 @@ def import_account_key(jwk: dict[str, Any]) -> Key:
         raise malformed("the JWK cannot be read as a public key") from None
 
 
+def account_key(jwk: dict[str, Any]) -> Key:
+    """:func:`import_account_key` of a stored account's JWK, parsed once per process."""
+    return _parsed_key(json.dumps(jwk, sort_keys=True, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_key(canonical: str) -> Key:
+    """Keyed by the JWK itself, so a changed account key (keyChange) is parsed afresh."""
+    return import_account_key(json.loads(canonical))
+
+
 def thumbprint(key: Key) -> str:
     """The RFC 7638 SHA-256 thumbprint, base64url."""
     return str(key.thumbprint())
@@ -180,6 +192,7 @@ __all__ = [
     "ALGORITHMS",
     "JOSE_JSON",
     "JwsRequest",
+    "account_key",
     "bad_algorithm",
     "import_account_key",
     "parse_request",

@@ -232,6 +232,13 @@ def load_acme_provisioner(store: Store, name: str) -> AcmeProvisioner:
         return AcmeProvisioner.from_config(record.name, record.config)
 
 
+def load_acme_provisioner_named(store: Store, issuer: object, *, what: str) -> AcmeProvisioner:
+    """:func:`load_acme_provisioner` as a :class:`~ostiary.provisioners.cache.Loader`."""
+    if not isinstance(issuer, str):
+        raise NotFound(f"{what} names no ACME provisioner")
+    return load_acme_provisioner(store, issuer)
+
+
 __all__ = [
     "ACME_PROFILES",
     "ACME_TYPE",
@@ -240,4 +247,5 @@ __all__ = [
     "add_acme_provisioner",
     "general_name_of",
     "load_acme_provisioner",
+    "load_acme_provisioner_named",
 ]

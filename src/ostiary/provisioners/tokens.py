@@ -24,7 +24,7 @@ from ostiary.provisioners import _jose
 from ostiary.provisioners.base import CAIdentity, TokenGrant, precheck_request
 from ostiary.provisioners.cache import ProvisionerCache
 from ostiary.provisioners.holder import read_holder_token
-from ostiary.provisioners.jwk import TOKEN_HEADERS, TOKEN_TTL
+from ostiary.provisioners.jwk import TOKEN_HEADERS, TOKEN_TTL, JWKProvisioner
 from ostiary.provisioners.manage import load_jwk_provisioner, load_token_provisioner
 from ostiary.provisioners.renewal import (
     check_certificate_time,
@@ -94,7 +94,7 @@ def verify_sign_token(
     ca: CAIdentity,
     now: datetime,
     requested_not_after: timedelta | datetime | None = None,
-    provisioners: ProvisionerCache | None = None,
+    provisioners: ProvisionerCache[JWKProvisioner] | None = None,
 ) -> TokenGrant:
     """Verify a one-time sign token for ``csr`` without spending it; what it grants.
 

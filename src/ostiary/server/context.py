@@ -17,6 +17,9 @@ from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.provisioners import CAIdentity, ProvisionerCache
+from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner_named
+from ostiary.provisioners.jwk import JWKProvisioner
+from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.scep import ScepResponder
 
 
@@ -32,7 +35,9 @@ class ServerContext:
     #: Remote signing (client assertions); None when the server was started without it.
     signing: RemoteSigning | None = None
     #: Token provisioners kept in memory (``POST /sign``); None loads them per request.
-    provisioners: ProvisionerCache | None = None
+    provisioners: ProvisionerCache[JWKProvisioner] | None = None
+    #: ``acme`` provisioners kept in memory (every ACME request); None loads them per request.
+    acme_provisioners: ProvisionerCache[AcmeProvisioner] | None = None
     #: SSH certificates (docs/ssh.md); None when the CA has no SSH CA keys.
     ssh: SSHAuthority | None = None
     #: Where ACME challenge validation reaches out (ports, resolver; settable for tests).
@@ -72,7 +77,8 @@ class ServerContext:
             crl=CrlPublisher(authority),
             root_crl=RootCrlFile(material.paths.root_crl),
             ocsp=ocsp or OcspService(authority),
-            provisioners=ProvisionerCache(authority.store),
+            provisioners=ProvisionerCache(authority.store, load_token_provisioner),
+            acme_provisioners=ProvisionerCache(authority.store, load_acme_provisioner_named),
         )
 
 

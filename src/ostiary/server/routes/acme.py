@@ -43,6 +43,19 @@ _running: set[asyncio.Task[None]] = set()
 Operation = Callable[[ServerContext, AcmeProvisioner, Urls, Authenticated], Answer]
 
 
+async def _provisioner(context: ServerContext, name: str) -> AcmeProvisioner:
+    """The ``acme`` provisioner ``name``, from the process's cache when the server has one
+    (a worker thread only when the store must be read).
+    """
+    cache = context.acme_provisioners
+    if cache is None:
+        return await asyncio.to_thread(load_acme_provisioner, context.authority.store, name)
+    known = cache.fresh(name)
+    if known is not None:
+        return known
+    return await asyncio.to_thread(cache.load, name, what="the URL")
+
+
 def _urls(request: Request, provisioner: str) -> Urls:
     return Urls.of(str(request.base_url), provisioner)
 
@@ -56,12 +69,13 @@ async def _fresh_nonce(context: ServerContext) -> str:
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%"
 
 
-async def _headers(context: ServerContext, urls: Urls) -> dict[str, str]:
+async def _headers(context: ServerContext, urls: Urls, nonce: str | None = None) -> dict[str, str]:
+    """The headers of every answer; ``nonce`` if one was recorded already, else a new one."""
     # The directory URL carries the provisioner name from the request path, which need not
     # name a provisioner (then the answer is an error): a header holds ASCII only.
     directory_url = quote(urls.directory, safe=_URL_SAFE)
     return {
-        "Replay-Nonce": await _fresh_nonce(context),
+        "Replay-Nonce": nonce or await _fresh_nonce(context),
         "Link": f'<{directory_url}>;rel="index"',
         "Cache-Control": "no-store",
     }
@@ -86,10 +100,9 @@ async def _signed(
     """Authenticate the POST, run ``operation`` in a thread, answer; errors as problems."""
     context = server_context(request)
     urls = _urls(request, provisioner_name)
+    minted: list[str] = []  # the answer's nonce, once authenticate recorded it
     try:
-        provisioner = await asyncio.to_thread(
-            load_acme_provisioner, context.authority.store, provisioner_name
-        )
+        provisioner = await _provisioner(context, provisioner_name)
         try:
             body = await read_body(request, media_types=(JOSE_JSON,), limit=MAX_ACME_BODY)
         except UnsupportedMediaType as exc:
@@ -109,12 +122,14 @@ async def _signed(
                 key_by=key_by,
                 now=context.authority.clock(),
             )
+            minted.append(auth.next_nonce)
             return operation(context, provisioner, urls, auth)
 
         answer = await asyncio.to_thread(run)
     except OstiaryError as exc:
-        return acme_problem_response(exc, headers=await _headers(context, urls))
-    return _response(answer, await _headers(context, urls))
+        nonce = minted[0] if minted else None
+        return acme_problem_response(exc, headers=await _headers(context, urls, nonce))
+    return _response(answer, await _headers(context, urls, minted[0]))
 
 
 # --------------------------------------------------------------------------- directory, nonce
@@ -125,7 +140,7 @@ async def directory(provisioner: str, request: Request) -> Response:
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
-        acme = await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
+        acme = await _provisioner(context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
     meta: dict[str, Any] = {
@@ -165,7 +180,7 @@ async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> R
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
-        await asyncio.to_thread(load_acme_provisioner, context.authority.store, provisioner)
+        await _provisioner(context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)
     return Response(status_code=status, headers=await _headers(context, urls))
