@@ -8,9 +8,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import load_ssh_public_identity
 
-from ostiary.authority.folder import CAPaths, load_ca_folder
+from ostiary.authority.folder import CAPaths
 from ostiary.authority.ssh import SSHAuthority, SSHAuthorization
 from ostiary.authority.ssh_keys import load_ssh_ca
+from ostiary.authority.token_ca import load_token_ca_folder
 from ostiary.signers.pkcs11 import Pkcs11Signer
 from ostiary.ssh import SSHCertificateType, load_ssh_public_key_line
 from ostiary.store import Store, sqlite_url_for
@@ -29,7 +30,7 @@ def test_ssh_ca_keys_live_in_the_token_and_sign_certificates(
     )  # Ed25519, the default, is no token key type
     ok("ca", "ssh", "init", "--key-type", "p256", "--dir", home, "--pin-file", pin_file)
     assert not list(home.glob("secrets/ssh_*"))  # no key files: the keys are in the token
-    material = load_ca_folder(CAPaths(home), PIN.encode())
+    material = load_token_ca_folder(CAPaths(home), PIN.encode())
     store = Store.from_url(sqlite_url_for(home / "ostiary.db"))
     try:
         keys = load_ssh_ca(material, b"unused for a token")

@@ -85,7 +85,12 @@ def acme_type_of(error: OstiaryError) -> tuple[str, HTTPStatus] | None:
 
 def problem_document(acme_type: str, detail: str, status: HTTPStatus) -> dict[str, Any]:
     """The JSON of an ACME problem (also stored as an order's or challenge's ``error``)."""
-    return {"type": ACME_ERROR_PREFIX + acme_type, "detail": detail, "status": int(status)}
+    return {
+        "type": ACME_ERROR_PREFIX + acme_type,
+        "title": HTTPStatus(status).phrase,  # RFC 7807; ACME clients read type and detail
+        "detail": detail,
+        "status": int(status),
+    }
 
 
 __all__ = [

@@ -133,6 +133,6 @@ def _token_of(material: CAMaterial) -> Pkcs11Token | None:
         return None
     from ostiary.signers.pkcs11 import Pkcs11Signer
 
-    if not isinstance(material.signer, Pkcs11Signer):  # pragma: no cover - load_ca_folder
+    if not isinstance(material.signer, Pkcs11Signer):  # pragma: no cover - load_token_ca_folder
         raise BadRequest("this CA's issuing key is not in its token")
     return material.signer.token

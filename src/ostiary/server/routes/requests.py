@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ostiary.core.encoding import load_csr, serial_hex
 from ostiary.core.errors import MalformedInput, NotFound, PolicyDenied, Unauthorized
@@ -207,6 +207,14 @@ class RejectManyBody(BaseModel):
     reason: str = Field(min_length=1, max_length=MAX_NOTE)
     provisioner: str | None = Field(None, min_length=1, max_length=64)
     submitted_before: datetime | None = Field(None, description="RFC 3339, with a zone")
+
+    @field_validator("submitted_before", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object) -> object:
+        # pydantic would take a number as a Unix time; the API documents a string.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("submitted_before must be an RFC 3339 time string")
+        return value
 
 
 class Decision(BaseModel):
