@@ -37,9 +37,10 @@ def test_workers_share_the_port(ca: CA, upstream: EchoUpstream, tmp_path: Path) 
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_for_port(port)
-        wait_for_port(metrics)
-        wait_for_port(metrics + 1)  # one metrics port per worker
+        # Two spawned workers each import the gateway: on a busy machine that takes a while.
+        wait_for_port(port, 60)
+        wait_for_port(metrics, 60)
+        wait_for_port(metrics + 1, 60)  # one metrics port per worker
         workers = [
             child
             for child in children(gateway.pid)
