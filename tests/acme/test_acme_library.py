@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 
 import josepy as jose
 import pytest
+from acme import challenges, client, errors, messages
+from acme import jws as acme_jws
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from acme import challenges, client, errors, messages
-from acme import jws as acme_jws
 from tests.acme.conftest import AcmeServer, Responder
 from tests.pkilint_helper import lint_certificate
 
