@@ -102,7 +102,8 @@ def test_certmonger_waits_through_pending_until_an_officer_approves(
     officer = _officer(ec_ca, tmp_path)
     challenge = ec_ca.challenge("gated", "printer-3", "uri:urn:dev:printer-3")
     cert = tmp_path / "printer.pem"
-    # certmonger polls on its own schedule; 'resubmit' makes it poll now
+    # certmonger polls on its own schedule; 'resubmit' makes it poll now, with a new CSR for
+    # the same key (a fresh subjectKeyIdentifier) under the same transactionID
     script = add_ca_script(ec_ca.url("gated")) + (
         f"getcert request -c T -f {cert} -k {tmp_path}/printer.key -L {challenge} "
         "-N CN=printer-3 -I p; "
@@ -127,8 +128,10 @@ def test_certmonger_waits_through_pending_until_an_officer_approves(
         reader.join(timeout=240)
         if process.poll() is None:
             process.kill()
+    assert collected, "certmonger's script did not end within 240 s"
     output = collected[0]
-    assert _status(output, "p") == "MONITORING", output[-3000:]
+    server_log = ec_ca.serve.log.read_text()
+    assert _status(output, "p") == "MONITORING", output[-3000:] + server_log[-3000:]
     issued = x509.load_pem_x509_certificate(cert.read_bytes())
     assert issued.subject.rfc4514_string() == "CN=printer-3"
     result = subprocess.run(

@@ -6,12 +6,15 @@ another CSR under a used transactionID), each with its failInfo, never a 5xx, no
 from __future__ import annotations
 
 import base64
+import dataclasses
+import os
 from functools import cache
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AttributeOID
 
 from tests.scep.client import Request, make_csr, read_reply, self_signed, send
 from tests.scep.conftest import ScepServer
@@ -101,12 +104,29 @@ def test_get_pkioperation_with_unescaped_base64(ec_ca: ScepServer) -> None:
     assert read_reply(answer.content, request, _ra(ec_ca)).status == SUCCESS
 
 
+def _remade(request: Request, cn: str) -> Request:
+    """The same request made again as certmonger does: a random subjectKeyIdentifier, SHA-512."""
+    first = x509.load_der_x509_csr(request.inner)
+    challenge = first.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(first.subject)
+        .add_attribute(AttributeOID.CHALLENGE_PASSWORD, challenge)
+        .add_extension(x509.SubjectKeyIdentifier(os.urandom(20)), critical=False)
+        .sign(request.key, hashes.SHA512())
+    )
+    return dataclasses.replace(request, inner=csr.public_bytes(serialization.Encoding.DER))
+
+
 def test_repeated_transaction_is_idempotent_and_another_csr_is_refused(ec_ca: ScepServer) -> None:
     request = _request(ec_ca, "dev-repeat", ec_ca.challenge("devices", "dev-repeat"))
     with ec_ca.plain() as http:
         first = send(http, PATH, request, _ra(ec_ca))
         before = ec_ca.count_certificates()
         again = send(http, PATH, request, _ra(ec_ca))
+        # certmonger's resubmit: a new CSR for the same key and names, its bytes differ
+        remade = _remade(request, "dev-repeat")
+        regenerated = send(http, PATH, remade, _ra(ec_ca))
         other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         other = _request(
             ec_ca, "dev-repeat", ec_ca.challenge("devices", "dev-repeat"), key=other_key,
@@ -120,7 +140,8 @@ def test_repeated_transaction_is_idempotent_and_another_csr_is_refused(ec_ca: Sc
             _ra(ec_ca),
         )  # fmt: skip
     assert first.status == again.status == SUCCESS
-    assert first.certificate == again.certificate
+    assert first.certificate == again.certificate == regenerated.certificate
+    assert remade.inner != request.inner
     assert (refused.status, refused.fail_info, refused.certificate) == (FAILURE, BAD_REQUEST, None)
     assert polled.status == SUCCESS and polled.certificate == first.certificate
     assert ec_ca.count_certificates() == before

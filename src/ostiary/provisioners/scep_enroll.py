@@ -2,9 +2,10 @@
 
 A device names its request with a transactionID and may send it again (a lost answer, a
 poll). The first request whose credential holds records the transaction (provisioner,
-transactionID, the CSR's SHA-256) in the same database transaction that spends its one-time
-challenge, so a repeat finds the first answer: the same CSR gets the same certificate (or
-still PENDING), another CSR under that transactionID is refused, and nothing is issued twice.
+transactionID, a SHA-256 of the CSR's key, subject and SANs) in the same database transaction
+that spends its one-time challenge, so a repeat finds the first answer: the same request gets
+the same certificate (or still PENDING), another key or other names under that transactionID
+are refused, and nothing is issued twice.
 
 Refusals are :class:`~ostiary.core.errors.OstiaryError` exceptions; the wire layer
 (:mod:`ostiary.scep`) turns :class:`NotFound` into failInfo badCertId and the rest into
@@ -58,7 +59,28 @@ class Outcome:
 
 
 def _csr_digest(csr: x509.CertificateSigningRequest) -> str:
-    return hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
+    """What makes two CSRs the same request: the key, the subject and the names asked for.
+
+    Not the CSR's bytes: certmonger makes a new CSR for the same key on every resubmit, with
+    a fresh random subjectKeyIdentifier (seen against Debian's certmonger 0.79), and sends it
+    under the same transactionID (RFC 8894 derives that from the key). Extensions other than
+    the SAN do not reach the certificate (the profile decides them), so they do not count.
+    """
+    digest = hashlib.sha256()
+    key = csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for part in (key, csr.subject.public_bytes(), _requested_names(csr)):
+        digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.hexdigest()
+
+
+def _requested_names(csr: x509.CertificateSigningRequest) -> bytes:
+    try:
+        names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return b""
+    return names.public_bytes()
 
 
 def enroll(
