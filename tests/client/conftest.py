@@ -157,7 +157,7 @@ class RunningCA:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # only a failing start waits this long
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ca serve exited: {self.log_text()}")

@@ -371,7 +371,7 @@ def run_gateway(config: GatewayConfig) -> Iterator[Gateway]:
     gateway = Gateway(config)
     thread = threading.Thread(target=asyncio.run, args=(gateway.serve(),), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not gateway.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the gateway did not start")
