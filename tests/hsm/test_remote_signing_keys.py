@@ -12,12 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ostiary.authority.authority import Authority
-from ostiary.authority.remote_signing import (
-    Caller,
-    RemoteSigning,
-    create_signing_key,
-    rotate_signing_key,
-)
+from ostiary.authority.remote_signing import Caller, RemoteSigning
+from ostiary.authority.signing_keys import create_signing_key, rotate_signing_key
 from ostiary.signers.pkcs11 import Pkcs11Token
 from ostiary.signers.signing_keys import (
     FileSigningKeyStore,

@@ -25,8 +25,9 @@ from cryptography import x509
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial
-from ostiary.authority.remote_signing import RemoteSigning, create_signing_key
+from ostiary.authority.remote_signing import RemoteSigning
 from ostiary.authority.signing_alerts import SigningAlerts
+from ostiary.authority.signing_keys import create_signing_key
 from ostiary.signers.signing_keys import FileSigningKeyStore
 from ostiary.store import Store, migrate
 from ostiary.tls import TLSIdentity, client_context

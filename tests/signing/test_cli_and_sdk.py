@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
-from ostiary.authority.remote_signing import rotate_signing_key
+from ostiary.authority.signing_keys import rotate_signing_key
 from ostiary.client.signing import RemoteAssertion, entra_token_endpoint
 from ostiary.core.errors import BadRequest, PolicyDenied
 from ostiary.core.jws import b64url

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from ostiary.authority.authority import Authority
-from ostiary.authority.remote_signing import DEFAULT_CALLERS, _check_audiences, validate_key_name
+from ostiary.authority.signing_keys import DEFAULT_CALLERS, check_audiences, validate_key_name
 from ostiary.core.encoding import parse_serial
 from ostiary.core.errors import AlreadyRevoked, BadRequest
 from ostiary.signers.signing_keys import SigningKeyStore, SigningKeyStores
@@ -60,7 +60,7 @@ def update_signing_key(
     validate_key_name(name)
     if change.is_empty():
         raise BadRequest("nothing to change: give --audience, --caller or --allow-digest-signing")
-    audiences = _check_audiences(change.audiences) if change.audiences is not None else None
+    audiences = check_audiences(change.audiences) if change.audiences is not None else None
     callers = _check_callers(change.callers) if change.callers is not None else None
     now = authority.clock()
     with authority.store.transaction() as session:

@@ -17,16 +17,16 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from ostiary.authority.remote_signing import (
-    create_signing_key,
-    list_signing_keys,
-    rotate_signing_key,
-    signing_key_store,
-)
+from ostiary.authority.remote_signing import signing_key_store
 from ostiary.authority.signing_key_admin import (
     SigningKeyChange,
     remove_signing_key,
     update_signing_key,
+)
+from ostiary.authority.signing_keys import (
+    create_signing_key,
+    list_signing_keys,
+    rotate_signing_key,
 )
 from ostiary.cli.console import note, out, shown
 from ostiary.cli.files import check_writable, write_file
