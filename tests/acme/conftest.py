@@ -34,8 +34,11 @@ from ostiary.authority.folder import CAMaterial
 from ostiary.core.lifetime import Lifetime
 from ostiary.provisioners import ProvisionerClaims
 from ostiary.provisioners.acme import AcmeProvisioner, add_acme_provisioner
+from ostiary.provisioners.acme_eab import NewEabKey, add_eab_key
+from ostiary.signers.sealing import Sealer
 from ostiary.store import CertificateRecord, Store, sqlite_url_for
 from tests.server.conftest import (  # noqa: F401 - fixtures re-exported
+    PASSWORD,
     Provisioners,
     ca_material,
     provisioners,
@@ -108,6 +111,29 @@ class AcmeServer:
     def client(self) -> httpx.Client:
         return self.process.client()
 
+    def renewed_from(self, certificate: x509.Certificate) -> str | None:
+        """The serial the certificate's row says it renewed (its lineage)."""
+        store = Store.from_url(self.folder.database_url)
+        try:
+            with store.transaction(read_only=True) as session:
+                return session.scalars(
+                    select(CertificateRecord.renewed_from).where(
+                        CertificateRecord.serial == f"{certificate.serial_number:x}"
+                    )
+                ).one()
+        finally:
+            store.dispose()
+
+    def eab_key(self, provisioner: str = "eab", names: tuple[str, ...] = ()) -> NewEabKey:
+        """An EAB key made as ``ca acme eab add`` makes it (sealed with the CA password)."""
+        store = Store.from_url(self.folder.database_url)
+        try:
+            return add_eab_key(
+                store, Sealer(PASSWORD), provisioner, names=names, now=datetime.now(UTC)
+            )
+        finally:
+            store.dispose()
+
     def certificate_count(self) -> int:
         store = Store.from_url(self.folder.database_url)
         try:
@@ -143,6 +169,14 @@ def add_acme_provisioners(database_url: str) -> None:
                 challenges=("http-01",),
                 orders_per_hour=2,
                 max_pending_authorizations=3,
+            ),
+            AcmeProvisioner(
+                name="eab",
+                claims=CLAIMS,
+                challenges=("http-01",),
+                profiles=("server", "client"),
+                default_profile="server",
+                require_eab=True,
             ),
             AcmeProvisioner(
                 name="clients",
