@@ -151,6 +151,7 @@ def test_certbot_registers_with_an_eab_key_once(
             key = session.get(AcmeEabKey, made.kid)
             assert key is not None
             assert key.account_id is not None
+            assert key.sealed_key == b""  # spent: its HMAC key is wiped
             assert session.get(AcmeAccount, key.account_id) is not None
     finally:
         store.dispose()

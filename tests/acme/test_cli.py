@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ostiary.core.errors import MalformedInput
+from ostiary.provisioners.acme_eab import open_eab_key
+from ostiary.signers.sealing import Sealer
+from ostiary.store import Store, sqlite_url_for
 from tests.cli.conftest import CLI, ca_dir, cli, password_file  # noqa: F401 - fixtures
 
 
@@ -111,6 +115,23 @@ def test_eab_keys_are_shown_once_listed_without_the_key_and_removed(
     assert hmac_key.encode() not in database
     assert raw not in database
     assert kid.encode() in database  # the row and its audit entry are there
+
+    # A new CA password re-seals the key: it opens with the new one, not the old one.
+    new_password = ca_dir.parent / "new-password"
+    new_password.write_text("another horse battery staple\n")
+    changed = cli.ok(
+        "ca", "password", "change", "--password-file", password_file,
+        "--new-password-file", new_password,
+    )  # fmt: skip
+    assert "1 ACME EAB keys" in changed.stderr
+    store = Store.from_url(sqlite_url_for(ca_dir / "ostiary.db"))
+    try:
+        opened = open_eab_key(store, Sealer(b"another horse battery staple"), "web", kid)
+        assert opened == raw
+        with pytest.raises(MalformedInput):
+            open_eab_key(store, Sealer(password_file.read_bytes().strip()), "web", kid)
+    finally:
+        store.dispose()
 
     cli.refused("ca", "acme", "eab", "add", "--provisioner", "nope", "--password-file",
                 password_file)  # fmt: skip

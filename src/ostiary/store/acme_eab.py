@@ -62,11 +62,13 @@ class AcmeEabRepository:
         ).first()
 
     def bind(self, kid: str, account_id: str, *, now: datetime) -> bool:
-        """Bind an unbound key to ``account_id``: True for exactly one caller."""
+        """Bind an unbound key to ``account_id``: True for exactly one caller. Its HMAC key
+        is wiped: a bound key is never verified again.
+        """
         result = self.session.execute(
             update(AcmeEabKey)
             .where(AcmeEabKey.kid == kid, AcmeEabKey.account_id.is_(None))
-            .values(account_id=account_id, bound_at=now)
+            .values(account_id=account_id, bound_at=now, sealed_key=b"")
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0)) == 1
