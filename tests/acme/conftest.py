@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import ECKey, Key
+from joserfc.jwk import ECKey, Key, OctKey
 from sqlalchemy import func, select
 
 from ostiary.authority.folder import CAMaterial
@@ -305,6 +305,23 @@ class RawClient:
         answer = self.post(self.directory["newAccount"], {"termsOfServiceAgreed": True})
         assert answer.status_code == 201, answer.text
         self.kid = answer.headers["Location"]
+
+    def register_bound(self, kid: str, hmac_key: str) -> httpx.Response:
+        """newAccount with an External Account Binding (RFC 8555 section 7.3.4), by hand."""
+        url = self.directory["newAccount"]
+        key = OctKey.import_key(base64.urlsafe_b64decode(hmac_key + "=" * (-len(hmac_key) % 4)))
+        registry = jws.JWSRegistry(algorithms=["HS256"], strict_check_header=False)
+        binding = jws.serialize_json(
+            {"protected": {"alg": "HS256", "kid": kid, "url": url}},
+            json.dumps(self.key.as_dict(private=False)).encode(),
+            key,
+            registry=registry,
+        )
+        payload = {"termsOfServiceAgreed": True, "externalAccountBinding": dict(binding)}
+        answer = self.post(url, payload)
+        if answer.status_code == 201:
+            self.kid = answer.headers["Location"]
+        return answer
 
     def on(self, other: AcmeServer) -> RawClient:
         """This account's client for another replica (one origin behind a balancer: here
