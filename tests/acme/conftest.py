@@ -27,15 +27,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import ECKey, Key
+from joserfc.jwk import ECKey, Key, OctKey
 from sqlalchemy import func, select
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.core.lifetime import Lifetime
 from ostiary.provisioners import ProvisionerClaims
 from ostiary.provisioners.acme import AcmeProvisioner, add_acme_provisioner
+from ostiary.provisioners.acme_eab import NewEabKey, add_eab_key
+from ostiary.signers.sealing import Sealer
 from ostiary.store import CertificateRecord, Store, sqlite_url_for
 from tests.server.conftest import (  # noqa: F401 - fixtures re-exported
+    PASSWORD,
     Provisioners,
     ca_material,
     provisioners,
@@ -108,6 +111,29 @@ class AcmeServer:
     def client(self) -> httpx.Client:
         return self.process.client()
 
+    def renewed_from(self, certificate: x509.Certificate) -> str | None:
+        """The serial the certificate's row says it renewed (its lineage)."""
+        store = Store.from_url(self.folder.database_url)
+        try:
+            with store.transaction(read_only=True) as session:
+                return session.scalars(
+                    select(CertificateRecord.renewed_from).where(
+                        CertificateRecord.serial == f"{certificate.serial_number:x}"
+                    )
+                ).one()
+        finally:
+            store.dispose()
+
+    def eab_key(self, provisioner: str = "eab", names: tuple[str, ...] = ()) -> NewEabKey:
+        """An EAB key made as ``ca acme eab add`` makes it (sealed with the CA password)."""
+        store = Store.from_url(self.folder.database_url)
+        try:
+            return add_eab_key(
+                store, Sealer(PASSWORD), provisioner, names=names, now=datetime.now(UTC)
+            )
+        finally:
+            store.dispose()
+
     def certificate_count(self) -> int:
         store = Store.from_url(self.folder.database_url)
         try:
@@ -143,6 +169,14 @@ def add_acme_provisioners(database_url: str) -> None:
                 challenges=("http-01",),
                 orders_per_hour=2,
                 max_pending_authorizations=3,
+            ),
+            AcmeProvisioner(
+                name="eab",
+                claims=CLAIMS,
+                challenges=("http-01",),
+                profiles=("server", "client"),
+                default_profile="server",
+                require_eab=True,
             ),
             AcmeProvisioner(
                 name="clients",
@@ -271,6 +305,23 @@ class RawClient:
         answer = self.post(self.directory["newAccount"], {"termsOfServiceAgreed": True})
         assert answer.status_code == 201, answer.text
         self.kid = answer.headers["Location"]
+
+    def register_bound(self, kid: str, hmac_key: str) -> httpx.Response:
+        """newAccount with an External Account Binding (RFC 8555 section 7.3.4), by hand."""
+        url = self.directory["newAccount"]
+        key = OctKey.import_key(base64.urlsafe_b64decode(hmac_key + "=" * (-len(hmac_key) % 4)))
+        registry = jws.JWSRegistry(algorithms=["HS256"], strict_check_header=False)
+        binding = jws.serialize_json(
+            {"protected": {"alg": "HS256", "kid": kid, "url": url}},
+            json.dumps(self.key.as_dict(private=False)).encode(),
+            key,
+            registry=registry,
+        )
+        payload = {"termsOfServiceAgreed": True, "externalAccountBinding": dict(binding)}
+        answer = self.post(url, payload)
+        if answer.status_code == 201:
+            self.kid = answer.headers["Location"]
+        return answer
 
     def on(self, other: AcmeServer) -> RawClient:
         """This account's client for another replica (one origin behind a balancer: here

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from sqlalchemy import select
 
-from ostiary.store import AcmeAccount, CertificateRecord, Store
+from ostiary.store import AcmeAccount, AcmeEabKey, CertificateRecord, Store
 from tests.acme.conftest import AcmeServer
 from tests.conftest import require_tool
 
@@ -18,16 +18,17 @@ pytestmark = pytest.mark.slow
 
 
 class Certbot:
-    def __init__(self, server: AcmeServer, home: Path) -> None:
+    def __init__(self, server: AcmeServer, home: Path, provisioner: str = "acme") -> None:
         self.binary = require_tool("certbot")
         self.server = server
         self.home = home
+        self.provisioner = provisioner
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [
             self.binary,
             "--server",
-            self.server.directory(),
+            self.server.directory(self.provisioner),
             "--config-dir",
             str(self.home / "etc"),
             "--work-dir",
@@ -135,3 +136,26 @@ def test_certbot_issues_renews_revokes_and_unregisters(
         check=False,
     )
     assert refused.returncode != 0
+
+
+def test_certbot_registers_with_an_eab_key_once(
+    own_acme_server: AcmeServer, tmp_path: Path
+) -> None:
+    made = own_acme_server.eab_key()
+    eab = ("--eab-kid", made.kid, "--eab-hmac-key", made.hmac_key)
+    register = ("register", "--agree-tos", "-m", "ops@example.com", "--no-eff-email")
+    Certbot(own_acme_server, tmp_path / "first", "eab").run(*register, *eab)
+    store = Store.from_url(own_acme_server.folder.database_url)
+    try:
+        with store.transaction(read_only=True) as session:
+            key = session.get(AcmeEabKey, made.kid)
+            assert key is not None
+            assert key.account_id is not None
+            assert key.sealed_key == b""  # spent: its HMAC key is wiped
+            assert session.get(AcmeAccount, key.account_id) is not None
+    finally:
+        store.dispose()
+    # The key is spent: another certbot (another account key) is refused with it.
+    second = Certbot(own_acme_server, tmp_path / "second", "eab").run(*register, *eab, check=False)
+    assert second.returncode != 0
+    assert "bound" in second.stdout + second.stderr

@@ -18,11 +18,13 @@ from tests.conftest import require_tool
 pytestmark = pytest.mark.slow
 
 
-def lego(server: AcmeServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def lego(
+    server: AcmeServer, home: Path, *args: str, provisioner: str = "acme"
+) -> subprocess.CompletedProcess[str]:
     command = [
         require_tool("lego"),
         "--server",
-        server.directory(),
+        server.directory(provisioner),
         "--path",
         str(home),
         "--accept-tos",
@@ -69,3 +71,16 @@ def test_lego_issues_with_http01_and_with_its_own_csr_and_revokes(
     lego(own_acme_server, home, "-d", "localhost", "revoke", "--reason", "1")
     assert status_of(own_acme_server, issued) == "revoked"
     assert status_of(own_acme_server, own) == "valid"
+
+
+def test_lego_registers_with_an_eab_key_and_orders_within_its_names(
+    own_acme_server: AcmeServer, tmp_path: Path
+) -> None:
+    made = own_acme_server.eab_key(names=("localhost",))
+    eab = ("--eab", "--kid", made.kid, "--hmac", made.hmac_key)
+    home = tmp_path / "lego-eab"
+    lego(own_acme_server, home, *eab, "-d", "localhost", "run", provisioner="eab")
+    issued = x509.load_pem_x509_certificates(
+        (home / "certificates" / "localhost.crt").read_bytes()
+    )[0]
+    assert status_of(own_acme_server, issued) == "valid"

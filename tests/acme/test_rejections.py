@@ -325,3 +325,24 @@ def test_a_provisioner_name_outside_ascii_gets_a_problem_not_a_dropped_connectio
             assert answer.headers["content-type"] == "application/problem+json"
             assert answer.headers["link"].isascii()
             assert 'rel="index"' in answer.headers["link"]
+
+
+@pytest.mark.parametrize(
+    ("validity", "rule"),
+    [
+        pytest.param({"notBefore": "2099-01-01T00:00:00Z"}, "notBefore", id="fail/future"),
+        pytest.param({"notAfter": "2099-01-01T00:00:00Z"}, "notAfter", id="fail/beyond-claims"),
+        pytest.param({"notAfter": "2000-01-01T00:00:00Z"}, "notAfter", id="fail/in-the-past"),
+        pytest.param({"notAfter": "tomorrow"}, "notAfter", id="fail/not-rfc3339"),
+    ],
+)  # fmt: skip
+def test_an_order_validity_outside_the_claims_is_refused_before_anything_is_stored(
+    raw: RawClient, validity: dict[str, str], rule: str
+) -> None:
+    identifiers = [{"type": "dns", "value": "localhost"}]
+    answer = raw.post(raw.directory["newOrder"], {"identifiers": identifiers, **validity})
+    assert problem_type(answer) == "malformed"
+    assert rule in answer.json()["detail"]
+    # Nothing was stored: the account has no orders.
+    account = raw.post(str(raw.kid), None).json()
+    assert raw.post(account["orders"], None).json()["orders"] == []

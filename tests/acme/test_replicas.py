@@ -63,6 +63,19 @@ def test_nonces_and_orders_cross_replicas(
             # A second finalize (on A) finds the order done.
             twice = on_a.post(str(order["finalize"]), {"csr": b64url(csr_der(["localhost"], key))})
             assert problem_type(twice) == "orderNotReady"
+
+            # An EAB key bound on A is spent for B too.
+            made = a.eab_key()
+            bound = RawClient(a, "eab")
+            second = RawClient(type(a)(b_process, a.folder, a.root_file, a.http_port), "eab")
+            try:
+                assert bound.register_bound(made.kid, made.hmac_key).status_code == 201
+                assert problem_type(second.register_bound(made.kid, made.hmac_key)) == (
+                    "unauthorized"
+                )
+            finally:
+                bound.close()
+                second.close()
         finally:
             on_a.close()
             on_b.close()

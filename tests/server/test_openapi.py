@@ -50,6 +50,7 @@ DOCUMENTED = {
     ("get", "/ssh/krl"),
     ("get", "/ssh/status/{cert_type}/{serial}"),
     ("get", "/acme/{provisioner}/directory"),
+    ("get", "/acme/{provisioner}/renewal-info/{cert_id}"),
     ("get", "/acme/{provisioner}/new-nonce"),
     ("head", "/acme/{provisioner}/new-nonce"),
     ("post", "/acme/{provisioner}/new-account"),

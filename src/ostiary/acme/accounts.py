@@ -28,6 +28,7 @@ from ostiary.acme.jws import (
     thumbprint,
 )
 from ostiary.acme.resources import Answer, Urls, account_json
+from ostiary.provisioners.acme_eab import bind_eab_key
 from ostiary.store import AcmeAccount, AcmeRepository, AuditLog, Store
 from ostiary.store.acme import new_id
 
@@ -139,11 +140,14 @@ def new_account(
     *,
     now: datetime,
     admit: Callable[[], None] = lambda: None,
+    external_account: Callable[[Any], str | None] = lambda _binding: None,
 ) -> Answer:
     """The newAccount resource (section 7.3): the existing account of this key, or a new one.
 
     ``admit`` is called before an account is made (the per-address limit); it raises to
-    refuse.
+    refuse. ``external_account`` is then given the payload's ``externalAccountBinding``
+    (section 7.3.4) and returns the id of the verified key to bind, or None; the key is
+    spent in the transaction that makes the account.
     """
     payload = auth.payload or {}
     key_id = thumbprint(auth.key)
@@ -160,6 +164,7 @@ def new_account(
         raise AcmeProblem("accountDoesNotExist", "no account has this key")
     contacts = check_contacts(payload.get("contact"))
     admit()
+    eab_kid = external_account(payload.get("externalAccountBinding"))
     account = AcmeAccount(
         id=new_id(),
         provisioner=provisioner,
@@ -173,12 +178,14 @@ def new_account(
         with store.transaction() as session:
             session.add(account)
             session.flush()
+            if eab_kid is not None:
+                bind_eab_key(session, eab_kid, account.id, now=now)
             AuditLog(session).append(
                 "acme.account.created",
                 at=now,
                 actor=f"acme:{account.id}",
                 target=provisioner,
-                details={"account": account.id, "thumbprint": key_id},
+                details={"account": account.id, "thumbprint": key_id, "eab_kid": eab_kid},
             )
             body = account_json(urls, account)
     except IntegrityError:  # the same key registered on another replica just now

@@ -23,13 +23,21 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy.orm import Session
 
 from ostiary.acme.accounts import Authenticated
 from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
+from ostiary.acme.renewal_info import already_replaced, check_replaces, replaced_serial
 from ostiary.acme.resources import Answer, Urls, order_json, order_status
 from ostiary.acme.validation import VALIDATORS
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import BadRequest, OstiaryError, TooManyRequests
+from ostiary.core.errors import (
+    BadRequest,
+    NameNotAuthorized,
+    OstiaryError,
+    Superseded,
+    TooManyRequests,
+)
 from ostiary.core.names import (
     PERMANENT_IDENTIFIER_OID,
     canonical_general_name,
@@ -40,6 +48,7 @@ from ostiary.core.names import (
 )
 from ostiary.core.profiles import get_profile
 from ostiary.provisioners.acme import AcmeProvisioner, general_name_of
+from ostiary.provisioners.acme_eab import check_account_names
 from ostiary.store import (
     AcmeAuthorization,
     AcmeChallenge,
@@ -97,6 +106,14 @@ def new_order(
         get_profile(profile).check_names(list(authorization.names))
     except BadRequest as exc:
         raise AcmeProblem("rejectedIdentifier", exc.detail) from None
+    replaces = check_replaces(
+        authority.store,
+        provisioner.name,
+        auth.account_id,
+        payload.get("replaces"),
+        identifiers,
+        now=now,
+    )
     order = AcmeOrder(
         id=new_id(),
         account_id=auth.account_id,
@@ -110,9 +127,11 @@ def new_order(
         created_at=now,
         error=None,
         serial=None,
+        replaces=replaces,
     )
     authorizations: list[AcmeAuthorization] = []
     with authority.store.transaction() as session:
+        _check_external_account_names(session, auth.account_id, authorization.names)
         _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
         session.add(order)
         session.flush()
@@ -148,6 +167,20 @@ def new_order(
         session.flush()
         body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
+
+
+def _check_external_account_names(
+    session: Session, account_id: str, names: Sequence[x509.GeneralName]
+) -> None:
+    """The names an account bound with a narrowed EAB key may order (section 7.3.4)."""
+    try:
+        check_account_names(session, account_id, names)
+    except NameNotAuthorized as exc:
+        raise AcmeProblem(
+            "rejectedIdentifier",
+            f"{exc.data.get('name', 'a name')} is outside the names this account's external "
+            "account key allows",
+        ) from None
 
 
 def _check_limits(
@@ -324,18 +357,22 @@ def finalize(
             raise AcmeProblem(
                 "orderNotReady", "the order is being finalized already", status=HTTPStatus.FORBIDDEN
             )
+    renewed_from = replaced_serial(order.replaces) if order.replaces is not None else None
     try:
         certificate = authority.issue(
             csr,
             authorization,
             actor=f"acme:{auth.account_id}",
             details={"acme_order": order.id},
+            renewed_from=renewed_from,
         )
-    except OstiaryError:
+    except OstiaryError as exc:
         with authority.store.transaction() as session:
             AcmeRepository(session).set_order_status(
                 order.id, status="ready", expected="processing"
             )
+        if isinstance(exc, Superseded):  # another order replaced it first (any replica)
+            raise already_replaced(exc.detail) from None
         raise
     with authority.store.transaction() as session:
         row = AcmeRepository(session).order(order.id, provisioner=provisioner.name)

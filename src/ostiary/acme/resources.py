@@ -80,6 +80,8 @@ def order_json(
         body["notBefore"] = rfc3339(order.not_before)
     if order.not_after is not None:
         body["notAfter"] = rfc3339(order.not_after)
+    if order.replaces is not None:
+        body["replaces"] = order.replaces  # RFC 9773 section 5
     if order.error is not None:
         body["error"] = order.error
     if order.serial is not None and order.status == "valid":

@@ -33,19 +33,17 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ostiary.authority.folder import CAPaths
 from ostiary.config import CONFIG_FILE, dump_config, load_config
 from ostiary.core.errors import BadRequest, Conflict, WrongPassword
+from ostiary.signers.sealing import derive_sealing_key
 from ostiary.store import AuditLog, Store, load_snapshot, migrate, snapshot_database
 from ostiary.store.database import sqlite_url_for
 
 MAGIC = b"OSTIARY-BACKUP-1\n"
 _SALT, _CHECK, _NONCE = 16, 32, 12
 _HEADER = len(MAGIC) + _SALT + _CHECK + _NONCE
-#: scrypt cost: 2**15 x 8 x 128 bytes = 32 MiB of memory per guess.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 MANIFEST = "manifest.json"
 DATABASE = "database.sqlite"
 #: Folders of the CA folder copied whole (keys stay encrypted as they are on disk).
@@ -153,7 +151,7 @@ def open_sealed(sealed: bytes, password: bytes) -> bytes:
 
 
 def _derive(password: bytes, salt: bytes) -> tuple[bytes, bytes]:
-    derived = Scrypt(salt=salt, length=64, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P).derive(password)
+    derived = derive_sealing_key(password, salt, length=64)
     return derived[:32], derived[32:]
 
 

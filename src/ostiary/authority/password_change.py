@@ -1,12 +1,14 @@
 """Changing the CA password: every key it seals, re-encrypted, and never half a CA.
 
 The CA password seals the key files under ``secrets/`` (root, intermediate, remote-signing
-keys) and the private keys of ``jwk`` provisioners, kept in the database. A change:
+keys), and in the database the private keys of ``jwk`` provisioners and the HMAC keys of
+unbound ACME External Account Binding keys. A change:
 
 1. opens every one of them with the old password (a wrong one changes nothing);
 2. writes each key file anew as ``NAME.key.new`` under the new password, and opens it again
    to check it holds the same key (the old files stay until then);
-3. re-seals the provisioner keys in one database transaction, with an audit entry;
+3. re-seals the provisioner keys and EAB keys in one database transaction, with an audit
+   entry;
 4. moves each ``.new`` file over its original (one atomic rename per file).
 
 A crash between two steps leaves every single file whole, each sealed by the old or by the new
@@ -25,9 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ostiary.authority.folder import CAPaths
-from ostiary.core.errors import BadRequest, WrongPassword
+from ostiary.core.errors import BadRequest, MalformedInput, WrongPassword
 from ostiary.signers.files import decrypt_private_key_pem, encrypt_private_key_pem
-from ostiary.store import AuditLog, ProvisionerRepository, Store
+from ostiary.signers.sealing import Sealer
+from ostiary.store import AcmeEabKey, AcmeEabRepository, AuditLog, ProvisionerRepository, Store
 
 NEW_SUFFIX = ".new"
 #: The config field in which a provisioner keeps a private key sealed by the CA password.
@@ -40,6 +43,7 @@ class PasswordChange:
 
     key_files: tuple[str, ...]
     provisioners: tuple[str, ...]
+    eab_keys: tuple[str, ...] = ()
 
 
 def change_password(
@@ -53,11 +57,12 @@ def change_password(
         for path in sorted((paths.root / "secrets").rglob("*.key"))
     }
     provisioner_keys = _open_provisioner_keys(store, old, new)
+    eab_keys = _open_eab_keys(store, old, new)
     to_write = {path: key for path, key in files.items() if key is not None}
     try:
         for path, key in to_write.items():
             _write_checked(_new_file(path), key, new)
-        _reseal_provisioners(store, provisioner_keys, new, now=now, actor=actor)
+        _reseal_provisioners(store, provisioner_keys, eab_keys, new, now=now, actor=actor)
     except BaseException:
         for path in to_write:
             _new_file(path).unlink(missing_ok=True)
@@ -68,6 +73,7 @@ def change_password(
     return PasswordChange(
         key_files=tuple(str(p.relative_to(paths.root)) for p in to_write),
         provisioners=tuple(provisioner_keys),
+        eab_keys=tuple(eab_keys),
     )
 
 
@@ -116,8 +122,38 @@ def _open_provisioner_keys(store: Store, old: bytes, new: bytes) -> dict[str, Pr
     return keys
 
 
+def _open_eab_keys(store: Store, old: bytes, new: bytes) -> dict[str, bytes]:
+    """The HMAC keys of unbound EAB keys still sealed by ``old``, by key id (a bound key's
+    HMAC key is wiped when it binds: it is never verified again).
+    """
+    keys: dict[str, bytes] = {}
+    with store.transaction(read_only=True) as session:
+        for row in AcmeEabRepository(session).of_provisioner(None):
+            if row.account_id is not None or not row.sealed_key:
+                continue
+            associated = row.kid.encode("ascii")
+            try:
+                keys[row.kid] = Sealer(old).open(row.sealed_key, associated=associated)
+                continue
+            except MalformedInput:
+                pass
+            try:
+                Sealer(new).open(row.sealed_key, associated=associated)
+            except MalformedInput:
+                raise WrongPassword(
+                    f"wrong password: it does not open EAB key {row.kid}; nothing changed"
+                ) from None
+    return keys
+
+
 def _reseal_provisioners(
-    store: Store, keys: dict[str, PrivateKeyTypes], new: bytes, *, now: datetime, actor: str
+    store: Store,
+    keys: dict[str, PrivateKeyTypes],
+    eab_keys: dict[str, bytes],
+    new: bytes,
+    *,
+    now: datetime,
+    actor: str,
 ) -> None:
     with store.transaction() as session:
         repository = ProvisionerRepository(session)
@@ -125,8 +161,16 @@ def _reseal_provisioners(
             record = repository.get(name)
             encrypted = encrypt_private_key_pem(key, new).decode("ascii")
             repository.update(name, config={**record.config, SEALED_KEY: encrypted}, now=now)
+        sealer = Sealer(new)
+        for kid, hmac_key in eab_keys.items():
+            row = session.get(AcmeEabKey, kid)
+            if row is not None:
+                row.sealed_key = sealer.seal(hmac_key, associated=kid.encode("ascii"))
         AuditLog(session).append(
-            "ca.password_changed", at=now, actor=actor, details={"provisioners": sorted(keys)}
+            "ca.password_changed",
+            at=now,
+            actor=actor,
+            details={"provisioners": sorted(keys), "eab_keys": sorted(eab_keys)},
         )
 
 

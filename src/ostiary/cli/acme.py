@@ -6,8 +6,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ostiary.cli.acme_keys import eab_app, renew_early
 from ostiary.cli.console import note
 from ostiary.cli.files import read_input
 from ostiary.core.encoding import load_certificate_chain
@@ -40,6 +42,7 @@ def add_acme(
     attestation_formats: str | None,
     orders_per_hour: int | None,
     max_pending_authorizations: int | None,
+    require_eab: bool,
     policy_oids: list[str] | None,
     now: datetime,
     actor: str,
@@ -72,6 +75,7 @@ def add_acme(
         policy_oid=policy_oids[0] if policy_oids else None,
         orders_per_hour=orders_per_hour or DEFAULT_ORDERS_PER_HOUR,
         max_pending_authorizations=max_pending_authorizations or DEFAULT_PENDING_AUTHORIZATIONS,
+        require_eab=require_eab,
     )
     add_acme_provisioner(store, provisioner, now=now, ca_claims=ca_claims, actor=actor)
     note(f"Added provisioner '{name}' (type {ACME_TYPE})")
@@ -83,4 +87,13 @@ def add_acme(
     )
     if claims.allowed_names:
         note(f"  names: {', '.join(claims.allowed_names)}")
+    if require_eab:
+        note(f"  accounts need an EAB key: ostiary ca acme eab add --provisioner {name}")
     note(f"  directory: https://<ca server>/acme/{name}/directory")
+
+
+acme_app = typer.Typer(
+    help="ACME: External Account Binding keys and renewal windows.", no_args_is_help=True
+)
+acme_app.add_typer(eab_app, name="eab")
+acme_app.command("renew-early")(renew_early)

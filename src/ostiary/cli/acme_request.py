@@ -71,6 +71,7 @@ def request_over_acme(
 ) -> None:
     """Make the key, order, answer http-01, and write the certificate chain and the key."""
     from ostiary.client.acme_order import AcmeOrder, ExternalAccount, order_certificate
+    from ostiary.client.acme_renewal import AcmeEnrollment, enrollment_file
 
     if (eab_kid is None) != (eab_hmac_file is None):
         raise BadRequest("External Account Binding needs both --eab-kid and --eab-hmac-file")
@@ -89,11 +90,19 @@ def request_over_acme(
         http01_port=http01_port,
     )
     key = generate_private_key(key_type)
-    chain = order_certificate(order, build_csr(subject, names, key))
+    ordered = order_certificate(order, build_csr(subject, names, key))
+    chain = ordered.chain
     write_file(key_file, dump_private_key(key, None), private=True)
-    write_file(crt, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    write_file(crt, chain_pem(chain))
+    enrollment = enrollment_file(crt)
+    write_file(enrollment, AcmeEnrollment(order, ordered.account).dump_json(), private=True)
     note(f"Issued serial {chain[0].serial_number:x} to {chain[0].subject.rfc4514_string()}")
     note(f"Wrote {crt} and key {key_file}")
+    note(f"Wrote {enrollment} (the ACME account): 'ostiary cert renew' renews over ACME")
+
+
+def chain_pem(chain: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
 
 
 __all__ = [
@@ -103,5 +112,6 @@ __all__ = [
     "EabKid",
     "Http01Address",
     "Http01Port",
+    "chain_pem",
     "request_over_acme",
 ]

@@ -392,3 +392,7 @@ app.add_typer(_ssh_app, name="ssh")
 from ostiary.cli.scep import scep_app as _scep_app  # noqa: E402 - SCEP challenges
 
 app.add_typer(_scep_app, name="scep")
+
+from ostiary.cli.acme import acme_app as _acme_app  # noqa: E402 - EAB keys, renew-early
+
+app.add_typer(_acme_app, name="acme")

@@ -57,6 +57,7 @@ def change(
                 opened.paths, opened.store, old, new, now=datetime.now(UTC), actor="cli"
             )
     note(
-        f"Password changed: {len(changed.key_files)} key files and "
-        f"{len(changed.provisioners)} provisioner keys re-encrypted"
+        f"Password changed: {len(changed.key_files)} key files, "
+        f"{len(changed.provisioners)} provisioner keys and {len(changed.eab_keys)} ACME EAB "
+        "keys re-encrypted"
     )

@@ -122,6 +122,7 @@ def add(
     attestation_formats: opt.AttestationFormats = None,
     orders_per_hour: opt.OrdersPerHour = None,
     max_pending_authorizations: opt.MaxPendingAuthorizations = None,
+    require_eab: opt.RequireEab = None,
     challenge: Challenge = None,
     require_approval: RequireApproval = False,
     directory: CADir = None,
@@ -144,11 +145,13 @@ def add(
         attestation_formats,
         orders_per_hour,
         max_pending_authorizations,
+        require_eab,
     )
     if type_ != ACME_TYPE and any(v is not None for v in acme_only):
         raise BadRequest(
             "--challenges, --profiles, --default-profile, --attestation-formats, "
-            "--orders-per-hour and --max-pending-authorizations are for acme provisioners"
+            "--orders-per-hour, --max-pending-authorizations and --require-eab are for acme "
+            "provisioners"
         )
     minimum = parse_duration(min_lifetime) if min_lifetime else None
     default = parse_duration(default_lifetime) if default_lifetime else None
@@ -185,6 +188,7 @@ def add(
                 attestation_formats=attestation_formats,
                 orders_per_hour=orders_per_hour,
                 max_pending_authorizations=max_pending_authorizations,
+                require_eab=bool(require_eab),
                 policy_oids=policy_oid,
                 now=_now(),
                 actor=_ACTOR,

@@ -232,6 +232,14 @@ OrdersPerHour = Annotated[
         show_default=False,
     ),
 ]
+RequireEab = Annotated[
+    bool | None,
+    typer.Option(
+        "--require-eab",
+        help="acme: newAccount must carry an External Account Binding ('ostiary ca acme eab add').",
+        show_default=False,
+    ),
+]
 MaxPendingAuthorizations = Annotated[
     int | None,
     typer.Option(

@@ -28,9 +28,11 @@ from ostiary.cli.holder import (
 )
 from ostiary.cli.secrets import read_password_file
 from ostiary.cli.tpm import TpmPinFile, TpmTcti
-from ostiary.client.api import Via
+from ostiary.client.acme_renewal import enrollment_file
+from ostiary.client.api import OstiaryClient, Via
 from ostiary.client.renewal import (
     Backoff,
+    DueRule,
     RenewalDaemon,
     RenewalPolicy,
     Waker,
@@ -137,29 +139,46 @@ def renew(
     files = HolderFiles(crt, key_file, tcti=tcti, pin_file=pin_file)
     files.load()
     p12_output = _p12_output(p12, password_file, compat)
+    over_acme = enrollment_file(crt).exists()
     renewer = FileRenewer(
         files,
-        ca_connector(ca_url, root),
+        _acme_only if over_acme else ca_connector(ca_url, root),
         log=_prefixed(crt.name),
         via=_via(via_mtls),
         rekey=rekey,
         p12=p12_output,
         hook=exec_command,
     )
+    renewer, rule = _over_acme_if_enrolled(renewer, policy)
     if daemon:
-        _run_daemon(renewer, policy, backoff, renew_now=force)
+        _run_daemon(renewer, rule, backoff, renew_now=force)
         return
     certificate = files.load_certificate()
-    if not force and not policy.needs_renewal(certificate, now=datetime.now(UTC)):
+    if not force and not rule.needs_renewal(certificate, now=datetime.now(UTC)):
         renewer.refresh_p12()
-        due = timestamp(policy.certificate_due_at(certificate))
-        note(f"{crt} is not due for renewal until {due} ({policy.describe()}); --force renews now")
+        due = timestamp(rule.certificate_due_at(certificate))
+        note(f"{crt} is not due for renewal until {due} ({rule.describe()}); --force renews now")
         return
     renewer.renew()
 
 
+def _acme_only() -> OstiaryClient:
+    raise BadRequest("this certificate renews over ACME (CRT.acme.json), not through the CA's API")
+
+
+def _over_acme_if_enrolled(
+    renewer: FileRenewer, policy: RenewalPolicy
+) -> tuple[FileRenewer, DueRule]:
+    """A certificate ``cert request --acme`` enrolled renews over ACME (docs/acme.md)."""
+    if not enrollment_file(renewer.files.certificate).exists():
+        return renewer, policy
+    from ostiary.cli.acme_renew import acme_renewer
+
+    return acme_renewer(renewer, policy)
+
+
 def _run_daemon(
-    renewer: FileRenewer, policy: RenewalPolicy, backoff: Backoff, *, renew_now: bool
+    renewer: FileRenewer, policy: DueRule, backoff: Backoff, *, renew_now: bool
 ) -> None:
     renewer.refresh_p12()
     waker = Waker()
@@ -209,12 +228,13 @@ def renew_all(
     """
     policy = parse_renewal_policy(expires_in, renew_at)
     password = read_password_file(password_file) if password_file else None
-    connect = ca_connector(ca_url, root)
     now = datetime.now(UTC)
     counts = {"renewed": 0, "not due": 0, "failed": 0}
     found = find_holder_files(
         folder, log=log_line, pin_file=tpm_pin_file, pin_option="--tpm-pin-file"
     )
+    over_acme = bool(found) and all(enrollment_file(f.certificate).exists() for f in found)
+    connect = _acme_only if over_acme else ca_connector(ca_url, root)
     for files in found:
         renewer = FileRenewer(
             files,
@@ -227,12 +247,13 @@ def renew_all(
             hook=exec_command,
         )
         try:
+            renewer, rule = _over_acme_if_enrolled(renewer, policy)
             certificate = files.load_certificate()
-            if policy.needs_renewal(certificate, now=now):
+            if rule.needs_renewal(certificate, now=now):
                 renewer.renew()
                 counts["renewed"] += 1
             else:
-                due = timestamp(policy.certificate_due_at(certificate))
+                due = timestamp(rule.certificate_due_at(certificate))
                 renewer.log(f"not due until {due}")
                 renewer.refresh_p12()
                 counts["not due"] += 1

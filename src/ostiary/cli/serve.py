@@ -96,6 +96,7 @@ def serve(
         with_url,
     )
     from ostiary.server.workers import run_workers
+    from ostiary.signers.sealing import Sealer
 
     validation = ValidationSettings(
         http_port=acme_http_port,
@@ -130,6 +131,8 @@ def serve(
             ssh=open_ssh_authority(authority, ca.password),
             # SCEP (docs/mdm.md): the RA keys are sealed with the CA password too.
             scep=ScepResponder(authority, context.ca, ca.password),
+            # ACME External Account Binding keys are sealed with it as well.
+            sealer=Sealer(ca.password),
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from acme import challenges, client, errors, messages, standalone
+from acme import challenges, client, crypto_util, errors, messages, standalone
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.json_util import field as json_field
 from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
@@ -66,38 +67,131 @@ class AcmeOrder:
     timeout: float = 90.0
 
 
+@dataclass(frozen=True)
+class AcmeAccountKey:
+    """An ACME account: its key and its URL, kept to renew over the same account."""
+
+    private_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    url: str
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """An order's result: the certificate chain, and the account that ordered it."""
+
+    chain: list[x509.Certificate]
+    account: AcmeAccountKey
+
+
+class _ReplacingOrder(messages.NewOrder):
+    """newOrder with RFC 9773 ``replaces`` (the library's ``new_order`` does not send it)."""
+
+    replaces: str = json_field("replaces", omitempty=True)
+
+
 def order_certificate(
-    order: AcmeOrder, csr: x509.CertificateSigningRequest
-) -> list[x509.Certificate]:
-    """The issued certificate and its chain for ``csr`` (see the module docstring)."""
-    account_key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    # requests takes a CA bundle path where the library's annotation says bool.
-    verify: Any = str(order.root_file) if order.root_file is not None else True
-    network = client.ClientNetwork(account_key, alg=ES256, verify_ssl=verify, user_agent=USER_AGENT)
+    order: AcmeOrder,
+    csr: x509.CertificateSigningRequest,
+    *,
+    account: AcmeAccountKey | None = None,
+    replaces: str | None = None,
+) -> Ordered:
+    """The issued certificate and its chain for ``csr`` (see the module docstring).
+
+    With ``account`` the order is placed by that existing account (a renewal); ``replaces``
+    is the RFC 9773 certID of the certificate it renews.
+    """
+    private_key = account.private_key if account else ec.generate_private_key(ec.SECP256R1())
+    account_key = JWKEC(key=private_key)
+    network = _network(order, account_key)
     with _acme_errors(order.directory_url):
         directory = client.ClientV2.get_directory(order.directory_url, network)
         acme = client.ClientV2(directory, net=network)
-        binding = None
-        if order.external_account is not None:
-            binding = messages.ExternalAccountBinding.from_data(
-                account_public_key=account_key.public_key(),
-                kid=order.external_account.kid,
-                hmac_key=order.external_account.hmac_key,
-                directory=directory,
-            )
-        acme.new_account(
-            messages.NewRegistration.from_data(
-                terms_of_service_agreed=True, external_account_binding=binding
-            )
-        )
+        if account is None:
+            url = _new_account(acme, order, account_key, directory)
+        else:
+            url = account.url
+            network.account = messages.RegistrationResource(body=messages.Registration(), uri=url)
         csr_pem = csr.public_bytes(serialization.Encoding.PEM)
-        placed = acme.new_order(csr_pem, profile=order.profile)
+        placed = _new_order(acme, csr, csr_pem, order.profile, replaces)
         deadline = datetime.now() + timedelta(seconds=order.timeout)
         with _http01_responder(order, placed, account_key) as answers:
             for challenge, response in answers:
                 acme.answer_challenge(challenge, response)
             finished = acme.poll_and_finalize(placed, deadline=deadline)
-    return x509.load_pem_x509_certificates(finished.fullchain_pem.encode("ascii"))
+    chain = x509.load_pem_x509_certificates(finished.fullchain_pem.encode("ascii"))
+    return Ordered(chain, AcmeAccountKey(private_key, url))
+
+
+def fetch_renewal_window(
+    order: AcmeOrder, certificate: x509.Certificate, cert_id: str
+) -> tuple[datetime, datetime] | None:
+    """The RFC 9773 suggested window of ``certificate``; None if the directory has no
+    ``renewalInfo``. Unsigned GETs: no account needed.
+    """
+    network = _network(order, JWKEC(key=ec.generate_private_key(ec.SECP256R1())))
+    with _acme_errors(order.directory_url):
+        directory = client.ClientV2.get_directory(order.directory_url, network)
+        base = directory.to_partial_json().get("renewalInfo")
+        if not isinstance(base, str):
+            return None
+        answer = network.get(f"{base.rstrip('/')}/{cert_id}", content_type="application/json")
+        info = messages.RenewalInfo.from_json(answer.json())
+    window = info.suggested_window
+    return window.start, window.end
+
+
+def _network(order: AcmeOrder, account_key: JWK) -> client.ClientNetwork:
+    # requests takes a CA bundle path where the library's annotation says bool.
+    verify: Any = str(order.root_file) if order.root_file is not None else True
+    return client.ClientNetwork(account_key, alg=ES256, verify_ssl=verify, user_agent=USER_AGENT)
+
+
+def _new_account(
+    acme: client.ClientV2, order: AcmeOrder, account_key: JWK, directory: messages.Directory
+) -> str:
+    binding = None
+    if order.external_account is not None:
+        binding = messages.ExternalAccountBinding.from_data(
+            account_public_key=account_key.public_key(),
+            kid=order.external_account.kid,
+            hmac_key=order.external_account.hmac_key,
+            directory=directory,
+        )
+    registered = acme.new_account(
+        messages.NewRegistration.from_data(
+            terms_of_service_agreed=True, external_account_binding=binding
+        )
+    )
+    return str(registered.uri)
+
+
+def _new_order(
+    acme: client.ClientV2,
+    csr: x509.CertificateSigningRequest,
+    csr_pem: bytes,
+    profile: str | None,
+    replaces: str | None,
+) -> messages.OrderResource:
+    if replaces is None:
+        return acme.new_order(csr_pem, profile=profile)
+    dns_names, addresses = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+    identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
+    identifiers += [
+        messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(a)) for a in addresses
+    ]
+    request = _ReplacingOrder(identifiers=identifiers, profile=profile or "", replaces=replaces)
+    answer = acme._post(acme.directory["newOrder"], request)
+    body = messages.Order.from_json(answer.json())
+    authorizations = [
+        acme._authzr_from_response(acme._post_as_get(url), uri=url) for url in body.authorizations
+    ]
+    return messages.OrderResource(
+        body=body,
+        uri=answer.headers.get("Location"),
+        authorizations=authorizations,
+        csr_pem=csr_pem,
+    )
 
 
 @contextmanager
@@ -167,4 +261,11 @@ def _failed(exc: errors.ValidationError) -> str:
     return "a challenge failed"
 
 
-__all__ = ["AcmeOrder", "ExternalAccount", "order_certificate"]
+__all__ = [
+    "AcmeAccountKey",
+    "AcmeOrder",
+    "ExternalAccount",
+    "Ordered",
+    "fetch_renewal_window",
+    "order_certificate",
+]

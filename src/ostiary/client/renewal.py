@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -49,6 +50,18 @@ def jitter_draw(certificate: x509.Certificate) -> float:
     """A number in [0, 1) fixed for ``certificate`` (from its SHA-256 fingerprint)."""
     digest = certificate.fingerprint(hashes.SHA256())
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class DueRule(Protocol):
+    """When a certificate is due: a :class:`RenewalPolicy`, or one that also asks the CA
+    (:class:`~ostiary.client.acme_renewal.FollowRenewalInfo`).
+    """
+
+    def certificate_due_at(self, certificate: x509.Certificate) -> datetime: ...
+
+    def needs_renewal(self, certificate: x509.Certificate, *, now: datetime) -> bool: ...
+
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -229,7 +242,7 @@ class RenewalDaemon:
 
     current: Callable[[], x509.Certificate]
     renew: Callable[[], x509.Certificate]
-    policy: RenewalPolicy
+    policy: DueRule
     log: Log
     waker: Waker = field(default_factory=Waker)
     clock: Clock = utc_now

@@ -108,6 +108,17 @@ def serial_hex(serial_number: int) -> str:
     return f"{serial_number:x}"
 
 
+def ari_cert_id(key_identifier: bytes, serial_number: int) -> str:
+    """The RFC 9773 (ACME renewal information) certID of a certificate, section 4.1.
+
+    base64url of the authority key identifier's keyIdentifier, ``.``, base64url of the
+    serial's DER INTEGER content octets (a leading zero when the high bit is set), unpadded.
+    """
+    octets = serial_number.to_bytes(serial_number.bit_length() // 8 + 1, "big")
+    parts = (base64.urlsafe_b64encode(part).rstrip(b"=") for part in (key_identifier, octets))
+    return b".".join(parts).decode("ascii")
+
+
 def parse_serial(value: str) -> int:
     """A serial number as people type it: hex with optional colons/spaces and ``0x``."""
     text = value.strip().lower().removeprefix("0x").replace(":", "").replace(" ", "")

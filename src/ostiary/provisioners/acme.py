@@ -72,6 +72,8 @@ class AcmeProvisioner:
     orders_per_hour: int = DEFAULT_ORDERS_PER_HOUR
     #: Unexpired pending authorizations one account may hold (``rateLimited`` past it).
     max_pending_authorizations: int = DEFAULT_PENDING_AUTHORIZATIONS
+    #: newAccount must carry an External Account Binding (``ostiary ca acme eab add``).
+    require_eab: bool = False
 
     def __post_init__(self) -> None:
         validate_provisioner_name(self.name)
@@ -122,6 +124,7 @@ class AcmeProvisioner:
                 max_pending_authorizations=int(
                     config.get("max_pending_authorizations", DEFAULT_PENDING_AUTHORIZATIONS)
                 ),
+                require_eab=bool(config.get("require_eab", False)),
             )
         except (KeyError, TypeError, ValueError, BadRequest):
             raise MalformedInput(
@@ -138,6 +141,7 @@ class AcmeProvisioner:
             "policy_oid": self.policy_oid,
             "orders_per_hour": self.orders_per_hour,
             "max_pending_authorizations": self.max_pending_authorizations,
+            "require_eab": self.require_eab,
             "claims": self.claims.to_config(),
         }
 

@@ -19,6 +19,8 @@ from ostiary.store.acme import (
     AcmeOrder,
     AcmeRepository,
 )
+from ostiary.store.acme_eab import AcmeEabKey, AcmeEabRepository
+from ostiary.store.acme_renewal import AcmeRenewalRule, AcmeRenewalRules
 from ostiary.store.attestation import AttestationNonce, AttestationNonceRepository
 from ostiary.store.audit import (
     GENESIS_HASH,
@@ -78,8 +80,12 @@ __all__ = [
     "AcmeAccount",
     "AcmeAuthorization",
     "AcmeChallenge",
+    "AcmeEabKey",
+    "AcmeEabRepository",
     "AcmeNonce",
     "AcmeOrder",
+    "AcmeRenewalRule",
+    "AcmeRenewalRules",
     "AcmeRepository",
     "AttestationNonce",
     "AttestationNonceRepository",

@@ -32,6 +32,8 @@ from ostiary.store.models import NAME_LENGTH, SERIAL_LENGTH, Base
 
 #: Length of the random ids (base64url of 16 octets is 22 characters).
 ID_LENGTH = 32
+#: An RFC 9773 certID: base64url of a key identifier and of a serial's DER octets.
+REPLACES_LENGTH = 160
 
 
 def new_id() -> str:
@@ -84,6 +86,8 @@ class AcmeOrder(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: Hex serial of the certificate issued for it.
     serial: Mapped[str | None] = mapped_column(String(SERIAL_LENGTH))
+    #: The RFC 9773 certID of the certificate this order replaces (ARI ``replaces``).
+    replaces: Mapped[str | None] = mapped_column(String(REPLACES_LENGTH), index=True)
 
 
 class AcmeAuthorization(Base):

@@ -19,10 +19,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ostiary.acme import accounts, authorizations, orders, revocation
+from ostiary.acme import accounts, authorizations, eab, orders, revocation
 from ostiary.acme.accounts import Authenticated
 from ostiary.acme.errors import AcmeProblem
 from ostiary.acme.jws import JOSE_JSON
+from ostiary.acme.renewal_info import renewal_info as renewal_information
 from ostiary.acme.resources import Answer, Urls
 from ostiary.core.errors import OstiaryError
 from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner
@@ -145,7 +146,7 @@ async def directory(provisioner: str, request: Request) -> Response:
         return acme_problem_response(exc)
     meta: dict[str, Any] = {
         "profiles": {p: _PROFILE_TEXT.get(p, p) for p in acme.profiles},
-        "externalAccountRequired": False,
+        "externalAccountRequired": acme.require_eab,
     }
     return JSONResponse(
         {
@@ -154,6 +155,7 @@ async def directory(provisioner: str, request: Request) -> Response:
             "newOrder": urls.resource("new-order"),
             "revokeCert": urls.resource("revoke-cert"),
             "keyChange": urls.resource("key-change"),
+            "renewalInfo": urls.resource("renewal-info"),
             "meta": meta,
         }
     )
@@ -164,6 +166,25 @@ _PROFILE_TEXT = {
     "server": "TLS server certificate: EKU serverAuth only, DNS names and IP addresses",
     "device": "Device certificate: EKU clientAuth, a permanent identifier",
 }
+
+
+@router.get("/renewal-info/{cert_id}", summary="ACME Renewal Information (RFC 9773)")
+async def renewal_info(provisioner: str, cert_id: str, request: Request) -> Response:
+    context = server_context(request)
+    urls = _urls(request, provisioner)
+    try:
+        acme = await _provisioner(context, provisioner)
+        answer = await asyncio.to_thread(
+            renewal_information,
+            context.authority.store,
+            acme.name,
+            cert_id,
+            now=context.authority.clock(),
+        )
+    except OstiaryError as exc:
+        return acme_problem_response(exc)
+    link = {"Link": f'<{quote(urls.directory, safe=_URL_SAFE)}>;rel="index"'}
+    return _response(answer, link)
 
 
 @router.head("/new-nonce", summary="A fresh nonce in Replay-Nonce (7.2)")
@@ -193,8 +214,12 @@ async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> R
 async def new_account(provisioner: str, request: Request) -> Response:
     limiter = limits_of(request).acme_accounts
     address = client_address(request)
+    url = str(request.url)
 
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        def external_account(binding: Any) -> str | None:
+            return eab.verified_binding(c.authority.store, c.sealer, p, binding, a.key, url=url)
+
         return accounts.new_account(
             c.authority.store,
             u,
@@ -202,6 +227,7 @@ async def new_account(provisioner: str, request: Request) -> Response:
             a,
             now=c.authority.clock(),
             admit=lambda: limiter.check(address),
+            external_account=external_account,
         )
 
     return await _signed(request, provisioner, key_by="jwk", operation=operation)
