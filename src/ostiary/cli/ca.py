@@ -392,3 +392,9 @@ app.add_typer(_ssh_app, name="ssh")
 from ostiary.cli.scep import scep_app as _scep_app  # noqa: E402 - SCEP challenges
 
 app.add_typer(_scep_app, name="scep")
+
+from ostiary.cli.health import doctor as _doctor  # noqa: E402 - health (docs/operations.md)
+from ostiary.cli.health import status as _status  # noqa: E402
+
+app.command("status")(_status)
+app.command("doctor")(_doctor)

@@ -21,6 +21,7 @@ from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner_nam
 from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.scep import ScepResponder
+from ostiary.server.metrics import ServerMetrics
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class ServerContext:
     acme_validation: ValidationSettings = field(default_factory=ValidationSettings)
     #: SCEP (``/scep/NAME``); None when the server was started without the CA password.
     scep: ScepResponder | None = None
+    #: Prometheus metrics (``ca serve --metrics-address``); None: nothing is counted.
+    metrics: ServerMetrics | None = None
 
     @cached_property
     def chain_pem(self) -> tuple[str, ...]:
