@@ -278,3 +278,39 @@ def test_server_warns_once_a_day_per_threshold_and_beats(
             assert ReplicaRepository(session).all() == []
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_restored_ca_lists_no_replicas_of_the_original(
+    cli: CLI, tmp_path: Path, database_url: str
+) -> None:
+    material = make_ageing_ca(tmp_path / "ca", None, "http://x.test")
+    store = Store.from_url(material.database_url)
+    try:
+        with store.transaction() as session:
+            ReplicaRepository(session).beat(
+                "a" * 32, host="old", version="0.1.0", now=datetime.now(UTC)
+            )
+    finally:
+        store.dispose()
+    archive_password = tmp_path / "archive-password"
+    archive_password.write_text("an archive password, long enough\n")
+    archive = tmp_path / "ca.backup"
+    cli.ok(
+        "ca",
+        "backup",
+        "--dir",
+        material.paths.root,
+        "--out",
+        archive,
+        "--password-file",
+        archive_password,
+    )
+    restored = tmp_path / "restored"
+    cli.ok("ca", "restore", archive, "--dir", restored, "--password-file", archive_password)
+    original = json.loads(
+        cli("ca", "status", "--dir", material.paths.root, "--format", "json").stdout
+    )
+    assert [r["host"] for r in original["replicas"]] == ["old"]
+    report = json.loads(cli("ca", "status", "--dir", restored, "--format", "json").stdout)
+    assert report["replicas"] == []

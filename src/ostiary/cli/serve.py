@@ -150,7 +150,11 @@ def serve(
         https_socket, http_socket = https_sockets[0], http_sockets[0]
         authority = with_url(ca.authority, public_url(material.config, http_socket))
         _refresh_root_crl(authority, ca.password)
-        metrics = observed_metrics(authority, stack) if metrics_socket is not None else None
+        metrics = (
+            observed_metrics(authority, stack, processes=workers)
+            if metrics_socket is not None
+            else None
+        )
         context = replace(ServerContext.for_authority(authority), metrics=metrics)
         # Remote signing (docs/remote-signing.md): key files sealed with the CA password.
         context = replace(
@@ -207,16 +211,20 @@ def serve(
     note("Stopped.")
 
 
-def observed_metrics(authority: Authority, stack: contextlib.ExitStack) -> ServerMetrics:
-    """Metrics for ``--metrics-address``, kept in a private folder for every process
-    (prometheus_client's multiprocess mode: the workers write, the parent sums on a scrape),
-    removed when the server stops.
+def observed_metrics(
+    authority: Authority, stack: contextlib.ExitStack, *, processes: int
+) -> ServerMetrics:
+    """Metrics for ``--metrics-address``. With several processes they are kept in a private
+    folder (prometheus_client's multiprocess mode: the workers write, the parent sums on a
+    scrape), removed when the server stops; one process keeps them in memory (no shared
+    file to lock and write per request).
     """
     from ostiary.server.metrics import ServerMetrics, enable_multiprocess
 
-    folder = Path(tempfile.mkdtemp(prefix="ostiary-metrics-"))  # 0700
-    stack.callback(shutil.rmtree, folder, ignore_errors=True)
-    enable_multiprocess(folder)
+    if processes > 1:
+        folder = Path(tempfile.mkdtemp(prefix="ostiary-metrics-"))  # 0700
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        enable_multiprocess(folder)
     metrics = ServerMetrics()
     metrics.attach(authority)
     return metrics

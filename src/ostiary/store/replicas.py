@@ -82,6 +82,10 @@ class ReplicaRepository:
         """Forget this replica (a clean stop)."""
         self._session.execute(delete(ReplicaRecord).where(ReplicaRecord.instance_id == instance_id))
 
+    def remove_all(self) -> None:
+        """Forget every replica (a restored CA has none running yet)."""
+        self._session.execute(delete(ReplicaRecord))
+
     def all(self) -> list[Replica]:
         """Every recorded replica, the most recently seen first."""
         rows = self._session.scalars(select(ReplicaRecord).order_by(ReplicaRecord.last_seen.desc()))
