@@ -176,6 +176,16 @@ def test_status_reports_an_ageing_intermediate_a_stale_crl_and_what_waits(
         for line in lines
     )
 
+    # Nothing answers on the CA's URL: every URL a leaf would name fails, with its fix.
+    doctor = cli("ca", "doctor", "--dir", folder)
+    assert doctor.exit_code == 1
+    unreachable = [
+        line for line in doctor.stdout.splitlines() if "in the certificates it issues" in line
+    ]
+    assert len(unreachable) == 3, doctor.stdout
+    assert all(line.startswith("error: ") and "not reachable" in line for line in unreachable)
+    assert all("(fix: start 'ostiary ca serve'" in line for line in unreachable)
+
 
 def test_status_of_a_healthy_ca_exits_zero(cli: CLI, tmp_path: Path) -> None:
     paths = CAPaths(tmp_path / "fresh")
