@@ -15,19 +15,27 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from ostiary.authority.folder import CAMaterial
+from ostiary.authority.ssh import SSHAuthority, SSHAuthorization
+from ostiary.authority.ssh_keys import init_ssh_ca
 from ostiary.cli.main import app
 from ostiary.config import dump_config
-from ostiary.store import sqlite_url_for
-from tests.server.conftest import Provisioners, make_csr
+from ostiary.core.errors import TokenReused
+from ostiary.core.keys import KeyType
+from ostiary.server.metrics import ServerMetrics
+from ostiary.ssh import SSHCertificateType, load_ssh_public_key_line
+from ostiary.store import Store, TokenSpend, migrate, sqlite_url_for
+from tests.server.conftest import PASSWORD, Provisioners, make_csr, material_for
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start_serve
 
 _METRICS_URL = re.compile(r"Prometheus metrics:\s+(\S+)")
@@ -190,3 +198,42 @@ def test_a_metrics_address_off_loopback_is_refused(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --metrics-address 0.0.0.0:9100")
     assert "--metrics-allow-remote" in lines[0]
+
+
+def test_ssh_certificates_and_their_replays_are_counted(
+    ca_material: CAMaterial, tmp_path: Path
+) -> None:
+    """The SSH CA's decisions reach the same counters (no server needed: the listeners)."""
+    url = sqlite_url_for(tmp_path / "ostiary.db")
+    material = material_for(ca_material, url, tmp_path / "ca")
+    migrate(url)
+    store = Store.from_url(url)
+    try:
+        ssh = SSHAuthority(
+            init_ssh_ca(material, PASSWORD, KeyType.ED25519), store, clock=lambda: datetime.now(UTC)
+        )
+        metrics = ServerMetrics()
+        metrics.attach_ssh(ssh)
+        authorization = SSHAuthorization(
+            cert_type=SSHCertificateType.USER,
+            principals=("alice",),
+            key_id="alice",
+            lifetime=timedelta(hours=1),
+            provisioner="ops",
+        )
+        token = TokenSpend("ops", "ssh-token-1", datetime.now(UTC) + timedelta(minutes=5))
+        public_key = load_ssh_public_key_line(
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        )
+        ssh.issue(public_key, authorization, actor="test", token=token)
+        with pytest.raises(TokenReused):
+            ssh.issue(public_key, authorization, actor="test", token=token)
+        registry = metrics.registry
+        issued = {"provisioner": "ops", "event": "ssh_certificate.issued"}
+        assert registry.get_sample_value("ostiary_certificates_issued_total", issued) == 1
+        denied = {"provisioner": "ops", "reason": "token-reused"}
+        assert registry.get_sample_value("ostiary_certificates_denied_total", denied) == 1
+    finally:
+        store.dispose()

@@ -167,6 +167,8 @@ def serve(
             # SCEP (docs/mdm.md): the RA keys are sealed with the CA password too.
             scep=ScepResponder(authority, context.ca, ca.password),
         )
+        if metrics is not None and context.ssh is not None:
+            metrics.attach_ssh(context.ssh)
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
         watch = HealthWatch(authority)

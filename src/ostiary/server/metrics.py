@@ -4,7 +4,8 @@ What is counted where it happens (in each server process):
 
 - ``ostiary_certificates_issued_total{provisioner,event}``: issuances and renewals that
   committed (:attr:`Authority.issuance_listeners
-  <ostiary.authority.authority.Authority.issuance_listeners>`);
+  <ostiary.authority.authority.Authority.issuance_listeners>`), SSH certificates too
+  (``ssh_certificate.issued``);
 - ``ostiary_certificates_denied_total{provisioner,reason}``: refusals by the pipeline (the
   error code: ``name-not-authorized``, ``token-reused``...), and refused tokens of
   ``POST /sign`` (provisioner ``-``: a token that did not verify names no provisioner we
@@ -58,6 +59,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.health import CrlState, ca_certificates, fetch_crl, read_crl_file
+from ostiary.authority.ssh import SSHAuthority
 from ostiary.config import parse_address
 from ostiary.core.errors import BadRequest
 
@@ -156,6 +158,11 @@ class ServerMetrics:
         authority.issuance_listeners.append(self._issued)
         authority.denial_listeners.append(self.count_denial)
         authority.store.batch_listeners.append(self._batch)
+
+    def attach_ssh(self, ssh: SSHAuthority) -> None:
+        """Count SSH certificates too (``event`` ``ssh_certificate.issued``)."""
+        ssh.issuance_listeners.append(self._issued)
+        ssh.denial_listeners.append(self.count_denial)
 
     def _issued(self, provisioner: str | None, event: str) -> None:
         self.issued.labels(provisioner or UNKNOWN, event).inc()

@@ -121,8 +121,8 @@ def _create_private_file(path: str) -> None:
         return
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except (FileExistsError, FileNotFoundError, NotADirectoryError):
-        pass  # there already, or its folder is missing (SQLite says so when it opens it)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError):
+        pass  # there already, or its folder is missing or closed (SQLite says so itself)
 
 
 def _use_write_ahead_log(cursor: sqlite3.Cursor) -> None:
