@@ -481,12 +481,14 @@ def ostiary_server(
     patience: float = 1,
     workers: int = 1,
     cpus: str = SERVER_CPUS,
+    serve_options: Sequence[str] = (),
 ) -> Iterator[Ostiary]:
     """An initialized CA, served; ``prepare`` gets its store and intermediate before start.
 
     ``wrapper`` goes before the server's command line (bench/instructions.py: valgrind and
     the Python interpreter), ``patience`` multiplies the waits for it to start and stop;
-    ``workers`` is ``ca serve --workers``, ``cpus`` where the server may run.
+    ``workers`` is ``ca serve --workers``, ``cpus`` where the server may run,
+    ``serve_options`` more options of ``ca serve`` (``--metrics-address``).
     """
     folder = work / "ostiary"
     password_file = work / "password"
@@ -509,7 +511,7 @@ def ostiary_server(
     process = start(
         [*wrapper, str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
          "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}",
-         "--workers", str(workers)],
+         "--workers", str(workers), *serve_options],
         work / "ostiary.log", port, patience=patience, cpus=cpus,
     )  # fmt: skip
     wait_for_port(http_port, 30 * patience)

@@ -28,6 +28,7 @@ BLOCKED = (
     "alembic",
     "jinja2",
     "dns",
+    "prometheus_client",
 )
 
 #: Runs each ``ostiary ARGS`` of a JSON list in turn, with the modules in BLOCKED unimportable

@@ -77,6 +77,11 @@ class Authority:
         #: Called with the serial number after each revocation made here has committed
         #: (the OCSP cache drops that serial's answers at once; see ocsp_service).
         self.revocation_listeners: list[Callable[[int], None]] = []
+        #: Called with ``(provisioner, audit event)`` once an issuance or renewal made here
+        #: has committed (``/metrics``).
+        self.issuance_listeners: list[Callable[[str | None, str], None]] = []
+        #: Called with ``(provisioner, error code)`` for each refusal by the pipeline.
+        self.denial_listeners: list[Callable[[str | None, str], None]] = []
 
     def issue(
         self,
@@ -118,6 +123,7 @@ class Authority:
         except (KeyCompromised, Superseded) as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
+        self._decided(recorded, authorization, event)
         _check_spent(recorded, token)
         return certificate
 
@@ -144,6 +150,7 @@ class Authority:
             token=None,
         )  # fmt: skip
         self.store.write(unit)
+        self._decided(True, authorization, event)
         return certificate
 
     async def issue_async(
@@ -189,6 +196,7 @@ class Authority:
                 self._audit_denial, exc, authorization, actor=actor, details=None
             )
             raise
+        self._decided(recorded, authorization, "certificate.issued")
         _check_spent(recorded, token)
         return certificate
 
@@ -250,6 +258,7 @@ class Authority:
         except (KeyCompromised, Superseded) as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
+        self._decided(True, authorization, "certificate.renewed")
         return certificate
 
     def _repeated_renewal(
@@ -363,6 +372,15 @@ class Authority:
 
         return unit
 
+    def _decided(self, recorded: bool, authorization: Authorization, event: str) -> None:
+        """Tell the listeners: issued (``event``), or refused for a spent token."""
+        if recorded:
+            for issued in self.issuance_listeners:
+                issued(authorization.provisioner, event)
+        else:
+            for denied in self.denial_listeners:
+                denied(authorization.provisioner, TokenReused.code)
+
     def _audit_denial(
         self,
         error: OstiaryError,
@@ -371,6 +389,8 @@ class Authority:
         actor: str | None,
         details: dict[str, Any] | None,
     ) -> None:
+        for denied in self.denial_listeners:
+            denied(authorization.provisioner, error.code)
         self.audit(
             "certificate.denied",
             actor=actor,

@@ -38,7 +38,14 @@ from ostiary.authority.folder import CAPaths
 from ostiary.config import CONFIG_FILE, dump_config, load_config
 from ostiary.core.errors import BadRequest, Conflict, WrongPassword
 from ostiary.signers.sealing import derive_sealing_key
-from ostiary.store import AuditLog, Store, load_snapshot, migrate, snapshot_database
+from ostiary.store import (
+    AuditLog,
+    ReplicaRepository,
+    Store,
+    load_snapshot,
+    migrate,
+    snapshot_database,
+)
 from ostiary.store.database import sqlite_url_for
 
 MAGIC = b"OSTIARY-BACKUP-1\n"
@@ -108,6 +115,7 @@ def restore_backup(
         snapshot.write_bytes(members[DATABASE])
         migrate(sqlite_url_for(snapshot))  # an archive from an older version: bring it up
         _verify_audit_chain(sqlite_url_for(snapshot))
+        _forget_replicas(sqlite_url_for(snapshot))
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
         try:
             _write_folder(staging, members, snapshot, database_url)
@@ -210,6 +218,18 @@ def _verify_audit_chain(url: str) -> None:
         store.dispose()
     if not verification.ok:
         raise Conflict("the audit chain in the archive does not verify: not restoring it")
+
+
+def _forget_replicas(url: str) -> None:
+    """Drop the heartbeat rows: which servers ran when the snapshot was taken is not the
+    restored CA's state (``ca status`` would list them as silent replicas).
+    """
+    store = Store.from_url(url)
+    try:
+        with store.transaction() as session:
+            ReplicaRepository(session).remove_all()
+    finally:
+        store.dispose()
 
 
 def _write_folder(

@@ -74,6 +74,10 @@ class SSHAuthority:
         self.store = store
         self.clock = clock
         self.revocation_listeners: list[Callable[[int], None]] = []
+        #: Told ``(provisioner, "ssh_certificate.issued")`` after each issuance committed,
+        #: and, through :attr:`denial_listeners`, ``(provisioner, "token-reused")`` (metrics).
+        self.issuance_listeners: list[Callable[[str | None, str], None]] = []
+        self.denial_listeners: list[Callable[[str | None, str], None]] = []
 
     def issue(
         self,
@@ -156,7 +160,11 @@ class SSHAuthority:
                     details=details,
                 )
         if reused:
+            for denied in self.denial_listeners:
+                denied(authorization.provisioner, TokenReused.code)
             raise TokenReused("this token was already used: tokens are single-use")
+        for issued in self.issuance_listeners:
+            issued(authorization.provisioner, "ssh_certificate.issued")
         return IssuedSSHCertificate(fields.serial, line, fields.valid_before)
 
     def revoke(self, serial: int, *, actor: str | None) -> SSHCertificateRecord:

@@ -396,3 +396,9 @@ app.add_typer(_scep_app, name="scep")
 from ostiary.cli.acme import acme_app as _acme_app  # noqa: E402 - EAB keys, renew-early
 
 app.add_typer(_acme_app, name="acme")
+
+from ostiary.cli.health import doctor as _doctor  # noqa: E402 - health (docs/operations.md)
+from ostiary.cli.health import status as _status  # noqa: E402
+
+app.command("status")(_status)
+app.command("doctor")(_doctor)

@@ -56,6 +56,7 @@ SERVER_MODULES = frozenset(
         "jinja2",
         "pkcs11",
         "dns",
+        "prometheus_client",
     }
 )
 

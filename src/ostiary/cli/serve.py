@@ -11,11 +11,16 @@ the root fingerprint, and serves until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import shutil
+import socket
+import tempfile
 from dataclasses import replace
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,6 +35,9 @@ from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.unlock import unlock_ca
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import BadRequest, NotFound, WrongPassword
+
+if TYPE_CHECKING:
+    from ostiary.server.metrics import MetricsListener, ServerMetrics
 
 logger = logging.getLogger("ostiary.server")
 
@@ -77,6 +85,22 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-address",
+            help="HOST:PORT for Prometheus GET /metrics (loopback only; docs/operations.md).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-allow-remote",
+            help="Allow a --metrics-address that is not loopback (it has no TLS and no "
+            "authentication: firewall it).",
+        ),
+    ] = False,
 ) -> None:
     """Run the CA server until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -88,8 +112,11 @@ def serve(
     from ostiary.acme.validation import ValidationSettings
     from ostiary.scep import ScepResponder
     from ostiary.server.context import ServerContext
+    from ostiary.server.heartbeat import HealthWatch
+    from ostiary.server.metrics import check_metrics_address
     from ostiary.server.runner import (
         CAServer,
+        bind,
         bind_each,
         default_http_address,
         public_url,
@@ -98,12 +125,15 @@ def serve(
     from ostiary.server.workers import run_workers
     from ostiary.signers.sealing import Sealer
 
+    if metrics_address is not None:
+        check_metrics_address(metrics_address, allow_remote=metrics_allow_remote)
+
     validation = ValidationSettings(
         http_port=acme_http_port,
         tls_port=acme_tls_port,
         dns_resolver=_host_port(acme_dns_resolver) if acme_dns_resolver else None,
     )
-    with unlock_ca(directory, password_file) as ca:
+    with unlock_ca(directory, password_file) as ca, contextlib.ExitStack() as stack:
         if workers > 1 and not ca.authority.signs_in_process:
             raise BadRequest(
                 "--workers needs the issuing key in this process: "
@@ -117,10 +147,16 @@ def serve(
         check_url_matches_listener(material.config.url, plain_address)
         https_sockets = bind_each(https_address, workers)
         http_sockets = bind_each(plain_address, workers)
+        metrics_socket = bind(metrics_address) if metrics_address is not None else None
         https_socket, http_socket = https_sockets[0], http_sockets[0]
         authority = with_url(ca.authority, public_url(material.config, http_socket))
         _refresh_root_crl(authority, ca.password)
-        context = ServerContext.for_authority(authority)
+        metrics = (
+            observed_metrics(authority, stack, processes=workers)
+            if metrics_socket is not None
+            else None
+        )
+        context = replace(ServerContext.for_authority(authority), metrics=metrics)
         # Remote signing (docs/remote-signing.md): key files sealed with the CA password.
         context = replace(
             context,
@@ -134,8 +170,22 @@ def serve(
             # ACME External Account Binding keys are sealed with it as well.
             sealer=Sealer(ca.password),
         )
+        if metrics is not None and context.ssh is not None:
+            metrics.attach_ssh(context.ssh)
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
+        watch = HealthWatch(authority)
+        http_url = server.http_url  # the parent closes its listening sockets once forked
+
+        def start_watching() -> None:
+            """The parent's threads: the heartbeat and, if asked for, the metrics listener."""
+            watch.start()
+            stack.callback(watch.stop)
+            if metrics is not None and metrics_socket is not None:
+                listener = metrics_listener(metrics_socket, authority, metrics, http_url)
+                listener.start()
+                stack.callback(listener.stop)
+                note(f"Prometheus metrics:                      {listener.url}")
 
         def run(index: int = 0) -> None:
             server.use_listeners(https_sockets[index], http_sockets[index])
@@ -148,15 +198,57 @@ def serve(
         gc.collect()
         gc.freeze()
         if workers == 1:
+            start_watching()
             run()
         else:
             # A CRL encoding child started at start-up (big CRL) belongs to this process: its
             # pool's threads do not survive fork, so each worker starts its own when needed.
             server.context.crl.close()
             listeners = list(zip(https_sockets, http_sockets, strict=True))
-            if run_workers(workers, run, engine=authority.store.engine, listeners=listeners):
+            if run_workers(
+                workers,
+                run,
+                engine=authority.store.engine,
+                listeners=listeners,
+                on_started=start_watching,
+            ):
                 raise typer.Exit(1)
     note("Stopped.")
+
+
+def observed_metrics(
+    authority: Authority, stack: contextlib.ExitStack, *, processes: int
+) -> ServerMetrics:
+    """Metrics for ``--metrics-address``. With several processes they are kept in a private
+    folder (prometheus_client's multiprocess mode: the workers write, the parent sums on a
+    scrape), removed when the server stops; one process keeps them in memory (no shared
+    file to lock and write per request).
+    """
+    from ostiary.server.metrics import ServerMetrics, enable_multiprocess
+
+    if processes > 1:
+        folder = Path(tempfile.mkdtemp(prefix="ostiary-metrics-"))  # 0700
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        enable_multiprocess(folder)
+    metrics = ServerMetrics()
+    metrics.attach(authority)
+    return metrics
+
+
+def metrics_listener(
+    listener: socket.socket, authority: Authority, metrics: ServerMetrics, http_url: str
+) -> MetricsListener:
+    """``GET /metrics`` on ``listener``; CRL ages read from this server's plain-HTTP URL."""
+    from ostiary.server.metrics import MetricsListener, scrape_registry
+
+    return MetricsListener(listener, scrape_registry(authority, _loopback(http_url), metrics))
+
+
+def _loopback(url: str) -> str:
+    """``url`` with a wildcard host (0.0.0.0, ::) replaced by loopback: asked from here."""
+    for wildcard, loopback in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:")):
+        url = url.replace(wildcard, loopback)
+    return url
 
 
 def open_ssh_authority(authority: Authority, password: bytes) -> SSHAuthority | None:

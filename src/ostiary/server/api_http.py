@@ -35,6 +35,7 @@ graceful shutdown waits for it, and a closed connection is noticed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -56,6 +57,8 @@ class DirectEndpoint:
     media_types: tuple[str, ...] = (JSON,)
     status: int = 200
     content_type: str = JSON
+    #: Told ``(status, seconds)`` of each answer, when the server keeps metrics.
+    observe: Callable[[int, float], None] | None = None
 
 
 #: Direct endpoints by (method, path).
@@ -207,13 +210,16 @@ class ApiHttpProtocol(TLSScopeHttpToolsProtocol):
         return f"{client[0]}:{client[1]}" if client else ""
 
     async def _answer(self, cycle: _DirectCycle) -> None:
+        started = time.perf_counter()
+        endpoint = cycle.endpoint
         try:
-            body = await cycle.endpoint.answer(b"".join(cycle.body))
+            body = await endpoint.answer(b"".join(cycle.body))
         except Exception as exc:
             reply = reply_for_error(exc, cycle.method, cycle.target)
         else:
-            endpoint = cycle.endpoint
             reply = Reply(endpoint.status, body, endpoint.content_type)
+        if endpoint.observe is not None:
+            endpoint.observe(reply.status, time.perf_counter() - started)
         self._respond(cycle, reply)
 
     def _too_large(self, cycle: _DirectCycle) -> None:

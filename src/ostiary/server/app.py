@@ -35,6 +35,7 @@ from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.limits import Limits
+from ostiary.server.metrics import RouteTiming
 from ostiary.server.openapi import document_problems, hoist_definitions
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
 from ostiary.server.routes import acme as acme_routes
@@ -66,7 +67,10 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         redoc_url=None,
     )
     app.state.ostiary = context
-    app.state.ostiary_limits = Limits.default()
+    metrics = context.metrics
+    app.state.ostiary_limits = Limits.default(
+        on_refused=metrics.count_rate_limited if metrics is not None else None
+    )
     install_problem_handlers(app)
     app.include_router(publish.router)
     if not public_only:
@@ -83,6 +87,8 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
         app.openapi = _resolvable_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=MAX_BODY_SIZE)
+    if metrics is not None:  # outermost: refusals by BodyLimit are timed too
+        app.add_middleware(RouteTiming, metrics=metrics, direct=[("POST", "/sign")])
     return app
 
 
@@ -91,9 +97,12 @@ def direct_endpoints(context: ServerContext) -> DirectEndpoints:
     (:class:`~ostiary.server.api_http.ApiHttpProtocol`): ``POST /sign``, as
     :class:`DirectRoute` serves it in the app.
     """
+    metrics = context.metrics
     return {
         ("POST", "/sign"): DirectEndpoint(
-            functools.partial(enroll.sign_answer, context), status=HTTPStatus.CREATED
+            functools.partial(enroll.sign_answer, context),
+            status=HTTPStatus.CREATED,
+            observe=metrics.direct_observer("POST", "/sign") if metrics is not None else None,
         )
     }
 

@@ -21,6 +21,7 @@ from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner_nam
 from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.scep import ScepResponder
+from ostiary.server.metrics import ServerMetrics
 from ostiary.signers.sealing import Sealer
 
 
@@ -47,6 +48,8 @@ class ServerContext:
     scep: ScepResponder | None = None
     #: Opens secrets sealed with the CA password (ACME EAB keys); None without it.
     sealer: Sealer | None = None
+    #: Prometheus metrics (``ca serve --metrics-address``); None: nothing is counted.
+    metrics: ServerMetrics | None = None
 
     @cached_property
     def chain_pem(self) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ class AddressLimiter:
         interval: float,
         max_addresses: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         if burst < 1 or interval <= 0 or max_addresses < 1:
             raise ValueError("a limiter needs burst >= 1, interval > 0 and max_addresses >= 1")
@@ -59,6 +60,8 @@ class AddressLimiter:
         self.interval = interval
         self.max_addresses = max_addresses
         self._clock = clock
+        #: Told ``what`` of each refusal (``/metrics``).
+        self.on_refused = on_refused
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -84,6 +87,8 @@ class AddressLimiter:
                 bucket.tokens -= 1
                 return
             wait = max(1, math.ceil((1 - bucket.tokens) * self.interval))
+        if self.on_refused is not None:
+            self.on_refused(self.what)
         raise TooManyRequests.wait(
             f"too many {self.what} from this address: try again in {wait} s", wait
         )
@@ -108,22 +113,31 @@ class Limits:
     acme_accounts: AddressLimiter
 
     @classmethod
-    def default(cls) -> Limits:
+    def default(cls, *, on_refused: Callable[[str], None] | None = None) -> Limits:
+        """The limits of the server; ``on_refused`` is told of each refusal (``/metrics``)."""
         return cls(
             # A TPM enrollment or renewal asks for one nonce; a fleet renewing behind one NAT
             # several. An address holds at most ~160 of the 5-minute nonces; all addresses
             # together at most MAX_UNSPENT_NONCES.
-            nonces=AddressLimiter("attestation nonces", burst=60, interval=3.0),
+            nonces=AddressLimiter(
+                "attestation nonces", burst=60, interval=3.0, on_refused=on_refused
+            ),
             # People signing in to the console; an address holds at most ~90 flows of
             # 10 minutes.
-            sign_ins=AddressLimiter("console sign-ins", burst=30, interval=10.0),
+            sign_ins=AddressLimiter(
+                "console sign-ins", burst=30, interval=10.0, on_refused=on_refused
+            ),
             # Devices submitting CSRs for approval (a batch of devices set up behind one
             # address at once): ~330 a day from one address, which the day an unopened
             # request waits (provisioners/approval.py) keeps below MAX_PENDING.
-            requests=AddressLimiter("certificate requests", burst=40, interval=300.0),
+            requests=AddressLimiter(
+                "certificate requests", burst=40, interval=300.0, on_refused=on_refused
+            ),
             # New ACME accounts (each is a row kept until it is deactivated): a fleet set up
             # behind one address makes 100 at once, then 100 an hour.
-            acme_accounts=AddressLimiter("new ACME accounts", burst=100, interval=36.0),
+            acme_accounts=AddressLimiter(
+                "new ACME accounts", burst=100, interval=36.0, on_refused=on_refused
+            ),
         )
 
 

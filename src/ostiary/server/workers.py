@@ -45,6 +45,7 @@ def run_workers(
     *,
     engine: Engine,
     listeners: Sequence[Sequence[socket.socket]] = (),
+    on_started: Callable[[], None] | None = None,
 ) -> int:
     """Fork ``count`` processes running ``serve(index)``; wait for all; the exit status.
 
@@ -52,7 +53,8 @@ def run_workers(
     worker's, and the parent, once all are forked, closes them all, so that each socket is
     open in one process only. 0 when the workers stopped on SIGTERM/SIGINT (sent to the
     parent or to them), 1 when one of them ended on its own (crashed, or was killed) and the
-    others were stopped.
+    others were stopped. ``on_started`` runs in the parent once every worker is forked (to
+    start the parent's own threads: a thread must not be running across a fork).
     """
     if not 1 <= count <= MAX_WORKERS:
         raise ValueError(f"worker count must be 1 to {MAX_WORKERS}")
@@ -79,6 +81,8 @@ def run_workers(
             workers.add(pid)
         _close(listeners, keep=None)
         logger.info("serving with %d worker processes: %s", count, sorted(workers))
+        if on_started is not None:
+            on_started()
         status = 0
         while workers:
             try:

@@ -59,6 +59,7 @@ from ostiary.store.models import (
     UsedToken,
 )
 from ostiary.store.provisioners import ProvisionerRepository
+from ostiary.store.replicas import Replica, ReplicaRecord, ReplicaRepository
 from ostiary.store.requests import (
     CertificateRequest,
     Officer,
@@ -111,6 +112,9 @@ __all__ = [
     "OfficerRepository",
     "ProvisionerRecord",
     "ProvisionerRepository",
+    "Replica",
+    "ReplicaRecord",
+    "ReplicaRepository",
     "RequestRepository",
     "RequestStatus",
     "RevocationStatus",

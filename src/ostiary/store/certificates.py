@@ -17,8 +17,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import Connection, String, bindparam, cast, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, String, bindparam, cast, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from ostiary.core.errors import AlreadyRevoked, BadRequest, Conflict, MalformedInput, NotFound
 from ostiary.store._prepared import Prepared
@@ -194,6 +194,20 @@ class CertificateRepository:
             query = query.where(CertificateRecord.not_after >= after)
         query = query.order_by(CertificateRecord.not_after, CertificateRecord.id).limit(limit)
         return list(self._session.scalars(query))
+
+    def count_expiring(self, before: datetime, *, after: datetime) -> int:
+        """How many valid certificates end between ``after`` and ``before`` and were not
+        renewed, leaving out the CA server's own (no provisioner: it renews them itself).
+        """
+        successor = aliased(CertificateRecord)
+        query = select(func.count()).where(
+            CertificateRecord.status == CertificateStatus.VALID.value,
+            CertificateRecord.not_after < before,
+            CertificateRecord.not_after >= after,
+            CertificateRecord.provisioner.is_not(None),
+            ~exists().where(successor.renewed_from == CertificateRecord.serial),
+        )
+        return int(self._session.scalar(query) or 0)
 
     def revoke(
         self, serial: int, *, reason: str, at: datetime, issuer_key_id: str | None = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -85,6 +85,8 @@ def _create_sqlite_engine(url: URL) -> Engine:
         # One shared connection, or every thread would see its own empty database.
         options["poolclass"] = StaticPool
         connect_args["check_same_thread"] = False
+    if not in_memory:
+        _create_private_file(str(url.database))
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
@@ -106,6 +108,21 @@ def _create_sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private_file(path: str) -> None:
+    """Create a new database file readable by its owner only (0600) before SQLite opens it.
+
+    SQLite creates a missing file with the process's umask (0644, usually), and its -wal and
+    -shm files take the database file's mode: so every one of them stays 0600. An existing
+    file is left as it is (``ca doctor`` reports a loose mode).
+    """
+    if path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError):
+        pass  # there already, or its folder is missing or closed (SQLite says so itself)
 
 
 def _use_write_ahead_log(cursor: sqlite3.Cursor) -> None:
@@ -164,6 +181,11 @@ class Store:
             return
         with self._sessions.begin() as session:
             yield session
+
+    @property
+    def batch_listeners(self) -> list[Callable[[int], None]]:
+        """Called with the size of each committed group-commit batch (``/metrics``)."""
+        return self._group_commit.batch_listeners
 
     def write(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
         """Run a Core write ``unit`` in a transaction shared with concurrent ones.

@@ -192,6 +192,8 @@ class GroupCommit:
         self._leader: threading.Thread | None = None
         self._leader_calls: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._writer_lock = WriterLock.for_engine(engine)
+        #: Called with the number of units of each batch that committed (``/metrics``).
+        self.batch_listeners: list[Callable[[int], None]] = []
 
     @property
     def pending(self) -> int:
@@ -301,6 +303,8 @@ class GroupCommit:
             return
         for waiting, result in zip(batch, results, strict=True):
             waiting.finish(result)
+        for listener in self.batch_listeners:
+            listener(len(batch))
 
     def _transaction(self, batch: list[_Waiting[Any]]) -> list[Any]:
         if self._writer_lock is None:

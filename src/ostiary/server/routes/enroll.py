@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import load_csr, parse_serial, serial_hex
-from ostiary.core.errors import PolicyDenied, Unauthorized
+from ostiary.core.errors import OstiaryError, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.provisioners import (
     renewal_authorization,
@@ -101,15 +101,20 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
     authority = context.authority
     csr = load_csr(payload.csr.encode("utf-8"))
     requested = parse_requested_not_after(payload.not_after)
-    grant = verify_sign_token(
-        authority.store,
-        payload.token,
-        csr,
-        ca=context.ca,
-        now=authority.clock(),
-        requested_not_after=requested,
-        provisioners=context.provisioners,
-    )
+    try:
+        grant = verify_sign_token(
+            authority.store,
+            payload.token,
+            csr,
+            ca=context.ca,
+            now=authority.clock(),
+            requested_not_after=requested,
+            provisioners=context.provisioners,
+        )
+    except OstiaryError as exc:
+        if context.metrics is not None:  # no provisioner we may trust: the token failed
+            context.metrics.count_denial(None, exc.code)
+        raise
     authorization = grant.authorization
     if grant.requires_attestation or payload.attestation is not None:
         # Every attestation check before anything is spent; the nonce, then the token with
