@@ -392,3 +392,6 @@ app.add_typer(_ssh_app, name="ssh")
 from ostiary.cli.scep import scep_app as _scep_app  # noqa: E402 - SCEP challenges
 
 app.add_typer(_scep_app, name="scep")
+from ostiary.cli.est import est_app as _est_app  # noqa: E402 - EST codes
+
+app.add_typer(_est_app, name="est")

@@ -24,6 +24,7 @@ from ostiary.cli.console import note
 from ostiary.cli.files import read_input
 from ostiary.cli.oidc import check_provider, split_list
 from ostiary.cli.options import CADir, PasswordFile
+from ostiary.cli.scep import WebhookCaFile, WebhookTimeout, WebhookUrl
 from ostiary.cli.unlock import unlock_ca
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest
@@ -72,6 +73,17 @@ def update(
     attestation_roots: opt.AttestationRoots = None,
     require_pin: opt.RequirePin = None,
     require_attestation: opt.RequireAttestation = None,
+    require_approval: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-approval/--no-require-approval",
+            help="scep: an officer approves each request (or no longer).",
+            show_default=False,
+        ),
+    ] = None,
+    webhook_url: WebhookUrl = None,
+    webhook_ca_file: WebhookCaFile = None,
+    webhook_timeout: WebhookTimeout = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -100,6 +112,10 @@ def update(
         "uri_claim": _text(uri_claim),
         "provider_ca_file": _file(provider_ca_file, "--provider-ca-file"),
         "require_pin": require_pin,
+        "require_approval": require_approval,
+        "webhook_url": webhook_url,
+        "webhook_ca_file": _file(webhook_ca_file, "--webhook-ca-file"),
+        "webhook_timeout": webhook_timeout,
     }
     settings = {key: value for key, value in given.items() if value is not None}
     for key in ("tenant_id", "uri_claim"):  # '' given: drop the setting
@@ -174,8 +190,12 @@ class _Check:
                 raise BadRequest("a provisioner needs at least one profile")
             for profile in new.profiles:
                 check_profile(profile, LEAF_PROFILES)
-        elif new.type == "approval":
+        elif new.type in ("approval", "scep", "est"):
             check_profile(new.profile, LEAF_PROFILES)
+        if new.type == "scep" and new.webhook_ca_file is not None:
+            from ostiary.provisioners.scep_webhook import read_webhook_roots
+
+            read_webhook_roots(new.webhook_ca_file)
         elif new.type == OIDC_TYPE:
             self._check_oidc(old, new)
 
