@@ -35,22 +35,21 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScepServer]:
     server.serve.stop()
 
 
-def _sh(server: ScepServer, folder: Path, script: str, *, check: bool = True) -> str:
-    """Run ``script`` in bash with ``$EST`` (the gear provisioner's URL) and ``$ROOT``."""
+def _sh(server: ScepServer, folder: Path, script: str, provisioner: str = "gear") -> str:
+    """Run ``script`` in bash with ``$EST`` (the provisioner's URL) and ``$ROOT``."""
     done = subprocess.run(
         ["bash", "-o", "pipefail", "-ec", script],
         cwd=folder,
         env={
             **os.environ,
-            "EST": f"{server.serve.https_url}/.well-known/est/gear",
+            "EST": f"{server.serve.https_url}/.well-known/est/{provisioner}",
             "ROOT": str(server.home / "certs" / "root.crt"),
         },
         capture_output=True,
         text=True,
         timeout=120,
     )
-    if check:
-        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
@@ -70,13 +69,15 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {key
 
 
 def _enroll(
-    server: ScepServer, folder: Path, name: str, cn: str, auth: str, operation: str = "simpleenroll"
-) -> tuple[str, str, str]:
+    server: ScepServer, folder: Path, name: str, cn: str, auth: str,
+    operation: str = "simpleenroll", provisioner: str = "gear",
+) -> tuple[str, str, str]:  # fmt: skip
     """(HTTP status, headers, body) of an enrollment with a new P-256 key in ``name``.key."""
     status = _sh(
         server, folder,
         ENROLL.format(key=f"{name}.key", cn=cn, auth=auth, headers=f"{name}.headers",
                       body=f"{name}.body", operation=operation),
+        provisioner,
     )  # fmt: skip
     return status, (folder / f"{name}.headers").read_text(), (folder / f"{name}.body").read_text()
 
@@ -158,6 +159,12 @@ def test_enroll_with_a_code_then_reenroll_over_mtls(est: ScepServer, tmp_path: P
 def test_refusals_issue_nothing(est: ScepServer, tmp_path: Path) -> None:
     code = _code(est, "switch-2")
     other = _code(est, "switch-3", provisioner="other")
+    # a certificate of the CA from another EST provisioner, to try on gear's routes
+    foreign = _code(est, "switch-4", provisioner="other")
+    status, _, _ = _enroll(est, tmp_path, "foreign", "switch-4", f"-u 'x:{foreign}'",
+                           provisioner="other")  # fmt: skip
+    assert status == "200"
+    _certificate(est, tmp_path, "foreign")
     before = est.count_certificates()
     cases = {
         "wrong code": (f"-u 'switch-2:{code}x'", "simpleenroll", "switch-2", "401"),
@@ -165,6 +172,12 @@ def test_refusals_issue_nothing(est: ScepServer, tmp_path: Path) -> None:
         "another provisioner's code": (f"-u 'x:{other}'", "simpleenroll", "switch-3", "401"),
         "a name outside the code": (f"-u 'x:{code}'", "simpleenroll", "router-9", "403"),
         "reenroll without a certificate": (f"-u 'x:{code}'", "simplereenroll", "switch-2", "401"),
+        "another provisioner's certificate": (
+            "--cert foreign.crt --key foreign.key",
+            "simplereenroll",
+            "switch-4",
+            "403",
+        ),
     }
     for case, (auth, operation, cn, expected) in cases.items():
         status, headers, body = _enroll(est, tmp_path, "refused", cn, auth, operation)
@@ -179,6 +192,13 @@ curl -sS --cacert "$ROOT" -u 'x:{code}' -H 'Content-Type: application/pkcs10' \
   --data-binary '{body}' -o bad.json -w '%{{http_code}}' "$EST/simpleenroll"
 """)  # fmt: skip
         assert status == "400", (tmp_path / "bad.json").read_text()
+    status = _sh(est, tmp_path, f"""
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout x.key \
+  -subj /CN=switch-2 -outform DER 2>/dev/null | openssl base64 > csr.b64
+curl -sS --cacert "$ROOT" -u 'x:{code}' -H 'Content-Type: text/plain' \
+  --data-binary @csr.b64 -o bad.json -w '%{{http_code}}' "$EST/simpleenroll"
+""")  # fmt: skip
+    assert status == "415", (tmp_path / "bad.json").read_text()
     assert est.count_certificates() == before
     # the refused requests did not spend the code
     status, _, _ = _enroll(est, tmp_path, "late", "switch-2", f"-u 'x:{code}'")
