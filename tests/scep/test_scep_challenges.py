@@ -256,6 +256,13 @@ def test_provisioner_update_changes_a_scep_provisioner_in_place(served: Served) 
     assert ca.ca_certs("devices")[0] == ra  # the same RA: devices keep encrypting to it
     ostiary(ca.home, "ca", "provisioner", "update", "intune", "--webhook-timeout", "5", *pw)
     assert _config(ca, "intune")["webhook_timeout"] == 5
+    # a leaked MDM secret is replaced: the old one is refused at once, the new one works
+    old = served.mdm_secret
+    rotated = ostiary(ca.home, "ca", "provisioner", "update", "mdm", "--new-secret", *pw)
+    served.mdm_secret = rotated.strip().splitlines()[-1]
+    names = {"subject": "ipad-8.corp.example", "san": ["dns:ipad-8.corp.example"]}
+    assert _ask(served, old, names).status_code == 401
+    assert _ask(served, served.mdm_secret, names).status_code == 201
 
     before = {name: _config(ca, name) for name in ("devices", "intune")}
     for args in (
@@ -266,6 +273,7 @@ def test_provisioner_update_changes_a_scep_provisioner_in_place(served: Served) 
         ["intune", "--webhook-ca-file", str(ca.password_file)],  # no PEM in it
         ["devices", "--profile", "ocsp"],
         ["devices", "--admin"],  # a jwk setting
+        ["intune", "--new-secret"],  # a webhook has no secret of ours
     ):
         done = subprocess.run(
             [sys.executable, "-c", "from ostiary.cli.main import main; main()", "ca",

@@ -6,8 +6,10 @@ stays as it is; a list option (``--domains``, ``--admins``, ``--groups``, ``--al
 empties it; ``--tenant-id ''``, ``--uri-claim ''`` and ``--require-attestation ''`` drop that
 setting. The new settings are validated as at add (an ``oidc`` provisioner pointed at another
 provider has its discovery document fetched and checked unless ``--no-check``); the change is
-one "provisioner.updated" audit entry. The provisioner keeps its name and key, so the
-certificates it issued renew as before: no remove and re-add, which would refuse them.
+one "provisioner.updated" audit entry. The provisioner keeps its name and key (a ``scep``
+provisioner its RA), so the certificates it issued renew as before: no remove and re-add,
+which would refuse them. ``--new-secret`` replaces a ``scep`` provisioner's static challenge
+or MDM secret and prints the new one once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ostiary.cli import provisioner_options as opt
-from ostiary.cli.console import note
+from ostiary.cli.console import note, out
 from ostiary.cli.files import read_input
 from ostiary.cli.oidc import check_provider, split_list
 from ostiary.cli.options import CADir, PasswordFile
@@ -33,7 +35,7 @@ from ostiary.provisioners import LEAF_PROFILES, ProvisionerClaims
 from ostiary.provisioners.base import OIDC_TYPE, check_profile
 from ostiary.provisioners.jwk import JWK_TYPE
 from ostiary.provisioners.manage import ClaimsChange, update_provisioner
-from ostiary.store import ProvisionerRepository
+from ostiary.store import ProvisionerRepository, Store
 
 _ACTOR = "cli"
 
@@ -84,6 +86,14 @@ def update(
     webhook_url: WebhookUrl = None,
     webhook_ca_file: WebhookCaFile = None,
     webhook_timeout: WebhookTimeout = None,
+    new_secret: Annotated[
+        bool,
+        typer.Option(
+            "--new-secret",
+            help="scep static or dynamic: replace the shared challenge or the MDM's secret "
+            "(printed once on stdout; the old one stops working).",
+        ),
+    ] = False,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -125,6 +135,9 @@ def update(
         with ca.store.transaction(read_only=True) as session:
             kind = ProvisionerRepository(session).get(name).type
         settings.update(_typed_settings(kind, profile, policy_oid, attestation_roots))
+        secret = _new_secret(ca.store, name, kind) if new_secret else None
+        if secret is not None:
+            settings.update(secret[1])
         nothing = not settings and claims == ClaimsChange()
         if nothing and require_attestation is None:
             raise BadRequest(f"nothing to change in provisioner {name!r}: give a new setting")
@@ -148,6 +161,9 @@ def update(
                 check_attest_provisioner(ca.store, attest)
             require(ca.store, name, attest, now=datetime.now(UTC), actor=_ACTOR)
     changed = sorted({*settings, *(k for k, v in vars(claims).items() if v is not None)})
+    if secret is not None:
+        note("The new secret (shown once, only its hash is kept):")
+        out.print(secret[0], markup=False, highlight=False)
     if require_attestation is not None:
         changed.append("require_attestation")
     note(f"Updated provisioner '{name}' (type {kind}): {', '.join(changed)}")
@@ -211,6 +227,14 @@ class _Check:
         )
         if moved and not self.no_check:
             check_provider(new)
+
+
+def _new_secret(store: Store, name: str, kind: str) -> tuple[str, dict[str, str]]:
+    from ostiary.provisioners.scep import load_scep_provisioner, new_secret_settings
+
+    if kind != "scep":
+        raise BadRequest("--new-secret is for scep provisioners with a static or dynamic challenge")
+    return new_secret_settings(load_scep_provisioner(store, name))
 
 
 def _duration(value: str | None) -> Any:

@@ -250,6 +250,22 @@ def add_scep_provisioner(
     return provisioner, static or mdm_secret
 
 
+def new_secret_settings(provisioner: ScepProvisioner) -> tuple[str, dict[str, str]]:
+    """A new secret (shown once) for a ``static`` or ``dynamic`` provisioner, and the
+    setting that stores its digest (``provisioner update --new-secret``): the old one stops
+    working at once, the RA and the certificates stay.
+    """
+    secret = secrets.token_hex(20)
+    if provisioner.challenge == "static":
+        return secret, {"static_challenge_sha256": _digest(secret)}
+    if provisioner.challenge == "dynamic":
+        return secret, {"mdm_secret_sha256": _digest(secret)}
+    raise BadRequest(
+        f"provisioner {provisioner.name!r} has a {provisioner.challenge} challenge: "
+        "--new-secret is for static and dynamic ones"
+    )
+
+
 def load_scep_provisioner(store: Store, name: str) -> ScepProvisioner:
     """The ``scep`` provisioner ``name``; :class:`NotFound` or :class:`PolicyDenied`."""
     from ostiary.provisioners.manage import load_provisioner_of_type
@@ -430,5 +446,6 @@ __all__ = [
     "load_scep_provisioner",
     "make_challenge",
     "make_mdm_challenge",
+    "new_secret_settings",
     "queued_authorization",
 ]

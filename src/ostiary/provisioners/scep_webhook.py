@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def ask_webhook(url: str, facts: dict[str, Any], *, ca_file: str | None, timeout
     except (OSError, ValueError):
         logger.warning("SCEP webhook: its CA file %r does not load", ca_file)
         raise Unauthorized("the challenge webhook cannot be reached") from None
+    deadline = time.monotonic() + timeout
     try:
         with (
             httpx.Client(verify=context, timeout=timeout, follow_redirects=False) as client,
@@ -81,6 +83,8 @@ def ask_webhook(url: str, facts: dict[str, Any], *, ca_file: str | None, timeout
                 body += chunk
                 if len(body) > MAX_ANSWER:
                     raise _refusal(f"its answer is over {MAX_ANSWER} bytes")
+                if time.monotonic() > deadline:  # httpx's timeout is per read, not in all
+                    raise _refusal(f"its answer took over {timeout} s")
     except httpx.HTTPError as exc:
         raise _refusal(f"{type(exc).__name__}: {str(exc)[:MAX_REASON]}") from None
     if status != 200:
