@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ostiary.core.errors import BadRequest
+from ostiary.core.encoding import load_csr
+from ostiary.core.errors import BadRequest, MalformedInput
 
 #: ``cacerts``'s media type (section 4.1.3).
 PKCS7_MIME = "application/pkcs7-mime"
@@ -68,9 +69,9 @@ def read_base64_csr(body: bytes) -> x509.CertificateSigningRequest:
     except (binascii.Error, ValueError):
         raise BadRequest("the body is not base64 (RFC 8951: always base64)") from None
     try:
-        return x509.load_der_x509_csr(der)
-    except ValueError:
-        raise BadRequest("the body is not a DER PKCS#10 request in base64") from None
+        return load_csr(der)  # every parse error of cryptography's (one is no ValueError)
+    except MalformedInput as exc:
+        raise MalformedInput(f"the body is not a DER PKCS#10 request in base64: {exc}") from None
 
 
 def _base64_lines(der: bytes) -> bytes:

@@ -89,10 +89,11 @@ def ask_webhook(url: str, facts: dict[str, Any], *, ca_file: str | None, timeout
         raise _refusal(f"{type(exc).__name__}: {str(exc)[:MAX_REASON]}") from None
     if status != 200:
         raise _refusal(f"it answered HTTP {status}")
-    return _verdict(body)
+    return read_verdict(body)
 
 
-def _verdict(body: bytes) -> Verdict:
+def read_verdict(body: bytes) -> Verdict:
+    """The verdict in a 200 answer's body; refusals as the module docstring says."""
     try:
         answer = json.loads(body)
     except (ValueError, RecursionError):
@@ -117,4 +118,11 @@ def _refusal(why: str) -> Unauthorized:
     return Unauthorized(f"the challenge webhook gave no verdict ({why})")
 
 
-__all__ = ["MAX_ANSWER", "Verdict", "ask_webhook", "check_webhook_url", "read_webhook_roots"]
+__all__ = [
+    "MAX_ANSWER",
+    "Verdict",
+    "ask_webhook",
+    "check_webhook_url",
+    "read_verdict",
+    "read_webhook_roots",
+]
