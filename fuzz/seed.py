@@ -100,6 +100,16 @@ def samples() -> dict[str, dict[str, bytes]]:
         },
         "target": {"plain": b"/a/b?x=1", "dots": b"/a/./b/../%7e%41%2F;x?q"},
         "config_toml": {"ostiary.toml": dump_config(config).encode()},
+        "est_csr": {
+            "one-line.b64": base64.b64encode(request.public_bytes(serialization.Encoding.DER)),
+            "lines.b64": base64.encodebytes(request.public_bytes(serialization.Encoding.DER)),
+        },
+        "scep_webhook": {
+            "allow.json": json.dumps(
+                {"allow": True, "subject": "CN=alice", "san": ["email:alice@corp.example"]}
+            ).encode(),
+            "deny.json": json.dumps({"allow": False, "reason": "unknown device"}).encode(),
+        },
         "device_attest": {
             "apple.cbor": cbor2.dumps({"fmt": "apple", "attStmt": {"x5c": [der]}}),
             "tpm.cbor": cbor2.dumps(

@@ -30,12 +30,14 @@ from ostiary.core.encoding import load_certificate, load_certificate_chain, load
 from ostiary.core.errors import OstiaryError
 from ostiary.core.issuance import verify_csr
 from ostiary.core.jws import b64url
-from ostiary.core.names import sans_of
+from ostiary.core.names import parse_san, parse_subject, sans_of
 from ostiary.core.ocsp import CertStatus, OcspResponder, ocsp_request_from_get_path
 from ostiary.core.pkcs12 import load_pkcs12
+from ostiary.est import read_base64_csr
 from ostiary.gateway.target import canonical_target
 from ostiary.provisioners import _jose
 from ostiary.provisioners.jwk import ALGORITHM, TOKEN_HEADERS, JWKProvisioner
+from ostiary.provisioners.scep_webhook import read_verdict
 from ostiary.provisioners.tpm_statement import (
     AttestationStatement,
     check_key_attributes,
@@ -193,6 +195,20 @@ def device_attest(data: bytes) -> None:
     verify_device_attestation(context, now=NOW)
 
 
+def est_csr(data: bytes) -> None:
+    """An EST ``simpleenroll`` body: base64 PKCS#10 (RFC 8951), read and checked."""
+    request = read_base64_csr(data)
+    verify_csr(request)
+
+
+def scep_webhook(data: bytes) -> None:
+    """A SCEP challenge webhook's answer, and the names an allow gives, parsed."""
+    verdict = read_verdict(data)
+    parse_subject(verdict.subject)
+    for name in verdict.sans:
+        parse_san(name)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "certificate": certificate,
     "csr": csr,
@@ -205,6 +221,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "target": target,
     "config_toml": config_toml,
     "device_attest": device_attest,
+    "est_csr": est_csr,
+    "scep_webhook": scep_webhook,
 }
 
 

@@ -14,18 +14,16 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 
 from tests.acme_validation.conftest import ChallTestSrv, free_port, wait_listening
 from tests.client.conftest import ok, refused
 from tests.conftest import require_tool
+from tests.loopback_tls import loopback_tls_files
 
 EAB_KID = "kid-1"
 
@@ -38,49 +36,13 @@ class Pebble:
     eab_key: str
 
 
-def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A root and a leaf for 127.0.0.1 that pebble serves its API with."""
-    now = datetime.now(UTC)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "pebble test root")])
-    root = (
-        x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
-        .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(root_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )  # fmt: skip
-    paths = folder / "root.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 @pytest.fixture(scope="module")
 def pebble(
     challtestsrv: ChallTestSrv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pebble]:
     tool = require_tool("pebble")
     folder = tmp_path_factory.mktemp("pebble")
-    root_file, cert, key = _tls_files(folder)
+    root_file, cert, key = loopback_tls_files(folder)
     port, management, http_port = free_port(), free_port(), free_port()
     eab_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     config = folder / "pebble.json"

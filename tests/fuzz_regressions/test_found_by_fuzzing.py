@@ -4,6 +4,7 @@ errors, each next to a well-formed twin. The inputs are the fuzzers' own, in ``i
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,3 +164,29 @@ def test_an_attestation_object_with_a_damaged_x5c_fails_the_challenge(name: str)
     )
     with pytest.raises(ChallengeFailed, match="'x5c' holds a certificate that cannot be parsed"):
         verify_device_attestation(context, now=datetime.now(UTC))
+
+
+def test_an_est_body_with_a_bad_csr_version_is_a_400() -> None:
+    """Found by the ``est_csr`` harness: cryptography's InvalidVersion is no ValueError; the
+    EST reader now loads through :func:`load_csr`, which refuses it as malformed input."""
+    from ostiary.est import read_base64_csr
+
+    with pytest.raises(MalformedInput, match="60 is not a valid CSR version"):
+        read_base64_csr((INPUTS / "est-csr-bad-version.b64").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = build_csr(x509.Name.from_rfc4514_string("CN=switch-1"), [], key)
+    der = csr.public_bytes(serialization.Encoding.DER)
+    assert read_base64_csr(base64.encodebytes(der)) == csr  # the twin: with line breaks
+
+
+def test_a_webhook_subject_of_64_non_ascii_characters_is_refused_not_a_crash() -> None:
+    """Found by the ``scep_webhook`` harness: a bare common name of at most 64 characters
+    but 65 UTF-8 bytes passed our check and failed cryptography's (a ValueError)."""
+    from ostiary.core.errors import InvalidName
+    from ostiary.core.names import parse_subject
+    from ostiary.provisioners.scep_webhook import read_verdict
+
+    verdict = read_verdict((INPUTS / "scep-webhook-long-cn.json").read_bytes())
+    with pytest.raises(InvalidName, match="at most 64 characters"):
+        parse_subject(verdict.subject)
+    assert parse_subject("a" * 64).rfc4514_string() == "CN=" + "a" * 64  # the twin

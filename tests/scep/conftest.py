@@ -88,16 +88,19 @@ def _is_ca(certificate: x509.Certificate) -> bool:
     return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
-def _make(tmp: Path, key_type: str) -> ScepServer:
+def start_ca(
+    tmp: Path, key_type: str, provisioners: list[tuple[str, ...]], name: str = "Scep Test"
+) -> ScepServer:
+    """A CA made with ``ostiary ca init`` and ``ca provisioner add NAME ARGS`` for each of
+    ``provisioners``, served by ``ostiary ca serve`` on free loopback ports.
+    """
     home = tmp / "ca"
     password_file = tmp / "password"
     password_file.write_text(PASSWORD + "\n")
     pw = ("--password-file", str(password_file))
-    ostiary(home, "ca", "init", "--name", "Scep Test", "--key-type", key_type, *pw)
-    add = ("ca", "provisioner", "add")
-    ostiary(home, *add, "devices", "--type", "scep", "--profile", "client", *pw)
-    ostiary(home, *add, "users", "--type", "scep", "--profile", "user", *pw)
-    ostiary(home, *add, "gated", "--type", "scep", "--require-approval", *pw)
+    ostiary(home, "ca", "init", "--name", name, "--key-type", key_type, *pw)
+    for provisioner in provisioners:
+        ostiary(home, "ca", "provisioner", "add", *provisioner, *pw)
     paths = CAPaths(home)
     config = load_config(paths.config)
     folder = CAFolder(
@@ -108,6 +111,18 @@ def _make(tmp: Path, key_type: str) -> ScepServer:
         x509.load_pem_x509_certificate(paths.intermediate_certificate.read_bytes()),
     )
     return ScepServer(home, password_file, start_serve(folder, tmp / "serve.log"))
+
+
+def _make(tmp: Path, key_type: str) -> ScepServer:
+    return start_ca(
+        tmp,
+        key_type,
+        [
+            ("devices", "--type", "scep", "--profile", "client"),
+            ("users", "--type", "scep", "--profile", "user"),
+            ("gated", "--type", "scep", "--require-approval"),
+        ],
+    )
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,11 @@ DOCUMENTED = {
     ("post", "/scep/{name}"),
     ("get", "/scep/{name}/pkiclient.exe"),
     ("post", "/scep/{name}/pkiclient.exe"),
+    ("post", "/scep/{name}/challenge"),
+    ("get", "/.well-known/est/{name}/cacerts"),
+    ("get", "/.well-known/est/{name}/csrattrs"),
+    ("post", "/.well-known/est/{name}/simpleenroll"),
+    ("post", "/.well-known/est/{name}/simplereenroll"),
 }
 
 

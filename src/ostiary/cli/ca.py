@@ -402,3 +402,7 @@ from ostiary.cli.health import status as _status  # noqa: E402
 
 app.command("status")(_status)
 app.command("doctor")(_doctor)
+
+from ostiary.cli.est import est_app as _est_app  # noqa: E402 - EST codes
+
+app.add_typer(_est_app, name="est")

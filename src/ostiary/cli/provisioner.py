@@ -24,10 +24,18 @@ from ostiary.cli import provisioner_options as opt
 from ostiary.cli.acme import ACME_TYPE, add_acme
 from ostiary.cli.attest import ATTEST_TYPE, add_attest, check_attest_provisioner
 from ostiary.cli.console import note, out, print_table, shown
+from ostiary.cli.est import add_est
 from ostiary.cli.oidc import add_oidc
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.provisioner_update import update
-from ostiary.cli.scep import Challenge, RequireApproval, add_scep
+from ostiary.cli.scep import (
+    Challenge,
+    RequireApproval,
+    WebhookCaFile,
+    WebhookTimeout,
+    WebhookUrl,
+    add_scep,
+)
 from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_store, unlock_ca
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import Lifetime, format_duration, parse_duration
@@ -43,6 +51,7 @@ from ostiary.provisioners import (
 )
 from ostiary.provisioners.approval import APPROVAL_TYPE, add_approval_provisioner
 from ostiary.provisioners.base import DEFAULT_RENEW_AFTER_EXPIRY_WINDOW, OIDC_TYPE
+from ostiary.provisioners.est import EST_TYPE
 from ostiary.provisioners.manage import rotate_jwk_key
 from ostiary.provisioners.scep import SCEP_TYPE
 from ostiary.store import Store
@@ -86,8 +95,8 @@ def add(
             "--type",
             help="jwk (one-time tokens from 'ca token'), oidc (sign in with an identity "
             "provider), approval (an officer decides), attest (a TPM attests the key), "
-            "acme (RFC 8555 clients such as certbot and lego) or scep (devices and MDMs, "
-            "docs/mdm.md).",
+            "acme (RFC 8555 clients such as certbot and lego), scep (devices and MDMs, "
+            "docs/mdm.md) or est (RFC 7030: network gear and IoT, docs/mdm.md).",
         ),
     ] = JWK_TYPE,
     admin: opt.Admin = False,
@@ -125,18 +134,26 @@ def add(
     require_eab: opt.RequireEab = None,
     challenge: Challenge = None,
     require_approval: RequireApproval = False,
+    webhook_url: WebhookUrl = None,
+    webhook_ca_file: WebhookCaFile = None,
+    webhook_timeout: WebhookTimeout = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
     """Add a provisioner: a new key pair whose private half is sealed with the CA password."""
-    if type_ not in (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE, ACME_TYPE, SCEP_TYPE):
+    types = (JWK_TYPE, APPROVAL_TYPE, OIDC_TYPE, ATTEST_TYPE, ACME_TYPE, SCEP_TYPE, EST_TYPE)
+    if type_ not in types:
         raise BadRequest(
             f"unknown provisioner type {type_!r}: use {JWK_TYPE!r}, 'approval', 'oidc', "
-            f"{ATTEST_TYPE!r}, {ACME_TYPE!r} or {SCEP_TYPE!r}"
+            f"{ATTEST_TYPE!r}, {ACME_TYPE!r}, {SCEP_TYPE!r} or {EST_TYPE!r}"
         )
-    if type_ != SCEP_TYPE and (challenge is not None or require_approval):
-        raise BadRequest("--challenge and --require-approval are for scep provisioners")
-    if type_ in (ATTEST_TYPE, ACME_TYPE) and require_attestation is not None:
+    scep_only = (challenge, webhook_url, webhook_ca_file, webhook_timeout)
+    if type_ != SCEP_TYPE and (any(v is not None for v in scep_only) or require_approval):
+        raise BadRequest(
+            "--challenge, --webhook-url, --webhook-ca-file, --webhook-timeout and "
+            "--require-approval are for scep provisioners"
+        )
+    if type_ in (ATTEST_TYPE, ACME_TYPE, SCEP_TYPE, EST_TYPE) and require_attestation is not None:
         raise BadRequest("--require-attestation is for jwk, oidc and approval provisioners")
     acme_only = (
         challenges,
@@ -203,7 +220,13 @@ def add(
                 profile=profiles[0],
                 challenge=challenge,
                 require_approval=require_approval,
+                webhook_url=webhook_url,
+                webhook_ca_file=webhook_ca_file,
+                webhook_timeout=webhook_timeout,
             )
+            return
+        if type_ == EST_TYPE:  # RFC 7030 clients: network gear, IoT (docs/mdm.md)
+            add_est(ca.store, name, claims=claims, ca_claims=ca_claims, profile=profiles[0])
             return
         if type_ == ATTEST_TYPE:  # a TPM attests the key (docs/tpm.md)
             add_attest(

@@ -6,8 +6,10 @@ stays as it is; a list option (``--domains``, ``--admins``, ``--groups``, ``--al
 empties it; ``--tenant-id ''``, ``--uri-claim ''`` and ``--require-attestation ''`` drop that
 setting. The new settings are validated as at add (an ``oidc`` provisioner pointed at another
 provider has its discovery document fetched and checked unless ``--no-check``); the change is
-one "provisioner.updated" audit entry. The provisioner keeps its name and key, so the
-certificates it issued renew as before: no remove and re-add, which would refuse them.
+one "provisioner.updated" audit entry. The provisioner keeps its name and key (a ``scep``
+provisioner its RA), so the certificates it issued renew as before: no remove and re-add,
+which would refuse them. ``--new-secret`` replaces a ``scep`` provisioner's static challenge
+or MDM secret and prints the new one once.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ostiary.cli import provisioner_options as opt
-from ostiary.cli.console import note
+from ostiary.cli.console import note, out
 from ostiary.cli.files import read_input
 from ostiary.cli.oidc import check_provider, split_list
 from ostiary.cli.options import CADir, PasswordFile
+from ostiary.cli.scep import WebhookCaFile, WebhookTimeout, WebhookUrl
 from ostiary.cli.unlock import unlock_ca
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest
@@ -32,7 +35,7 @@ from ostiary.provisioners import LEAF_PROFILES, ProvisionerClaims
 from ostiary.provisioners.base import OIDC_TYPE, check_profile
 from ostiary.provisioners.jwk import JWK_TYPE
 from ostiary.provisioners.manage import ClaimsChange, update_provisioner
-from ostiary.store import ProvisionerRepository
+from ostiary.store import ProvisionerRepository, Store
 
 _ACTOR = "cli"
 
@@ -72,6 +75,25 @@ def update(
     attestation_roots: opt.AttestationRoots = None,
     require_pin: opt.RequirePin = None,
     require_attestation: opt.RequireAttestation = None,
+    require_approval: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-approval/--no-require-approval",
+            help="scep: an officer approves each request (or no longer).",
+            show_default=False,
+        ),
+    ] = None,
+    webhook_url: WebhookUrl = None,
+    webhook_ca_file: WebhookCaFile = None,
+    webhook_timeout: WebhookTimeout = None,
+    new_secret: Annotated[
+        bool,
+        typer.Option(
+            "--new-secret",
+            help="scep static or dynamic: replace the shared challenge or the MDM's secret "
+            "(printed once on stdout; the old one stops working).",
+        ),
+    ] = False,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -100,6 +122,10 @@ def update(
         "uri_claim": _text(uri_claim),
         "provider_ca_file": _file(provider_ca_file, "--provider-ca-file"),
         "require_pin": require_pin,
+        "require_approval": require_approval,
+        "webhook_url": webhook_url,
+        "webhook_ca_file": _file(webhook_ca_file, "--webhook-ca-file"),
+        "webhook_timeout": webhook_timeout,
     }
     settings = {key: value for key, value in given.items() if value is not None}
     for key in ("tenant_id", "uri_claim"):  # '' given: drop the setting
@@ -109,6 +135,9 @@ def update(
         with ca.store.transaction(read_only=True) as session:
             kind = ProvisionerRepository(session).get(name).type
         settings.update(_typed_settings(kind, profile, policy_oid, attestation_roots))
+        secret = _new_secret(ca.store, name, kind) if new_secret else None
+        if secret is not None:
+            settings.update(secret[1])
         nothing = not settings and claims == ClaimsChange()
         if nothing and require_attestation is None:
             raise BadRequest(f"nothing to change in provisioner {name!r}: give a new setting")
@@ -132,6 +161,9 @@ def update(
                 check_attest_provisioner(ca.store, attest)
             require(ca.store, name, attest, now=datetime.now(UTC), actor=_ACTOR)
     changed = sorted({*settings, *(k for k, v in vars(claims).items() if v is not None)})
+    if secret is not None:
+        note("The new secret (shown once, only its hash is kept):")
+        out.print(secret[0], markup=False, highlight=False)
     if require_attestation is not None:
         changed.append("require_attestation")
     note(f"Updated provisioner '{name}' (type {kind}): {', '.join(changed)}")
@@ -174,8 +206,12 @@ class _Check:
                 raise BadRequest("a provisioner needs at least one profile")
             for profile in new.profiles:
                 check_profile(profile, LEAF_PROFILES)
-        elif new.type == "approval":
+        elif new.type in ("approval", "scep", "est"):
             check_profile(new.profile, LEAF_PROFILES)
+        if new.type == "scep" and new.webhook_ca_file is not None:
+            from ostiary.provisioners.scep_webhook import read_webhook_roots
+
+            read_webhook_roots(new.webhook_ca_file)
         elif new.type == OIDC_TYPE:
             self._check_oidc(old, new)
 
@@ -191,6 +227,14 @@ class _Check:
         )
         if moved and not self.no_check:
             check_provider(new)
+
+
+def _new_secret(store: Store, name: str, kind: str) -> tuple[str, dict[str, str]]:
+    from ostiary.provisioners.scep import load_scep_provisioner, new_secret_settings
+
+    if kind != "scep":
+        raise BadRequest("--new-secret is for scep provisioners with a static or dynamic challenge")
+    return new_secret_settings(load_scep_provisioner(store, name))
 
 
 def _duration(value: str | None) -> Any:

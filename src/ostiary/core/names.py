@@ -167,9 +167,13 @@ def parse_subject(value: str) -> x509.Name:
     if not text:
         raise InvalidName("the subject is empty")
     if "=" not in text:
-        if len(text) > 64:
-            raise InvalidName("a common name is at most 64 characters (RFC 5280 upper bound)")
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+        try:  # cryptography bounds the UTF-8 bytes, which 64 characters can pass
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+        except ValueError:
+            raise InvalidName(
+                "a common name is at most 64 characters (RFC 5280 upper bound; a non-ASCII "
+                "character counts as its UTF-8 bytes)"
+            ) from None
     try:
         return x509.Name.from_rfc4514_string(text)
     except ValueError as exc:

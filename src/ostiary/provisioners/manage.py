@@ -198,16 +198,20 @@ _NOT_AUDITED = frozenset({"key", "encrypted_key", "roots"})
 
 
 def load_typed_provisioner(record: ProvisionerRecord) -> Any:
-    """The typed provisioner of a record (jwk, approval, oidc or attest)."""
+    """The typed provisioner of a record (jwk, approval, oidc, attest, scep or est)."""
     from ostiary.provisioners.approval import APPROVAL_TYPE, ApprovalProvisioner
     from ostiary.provisioners.attest import ATTEST_TYPE, AttestProvisioner
+    from ostiary.provisioners.est import EST_TYPE, EstProvisioner
     from ostiary.provisioners.oidc import OIDC_TYPE, OIDCProvisioner
+    from ostiary.provisioners.scep import SCEP_TYPE, ScepProvisioner
 
     loaders: dict[str, Callable[[str, dict[str, Any]], Any]] = {
         JWK_TYPE: JWKProvisioner.from_config,
         APPROVAL_TYPE: ApprovalProvisioner.from_config,
         OIDC_TYPE: OIDCProvisioner.from_config,
         ATTEST_TYPE: AttestProvisioner.from_config,
+        SCEP_TYPE: ScepProvisioner.from_config,
+        EST_TYPE: EstProvisioner.from_config,
     }
     loader = loaders.get(record.type)
     if loader is None:

@@ -23,21 +23,21 @@ import hashlib
 import hmac
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AttributeOID
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import serial_hex
-from ostiary.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from ostiary.core.errors import BadRequest, Conflict, NotFound, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization, subject_for
 from ostiary.core.lifetime import Lifetime
-from ostiary.core.names import format_general_name, parse_san, parse_subject
+from ostiary.core.names import format_general_name, sans_of
 from ostiary.provisioners.base import (
     LEAF_PROFILES,
     CAIdentity,
@@ -46,16 +46,25 @@ from ostiary.provisioners.base import (
     precheck_request,
     validate_provisioner_name,
 )
-from ostiary.provisioners.patterns import check_allowed_names
+from ostiary.provisioners.grants import (
+    MAX_GRANT_TTL,
+    Grant,
+    find_grant,
+    grant_authorization,
+    record_grant,
+)
+from ostiary.provisioners.scep_webhook import ask_webhook, check_webhook_url, read_webhook_roots
 from ostiary.signers.files import decrypt_private_key_pem, encrypt_private_key_pem
 from ostiary.store import AuditLog, ProvisionerRepository, Store
 
 SCEP_TYPE = "scep"
-ChallengeKind = Literal["one-time", "static"]
-CHALLENGE_KINDS: tuple[ChallengeKind, ...] = ("one-time", "static")
+ChallengeKind = Literal["one-time", "static", "dynamic", "webhook"]
+CHALLENGE_KINDS: tuple[ChallengeKind, ...] = ("one-time", "static", "dynamic", "webhook")
 #: How long the RA certificate lives; ``provisioner add`` again makes a new one.
 RA_LIFETIME = timedelta(days=365)
-MAX_CHALLENGE_TTL = timedelta(days=30)
+MAX_CHALLENGE_TTL = MAX_GRANT_TTL
+#: How long the CA waits for a challenge webhook's answer, by default (seconds).
+DEFAULT_WEBHOOK_TIMEOUT = 10
 #: RSA keys below this are refused (iOS asks for 1024 unless its profile says otherwise).
 MIN_RSA_BITS = 2048
 
@@ -75,6 +84,31 @@ class ScepProvisioner:
     require_approval: bool = False
     #: SHA-256 hex of the static challenge (``challenge == "static"`` only).
     static_challenge_sha256: str | None = None
+    #: SHA-256 hex of the MDM's secret for the challenge URL (``challenge == "dynamic"``).
+    mdm_secret_sha256: str | None = None
+    #: The HTTPS URL asked about every request (``challenge == "webhook"``).
+    webhook_url: str | None = None
+    #: PEM roots the webhook's TLS certificate must chain to (None: the system's).
+    webhook_ca_file: str | None = None
+    webhook_timeout: int = DEFAULT_WEBHOOK_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.challenge not in CHALLENGE_KINDS:
+            raise BadRequest(
+                f"unknown challenge kind {self.challenge!r}: use one-time, static, dynamic or "
+                "webhook"
+            )
+        if self.challenge == "webhook":
+            check_webhook_url(self.webhook_url)
+            if not 1 <= self.webhook_timeout <= 60:
+                raise BadRequest("the webhook timeout is between 1 and 60 seconds")
+        elif self.webhook_url is not None or self.webhook_ca_file is not None:
+            raise BadRequest("--webhook-url and --webhook-ca-file are for --challenge webhook")
+        if self.challenge == "static" and not self.claims.allowed_names:
+            raise BadRequest(
+                "a static challenge lets every holder choose the names in its CSR: give the "
+                "names it may ask for with --allow-name"
+            )
 
     @property
     def type(self) -> str:
@@ -98,6 +132,10 @@ class ScepProvisioner:
             "challenge": self.challenge,
             "require_approval": self.require_approval,
             "static_challenge_sha256": self.static_challenge_sha256,
+            "mdm_secret_sha256": self.mdm_secret_sha256,
+            "webhook_url": self.webhook_url,
+            "webhook_ca_file": self.webhook_ca_file,
+            "webhook_timeout": self.webhook_timeout,
             "ra_certificate": self.ra_certificate_pem,
             "encrypted_key": self.encrypted_ra_key,
         }
@@ -117,6 +155,10 @@ class ScepProvisioner:
                 challenge=challenge,
                 require_approval=bool(config["require_approval"]),
                 static_challenge_sha256=config.get("static_challenge_sha256"),
+                mdm_secret_sha256=config.get("mdm_secret_sha256"),
+                webhook_url=config.get("webhook_url"),
+                webhook_ca_file=config.get("webhook_ca_file"),
+                webhook_timeout=int(config.get("webhook_timeout", DEFAULT_WEBHOOK_TIMEOUT)),
             )
         except (KeyError, TypeError):
             raise BadRequest(f"provisioner {name!r} has an incomplete scep config") from None
@@ -137,21 +179,36 @@ def add_scep_provisioner(
     require_approval: bool = False,
     ca_claims: ProvisionerClaims | None = None,
     actor: str | None = None,
+    webhook_url: str | None = None,
+    webhook_ca_file: str | None = None,
+    webhook_timeout: int = DEFAULT_WEBHOOK_TIMEOUT,
 ) -> tuple[ScepProvisioner, str | None]:
-    """Record a ``scep`` provisioner with a new RA certificate; the static challenge (made
-    here, shown once) is returned for ``challenge="static"``.
+    """Record a ``scep`` provisioner with a new RA certificate; the secret made here and
+    shown once is returned: the static challenge (``static``) or the MDM's secret for the
+    challenge URL (``dynamic``).
     """
     validate_provisioner_name(name)
     check_profile(profile, LEAF_PROFILES)
-    if challenge not in CHALLENGE_KINDS:
-        raise BadRequest(f"unknown challenge kind {challenge!r}: use one-time or static")
-    if challenge == "static" and not claims.allowed_names:
-        raise BadRequest(
-            "a static challenge lets every holder choose the names in its CSR: give the "
-            "names it may ask for with --allow-name"
-        )
     if ca_claims is not None:
         claims.check_within(ca_claims)
+    static = secrets.token_hex(20) if challenge == "static" else None
+    mdm_secret = secrets.token_hex(20) if challenge == "dynamic" else None
+    settings = ScepProvisioner(  # validates the settings before anything is made
+        name=name,
+        claims=claims,
+        ra_certificate_pem="",
+        encrypted_ra_key="",
+        profile=profile,
+        challenge=challenge,
+        require_approval=require_approval,
+        static_challenge_sha256=_digest(static) if static is not None else None,
+        mdm_secret_sha256=_digest(mdm_secret) if mdm_secret is not None else None,
+        webhook_url=webhook_url,
+        webhook_ca_file=webhook_ca_file,
+        webhook_timeout=webhook_timeout,
+    )
+    if webhook_ca_file is not None:
+        read_webhook_roots(webhook_ca_file)
     now = authority.clock()
     with authority.store.transaction(read_only=True) as session:
         try:
@@ -174,16 +231,10 @@ def add_scep_provisioner(
         event="certificate.issued",
         details={"purpose": "scep-ra"},
     )
-    static = secrets.token_hex(20) if challenge == "static" else None
-    provisioner = ScepProvisioner(
-        name=name,
-        claims=claims,
+    provisioner = replace(
+        settings,
         ra_certificate_pem=ra.public_bytes(serialization.Encoding.PEM).decode("ascii"),
         encrypted_ra_key=encrypt_private_key_pem(key, password).decode("ascii"),
-        profile=profile,
-        challenge=challenge,
-        require_approval=require_approval,
-        static_challenge_sha256=_digest(static) if static is not None else None,
     )
     config = provisioner.to_config()
     with authority.store.transaction() as session:
@@ -196,7 +247,23 @@ def add_scep_provisioner(
             target=name,
             details={"type": SCEP_TYPE, "ra_serial": serial_hex(ra.serial_number), **audited},
         )
-    return provisioner, static
+    return provisioner, static or mdm_secret
+
+
+def new_secret_settings(provisioner: ScepProvisioner) -> tuple[str, dict[str, str]]:
+    """A new secret (shown once) for a ``static`` or ``dynamic`` provisioner, and the
+    setting that stores its digest (``provisioner update --new-secret``): the old one stops
+    working at once, the RA and the certificates stay.
+    """
+    secret = secrets.token_hex(20)
+    if provisioner.challenge == "static":
+        return secret, {"static_challenge_sha256": _digest(secret)}
+    if provisioner.challenge == "dynamic":
+        return secret, {"mdm_secret_sha256": _digest(secret)}
+    raise BadRequest(
+        f"provisioner {provisioner.name!r} has a {provisioner.challenge} challenge: "
+        "--new-secret is for static and dynamic ones"
+    )
 
 
 def load_scep_provisioner(store: Store, name: str) -> ScepProvisioner:
@@ -209,15 +276,8 @@ def load_scep_provisioner(store: Store, name: str) -> ScepProvisioner:
 # --------------------------------------------------------------------------- challenges
 
 
-@dataclass(frozen=True)
-class Challenge:
-    """A one-time challenge as made: the secret (shown once) and what it grants."""
-
-    value: str
-    provisioner: str
-    subject: str
-    sans: tuple[str, ...]
-    expires_at: datetime
+#: A one-time challenge as made: the secret (shown once) and what it grants.
+Challenge = Grant
 
 
 def make_challenge(
@@ -235,53 +295,14 @@ def make_challenge(
     The names are checked now as issuance will check them (profile, allowed names), so a
     challenge that could never enroll is not handed out.
     """
-    from ostiary.store import ScepRepository
-
     provisioner = load_scep_provisioner(store, provisioner_name)
-    if provisioner.challenge != "one-time":
+    if provisioner.challenge not in ("one-time", "dynamic"):
         raise BadRequest(
             f"provisioner {provisioner_name!r} uses a {provisioner.challenge} challenge"
         )
-    if not timedelta(minutes=1) <= ttl <= MAX_CHALLENGE_TTL:
-        raise BadRequest("a challenge lives between 1m and 30d")
-    authorization = _authorization(provisioner, subject, list(sans))
-    names = [format_general_name(n) for n in authorization.names]
-    value = secrets.token_hex(20)  # 160 bits; hex, so no shell or getopt ever misreads it
-    with store.transaction() as session:
-        ScepRepository(session).add_challenge(
-            value,
-            provisioner=provisioner.name,
-            subject=authorization.subject.rfc4514_string(),
-            sans=names,
-            now=now,
-            expires_at=now + ttl,
-        )
-        AuditLog(session).append(
-            "scep.challenge.created",
-            at=now,
-            actor=actor,
-            target=provisioner.name,
-            details={"subject": authorization.subject.rfc4514_string(), "san": names},
-        )
-    return Challenge(
-        value, provisioner.name, authorization.subject.rfc4514_string(), tuple(names), now + ttl
-    )
-
-
-def _authorization(provisioner: ScepProvisioner, subject: str, sans: list[str]) -> Authorization:
-    """The authorization for these names, within the provisioner's claims and profile."""
-    from ostiary.core.profiles import get_profile
-
-    parsed_subject = parse_subject(subject)
-    names = tuple(parse_san(text) for text in sans)
-    check_allowed_names(parsed_subject, names, provisioner.claims.allowed_names)
-    get_profile(provisioner.profile).check_names(list(names))
-    return Authorization(
-        subject=parsed_subject,
-        names=names,
-        profile=provisioner.profile,
-        lifetime=provisioner.claims.lifetime,
-        provisioner=provisioner.name,
+    authorization = grant_authorization(provisioner, subject, list(sans))
+    return record_grant(
+        store, authorization, ttl=ttl, now=now, actor=actor, event="scep.challenge.created"
     )
 
 
@@ -289,7 +310,7 @@ def queued_authorization(
     store: Store, provisioner_name: str, subject: str, sans: list[str]
 ) -> Authorization:
     """What an officer's approval of a queued SCEP request issues: the granted names."""
-    return _authorization(load_scep_provisioner(store, provisioner_name), subject, sans)
+    return grant_authorization(load_scep_provisioner(store, provisioner_name), subject, sans)
 
 
 def challenge_of(csr: x509.CertificateSigningRequest) -> str:
@@ -311,13 +332,22 @@ def authorize_challenge(
     *,
     ca: CAIdentity,
     now: datetime,
+    transaction_id: str = "",
 ) -> tuple[Authorization, str | None]:
     """What the CSR's challenge grants, checked as issuance will check it, and the digest of
-    the one-time challenge to spend (None for a static one). Nothing is spent here.
+    the one-time challenge to spend (None for a static or webhook one). Nothing is spent here.
     """
-    from ostiary.store import ScepRepository
-
     given = challenge_of(csr)
+    if provisioner.challenge == "webhook":
+        verdict = ask_webhook(
+            provisioner.webhook_url or "",
+            facts_of(provisioner.name, csr, given, transaction_id),
+            ca_file=provisioner.webhook_ca_file,
+            timeout=provisioner.webhook_timeout,
+        )
+        authorization = grant_authorization(provisioner, verdict.subject, list(verdict.sans))
+        precheck_request(csr, authorization, ca=ca, now=now)
+        return authorization, None
     if provisioner.challenge == "static":
         expected = provisioner.static_challenge_sha256 or ""
         if not hmac.compare_digest(_digest(given), expected):
@@ -332,18 +362,66 @@ def authorize_challenge(
         )
         precheck_request(csr, authorization, ca=ca, now=now)
         return authorization, None
-    with store.transaction(read_only=True) as session:
-        row = ScepRepository(session).find_challenge(provisioner.name, given)
-        if row is None:
-            raise Unauthorized("the challenge password is wrong")
-        if row.used_at is not None:
-            raise Unauthorized("the challenge password was used already: challenges are one-time")
-        if row.expires_at <= now:
-            raise Unauthorized("the challenge password expired: ask for a new one")
-        subject, sans, digest = row.subject, list(row.sans), row.challenge_sha256
-    authorization = _authorization(provisioner, subject, sans)
+    found = find_grant(store, provisioner.name, given, now=now)
+    authorization = grant_authorization(provisioner, found.subject, found.sans)
     precheck_request(csr, authorization, ca=ca, now=now)
-    return authorization, digest
+    return authorization, found.digest
+
+
+def facts_of(
+    provisioner: str, csr: x509.CertificateSigningRequest, challenge: str, transaction_id: str
+) -> dict[str, Any]:
+    """What a challenge webhook is told about a request (docs/mdm.md)."""
+    key = csr.public_key()
+    try:
+        sans = [format_general_name(n) for n in sans_of(csr.extensions)]
+    except (ValueError, x509.DuplicateExtension):
+        raise BadRequest("the CSR extensions cannot be parsed") from None
+    return {
+        "provisioner": provisioner,
+        "transaction_id": transaction_id,
+        "challenge": challenge,
+        "subject": csr.subject.rfc4514_string(),
+        "san": sans,
+        "key_type": _key_type(key),
+        "key_size": getattr(key, "key_size", None),
+        "csr": csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+    }
+
+
+def _key_type(key: object) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__
+
+
+def make_mdm_challenge(
+    store: Store,
+    provisioner_name: str,
+    secret: str,
+    *,
+    subject: str,
+    sans: tuple[str, ...],
+    ttl: timedelta,
+    now: datetime,
+) -> Challenge:
+    """A one-time challenge asked for by the MDM of a ``dynamic`` provisioner, which proves
+    itself with the secret ``provisioner add`` showed once (compared in constant time).
+    """
+    try:
+        provisioner = load_scep_provisioner(store, provisioner_name)
+    except (NotFound, PolicyDenied):
+        provisioner = None
+    expected = provisioner.mdm_secret_sha256 if provisioner is not None else None
+    matches = hmac.compare_digest(_digest(secret), expected or "0" * 64)
+    if provisioner is None or provisioner.challenge != "dynamic" or not matches:
+        raise Unauthorized("wrong provisioner or MDM secret for a dynamic challenge")
+    return make_challenge(
+        store, provisioner_name, subject=subject, sans=sans, ttl=ttl, now=now,
+        actor=f"mdm:{provisioner_name}",
+    )  # fmt: skip
 
 
 def check_key_size(csr: x509.CertificateSigningRequest) -> None:
@@ -364,7 +442,10 @@ __all__ = [
     "add_scep_provisioner",
     "authorize_challenge",
     "check_key_size",
+    "facts_of",
     "load_scep_provisioner",
     "make_challenge",
+    "make_mdm_challenge",
+    "new_secret_settings",
     "queued_authorization",
 ]

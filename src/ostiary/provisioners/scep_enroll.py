@@ -98,7 +98,7 @@ def enroll(
     check_key_size(csr)
     now = authority.clock()
     authorization, challenge = authorize_challenge(
-        authority.store, provisioner, csr, ca=ca, now=now
+        authority.store, provisioner, csr, ca=ca, now=now, transaction_id=transaction_id
     )
     request_id = secrets.token_hex(16) if provisioner.require_approval else None
 

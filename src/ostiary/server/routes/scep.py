@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ostiary.core.errors import NotFound
+from ostiary.core.errors import NotFound, Unauthorized
+from ostiary.core.lifetime import parse_duration
 from ostiary.scep import decode_get_message, parse_query
+from ostiary.server.basic_auth import basic_challenge, basic_password
+from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 
 router = APIRouter(tags=["scep"])
@@ -56,3 +60,62 @@ async def scep_cgi_get(name: str, request: Request, context: Context) -> Respons
 @router.post(_CGI_PATH, summary="SCEP (RFC 8894), the CGI path clients default to")
 async def scep_cgi_post(name: str, request: Request, context: Context) -> Response:
     return await _scep(name, request, context)
+
+
+class ChallengeRequest(BaseModel):
+    """``POST /scep/NAME/challenge``: the names the device's certificate is to carry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str = Field(min_length=1, max_length=1024, description="CN=... or a bare CN")
+    san: list[str] = Field(default_factory=list, max_length=32, description="kind:value SANs")
+    ttl: str = Field("1h", min_length=1, max_length=16, description="how long it may be used")
+
+
+class ChallengeAnswer(BaseModel):
+    """A one-time challenge for one device's SCEP request."""
+
+    challenge: str
+    subject: str
+    san: list[str]
+    expires_at: str
+
+
+@router.post(
+    "/scep/{name}/challenge",
+    status_code=201,
+    response_model=ChallengeAnswer,
+    openapi_extra=json_request_body(ChallengeRequest),
+    summary="A one-time SCEP challenge for an MDM (dynamic challenge, HTTP Basic)",
+)
+async def scep_dynamic_challenge(name: str, request: Request, context: Context) -> Response:
+    """The MDM of a ``--challenge dynamic`` provisioner asks for a challenge bound to names.
+
+    HTTPS only: the MDM's secret travels in the Basic credentials (docs/mdm.md).
+    """
+    from ostiary.provisioners.scep import make_mdm_challenge
+
+    try:
+        secret = basic_password(request)
+        if secret is None:
+            raise Unauthorized("send the MDM secret as HTTP Basic credentials")
+        body = await read_json(request, ChallengeRequest)
+        made = await run_in_threadpool(
+            make_mdm_challenge,
+            context.authority.store,
+            name,
+            secret,
+            subject=body.subject,
+            sans=tuple(body.san),
+            ttl=parse_duration(body.ttl),
+            now=context.authority.clock(),
+        )
+    except Unauthorized as exc:
+        return basic_challenge(exc, "ostiary-scep-mdm")
+    answer = ChallengeAnswer(
+        challenge=made.value,
+        subject=made.subject,
+        san=list(made.sans),
+        expires_at=made.expires_at.isoformat(),
+    )
+    return Response(answer.model_dump_json(), status_code=201, media_type="application/json")
