@@ -82,11 +82,13 @@ class SSHAuthority:
         *,
         actor: str | None,
         token: TokenSpend | None = None,
+        details: Mapping[str, object] | None = None,
     ) -> IssuedSSHCertificate:
         """Sign, then record the certificate, the spent ``token`` and its audit entry at once.
 
         A replayed token records nothing but a ``token.reused`` entry and raises
-        :class:`TokenReused`; the certificate signed for it is dropped.
+        :class:`TokenReused`; the certificate signed for it is dropped. ``details`` go into
+        the audit entry (how it was authorized: ``via``, the X.509 serial...).
         """
         now = self.clock().replace(microsecond=0)
         signer = self.keys.signer_for(authorization.cert_type)
@@ -103,7 +105,8 @@ class SSHAuthority:
         )
         line = certificate_line(sign_certificate(fields, signer.private_key), authorization.key_id)
         kind = authorization.cert_type.name.lower()
-        details = {
+        audited: dict[str, object] = {
+            **(details or {}),
             "type": kind,
             "principals": list(authorization.principals),
             "key_id": authorization.key_id,
@@ -147,13 +150,13 @@ class SSHAuthority:
                     )
                 )
                 if token is not None:
-                    details["token_id"] = token.token_id
+                    audited["token_id"] = token.token_id
                 audit.append(
                     "ssh_certificate.issued",
                     at=now,
                     actor=actor,
                     target=str(fields.serial),
-                    details=details,
+                    details=audited,
                 )
         if reused:
             raise TokenReused("this token was already used: tokens are single-use")

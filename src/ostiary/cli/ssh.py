@@ -225,3 +225,13 @@ def ssh_pubkey(
     except ValueError:
         raise BadRequest(f"{cert_file}: SSH has no form for this key type") from None
     typer.echo(line.decode("ascii"))
+
+
+def _register() -> None:
+    from ostiary.cli import ssh_login
+
+    app.command("login")(ssh_login.login)
+    app.command("renew")(ssh_login.renew)
+
+
+_register()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from ostiary.client.api import OstiaryClient, _transport_error
 from ostiary.client.errors import error_from_problem
+from ostiary.ssh.signature import renewal_message
+from ostiary.tls import TLSIdentity, client_context
 
 
 class SSHClient(OstiaryClient):
@@ -28,6 +34,64 @@ class SSHClient(OstiaryClient):
         if lifetime is not None:
             body["lifetime"] = lifetime
         answer: dict[str, Any] = self._call(self._http, "POST", "/ssh/certificate", json=body)
+        return answer
+
+    def ssh_sign_in_certificate(
+        self,
+        public_key: str,
+        provisioner: str,
+        id_token: str,
+        *,
+        principals: Sequence[str] | None = None,
+        lifetime: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /ssh/certificate`` with an OIDC sign-in made for ``public_key``."""
+        body: dict[str, Any] = {
+            "public_key": public_key,
+            "provisioner": provisioner,
+            "id_token": id_token,
+        }
+        if principals:
+            body["principals"] = list(principals)
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        answer: dict[str, Any] = self._call(self._http, "POST", "/ssh/certificate", json=body)
+        return answer
+
+    def ssh_exchange(
+        self,
+        public_key: str,
+        certificate: x509.Certificate,
+        private_key: CertificateIssuerPrivateKeyTypes,
+        *,
+        principals: Sequence[str] | None = None,
+        lifetime: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /ssh/exchange`` over mTLS with ``certificate`` (its key must be in memory)."""
+        body: dict[str, Any] = {"public_key": public_key}
+        if principals:
+            body["principals"] = list(principals)
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        context = client_context(
+            self.trusted_roots, identity=TLSIdentity((certificate,), private_key)
+        )
+        with self._open(context) as http:
+            answer: dict[str, Any] = self._call(http, "POST", "/ssh/exchange", json=body)
+        return answer
+
+    def ssh_renew(self, certificate_line: str, sign: Callable[[bytes], bytes]) -> dict[str, Any]:
+        """Renew a host certificate: ``sign`` makes the host key's SSH signature blob."""
+        challenge = self._call(self._http, "POST", "/ssh/renew/nonce")
+        nonce = str(challenge.get("nonce", "")) if isinstance(challenge, dict) else ""
+        blob = base64.b64decode(certificate_line.split()[1])
+        signature = sign(renewal_message(nonce, blob))
+        body = {
+            "certificate": certificate_line.strip(),
+            "nonce": nonce,
+            "signature": base64.b64encode(signature).decode("ascii"),
+        }
+        answer: dict[str, Any] = self._call(self._http, "POST", "/ssh/renew", json=body)
         return answer
 
     def ssh_ca(self) -> dict[str, Any]:

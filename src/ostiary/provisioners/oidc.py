@@ -480,6 +480,16 @@ def find_oidc_provisioner(
         return load_oidc_provisioner(session, name, directory=directory)
 
 
+def sign_in_provisioner(
+    store: Store, name: str, *, directory: ProviderDirectory | None = None
+) -> OIDCProvisioner:
+    """The ``oidc`` provisioner a sign-in names; anything else is :class:`Unauthorized`."""
+    try:
+        return find_oidc_provisioner(store, name, directory=directory)
+    except (NotFound, PolicyDenied):
+        raise Unauthorized(f"there is no OpenID Connect provisioner named {name[:64]!r}") from None
+
+
 def authorize_oidc_sign(
     store: Store,
     provisioner: str,
@@ -498,12 +508,7 @@ def authorize_oidc_sign(
     """
     from ostiary.provisioners.tokens import _spend
 
-    try:
-        loaded = find_oidc_provisioner(store, provisioner, directory=directory)
-    except (NotFound, PolicyDenied):
-        raise Unauthorized(
-            f"there is no OpenID Connect provisioner named {provisioner[:64]!r}"
-        ) from None
+    loaded = sign_in_provisioner(store, provisioner, directory=directory)
     grant = loaded.authorize(id_token, csr, ca=ca, now=now, requested_not_after=requested_not_after)
     authorization = grant.authorization
     try:
