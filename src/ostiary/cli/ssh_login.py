@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ostiary.cli.connect import CAUrl, RootFile
 from ostiary.cli.console import note
@@ -204,7 +204,9 @@ def renew(
         private_key = serialization.load_ssh_private_key(read_input(host_key, "host key"), None)
     except (ValueError, TypeError):
         raise BadRequest(f"{host_key}: not an unencrypted OpenSSH private key") from None
-    if not isinstance(private_key, ed25519.Ed25519PrivateKey | _ec_or_rsa()):
+    if not isinstance(
+        private_key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    ):
         raise BadRequest(f"{host_key}: SSH host keys here are Ed25519, ECDSA or RSA")
 
     def sign(message: bytes) -> bytes:
@@ -234,12 +236,6 @@ def renew(
                     return
                 continue
             time.sleep(min(wait, check_interval))
-
-
-def _ec_or_rsa() -> tuple[type, ...]:
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    return (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
 
 
 def _until_due(line: str) -> float:
