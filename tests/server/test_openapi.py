@@ -52,6 +52,8 @@ DOCUMENTED = {
     ("post", "/ssh/exchange"),
     ("post", "/ssh/renew/nonce"),
     ("post", "/ssh/renew"),
+    ("post", "/ssh/requests"),
+    ("get", "/ssh/requests/{request_id}"),
     ("get", "/acme/{provisioner}/directory"),
     ("get", "/acme/{provisioner}/new-nonce"),
     ("head", "/acme/{provisioner}/new-nonce"),

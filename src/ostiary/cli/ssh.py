@@ -228,10 +228,11 @@ def ssh_pubkey(
 
 
 def _register() -> None:
-    from ostiary.cli import ssh_login
+    from ostiary.cli import ssh_login, ssh_request
 
     app.command("login")(ssh_login.login)
     app.command("renew")(ssh_login.renew)
+    app.command("request")(ssh_request.request)
 
 
 _register()

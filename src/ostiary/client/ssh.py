@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cryptography import x509
@@ -92,6 +93,26 @@ class SSHClient(OstiaryClient):
             "signature": base64.b64encode(signature).decode("ascii"),
         }
         answer: dict[str, Any] = self._call(self._http, "POST", "/ssh/renew", json=body)
+        return answer
+
+    def ssh_request(
+        self, public_key: str, provisioner: str, principals: Sequence[str], note: str | None
+    ) -> dict[str, Any]:
+        """``POST /ssh/requests``: queue a request for an officer; its id (and code)."""
+        body: dict[str, Any] = {
+            "public_key": public_key,
+            "provisioner": provisioner,
+            "principals": list(principals),
+        }
+        if note is not None:
+            body["note"] = note
+        answer: dict[str, Any] = self._call(self._http, "POST", "/ssh/requests", json=body)
+        return answer
+
+    def ssh_request_status(self, request_id: str) -> dict[str, Any]:
+        """``GET /ssh/requests/{id}``: its status; ``certificate`` once issued."""
+        path = f"/ssh/requests/{quote(request_id, safe='')}"
+        answer: dict[str, Any] = self._call(self._http, "GET", path)
         return answer
 
     def ssh_ca(self) -> dict[str, Any]:

@@ -6,6 +6,9 @@
   commits to the key; the principals come from the identity (a subset may be asked for).
 - ``POST /ssh/exchange`` (mTLS): the holder of a current X.509 certificate of this CA gets an
   SSH user certificate with the principals its names map to.
+- ``POST /ssh/requests`` ``{"public_key", "provisioner", "principals", "note"?}`` -> 202 and
+  the request id: an officer approves it in the approval queue; ``GET /ssh/requests/{id}``
+  -> its status, and the certificate once issued.
 - ``POST /ssh/renew/nonce``, ``POST /ssh/renew``: a host renews its host certificate by
   signing the challenge with its host key.
 - ``GET /ssh/ca``: the user and host CA public keys, as sshd and known_hosts take them.
@@ -29,11 +32,16 @@ from ostiary.authority.ssh import SSHAuthority
 from ostiary.authority.ssh_keys import ca_key_sha256
 from ostiary.core.errors import BadRequest, MalformedInput, NotFound, PolicyDenied, Unauthorized
 from ostiary.core.lifetime import parse_duration
+from ostiary.provisioners.approval import MAX_NOTE, request_view
+from ostiary.provisioners.base import validate_provisioner_name
 from ostiary.provisioners.ssh import SSHGrant, authorize_ssh
+from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
+from ostiary.provisioners.ssh_approval import issued_ssh_certificate, submit_ssh_request
 from ostiary.provisioners.ssh_identity import authorize_ssh_exchange, authorize_ssh_sign_in
 from ostiary.provisioners.ssh_renewal import authorize_host_renewal, issue_renewal_nonce
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.credentials import peer_certificate
+from ostiary.server.limits import client_address, limits_of
 from ostiary.ssh import (
     SSHCertificateType,
     SSHPublicKey,
@@ -41,6 +49,7 @@ from ostiary.ssh import (
     load_ssh_public_key_line,
 )
 from ostiary.ssh.krl import KRL_MEDIA_TYPE
+from ostiary.store import RequestStatus
 
 _TYPES = {"user": SSHCertificateType.USER, "host": SSHCertificateType.HOST}
 
@@ -66,6 +75,22 @@ class SSHExchangeRequest(BaseModel):
     public_key: str = Field(max_length=16384, description="The key, as in a .pub file.")
     principals: list[str] | None = Field(default=None, max_length=256)
     lifetime: str | None = Field(default=None, max_length=32, description="e.g. 8h.")
+
+
+class SSHSubmitRequest(BaseModel):
+    public_key: str = Field(max_length=16384, description="The key, as in a .pub file.")
+    provisioner: str = Field(min_length=1, max_length=64, description="An approval one.")
+    principals: list[str] = Field(min_length=1, max_length=256)
+    note: str | None = Field(default=None, max_length=MAX_NOTE, description="For the officer.")
+
+
+class SSHRequestAnswer(BaseModel):
+    request_id: str
+    status: Literal["pending", "approving", "issued", "rejected", "expired"]
+    expires_at: str
+    code: str | None = Field(None, description="One-time code to tell the officer (once).")
+    reason: str | None = None
+    certificate: str | None = None
 
 
 class SSHRenewalNonce(BaseModel):
@@ -162,6 +187,47 @@ def exchange_for_ssh_certificate(
         lifetime=_lifetime(body.lifetime),
     )
     return _issue(ssh, public_key, grant, via="x509", actor=f"certificate:{serial}")
+
+
+@router.post("/requests", status_code=202, response_model=SSHRequestAnswer)
+def submit_ssh_request_route(
+    request: Request, body: SSHSubmitRequest, context: Context
+) -> SSHRequestAnswer:
+    """Queue an SSH user certificate request for an officer (provisioner type approval)."""
+    limits_of(request).requests.check(client_address(request))
+    ssh = ssh_authority(context)
+    submitted = submit_ssh_request(
+        ssh.store,
+        validate_provisioner_name(body.provisioner),
+        load_ssh_public_key_line(body.public_key),
+        body.principals,
+        now=ssh.clock(),
+        note=body.note,
+    )
+    return SSHRequestAnswer(
+        request_id=submitted.request_id,
+        status="pending",
+        expires_at=submitted.expires_at.isoformat(),
+        code=submitted.code,
+    )
+
+
+@router.get("/requests/{request_id}", response_model=SSHRequestAnswer)
+def poll_ssh_request(request_id: str, context: Context) -> SSHRequestAnswer:
+    """Where an SSH request stands; the certificate line once an officer approved it."""
+    ssh = ssh_authority(context)
+    view = request_view(ssh.store, request_id[:64], now=ssh.clock())
+    if view.kind != SSH_KIND:
+        raise NotFound("no such SSH certificate request")
+    return SSHRequestAnswer(
+        request_id=view.request_id,
+        status=view.status.value,
+        expires_at=view.expires_at.isoformat(),
+        reason=view.reason if view.status is RequestStatus.REJECTED else None,
+        certificate=issued_ssh_certificate(ssh, view)
+        if view.status is RequestStatus.ISSUED
+        else None,
+    )
 
 
 @router.post("/renew/nonce", response_model=SSHRenewalNonce)
