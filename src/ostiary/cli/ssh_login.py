@@ -4,7 +4,9 @@
   (``--provisioner``), a token (``--token``) or an X.509 client certificate of this CA
   (``--x509-cert``/``--x509-key``, over mTLS); then either into ssh-agent with
   ``ssh-add -t`` set to the certificate's remaining life (the agent drops both when it
-  ends), or written as ``KEY``, ``KEY.pub`` and ``KEY-cert.pub``.
+  ends), or written as ``KEY``, ``KEY.pub`` and ``KEY-cert.pub``. With ``--key-store tpm``
+  the key is the one in a PKCS#11 token (tpm2-pkcs11: it never leaves the TPM): only
+  ``KEY.pub`` and ``KEY-cert.pub`` are written, for ssh's ``PKCS11Provider``.
 - ``renew``: a host's current host certificate renewed by signing the CA's challenge with
   the host key; ``--daemon`` keeps doing so once two thirds of its life have passed.
 """
@@ -36,6 +38,11 @@ from ostiary.ssh import ssh_signature
 class KeyStore(StrEnum):
     agent = "agent"
     file = "file"
+    tpm = "tpm"
+
+
+#: Debian's tpm2-pkcs11 module (package libtpm2-pkcs11-1).
+TPM2_PKCS11 = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
 
 
 def login(
@@ -57,11 +64,16 @@ def login(
         typer.Option("--principal", help="Only these of your principals (repeatable)."),
     ] = None,
     key_store: Annotated[
-        KeyStore, typer.Option("--key-store", help="agent (ssh-add -t) or file.")
+        KeyStore,
+        typer.Option("--key-store", help="agent (ssh-add -t), file, or tpm (a PKCS#11 key)."),
     ] = KeyStore.agent,
     out_file: Annotated[
-        Path, typer.Option("--out", help="--key-store file: the key file to write.")
-    ] = Path("~/.ssh/id_ostiary_ed25519"),
+        Path,
+        typer.Option("--out", help="--key-store file/tpm: the key file (KEY.pub, KEY-cert.pub)."),
+    ] = Path("~/.ssh/id_ostiary"),
+    pkcs11_module: Annotated[
+        str, typer.Option("--pkcs11-module", help="--key-store tpm: the PKCS#11 module.")
+    ] = TPM2_PKCS11,
     lifetime: Annotated[
         str | None, typer.Option("--lifetime", help="Shorter than the policy's, e.g. 8h.")
     ] = None,
@@ -83,44 +95,79 @@ def login(
     if token is not None and principal:
         raise BadRequest("a token names its principals itself: leave out --principal")
     target = out_file.expanduser()
+    cert_file = target.with_name(target.name + "-cert.pub")
+    if key_store is not KeyStore.agent:
+        check_writable(target.with_name(target.name + ".pub"), cert_file, force=force)
     if key_store is KeyStore.file:
-        check_writable(target, target.with_name(target.name + "-cert.pub"), force=force)
-    elif not os.environ.get("SSH_AUTH_SOCK"):
+        check_writable(target, force=force)
+    elif key_store is KeyStore.agent and not os.environ.get("SSH_AUTH_SOCK"):
         raise Unavailable("no ssh-agent (SSH_AUTH_SOCK is not set): start one, or --key-store file")
-    key = ed25519.Ed25519PrivateKey.generate()
-    public_line = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode("ascii")
-    )
+    key = ed25519.Ed25519PrivateKey.generate() if key_store is not KeyStore.tpm else None
+    if key is not None:
+        public_line = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode("ascii")
+        )
+    else:
+        public_line = _token_public_key(pkcs11_module)
     with ssh_client(ca_url, root) as client:
         answer = _certificate(
-            client, key, public_line, provisioner, token, x509_cert, x509_key,
+            client, public_line, provisioner, token, x509_cert, x509_key,
             principals=principal, lifetime=lifetime, no_browser=no_browser,
         )  # fmt: skip
     not_after = datetime.fromisoformat(answer["not_after"])
+    certificate = (answer["certificate"] + "\n").encode("ascii")
+    done = f"serial {answer['serial']}, not_after {answer['not_after']}"
+    if key is None:
+        write_file(target.with_name(target.name + ".pub"), (public_line + "\n").encode())
+        write_file(cert_file, certificate)
+        note(f"Wrote {cert_file} ({done}) for the key in {pkcs11_module}; log in with:")
+        public_file = target.with_name(target.name + ".pub")
+        typer.echo(
+            f"ssh -o PKCS11Provider={pkcs11_module} -i {public_file} "
+            f"-o CertificateFile={cert_file} HOST"
+        )
+        return
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    certificate = (answer["certificate"] + "\n").encode("ascii")
     if key_store is KeyStore.file:
         write_file(target, private_pem, private=True)
         write_file(target.with_name(target.name + ".pub"), (public_line + "\n").encode())
-        write_file(target.with_name(target.name + "-cert.pub"), certificate)
-        note(f"Wrote {target} and {target.name}-cert.pub (serial {answer['serial']}, "
-             f"not_after {answer['not_after']})")  # fmt: skip
+        write_file(cert_file, certificate)
+        note(f"Wrote {target} and {cert_file.name} ({done})")
         return
     seconds = int((not_after - datetime.now(UTC)).total_seconds())
     _add_to_agent(private_pem, certificate, max(seconds, 1))
-    note(f"Added the key and certificate {answer['serial']} to ssh-agent for {seconds} s "
-         f"(until {answer['not_after']})")  # fmt: skip
+    note(f"Added the key and certificate to ssh-agent for {seconds} s ({done})")
+
+
+def _token_public_key(module: str) -> str:
+    """The public key of the (one) key in a PKCS#11 token, as ``ssh-keygen -D`` lists it
+    (no PIN needed: public objects).
+    """
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise Unavailable("ssh-keygen is not installed (OpenSSH client)")
+    if not Path(module).is_file():
+        raise Unavailable(f"no PKCS#11 module at {module} (Debian: libtpm2-pkcs11-1)")
+    listed = subprocess.run(
+        [keygen, "-D", module], capture_output=True, text=True, check=False, timeout=60
+    )
+    keys = [line for line in listed.stdout.splitlines() if line.startswith(("ecdsa-", "ssh-"))]
+    if listed.returncode != 0 or not keys:
+        reason = (listed.stderr.strip().splitlines() or ["no key in the token"])[-1]
+        raise Unavailable(f"no SSH key in the PKCS#11 token ({module}): {reason[:200]}")
+    if len(keys) > 1:
+        raise BadRequest(f"the token holds {len(keys)} keys: keep one for SSH")
+    return " ".join(keys[0].split()[:2])
 
 
 def _certificate(
     client: SSHClient,
-    key: ed25519.Ed25519PrivateKey,
     public_line: str,
     provisioner: str | None,
     token: str | None,
@@ -146,7 +193,7 @@ def _certificate(
     from ostiary.cli.oidc import sign_in_for
 
     id_token = sign_in_for(provisioner, no_browser=no_browser).id_token_for_key(
-        client, key.public_key()
+        client, serialization.load_ssh_public_key(public_line.encode("ascii"))
     )
     return client.ssh_sign_in_certificate(
         public_line, provisioner, id_token, principals=principals, lifetime=lifetime
