@@ -23,7 +23,13 @@ from cryptography.hazmat.primitives import serialization
 
 from ostiary.client.ssh import SSHClient
 from ostiary.core.encoding import load_certificate_chain
-from ostiary.core.errors import BadRequest, NameNotAuthorized, Unauthorized
+from ostiary.core.errors import (
+    BadRequest,
+    LifetimeNotAllowed,
+    NameNotAuthorized,
+    TokenReused,
+    Unauthorized,
+)
 from ostiary.provisioners.oidc_binding import nonce_for_key
 from tests.client.conftest import OSTIARY, PROVISIONER, ok, refused, run_cli
 from tests.conftest import require_tool
@@ -204,6 +210,12 @@ def test_sign_in_refusals_at_the_api_issue_nothing(
     # The refused requests left the sign-in unspent: it still works once, for its own key.
     answer = client.ssh_sign_in_certificate(public, CORP, id_token, principals=["first.last"])
     assert answer["serial"]
+    assert len(_listed(setup.ssh_ca)) == len(before) + 1
+    with pytest.raises(TokenReused):  # and only once
+        client.ssh_sign_in_certificate(public, CORP, id_token)
+    fresh = setup.provider.id_token("first.last", nonce=nonce_for_key(key))
+    with pytest.raises(LifetimeNotAllowed):  # longer than the policy's 2 h
+        client.ssh_sign_in_certificate(public, CORP, fresh, lifetime="3h")
     assert len(_listed(setup.ssh_ca)) == len(before) + 1
 
 

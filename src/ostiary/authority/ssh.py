@@ -189,6 +189,11 @@ class SSHAuthority:
             session.expunge(record)
         return record
 
+    def krl_version(self) -> int:
+        """The KRL's version: how many certificates are revoked (it only grows)."""
+        with self.store.transaction(read_only=True) as session:
+            return SSHCertificateRepository(session).revocation_count()
+
     def build_krl(self) -> bytes:
         """A KRL of every revoked certificate of both CA keys; its version only grows.
 

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from ostiary.client.api import OstiaryClient, _transport_error
 from ostiary.client.errors import error_from_problem
+from ostiary.ssh.krl import KRL_VERSION_HEADER
 from ostiary.ssh.signature import renewal_message
 from ostiary.tls import TLSIdentity, client_context
 
@@ -125,8 +126,17 @@ class SSHClient(OstiaryClient):
 
     def ssh_krl(self) -> bytes:
         """``GET /ssh/krl``: the KRL's bytes."""
+        return self.ssh_krl_after(None)[0]
+
+    def ssh_krl_after(self, version: int | None, *, wait: float = 0) -> tuple[bytes, int | None]:
+        """``GET /ssh/krl``, held up to ``wait`` seconds until its version passes ``version``;
+        the KRL's bytes and its version (None from a CA that does not say).
+        """
+        params: dict[str, str] = {}
+        if version is not None and wait > 0:
+            params = {"after": str(version), "wait": f"{wait:g}"}
         try:
-            response = self._http.get("/ssh/krl")
+            response = self._http.get("/ssh/krl", params=params)
         except httpx.TransportError as exc:
             raise _transport_error(self.ca_url, exc) from None
         if response.is_error:
@@ -135,4 +145,5 @@ class SSHClient(OstiaryClient):
             except ValueError:
                 body = None
             raise error_from_problem(response.status_code, body)
-        return response.content
+        header = response.headers.get(KRL_VERSION_HEADER, "")
+        return response.content, int(header) if header.isdigit() else None

@@ -19,18 +19,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.authority.ssh_keys import ca_key_sha256
-from ostiary.core.errors import BadRequest, MalformedInput, NotFound, PolicyDenied, Unauthorized
+from ostiary.core.errors import (
+    BadRequest,
+    MalformedInput,
+    NotFound,
+    PolicyDenied,
+    TooManyRequests,
+    Unauthorized,
+)
 from ostiary.core.lifetime import parse_duration
 from ostiary.provisioners.approval import MAX_NOTE, request_view
 from ostiary.provisioners.base import validate_provisioner_name
@@ -48,7 +56,7 @@ from ostiary.ssh import (
     ca_public_key_line,
     load_ssh_public_key_line,
 )
-from ostiary.ssh.krl import KRL_MEDIA_TYPE
+from ostiary.ssh.krl import KRL_MEDIA_TYPE, KRL_VERSION_HEADER
 from ostiary.store import RequestStatus
 
 _TYPES = {"user": SSHCertificateType.USER, "host": SSHCertificateType.HOST}
@@ -287,11 +295,46 @@ def ssh_ca_keys(context: Context) -> SSHCAKeysAnswer:
     )
 
 
+#: How often a held KRL request reads the revocation count (seconds).
+KRL_POLL_SECONDS = 0.25
+#: The longest a KRL request may be held (seconds).
+KRL_MAX_WAIT = 30.0
+#: KRL requests held at once in this process (past it: 429).
+KRL_MAX_WAITING = 256
+_krl_waiting = 0
+
+
 @router.get("/krl", response_class=Response, responses={200: {"content": {KRL_MEDIA_TYPE: {}}}})
-async def ssh_krl(context: Context) -> Response:
-    """The KRL of both SSH CAs: every revoked certificate that was issued here."""
-    krl = await run_in_threadpool(ssh_authority(context).build_krl)
-    return Response(krl, media_type=KRL_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
+async def ssh_krl(
+    context: Context,
+    after: Annotated[int | None, Query(ge=0, description="The version the caller has.")] = None,
+    wait: Annotated[float, Query(ge=0, le=KRL_MAX_WAIT, description="Seconds to hold.")] = 0,
+) -> Response:
+    """The KRL of both SSH CAs: every revoked certificate that was issued here.
+
+    With ``after`` (the ``Ostiary-KRL-Version`` the caller has) and ``wait``, the request is
+    held until a revocation makes the version grow, or ``wait`` seconds pass (a long poll:
+    ``ostiary ssh krl-watch`` rewrites its file within a second of a revocation). A
+    revocation made by another process (``ca ssh revoke``, a replica) is seen by reading
+    the count every quarter second while held.
+    """
+    global _krl_waiting
+    ssh = ssh_authority(context)
+    version = await run_in_threadpool(ssh.krl_version)
+    if after is not None and wait > 0 and version <= after:
+        if _krl_waiting >= KRL_MAX_WAITING:
+            raise TooManyRequests.wait("too many KRL requests are held: ask again", 1.0)
+        _krl_waiting += 1
+        try:
+            deadline = asyncio.get_running_loop().time() + wait
+            while version <= after and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(KRL_POLL_SECONDS)
+                version = await run_in_threadpool(ssh.krl_version)
+        finally:
+            _krl_waiting -= 1
+    krl = await run_in_threadpool(ssh.build_krl)
+    headers = {"Cache-Control": "no-cache", KRL_VERSION_HEADER: str(version)}
+    return Response(krl, media_type=KRL_MEDIA_TYPE, headers=headers)
 
 
 @router.get("/status/{cert_type}/{serial}", response_model=SSHStatus)
