@@ -40,7 +40,7 @@ from ostiary.core.errors import BadRequest, NameNotAuthorized, NotFound, PolicyD
 from ostiary.core.names import UPN_OID, common_name, decode_other_name, sans_of
 from ostiary.provisioners import _jose
 from ostiary.provisioners.base import CAIdentity
-from ostiary.provisioners.oidc import _token_id, sign_in_provisioner
+from ostiary.provisioners.oidc import id_token_spend_id, sign_in_provisioner
 from ostiary.provisioners.oidc_binding import check_nonce_for_key
 from ostiary.provisioners.oidc_discovery import ProviderDirectory
 from ostiary.provisioners.renewal import check_certificate_time, find_issued_certificate
@@ -151,7 +151,7 @@ def authorize_ssh_sign_in(
     claims, expires_at = loaded.verified_claims(id_token, now=now)
     check_nonce_for_key(claims.get("nonce"), public_key.key)
     identity = loaded.identity_of(claims)  # the domain rule; an e-mail or UPN is needed
-    loaded._check_groups(claims)
+    loaded.check_groups(claims)
     _, policy = load_ssh_policy(store, loaded.name)
     facts = names_facts(identity.names, claims=claims)
     names = map_principals(policy, facts, provisioner=loaded.name, requested=principals)
@@ -163,7 +163,7 @@ def authorize_ssh_sign_in(
         lifetime=lifetime,
     )
     spend = TokenSpend(
-        f"oidc:{loaded.name}", _token_id(claims, id_token), expires_at + _jose.LEEWAY
+        f"oidc:{loaded.name}", id_token_spend_id(claims, id_token), expires_at + _jose.LEEWAY
     )
     return SSHGrant(authorization, spend)
 

@@ -239,8 +239,11 @@ def poll_ssh_request(request_id: str, context: Context) -> SSHRequestAnswer:
 
 
 @router.post("/renew/nonce", response_model=SSHRenewalNonce)
-def ssh_renewal_nonce(context: Context) -> SSHRenewalNonce:
-    """A single-use challenge for a host to sign with its host key (five minutes)."""
+def ssh_renewal_nonce(request: Request, context: Context) -> SSHRenewalNonce:
+    """A single-use challenge for a host to sign with its host key (five minutes); each
+    client address may ask only so often (429), as for attestation nonces.
+    """
+    limits_of(request).nonces.check(client_address(request))
     ssh = ssh_authority(context)
     nonce, expires_at = issue_renewal_nonce(ssh.store, now=ssh.clock())
     return SSHRenewalNonce(nonce=nonce, expires_at=expires_at.isoformat())
