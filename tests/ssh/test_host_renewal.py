@@ -127,6 +127,16 @@ def test_renewal_refusals_issue_nothing(tmp_path: Path, ssh_ca: SSHCA, client: S
                      *ssh_ca.client_args())  # fmt: skip
     assert "revoked" in failed.stderr
     assert len(_listed(ssh_ca)) == len(after_one)
+    # The CA owner stops a provisioner's host certificates: they renew no more either.
+    ssh_ca.ca.ca("provisioner", "add", "hosts-off")
+    ssh_ca.ca.ca("ssh", "policy", "hosts-off", "--host")
+    key, current = ssh_ca.certificate(
+        tmp_path, "db.lab", host=True, name="d", provisioner="hosts-off"
+    )
+    ssh_ca.ca.ca("ssh", "policy", "hosts-off", "--no-host")
+    stopped = refused("ssh", "renew", "--host-key", key, "--cert", current,
+                      *ssh_ca.client_args())  # fmt: skip
+    assert "no longer issues host certificates" in stopped.stderr
 
 
 def test_renew_daemon_renews_once_two_thirds_of_the_life_have_passed(

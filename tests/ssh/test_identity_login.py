@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
 
 from ostiary.client.ssh import SSHClient
 from ostiary.core.encoding import load_certificate_chain
@@ -31,6 +32,7 @@ from ostiary.core.errors import (
     Unauthorized,
 )
 from ostiary.provisioners.oidc_binding import nonce_for_key
+from ostiary.store import AuditEntry, Store, sqlite_url_for
 from tests.client.conftest import OSTIARY, PROVISIONER, ok, refused, run_cli
 from tests.conftest import require_tool
 from tests.oidc.conftest import CLIENT_ID, SECRET, Provider, _start_provider
@@ -237,6 +239,15 @@ def test_x509_certificate_exchanges_for_an_ssh_certificate_and_a_revoked_one_is_
     result = setup.sshd.login(out, certificate=tmp_path / "id_x509-cert.pub")
     assert result.returncode == 0, result.stderr + setup.sshd.log()
     serial = format(load_certificate_chain(crt.read_bytes())[0].serial_number, "x")
+    ssh_serial = keygen("-L", "-f", tmp_path / "id_x509-cert.pub").split("Serial: ")[1].split()[0]
+    store = Store.from_url(sqlite_url_for(ca.home / "ostiary.db"))
+    try:
+        with store.transaction(read_only=True) as session:
+            entry = session.scalars(select(AuditEntry).where(AuditEntry.target == ssh_serial)).one()
+    finally:
+        store.dispose()
+    assert entry.event == "ssh_certificate.issued" and entry.details["via"] == "x509"
+    assert entry.details["x509_serial"].replace(":", "").lower().lstrip("0") == serial.lstrip("0")
     ca.ca("revoke", serial)
     before = _listed(setup.ssh_ca)
     failed = refused("ssh", "login", "--x509-cert", crt, "--x509-key", key,

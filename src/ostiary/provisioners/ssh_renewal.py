@@ -9,7 +9,7 @@
    stored line), that it is current and unrevoked, that the signature verifies with the
    certificate's key, and spends the nonce; the new certificate has the same key id and
    principals, and the host lifetime of the policy of the provisioner that authorized the
-   first one (30 days if it is gone).
+   first one (30 days if it is gone; refused if its policy no longer allows hosts).
 
 The principals therefore never come from the request, and only the holder of the host key
 can renew; a revoked host certificate renews no more.
@@ -25,7 +25,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from ostiary.authority.ssh import SSHAuthorization
-from ostiary.core.errors import InvalidCertificate, MalformedInput, NotFound, TooManyRequests
+from ostiary.core.errors import (
+    InvalidCertificate,
+    MalformedInput,
+    NotFound,
+    PolicyDenied,
+    TooManyRequests,
+)
 from ostiary.provisioners.ssh import SSHPolicy, load_ssh_policy
 from ostiary.ssh import (
     SSHCertificateType,
@@ -89,12 +95,17 @@ def authorize_host_renewal(
     verify_ssh_signature(presented.public_key(), renewal_message(nonce, blob), signature)
     with store.transaction() as session:
         AttestationNonceRepository(session).spend(nonce, now=now)
-    policy = SSHPolicy()
+    policy = SSHPolicy(host=True)
     if record.provisioner is not None:
         try:
             _, policy = load_ssh_policy(store, record.provisioner)
         except NotFound:
             pass
+    if not policy.host:
+        raise PolicyDenied(
+            f"provisioner {record.provisioner!r} no longer issues host certificates: "
+            "this host certificate does not renew"
+        )
     authorization = SSHAuthorization(
         cert_type=SSHCertificateType.HOST,
         principals=tuple(record.principals),

@@ -194,7 +194,9 @@ def exchange_for_ssh_certificate(
         principals=body.principals,
         lifetime=_lifetime(body.lifetime),
     )
-    return _issue(ssh, public_key, grant, via="x509", actor=f"certificate:{serial}")
+    return _issue(
+        ssh, public_key, grant, via="x509", actor=f"certificate:{serial}", x509_serial=serial
+    )
 
 
 @router.post("/requests", status_code=202, response_model=SSHRequestAnswer)
@@ -276,13 +278,15 @@ def _issue(
     *,
     via: str,
     actor: str | None = None,
+    x509_serial: str | None = None,
 ) -> SSHCertificateAnswer:
+    details = {"via": via} if x509_serial is None else {"via": via, "x509_serial": x509_serial}
     issued = ssh.issue(
         public_key,
         grant.authorization,
         actor=actor or f"provisioner:{grant.authorization.provisioner}",
         token=grant.token,
-        details={"via": via},
+        details=details,
     )
     return SSHCertificateAnswer(
         certificate=issued.line, serial=str(issued.serial), not_after=issued.not_after.isoformat()
