@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from ostiary.core.errors import (
     WeakKey,
 )
 from ostiary.store import AuditEntry, Store, sqlite_url_for
-from tests.client.conftest import ok, refused
+from tests.client.conftest import OSTIARY, ok, refused
+from tests.conftest import require_tool
 from tests.ssh.conftest import RESTRICTED, SSHCA
 from tests.ssh.sshd import keygen, new_key
 
@@ -257,3 +259,41 @@ def test_krl_watch_runs_its_command_only_when_the_krl_changes(
     (tmp_path / "id-cert.pub").write_text(answer["certificate"] + "\n")
     with pytest.raises(subprocess.CalledProcessError):
         keygen("-Q", "-f", krl, tmp_path / "id-cert.pub")
+
+
+def test_krl_watch_rewrites_within_a_second_of_a_revocation(
+    tmp_path: Path, ssh_ca: SSHCA, client: SSHClient
+) -> None:
+    krl, log_file = tmp_path / "revoked.krl", tmp_path / "watch.log"
+    answer = client.ssh_certificate(new_key(tmp_path / "id").read_text(), ssh_ca.token("x.y"))
+    certificate = tmp_path / "id-cert.pub"
+    certificate.write_text(answer["certificate"] + "\n")
+    args = ["ssh", "krl-watch", "--out", krl, "--interval", "60", *ssh_ca.client_args()]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [*OSTIARY, *map(str, args)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not krl.exists():
+            assert time.monotonic() < deadline and process.poll() is None, log_file.read_text()
+            time.sleep(0.05)
+        time.sleep(1)  # krl-watch now holds its next request at the CA
+        ssh_ca.ca.ca("ssh", "revoke", answer["serial"])
+        revoked_at = time.monotonic()
+        while (
+            subprocess.run(
+                [require_tool("ssh-keygen"), "-Q", "-f", str(krl), str(certificate)],
+                capture_output=True,
+            ).returncode
+            == 0
+        ):
+            assert time.monotonic() - revoked_at < 30, log_file.read_text()
+            time.sleep(0.05)
+        rewritten = time.monotonic() - revoked_at
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    print(f"revocation to the rewritten KRL file: {rewritten:.2f} s")
+    # Not the 60 s --interval: the CA held krl-watch's request and answered the revocation.
+    assert rewritten < 5

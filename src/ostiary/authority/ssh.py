@@ -86,11 +86,13 @@ class SSHAuthority:
         *,
         actor: str | None,
         token: TokenSpend | None = None,
+        details: Mapping[str, object] | None = None,
     ) -> IssuedSSHCertificate:
         """Sign, then record the certificate, the spent ``token`` and its audit entry at once.
 
         A replayed token records nothing but a ``token.reused`` entry and raises
-        :class:`TokenReused`; the certificate signed for it is dropped.
+        :class:`TokenReused`; the certificate signed for it is dropped. ``details`` go into
+        the audit entry (how it was authorized: ``via``, the X.509 serial...).
         """
         now = self.clock().replace(microsecond=0)
         signer = self.keys.signer_for(authorization.cert_type)
@@ -107,7 +109,8 @@ class SSHAuthority:
         )
         line = certificate_line(sign_certificate(fields, signer.private_key), authorization.key_id)
         kind = authorization.cert_type.name.lower()
-        details = {
+        audited: dict[str, object] = {
+            **(details or {}),
             "type": kind,
             "principals": list(authorization.principals),
             "key_id": authorization.key_id,
@@ -151,13 +154,13 @@ class SSHAuthority:
                     )
                 )
                 if token is not None:
-                    details["token_id"] = token.token_id
+                    audited["token_id"] = token.token_id
                 audit.append(
                     "ssh_certificate.issued",
                     at=now,
                     actor=actor,
                     target=str(fields.serial),
-                    details=details,
+                    details=audited,
                 )
         if reused:
             for denied in self.denial_listeners:
@@ -193,6 +196,11 @@ class SSHAuthority:
             record = SSHCertificateRepository(session).get(serial, ca_key_sha256=ca)
             session.expunge(record)
         return record
+
+    def krl_version(self) -> int:
+        """The KRL's version: how many certificates are revoked (it only grows)."""
+        with self.store.transaction(read_only=True) as session:
+            return SSHCertificateRepository(session).revocation_count()
 
     def build_krl(self) -> bytes:
         """A KRL of every revoked certificate of both CA keys; its version only grows.

@@ -34,6 +34,8 @@ app = typer.Typer(
     help="SSH certificates: get one, follow the KRL, configure sshd (docs/ssh.md).",
     no_args_is_help=True,
 )
+#: How long krl-watch asks the CA to hold a request while nothing is revoked (seconds).
+KRL_HOLD = 25.0
 config_app = typer.Typer(help="Print sshd or ssh configuration for this CA.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -78,7 +80,10 @@ def krl_watch(
         str | None, typer.Option("--exec", help="Command run (sh -c) after each change.")
     ] = None,
     interval: Annotated[
-        float, typer.Option(help="Seconds between checks.", min=0.2, max=86400)
+        float,
+        typer.Option(
+            help="Seconds to wait after an error before asking again.", min=0.2, max=86400
+        ),
     ] = 60.0,
     watch: Annotated[
         bool, typer.Option("--watch/--once", help="Keep checking, or write once and exit.")
@@ -86,28 +91,37 @@ def krl_watch(
     ca_url: CAUrl = None,
     root: RootFile = None,
 ) -> None:
-    """Keep sshd's KRL file fresh; sshd rereads it at every login, no reload needed."""
+    """Keep sshd's KRL file fresh; sshd rereads it at every login, no reload needed.
+
+    It asks the CA to hold each request until a revocation changes the KRL (a long poll),
+    so the file is rewritten within a second of a revocation; ``--interval`` is the pause
+    after an error (or between checks with a CA that cannot hold requests).
+    """
     if not out_file.parent.is_dir():
         raise BadRequest(f"--out {out_file}: the folder {out_file.parent} does not exist")
-    with ssh_client(ca_url, root) as client:
+    version: int | None = None
+    with ssh_client(ca_url, root, timeout=KRL_HOLD + 30) as client:
         while True:
             try:
-                krl = client.ssh_krl()
+                krl, version = client.ssh_krl_after(version, wait=KRL_HOLD if watch else 0)
             except OstiaryError as exc:
                 if not watch:
                     raise
                 note(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} KRL not refreshed: {exc.detail}")
-            else:
-                if not out_file.exists() or out_file.read_bytes() != krl:
-                    write_file(out_file, krl)
-                    note(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} wrote {out_file}")
-                    if exec_command:
-                        status = subprocess.run(["/bin/sh", "-c", exec_command], check=False)
-                        if status.returncode != 0:
-                            note(f"--exec command exited with status {status.returncode}")
+                version = None
+                time.sleep(interval)
+                continue
+            if not out_file.exists() or out_file.read_bytes() != krl:
+                write_file(out_file, krl)
+                note(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} wrote {out_file}")
+                if exec_command:
+                    status = subprocess.run(["/bin/sh", "-c", exec_command], check=False)
+                    if status.returncode != 0:
+                        note(f"--exec command exited with status {status.returncode}")
             if not watch:
                 return
-            time.sleep(interval)
+            if version is None:
+                time.sleep(interval)
 
 
 @app.command("principals-command")
@@ -225,3 +239,14 @@ def ssh_pubkey(
     except ValueError:
         raise BadRequest(f"{cert_file}: SSH has no form for this key type") from None
     typer.echo(line.decode("ascii"))
+
+
+def _register() -> None:
+    from ostiary.cli import ssh_login, ssh_request
+
+    app.command("login")(ssh_login.login)
+    app.command("renew")(ssh_login.renew)
+    app.command("request")(ssh_request.request)
+
+
+_register()

@@ -18,7 +18,7 @@ from ostiary.cli.unlock import NoPasswordFile, UnlockedCA, ca_paths, open_ca_sto
 from ostiary.core.errors import BadRequest, NotFound
 from ostiary.core.keys import KeyType, parse_key_type
 from ostiary.core.lifetime import format_duration, parse_duration
-from ostiary.provisioners.ssh import SSHPolicy, load_ssh_provisioner, set_ssh_policy
+from ostiary.provisioners.ssh import SSHPolicy, load_ssh_policy, set_ssh_policy
 from ostiary.ssh import SSHCertificateType
 from ostiary.store import SSHCertificateRepository
 
@@ -64,7 +64,7 @@ def init(
 
 @ssh_app.command("policy")
 def policy(
-    provisioner: Annotated[str, typer.Argument(help="A jwk provisioner.")],
+    provisioner: Annotated[str, typer.Argument(help="A provisioner (jwk, oidc, ...).")],
     host: Annotated[
         bool | None,
         typer.Option("--host/--no-host", help="Whether it may issue host certificates."),
@@ -94,13 +94,22 @@ def policy(
             help="Critical option NAME=VALUE: source-address, force-command (repeatable).",
         ),
     ] = None,
+    principals_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--principals-from",
+            help="Identity to principals: email-local, email, upn-local, upn, cn, groups, "
+            "claim:NAME (repeatable; replaces the list).",
+        ),
+    ] = None,
     directory: CADir = None,
     _password_file: NoPasswordFile = None,
 ) -> None:
     """Show, or change, a provisioner's SSH policy."""
     with open_ca_store(directory) as opened:
-        _, current = load_ssh_provisioner(opened.store, provisioner)
-        changes = (host, user_lifetime, host_lifetime, principal, extension, option)
+        _, current = load_ssh_policy(opened.store, provisioner)
+        changes = (host, user_lifetime, host_lifetime, principal, extension, option,
+                   principals_from)  # fmt: skip
         if all(value is None for value in changes):
             _show(current)
             return
@@ -117,6 +126,9 @@ def policy(
             principals=tuple(principal) if principal else current.principals,
             extensions=tuple(extension) if extension is not None else current.extensions,
             critical_options=options,
+            principals_from=(
+                tuple(principals_from) if principals_from is not None else current.principals_from
+            ),
         )
         set_ssh_policy(opened.store, provisioner, updated, now=datetime.now(UTC), actor=_ACTOR)
     _show(updated)
@@ -130,6 +142,7 @@ def _show(policy: SSHPolicy) -> None:
     out.print(f"extensions:        {', '.join(policy.extensions) or '(none)'}")
     options = ", ".join(f"{k}={v}" for k, v in policy.critical_options.items())
     out.print(f"critical options:  {options or '(none)'}")
+    out.print(f"principals from:   {', '.join(policy.principals_from) or '(no identity)'}")
 
 
 @ssh_app.command("revoke")

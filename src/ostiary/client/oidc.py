@@ -298,12 +298,18 @@ class OIDCSignIn:
 
     def id_token_for(self, client: OstiaryClient, csr: x509.CertificateSigningRequest) -> str:
         """Sign in and return an ID token whose nonce commits to ``csr``'s key."""
+        return self.id_token_for_key(client, csr.public_key())
+
+    def id_token_for_key(self, client: OstiaryClient, public_key: Any) -> str:
+        """Sign in and return an ID token whose nonce commits to ``public_key`` (an X.509
+        request's or an SSH key, as a pyca/cryptography public key).
+        """
         info = client.provisioner_info(self.provisioner)
         if info.get("type") != "oidc":
             raise BadRequest(f"provisioner {self.provisioner!r} is not an OpenID provisioner")
         with LoopbackListener() as listener:
             request = authorization_request(
-                info, public_key=csr.public_key(), redirect_uri=listener.redirect_uri
+                info, public_key=public_key, redirect_uri=listener.redirect_uri
             )
             if self.open_browser is None:
                 self.announce(request.url)

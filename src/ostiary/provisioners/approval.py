@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -149,6 +150,7 @@ class RequestView:
     decided_by: str | None
     reason: str | None
     serial: str | None
+    kind: str = "x509"
 
     @classmethod
     def of(cls, record: CertificateRequest, *, now: datetime) -> RequestView:
@@ -165,6 +167,7 @@ class RequestView:
             decided_by=record.decided_by,
             reason=record.reason,
             serial=record.serial,
+            kind=record.kind or "x509",
         )
 
 
@@ -243,6 +246,22 @@ def submit_request(
     _check_role_names(store, provisioner, authorization)
     hardware = attestation_for(store, provisioner.name, attestation, csr, now=now)
     precheck_request(csr, authorization, ca=ca, now=now)
+    check_queue_room(store, provisioner, now=now)
+    authorization = with_attestation(store, authorization, hardware, now=now)
+    return record_request(
+        store,
+        provisioner,
+        subject=authorization.subject.rfc4514_string(),
+        names=[format_general_name(n) for n in authorization.names],
+        request=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        now=now,
+        note=note,
+        policies=list(authorization.policies) or None,
+    )
+
+
+def check_queue_room(store: Store, provisioner: ApprovalProvisioner, *, now: datetime) -> None:
+    """Refuse (:class:`Conflict`) while the provisioner has :data:`MAX_PENDING` waiting."""
     with store.transaction(read_only=True) as session:
         waiting = RequestRepository(session).count_pending(provisioner.name, now=now)
     if waiting >= MAX_PENDING:
@@ -251,25 +270,42 @@ def submit_request(
             "try again after officers have decided some",
             provisioner=provisioner.name,
         )
-    authorization = with_attestation(store, authorization, hardware, now=now)
+
+
+def record_request(
+    store: Store,
+    provisioner: ApprovalProvisioner,
+    *,
+    subject: str,
+    names: list[str],
+    request: str,
+    now: datetime,
+    note: str | None,
+    policies: list[str] | None = None,
+    kind: str = "x509",
+) -> Submitted:
+    """Record a checked request as pending (audited ``request.submitted``), with its code.
+
+    Check :func:`check_queue_room` first, before anything single-use is spent.
+    """
     code = _new_code() if provisioner.require_code else None
     request_id = secrets.token_hex(16)
     expires_at = now + min(provisioner.request_ttl, UNOPENED_REQUEST_TTL)
-    names = [format_general_name(n) for n in authorization.names]
     with store.transaction() as session:
         RequestRepository(session).add(
             CertificateRequest(
                 request_id=request_id,
                 provisioner=provisioner.name,
-                subject=authorization.subject.rfc4514_string(),
+                subject=subject,
                 sans=names,
-                csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                csr_pem=request,
                 note=note,
                 code_sha256=_code_hash(code) if code is not None else None,
                 status=RequestStatus.PENDING.value,
                 created_at=now,
                 expires_at=expires_at,
-                policies=list(authorization.policies) or None,
+                policies=policies,
+                kind=kind,
             )
         )
         AuditLog(session).append(
@@ -278,9 +314,10 @@ def submit_request(
             actor=f"provisioner:{provisioner.name}",
             target=request_id,
             details={
-                "subject": authorization.subject.rfc4514_string(),
+                "subject": subject,
                 "san": names,
                 "note": note,
+                **({"kind": kind} if kind != "x509" else {}),
             },
         )
     return Submitted(request_id, code, expires_at)
@@ -368,22 +405,12 @@ def approve_request(
         csr_pem = record.csr_pem
         granted = (record.subject, list(record.sans))
         policies = tuple(str(oid) for oid in record.policies or ())
-    if status != RequestStatus.PENDING:
-        raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
-    if code_sha256 is not None and not _code_matches(code, code_sha256):
-        missing = not (code or "").strip()
-        authority.audit(
-            "request.denied",
-            actor=officer,
-            target=request_id,
-            details={"reason": "missing one-time code" if missing else "wrong one-time code"},
+        kind = record.kind or "x509"
+    if kind != "x509":
+        raise BadRequest(
+            "this is an SSH certificate request: approve it with 'ostiary ca requests approve'"
         )
-        if missing:
-            raise Unauthorized(
-                "this request needs its one-time code: the requester was shown it when "
-                "submitting (ask them for it, then give it with --code or in the form)"
-            )
-        raise Unauthorized("the one-time code does not match this request")
+    check_decidable(store, request_id, status, code_sha256, code, officer=officer, now=now)
     csr = load_csr(csr_pem.encode("ascii"))
     if _type_of(store, provisioner_name) == "scep":  # the names its challenge granted
         from ostiary.provisioners.scep import queued_authorization
@@ -396,19 +423,10 @@ def approve_request(
     if policies:  # earned at submission (a verified key attestation)
         merged = tuple(dict.fromkeys((*authorization.policies, *policies)))
         authorization = replace(authorization, policies=merged)
-    with store.transaction() as session:
-        if not RequestRepository(session).claim(request_id, now=now):
-            raise Conflict("request is no longer pending", request_id=request_id)
-    try:
+    with claimed(store, request_id, now=now):
         certificate = authority.issue(
             csr, authorization, actor=officer, details={"request_id": request_id}
         )
-    except BaseException:
-        with store.transaction() as session:
-            record = RequestRepository(session).get(request_id)
-            record.status = RequestStatus.PENDING.value
-            record.decided_at = None
-        raise
     serial = serial_hex(certificate.serial_number)
     with store.transaction() as session:
         record = RequestRepository(session).get(request_id)
@@ -424,6 +442,58 @@ def approve_request(
             details={"serial_number": serial, "subject": record.subject, "san": record.sans},
         )
     return certificate
+
+
+@contextmanager
+def claimed(store: Store, request_id: str, *, now: datetime) -> Iterator[None]:
+    """Hold a pending request as ``approving`` while its certificate is issued: of two
+    officers one wins (:class:`Conflict` for the other); a failure puts it back to pending.
+    """
+    with store.transaction() as session:
+        if not RequestRepository(session).claim(request_id, now=now):
+            raise Conflict("request is no longer pending", request_id=request_id)
+    try:
+        yield
+    except BaseException:
+        with store.transaction() as session:
+            record = RequestRepository(session).get(request_id)
+            record.status = RequestStatus.PENDING.value
+            record.decided_at = None
+        raise
+
+
+def check_decidable(
+    store: Store,
+    request_id: str,
+    status: RequestStatus,
+    code_sha256: str | None,
+    code: str | None,
+    *,
+    officer: str,
+    now: datetime,
+) -> None:
+    """Refuse a request that is not pending, or whose one-time code is missing or wrong (the
+    latter audited ``request.denied``; the request stays pending).
+    """
+    if status != RequestStatus.PENDING:
+        raise Conflict(f"request is {status.value}, not pending", request_id=request_id)
+    if code_sha256 is None or _code_matches(code, code_sha256):
+        return
+    missing = not (code or "").strip()
+    with store.transaction() as session:
+        AuditLog(session).append(
+            "request.denied",
+            at=now,
+            actor=officer,
+            target=request_id,
+            details={"reason": "missing one-time code" if missing else "wrong one-time code"},
+        )
+    if missing:
+        raise Unauthorized(
+            "this request needs its one-time code: the requester was shown it when "
+            "submitting (ask them for it, then give it with --code or in the form)"
+        )
+    raise Unauthorized("the one-time code does not match this request")
 
 
 def reject_request(authority: Authority, request_id: str, *, officer: str, reason: str) -> None:

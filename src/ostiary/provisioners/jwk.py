@@ -287,7 +287,7 @@ class JWKProvisioner:
         verify a token of this type (its names are checked by the pipeline); it is part of
         the provisioner protocol for types that bind the key.
         """
-        claims = self._verified_claims(token, what=_TOKEN)
+        claims = self.verified_claims(token, what=_TOKEN)
         times = _jose.check_claims(
             claims,
             what=_TOKEN,
@@ -335,7 +335,7 @@ class JWKProvisioner:
         """Verify an admin token; return the actor, ``admin@<provisioner>``."""
         if not self.admin:
             raise Unauthorized(f"provisioner {self.name!r} is not an admin provisioner")
-        claims = self._verified_claims(token, what=_ADMIN_TOKEN)
+        claims = self.verified_claims(token, what=_ADMIN_TOKEN)
         _jose.check_claims(
             claims,
             what=_ADMIN_TOKEN,
@@ -348,7 +348,7 @@ class JWKProvisioner:
         )
         return f"{ADMIN_SUBJECT}@{self.name}"
 
-    def _verified_claims(
+    def verified_claims(
         self, token: str | _jose.UnverifiedToken, *, what: str
     ) -> Mapping[str, Any]:
         """The claims of ``token`` once its key id and signature check out (nothing else)."""

@@ -139,6 +139,8 @@ class NamedRequest(Protocol):
     def subject(self) -> str: ...
     @property
     def sans(self) -> Sequence[str]: ...
+    @property
+    def kind(self) -> str: ...
 
 
 def identity_warnings(
@@ -149,6 +151,8 @@ def identity_warnings(
     with store.transaction(read_only=True) as session:
         officers = {canonical_identity(n): n for n in OfficerRepository(session).names()}
         for request in requests:
+            if request.kind != "x509":  # SSH principals name no X.509 identity
+                continue
             found: list[str] = []
             subject = x509.Name.from_rfc4514_string(request.subject)
             for name in names_of_request(subject, request.sans):

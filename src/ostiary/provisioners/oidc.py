@@ -270,7 +270,7 @@ class OIDCProvisioner:
         claims, expires_at = self.verified_claims(token, now=now)
         check_nonce_for_key(claims.get("nonce"), csr.public_key())
         identity = self.identity_of(claims)
-        self._check_groups(claims)
+        self.check_groups(claims)
         subject, names = identity.subject, identity.names
         if identity.admin:
             subject, names = _requested_or(csr, subject, names)
@@ -287,7 +287,7 @@ class OIDCProvisioner:
         return TokenGrant(
             authorization=authorization,
             provisioner=self.name,
-            token_id=_token_id(claims, token),
+            token_id=id_token_spend_id(claims, token),
             expires_at=expires_at,
         )
 
@@ -363,7 +363,8 @@ class OIDCProvisioner:
                 domain=domain,
             )
 
-    def _check_groups(self, claims: Mapping[str, Any]) -> None:
+    def check_groups(self, claims: Mapping[str, Any]) -> None:
+        """Refuse (:class:`PolicyDenied`) a person in none of the required ``groups``."""
         if not self.groups:
             return
         found = claims.get("groups")
@@ -449,7 +450,8 @@ def _requested_or(
     return (asked if len(asked) else subject), requested
 
 
-def _token_id(claims: Mapping[str, Any], token: str) -> str:
+def id_token_spend_id(claims: Mapping[str, Any], token: str) -> str:
+    """The id an ID token is spent under: its ``jti``, else the SHA-256 of the token."""
     jti = claims.get("jti")
     if isinstance(jti, str) and 16 <= len(jti) <= _jose.MAX_TOKEN_ID_LENGTH and jti.isprintable():
         return f"jti:{jti}"[: _jose.MAX_TOKEN_ID_LENGTH]
@@ -480,6 +482,16 @@ def find_oidc_provisioner(
         return load_oidc_provisioner(session, name, directory=directory)
 
 
+def sign_in_provisioner(
+    store: Store, name: str, *, directory: ProviderDirectory | None = None
+) -> OIDCProvisioner:
+    """The ``oidc`` provisioner a sign-in names; anything else is :class:`Unauthorized`."""
+    try:
+        return find_oidc_provisioner(store, name, directory=directory)
+    except (NotFound, PolicyDenied):
+        raise Unauthorized(f"there is no OpenID Connect provisioner named {name[:64]!r}") from None
+
+
 def authorize_oidc_sign(
     store: Store,
     provisioner: str,
@@ -498,12 +510,7 @@ def authorize_oidc_sign(
     """
     from ostiary.provisioners.tokens import _spend
 
-    try:
-        loaded = find_oidc_provisioner(store, provisioner, directory=directory)
-    except (NotFound, PolicyDenied):
-        raise Unauthorized(
-            f"there is no OpenID Connect provisioner named {provisioner[:64]!r}"
-        ) from None
+    loaded = sign_in_provisioner(store, provisioner, directory=directory)
     grant = loaded.authorize(id_token, csr, ca=ca, now=now, requested_not_after=requested_not_after)
     authorization = grant.authorization
     try:

@@ -8,6 +8,10 @@ The policy lives in the provisioner record's ``ssh`` entry (``ostiary ca ssh pol
     principals      glob patterns every principal must match (default ``*``)
     extensions      user certificate extensions (default: OpenSSH's five permit-*)
     critical_options  user certificate critical options: source-address, force-command
+    principals_from   how a signed-in identity becomes principals (OIDC sign-in, the X.509
+                      exchange; :mod:`ostiary.provisioners.ssh_identity`); none by default
+
+Any provisioner may carry an SSH policy; only ``jwk`` ones mint SSH tokens.
 
 An SSH token is a jwk token (:mod:`ostiary.provisioners.jwk`) with ``aud``
 ``urn:ostiary:ca:<fp>:ssh`` (so it never passes as an X.509 sign token, nor the reverse),
@@ -37,7 +41,13 @@ from ostiary.core.errors import (
 from ostiary.core.lifetime import format_duration, parse_duration
 from ostiary.provisioners import _jose
 from ostiary.provisioners.base import CAIdentity
-from ostiary.provisioners.jwk import MAX_TOKEN_TTL, TOKEN_HEADERS, TOKEN_TTL, JWKProvisioner
+from ostiary.provisioners.jwk import (
+    JWK_TYPE,
+    MAX_TOKEN_TTL,
+    TOKEN_HEADERS,
+    TOKEN_TTL,
+    JWKProvisioner,
+)
 from ostiary.provisioners.manage import load_jwk_provisioner
 from ostiary.ssh import MAX_PRINCIPALS, SSHCertificateType
 from ostiary.store import AuditLog, ProvisionerRepository, Store, TokenSpend
@@ -50,8 +60,23 @@ USER_EXTENSIONS = (
     "permit-user-rc",
 )
 CRITICAL_OPTIONS = ("force-command", "source-address")
+#: Where principals may come from when an identity signs in (``claim:NAME`` too).
+PRINCIPAL_SOURCES = ("email-local", "email", "upn-local", "upn", "cn", "groups")
 _WHAT = "SSH token"
 _MAX_PRINCIPAL = 256
+
+
+def check_principal_source(source: str) -> str:
+    """One ``principals_from`` entry (see :mod:`ostiary.provisioners.ssh_identity`)."""
+    kind, colon, name = source.partition(":")
+    if source in PRINCIPAL_SOURCES or (
+        kind == "claim" and colon and name and len(name) <= 64 and name.isprintable()
+    ):
+        return source
+    raise BadRequest(
+        f"unknown principal source {source[:64]!r}: use {', '.join(PRINCIPAL_SOURCES)} "
+        "or claim:NAME (e.g. claim:preferred_username)"
+    )
 
 
 def check_principal(value: str) -> str:
@@ -82,8 +107,11 @@ class SSHPolicy:
     principals: tuple[str, ...] = ("*",)
     extensions: tuple[str, ...] = USER_EXTENSIONS
     critical_options: Mapping[str, str] = field(default_factory=dict)
+    principals_from: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for source in self.principals_from:
+            check_principal_source(source)
         for name in self.extensions:
             if name not in USER_EXTENSIONS:
                 raise BadRequest(
@@ -130,6 +158,7 @@ class SSHPolicy:
                 principals=tuple(str(p) for p in config["principals"]),
                 extensions=tuple(str(e) for e in config["extensions"]),
                 critical_options={str(k): str(v) for k, v in config["critical_options"].items()},
+                principals_from=tuple(str(p) for p in config.get("principals_from", ())),
             )
         except (KeyError, TypeError, AttributeError, BadRequest):
             raise MalformedInput("the provisioner's stored SSH policy is damaged") from None
@@ -142,7 +171,51 @@ class SSHPolicy:
             "principals": list(self.principals),
             "extensions": list(self.extensions),
             "critical_options": dict(self.critical_options),
+            "principals_from": list(self.principals_from),
         }
+
+    def check_lifetime(
+        self, cert_type: SSHCertificateType, lifetime: timedelta | None, provisioner: str
+    ) -> timedelta:
+        """The lifetime to give: ``lifetime`` if within the policy, else the policy's."""
+        longest = self.lifetime_for(cert_type)
+        if lifetime is not None and lifetime > longest:
+            raise LifetimeNotAllowed(
+                f"a lifetime of {format_duration(lifetime)} is longer than provisioner "
+                f"{provisioner!r} allows for {cert_type.name.lower()} certificates "
+                f"({format_duration(longest)})"
+            )
+        if lifetime is not None and lifetime < timedelta(minutes=1):
+            raise LifetimeNotAllowed("an SSH certificate lives at least 1m")
+        return lifetime or longest
+
+    def authorization(
+        self,
+        cert_type: SSHCertificateType,
+        principals: tuple[str, ...],
+        *,
+        key_id: str,
+        provisioner: str,
+        lifetime: timedelta | None = None,
+    ) -> SSHAuthorization:
+        """What this policy lets a certificate of ``cert_type`` for ``principals`` say."""
+        user = cert_type is SSHCertificateType.USER
+        return SSHAuthorization(
+            cert_type=cert_type,
+            principals=principals,
+            key_id=key_id[:256],
+            lifetime=self.check_lifetime(cert_type, lifetime, provisioner),
+            provisioner=provisioner,
+            critical_options=dict(self.critical_options) if user else {},
+            extensions=self.extensions if user else (),
+        )
+
+
+def load_ssh_policy(store: Store, name: str) -> tuple[str, SSHPolicy]:
+    """Provisioner ``name``'s type and SSH policy (the defaults if it has none)."""
+    with store.transaction(read_only=True) as session:
+        record = ProvisionerRepository(session).get(name)
+        return record.type, SSHPolicy.from_config(record.config.get("ssh"))
 
 
 def load_ssh_provisioner(store: Store, name: str) -> tuple[JWKProvisioner, SSHPolicy]:
@@ -156,11 +229,19 @@ def load_ssh_provisioner(store: Store, name: str) -> tuple[JWKProvisioner, SSHPo
 def set_ssh_policy(
     store: Store, name: str, policy: SSHPolicy, *, now: datetime, actor: str | None
 ) -> None:
-    """Store ``policy`` as provisioner ``name``'s SSH policy, audited."""
+    """Store ``policy`` as provisioner ``name``'s SSH policy, audited.
+
+    Host certificates come from ``jwk`` tokens only; identity mapping (``principals_from``)
+    needs a provisioner whose credential names a person (any but ``jwk``).
+    """
     with store.transaction() as session:
-        load_jwk_provisioner(session, name)  # a jwk provisioner, or refused
         repository = ProvisionerRepository(session)
         record = repository.get(name)
+        if policy.host and record.type != JWK_TYPE:
+            raise PolicyDenied(
+                f"provisioner {name!r} is of type {record.type!r}: host certificates come "
+                "from jwk tokens (hosts renew over their certificate, with no provisioner)"
+            )
         repository.update(name, config={**record.config, "ssh": policy.to_config()}, now=now)
         AuditLog(session).append(
             "provisioner.updated",
@@ -227,7 +308,8 @@ def mint_ssh_token(
 @dataclass(frozen=True)
 class SSHGrant:
     authorization: SSHAuthorization
-    token: TokenSpend
+    #: The one-time credential to spend with the certificate (None: nothing to spend).
+    token: TokenSpend | None
 
 
 def authorize_ssh(
@@ -248,7 +330,7 @@ def authorize_ssh(
         provisioner, policy = load_ssh_provisioner(store, issuer)
     except (PolicyDenied, NotFound) as exc:
         raise Unauthorized(f"the SSH token is from no usable provisioner: {exc}") from None
-    claims = provisioner._verified_claims(unverified, what=_WHAT)
+    claims = provisioner.verified_claims(unverified, what=_WHAT)
     times = _jose.check_claims(
         claims,
         what=_WHAT,
@@ -274,24 +356,8 @@ def authorize_ssh(
         )
     _check_type(policy, granted_type, provisioner.name)
     names = policy.check_principals([str(p) for p in principals])
-    longest = policy.lifetime_for(granted_type)
-    if lifetime is not None and lifetime > longest:
-        raise LifetimeNotAllowed(
-            f"a lifetime of {format_duration(lifetime)} is longer than provisioner "
-            f"{provisioner.name!r} allows for {granted_type.name.lower()} certificates "
-            f"({format_duration(longest)})"
-        )
-    if lifetime is not None and lifetime < timedelta(minutes=1):
-        raise LifetimeNotAllowed("an SSH certificate lives at least 1m")
-    user = granted_type is SSHCertificateType.USER
-    authorization = SSHAuthorization(
-        cert_type=granted_type,
-        principals=names,
-        key_id=key_id[:256],
-        lifetime=lifetime or longest,
-        provisioner=provisioner.name,
-        critical_options=dict(policy.critical_options) if user else {},
-        extensions=policy.extensions if user else (),
+    authorization = policy.authorization(
+        granted_type, names, key_id=key_id, provisioner=provisioner.name, lifetime=lifetime
     )
     spend = TokenSpend(provisioner.name, str(claims["jti"]), times.expires_at)
     return SSHGrant(authorization, spend)

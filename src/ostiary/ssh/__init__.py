@@ -20,6 +20,7 @@ from ostiary.ssh.certificate import (
     ssh_signature,
 )
 from ostiary.ssh.krl import build_krl
+from ostiary.ssh.signature import renewal_message, verify_ssh_signature
 
 __all__ = [
     "MAX_PRINCIPALS",
@@ -32,6 +33,8 @@ __all__ = [
     "certificate_line",
     "certificate_tbs",
     "load_ssh_public_key_line",
+    "renewal_message",
     "sign_certificate",
     "ssh_signature",
+    "verify_ssh_signature",
 ]

@@ -33,6 +33,8 @@ _SECTION_CERTIFICATES = b"\x01"
 _CERT_SERIAL_LIST = b"\x20"
 #: How the KRL is served over HTTP.
 KRL_MEDIA_TYPE = "application/octet-stream"
+#: The response header naming the KRL's version (``GET /ssh/krl?after=N&wait=S``).
+KRL_VERSION_HEADER = "Ostiary-KRL-Version"
 
 
 def build_krl(

@@ -90,6 +90,9 @@ class CertificateRequest(Base):
     #: Certificate-policy OIDs the request earned before an officer saw it (a verified TPM
     #: attestation of its key, docs/tpm.md); added to the certificate when approved.
     policies: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: ``x509`` (``csr_pem`` is a CSR) or ``ssh`` (``csr_pem`` is an OpenSSH public key line
+    #: and ``sans`` are ``ssh-principal:<name>``; :mod:`ostiary.provisioners.ssh_approval`).
+    kind: Mapped[str] = mapped_column(String(8), default="x509", server_default="x509")
 
     def status_at(self, now: datetime) -> RequestStatus:
         """The status as seen at ``now``: a pending request past ``expires_at`` is expired."""

@@ -45,7 +45,7 @@ from ostiary.client.oidc import code_challenge_s256, new_code_verifier
 from ostiary.core.errors import BadRequest, PolicyDenied, Unauthorized
 from ostiary.provisioners import _jose
 from ostiary.provisioners.oidc import (
-    _token_id,
+    id_token_spend_id,
     post_token_request,
     read_client_secret,
 )
@@ -200,9 +200,9 @@ def _verify_admin(context: ServerContext, flow: Flow, code: str, now: datetime) 
     ):
         raise Unauthorized("the ID token's nonce is not this sign-in's")
     identity = provisioner.identity_of(claims)
-    provisioner._check_groups(claims)
+    provisioner.check_groups(claims)
     actor = f"officer-oidc:{identity.display}"
-    token_id = _token_id(claims, id_token)
+    token_id = id_token_spend_id(claims, id_token)
     _spend(
         context.authority.store,
         f"console-oidc:{provisioner.name}",

@@ -28,8 +28,11 @@ from ostiary.provisioners.approval import (
     approve_request,
     open_pending_requests,
     reject_request,
+    request_view,
 )
 from ostiary.provisioners.officers import identity_warnings, reject_requests
+from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
+from ostiary.provisioners.ssh_approval import approve_ssh_request
 from ostiary.server.body import read_body
 from ostiary.server.console import queries
 from ostiary.server.console.render import render, render_error, static_file
@@ -255,6 +258,20 @@ async def approve(
     request_id: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
     form = await _form(request, officer)
+    store = context.authority.store
+    full_id = request_id[:64]
+    view = await run_in_threadpool(request_view, store, full_id, now=context.authority.clock())
+    if view.kind == SSH_KIND:
+        from ostiary.server.routes.ssh import ssh_authority
+
+        await run_in_threadpool(
+            approve_ssh_request,
+            ssh_authority(context),
+            full_id,
+            officer=officer.actor,
+            code=form.get("code") or None,
+        )
+        return finish(_see_other("/console/certificates"), officer)
     certificate = await run_in_threadpool(
         approve_request,
         context.authority,

@@ -15,7 +15,9 @@ Officers decide in the web console or, with ``ostiary ca requests ...``, through
 - ``GET /requests`` -> the waiting requests, each with ``warnings`` when it names an
   existing identity (an officer, or a name of a valid certificate).
 - ``POST /requests/{id}/approve`` ``{"code": C}`` and ``POST /requests/{id}/reject``
-  ``{"reason": R}``; ``id`` may be a unique prefix of at least 4 hex digits.
+  ``{"reason": R}``; ``id`` may be a unique prefix of at least 4 hex digits. An SSH request
+  (``POST /ssh/requests``) is approved the same way; its ``serial_number`` is then the SSH
+  certificate's decimal serial.
 - ``POST /requests/reject`` ``{"reason", "provisioner", "submitted_before"}`` rejects every
   waiting request that matches (both filters optional): a flood, dealt with at once.
 
@@ -49,6 +51,8 @@ from ostiary.provisioners.officers import (
     reject_requests,
     resolve_request_id,
 )
+from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
+from ostiary.provisioners.ssh_approval import approve_ssh_request
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.credentials import check_peer_certificate, peer_certificate
@@ -135,7 +139,7 @@ def poll(request_id: str, context: Context) -> RequestAnswer:
         expires_at=view.expires_at,
         reason=view.reason if view.status == RequestStatus.REJECTED else None,
     )
-    if view.status == RequestStatus.ISSUED:
+    if view.status == RequestStatus.ISSUED and view.kind != SSH_KIND:  # SSH: /ssh/requests
         certificate = issued_certificate_pem(authority.store, view)
         if certificate is not None:
             answer.certificate = CertificateAnswer.of(certificate, context.chain_pem)
@@ -297,6 +301,13 @@ def approve(
     """Approve a waiting request: its certificate is issued (officers only)."""
     authority = context.authority
     full_id = resolve_request_id(authority.store, request_id[:64])
+    if request_view(authority.store, full_id, now=authority.clock()).kind == SSH_KIND:
+        from ostiary.server.routes.ssh import ssh_authority
+
+        issued = approve_ssh_request(
+            ssh_authority(context), full_id, officer=officer, code=body.code
+        )
+        return Decision(request_id=full_id, status="issued", serial_number=str(issued.serial))
     certificate = approve_request(authority, full_id, officer=officer, code=body.code)
     return Decision(
         request_id=full_id, status="issued", serial_number=serial_hex(certificate.serial_number)
