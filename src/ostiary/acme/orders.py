@@ -204,6 +204,14 @@ def _identifiers(value: object, provisioner: AcmeProvisioner) -> list[dict[str, 
             how = "only dns-01 proves a wildcard" if wildcard else "no enabled challenge proves it"
             raise AcmeProblem("rejectedIdentifier", f"{kind} identifier {normalized[:64]!r}: {how}")
         seen.setdefault((kind, normalized), {"type": kind, "value": normalized})
+    kinds = {kind for kind, _ in seen}
+    if "hardware-module" in kinds and "permanent-identifier" not in kinds:
+        raise AcmeProblem(
+            "rejectedIdentifier",
+            "a hardware-module identifier is proved but not written into the certificate "
+            "(the draft's privacy-preserving form): order it with the device's "
+            "permanent-identifier",
+        )
     return list(seen.values())
 
 
@@ -215,6 +223,10 @@ def _normalize(kind: str, value: str) -> str:
             return str(ipaddress.ip_address(value))
         if kind == "permanent-identifier":
             general_name_of(kind, value)
+            return value
+        if kind == "hardware-module":
+            if not 0 < len(value) <= 128 or not value.isprintable():
+                raise ValueError("the value is the module's serial number, 1 to 128 characters")
             return value
     except (BadRequest, ValueError) as exc:
         raise AcmeProblem("rejectedIdentifier", f"{kind} identifier: {exc}") from None

@@ -70,26 +70,8 @@ def order_certificate(
     order: AcmeOrder, csr: x509.CertificateSigningRequest
 ) -> list[x509.Certificate]:
     """The issued certificate and its chain for ``csr`` (see the module docstring)."""
-    account_key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    # requests takes a CA bundle path where the library's annotation says bool.
-    verify: Any = str(order.root_file) if order.root_file is not None else True
-    network = client.ClientNetwork(account_key, alg=ES256, verify_ssl=verify, user_agent=USER_AGENT)
     with _acme_errors(order.directory_url):
-        directory = client.ClientV2.get_directory(order.directory_url, network)
-        acme = client.ClientV2(directory, net=network)
-        binding = None
-        if order.external_account is not None:
-            binding = messages.ExternalAccountBinding.from_data(
-                account_public_key=account_key.public_key(),
-                kid=order.external_account.kid,
-                hmac_key=order.external_account.hmac_key,
-                directory=directory,
-            )
-        acme.new_account(
-            messages.NewRegistration.from_data(
-                terms_of_service_agreed=True, external_account_binding=binding
-            )
-        )
+        acme, account_key = open_account(order)
         csr_pem = csr.public_bytes(serialization.Encoding.PEM)
         placed = acme.new_order(csr_pem, profile=order.profile)
         deadline = datetime.now() + timedelta(seconds=order.timeout)
@@ -98,6 +80,33 @@ def order_certificate(
                 acme.answer_challenge(challenge, response)
             finished = acme.poll_and_finalize(placed, deadline=deadline)
     return x509.load_pem_x509_certificates(finished.fullchain_pem.encode("ascii"))
+
+
+def open_account(order: AcmeOrder) -> tuple[client.ClientV2, JWK]:
+    """A new account at the directory (its key made here), and the client acting for it.
+
+    Raises the library's errors: call inside :func:`_acme_errors`.
+    """
+    account_key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    # requests takes a CA bundle path where the library's annotation says bool.
+    verify: Any = str(order.root_file) if order.root_file is not None else True
+    network = client.ClientNetwork(account_key, alg=ES256, verify_ssl=verify, user_agent=USER_AGENT)
+    directory = client.ClientV2.get_directory(order.directory_url, network)
+    acme = client.ClientV2(directory, net=network)
+    binding = None
+    if order.external_account is not None:
+        binding = messages.ExternalAccountBinding.from_data(
+            account_public_key=account_key.public_key(),
+            kid=order.external_account.kid,
+            hmac_key=order.external_account.hmac_key,
+            directory=directory,
+        )
+    acme.new_account(
+        messages.NewRegistration.from_data(
+            terms_of_service_agreed=True, external_account_binding=binding
+        )
+    )
+    return acme, account_key
 
 
 @contextmanager
@@ -167,4 +176,4 @@ def _failed(exc: errors.ValidationError) -> str:
     return "a challenge failed"
 
 
-__all__ = ["AcmeOrder", "ExternalAccount", "order_certificate"]
+__all__ = ["AcmeOrder", "ExternalAccount", "open_account", "order_certificate"]
