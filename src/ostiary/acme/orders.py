@@ -29,7 +29,7 @@ from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
 from ostiary.acme.resources import Answer, Urls, order_json, order_status
 from ostiary.acme.validation import VALIDATORS
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import BadRequest, OstiaryError, TooManyRequests
+from ostiary.core.errors import BadRequest, TooManyRequests
 from ostiary.core.names import (
     PERMANENT_IDENTIFIER_OID,
     canonical_general_name,
@@ -48,6 +48,8 @@ from ostiary.store import (
     CertificateRepository,
 )
 from ostiary.store.acme import new_id
+from ostiary.store.acme_writes import insert_rows, mark_order_issued
+from ostiary.store.group_commit import Batch
 
 #: How long an order (and its authorizations) may take to finish.
 ORDER_TTL = timedelta(hours=24)
@@ -111,42 +113,41 @@ def new_order(
         error=None,
         serial=None,
     )
-    authorizations: list[AcmeAuthorization] = []
-    with authority.store.transaction() as session:
+    with authority.store.transaction(read_only=True) as session:
         _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
-        session.add(order)
-        session.flush()
-        for identifier in identifiers:
-            value = identifier["value"]
-            wildcard = value.startswith("*.")
-            authz = AcmeAuthorization(
+    authorizations: list[AcmeAuthorization] = []
+    challenges: list[AcmeChallenge] = []
+    for identifier in identifiers:
+        value = identifier["value"]
+        wildcard = value.startswith("*.")
+        authz = AcmeAuthorization(
+            id=new_id(),
+            order_id=order.id,
+            account_id=auth.account_id,
+            identifier_type=identifier["type"],
+            identifier_value=value.removeprefix("*."),
+            wildcard=wildcard,
+            status="pending",
+            expires_at=order.expires_at,
+            token=secrets.token_urlsafe(32),
+            attested_spki=None,
+            hardware_key=False,
+        )
+        authorizations.append(authz)
+        challenges.extend(
+            AcmeChallenge(
                 id=new_id(),
-                order_id=order.id,
-                account_id=auth.account_id,
-                identifier_type=identifier["type"],
-                identifier_value=value.removeprefix("*."),
-                wildcard=wildcard,
+                authorization_id=authz.id,
+                type=challenge_type,
                 status="pending",
-                expires_at=order.expires_at,
-                token=secrets.token_urlsafe(32),
-                attested_spki=None,
-                hardware_key=False,
+                validated_at=None,
+                error=None,
             )
-            session.add(authz)
-            authorizations.append(authz)
-            for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard):
-                session.add(
-                    AcmeChallenge(
-                        id=new_id(),
-                        authorization_id=authz.id,
-                        type=challenge_type,
-                        status="pending",
-                        validated_at=None,
-                        error=None,
-                    )
-                )
-        session.flush()
-        body = order_json(urls, order, authorizations, now=now)
+            for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard)
+        )
+    # One commit shared with concurrent requests' writes (ostiary.store.group_commit).
+    authority.store.write(insert_rows([order, *authorizations, *challenges]))
+    body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
 
 
@@ -329,32 +330,25 @@ def finalize(
         not_after=order.not_after,
         hardware_key=bool(attested) and all(a.hardware_key for a in authorizations),
     )
-    with authority.store.transaction() as session:
-        if not AcmeRepository(session).set_order_status(
-            order.id, status="processing", expected="ready"
-        ):
+    serial: list[str] = []
+
+    def mark_issued(batch: Batch, certificate: x509.Certificate) -> None:
+        # In the issuance's transaction: one finalize of an order records a certificate.
+        serial[:] = [f"{certificate.serial_number:x}"]
+        if not mark_order_issued(batch, order.id, serial[0]):
             raise AcmeProblem(
-                "orderNotReady", "the order is being finalized already", status=HTTPStatus.FORBIDDEN
+                "orderNotReady", "the order was finalized meanwhile", status=HTTPStatus.FORBIDDEN
             )
-    try:
-        certificate = authority.issue(
-            csr,
-            authorization,
-            actor=f"acme:{auth.account_id}",
-            details={"acme_order": order.id},
-        )
-    except OstiaryError:
-        with authority.store.transaction() as session:
-            AcmeRepository(session).set_order_status(
-                order.id, status="ready", expected="processing"
-            )
-        raise
-    with authority.store.transaction() as session:
-        row = AcmeRepository(session).order(order.id, provisioner=provisioner.name)
-        row.status = "valid"
-        row.serial = f"{certificate.serial_number:x}"
-        session.flush()
-        body = order_json(urls, row, authorizations, now=now)
+
+    authority.issue(
+        csr,
+        authorization,
+        actor=f"acme:{auth.account_id}",
+        details={"acme_order": order.id},
+        then=mark_issued,
+    )
+    order.status, order.serial = "valid", serial[0]
+    body = order_json(urls, order, authorizations, now=now)
     return Answer(200, body, {"Location": urls.resource("order", order.id)})
 
 
