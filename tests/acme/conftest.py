@@ -164,6 +164,14 @@ def add_acme_provisioners(database_url: str) -> None:
                 policy_oid=HARDWARE_POLICY,
             ),
             AcmeProvisioner(
+                name="devices",
+                claims=CLAIMS,
+                challenges=("http-01", "device-attest-01"),
+                profiles=("device", "client"),
+                default_profile="device",
+                policy_oid=HARDWARE_POLICY,
+            ),
+            AcmeProvisioner(
                 name="limited",
                 claims=CLAIMS,
                 challenges=("http-01",),

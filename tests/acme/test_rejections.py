@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jws
@@ -346,3 +349,34 @@ def test_an_order_validity_outside_the_claims_is_refused_before_anything_is_stor
     # Nothing was stored: the account has no orders.
     account = raw.post(str(raw.kid), None).json()
     assert raw.post(account["orders"], None).json()["orders"] == []
+
+
+def test_two_finalizes_at_once_issue_one_certificate(
+    acme_server: AcmeServer, raw: RawClient, responder: Responder
+) -> None:
+    """The order becomes valid in the transaction that records its certificate: of two
+    finalizes racing (here, on two connections), one issues, the other gets orderNotReady
+    and nothing of its signing is recorded.
+    """
+    order = ready_order(raw, responder, ["localhost"])
+    twin = raw.on(acme_server)
+    before = acme_server.certificate_count()
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = {"csr": b64url(csr_der(["localhost"], key))}
+    documents = [c.signed(str(order["finalize"]), csr) for c in (raw, twin)]
+    start = threading.Barrier(2)
+
+    def finalize(client: RawClient, document: dict[str, str]) -> httpx.Response:
+        start.wait(30)
+        return client.post(str(order["finalize"]), None, document=document)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(finalize, (raw, twin), documents))
+    finally:
+        twin.close()
+    assert sorted(a.status_code for a in answers) == [200, 403], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 403)
+    assert problem_type(refused) == "orderNotReady"
+    assert acme_server.certificate_count() == before + 1
+    assert raw.post(str(order["url"]), None).json()["status"] == "valid"

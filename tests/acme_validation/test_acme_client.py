@@ -119,17 +119,20 @@ def test_challenge_nobody_answers_fails_the_order_in_one_line(
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "message"),
     [
-        pytest.param(["--token", "t"], id="fail/token"),
-        pytest.param(["--key-store", "tpm"], id="fail/tpm"),
-        pytest.param(["--p12", "x.p12"], id="fail/p12"),
+        pytest.param(["--token", "t"], "--acme takes SUBJECT CRT KEY", id="fail/token"),
+        pytest.param(["--p12", "x.p12"], "--acme takes SUBJECT CRT KEY", id="fail/p12"),
+        pytest.param(["--attest-key", "ak.pem"], "go with --key-store tpm", id="fail/ak-no-tpm"),
+        pytest.param(["--key-store", "hsm"], "--key-store must be", id="fail/key-store"),
     ],
 )
-def test_options_of_other_doors_do_not_go_with_acme(tmp_path: Path, extra: list[str]) -> None:
+def test_options_of_other_doors_do_not_go_with_acme(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
     result = refused("cert", "request", "a.example", tmp_path / "c", tmp_path / "k",
                      "--acme", "https://127.0.0.1:1/dir", *extra)  # fmt: skip
-    assert "--acme takes SUBJECT CRT KEY" in result.stderr
+    assert message in result.stderr
 
 
 def test_eab_kid_without_its_key_is_refused(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from ostiary.client.tpm import (
     load_tpm_key_pem,
 )
 from ostiary.client.tpm_ak import read_endorsement_key
-from ostiary.core.names import permanent_identifier_name
+from ostiary.core.names import hardware_module_name, permanent_identifier_name
 from tests.client.conftest import ok
 from tests.gateway.conftest import CA, ca, ca_material, provisioners  # noqa: F401
 from tests.tpm.conftest import AttestationCA, Manufacturer, SoftwareTPM, make_attestation_ca
@@ -177,6 +177,38 @@ def test_ak_certificate_not_naming_its_tpm_is_refused(
     payload = tpm_challenge_payload(key, AttestationKey(ak.key, (certificate,)), keyauth)
     context = _context(device, payload, keyauth, attestation_roots=[attestation_ca.certificate])
     assert "does not name its TPM" in _fails(context).detail
+
+
+def test_hardware_module_is_proved_by_the_ak_certificates_hardware_module_name(
+    swtpm: SoftwareTPM, attestation_ca: AttestationCA
+) -> None:
+    """A ``hardware-module`` identifier is the ``hwSerialNum`` of an RFC 4108
+    hardwareModuleName in the AK certificate: that one validates, another is refused, and
+    an AK certificate with none proves no module.
+    """
+    ak = create_attestation_key(tcti=swtpm.tcti)
+    module = hardware_module_name("1.3.6.1.4.1.55555.9", b"SN-0042")
+    named = attestation_ca.certify_ak(ak.key, "laptop-9.corp.example", names=(module,))
+    bare = attestation_ca.certify_ak(ak.key, "laptop-9.corp.example")
+    roots = [attestation_ca.certificate]
+    results: dict[tuple[str, bool], str] = {}
+    for serial, certificate in (("SN-0042", named), ("SN-0043", named), ("SN-0042", bare)):
+        key = create_tpm_key(tcti=swtpm.tcti)
+        keyauth = _key_authorization()
+        payload = tpm_challenge_payload(key, AttestationKey(ak.key, (certificate,)), keyauth)
+        context = ChallengeContext(
+            challenge_type="device-attest-01", identifier_type="hardware-module",
+            identifier_value=serial, token=keyauth.split(".")[0], key_authorization=keyauth,
+            payload=payload, policy={"attestation_roots": roots},
+        )  # fmt: skip
+        try:
+            asyncio.run(validate_device_attest01(context, ValidationSettings()))
+            results[serial, certificate is named] = "valid"
+        except ChallengeFailed as failed:
+            results[serial, certificate is named] = failed.detail
+    assert results[("SN-0042", True)] == "valid"
+    assert "is not one the AK certificate names" in results[("SN-0043", True)]
+    assert "is not one the AK certificate names" in results[("SN-0042", False)]
 
 
 def test_restricted_key_is_refused(enrolled: EnrolledAK, swtpm: SoftwareTPM) -> None:

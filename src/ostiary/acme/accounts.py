@@ -31,6 +31,7 @@ from ostiary.acme.resources import Answer, Urls, account_json
 from ostiary.provisioners.acme_eab import bind_eab_key
 from ostiary.store import AcmeAccount, AcmeRepository, AuditLog, Store
 from ostiary.store.acme import new_id
+from ostiary.store.acme_writes import exchange_nonce, record_nonce
 
 #: How long a nonce may be used after it was handed out.
 NONCE_TTL = timedelta(hours=1)
@@ -44,16 +45,16 @@ _made = itertools.count()
 
 def new_nonce(store: Store, *, now: datetime) -> str:
     """A nonce recorded for single use (and, now and then, a purge of expired rows)."""
-    with store.transaction() as session:
-        return _record_nonce(AcmeRepository(session), now=now)
-
-
-def _record_nonce(repository: AcmeRepository, *, now: datetime) -> str:
     nonce = secrets.token_urlsafe(24)
-    repository.add_nonce(nonce, expires_at=now + NONCE_TTL)
-    if next(_made) % PURGE_EVERY == 0:
-        repository.purge_expired(now)
+    store.write(record_nonce(nonce, expires_at=now + NONCE_TTL))
+    _purge_now_and_then(store, now)
     return nonce
+
+
+def _purge_now_and_then(store: Store, now: datetime) -> None:
+    if next(_made) % PURGE_EVERY == 0:
+        with store.transaction() as session:
+            AcmeRepository(session).purge_expired(now)
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,11 @@ def authenticate(
     else:
         key = import_account_key(request.jwk or {})
     payload = request.payload_json(key)
-    with store.transaction() as session:
-        repository = AcmeRepository(session)
-        if not repository.spend_nonce(request.nonce, now=now):
-            raise AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
-        next_nonce = _record_nonce(repository, now=now)
+    next_nonce = secrets.token_urlsafe(24)
+    exchange = exchange_nonce(request.nonce, next_nonce, now=now, expires_at=now + NONCE_TTL)
+    if not store.write(exchange):
+        raise AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
+    _purge_now_and_then(store, now)
     return Authenticated(
         key=key, account=account, payload=payload, request=request, next_nonce=next_nonce
     )

@@ -38,13 +38,12 @@ from ostiary.acme.validation import (
 from ostiary.core.errors import NotFound
 from ostiary.provisioners.acme import AcmeProvisioner
 from ostiary.store import (
-    AcmeAccount,
     AcmeAuthorization,
-    AcmeChallenge,
     AcmeOrder,
     AcmeRepository,
     Store,
 )
+from ostiary.store.acme_writes import outcome_unit, start_challenge_unit
 
 logger = logging.getLogger("ostiary.acme")
 
@@ -92,40 +91,45 @@ def start_challenge(
     Returns the answer and, when this call started the validation, what the background
     task validates.
     """
-    with store.transaction() as session:
+    with store.transaction(read_only=True) as session:
         repository = AcmeRepository(session)
         challenge = repository.challenge(challenge_id)
         authz = _owned(repository, challenge.authorization_id, auth)
-        context = None
-        if auth.payload is not None and challenge.status == "pending":
-            if authorization_status(authz, now=now) != "pending":
-                raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
-            started = session.execute(
-                update(AcmeChallenge)
-                .where(AcmeChallenge.id == challenge.id, AcmeChallenge.status == "pending")
-                .values(status="processing")
-                .execution_options(synchronize_session=False)
+        session.expunge_all()
+    context = None
+    if auth.payload is not None and challenge.status == "pending":
+        if authorization_status(authz, now=now) != "pending":
+            raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
+        # The conditional UPDATE in a transaction shared with concurrent writes: of two
+        # requests (or replicas), one starts the validation.
+        if store.write(start_challenge_unit(challenge.id)):
+            challenge.status = "processing"
+            context = ChallengeContext(
+                challenge_type=challenge.type,
+                identifier_type=authz.identifier_type,
+                identifier_value=("*." if authz.wildcard else "") + authz.identifier_value,
+                token=authz.token,
+                key_authorization=f"{authz.token}.{auth_thumbprint(auth)}",
+                payload=dict(auth.payload),
+                policy=_policy(provisioner),
             )
-            if int(getattr(started, "rowcount", 0)) == 1:
-                account = session.get(AcmeAccount, authz.account_id)
-                if account is None:
-                    raise NotFound("the authorization's account is gone")
-                context = ChallengeContext(
-                    challenge_type=challenge.type,
-                    identifier_type=authz.identifier_type,
-                    identifier_value=("*." if authz.wildcard else "") + authz.identifier_value,
-                    token=authz.token,
-                    key_authorization=f"{authz.token}.{account.thumbprint}",
-                    payload=dict(auth.payload),
-                    policy=_policy(provisioner),
-                )
-                session.refresh(challenge)
-        body = challenge_json(urls, challenge, authz.token)
-        up = urls.resource("authz", authz.id)
+        else:
+            with store.transaction(read_only=True) as session:
+                challenge = AcmeRepository(session).challenge(challenge_id)
+                session.expunge(challenge)
+    body = challenge_json(urls, challenge, authz.token)
+    up = urls.resource("authz", authz.id)
     headers = {"Link": f'<{up}>;rel="up"'}
     if body["status"] == "processing":
         headers["Retry-After"] = str(RETRY_AFTER)
     return Answer(200, body, headers), (context if context is not None else None)
+
+
+def auth_thumbprint(auth: Authenticated) -> str:
+    """The JWK thumbprint of the account that signed the request (it owns the challenge)."""
+    if auth.account is None:
+        raise NotFound("the authorization's account is gone")
+    return auth.account.thumbprint
 
 
 def _policy(provisioner: AcmeProvisioner) -> dict[str, Any]:
@@ -173,26 +177,14 @@ def record_outcome(
     *,
     now: datetime,
 ) -> None:
-    """Store a validation's outcome on the challenge, its authorization and its order."""
-    with store.transaction() as session:
+    """Store a validation's outcome on the challenge, its authorization and its order, in
+    a transaction shared with concurrent writes (:meth:`ostiary.store.Store.write`).
+    """
+    with store.transaction(read_only=True) as session:
         repository = AcmeRepository(session)
-        challenge = repository.challenge(challenge_id)
-        authz = repository.authorization(challenge.authorization_id)
-        if result is None:
-            challenge.status = "invalid"
-            challenge.error = error
-            authz.status = "invalid"
-            _invalidate_order(session, authz.order_id, error)
-            return
-        challenge.status = "valid"
-        challenge.validated_at = now
-        authz.status = "valid"
-        authz.attested_spki = result.attested_spki_der
-        authz.hardware_key = result.hardware_key
-        session.flush()
-        pending = [a for a in repository.authorizations_of(authz.order_id) if a.status != "valid"]
-        if not pending:
-            repository.set_order_status(authz.order_id, status="ready", expected="pending")
+        authz = repository.authorization(repository.challenge(challenge_id).authorization_id)
+        authz_id, order_id = authz.id, authz.order_id
+    store.write(outcome_unit(challenge_id, authz_id, order_id, result, error, now=now))
 
 
 def _invalidate_order(session: Any, order_id: str, error: dict[str, Any] | None) -> None:

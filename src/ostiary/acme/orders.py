@@ -31,13 +31,7 @@ from ostiary.acme.renewal_info import already_replaced, check_replaces, replaced
 from ostiary.acme.resources import Answer, Urls, order_json, order_status
 from ostiary.acme.validation import VALIDATORS
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import (
-    BadRequest,
-    NameNotAuthorized,
-    OstiaryError,
-    Superseded,
-    TooManyRequests,
-)
+from ostiary.core.errors import BadRequest, NameNotAuthorized, Superseded, TooManyRequests
 from ostiary.core.names import (
     PERMANENT_IDENTIFIER_OID,
     canonical_general_name,
@@ -57,6 +51,8 @@ from ostiary.store import (
     CertificateRepository,
 )
 from ostiary.store.acme import new_id
+from ostiary.store.acme_writes import insert_rows, mark_order_issued
+from ostiary.store.group_commit import Batch
 
 #: How long an order (and its authorizations) may take to finish.
 ORDER_TTL = timedelta(hours=24)
@@ -129,43 +125,42 @@ def new_order(
         serial=None,
         replaces=replaces,
     )
-    authorizations: list[AcmeAuthorization] = []
-    with authority.store.transaction() as session:
+    with authority.store.transaction(read_only=True) as session:
         _check_external_account_names(session, auth.account_id, authorization.names)
         _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
-        session.add(order)
-        session.flush()
-        for identifier in identifiers:
-            value = identifier["value"]
-            wildcard = value.startswith("*.")
-            authz = AcmeAuthorization(
+    authorizations: list[AcmeAuthorization] = []
+    challenges: list[AcmeChallenge] = []
+    for identifier in identifiers:
+        value = identifier["value"]
+        wildcard = value.startswith("*.")
+        authz = AcmeAuthorization(
+            id=new_id(),
+            order_id=order.id,
+            account_id=auth.account_id,
+            identifier_type=identifier["type"],
+            identifier_value=value.removeprefix("*."),
+            wildcard=wildcard,
+            status="pending",
+            expires_at=order.expires_at,
+            token=secrets.token_urlsafe(32),
+            attested_spki=None,
+            hardware_key=False,
+        )
+        authorizations.append(authz)
+        challenges.extend(
+            AcmeChallenge(
                 id=new_id(),
-                order_id=order.id,
-                account_id=auth.account_id,
-                identifier_type=identifier["type"],
-                identifier_value=value.removeprefix("*."),
-                wildcard=wildcard,
+                authorization_id=authz.id,
+                type=challenge_type,
                 status="pending",
-                expires_at=order.expires_at,
-                token=secrets.token_urlsafe(32),
-                attested_spki=None,
-                hardware_key=False,
+                validated_at=None,
+                error=None,
             )
-            session.add(authz)
-            authorizations.append(authz)
-            for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard):
-                session.add(
-                    AcmeChallenge(
-                        id=new_id(),
-                        authorization_id=authz.id,
-                        type=challenge_type,
-                        status="pending",
-                        validated_at=None,
-                        error=None,
-                    )
-                )
-        session.flush()
-        body = order_json(urls, order, authorizations, now=now)
+            for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard)
+        )
+    # One commit shared with concurrent requests' writes (ostiary.store.group_commit).
+    authority.store.write(insert_rows([order, *authorizations, *challenges]))
+    body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
 
 
@@ -237,6 +232,14 @@ def _identifiers(value: object, provisioner: AcmeProvisioner) -> list[dict[str, 
             how = "only dns-01 proves a wildcard" if wildcard else "no enabled challenge proves it"
             raise AcmeProblem("rejectedIdentifier", f"{kind} identifier {normalized[:64]!r}: {how}")
         seen.setdefault((kind, normalized), {"type": kind, "value": normalized})
+    kinds = {kind for kind, _ in seen}
+    if "hardware-module" in kinds and "permanent-identifier" not in kinds:
+        raise AcmeProblem(
+            "rejectedIdentifier",
+            "a hardware-module identifier is proved but not written into the certificate "
+            "(the draft's privacy-preserving form): order it with the device's "
+            "permanent-identifier",
+        )
     return list(seen.values())
 
 
@@ -248,6 +251,10 @@ def _normalize(kind: str, value: str) -> str:
             return str(ipaddress.ip_address(value))
         if kind == "permanent-identifier":
             general_name_of(kind, value)
+            return value
+        if kind == "hardware-module":
+            if not 0 < len(value) <= 128 or not value.isprintable():
+                raise ValueError("the value is the module's serial number, 1 to 128 characters")
             return value
     except (BadRequest, ValueError) as exc:
         raise AcmeProblem("rejectedIdentifier", f"{kind} identifier: {exc}") from None
@@ -350,36 +357,30 @@ def finalize(
         not_after=order.not_after,
         hardware_key=bool(attested) and all(a.hardware_key for a in authorizations),
     )
-    with authority.store.transaction() as session:
-        if not AcmeRepository(session).set_order_status(
-            order.id, status="processing", expected="ready"
-        ):
+    serial: list[str] = []
+
+    def mark_issued(batch: Batch, certificate: x509.Certificate) -> None:
+        # In the issuance's transaction: one finalize of an order records a certificate.
+        serial[:] = [f"{certificate.serial_number:x}"]
+        if not mark_order_issued(batch, order.id, serial[0]):
             raise AcmeProblem(
-                "orderNotReady", "the order is being finalized already", status=HTTPStatus.FORBIDDEN
+                "orderNotReady", "the order was finalized meanwhile", status=HTTPStatus.FORBIDDEN
             )
+
     renewed_from = replaced_serial(order.replaces) if order.replaces is not None else None
     try:
-        certificate = authority.issue(
+        authority.issue(
             csr,
             authorization,
             actor=f"acme:{auth.account_id}",
             details={"acme_order": order.id},
             renewed_from=renewed_from,
+            then=mark_issued,
         )
-    except OstiaryError as exc:
-        with authority.store.transaction() as session:
-            AcmeRepository(session).set_order_status(
-                order.id, status="ready", expected="processing"
-            )
-        if isinstance(exc, Superseded):  # another order replaced it first (any replica)
-            raise already_replaced(exc.detail) from None
-        raise
-    with authority.store.transaction() as session:
-        row = AcmeRepository(session).order(order.id, provisioner=provisioner.name)
-        row.status = "valid"
-        row.serial = f"{certificate.serial_number:x}"
-        session.flush()
-        body = order_json(urls, row, authorizations, now=now)
+    except Superseded as exc:  # another order replaced it first (any replica)
+        raise already_replaced(exc.detail) from None
+    order.status, order.serial = "valid", serial[0]
+    body = order_json(urls, order, authorizations, now=now)
     return Answer(200, body, {"Location": urls.resource("order", order.id)})
 
 

@@ -94,8 +94,12 @@ class Authority:
         details: dict[str, Any] | None = None,
         token: TokenSpend | None = None,
         renewed_from: int | None = None,
+        then: Callable[[Batch, x509.Certificate], None] | None = None,
     ) -> x509.Certificate:
         """Issue through the one pipeline, then commit the certificate with its audit entry.
+
+        ``then`` writes what the caller records with the certificate, in its transaction
+        (an ACME order's serial): if it raises, nothing of this issuance is recorded.
 
         ``token``, a verified one-time token that pays for this certificate, is spent in the
         same transaction; :class:`TokenReused` if it was spent before (audited). A key
@@ -117,6 +121,7 @@ class Authority:
             at=now,
             token=token,
             renewed_from=renewed_from,
+            then=then,
         )
         try:
             recorded = self.store.write(unit, token=_use(token, now))
@@ -303,6 +308,7 @@ class Authority:
         at: datetime,
         token: TokenSpend | None,
         renewed_from: int | None = None,
+        then: Callable[[Batch, x509.Certificate], None] | None = None,
     ) -> Unit[bool]:
         """The write of one issuance: False (and a "token.reused" entry) for a spent token.
 
@@ -368,6 +374,8 @@ class Authority:
                 )
             record_certificate(batch, row, duplicate=superseded)
             batch.audit.append(event, at=at, actor=actor, target=serial, details=entry)
+            if then is not None:
+                then(batch, certificate)
             return True
 
         return unit

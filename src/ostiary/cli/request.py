@@ -19,6 +19,7 @@ from ostiary.cli.acme_request import (
     EabKid,
     Http01Address,
     Http01Port,
+    TpmKeyOptions,
     request_over_acme,
 )
 from ostiary.cli.approval import request_by_approval
@@ -173,15 +174,22 @@ def request(
     # token or the sign-in authorizes (never from the CSR); an officer approves what is shown.
     name = parse_subject(subject) if subject is not None else x509.Name([])
     if acme is not None:
-        if token or provisioner or csr_file or key_store != "file" or p12 or key_file is None:
+        if token or provisioner or csr_file or p12 or key_file is None:
             raise BadRequest(
-                "--acme takes SUBJECT CRT KEY with --san, --kty, --root, --profile and --eab-*: "
-                "drop --token, --provisioner, --csr, --key-store and --p12"
+                "--acme takes SUBJECT CRT KEY with --san, --kty, --root, --profile, --eab-* "
+                "and --key-store: drop --token, --provisioner, --csr and --p12"
             )
+        tpm = None
+        if key_store == "tpm":
+            tpm = TpmKeyOptions(tcti, pin_file, no_pin, attest_key, attest_chain)
+        elif key_store != "file":
+            raise BadRequest(f"--key-store must be file or tpm, not {key_store!r}")
+        elif attest_key or attest_chain or pin_file or no_pin or tcti:
+            raise BadRequest("--attest-*, --pin-file, --no-pin and --tcti go with --key-store tpm")
         request_over_acme(
             acme, name, names, crt, key_file, key_type=parse_key_type(kty), root=root,
             profile=profile, eab_kid=eab_kid, eab_hmac_file=eab_hmac_file,
-            http01_port=http01_port, http01_address=http01_address, force=force,
+            http01_port=http01_port, http01_address=http01_address, force=force, tpm=tpm,
         )  # fmt: skip
         return
     if profile is not None or eab_kid is not None or eab_hmac_file is not None:

@@ -101,17 +101,8 @@ def order_certificate(
     With ``account`` the order is placed by that existing account (a renewal); ``replaces``
     is the RFC 9773 certID of the certificate it renews.
     """
-    private_key = account.private_key if account else ec.generate_private_key(ec.SECP256R1())
-    account_key = JWKEC(key=private_key)
-    network = _network(order, account_key)
     with _acme_errors(order.directory_url):
-        directory = client.ClientV2.get_directory(order.directory_url, network)
-        acme = client.ClientV2(directory, net=network)
-        if account is None:
-            url = _new_account(acme, order, account_key, directory)
-        else:
-            url = account.url
-            network.account = messages.RegistrationResource(body=messages.Registration(), uri=url)
+        acme, account_key, kept = open_account(order, account)
         csr_pem = csr.public_bytes(serialization.Encoding.PEM)
         placed = _new_order(acme, csr, csr_pem, order.profile, replaces)
         deadline = datetime.now() + timedelta(seconds=order.timeout)
@@ -120,7 +111,7 @@ def order_certificate(
                 acme.answer_challenge(challenge, response)
             finished = acme.poll_and_finalize(placed, deadline=deadline)
     chain = x509.load_pem_x509_certificates(finished.fullchain_pem.encode("ascii"))
-    return Ordered(chain, AcmeAccountKey(private_key, url))
+    return Ordered(chain, kept)
 
 
 def fetch_renewal_window(
@@ -192,6 +183,26 @@ def _new_order(
         authorizations=authorizations,
         csr_pem=csr_pem,
     )
+
+
+def open_account(
+    order: AcmeOrder, account: AcmeAccountKey | None = None
+) -> tuple[client.ClientV2, JWK, AcmeAccountKey]:
+    """The client acting for ``account``, or for a new account made here (its key too).
+
+    Raises the library's errors: call inside :func:`_acme_errors`.
+    """
+    private_key = account.private_key if account else ec.generate_private_key(ec.SECP256R1())
+    account_key = JWKEC(key=private_key)
+    network = _network(order, account_key)
+    directory = client.ClientV2.get_directory(order.directory_url, network)
+    acme = client.ClientV2(directory, net=network)
+    if account is None:
+        url = _new_account(acme, order, account_key, directory)
+    else:
+        url = account.url
+        network.account = messages.RegistrationResource(body=messages.Registration(), uri=url)
+    return acme, account_key, AcmeAccountKey(private_key, url)
 
 
 @contextmanager
@@ -267,5 +278,6 @@ __all__ = [
     "ExternalAccount",
     "Ordered",
     "fetch_renewal_window",
+    "open_account",
     "order_certificate",
 ]

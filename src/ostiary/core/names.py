@@ -22,6 +22,8 @@ from ostiary.core.errors import InvalidName
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 #: RFC 4043 permanent identifier otherName (a device's serial number, say).
 PERMANENT_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.8.3")
+#: RFC 4108 section 5: id-on-hardwareModuleName, the otherName naming a hardware module.
+HARDWARE_MODULE_NAME_OID = ObjectIdentifier("1.3.6.1.5.5.7.8.4")
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
@@ -36,6 +38,34 @@ class _PermanentIdentifier(asn1.Sequence):  # type: ignore[misc]
         ("identifier_value", asn1.UTF8String, {"optional": True}),
         ("assigner", asn1.ObjectIdentifier, {"optional": True}),
     ]
+
+
+class _HardwareModuleName(asn1.Sequence):  # type: ignore[misc]
+    """RFC 4108 section 5: ``HardwareModuleName ::= SEQUENCE { hwType, hwSerialNum }``."""
+
+    _fields = [  # noqa: RUF012 - asn1crypto's declaration style
+        ("hw_type", asn1.ObjectIdentifier),
+        ("hw_serial_num", asn1.OctetString),
+    ]
+
+
+def hardware_module_name(hw_type: str, serial: bytes) -> x509.OtherName:
+    """An RFC 4108 hardwareModuleName otherName: the module's type (an OID) and serial."""
+    fields = {"hw_type": hw_type, "hw_serial_num": serial}
+    return x509.OtherName(HARDWARE_MODULE_NAME_OID, _HardwareModuleName(fields).dump())
+
+
+def hardware_module_serial(name: x509.OtherName) -> bytes | None:
+    """The ``hwSerialNum`` of a hardwareModuleName otherName; ``None`` for other kinds or
+    one that does not parse.
+    """
+    if name.type_id != HARDWARE_MODULE_NAME_OID:
+        return None
+    try:
+        parsed = _HardwareModuleName.load(name.value)
+        return bytes(parsed["hw_serial_num"].native)
+    except (ValueError, TypeError):
+        return None
 
 
 def validate_dns_name(name: str, *, allow_wildcard: bool = True) -> str:

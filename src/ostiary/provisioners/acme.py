@@ -48,7 +48,13 @@ CHALLENGES_FOR: Mapping[str, tuple[str, ...]] = {
     "dns": ("http-01", "dns-01", "tls-alpn-01"),
     "ip": ("http-01", "tls-alpn-01"),
     "permanent-identifier": ("device-attest-01",),
+    "hardware-module": ("device-attest-01",),
 }
+
+#: Identifiers proved but not written into the certificate: ``hardware-module``, whose
+#: value is the module's serial number, in the draft's privacy-preserving form (the
+#: certificate names the device by its permanent identifier, ordered with it).
+UNNAMED_IDENTIFIER_TYPES: tuple[str, ...] = ("hardware-module",)
 
 DEFAULT_ORDERS_PER_HOUR = 300
 DEFAULT_PENDING_AUTHORIZATIONS = 300
@@ -159,7 +165,11 @@ class AcmeProvisioner:
         hardware_key: bool = False,
     ) -> Authorization:
         """The authorization of a ready order: its identifiers as SANs, its profile."""
-        names = tuple(general_name_of(i["type"], i["value"]) for i in identifiers)
+        names = tuple(
+            general_name_of(i["type"], i["value"])
+            for i in identifiers
+            if i["type"] not in UNNAMED_IDENTIFIER_TYPES
+        )
         first = next(
             (
                 i["value"]

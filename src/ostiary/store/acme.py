@@ -23,7 +23,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -135,9 +134,6 @@ class AcmeRepository:
         self.session = session
 
     # ------------------------------------------------------------------ nonces
-
-    def add_nonce(self, nonce: str, *, expires_at: datetime) -> None:
-        self.session.add(AcmeNonce(nonce=nonce, expires_at=expires_at))
 
     def spend_nonce(self, nonce: str, *, now: datetime) -> bool:
         """Delete ``nonce`` if it is there and unexpired: True for exactly one caller."""
@@ -260,16 +256,6 @@ class AcmeRepository:
             )
             or 0
         )
-
-    def set_order_status(self, order_id: str, *, status: str, expected: str) -> bool:
-        """Move an order from ``expected`` to ``status``: True for exactly one caller."""
-        result = self.session.execute(
-            update(AcmeOrder)
-            .where(AcmeOrder.id == order_id, AcmeOrder.status == expected)
-            .values(status=status)
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(result, "rowcount", 0)) == 1
 
 
 __all__ = [

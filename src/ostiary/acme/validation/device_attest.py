@@ -19,7 +19,9 @@ its trust anchors are ``policy["attestation_roots"]``, a list of
 4. that key is ``fixedTPM``, ``fixedParent``, ``sensitiveDataOrigin`` and not ``restricted``;
 5. the identifier is a permanentIdentifier in the AK certificate's subjectAltName (the
    attestation CA, :mod:`ostiary.authority.attestation_ca`, puts the SHA-256 of the EK
-   there). An AK certificate naming no device is refused, never waved through.
+   there). An AK certificate naming no device is refused, never waved through. A
+   ``hardware-module`` identifier (the module's serial number) must be the ``hwSerialNum``
+   of a hardwareModuleName (RFC 4108) there.
 
 ``apple``: see :mod:`ostiary.acme.validation.apple`. Every failure is a
 :class:`ChallengeFailed` of type ``badAttestationStatement`` with one line; success gives the
@@ -53,7 +55,12 @@ from ostiary.core.errors import (
     Unauthorized,
 )
 from ostiary.core.jws import b64url_decode
-from ostiary.core.names import PERMANENT_IDENTIFIER_OID, decode_other_name, sans_of
+from ostiary.core.names import (
+    PERMANENT_IDENTIFIER_OID,
+    decode_other_name,
+    hardware_module_serial,
+    sans_of,
+)
 from ostiary.provisioners.tpm_statement import (
     MAX_CHAIN,
     MAX_STRUCTURE,
@@ -189,16 +196,20 @@ def _verify_tpm(
 
 
 def _check_ak_names_device(ak_certificate: x509.Certificate, context: ChallengeContext) -> None:
-    if context.identifier_type != "permanent-identifier":
-        raise ChallengeFailed(
-            "rejectedIdentifier",
-            "the tpm format proves permanent-identifier identifiers only: our AK "
-            "certificates name no hardware module",
-        )
+    other_names = [
+        name for name in sans_of(ak_certificate.extensions) if isinstance(name, x509.OtherName)
+    ]
+    if context.identifier_type == "hardware-module":
+        serials = [hardware_module_serial(name) for name in other_names]
+        if context.identifier_value.encode("utf-8") not in serials:
+            raise ChallengeFailed(
+                BAD_ATTESTATION,
+                f"the hardware module {context.identifier_value[:64]!r} is not one the AK "
+                "certificate names (hardwareModuleName)",
+            )
+        return
     identifiers = [
-        decode_other_name(name)
-        for name in sans_of(ak_certificate.extensions)
-        if isinstance(name, x509.OtherName) and name.type_id == PERMANENT_IDENTIFIER_OID
+        decode_other_name(name) for name in other_names if name.type_id == PERMANENT_IDENTIFIER_OID
     ]
     if not identifiers:
         raise ChallengeFailed(

@@ -7,6 +7,11 @@ RFC 8738 section 7), follows at most :attr:`~ValidationSettings.max_redirects` r
 and compares the body, trailing whitespace trimmed, with the key authorization. A redirect
 to ``https`` is followed without checking the server's certificate, as section 8.3 allows:
 what proves control is the body, not the transport.
+
+With a configured resolver (``ca serve --acme-dns-resolver``) the name of each URL, the
+first and every redirect's, is looked up there (:func:`resolve_addresses`) and the request
+goes to that address with the name as ``Host`` (and as SNI after a redirect to ``https``);
+without one, the system resolves it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ostiary.acme.validation.base import (
     ValidationResult,
     ValidationSettings,
 )
+from ostiary.acme.validation.resolver import resolve_addresses
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -45,7 +51,7 @@ async def validate_http01(
         timeout=timeout, follow_redirects=False, verify=False, trust_env=False
     ) as client:
         for _ in range(settings.max_redirects + 1):
-            body, location = await _fetch(client, url, settings.max_body_bytes)
+            body, location = await _fetch(client, url, settings)
             if location is None:
                 break
             url = location
@@ -61,12 +67,41 @@ async def validate_http01(
     return ValidationResult()
 
 
-async def _fetch(client: httpx.AsyncClient, url: str, limit: int) -> tuple[bytes, str | None]:
-    """The body of ``url`` (at most ``limit`` bytes), or the next URL of a redirect."""
+async def _request(url: str, settings: ValidationSettings) -> httpx.Request:
+    """The GET for ``url``: to the address the configured resolver gives for its name."""
+    target = httpx.URL(url)
+    if settings.dns_resolver is None or _is_address(target.host):
+        return httpx.Request("GET", target)
+    address = (await resolve_addresses(target.host, settings))[0]
+    return httpx.Request(
+        "GET",
+        target.copy_with(host=address),
+        headers={"Host": target.netloc.decode("ascii")},
+        extensions={"sni_hostname": target.host},
+    )
+
+
+def _is_address(host: str) -> bool:
     try:
-        async with client.stream("GET", url) as response:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _fetch(
+    client: httpx.AsyncClient, url: str, settings: ValidationSettings
+) -> tuple[bytes, str | None]:
+    """The body of ``url`` (at most ``settings.max_body_bytes``), or the next URL of a
+    redirect (resolved against ``url``, the name and not the address it was fetched from).
+    """
+    limit = settings.max_body_bytes
+    request = await _request(url, settings)
+    try:
+        response = await client.send(request, stream=True)
+        try:
             if response.status_code in _REDIRECTS:
-                return b"", _next_url(response)
+                return b"", _next_url(response, url)
             if response.status_code != 200:
                 raise ChallengeFailed(
                     "unauthorized", f"{url} answered HTTP {response.status_code}, not 200"
@@ -79,23 +114,25 @@ async def _fetch(client: httpx.AsyncClient, url: str, limit: int) -> tuple[bytes
                         "unauthorized", f"the body at {url} is longer than {limit} bytes"
                     )
             return bytes(body), None
+        finally:
+            await response.aclose()
     except httpx.TimeoutException:
         raise ChallengeFailed("connection", f"{url} did not answer in time") from None
     except (httpx.HTTPError, OSError) as exc:
         raise ChallengeFailed("connection", f"cannot fetch {url}: {type(exc).__name__}") from None
 
 
-def _next_url(response: httpx.Response) -> str:
+def _next_url(response: httpx.Response, url: str) -> str:
     location = response.headers.get("location")
     if not location:
-        raise ChallengeFailed("connection", f"{response.url} redirects without a Location")
+        raise ChallengeFailed("connection", f"{url} redirects without a Location")
     try:
-        target = response.url.join(location)
+        target = httpx.URL(url).join(location)
     except httpx.InvalidURL:
-        raise ChallengeFailed("connection", f"{response.url} redirects to an invalid URL") from None
+        raise ChallengeFailed("connection", f"{url} redirects to an invalid URL") from None
     if target.scheme not in ("http", "https"):
         raise ChallengeFailed(
-            "connection", f"{response.url} redirects to a {target.scheme} URL: http(s) only"
+            "connection", f"{url} redirects to a {target.scheme} URL: http(s) only"
         )
     return str(target)
 

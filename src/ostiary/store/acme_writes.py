@@ -1,0 +1,176 @@
+"""The ACME writes on the hot path, as group-commit units (:meth:`ostiary.store.Store.write`).
+
+Every ACME request spends its nonce and records the next; orders are placed, challenges
+started, validations recorded and orders finalized at the rate clients poll. Each of these
+is a unit that shares its transaction, and its durable commit, with the writes of concurrent
+requests (:mod:`ostiary.store.group_commit`), in Core statements (prepared on SQLite) rather
+than the ORM. Single use holds as before: each conditional ``UPDATE``/``DELETE`` returns the
+row it changed, so exactly one caller sees it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, select, update
+
+from ostiary.store._prepared import Prepared
+from ostiary.store.acme import AcmeAuthorization, AcmeChallenge, AcmeNonce, AcmeOrder
+from ostiary.store.group_commit import Batch
+from ostiary.store.models import Base
+
+#: Spends one nonce if it is there and unexpired; the row it deleted, or none.
+_SPEND_NONCE = Prepared(
+    delete(AcmeNonce)
+    .where(AcmeNonce.nonce == bindparam("nonce"), AcmeNonce.expires_at > bindparam("now"))
+    .returning(AcmeNonce.nonce)
+)
+
+
+def exchange_nonce(spent: str, fresh: str, *, now: datetime, expires_at: datetime) -> Any:
+    """A group-commit unit (:meth:`ostiary.store.Store.write`): spend the nonce ``spent``
+    and record ``fresh`` in its place, in one transaction shared with concurrent requests'
+    (one durable commit for all of them). True for exactly one caller of a nonce; False if
+    it was unknown, used or expired, and then nothing is recorded.
+    """
+
+    def unit(batch: Batch) -> bool:
+        if not _SPEND_NONCE.execute(batch.connection, {"nonce": spent, "now": now}):
+            return False
+        batch.insert(AcmeNonce, {"nonce": fresh, "expires_at": expires_at})
+        return True
+
+    return unit
+
+
+#: Moves a ready order to valid with its certificate's serial; the row, or none.
+_ORDER_ISSUED = Prepared(
+    update(AcmeOrder)
+    .where(AcmeOrder.id == bindparam("order_id"), AcmeOrder.status == "ready")
+    .values(status="valid", serial=bindparam("serial"))
+    .returning(AcmeOrder.id)
+)
+
+
+def mark_order_issued(batch: Batch, order_id: str, serial: str) -> bool:
+    """In an issuance's transaction: the ready order ``order_id`` becomes valid with
+    ``serial``. True for exactly one caller; False if the order was not ready (finalized
+    meanwhile, or invalid), and then the caller must not let the issuance commit.
+    """
+    return bool(_ORDER_ISSUED.execute(batch.connection, {"order_id": order_id, "serial": serial}))
+
+
+def insert_rows(rows: list[Base]) -> Any:
+    """A group-commit unit inserting new ACME rows (an order, its authorizations and
+    challenges, in that order), every column given.
+    """
+
+    def unit(batch: Batch) -> None:
+        for row in rows:
+            table = type(row).__table__
+            batch.insert(type(row), {c.key: getattr(row, c.key) for c in table.columns})
+
+    return unit
+
+
+def outcome_unit(
+    challenge_id: str,
+    authorization_id: str,
+    order_id: str,
+    result: Any,
+    error: dict[str, Any] | None,
+    *,
+    now: datetime,
+) -> Any:
+    """A group-commit unit recording a validation's outcome: with ``result`` (a
+    ValidationResult) the challenge and its authorization become valid, and the order ready
+    once none of its authorizations is left; without, the challenge, the authorization and
+    the order become invalid with ``error`` at once.
+    """
+
+    def unit(batch: Batch) -> None:
+        run = batch.connection.execute
+        if result is None:
+            run(
+                update(AcmeChallenge)
+                .where(AcmeChallenge.id == challenge_id)
+                .values(status="invalid", error=error)
+            )
+            run(
+                update(AcmeAuthorization)
+                .where(AcmeAuthorization.id == authorization_id)
+                .values(status="invalid")
+            )
+            run(
+                update(AcmeOrder)
+                .where(AcmeOrder.id == order_id, AcmeOrder.status.in_(("pending", "ready")))
+                .values(status="invalid", error=error)
+            )
+            return
+        run(
+            update(AcmeChallenge)
+            .where(AcmeChallenge.id == challenge_id)
+            .values(status="valid", validated_at=now)
+        )
+        run(
+            update(AcmeAuthorization)
+            .where(AcmeAuthorization.id == authorization_id)
+            .values(
+                status="valid",
+                attested_spki=result.attested_spki_der,
+                hardware_key=result.hardware_key,
+            )
+        )
+        left = run(
+            select(func.count())
+            .select_from(AcmeAuthorization)
+            .where(AcmeAuthorization.order_id == order_id, AcmeAuthorization.status != "valid")
+        ).scalar_one()
+        if left == 0:
+            run(
+                update(AcmeOrder)
+                .where(AcmeOrder.id == order_id, AcmeOrder.status == "pending")
+                .values(status="ready")
+            )
+
+    return unit
+
+
+#: Moves a pending challenge to processing; the row, or none.
+_START_CHALLENGE = Prepared(
+    update(AcmeChallenge)
+    .where(AcmeChallenge.id == bindparam("challenge_id"), AcmeChallenge.status == "pending")
+    .values(status="processing")
+    .returning(AcmeChallenge.id)
+)
+
+
+def start_challenge_unit(challenge_id: str) -> Any:
+    """A group-commit unit: the pending challenge becomes processing. True for exactly one
+    caller (it starts the validation).
+    """
+
+    def unit(batch: Batch) -> bool:
+        return bool(_START_CHALLENGE.execute(batch.connection, {"challenge_id": challenge_id}))
+
+    return unit
+
+
+def record_nonce(fresh: str, *, expires_at: datetime) -> Any:
+    """A group-commit unit recording a nonce handed out on its own (``newNonce``)."""
+
+    def unit(batch: Batch) -> None:
+        batch.insert(AcmeNonce, {"nonce": fresh, "expires_at": expires_at})
+
+    return unit
+
+
+__all__ = [
+    "exchange_nonce",
+    "insert_rows",
+    "mark_order_issued",
+    "outcome_unit",
+    "record_nonce",
+    "start_challenge_unit",
+]
