@@ -37,6 +37,7 @@ from ostiary.acme.validation import (
 )
 from ostiary.core.errors import NotFound
 from ostiary.provisioners.acme import AcmeProvisioner
+from ostiary.provisioners.enrollment import spend_client_id
 from ostiary.store import (
     AcmeAccount,
     AcmeAuthorization,
@@ -110,6 +111,14 @@ def start_challenge(
                 account = session.get(AcmeAccount, authz.account_id)
                 if account is None:
                     raise NotFound("the authorization's account is gone")
+                policy = _policy(provisioner)
+                if authz.identifier_type == "permanent-identifier" and spend_client_id(
+                    session, provisioner.name, authz.identifier_value, order_id=authz.order_id,
+                    now=now,
+                ):  # fmt: skip
+                    # a ClientIdentifier we handed out (an Apple ACME payload's), spent now
+                    # for this order: it stands in for the device's serial number or UDID
+                    policy["issued_client_identifier"] = True
                 context = ChallengeContext(
                     challenge_type=challenge.type,
                     identifier_type=authz.identifier_type,
@@ -117,7 +126,7 @@ def start_challenge(
                     token=authz.token,
                     key_authorization=f"{authz.token}.{account.thumbprint}",
                     payload=dict(auth.payload),
-                    policy=_policy(provisioner),
+                    policy=policy,
                 )
                 session.refresh(challenge)
         body = challenge_json(urls, challenge, authz.token)

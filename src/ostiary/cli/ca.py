@@ -392,3 +392,11 @@ app.add_typer(_ssh_app, name="ssh")
 from ostiary.cli.scep import scep_app as _scep_app  # noqa: E402 - SCEP challenges
 
 app.add_typer(_scep_app, name="scep")
+
+from ostiary.cli.phones import acme_app as _acme_app  # noqa: E402 - phones (docs/phones.md)
+from ostiary.cli.phones import enroll_code as _enroll_code  # noqa: E402
+from ostiary.cli.phones import profile_app as _profile_app  # noqa: E402
+
+app.add_typer(_acme_app, name="acme")
+app.command("enroll-code")(_enroll_code)
+app.add_typer(_profile_app, name="enroll-profile")
