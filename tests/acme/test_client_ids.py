@@ -9,6 +9,7 @@ the identifier was bound to, and the identifier works for one order only.
 
 from __future__ import annotations
 
+import plistlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from ostiary.store import Store, sqlite_url_for
 from tests.acme.conftest import CLAIMS, HARDWARE_POLICY, AcmeServer, RawClient, b64url
 from tests.acme.test_rejections import poll
 from tests.acme_validation.test_device_attest_apple import AppleDevice, _ca
+from tests.conftest import require_tool
 from tests.server.conftest import Provisioners
 from tests.server.processes import make_ca_folder, start_serve
 
@@ -160,3 +162,49 @@ def test_client_id_for_a_provisioner_without_device_attest_is_refused(
     assert refused.stderr.strip().count("\n") == 0 and "nope" in refused.stderr
     too_long = _client_id(phones_server, "--provisioner", PHONES, "--subject", "x", "--ttl", "90d")
     assert too_long.returncode != 0 and "30d" in too_long.stderr
+
+
+def test_acme_profile_enrolls_an_attested_key_with_its_client_identifier(
+    phones_server: AcmeServer, device: AppleDevice, tmp_path: Path
+) -> None:
+    """``enroll-profile apple --acme``: every field of the ACME payload, then its
+    ClientIdentifier used as the phone would (through the synthetic attestation).
+    """
+    out = tmp_path / "alice.mobileconfig"
+    made = subprocess.run(
+        [sys.executable, "-c", "from ostiary.cli.main import main; main()", "ca",
+         "enroll-profile", "apple", "--provisioner", PHONES, "--acme", "--out", str(out),
+         "--subject", "alice-iphone", "--san", "email:alice@corp.example",
+         "--ca-url", phones_server.process.https_url,
+         "--dir", str(phones_server.folder.paths.root),
+         "--password-file", str(phones_server.folder.password_file)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    plist = tmp_path / "alice.plist"
+    verified = subprocess.run(
+        [require_tool("openssl"), "smime", "-verify", "-inform", "DER", "-in", str(out),
+         "-CAfile", str(phones_server.root_file), "-out", str(plist)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    root_payload, acme = plistlib.loads(plist.read_bytes())["PayloadContent"]
+    assert root_payload["PayloadType"] == "com.apple.security.root"
+    assert acme["PayloadType"] == "com.apple.security.acme"
+    assert acme["DirectoryURL"] == phones_server.directory(PHONES)
+    assert acme["KeyType"] == "ECSECPrimeRandom" and acme["KeySize"] == 384
+    assert acme["HardwareBound"] is True and acme["Attest"] is True
+    assert acme["Subject"] == [[["CN", "alice-iphone"]]]
+    assert acme["SubjectAltName"] == {"rfc822Name": "alice@corp.example"}
+    assert acme["ExtendedKeyUsage"] == ["1.3.6.1.5.5.7.3.2"] and acme["UsageFlags"] == 1
+    assert acme["PayloadVersion"] == 1 and acme["PayloadUUID"]
+
+    raw = RawClient(phones_server, PHONES)
+    raw.register()
+    try:
+        order, key = _attest(raw, device, acme["ClientIdentifier"])
+        assert order["status"] == "ready", order
+        done = raw.post(str(order["finalize"]), {"csr": _csr(key)})
+        assert done.status_code == 200, done.text
+    finally:
+        raw.close()

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cryptography import x509
 
 from ostiary.store import ScepRepository, Store, sqlite_url_for
+from ostiary.tls import client_context
 from tests.conftest import require_tool
 
 from ..client.conftest import RunningCA, ok
@@ -184,3 +187,19 @@ def test_enrollment_code_gets_a_profile_once(setup: Setup, browser: Any) -> None
     content = setup.profile(data, "bob")["PayloadContent"][1]["PayloadContent"]
     assert content["Subject"] == [[["CN", "bob@corp.example"]]]
     assert setup.challenge_row(content["Challenge"])[1] == ["email:bob@corp.example"]
+
+
+def test_bad_requests_get_problems_and_change_nothing(setup: Setup) -> None:
+    roots = x509.load_pem_x509_certificates(setup.ca.root_file.read_bytes())
+    with httpx.Client(base_url=setup.ca.url, verify=client_context(roots)) as client:
+        unknown = client.get("/enroll/oidc/sign-in", params={"provisioner": PHONES})
+        assert unknown.status_code == 404  # a scep provisioner is no OpenID provider
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+        no_ticket = client.get("/enroll/profile", params={"ticket": "x" * 43})
+        assert no_ticket.status_code == 404
+        as_json = client.post("/enroll/code", json={"code": "ABCD"})
+        assert as_json.status_code == 415
+        short = client.post("/enroll/code", data={"code": "ABCD"}, headers={"Accept": "text/html"})
+        assert short.status_code == 401 and 'role="alert"' in short.text
+        callback = client.get("/enroll/oidc/callback", params={"state": "s", "code": "c"})
+        assert callback.status_code == 401  # no flow cookie: nothing to finish
