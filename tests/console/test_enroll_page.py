@@ -17,6 +17,7 @@ import httpx
 import pytest
 from cryptography import x509
 
+from ostiary.server.routes.phones import TICKET_COOKIE
 from ostiary.store import ScepRepository, Store, sqlite_url_for
 from ostiary.tls import client_context
 from tests.conftest import require_tool
@@ -127,6 +128,9 @@ def test_signed_in_person_downloads_a_signed_profile_on_a_phone(setup: Setup, br
         assert "Settings &gt; Profile Downloaded &gt; Install" in page.content()
         screenshot(page, "enroll-ready-phone")
         href = page.locator("#download").get_attribute("href")
+        assert href == "/enroll/profile"  # the ticket is in a cookie, never in a URL
+        ticket = next(c for c in context.cookies() if c["name"] == TICKET_COOKIE)
+        assert ticket["secure"] and ticket["httpOnly"] and ticket["sameSite"] == "Strict"
         data, content_type = _download(page)
         assert content_type == "application/x-apple-aspen-config"
 
@@ -195,7 +199,8 @@ def test_bad_requests_get_problems_and_change_nothing(setup: Setup) -> None:
         unknown = client.get("/enroll/oidc/sign-in", params={"provisioner": PHONES})
         assert unknown.status_code == 404  # a scep provisioner is no OpenID provider
         assert unknown.headers["content-type"].startswith("application/problem+json")
-        no_ticket = client.get("/enroll/profile", params={"ticket": "x" * 43})
+        client.cookies.set(TICKET_COOKIE, "x" * 43)
+        no_ticket = client.get("/enroll/profile")
         assert no_ticket.status_code == 404
         as_json = client.post("/enroll/code", json={"code": "ABCD"})
         assert as_json.status_code == 415

@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ostiary.core.names import UPN_OID, decode_other_name
 from tests.conftest import require_tool
-from tests.scep.conftest import ScepServer, ostiary
+from tests.pkilint_helper import lint_certificate
+from tests.scep.conftest import ScepServer, _is_ca, ostiary
 from tests.scep.test_scepclient import _scepclient
 
 ALICE = "alice@corp.example"
@@ -50,12 +52,28 @@ def _profile(server: ScepServer, out: Path, *extra: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def profile(rsa_ca: ScepServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("profile")
-    out = folder / "alice.mobileconfig"
+def signed(rsa_ca: ScepServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("profile") / "alice.mobileconfig"
     _profile(rsa_ca, out, "--exchange-host", "mail.corp.example")
-    root = rsa_ca.home / "certs" / "root.crt"
-    return _verify(out, root, folder)
+    return out
+
+
+@pytest.fixture(scope="module")
+def profile(rsa_ca: ScepServer, signed: Path) -> dict[str, Any]:
+    return _verify(signed, rsa_ca.home / "certs" / "root.crt", signed.parent)
+
+
+def test_profile_is_signed_by_a_profile_signing_certificate_of_our_ca(signed: Path) -> None:
+    certificates = pkcs7.load_der_pkcs7_certificates(signed.read_bytes())
+    signer = next(c for c in certificates if not _is_ca(c))
+    assert signer.subject.rfc4514_string() == "CN=Scep Test Root CA configuration profiles"
+    eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.EMAIL_PROTECTION]
+    usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and not usage.key_encipherment
+    assert isinstance(signer.public_key(), rsa.RSAPublicKey)
+    assert signer.public_key().key_size == 2048
+    assert lint_certificate(signer.public_bytes(serialization.Encoding.DER)) == []
 
 
 def test_profile_payloads_carry_root_scep_and_exchange(

@@ -5,8 +5,9 @@ The person signs in with an ``oidc`` provisioner of a confidential app (the cons
 https://<host>/enroll/oidc/callback``; the provisioner's identity mapping gives the names,
 and an identity outside its domains or groups gets a refusal page), or types a one-time
 enrollment code an officer made (``ostiary ca enroll-code``, bound to names). Either way
-the page then holds a *ticket* (a random id, kept by its SHA-256 for 10 minutes, good for
-one download) and offers the profile. Downloading it makes the one-time SCEP challenge
+the page then holds a *ticket* (a random id in the ``__Host-ostiary-enroll`` cookie, never
+in a URL or a log; kept by its SHA-256 for 10 minutes, good for one download) and offers
+the profile. Downloading it makes the one-time SCEP challenge
 or ACME ClientIdentifier inside (:mod:`ostiary.provisioners.phone_profile`), so a ticket
 never downloaded leaves no usable secret behind.
 
@@ -57,6 +58,7 @@ from ostiary.store import ConsoleRepository, ProvisionerRepository
 
 CALLBACK_PATH = "/enroll/oidc/callback"
 TICKET_LIFETIME = timedelta(minutes=10)
+TICKET_COOKIE = "__Host-ostiary-enroll"
 _TICKET = "enroll-ticket"
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM = 2048
@@ -150,12 +152,13 @@ async def enroll_code(request: Request, context: Context) -> Response:
 
 
 @router.get("/profile")
-def profile(request: Request, context: Context, ticket: str = "") -> Response:
-    """The signed profile for a ticket (once): its one-time secret is made now."""
+def profile(request: Request, context: Context) -> Response:
+    """The signed profile for the ticket cookie (once): its one-time secret is made now."""
     authority = context.authority
     now = authority.clock()
+    ticket = request.cookies.get(TICKET_COOKIE, "")[:64]
     with authority.store.transaction() as session:
-        found = ConsoleRepository(session).take(_TICKET, digest(ticket[:64]), now=now)
+        found = ConsoleRepository(session).take(_TICKET, digest(ticket), now=now)
     if found is None:
         raise NotFound("this download link is unknown, used or expired: start again at /enroll")
     data, _ = found
@@ -176,6 +179,7 @@ def profile(request: Request, context: Context, ticket: str = "") -> Response:
     name = quote(f"{target.name}.mobileconfig")
     response = Response(made.data, media_type=MOBILECONFIG_MEDIA_TYPE)
     response.headers["Content-Disposition"] = f"attachment; filename={name}"
+    response.delete_cookie(TICKET_COOKIE, secure=True, httponly=True, samesite="strict", path="/")
     return finish(response, None)
 
 
@@ -206,9 +210,17 @@ def _ready(
         subject=subject,
         sans=sans,
         kind=target.kind,
-        ticket=ticket,
         ticket_minutes=int(TICKET_LIFETIME.total_seconds() // 60),
         secret_minutes=int(PAGE_SECRET_TTL.total_seconds() // 60),
+    )
+    page.set_cookie(
+        TICKET_COOKIE,
+        ticket,
+        max_age=int(TICKET_LIFETIME.total_seconds()),
+        secure=True,
+        httponly=True,
+        samesite="strict",
+        path="/",
     )
     return finish(page, None)
 
@@ -254,4 +266,4 @@ def _signer(context: ServerContext) -> ProfileSigner:
         return signer
 
 
-__all__ = ["CALLBACK_PATH", "router"]
+__all__ = ["CALLBACK_PATH", "TICKET_COOKIE", "router"]
