@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ostiary.apple.profile import MOBILECONFIG_MEDIA_TYPE
-from ostiary.core.errors import BadRequest, MalformedInput, NotFound, OstiaryError
+from ostiary.core.errors import BadRequest, MalformedInput, NotFound, OstiaryError, PolicyDenied
 from ostiary.core.names import common_name, format_general_name
 from ostiary.provisioners.enrollment import (
     Target,
@@ -235,7 +235,7 @@ def _providers(context: ServerContext) -> list[str]:
 def _enroll_provisioner(context: ServerContext, name: str) -> OIDCProvisioner:
     try:
         provisioner = find_oidc_provisioner(context.authority.store, name[:64])
-    except (BadRequest, NotFound, OstiaryError):
+    except (BadRequest, NotFound, PolicyDenied):
         raise NotFound("no OpenID provider for enrollment by that name") from None
     if not provisioner.confidential:
         raise NotFound("no OpenID provider for enrollment by that name")
