@@ -1,6 +1,6 @@
 """Ostiary vs cfssl, same machine, same run: issuance, OCSP and CRL build.
 
-    python bench/run.py [issuance] [ocsp] [crl] [gateway] [revocation] [acme] [--quick]
+    python bench/run.py [issuance] [ocsp] [crl] [gateway] [revocation] [acme] [scep] [--quick]
                         [--revoked 0,10000,100000] [--json FILE]
 
 - Issuance: ``POST /sign`` (HTTPS, one-time JWK token per request, minted untimed
@@ -33,6 +33,10 @@
 - ACME: whole orders (newOrder, http-01, finalize, download) per second at concurrency 1, 8
   and 32 against Caddy's ``acme_server`` (step-ca's ACME code) and pebble
   (bench/acme_orders.py; ratios ``acme@N``).
+- SCEP: enrollments per second at concurrency 1, 8 and 32 with micromdm's ``scepclient``,
+  Ostiary (one-time challenges, SQLite, audit log) against micromdm's ``scepserver`` (its
+  static challenge), both in a private network namespace (bench/scep_enroll.py; ratios
+  ``scep@N``).
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the
@@ -1024,6 +1028,15 @@ def acme_scenario(quick: bool) -> dict[str, Any]:
     return acme_orders.measure(["ostiary", "caddy", "pebble"], levels, orders)
 
 
+def scep_scenario(quick: bool) -> dict[str, Any]:
+    """SCEP enrollments: Ostiary vs micromdm's scepserver (bench/scep_enroll.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import scep_enroll  # bench/scep_enroll.py
+
+    levels = [1, 8, 32]
+    return scep_enroll.measure(levels, scep_enroll.counts_for(levels, quick))
+
+
 def ratio(rows: list[Row], operation: str, concurrency: int) -> float | None:
     rates = {
         r.server: r.rate for r in rows if r.operation == operation and r.concurrency == concurrency
@@ -1066,7 +1079,9 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "parts", nargs="*", help="issuance, ocsp, crl, gateway, revocation, acme (default: all)"
+        "parts",
+        nargs="*",
+        help="issuance, ocsp, crl, gateway, revocation, acme, scep (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="small counts (a few minutes)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -1074,7 +1089,7 @@ def main() -> None:
         "--revoked", help="gateway: also handshakes with these many revoked serials (0,10000)"
     )
     args = parser.parse_args()
-    every = ["issuance", "ocsp", "crl", "gateway", "revocation", "acme"]
+    every = ["issuance", "ocsp", "crl", "gateway", "revocation", "acme", "scep"]
     parts = set(args.parts or every)
     if unknown := parts - set(every):
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
@@ -1107,6 +1122,7 @@ def main() -> None:
     gateway = gateway_scenario(args.quick, revoked) if "gateway" in parts else {}
     revocation = revocation_scenario(args.quick) if "revocation" in parts else {}
     acme = acme_scenario(args.quick) if "acme" in parts else {}
+    scep = scep_scenario(args.quick) if "scep" in parts else {}
     ratios: dict[str, float | None] = {
         # The machine as deployed: every core for each server (Ostiary --workers <cores>).
         "issuance@1": ratio(rows, "issuance-all-cores", 1),
@@ -1147,6 +1163,8 @@ def main() -> None:
         },
         # Whole ACME orders per second, ours over the faster of Caddy (step-ca) and pebble.
         **acme.get("ratios", {}),
+        # SCEP enrollments per second, ours (one-time challenges) over scepserver's (static).
+        **scep.get("ratios", {}),
     }
     report(rows, crl, ratios)
     if args.json:
@@ -1159,6 +1177,7 @@ def main() -> None:
                     "gateway": gateway,
                     "revocation": revocation,
                     "acme": acme,
+                    "scep": scep,
                     "machine": description,
                     "quick": args.quick,
                 },

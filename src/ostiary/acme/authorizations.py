@@ -37,6 +37,7 @@ from ostiary.acme.validation import (
 )
 from ostiary.core.errors import NotFound
 from ostiary.provisioners.acme import AcmeProvisioner
+from ostiary.provisioners.enrollment import spend_client_id
 from ostiary.store import (
     AcmeAuthorization,
     AcmeOrder,
@@ -104,6 +105,17 @@ def start_challenge(
         # requests (or replicas), one starts the validation.
         if store.write(start_challenge_unit(challenge.id)):
             challenge.status = "processing"
+            policy = _policy(provisioner)
+            if authz.identifier_type == "permanent-identifier":
+                with store.transaction() as session:
+                    spent = spend_client_id(
+                        session, provisioner.name, authz.identifier_value,
+                        order_id=authz.order_id, now=now,
+                    )  # fmt: skip
+                if spent:
+                    # a ClientIdentifier we handed out (an Apple ACME payload's), spent now
+                    # for this order: it stands in for the device's serial number or UDID
+                    policy["issued_client_identifier"] = True
             context = ChallengeContext(
                 challenge_type=challenge.type,
                 identifier_type=authz.identifier_type,
@@ -111,7 +123,7 @@ def start_challenge(
                 token=authz.token,
                 key_authorization=f"{authz.token}.{auth_thumbprint(auth)}",
                 payload=dict(auth.payload),
-                policy=_policy(provisioner),
+                policy=policy,
             )
         else:
             with store.transaction(read_only=True) as session:

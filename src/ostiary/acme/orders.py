@@ -37,12 +37,14 @@ from ostiary.core.names import (
     canonical_general_name,
     common_name,
     decode_other_name,
+    parse_san,
     sans_of,
     validate_dns_name,
 )
 from ostiary.core.profiles import get_profile
 from ostiary.provisioners.acme import AcmeProvisioner, general_name_of
 from ostiary.provisioners.acme_eab import check_account_names
+from ostiary.provisioners.enrollment import client_id_names, pending_client_id
 from ostiary.store import (
     AcmeAuthorization,
     AcmeChallenge,
@@ -96,10 +98,14 @@ def new_order(
                 f"({lifetime.minimum} to {lifetime.maximum} from now)"
             )
     try:
-        authorization = provisioner.authorize_order(
-            identifiers, profile=profile, not_after=not_after
-        )
-        get_profile(profile).check_names(list(authorization.names))
+        bound = _client_id_names(authority, provisioner, identifiers, now=now)
+        if bound is None:
+            authorization = provisioner.authorize_order(
+                identifiers, profile=profile, not_after=not_after
+            )
+            get_profile(profile).check_names(list(authorization.names))
+        else:
+            get_profile(profile).check_names([parse_san(text) for text in bound[1]])
     except BadRequest as exc:
         raise AcmeProblem("rejectedIdentifier", exc.detail) from None
     replaces = check_replaces(
@@ -261,6 +267,24 @@ def _normalize(kind: str, value: str) -> str:
     raise AcmeProblem("unsupportedIdentifier", f"identifier type {kind[:32]!r} is not supported")
 
 
+def _client_id_names(
+    authority: Authority,
+    provisioner: AcmeProvisioner,
+    identifiers: Sequence[Mapping[str, str]],
+    *,
+    now: datetime,
+) -> tuple[str, tuple[str, ...]] | None:
+    """The names of an unused ClientIdentifier the order names as its one identifier: the
+    certificate gets these, the identifier itself is only the one-time secret.
+    """
+    if len(identifiers) != 1 or identifiers[0]["type"] != "permanent-identifier":
+        return None
+    if "device-attest-01" not in provisioner.challenges:
+        return None
+    with authority.store.transaction(read_only=True) as session:
+        return pending_client_id(session, provisioner.name, identifiers[0]["value"], now=now)
+
+
 def _time(value: object, what: str) -> datetime | None:
     if value is None:
         return None
@@ -343,7 +367,10 @@ def finalize(
             f"the order is {status}, not ready: every authorization must be valid first",
             status=HTTPStatus.FORBIDDEN,
         )
-    _check_csr_names(csr, order.identifiers)
+    with authority.store.transaction(read_only=True) as session:
+        bound = client_id_names(session, provisioner.name, order.id)
+    if bound is None:
+        _check_csr_names(csr, order.identifiers)
     attested = {a.attested_spki for a in authorizations if a.attested_spki is not None}
     if attested:
         spki = csr.public_key().public_bytes(
@@ -356,6 +383,7 @@ def finalize(
         profile=order.profile,
         not_after=order.not_after,
         hardware_key=bool(attested) and all(a.hardware_key for a in authorizations),
+        bound_names=bound,
     )
     serial: list[str] = []
 

@@ -93,7 +93,8 @@ def add_acme(
 
 
 acme_app = typer.Typer(
-    help="ACME: External Account Binding keys and renewal windows.", no_args_is_help=True
+    help="ACME: External Account Binding keys, renewal windows, one-time client identifiers.",
+    no_args_is_help=True,
 )
 acme_app.add_typer(eab_app, name="eab")
 acme_app.command("renew-early")(renew_early)

@@ -406,3 +406,11 @@ app.command("doctor")(_doctor)
 from ostiary.cli.est import est_app as _est_app  # noqa: E402 - EST codes
 
 app.add_typer(_est_app, name="est")
+
+from ostiary.cli.phones import client_id as _client_id  # noqa: E402 - phones (docs/phones.md)
+from ostiary.cli.phones import enroll_code as _enroll_code  # noqa: E402
+from ostiary.cli.phones import profile_app as _profile_app  # noqa: E402
+
+_acme_app.command("client-id")(_client_id)
+app.command("enroll-code")(_enroll_code)
+app.add_typer(_profile_app, name="enroll-profile")

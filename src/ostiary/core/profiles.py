@@ -17,6 +17,7 @@ attestation-key  KU digitalSignature, EKU tcg-kp-AIKCertificate (2.23.133.8.3): 
 ocsp        KU digitalSignature, EKU OCSPSigning and id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1)
             for a delegated OCSP responder.
 scep-ra     KU digitalSignature + keyEncipherment, EKU id-kp-cmcRA: a SCEP provisioner's RA.
+profile-signing  KU digitalSignature, EKU emailProtection: signs Apple configuration profiles.
 ==========  ==============================================================================
 """
 
@@ -171,6 +172,13 @@ PROFILES: dict[str, Profile] = {
             extended_key_usages=(CMC_RA_OID,),
             allowed_name_kinds=(),
             key_encipherment=True,
+        ),
+        Profile(
+            name="profile-signing",
+            description="signs Apple configuration profiles (CMS SignedData): "
+            "id-kp-emailProtection, the usage openssl smime -verify and iOS accept",
+            extended_key_usages=(ExtendedKeyUsageOID.EMAIL_PROTECTION,),
+            allowed_name_kinds=(),
         ),
         Profile(
             name="ocsp",

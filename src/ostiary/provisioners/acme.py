@@ -163,24 +163,31 @@ class AcmeProvisioner:
         profile: str,
         not_after: datetime | None,
         hardware_key: bool = False,
+        bound_names: tuple[x509.Name, tuple[x509.GeneralName, ...]] | None = None,
     ) -> Authorization:
-        """The authorization of a ready order: its identifiers as SANs, its profile."""
-        names = tuple(
-            general_name_of(i["type"], i["value"])
-            for i in identifiers
-            if i["type"] not in UNNAMED_IDENTIFIER_TYPES
-        )
-        first = next(
-            (
-                i["value"]
+        """The authorization of a ready order: its identifiers as SANs, its profile; or,
+        for an order whose identifier was a ClientIdentifier we issued, the names bound to it
+        (``bound_names``, :mod:`ostiary.provisioners.enrollment`).
+        """
+        if bound_names is not None:
+            subject, names = bound_names
+        else:
+            names = tuple(
+                general_name_of(i["type"], i["value"])
                 for i in identifiers
-                if i["type"] in ("dns", "ip") and len(i["value"]) <= 64
-            ),
-            None,
-        )
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, first)] if first is not None else []
-        )
+                if i["type"] not in UNNAMED_IDENTIFIER_TYPES
+            )
+            first = next(
+                (
+                    i["value"]
+                    for i in identifiers
+                    if i["type"] in ("dns", "ip") and len(i["value"]) <= 64
+                ),
+                None,
+            )
+            subject = x509.Name(
+                [x509.NameAttribute(NameOID.COMMON_NAME, first)] if first is not None else []
+            )
         check_allowed_names(subject, names, self.claims.allowed_names)
         policies = (self.policy_oid,) if hardware_key and self.policy_oid else ()
         return Authorization(

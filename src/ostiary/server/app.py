@@ -43,6 +43,7 @@ from ostiary.server.routes import admin, enroll, publish
 from ostiary.server.routes import attest as attest_routes
 from ostiary.server.routes import est as est_routes
 from ostiary.server.routes import oidc as oidc_routes
+from ostiary.server.routes import phones as phone_routes
 from ostiary.server.routes import requests as approval_requests
 from ostiary.server.routes import scep as scep_routes
 from ostiary.server.routes import signing as signing_routes
@@ -86,6 +87,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(acme_routes.router)
         app.include_router(scep_routes.router)
         app.include_router(est_routes.router)
+        app.include_router(phone_routes.router)
         app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
         app.openapi = _resolvable_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=MAX_BODY_SIZE)

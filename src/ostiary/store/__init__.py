@@ -44,6 +44,10 @@ from ostiary.store.certificates import (
 from ostiary.store.console import ConsoleEntry, ConsoleRepository, ServerSecret
 from ostiary.store.crl_numbers import next_crl_number
 from ostiary.store.database import Store, create_engine_for, sqlite_url_for
+from ostiary.store.enrollment import (
+    EnrollmentSecret,
+    EnrollmentSecretRepository,
+)
 from ostiary.store.group_commit import Batch, GroupCommit, Unit
 from ostiary.store.migrate import current_revision, head_revision, migrate
 from ostiary.store.models import (
@@ -106,6 +110,8 @@ __all__ = [
     "ConsoleEntry",
     "ConsoleRepository",
     "CrlNumber",
+    "EnrollmentSecret",
+    "EnrollmentSecretRepository",
     "GroupCommit",
     "Officer",
     "OfficerCertificate",
