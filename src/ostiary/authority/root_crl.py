@@ -28,7 +28,16 @@ from ostiary.core.ca import key_id_hex
 from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.encoding import serial_hex
 from ostiary.signers.base import Signer
-from ostiary.store import AuditLog, CertificateRepository, Store, next_crl_number
+from ostiary.store import (
+    AuditLog,
+    CertificateRepository,
+    LatestCrl,
+    Store,
+    latest_crl,
+    next_crl_number,
+    revoked_issuer_entries,
+    save_latest_crl,
+)
 
 #: thisUpdate to nextUpdate of a root CRL. CA/Browser Forum rules allow up to 12 months for
 #: CRLs about CA certificates; half a year keeps a margin for a forgotten refresh.
@@ -53,11 +62,13 @@ def publish_root_crl(
     root_key_id = key_id_hex(material.root)
     with store.transaction() as session:
         number = next_crl_number(session, root_key_id)
+        revoked = [
+            *CertificateRepository(session).revoked_entries(root_key_id),
+            *revoked_issuer_entries(session, root_key_id),  # ca revoke --intermediate
+        ]
         entries = [
             RevokedEntry(serial, revoked_at, x509.ReasonFlags(reason))
-            for serial, revoked_at, reason in CertificateRepository(session).revoked_entries(
-                root_key_id
-            )
+            for serial, revoked_at, reason in sorted(set(revoked))
         ]
         der = build_crl(
             material.root,
@@ -66,6 +77,18 @@ def publish_root_crl(
             crl_number=number,
             this_update=this_update,
             next_update=this_update + lifetime,
+        )
+        # Every replica serves the newest root CRL from here, whatever its folder holds.
+        save_latest_crl(
+            session,
+            LatestCrl(
+                issuer_key_id=root_key_id,
+                number=number,
+                generation=len(entries),
+                this_update=this_update,
+                next_update=this_update + lifetime,
+                der=der,
+            ),
         )
         AuditLog(session).append(
             "crl.root_published",
@@ -92,9 +115,13 @@ def root_crl_due(path: Path, now: datetime) -> bool:
 
 
 class RootCrlFile:
-    """Serves ``certs/root.crl``, re-reading it when the file changes (thread-safe)."""
+    """Serves ``certs/root.crl``, re-reading it when the file changes (thread-safe); with a
+    store, the newest root CRL any replica published when it is newer than the file.
+    """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, store: Store | None = None, root_key_id: str = "") -> None:
+        self._store = store
+        self._root_key_id = root_key_id
         self._path = path
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -102,6 +129,19 @@ class RootCrlFile:
 
     def current(self) -> bytes | None:
         """The DER CRL, or None if there is none."""
+        from_file = self._from_file()
+        if self._store is None:
+            return from_file
+        with self._store.transaction(read_only=True) as session:
+            kept = latest_crl(session, self._root_key_id, with_der=False)
+            if kept is None:
+                return from_file
+            if from_file is not None and _number(from_file) >= kept.number:
+                return from_file
+            newer = latest_crl(session, self._root_key_id)
+            return newer.der if newer is not None else from_file
+
+    def _from_file(self) -> bytes | None:
         try:
             stat = self._path.stat()
         except FileNotFoundError:
@@ -112,6 +152,14 @@ class RootCrlFile:
                 self._der = self._path.read_bytes()
                 self._stamp = stamp
             return self._der
+
+
+def _number(der: bytes) -> int:
+    try:
+        crl = x509.load_der_x509_crl(der)
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except (ValueError, x509.ExtensionNotFound):
+        return -1
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ import typer
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.remote_signing import open_remote_signing
+from ostiary.authority.rollover import reload_issuers
 from ostiary.authority.root_crl import publish_root_crl, root_crl_due
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.cli.console import note, out
@@ -130,6 +131,11 @@ def serve(
             ssh=open_ssh_authority(authority, ca.password),
             # SCEP (docs/mdm.md): the RA keys are sealed with the CA password too.
             scep=ScepResponder(authority, context.ca, ca.password),
+        )
+        # A rotation made anywhere (the audit log shows it): issue with the new intermediate.
+        password = ca.password
+        context.ocsp.watch.rotation_listeners.append(
+            lambda: context.switch_issuer(lambda: reload_issuers(material, password))
         )
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)

@@ -101,6 +101,31 @@ def crl(request: Request, context: Context) -> Response:
     return _conditional(request, published.der, PKIX_CRL, etag=f'"{published.number:x}"')
 
 
+@router.get("/crl/{key_id}", response_class=Response, responses={200: {"content": {PKIX_CRL: {}}}})
+def crl_of(key_id: str, request: Request, context: Context) -> Response:
+    """The current CRL of the intermediate with this key id (hex), DER: the CDP of the
+    leaves of an intermediate made by ``ca intermediate rotate``.
+    """
+    publisher = context.crl_of(key_id.lower())
+    if publisher is None:
+        raise NotFound("this CA has no intermediate with that key id")
+    published = publisher.current()
+    return _conditional(request, published.der, PKIX_CRL, etag=f'"{published.number:x}"')
+
+
+@router.get(
+    "/intermediate/{key_id}.crt",
+    response_class=Response,
+    responses={200: {"content": {PKIX_CERT: {}}}},
+)
+def intermediate_of(key_id: str, context: Context) -> Response:
+    """The intermediate with this key id (hex), DER (the caIssuers URL of its leaves)."""
+    issuer = context.authority.issuers.get(key_id.lower())
+    if issuer is None:
+        raise NotFound("this CA has no intermediate with that key id")
+    return Response(_der(issuer.certificate), media_type=PKIX_CERT)
+
+
 @router.get("/crl.pem", response_class=Response, responses={200: {"content": {PEM_FILE: {}}}})
 def crl_pem(request: Request, context: Context) -> Response:
     """The same CRL, PEM."""

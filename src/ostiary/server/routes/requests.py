@@ -138,7 +138,7 @@ def poll(request_id: str, context: Context) -> RequestAnswer:
     if view.status == RequestStatus.ISSUED:
         certificate = issued_certificate_pem(authority.store, view)
         if certificate is not None:
-            answer.certificate = CertificateAnswer.of(certificate, context.chain_pem)
+            answer.certificate = CertificateAnswer.of(certificate, context.chain_of(certificate))
     return answer
 
 
