@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ostiary.authority.authority import Authority
 from ostiary.authority.folder import (
     CAMaterial,
     CAPaths,
@@ -150,6 +151,31 @@ def live_intermediates(paths: CAPaths, store: Store, *, now: datetime) -> list[x
     states = [s for s in list_issuers(paths, store, now=now) if s.live]
     states.sort(key=lambda s: s.state != ACTIVE)
     return [s.certificate for s in states]
+
+
+def live_issuers(authority: Authority) -> list[IssuingCA]:
+    """The intermediates of a running authority that relying parties need (active first,
+    then retiring; neither revoked nor expired): what ``/intermediates.pem`` serves and
+    whose CRLs ``ca crl-watch`` writes.
+    """
+    now = authority.clock()
+    with authority.store.transaction(read_only=True) as session:
+        states = {r.key_id: r.state for r in issuer_records(session, "intermediate")}
+    live = [
+        issuer
+        for key_id, issuer in authority.issuers.items()
+        if issuer.certificate.not_valid_after_utc > now
+        and (
+            states.get(key_id) in (ACTIVE, RETIRING)
+            or (not states and key_id == first_key_id(authority))
+        )
+    ]
+    live.sort(key=lambda i: key_id_hex(i.certificate) != authority.issuer_key_id)
+    return live
+
+
+def first_key_id(authority: Authority) -> str:
+    return key_id_hex(authority.ca.intermediate)
 
 
 def rotate_intermediate(
@@ -318,6 +344,7 @@ __all__ = [
     "IssuerState",
     "list_issuers",
     "live_intermediates",
+    "live_issuers",
     "record_known_issuers",
     "reload_issuers",
     "revoke_intermediate",

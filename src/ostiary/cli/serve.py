@@ -134,9 +134,7 @@ def serve(
         )
         # A rotation made anywhere (the audit log shows it): issue with the new intermediate.
         password = ca.password
-        context.ocsp.watch.rotation_listeners.append(
-            lambda: context.switch_issuer(lambda: reload_issuers(material, password))
-        )
+        context.follow_rotations(lambda: reload_issuers(authority.ca, password))
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
 

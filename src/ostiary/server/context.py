@@ -86,6 +86,12 @@ class ServerContext:
             publisher = self._crls.setdefault(key_id, CrlPublisher(self.authority, issuer=issuer))
         return publisher
 
+    def follow_rotations(self, load: Callable[[], Sequence[IssuingCA]]) -> None:
+        """Switch issuers whenever the audit watch sees an intermediate rotated anywhere;
+        ``load`` opens the folder's intermediates again (the new key among them).
+        """
+        self.ocsp.watch.rotation_listeners.append(lambda: self.switch_issuer(load))
+
     def switch_issuer(self, load: Callable[[], Sequence[IssuingCA]] | None = None) -> None:
         """After a rotation anywhere (the audit watch saw it): issue with the intermediate
         the database names, and accept its leaves in renewal and holder tokens.
