@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from ostiary.authority.authority import Authority
@@ -167,6 +168,19 @@ def test_a_revoked_intermediate_is_on_the_root_crl_and_its_leaves_fail_crl_check
             x509.load_der_x509_crl(context.crl_of(key_id_hex(old_intermediate)).current().der),  # type: ignore[union-attr]
             x509.load_der_x509_crl(context.crl_of(key_id_hex(new_intermediate)).current().der),  # type: ignore[union-attr]
         ]
+        # OCSP about the intermediates, signed by the root (made with the root CRL).
+        about_old = _ocsp(context, old_intermediate, root)
+        about_new = _ocsp(context, new_intermediate, root)
+    assert about_old.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert about_old.revocation_reason == x509.ReasonFlags.key_compromise
+    assert about_new.certificate_status == ocsp.OCSPCertStatus.GOOD
+    for answer in (about_old, about_new):
+        assert not answer.certificates  # signed by the root itself
+        root.public_key().verify(  # type: ignore[call-arg, union-attr]
+            answer.signature,
+            answer.tbs_response_bytes,
+            ec.ECDSA(answer.signature_hash_algorithm),  # type: ignore[arg-type]
+        )
     entry = crls[0].get_revoked_certificate_by_serial_number(old_intermediate.serial_number)
     assert entry is not None
     assert crls[0].is_signature_valid(root.public_key())  # type: ignore[arg-type]

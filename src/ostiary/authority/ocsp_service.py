@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509 import ocsp
 from sqlalchemy import select
@@ -65,6 +66,7 @@ from ostiary.store import (
     Store,
     issuer_key_id_of,
 )
+from ostiary.store.issuers import root_ocsp_for
 
 #: Lifetime of the delegated responder certificate.
 RESPONDER_LIFETIME = timedelta(hours=24)
@@ -263,10 +265,35 @@ class OcspService:
                     if found.serial_number is not None:
                         answer = found
                         break
+                else:
+                    about_intermediate = self._root_answer(request_der)
+                    if about_intermediate is not None:
+                        return about_intermediate
         except _StoreUnavailable:
             return build_unsuccessful_response(ocsp.OCSPResponseStatus.TRY_LATER)
         self._keep(request_der, answer)
         return answer.response
+
+    def _root_answer(self, request_der: bytes) -> bytes | None:
+        """The root-signed answer about one of its intermediates, made with the root CRL
+        (:mod:`ostiary.authority.root_crl`; the server has no root key), if the request
+        asks about one (SHA-1 CertID, RFC 5019).
+        """
+        try:
+            request = ocsp.load_der_ocsp_request(request_der)
+        except ValueError:
+            return None
+        root = self._authority.ca.root
+        if not isinstance(request.hash_algorithm, hashes.SHA1):
+            return None
+        expected = x509.SubjectKeyIdentifier.from_public_key(root.public_key()).digest
+        if request.issuer_key_hash != expected:
+            return None
+        try:
+            with self._authority.store.transaction(read_only=True) as session:
+                return root_ocsp_for(session, key_id_hex(root), request.serial_number)
+        except DBAPIError:
+            return build_unsuccessful_response(ocsp.OCSPResponseStatus.TRY_LATER)
 
     def _others(self, main: OcspResponder) -> list[OcspResponder]:
         """Responders for the other intermediates (retiring, or the active one after a

@@ -10,7 +10,10 @@ When it is made: ``ostiary ca serve`` makes one at start if the file is missing 
 its validity, unlocking the root key with the CA password for that moment only (the CA's keys
 share one password) and dropping it right after; an offline ``ca crl --root`` can do the same
 with :func:`publish_root_crl`. Revoked intermediates (recorded under the root's key
-identifier) are listed; CRL numbers come from the same growing counter as every CRL.
+identifier) are listed; CRL numbers come from the same growing counter as every CRL. With
+each root CRL, an OCSP response signed by the root about every recorded intermediate (good
+or revoked) is kept in the database, valid as long as the CRL, and the server's OCSP
+responder hands it out for requests about an intermediate.
 """
 
 from __future__ import annotations
@@ -22,22 +25,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from sqlalchemy.orm import Session
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.core.ca import key_id_hex
 from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.encoding import serial_hex
+from ostiary.core.ocsp import CertStatus, OcspResponder
 from ostiary.signers.base import Signer
 from ostiary.store import (
     AuditLog,
     CertificateRepository,
     LatestCrl,
     Store,
+    issuer_records,
     latest_crl,
     next_crl_number,
     revoked_issuer_entries,
     save_latest_crl,
 )
+from ostiary.store.issuers import set_root_ocsp
 
 #: thisUpdate to nextUpdate of a root CRL. CA/Browser Forum rules allow up to 12 months for
 #: CRLs about CA certificates; half a year keeps a margin for a forgotten refresh.
@@ -90,6 +97,9 @@ def publish_root_crl(
                 der=der,
             ),
         )
+        _sign_root_ocsp(
+            session, material, root_signer, root_key_id, now=this_update, lifetime=lifetime
+        )
         AuditLog(session).append(
             "crl.root_published",
             actor=actor,
@@ -99,6 +109,38 @@ def publish_root_crl(
         )
     _write_atomically(material.paths.root_crl, der)
     return der
+
+
+def _sign_root_ocsp(
+    session: Session,
+    material: CAMaterial,
+    root_signer: Signer,
+    root_key_id: str,
+    *,
+    now: datetime,
+    lifetime: timedelta,
+) -> None:
+    """An OCSP response signed by the root about each recorded intermediate (good, or
+    revoked), valid as long as this root CRL: the server serves them, never holding the key.
+    """
+    responder = OcspResponder(
+        issuer=material.root,
+        responder_certificate=material.root,
+        responder_key=root_signer.private_key,
+        validity=lifetime,
+    )
+    for record in issuer_records(session, "intermediate"):
+        if record.issuer_key_id != root_key_id:
+            continue
+        if record.state == "revoked" and record.revoked_at is not None:
+            reason = record.revocation_reason
+            status = CertStatus.revoked(
+                record.revoked_at, x509.ReasonFlags(reason) if reason else None
+            )
+        else:
+            status = CertStatus.good()
+        response = responder.response_for(int(record.serial, 16), status, now=now)
+        set_root_ocsp(session, record.fingerprint_sha256, response)
 
 
 def root_crl_due(path: Path, now: datetime) -> bool:

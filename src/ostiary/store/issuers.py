@@ -133,3 +133,23 @@ def revoked_issuer_entries(session: Session, issuer_key_id: str) -> list[tuple[i
         .order_by(IssuerRecord.serial)
     )
     return [(int(serial, 16), at, reason) for serial, at, reason in rows if at and reason]
+
+
+def set_root_ocsp(session: Session, fingerprint: str, response: bytes) -> None:
+    """Keep the root-signed OCSP response about the intermediate ``fingerprint``."""
+    session.execute(
+        update(IssuerRecord)
+        .where(IssuerRecord.fingerprint_sha256 == fingerprint)
+        .values(root_ocsp=response)
+    )
+
+
+def root_ocsp_for(session: Session, root_key_id: str, serial: int) -> bytes | None:
+    """The kept root-signed OCSP response about the root's intermediate ``serial``."""
+    return session.scalar(
+        select(IssuerRecord.root_ocsp).where(
+            IssuerRecord.issuer_key_id == root_key_id,
+            IssuerRecord.kind == "intermediate",
+            IssuerRecord.serial == f"{serial:x}",
+        )
+    )

@@ -192,6 +192,9 @@ class IssuerRecord(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    #: For an intermediate: an OCSP response about it signed by the root (SHA-1 CertID, RFC
+    #: 5019), made with each root CRL while the root key is at hand (the server has none).
+    root_ocsp: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     def certificate(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.der)

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("revoked_at", _TIME, nullable=True),
         sa.Column("revocation_reason", sa.String(32), nullable=True),
+        sa.Column("root_ocsp", sa.LargeBinary(), nullable=True),
         sa.CheckConstraint("kind IN ('intermediate', 'root', 'cross')", name="ck_ca_issuers_kind"),
         sa.CheckConstraint(
             "state IN ('active', 'retiring', 'revoked')", name="ck_ca_issuers_state"
