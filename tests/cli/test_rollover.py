@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,6 +22,7 @@ from cryptography.x509 import ocsp
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAPaths, load_ca_folder
+from ostiary.authority.rollover import reload_issuers
 from ostiary.core.ca import fingerprint_sha256, key_id_hex
 from ostiary.core.encoding import format_serial, load_certificate_chain
 from ostiary.server.context import ServerContext
@@ -196,3 +198,30 @@ def test_a_revoked_intermediate_is_on_the_root_crl_and_its_leaves_fail_crl_check
     assert failed.returncode != 0 and "revoked" in failed.stdout + failed.stderr
     passed = subprocess.run([*verify, new_file], capture_output=True, text=True)
     assert passed.returncode == 0, passed.stdout + passed.stderr
+
+
+def test_a_running_server_follows_a_rotation_and_survives_a_missing_key(
+    cli: CLI, ca_dir: Path, password_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's audit watch sees a rotation made elsewhere and switches; when this
+    replica's folder lacks the new key it says so and keeps watching (and issuing)."""
+    with _server_objects(ca_dir) as context:
+        material = context.authority.ca
+        context.follow_rotations(lambda: reload_issuers(material, PASSWORD.encode()))
+        watch = context.ocsp.watch
+        watch.poll()  # where the log stands
+        first = context.authority.issuer.certificate
+        cli.ok("ca", "intermediate", "rotate", "--password-file", password_file)
+        key_file = next((ca_dir / "secrets" / "intermediates").glob("*.key"))
+        moved = key_file.rename(key_file.with_suffix(".away"))
+        watch.poll()
+        assert context.authority.issuer.certificate == first
+        assert "cannot switch to the new intermediate" in caplog.text
+        moved.rename(key_file)
+        cli.ok("ca", "intermediate", "rotate", "--password-file", password_file)
+        watch.poll()
+        listed = json.loads(cli.ok("ca", "intermediate", "list", "--format", "json").stdout)
+        (active,) = [i["key_id"] for i in listed if i["state"] == "active"]
+        newest = context.authority.issuers[active].certificate
+        assert context.authority.issuer.certificate == newest
+        assert newest in context.ca.issuers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -19,6 +20,7 @@ from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.core.ca import key_id_hex
+from ostiary.core.errors import OstiaryError
 from ostiary.core.issuance import IssuingCA
 from ostiary.provisioners import CAIdentity, ProvisionerCache
 from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner_named
@@ -26,6 +28,8 @@ from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.scep import ScepResponder
 from ostiary.store import issuer_key_id_of
+
+logger = logging.getLogger("ostiary.server")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,14 @@ class ServerContext:
         """Switch issuers whenever the audit watch sees an intermediate rotated anywhere;
         ``load`` opens the folder's intermediates again (the new key among them).
         """
-        self.ocsp.watch.rotation_listeners.append(lambda: self.switch_issuer(load))
+
+        def follow() -> None:
+            try:
+                self.switch_issuer(load)
+            except OstiaryError as exc:  # the watch thread must go on watching revocations
+                logger.error("cannot switch to the new intermediate: %s", exc.detail)
+
+        self.ocsp.watch.rotation_listeners.append(follow)
 
     def switch_issuer(self, load: Callable[[], Sequence[IssuingCA]] | None = None) -> None:
         """After a rotation anywhere (the audit watch saw it): issue with the intermediate
