@@ -179,3 +179,29 @@ def test_daemon_does_not_loop_when_every_new_certificate_is_due_at_once() -> Non
     assert ca.renewed_at == [START + timedelta(seconds=30 * i) for i in range(3)]
     assert time.waits == [30.0, 30.0, 30.0]
     assert any("due at once" in line for line in lines)
+
+
+def test_daemon_renews_early_when_the_issuer_is_retiring_and_keeps_going_if_it_cannot_ask() -> None:
+    """After ``ca intermediate rotate`` the CA's current intermediate is another: the daemon
+    renews at once (not at two thirds of the lifetime). A CA it cannot ask changes nothing."""
+    time, lines = FakeTime(limit=1), []
+    ca = FakeCA(time)
+    retiring = {ca.current.serial_number}
+    daemon = _daemon(time, ca, lines)
+    daemon.issuer_retiring = lambda certificate: certificate.serial_number in retiring
+    daemon.run()
+    # At once, not when due; its successor then when due (two thirds of its lifetime).
+    assert ca.renewed_at == [START, START + timedelta(hours=2)]
+    assert "the CA issues from a new intermediate: renewing now, early" in lines
+
+    time, lines = FakeTime(limit=1), []
+    ca = FakeCA(time)
+
+    def unreachable(certificate: x509.Certificate) -> bool:
+        raise CAUnavailable("cannot reach the CA")
+
+    daemon = _daemon(time, ca, lines)
+    daemon.issuer_retiring = unreachable
+    daemon.run()
+    assert ca.renewed_at == [START + timedelta(hours=2)]  # when due, as without the question
+    assert any("cannot ask the CA for its current intermediate" in line for line in lines)

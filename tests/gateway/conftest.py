@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ostiary.authority.authority import Authority
+from ostiary.authority.folder import CAConfig, CAPaths, init_ca_folder
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.core.issuance import Authorization
 from ostiary.core.keys import signature_hash_for
@@ -190,6 +191,21 @@ def running_ca(material: Any, accounts: Any, folder: Path, **server_options: Any
         )
         ca = CA(running, folder, ca_file, root_file, server=None)  # type: ignore[arg-type]
         ca.server = ca.issue("localhost", ("dns:localhost", "ip:127.0.0.1"), profile="server")
+        yield ca
+
+
+@contextmanager
+def running_ca_with_url(accounts: Any, folder: Path, name: str) -> Iterator[CA]:
+    """A new CA made with its URL configured (as ``ca init --url`` does), so that its
+    certificates name its CRLs and caIssuers on the plain-HTTP listener, served for real."""
+    port = free_port()
+    material = init_ca_folder(
+        CAPaths(folder / "template"),
+        CAConfig(name=name, url=f"http://127.0.0.1:{port}"),
+        PASSWORD,
+        now=datetime.now(UTC) - timedelta(days=1),
+    )
+    with running_ca(material, accounts, folder, http_address=f"127.0.0.1:{port}") as ca:
         yield ca
 
 

@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from cryptography import x509
 
-from ostiary.authority.folder import CAConfig, CAPaths, init_ca_folder
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.core.ca import key_id_hex
 from ostiary.store import CertificateRepository
 from tests.gateway.conftest import (
     CA,
     EchoUpstream,
-    free_port,
     gateway_config,
     run_gateway,
-    running_ca,
+    running_ca_with_url,
 )
 from tests.gateway.test_gateway import refused
 from tests.server.conftest import PASSWORD
@@ -31,15 +29,8 @@ from tests.server.conftest import PASSWORD
 
 @pytest.fixture(scope="module")
 def ca(provisioners: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CA]:
-    port = free_port()
     folder = tmp_path_factory.mktemp("issuer-revocation")
-    material = init_ca_folder(
-        CAPaths(folder / "template"),
-        CAConfig(name="Revocable Issuer", url=f"http://127.0.0.1:{port}"),
-        PASSWORD,
-        now=datetime.now(UTC) - timedelta(days=1),
-    )
-    with running_ca(material, provisioners, folder, http_address=f"127.0.0.1:{port}") as ca:
+    with running_ca_with_url(provisioners, folder, "Revocable Issuer") as ca:
         yield ca
 
 

@@ -33,6 +33,7 @@ TOKENS = (
     "cli-rsa",
     "serve",
     "server-gone",
+    "cli-rotate",
 )
 _MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",

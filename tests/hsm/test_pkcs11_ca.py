@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import ssl
 import subprocess
@@ -354,3 +355,36 @@ def test_ca_serve_with_the_wrong_pin_stops_with_one_line(softhsm: SoftHSM, tmp_p
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: PKCS#11 token 'cli-refusals': wrong PIN for the token"], done.stderr
+
+
+def test_intermediate_rotation_makes_the_new_key_in_the_token(
+    softhsm: SoftHSM, tmp_path: Path
+) -> None:
+    """``ca intermediate rotate --kms pkcs11``: the new key is generated in the token (never
+    on disk), the new intermediate signs from then on, and the CA opens again with both."""
+    home = init_token_ca(softhsm, tmp_path, "cli-rotate")
+    pin_file = softhsm.pin_file(tmp_path)
+    refusal = refused("ca", "intermediate", "rotate", "--kms", "file", "--dir", home,
+                      "--pin-file", pin_file)  # fmt: skip
+    assert "pkcs11" in refusal
+    ok("ca", "intermediate", "rotate", "--kms", "pkcs11", "--dir", home, "--pin-file", pin_file)
+    no_private_key_on_disk(home)
+    (label_file,) = (home / "certs" / "intermediates").glob("*.label")
+    label = label_file.read_text().strip()
+    new_intermediate = label_file.with_suffix(".crt")
+    token = Pkcs11Token.open(softhsm.module, "cli-rotate", PIN.encode())
+    try:
+        flags = token.key_attributes(label)
+        assert flags["never_extractable"] and flags["sensitive"], label
+    finally:
+        token.close()
+    csr = make_csr(tmp_path, "bob")
+    leaf = tmp_path / "bob.crt"
+    ok("ca", "sign", csr, "--out", leaf, "--dir", home, "--pin-file", pin_file)
+    root = home / "certs" / "root.crt"
+    assert ": OK" in openssl(
+        "verify", "-check_ss_sig", "-CAfile", root, "-untrusted", new_intermediate, leaf
+    )  # fmt: skip
+    listed = ok("ca", "intermediate", "list", "--format", "json", "--dir", home).stdout
+    # The first intermediate issued nothing: with no leaves to answer for, it is retired.
+    assert sorted(i["state"] for i in json.loads(listed)) == ["active", "retired"]

@@ -23,6 +23,7 @@ import httptools
 import httpx
 import pytest
 import uvicorn
+from cryptography import x509
 from sqlalchemy.exc import OperationalError
 
 from ostiary.core.errors import Unauthorized
@@ -438,5 +439,6 @@ def test_the_server_issues_in_its_protocol_as_the_app_does(running: Running) -> 
     assert over_the_wire.headers["content-type"] == routed.headers["content-type"]
     answer = CertificateAnswer.model_validate_json(over_the_wire.content)
     assert answer.model_dump_json().encode() == over_the_wire.content
-    assert answer.chain == list(running.context.chain_pem)
+    leaf = x509.load_pem_x509_certificate(answer.certificate.encode())
+    assert answer.chain == list(running.context.chain_of(leaf))
     assert running.count(CertificateRecord) == before + 2

@@ -161,6 +161,16 @@ def test_a_backup_taken_under_load_restores_to_a_ca_that_continues(
         assert reused.status_code == 409, reused.text
         fresh, _ = issue(copy, provisioners, copy_ca, "after.example.com")
         assert fresh.serial_number not in {c.serial_number for c, _ in [*before, *during]}
+        # The restored CA serves the newest CRL kept in the database (the same number), and
+        # its next CRL, after a revocation, continues the sequence.
+        assert crl_number(copy) >= crl_before
+        with copy.client() as client:
+            answer = client.post(
+                "/revoke",
+                json={"serial_number": f"{fresh.serial_number:x}"},
+                headers={"authorization": f"Bearer {admin}"},
+            )
+        assert answer.status_code == 200, answer.text
         assert crl_number(copy) > crl_before
 
 

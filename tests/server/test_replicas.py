@@ -13,14 +13,17 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
-from ostiary.authority.folder import CAMaterial
+from ostiary.authority.folder import CAMaterial, load_ca_folder
 from ostiary.authority.ocsp_service import TRUST_FOR, WATCH_INTERVAL
+from ostiary.authority.rollover import rotate_intermediate
+from ostiary.client.api import OstiaryClient
 from ostiary.store import AuditLog, CertificateRecord, Store
 from tests.conftest import fresh_postgres_schema
-from tests.server.conftest import Provisioners, make_csr
+from tests.server.conftest import PASSWORD, Provisioners, make_csr
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, serving
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -205,3 +208,107 @@ def test_a_revocation_on_one_replica_shows_on_the_other_within_the_watch_bound(
         assert revoked_rows == 1
     finally:
         store.dispose()
+
+
+def test_crl_numbers_never_go_back_across_replicas_and_a_rotation_reaches_both(
+    replicas: tuple[ServeProcess, ...], ca_on_postgres: CAFolder, provisioners: Provisioners
+) -> None:
+    """One CRL number sequence: fetched from A and B in turn, with revocations between, a
+    number never goes backwards and one number is always the same CRL. Then an intermediate
+    rotation made offline reaches both running replicas (the audit watch): both issue from
+    the new intermediate, renew an old leaf under it, and still answer OCSP for old leaves.
+    """
+    a, b = replicas
+    admin = provisioners.admins.mint_admin_token(
+        provisioners.admins_key, ca=ca_on_postgres.identity, now=datetime.now(UTC)
+    )
+    seen: dict[int, bytes] = {}
+    numbers: list[int] = []
+    with a.client() as on_a, a.plain() as a_plain, b.plain() as b_plain:
+
+        def fetch_both() -> None:
+            for plain in (a_plain, b_plain, a_plain, b_plain):
+                der = plain.get("/crl").content
+                crl = x509.load_der_x509_crl(der)
+                number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+                assert seen.setdefault(number, der) == der, f"two CRLs numbered {number}"
+                numbers.append(number)
+
+        old_leaves = []
+        for index in range(3):
+            fetch_both()
+            csr, key = make_csr(f"crl-{index}@example.com")
+            token = sign_token(provisioners, ca_on_postgres, f"crl-{index}@example.com")
+            issued = on_a.post("/sign", json={"csr": csr, "token": token}).json()
+            old_leaves.append((x509.load_pem_x509_certificate(issued["certificate"].encode()), key))
+            revoked = on_a.post(
+                "/revoke",
+                json={"serial_number": issued["serial_number"], "reason": "superseded"},
+                headers={"authorization": f"Bearer {admin}"},
+            )
+            assert revoked.status_code == 200
+        fetch_both()
+        kept_leaves = []  # not revoked: renewed after the rotation
+        for index in range(2):
+            csr, key = make_csr(f"kept-{index}@example.com")
+            token = sign_token(provisioners, ca_on_postgres, f"kept-{index}@example.com")
+            issued = on_a.post("/sign", json={"csr": csr, "token": token}).json()
+            kept_leaves.append(
+                (x509.load_pem_x509_certificate(issued["certificate"].encode()), key)
+            )
+    assert numbers == sorted(numbers), numbers
+    assert len(seen) >= 4  # each revocation made a new CRL, seen on both replicas
+
+    # Rotation, offline, on the shared folder and database.
+    material = load_ca_folder(ca_on_postgres.paths, PASSWORD)
+    store = Store.from_url(ca_on_postgres.database_url)
+    root_signer = material.load_root_signer(PASSWORD)
+    try:
+        new_intermediate = rotate_intermediate(
+            material, store, root_signer, key_type=material.config.key_type,
+            password=PASSWORD, now=datetime.now(UTC), actor="test",
+        )  # fmt: skip
+    finally:
+        root_signer.close()
+        store.dispose()
+    old_intermediate = ca_on_postgres.intermediate
+    for replica in (a, b):
+        client = OstiaryClient(replica.https_url, [ca_on_postgres.root])
+        with client:
+            deadline = time.monotonic() + WATCH_INTERVAL + 30  # + a loaded machine
+            while True:
+                csr, _ = make_csr("after@example.com")
+                token = sign_token(provisioners, ca_on_postgres, "after@example.com")
+                issued = client.sign(x509.load_pem_x509_csr(csr.encode()), token)
+                if issued.certificate.issuer == new_intermediate.subject:
+                    break
+                assert time.monotonic() < deadline, "the replica did not switch"
+                time.sleep(WATCH_INTERVAL)
+            assert issued.chain[0] == new_intermediate
+            # A leaf of the retiring intermediate renews under the new one.
+            kept, key = kept_leaves.pop()
+            renewed = client.renew(kept, key, via="token")
+            assert renewed.certificate.issuer == new_intermediate.subject
+            leaf, _ = old_leaves.pop()  # revoked before the rotation
+        with replica.plain() as plain:
+            request = (
+                ocsp.OCSPRequestBuilder()
+                .add_certificate(leaf, old_intermediate, hashes.SHA1())
+                .build()
+                .public_bytes(serialization.Encoding.DER)
+            )
+            answer = ocsp.load_der_ocsp_response(
+                plain.post(
+                    "/ocsp", content=request, headers={"content-type": "application/ocsp-request"}
+                ).content
+            )
+            assert answer.certificate_status is ocsp.OCSPCertStatus.REVOKED
+            # Answered for the old intermediate: by it, or by a responder it certified.
+            signer = answer.certificates[0] if answer.certificates else old_intermediate
+            if signer != old_intermediate:
+                signer.verify_directly_issued_by(old_intermediate)
+            key = signer.public_key()
+            assert isinstance(key, ec.EllipticCurvePublicKey)  # the session CA's keys
+            algorithm = answer.signature_hash_algorithm
+            assert algorithm is not None
+            key.verify(answer.signature, answer.tbs_response_bytes, ec.ECDSA(algorithm))

@@ -16,7 +16,7 @@ import base64
 import binascii
 import ipaddress
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -50,7 +50,6 @@ from ostiary.store import (
     AcmeChallenge,
     AcmeOrder,
     AcmeRepository,
-    CertificateRepository,
 )
 from ostiary.store.acme import new_id
 from ostiary.store.acme_writes import insert_rows, mark_order_issued
@@ -417,18 +416,20 @@ def certificate_chain(
     provisioner: str,
     order_id: str,
     auth: Authenticated,
-    chain_pem: tuple[str, ...],
+    chain_pem: Callable[[x509.Certificate], tuple[str, ...]],
 ) -> Answer:
-    """The issued certificate and the issuing CA, PEM (section 7.4.2)."""
+    """The issued certificate and the issuing CA, PEM (section 7.4.2); ``chain_pem`` gives
+    the issuing CA of a certificate (the intermediate that issued it, after a rotation too).
+    """
     with authority.store.transaction(read_only=True) as session:
         order = _owned_order(AcmeRepository(session), order_id, auth, provisioner)
         if order.serial is None:
             raise AcmeProblem(
                 "malformed", "the order has no certificate yet", status=HTTPStatus.NOT_FOUND
             )
-        record = CertificateRepository(session).get(int(order.serial, 16), authority.issuer_key_id)
-        leaf = record.certificate().public_bytes(serialization.Encoding.PEM).decode("ascii")
-    return Answer(200, leaf + "".join(chain_pem))
+        certificate = authority.record_of(session, int(order.serial, 16)).certificate()
+        leaf = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return Answer(200, leaf + "".join(chain_pem(certificate)))
 
 
 def _csr(value: object) -> x509.CertificateSigningRequest:

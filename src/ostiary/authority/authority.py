@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from sqlalchemy.orm import Session
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.lineage import revoke_same_key, successor_for_renewal
@@ -31,7 +32,9 @@ from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.encoding import serial_hex
 from ostiary.core.errors import (
     KeyCompromised,
+    NotFound,
     OstiaryError,
+    SignerUnavailable,
     Superseded,
     TokenReused,
 )
@@ -52,6 +55,7 @@ from ostiary.store import (
     TokenSpend,
     TokenUse,
     Unit,
+    active_intermediate_key_id,
     certificate_values,
     key_is_compromised,
     next_crl_number,
@@ -72,8 +76,14 @@ class Authority:
         self.ca = ca
         self.store = store
         self.clock = clock
+        #: Every intermediate whose key is at hand, by key identifier (hex): the one that
+        #: issues and the retiring ones, which still sign CRLs and OCSP for their leaves.
+        self.issuers: dict[str, IssuingCA] = {
+            key_id_hex(issuer.certificate): issuer for issuer in ca.issuers
+        }
         self.issuer: IssuingCA = ca.issuer
         self.issuer_key_id = key_id_hex(ca.intermediate)
+        self.use_issuer(_recorded_active(store) or self.issuer_key_id)
         #: Called with the serial number after each revocation made here has committed
         #: (the OCSP cache drops that serial's answers at once; see ocsp_service).
         self.revocation_listeners: list[Callable[[int], None]] = []
@@ -82,6 +92,49 @@ class Authority:
         self.issuance_listeners: list[Callable[[str | None, str], None]] = []
         #: Called with ``(provisioner, error code)`` for each refusal by the pipeline.
         self.denial_listeners: list[Callable[[str | None, str], None]] = []
+
+    def refresh_issuers(self, load: Callable[[], Sequence[IssuingCA]] | None = None) -> bool:
+        """Issue with the intermediate the database names now (after a rotation anywhere);
+        ``load`` gives the folder's intermediates again, with their keys, when it is not one
+        of :attr:`issuers`. Whether the issuing CA changed.
+        """
+        active = _recorded_active(self.store)
+        if active is None or active == self.issuer_key_id:
+            return False
+        if active not in self.issuers and load is not None:
+            for issuer in load():
+                self.issuers.setdefault(key_id_hex(issuer.certificate), issuer)
+        self.use_issuer(active)
+        return True
+
+    def record_of(self, session: Session, serial_number: int) -> CertificateRecord:
+        """The certificate ``serial_number`` issued by any of this CA's intermediates (the
+        issuing one first; each lookup uses the (issuer, serial) key). :class:`NotFound`.
+        """
+        repository = CertificateRepository(session)
+        for key_id in sorted(self.issuers, key=lambda k: k != self.issuer_key_id):
+            try:
+                return repository.get(serial_number, key_id)
+            except NotFound:
+                continue
+        raise NotFound(
+            f"no certificate with serial {serial_hex(serial_number)}",
+            serial=serial_hex(serial_number),
+        )
+
+    def use_issuer(self, key_id: str) -> None:
+        """Issue with the intermediate ``key_id`` from now on (the database names it:
+        :func:`ostiary.store.active_intermediate_key_id`).
+        """
+        issuer = self.issuers.get(key_id)
+        if issuer is None:
+            raise SignerUnavailable(
+                f"the database names intermediate {key_id} as the issuing one, but its key "
+                "is not in this CA folder: copy certs/intermediates and secrets/intermediates "
+                "from the folder where 'ostiary ca intermediate rotate' ran"
+            )
+        self.issuer = issuer
+        self.issuer_key_id = key_id
 
     def issue(
         self,
@@ -418,8 +471,9 @@ class Authority:
         now = self.clock()
         with self.store.transaction() as session:
             repository = CertificateRepository(session)
+            issuer_key_id = self.record_of(session, serial_number).issuer_key_id
             record = repository.revoke(
-                serial_number, reason=reason.value, at=now, issuer_key_id=self.issuer_key_id
+                serial_number, reason=reason.value, at=now, issuer_key_id=issuer_key_id
             )
             audit = AuditLog(session)
             audit.append(
@@ -481,6 +535,11 @@ class Authority:
             AuditLog(session).append(
                 event, actor=actor, target=target, details=details or {}, at=self.clock()
             )
+
+
+def _recorded_active(store: Store) -> str | None:
+    with store.transaction(read_only=True) as session:
+        return active_intermediate_key_id(session)
 
 
 def _use(token: TokenSpend | None, at: datetime) -> TokenUse | None:

@@ -7,8 +7,10 @@
     ├── certs/root.crt          the root certificate (PEM)
     ├── certs/intermediate.crt  the issuing CA certificate (PEM)
     ├── certs/root.crl          the root's CRL (DER), signed offline (authority.root_crl)
+    ├── certs/intermediates/    intermediates made by ``ca intermediate rotate``, KEYID.crt
     ├── secrets/root.key        encrypted PKCS#8, 0600
     ├── secrets/intermediate.key
+    ├── secrets/intermediates/  their keys, KEYID.key (a token CA: KEYID.label, in certs/)
     └── ostiary.db              SQLite (WAL), unless database_url points elsewhere
 """
 
@@ -58,6 +60,17 @@ def leaf_urls(base: str | None) -> CAUrls:
     return CAUrls(crl=base + CRL_PATH, ocsp=base + OCSP_PATH, ca_issuers=base + INTERMEDIATE_PATH)
 
 
+def rotated_leaf_urls(base: str | None, key_id: str) -> CAUrls:
+    """Where leaves of a rotated intermediate point: its own CRL and certificate by key id."""
+    if not base:
+        return CAUrls()
+    return CAUrls(
+        crl=f"{base}{CRL_PATH}/{key_id}",
+        ocsp=base + OCSP_PATH,
+        ca_issuers=f"{base}/intermediate/{key_id}.crt",
+    )
+
+
 def intermediate_urls(base: str | None) -> CAUrls:
     """Where the intermediate points: the root's CRL and the root certificate."""
     if not base:
@@ -96,6 +109,23 @@ class CAPaths:
         return self.root / "secrets" / "intermediate.key"
 
     @property
+    def rotated_certificates(self) -> Path:
+        return self.root / "certs" / "intermediates"
+
+    @property
+    def rotated_keys(self) -> Path:
+        return self.root / "secrets" / "intermediates"
+
+    def rotated_key(self, key_id: str) -> Path:
+        return self.rotated_keys / f"{key_id}.key"
+
+    def rotated_intermediates(self) -> list[x509.Certificate]:
+        """The intermediates made by ``ca intermediate rotate`` (by file name: key id)."""
+        if not self.rotated_certificates.is_dir():
+            return []
+        return [_read_certificate(path) for path in sorted(self.rotated_certificates.glob("*.crt"))]
+
+    @property
     def database(self) -> Path:
         return self.root / "ostiary.db"
 
@@ -109,6 +139,14 @@ class CAPaths:
 def load_root_key_file(material: CAMaterial, password: bytes) -> Signer:
     """The root key of a file CA: ``secrets/root.key``, unlocked by the CA password."""
     return FileSigner.load(material.paths.root_key, password)
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """A rotated intermediate (:mod:`ostiary.authority.rollover`) and its signer."""
+
+    certificate: x509.Certificate
+    signer: Signer
 
 
 @dataclass(frozen=True)
@@ -127,9 +165,13 @@ class CAMaterial:
     root_loader: Callable[[CAMaterial, bytes], Signer] = field(
         default=load_root_key_file, repr=False
     )
+    #: Intermediates made by ``ca intermediate rotate``, oldest first. Which one issues is
+    #: recorded in the database (:class:`~ostiary.authority.authority.Authority` reads it).
+    rotated: tuple[IssuerKey, ...] = ()
 
     @property
     def issuer(self) -> IssuingCA:
+        """The folder's first intermediate (``certs/intermediate.crt``)."""
         return IssuingCA(
             certificate=self.intermediate,
             private_key=self.signer.private_key,
@@ -137,6 +179,21 @@ class CAMaterial:
             urls=leaf_urls(self.config.url),
             policies=self.config.policies,
         )
+
+    @property
+    def issuers(self) -> tuple[IssuingCA, ...]:
+        """Every intermediate whose key is at hand: the first one, then the rotated ones."""
+        rotated = (
+            IssuingCA(
+                certificate=key.certificate,
+                private_key=key.signer.private_key,
+                chain=(key.certificate, self.root),
+                urls=rotated_leaf_urls(self.config.url, _key_id(key.certificate)),
+                policies=self.config.policies,
+            )
+            for key in self.rotated
+        )
+        return (self.issuer, *rotated)
 
     @property
     def database_url(self) -> str:
@@ -191,7 +248,11 @@ def load_ca_folder(paths: CAPaths, password: bytes) -> CAMaterial:
     if config.kms == "pkcs11":
         raise BadRequest("this CA keeps its keys in a PKCS#11 token: open it with its PIN")
     signer = FileSigner.load(paths.intermediate_key, password)
-    return CAMaterial(paths, config, root, intermediate, signer)
+    rotated = tuple(
+        IssuerKey(certificate, FileSigner.load(paths.rotated_key(_key_id(certificate)), password))
+        for certificate in paths.rotated_intermediates()
+    )
+    return CAMaterial(paths, config, root, intermediate, signer, rotated=rotated)
 
 
 def load_ca_public(paths: CAPaths) -> tuple[CAConfig, x509.Certificate, x509.Certificate]:
@@ -202,6 +263,12 @@ def load_ca_public(paths: CAPaths) -> tuple[CAConfig, x509.Certificate, x509.Cer
         _read_certificate(paths.root_certificate),
         _read_certificate(paths.intermediate_certificate),
     )
+
+
+def _key_id(certificate: x509.Certificate) -> str:
+    return certificate.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier
+    ).value.digest.hex()
 
 
 def _read_certificate(path: Path) -> x509.Certificate:

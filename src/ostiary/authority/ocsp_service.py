@@ -41,12 +41,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.self_issued import RenewingCertificate, SelfIssued, SelfIssuedSpec
+from ostiary.core.ca import key_id_hex
 from ostiary.core.errors import MalformedInput
 from ostiary.core.ocsp import (
     CertStatus,
@@ -61,7 +64,9 @@ from ostiary.store import (
     CertificateRepository,
     CertificateStatus,
     Store,
+    issuer_key_id_of,
 )
+from ostiary.store.issuers import root_ocsp_for
 
 #: Lifetime of the delegated responder certificate.
 RESPONDER_LIFETIME = timedelta(hours=24)
@@ -73,6 +78,8 @@ WATCH_INTERVAL = 0.25
 TRUST_FOR = 2.0
 #: The audit event of a revocation; its target is the serial number in hex.
 REVOKED_EVENT = "certificate.revoked"
+#: The audit event of an intermediate's rotation (ostiary.authority.rollover.ROTATED_EVENT).
+ROTATED_EVENT = "ca.intermediate_rotated"
 
 logger = logging.getLogger("ostiary.ocsp")
 
@@ -122,6 +129,9 @@ class RevocationWatch:
         self._on_revoked = on_revoked
         #: Also told (with no arguments) after each poll that found revocations: the feed.
         self.listeners: list[Callable[[], None]] = []
+        #: Told (with no arguments) after a poll that found an intermediate rotated
+        #: (:mod:`ostiary.authority.rollover`): the server switches its issuing CA.
+        self.rotation_listeners: list[Callable[[], None]] = []
         self.interval = interval
         self._seen: int | None = None
         #: ``time.monotonic()`` of the last successful poll (None: never).
@@ -135,17 +145,22 @@ class RevocationWatch:
             head = session.scalar(select(AuditHead.last_entry_id))
             head = int(head or 0)
             seen = self._seen
-            targets: list[str | None] = []
+            found: list[tuple[str, str | None]] = []
             if seen is not None and head > seen:
-                targets = list(
-                    session.scalars(
-                        select(AuditEntry.target).where(
+                found = [
+                    (event, target)
+                    for event, target in session.execute(
+                        select(AuditEntry.event, AuditEntry.target).where(
                             AuditEntry.id > seen,
                             AuditEntry.id <= head,
-                            AuditEntry.event == REVOKED_EVENT,
+                            AuditEntry.event.in_((REVOKED_EVENT, ROTATED_EVENT)),
                         )
                     )
-                )
+                ]
+        if any(event == ROTATED_EVENT for event, _ in found):
+            for rotation_listener in self.rotation_listeners:
+                rotation_listener()
+        targets = [target for event, target in found if event == REVOKED_EVENT]
         serials = set()
         for target in targets:
             try:
@@ -200,6 +215,8 @@ class OcspService:
         self._lock = threading.Lock()
         self._responder: tuple[SelfIssued, OcspResponder] | None = None
         self._ca_responder: OcspResponder | None = None  # kms = "pkcs11": see _in_use()
+        #: Responders of the other intermediates, by key id (see _others()).
+        self._by_issuer: dict[str, OcspResponder] = {}
         #: Good or revoked statuses read from the store, by serial ("unknown" is not kept).
         self._statuses: dict[int, CertStatus] = {}
         #: Answers to requests without a nonce, by the request's exact DER.
@@ -240,11 +257,58 @@ class OcspService:
             return hit
         responder = self._in_use()
         try:
-            answer = responder.answer(request_der, lookup=self._status, now=self._authority.clock())
+            now = self._authority.clock()
+            answer = responder.answer(request_der, lookup=self._lookup_of(responder), now=now)
+            if answer.serial_number is None:  # not about the main issuer: a retiring one?
+                for other in self._others(responder):
+                    found = other.answer(request_der, lookup=self._lookup_of(other), now=now)
+                    if found.serial_number is not None:
+                        answer = found
+                        break
+                else:
+                    about_intermediate = self._root_answer(request_der)
+                    if about_intermediate is not None:
+                        return about_intermediate
         except _StoreUnavailable:
             return build_unsuccessful_response(ocsp.OCSPResponseStatus.TRY_LATER)
         self._keep(request_der, answer)
         return answer.response
+
+    def _root_answer(self, request_der: bytes) -> bytes | None:
+        """The root-signed answer about one of its intermediates, made with the root CRL
+        (:mod:`ostiary.authority.root_crl`; the server has no root key), if the request
+        asks about one (SHA-1 CertID, RFC 5019).
+        """
+        try:
+            request = ocsp.load_der_ocsp_request(request_der)
+        except ValueError:
+            return None
+        root = self._authority.ca.root
+        if not isinstance(request.hash_algorithm, hashes.SHA1):
+            return None
+        expected = x509.SubjectKeyIdentifier.from_public_key(root.public_key()).digest
+        if request.issuer_key_hash != expected:
+            return None
+        try:
+            with self._authority.store.transaction(read_only=True) as session:
+                return root_ocsp_for(session, key_id_hex(root), request.serial_number)
+        except DBAPIError:
+            return build_unsuccessful_response(ocsp.OCSPResponseStatus.TRY_LATER)
+
+    def _others(self, main: OcspResponder) -> list[OcspResponder]:
+        """Responders for the other intermediates (retiring, or the active one after a
+        rotation): each signs with its intermediate's own key (RFC 6960 4.2.2.2).
+        """
+        issuers = self._authority.issuers
+        if len(issuers) < 2:
+            return []
+        with self._lock:
+            for key_id, issuer in issuers.items():
+                if key_id not in self._by_issuer:
+                    self._by_issuer[key_id] = self._make_responder(
+                        issuer.certificate, issuer.certificate, issuer.private_key
+                    )
+            return [r for r in self._by_issuer.values() if r is not main]
 
     def respond_to_get(self, path: str) -> bytes:
         """The response for the GET form; a path that is not base64 is a malformed request."""
@@ -292,16 +356,26 @@ class OcspService:
         with self._lock:
             if self._ca_responder is None:
                 issuer = self._authority.issuer
-                validity = self._authority.ca.config.ocsp_lifetime
-                self._ca_responder = OcspResponder(
-                    issuer=issuer.certificate,
-                    responder_certificate=issuer.certificate,
-                    responder_key=issuer.private_key,
-                    validity=validity,
-                    cache_for=validity * REUSE_SHARE,
-                    cache_size=self._cache_size,
+                self._ca_responder = self._make_responder(
+                    issuer.certificate, issuer.certificate, issuer.private_key
                 )
             return self._ca_responder
+
+    def _make_responder(
+        self,
+        issuer: x509.Certificate,
+        certificate: x509.Certificate,
+        key: CertificateIssuerPrivateKeyTypes,
+    ) -> OcspResponder:
+        validity = self._authority.ca.config.ocsp_lifetime
+        return OcspResponder(
+            issuer=issuer,
+            responder_certificate=certificate,
+            responder_key=key,
+            validity=validity,
+            cache_for=validity * REUSE_SHARE,
+            cache_size=self._cache_size,
+        )
 
     def _current(self) -> tuple[SelfIssued, OcspResponder]:
         issued = self._certificate.current()
@@ -311,29 +385,36 @@ class OcspService:
         with self._lock:
             pair = self._responder
             if pair is None or pair[0] is not issued:
-                validity = self._authority.ca.config.ocsp_lifetime
                 pair = (
                     issued,
-                    OcspResponder(
-                        issuer=self._authority.issuer.certificate,
-                        responder_certificate=issued.certificate,
-                        responder_key=issued.private_key,
-                        validity=validity,
-                        cache_for=validity * REUSE_SHARE,
-                        cache_size=self._cache_size,
+                    self._make_responder(
+                        self._issuer_of(issued.certificate), issued.certificate, issued.private_key
                     ),
                 )
                 self._responder = pair
             return pair
 
-    def _status(self, serial_number: int) -> CertStatus:
+    def _issuer_of(self, certificate: x509.Certificate) -> x509.Certificate:
+        """The intermediate that issued the responder certificate (the issuing one when it
+        was made, which a rotation may have changed since).
+        """
+        try:
+            return self._authority.issuers[issuer_key_id_of(certificate)].certificate
+        except KeyError:
+            return self._authority.issuer.certificate
+
+    def _lookup_of(self, responder: OcspResponder) -> Callable[[int], CertStatus]:
+        key_id = key_id_hex(responder.issuer)
+        return lambda serial_number: self._status(serial_number, key_id)
+
+    def _status(self, serial_number: int, key_id: str) -> CertStatus:
         """The kept status if trusted, else the store's (kept unless it raced a revocation)."""
         if self._trusted():
             kept = self._statuses.get(serial_number)
             if kept is not None:
                 return kept
         generation = self._generation
-        status = self._lookup(serial_number)
+        status = self._lookup(serial_number, key_id)
         if status.status is ocsp.OCSPCertStatus.UNKNOWN:
             return status
         with self._lock:
@@ -348,13 +429,11 @@ class OcspService:
                 self._statuses[serial_number] = status
         return status
 
-    def _lookup(self, serial_number: int) -> CertStatus:
+    def _lookup(self, serial_number: int, key_id: str) -> CertStatus:
         authority = self._authority
         try:
             with authority.store.transaction(read_only=True) as session:
-                found = CertificateRepository(session).status_of(
-                    serial_number, authority.issuer_key_id
-                )
+                found = CertificateRepository(session).status_of(serial_number, key_id)
         except DBAPIError as exc:
             logger.warning("OCSP: the store cannot answer (%s): tryLater", type(exc).__name__)
             raise _StoreUnavailable from None

@@ -15,7 +15,14 @@ always has at least half its life ahead. The count is read *before* the build, s
 revocation that commits during the build only causes one extra rebuild, never a stale CRL.
 
 CRL numbers come from the shared per-issuer counter (:func:`ostiary.store.next_crl_number`)
-and grow with every CRL built anywhere (RFC 5280 section 5.2.3).
+and grow with every CRL built anywhere (RFC 5280 section 5.2.3). Each CRL built is kept in
+the database as the issuer's newest (:func:`ostiary.store.save_latest_crl`), and a replica
+whose own is older serves that one (or builds a newer one): a relying party asking one
+replica after another never sees the number go backwards, and no two replicas publish
+different CRLs under one number (each number is handed out once).
+
+One publisher per intermediate: after a rotation (:mod:`ostiary.authority.rollover`) the
+retiring intermediate keeps publishing its CRL for its leaves.
 
 Where a big CRL is built. Reading a million revoked rows and encoding them is some seconds of
 Python, which in a thread of the server would hold the GIL and stall the event loop that
@@ -44,15 +51,21 @@ from functools import cached_property
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from ostiary.authority.authority import Authority
+from ostiary.core.ca import key_id_hex
 from ostiary.core.crl import EncodedEntries, RevokedEntry, build_crl, encode_entries
+from ostiary.core.issuance import IssuingCA
 from ostiary.store import (
     CertificateRecord,
     CertificateRepository,
     CertificateStatus,
+    LatestCrl,
     Store,
+    latest_crl,
     next_crl_number,
+    save_latest_crl,
 )
 
 #: Rebuild once this share of a CRL's validity has passed.
@@ -88,14 +101,19 @@ class PublishedCrl:
 def revocation_generation(store: Store, issuer_key_id: str) -> int:
     """How many certificates of the issuer are revoked: it grows with every revocation."""
     with store.transaction(read_only=True) as session:
-        count = session.scalar(
-            select(func.count())
-            .select_from(CertificateRecord)
-            .where(
-                CertificateRecord.status == CertificateStatus.REVOKED.value,
-                CertificateRecord.issuer_key_id == issuer_key_id,
-            )
+        return revocation_generation_in(session, issuer_key_id)
+
+
+def revocation_generation_in(session: Session, issuer_key_id: str) -> int:
+    """:func:`revocation_generation` in the caller's transaction."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(CertificateRecord)
+        .where(
+            CertificateRecord.status == CertificateStatus.REVOKED.value,
+            CertificateRecord.issuer_key_id == issuer_key_id,
         )
+    )
     return int(count or 0)
 
 
@@ -128,8 +146,17 @@ def _encode_in_child(database_url: str, issuer_key_id: str) -> EncodedEntries:
 class CrlPublisher:
     """The current CRL of the authority's issuing CA (thread-safe)."""
 
-    def __init__(self, authority: Authority, *, process_from: int | None = None) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        *,
+        issuer: IssuingCA | None = None,
+        process_from: int | None = None,
+    ) -> None:
         self._authority = authority
+        #: The intermediate whose CRL this is: the folder's first one unless named.
+        self._issuer = issuer if issuer is not None else authority.ca.issuer
+        self._key_id = key_id_hex(self._issuer.certificate)
         self._lock = threading.Lock()
         self._current: PublishedCrl | None = None
         if process_from is None:  # the environment may move the threshold (the benchmark does)
@@ -144,30 +171,58 @@ class CrlPublisher:
             children.shutdown(wait=True, cancel_futures=True)
 
     def current(self) -> PublishedCrl:
-        """The CRL to serve now: the cached one if still right, else a new one."""
-        generation = revocation_generation(self._authority.store, self._authority.issuer_key_id)
-        fresh = self._fresh(generation)
+        """The CRL to serve now: the cached one if still right, the newest one another
+        replica published if that is right, else a new one.
+        """
+        generation, kept = self._state()
+        fresh = self._fresh(generation, kept)
         if fresh is not None:
             return fresh
         with self._lock:
             # Another thread may have rebuilt while this one waited; and the generation may
             # have grown meanwhile: read it again, before building.
-            generation = revocation_generation(self._authority.store, self._authority.issuer_key_id)
-            fresh = self._fresh(generation)
+            generation, kept = self._state()
+            fresh = self._fresh(generation, kept)
+            if fresh is None:
+                fresh = self._kept(generation, kept)
             if fresh is None:
                 fresh = self._build(generation)
-                self._current = fresh
+            self._current = fresh
             return fresh
 
-    def _fresh(self, generation: int) -> PublishedCrl | None:
+    def _state(self) -> tuple[int, LatestCrl | None]:
+        """The revocation generation and the newest published CRL's header, in one read."""
+        with self._authority.store.transaction(read_only=True) as session:
+            generation = revocation_generation_in(session, self._key_id)
+            kept = latest_crl(session, self._key_id, with_der=False)
+            if kept is not None:
+                session.expunge(kept)
+        return generation, kept
+
+    def _fresh(self, generation: int, kept: LatestCrl | None) -> PublishedCrl | None:
         cached = self._current
         if (
             cached is not None
             and cached.generation == generation
             and self._authority.clock() < cached.refresh_at()
+            and (kept is None or kept.number <= cached.number)
         ):
             return cached
         return None
+
+    def _kept(self, generation: int, kept: LatestCrl | None) -> PublishedCrl | None:
+        """The newest CRL another replica published, if it is still right to serve."""
+        if kept is None or kept.generation != generation:
+            return None
+        candidate = PublishedCrl(b"", kept.number, kept.this_update, kept.next_update, generation)
+        if self._authority.clock() >= candidate.refresh_at():
+            return None
+        with self._authority.store.transaction(read_only=True) as session:
+            newest = latest_crl(session, self._key_id)
+            if newest is None or newest.number != kept.number:
+                return None  # replaced meanwhile: build
+            der = newest.der
+        return PublishedCrl(der, kept.number, kept.this_update, kept.next_update, generation)
 
     def _build(self, generation: int) -> PublishedCrl:
         """As :meth:`Authority.build_crl`: the number in its own short transaction, the
@@ -175,18 +230,28 @@ class CrlPublisher:
         """
         authority = self._authority
         with authority.store.transaction() as session:
-            number = next_crl_number(session, authority.issuer_key_id)
+            number = next_crl_number(session, self._key_id)
         entries = self._encoded_entries(generation)
         now = authority.clock().replace(microsecond=0)
         next_update = now + authority.ca.config.crl_lifetime
         der = build_crl(
-            authority.issuer.certificate,
-            authority.issuer.private_key,
+            self._issuer.certificate,
+            self._issuer.private_key,
             entries,
             crl_number=number,
             this_update=now,
             next_update=next_update,
         )
+        published = LatestCrl(
+            issuer_key_id=self._key_id,
+            number=number,
+            generation=generation,
+            this_update=now,
+            next_update=next_update,
+            der=der,
+        )
+        with authority.store.transaction() as session:
+            save_latest_crl(session, published)
         return PublishedCrl(der, number, now, next_update, generation)
 
     def _encoded_entries(self, generation: int) -> EncodedEntries:
@@ -194,7 +259,7 @@ class CrlPublisher:
         url = store.engine.url
         in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
         if generation < self._process_from or in_memory:
-            return read_encoded_entries(store, self._authority.issuer_key_id)
+            return read_encoded_entries(store, self._key_id)
         if self._children is None:
             self._children = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_start
@@ -203,13 +268,13 @@ class CrlPublisher:
             return self._children.submit(
                 _encode_in_child,
                 url.render_as_string(hide_password=False),
-                self._authority.issuer_key_id,
+                self._key_id,
             ).result()
         except BrokenProcessPool:
             # The child died (killed, out of memory): build here this time, a new child next.
             logger.warning("the CRL build process died; building in the server this time")
             self._children = None
-            return read_encoded_entries(store, self._authority.issuer_key_id)
+            return read_encoded_entries(store, self._key_id)
 
 
 __all__ = [

@@ -14,7 +14,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ostiary.authority.folder import CAMaterial, CAPaths, intermediate_urls, load_ca_public
+from ostiary.authority.folder import (
+    CAMaterial,
+    CAPaths,
+    IssuerKey,
+    intermediate_urls,
+    load_ca_public,
+)
 from ostiary.config import CAConfig, Pkcs11Settings, dump_config
 from ostiary.core.ca import (
     NameConstraints,
@@ -90,7 +96,37 @@ def load_token_ca_folder(paths: CAPaths, pin: bytes) -> CAMaterial:
     """Load settings and certificates, and open the issuing key in the token with ``pin``."""
     config, root, intermediate = load_ca_public(paths)
     signer = load_token_signer(config, pin, intermediate)
-    return CAMaterial(paths, config, root, intermediate, signer, _token_root_loader)
+    try:
+        rotated = tuple(
+            IssuerKey(certificate, rotated_token_signer(paths, signer, certificate))
+            for certificate in paths.rotated_intermediates()
+        )
+    except BaseException:
+        signer.close()
+        raise
+    return CAMaterial(
+        paths, config, root, intermediate, signer, _token_root_loader, rotated=rotated
+    )
+
+
+def rotated_label_file(paths: CAPaths, certificate: x509.Certificate) -> Path:
+    """Where a rotated intermediate's key label is written (next to its certificate)."""
+    key_id = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    return paths.rotated_certificates / f"{key_id.value.digest.hex()}.label"
+
+
+def rotated_token_signer(
+    paths: CAPaths, signer: Pkcs11Signer, certificate: x509.Certificate
+) -> Pkcs11Signer:
+    """The key of a rotated intermediate, on the session the first one opened."""
+    label_file = rotated_label_file(paths, certificate)
+    try:
+        label = label_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise SignerUnavailable(f"{label_file} is missing: which token key signs?") from None
+    rotated = signer.token.signer(label)
+    _check_match(rotated, certificate, f"certs/intermediates/{label_file.stem}.crt")
+    return rotated
 
 
 def load_token_signer(config: CAConfig, pin: bytes, intermediate: x509.Certificate) -> Pkcs11Signer:

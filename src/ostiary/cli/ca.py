@@ -268,6 +268,15 @@ def revoke(
             show_default=False,
         ),
     ] = None,
+    intermediate: Annotated[
+        str | None,
+        typer.Option(
+            "--intermediate",
+            help="Instead of SERIAL: revoke this CA's intermediate with this SHA-256 "
+            "fingerprint ('ca intermediate list'); the root CRL is made again at once.",
+            show_default=False,
+        ),
+    ] = None,
     reason: Annotated[str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise.")] = (
         "unspecified"
     ),
@@ -275,6 +284,13 @@ def revoke(
     password_file: PasswordFile = None,
 ) -> None:
     """Revoke a certificate issued by this CA (OCSP and the next CRL show it at once)."""
+    if intermediate is not None:
+        if serial is not None or subject is not None:
+            raise BadRequest("--intermediate revokes a CA certificate: give no SERIAL/--subject")
+        from ostiary.cli.intermediate import revoke_intermediate_command
+
+        revoke_intermediate_command(intermediate, reason, directory, password_file)
+        return
     if (serial is None) == (subject is None):
         raise BadRequest("give the SERIAL to revoke, or --subject GLOB (not both)")
     flag = parse_revocation_reason(reason)
@@ -414,3 +430,7 @@ from ostiary.cli.phones import profile_app as _profile_app  # noqa: E402
 _acme_app.command("client-id")(_client_id)
 app.command("enroll-code")(_enroll_code)
 app.add_typer(_profile_app, name="enroll-profile")
+
+from ostiary.cli.intermediate import intermediate_app as _intermediate_app  # noqa: E402
+
+app.add_typer(_intermediate_app, name="intermediate")

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography import x509
 
 from ostiary.cli.console import note, out
 from ostiary.cli.options import CADir, PasswordFile
+from ostiary.core.ca import issued_by
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest, NotFound, OstiaryError
 from ostiary.gateway.config import GatewayConfig, Mode, RevocationMethod, load_gateway_config
@@ -309,6 +311,14 @@ def crl_watch(
             "of a revocation (else only every --interval).",
         ),
     ] = True,
+    bundle_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle-out",
+            help="Also keep this trust bundle fresh (PEM: the roots of --ca-root, then every "
+            "live intermediate): nginx's ssl_client_certificate, Mosquitto's cafile.",
+        ),
+    ] = None,
     directory: CADir = None,
     password_file: PasswordFile = None,
 ) -> None:
@@ -321,28 +331,44 @@ def crl_watch(
         folder_source,
         remote_source,
         run_reload,
+        trust_bundle,
         write_if_changed,
     )
 
     trusted = load_certificate_chain(trust.read_bytes()) if trust is not None else []
-    if not out_file.parent.is_dir():
-        raise NotFound(f"--out {out_file}: the folder {out_file.parent} does not exist")
+    for path, what in ((out_file, "--out"), (bundle_out, "--bundle-out")):
+        if path is not None and not path.parent.is_dir():
+            raise NotFound(f"{what} {path}: the folder {path.parent} does not exist")
+    if bundle_out is not None and ca_url is not None and trust is None:
+        raise BadRequest("--bundle-out with --ca-url needs --ca-root: the root to check against")
+    live: list[x509.Certificate] = []
     with ExitStack() as stack:
         if ca_url is not None:
-            source = remote_source(ca_url, include_root=root)
+            source = remote_source(ca_url, include_root=root, intermediates=live)
         else:
             from ostiary.cli.unlock import unlock_ca
 
             unlocked = stack.enter_context(unlock_ca(directory, password_file))
-            source = folder_source(unlocked.authority, include_root=root)
-            trusted = trusted or [unlocked.material.root, unlocked.material.intermediate]
+            source = folder_source(unlocked.authority, include_root=root, intermediates=live)
+            trusted = trusted or [
+                unlocked.material.root,
+                *(i.certificate for i in unlocked.material.issuers),
+            ]
         waiter = None
         if ca_url is not None and feed and watch:
             waiter = FeedWaiter(ca_url, trusted)
             stack.callback(waiter.close)
         while True:
             try:
-                data = crl_pem(source(), trusted, now=datetime.now(UTC))
+                ders = source()
+                # The intermediates listed over plain HTTP count only once a trusted root
+                # signed them (trust_bundle refuses any other).
+                roots = [c for c in trusted if c.subject == c.issuer]
+                vouched = [c for c in live if issued_by(c, roots)]
+                data = crl_pem(ders, [*trusted, *vouched], now=datetime.now(UTC))
+                if bundle_out is not None:
+                    if write_if_changed(bundle_out, trust_bundle(roots, live)):
+                        note(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} wrote {bundle_out}")
             except OstiaryError as exc:
                 if not watch:
                     raise

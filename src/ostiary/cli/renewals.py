@@ -184,6 +184,11 @@ def _run_daemon(
     waker = Waker()
     install_signal_handlers(waker)
     renewer.log(f"renewal daemon started (pid {os.getpid()}): renews {policy.describe()}")
+
+    def issuer_retiring(certificate: x509.Certificate) -> bool:
+        with renewer.connect() as client:
+            return client.issuer_retiring(certificate)
+
     try:
         RenewalDaemon(
             current=renewer.files.load_certificate,
@@ -192,6 +197,7 @@ def _run_daemon(
             log=renewer.log,
             waker=waker,
             backoff=backoff,
+            issuer_retiring=issuer_retiring,
         ).run(renew_now=renew_now)
     finally:
         waker.close()

@@ -27,6 +27,7 @@ import typer
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.remote_signing import open_remote_signing
+from ostiary.authority.rollover import reload_issuers
 from ostiary.authority.root_crl import publish_root_crl, root_crl_due
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.cli.console import note, out
@@ -172,6 +173,10 @@ def serve(
         )
         if metrics is not None and context.ssh is not None:
             metrics.attach_ssh(context.ssh)
+
+        # A rotation made anywhere (the audit log shows it): issue with the new intermediate.
+        password = ca.password
+        context.follow_rotations(lambda: reload_issuers(authority.ca, password))
         server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
         _announce(server.https_url, server.http_url, material, authority)
         watch = HealthWatch(authority)

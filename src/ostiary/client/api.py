@@ -110,6 +110,35 @@ class OstiaryClient(ClosingClient):
         body = self._call(self._http, "GET", "/roots")
         return [load_certificate(pem.encode()) for pem in _field(body, "roots", list)]
 
+    def current_issuer(self) -> x509.Certificate | None:
+        """The intermediate the CA issues from now (the first of ``/intermediates.pem``),
+        checked to be signed by a trusted root; None from a CA without that list.
+        """
+        try:
+            answer = self._http.get("/intermediates.pem")
+        except httpx.TransportError as exc:
+            raise _transport_error(self.ca_url, exc) from None
+        if answer.status_code == 404:
+            return None
+        if answer.is_error or not answer.content.strip():
+            raise CAUnavailable(f"{self.ca_url}/intermediates.pem: HTTP {answer.status_code}")
+        try:
+            current = x509.load_pem_x509_certificates(answer.content)[0]
+        except ValueError:
+            raise InvalidCertificate("the CA's /intermediates.pem holds no certificate") from None
+        if not issued_by(current, self.trusted_roots):
+            raise InvalidCertificate("the CA's current intermediate is not signed by its root")
+        return current
+
+    def issuer_retiring(self, certificate: x509.Certificate) -> bool:
+        """Whether ``certificate`` was issued by an intermediate the CA no longer issues
+        from (after ``ca intermediate rotate``): then it is worth renewing early.
+        """
+        current = self.current_issuer()
+        if current is None:
+            return False
+        return not issued_by(certificate, [current])
+
     # -- enrollment -------------------------------------------------------------------------
 
     def sign(

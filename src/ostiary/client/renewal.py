@@ -250,14 +250,23 @@ class RenewalDaemon:
     draw: Callable[[], float] = random.random
     #: Look at the certificate and the clock at least this often (suspend, clock changes).
     recheck: timedelta = timedelta(hours=1)
+    #: Whether the certificate's issuer is retiring (the CA rotated its intermediate): then
+    #: it is renewed at once, so that its successor comes from the new one. Asked at most
+    #: once per ``recheck``; a failure to ask is logged and changes nothing.
+    issuer_retiring: Callable[[x509.Certificate], bool] | None = None
 
     def run(self, *, renew_now: bool = False) -> None:
         """Loop until :meth:`Waker.request_stop`; renew first thing with ``renew_now``."""
         attempt = 0
         announced: datetime | None = None
+        asked: datetime | None = None
         while True:
-            due = self.policy.certificate_due_at(self.current())
+            current = self.current()
+            due = self.policy.certificate_due_at(current)
             now = self.clock()
+            if not renew_now and (asked is None or now - asked >= self.recheck):
+                asked = now
+                renew_now = self._retiring(current)
             if not renew_now and now < due:
                 if due != announced:
                     self.log(f"next renewal at {_timestamp(due)}")
@@ -298,6 +307,18 @@ class RenewalDaemon:
                 if self.waker.wait(pause) is Wake.STOP:
                     break
         self.log("stopping")
+
+    def _retiring(self, certificate: x509.Certificate) -> bool:
+        if self.issuer_retiring is None:
+            return False
+        try:
+            retiring = self.issuer_retiring(certificate)
+        except OstiaryError as exc:
+            self.log(f"cannot ask the CA for its current intermediate: {exc.detail}")
+            return False
+        if retiring:
+            self.log("the CA issues from a new intermediate: renewing now, early")
+        return retiring
 
 
 def _key_refused(exc: OstiaryError) -> bool:

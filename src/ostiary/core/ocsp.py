@@ -153,6 +153,8 @@ class OcspResponder:
         if not timedelta(0) <= cache_for < validity:
             raise BadRequest("OCSP responses may be reused for less than their validity only")
         _check_responder(issuer, responder_certificate, responder_key)
+        #: The CA whose certificates this responder answers about.
+        self.issuer = issuer
         self._key = responder_key
         self._validity = validity
         self._cache_for = cache_for

@@ -1,8 +1,12 @@
 """A CRL file kept fresh for relying parties that read CRLs from disk (nginx ``ssl_crl``,
 Mosquitto ``crlfile``), and the command to run after each change.
 
-The file is PEM: the issuing CA's CRL, then (with ``include_root``) the root's CRL, since
-nginx checks every level of the chain and refuses a client whose intermediate has no CRL.
+The file is PEM: the CRL of every live intermediate (the issuing one, and after a rotation
+the retiring ones whose leaves are still out: :mod:`ostiary.authority.rollover`), then (with
+``include_root``) the root's CRL, since nginx checks every level of the chain and refuses a
+client whose intermediate has no CRL. With ``--bundle-out``, the trust bundle (roots and
+live intermediates) is kept fresh next to it, so that a rotation reaches nginx and Mosquitto
+without editing their configuration.
 It is replaced atomically (write to a temporary file, rename) and only when its content
 changes, so the reload command runs exactly after each new CRL.
 
@@ -39,6 +43,8 @@ from cryptography.hazmat.primitives import serialization
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH
 from ostiary.authority.publisher import CrlPublisher
+from ostiary.authority.rollover import live_issuers
+from ostiary.core.ca import issued_by, key_id_hex
 from ostiary.core.errors import BadRequest, InvalidCertificate, Unavailable
 from ostiary.gateway.feed import HOLD_SECONDS, FeedRefused, key_id_of, verify_feed_answer
 
@@ -46,35 +52,87 @@ log = logging.getLogger("ostiary.crl_watch")
 
 #: Returns the DER CRLs to write, issuing CA first.
 CrlSource = Callable[[], list[bytes]]
+#: Where a CA server lists its live intermediates (PEM).
+LIVE_PATH = "/intermediates.pem"
 
 
-def remote_source(base_url: str, *, include_root: bool, timeout: float = 10.0) -> CrlSource:
-    """CRLs fetched from a CA server's plain-HTTP publishing endpoints."""
+def trust_bundle(
+    roots: Sequence[x509.Certificate], intermediates: Sequence[x509.Certificate]
+) -> bytes:
+    """The PEM trust bundle for nginx/Mosquitto (``ssl_client_certificate``, ``cafile``):
+    the roots, then every live intermediate, each checked to be signed by one of them (a
+    list fetched over plain HTTP is no trust anchor).
+    """
+    for intermediate in intermediates:
+        if not issued_by(intermediate, roots):
+            raise InvalidCertificate(
+                f"{intermediate.subject.rfc4514_string()} is not signed by a trusted root"
+            )
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (*roots, *intermediates))
+
+
+def remote_source(
+    base_url: str,
+    *,
+    include_root: bool,
+    timeout: float = 10.0,
+    intermediates: list[x509.Certificate] | None = None,
+) -> CrlSource:
+    """CRLs fetched from a CA server's plain-HTTP publishing endpoints: one per live
+    intermediate (``/intermediates.pem``, then ``/crl/KEYID``; a server without rollover:
+    ``/crl``). The intermediates found are put in ``intermediates`` when given.
+    """
     base = base_url.rstrip("/")
-    paths = [CRL_PATH, ROOT_CRL_PATH] if include_root else [CRL_PATH]
+
+    def get(client: httpx.Client, path: str) -> httpx.Response:
+        try:
+            answer = client.get(base + path)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{base + path}: {type(exc).__name__}") from None
+        if answer.status_code != 200 and path != LIVE_PATH:
+            raise Unavailable(f"{base + path}: HTTP {answer.status_code}")
+        return answer
 
     def fetch() -> list[bytes]:
-        found = []
         with httpx.Client(timeout=timeout) as client:
-            for path in paths:
-                try:
-                    answer = client.get(base + path)
-                except httpx.HTTPError as exc:
-                    raise Unavailable(f"{base + path}: {type(exc).__name__}") from None
-                if answer.status_code != 200:
-                    raise Unavailable(f"{base + path}: HTTP {answer.status_code}")
-                found.append(answer.content)
-        return found
+            listed = get(client, LIVE_PATH)
+            live = _certificates(listed.content) if listed.status_code == 200 else []
+            if intermediates is not None:
+                intermediates[:] = live
+            paths = [f"{CRL_PATH}/{key_id_hex(c)}" for c in live] or [CRL_PATH]
+            if include_root:
+                paths.append(ROOT_CRL_PATH)
+            return [get(client, path).content for path in paths]
 
     return fetch
 
 
-def folder_source(authority: Authority, *, include_root: bool) -> CrlSource:
-    """CRLs from a CA folder whose key is unlocked."""
-    publisher = CrlPublisher(authority)
+def _certificates(pem: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem) if pem.strip() else []
+    except ValueError:
+        raise InvalidCertificate(f"{LIVE_PATH} is not a list of certificates") from None
+
+
+def folder_source(
+    authority: Authority,
+    *,
+    include_root: bool,
+    intermediates: list[x509.Certificate] | None = None,
+) -> CrlSource:
+    """CRLs from a CA folder whose key is unlocked: one per live intermediate."""
+    publishers: dict[str, CrlPublisher] = {}
 
     def build() -> list[bytes]:
-        found = [publisher.current().der]
+        live = live_issuers(authority)
+        if intermediates is not None:
+            intermediates[:] = [i.certificate for i in live]
+        found = []
+        for issuer in live:
+            key_id = key_id_hex(issuer.certificate)
+            if key_id not in publishers:
+                publishers[key_id] = CrlPublisher(authority, issuer=issuer)
+            found.append(publishers[key_id].current().der)
         if include_root:
             try:
                 found.append(authority.ca.paths.root_crl.read_bytes())

@@ -182,13 +182,16 @@ class CAIdentity:
         issuer: x509.Certificate,
         *,
         claims: ProvisionerClaims | Claims | None = None,
+        others: Sequence[x509.Certificate] = (),
     ) -> CAIdentity:
-        """The identity of a CA folder: its root, its issuing intermediate, its claims."""
+        """The identity of a CA folder: its root, its issuing intermediate (then ``others``,
+        the retiring ones), its claims.
+        """
         if isinstance(claims, Claims):
             claims = ProvisionerClaims.from_ca_claims(claims)
         return cls(
             root_fingerprint=root.fingerprint(hashes.SHA256()).hex(),
-            issuers=(issuer,),
+            issuers=(issuer, *(o for o in others if o != issuer)),
             claims=claims or ProvisionerClaims(),
         )
 

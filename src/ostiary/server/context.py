@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import Request
 
@@ -16,6 +19,9 @@ from ostiary.authority.remote_signing import RemoteSigning
 from ostiary.authority.revocation_feed import RevocationFeed
 from ostiary.authority.root_crl import RootCrlFile
 from ostiary.authority.ssh import SSHAuthority
+from ostiary.core.ca import key_id_hex
+from ostiary.core.errors import OstiaryError
+from ostiary.core.issuance import IssuingCA
 from ostiary.provisioners import CAIdentity, ProvisionerCache
 from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner_named
 from ostiary.provisioners.jwk import JWKProvisioner
@@ -23,6 +29,9 @@ from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.scep import ScepResponder
 from ostiary.server.metrics import ServerMetrics
 from ostiary.signers.sealing import Sealer
+from ostiary.store import issuer_key_id_of
+
+logger = logging.getLogger("ostiary.server")
 
 
 @dataclass(frozen=True)
@@ -51,14 +60,70 @@ class ServerContext:
     #: Prometheus metrics (``ca serve --metrics-address``); None: nothing is counted.
     metrics: ServerMetrics | None = None
 
-    @cached_property
-    def chain_pem(self) -> tuple[str, ...]:
-        """The issuing CA certificate, PEM, as every answer with a new certificate carries it.
+    def chain_of(self, certificate: x509.Certificate) -> tuple[str, ...]:
+        """The CA certificate that issued ``certificate``, PEM, as every answer with a new
+        certificate carries it: one of the intermediates (the issuing one, or, for a
+        certificate issued before a rotation, the one that issued it).
 
-        The issuer is fixed for the authority's lifetime: encoded once, not per issuance.
+        Encoded once per intermediate, not per issuance.
         """
-        issuer = self.authority.issuer.certificate
-        return (issuer.public_bytes(serialization.Encoding.PEM).decode("ascii"),)
+        key_id = issuer_key_id_of(certificate)
+        cached = self._chains.get(key_id)
+        if cached is None:
+            found = self.authority.issuers.get(key_id)
+            issuer = found.certificate if found is not None else self.authority.issuer.certificate
+            cached = (issuer.public_bytes(serialization.Encoding.PEM).decode("ascii"),)
+            self._chains[key_id] = cached
+        return cached
+
+    @cached_property
+    def _chains(self) -> dict[str, tuple[str, ...]]:
+        return {}
+
+    @cached_property
+    def _crls(self) -> dict[str, CrlPublisher]:
+        return {key_id_hex(self.authority.ca.issuer.certificate): self.crl}
+
+    def crl_of(self, key_id: str) -> CrlPublisher | None:
+        """The CRL publisher of the intermediate with this key id (``/crl/KEYID``); the
+        folder's first intermediate's is :attr:`crl` (``/crl``). None for no such one.
+        """
+        publisher = self._crls.get(key_id)
+        if publisher is None:
+            issuer = self.authority.issuers.get(key_id)
+            if issuer is None:
+                return None
+            publisher = self._crls.setdefault(key_id, CrlPublisher(self.authority, issuer=issuer))
+        return publisher
+
+    def follow_rotations(self, load: Callable[[], Sequence[IssuingCA]]) -> None:
+        """Switch issuers whenever the audit watch sees an intermediate rotated anywhere;
+        ``load`` opens the folder's intermediates again (the new key among them).
+        """
+
+        def follow() -> None:
+            try:
+                self.switch_issuer(load)
+            except OstiaryError as exc:  # the watch thread must go on watching revocations
+                logger.error("cannot switch to the new intermediate: %s", exc.detail)
+
+        self.ocsp.watch.rotation_listeners.append(follow)
+
+    def switch_issuer(self, load: Callable[[], Sequence[IssuingCA]] | None = None) -> None:
+        """After a rotation anywhere (the audit watch saw it): issue with the intermediate
+        the database names, and accept its leaves in renewal and holder tokens.
+        """
+        if not self.authority.refresh_issuers(load):
+            return
+        issuers = [i.certificate for i in self.authority.issuers.values()]
+        identity = replace(
+            self.ca,
+            issuers=(
+                self.authority.issuer.certificate,
+                *(i for i in issuers if i != self.authority.issuer.certificate),
+            ),
+        )
+        object.__setattr__(self, "ca", identity)  # frozen for the routes; changed only here
 
     @cached_property
     def feed(self) -> RevocationFeed:
@@ -78,10 +143,15 @@ class ServerContext:
         return cls(
             authority=authority,
             ca=CAIdentity.from_certificates(
-                material.root, material.intermediate, claims=material.config.claims
+                material.root,
+                authority.issuer.certificate,
+                claims=material.config.claims,
+                others=[i.certificate for i in authority.issuers.values()],
             ),
             crl=CrlPublisher(authority),
-            root_crl=RootCrlFile(material.paths.root_crl),
+            root_crl=RootCrlFile(
+                material.paths.root_crl, authority.store, key_id_hex(material.root)
+            ),
             ocsp=ocsp or OcspService(authority),
             provisioners=ProvisionerCache(authority.store, load_token_provisioner),
             acme_provisioners=ProvisionerCache(authority.store, load_acme_provisioner_named),

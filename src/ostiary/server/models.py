@@ -70,7 +70,7 @@ class CertificateAnswer(BaseModel):
     @classmethod
     def of(cls, certificate: x509.Certificate, chain_pem: Sequence[str]) -> CertificateAnswer:
         """The answer for ``certificate``; ``chain_pem`` is already PEM (encoded once per
-        server, :attr:`~ostiary.server.context.ServerContext.chain_pem`).
+        intermediate, :meth:`~ostiary.server.context.ServerContext.chain_of`).
         """
         return cls(
             certificate=_pem(certificate),

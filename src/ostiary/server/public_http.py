@@ -54,6 +54,7 @@ from cryptography.x509.ocsp import OCSPResponseStatus
 
 from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
 from ostiary.authority.revocation_feed import FeedQuery
+from ostiary.authority.rollover import live_issuers
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import MalformedInput, NotFound
 from ostiary.core.ocsp import build_unsuccessful_response, ocsp_request_from_get_path
@@ -84,6 +85,8 @@ _STOP_POLL = 0.1
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _GET = ("GET", "HEAD")
 _CRLS = ("/crl", "/crl.pem", "/root.crl")
+#: ``/crl/KEYID`` and ``/intermediate/KEYID.crt``: an intermediate's CRL and certificate.
+_ROTATED = re.compile(r"/crl/([0-9a-f]{8,128})|/intermediate/([0-9a-f]{8,128})\.crt")
 _NO_CACHE = (("Cache-Control", "no-cache"),)
 
 
@@ -151,6 +154,17 @@ class PublicRoutes:
             return self.pool, lambda: Reply(200, ssh.build_krl(), KRL_MEDIA_TYPE, _NO_CACHE)
         fixed = self._fixed.get(path)
         by_fingerprint = path.startswith("/roots/") and path.count("/") == 2
+        rotated = _ROTATED.fullmatch(path)  # ostiary.authority.rollover
+        if rotated is not None or path == "/intermediates.pem":
+            if method not in _GET:
+                return _not_allowed(method, path, "GET, HEAD")
+            if rotated is None:
+                return self.pool, self._live_intermediates
+            crl_key_id, certificate_key_id = rotated.groups()
+            if crl_key_id is not None:
+                etags = _etags(request.headers.get("if-none-match"))
+                return self.crl_pool, lambda: self._crl(path, etags, crl_key_id)
+            return self.pool, lambda: self._intermediate(certificate_key_id)
         if fixed is None and not by_fingerprint and path not in _CRLS:
             return problem(HTTPStatus.NOT_FOUND, "not-found", f"nothing at {path}")
         if method not in _GET:
@@ -239,8 +253,25 @@ class PublicRoutes:
             raise NotFound("this CA has no root with that SHA-256 fingerprint")
         return Reply(200, self._root_pem, PEM_FILE)
 
-    def _crl(self, path: str, etags: set[str]) -> Reply:
+    def _live_intermediates(self) -> Reply:
+        issuers = live_issuers(self.context.authority)
+        pem = b"".join(i.certificate.public_bytes(serialization.Encoding.PEM) for i in issuers)
+        return Reply(200, pem, PEM_FILE, _NO_CACHE)
+
+    def _intermediate(self, key_id: str) -> Reply:
+        issuer = self.context.authority.issuers.get(key_id)
+        if issuer is None:
+            raise NotFound("this CA has no intermediate with that key id")
+        return Reply(200, issuer.certificate.public_bytes(serialization.Encoding.DER), PKIX_CERT)
+
+    def _crl(self, path: str, etags: set[str], key_id: str | None = None) -> Reply:
         """A CRL (worker thread: the publisher may have to build one)."""
+        if key_id is not None:
+            publisher = self.context.crl_of(key_id)
+            if publisher is None:
+                raise NotFound("this CA has no intermediate with that key id")
+            published = publisher.current()
+            return _conditional(published.der, PKIX_CRL, f'"{published.number:x}"', etags)
         if path == "/root.crl":
             der = self.context.root_crl.current()
             if der is None:

@@ -42,13 +42,22 @@ from ostiary.store.certificates import (
     spki_sha256_of,
 )
 from ostiary.store.console import ConsoleEntry, ConsoleRepository, ServerSecret
-from ostiary.store.crl_numbers import next_crl_number
+from ostiary.store.crl_numbers import latest_crl, next_crl_number, save_latest_crl
 from ostiary.store.database import Store, create_engine_for, sqlite_url_for
 from ostiary.store.enrollment import (
     EnrollmentSecret,
     EnrollmentSecretRepository,
 )
 from ostiary.store.group_commit import Batch, GroupCommit, Unit
+from ostiary.store.issuers import (
+    active_intermediate_key_id,
+    find_issuer,
+    issuer_records,
+    make_active,
+    record_issuer,
+    revoke_issuer,
+    revoked_issuer_entries,
+)
 from ostiary.store.migrate import current_revision, head_revision, migrate
 from ostiary.store.models import (
     AuditEntry,
@@ -58,6 +67,8 @@ from ostiary.store.models import (
     CertificateStatus,
     CompromisedKey,
     CrlNumber,
+    IssuerRecord,
+    LatestCrl,
     ProvisionerRecord,
     SSHCertificateRecord,
     UsedToken,
@@ -113,6 +124,8 @@ __all__ = [
     "EnrollmentSecret",
     "EnrollmentSecretRepository",
     "GroupCommit",
+    "IssuerRecord",
+    "LatestCrl",
     "Officer",
     "OfficerCertificate",
     "OfficerRepository",
@@ -139,18 +152,27 @@ __all__ = [
     "TokenUse",
     "Unit",
     "UsedToken",
+    "active_intermediate_key_id",
     "certificate_values",
     "create_engine_for",
     "current_revision",
     "entry_hash",
+    "find_issuer",
     "head_revision",
     "issuer_key_id_of",
+    "issuer_records",
     "key_is_compromised",
+    "latest_crl",
     "load_snapshot",
+    "make_active",
     "mark_key_compromised",
     "migrate",
     "next_crl_number",
     "record_certificate",
+    "record_issuer",
+    "revoke_issuer",
+    "revoked_issuer_entries",
+    "save_latest_crl",
     "snapshot_database",
     "spend_tokens",
     "spki_sha256_of",

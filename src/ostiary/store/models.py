@@ -163,6 +163,59 @@ class CrlNumber(Base):
     last_number: Mapped[int] = mapped_column(BigInteger)
 
 
+class IssuerRecord(Base):
+    """A CA certificate of this CA (an intermediate under a root, a root, a cross-certificate)
+    and its state: which intermediate issues now, which ones retire, which were revoked.
+
+    A CA folder made before rollover existed has no rows until its first rotation or
+    revocation (:mod:`ostiary.authority.rollover` records the folder's own certificates then).
+    """
+
+    __tablename__ = "ca_issuers"
+    __table_args__ = (
+        CheckConstraint("kind IN ('intermediate', 'root', 'cross')", name="kind"),
+        CheckConstraint("state IN ('active', 'retiring', 'revoked')", name="state"),
+    )
+
+    #: Hex SHA-256 of the certificate.
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Hex of the certificate's subject key identifier (its leaves' AKI).
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH), index=True)
+    #: Hex of the issuer's key identifier (the root that signed it).
+    issuer_key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    serial: Mapped[str] = mapped_column(String(SERIAL_LENGTH))
+    subject: Mapped[str] = mapped_column(Text)
+    not_after: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    #: For an intermediate: an OCSP response about it signed by the root (SHA-1 CertID, RFC
+    #: 5019), made with each root CRL while the root key is at hand (the server has none).
+    root_ocsp: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+
+class LatestCrl(Base):
+    """The newest CRL published per issuer, shared by every replica (only ever replaced by
+    one with a higher number: :mod:`ostiary.store.crl_numbers`).
+    """
+
+    __tablename__ = "latest_crls"
+
+    issuer_key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger)
+    #: How many revoked certificates of the issuer the CRL was built from.
+    generation: Mapped[int] = mapped_column(BigInteger)
+    this_update: Mapped[datetime]
+    next_update: Mapped[datetime]
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class AuditEntry(Base):
     """One decision, hash-chained to the one before it (see :mod:`ostiary.store.audit`)."""
 

@@ -342,7 +342,7 @@ def _serial(text: str) -> int:
 def _record(context: ServerContext, serial: str) -> Any:
     authority = context.authority
     with authority.store.transaction(read_only=True) as session:
-        record = CertificateRepository(session).get(_serial(serial), authority.issuer_key_id)
+        record = authority.record_of(session, _serial(serial))
         session.expunge(record)
     return record
 

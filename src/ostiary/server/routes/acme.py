@@ -291,7 +291,7 @@ async def orders_list(
 @router.post("/cert/{order_id}", summary="Download the certificate chain (7.4.2)")
 async def certificate(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
-        return orders.certificate_chain(c.authority, p.name, order_id, a, c.chain_pem)
+        return orders.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
 
     return await _signed(request, provisioner, key_by="kid", operation=operation)
 

@@ -69,5 +69,5 @@ def get_certificate(serial: str, _admin: Admin, context: Context) -> Certificate
         raise MalformedInput("not a serial number: too long")
     number = parse_serial(serial)
     with authority.store.transaction(read_only=True) as session:
-        record = CertificateRepository(session).get(number, authority.issuer_key_id)
+        record = authority.record_of(session, number)
         return CertificateDetail.of(record)

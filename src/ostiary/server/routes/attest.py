@@ -157,7 +157,7 @@ def attestation_key_certificate(
     ca = AttestationKeyCA.of(authority)
     secret = AKEnrollment.secret_from_base64(body.secret)
     certificate = ca.certify(body.enrollment(), secret, now=authority.clock())
-    return CertificateAnswer.of(certificate, context.chain_pem)
+    return CertificateAnswer.of(certificate, context.chain_of(certificate))
 
 
 async def _attest_body(request: Request) -> AttestSignRequest:
@@ -202,7 +202,7 @@ def attest_sign(
     certificate = authority.issue(
         csr, authorization, actor=f"provisioner:{authorization.provisioner}"
     )
-    return CertificateAnswer.of(certificate, context.chain_pem)
+    return CertificateAnswer.of(certificate, context.chain_of(certificate))
 
 
 __all__ = ["AKAnswer", "AKRequest", "AttestSignRequest", "Attestation", "NonceAnswer", "router"]

@@ -129,7 +129,9 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
         actor=f"provisioner:{grant.provisioner}",
         token=sign_token_spend(grant),
     )
-    return CertificateAnswer.of(certificate, context.chain_pem).model_dump_json().encode()
+    return (
+        CertificateAnswer.of(certificate, context.chain_of(certificate)).model_dump_json().encode()
+    )
 
 
 def _attested(
@@ -167,7 +169,7 @@ def renew(
         csr=csr,
         details={"via": holder.via},
     )
-    return CertificateAnswer.of(certificate, context.chain_pem)
+    return CertificateAnswer.of(certificate, context.chain_of(certificate))
 
 
 @router.post("/revoke", response_model=RevokeAnswer, openapi_extra=json_request_body(RevokeRequest))

@@ -162,7 +162,7 @@ def sign(
     certificate = authority.issue(
         csr, authorization, actor=f"provisioner:{authorization.provisioner}"
     )
-    return CertificateAnswer.of(certificate, context.chain_pem)
+    return CertificateAnswer.of(certificate, context.chain_of(certificate))
 
 
 __all__ = ["CodeRedemption", "IDTokenAnswer", "OIDCSignRequest", "ProvisionerPublicInfo", "router"]

@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
 from ostiary.authority.revocation_feed import FeedQuery
+from ostiary.authority.rollover import live_issuers
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import NotFound
 from ostiary.server.body import read_body
@@ -99,6 +100,45 @@ def crl(request: Request, context: Context) -> Response:
     """The issuing CA's current, complete CRL, DER (the CDP of every leaf)."""
     published = context.crl.current()
     return _conditional(request, published.der, PKIX_CRL, etag=f'"{published.number:x}"')
+
+
+@router.get("/crl/{key_id}", response_class=Response, responses={200: {"content": {PKIX_CRL: {}}}})
+def crl_of(key_id: str, request: Request, context: Context) -> Response:
+    """The current CRL of the intermediate with this key id (hex), DER: the CDP of the
+    leaves of an intermediate made by ``ca intermediate rotate``.
+    """
+    publisher = context.crl_of(key_id.lower())
+    if publisher is None:
+        raise NotFound("this CA has no intermediate with that key id")
+    published = publisher.current()
+    return _conditional(request, published.der, PKIX_CRL, etag=f'"{published.number:x}"')
+
+
+@router.get(
+    "/intermediate/{key_id}.crt",
+    response_class=Response,
+    responses={200: {"content": {PKIX_CERT: {}}}},
+)
+def intermediate_of(key_id: str, context: Context) -> Response:
+    """The intermediate with this key id (hex), DER (the caIssuers URL of its leaves)."""
+    issuer = context.authority.issuers.get(key_id.lower())
+    if issuer is None:
+        raise NotFound("this CA has no intermediate with that key id")
+    return Response(_der(issuer.certificate), media_type=PKIX_CERT)
+
+
+@router.get(
+    "/intermediates.pem", response_class=Response, responses={200: {"content": {PEM_FILE: {}}}}
+)
+def live_intermediates(context: Context) -> Response:
+    """Every intermediate relying parties must trust now (the issuing one first, then the
+    retiring ones whose leaves are still out), PEM: for trust bundles (``ca crl-watch
+    --bundle-out``). Check them against the root you trust: this is no trust anchor.
+    """
+    issuers = live_issuers(context.authority)
+    return Response(
+        "".join(_pem(i.certificate) for i in issuers), media_type=PEM_FILE, headers=_NO_CACHE
+    )
 
 
 @router.get("/crl.pem", response_class=Response, responses={200: {"content": {PEM_FILE: {}}}})

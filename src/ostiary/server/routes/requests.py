@@ -142,7 +142,7 @@ def poll(request_id: str, context: Context) -> RequestAnswer:
     if view.status == RequestStatus.ISSUED and view.kind != SSH_KIND:  # SSH: /ssh/requests
         certificate = issued_certificate_pem(authority.store, view)
         if certificate is not None:
-            answer.certificate = CertificateAnswer.of(certificate, context.chain_pem)
+            answer.certificate = CertificateAnswer.of(certificate, context.chain_of(certificate))
     return answer
 
 
