@@ -117,7 +117,7 @@ def test_certmonger_waits_through_pending_until_an_officer_approves(
     reader = threading.Thread(target=lambda: collected.append(process.communicate()[0]))
     reader.start()
     try:
-        request_id = _request_id(ec_ca, time.monotonic() + 60)
+        request_id = _request_id(ec_ca, time.monotonic() + 120)
         deadline = time.monotonic() + 30
         while "SCEP gated: PKCS_REQ pending" not in ec_ca.serve.log.read_text():
             assert time.monotonic() < deadline, "certmonger was never answered PENDING"
