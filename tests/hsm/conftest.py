@@ -34,6 +34,7 @@ TOKENS = (
     "serve",
     "server-gone",
     "cli-rotate",
+    "cli-backup",
 )
 _MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
