@@ -42,7 +42,7 @@ from ostiary.store.certificates import (
 from ostiary.store.console import ConsoleEntry, ConsoleRepository, ServerSecret
 from ostiary.store.crl_numbers import next_crl_number
 from ostiary.store.database import Store, create_engine_for, sqlite_url_for
-from ostiary.store.group_commit import Batch, GroupCommit, Unit
+from ostiary.store.group_commit import Batch, GroupCommit, Unit, database_unreachable
 from ostiary.store.migrate import current_revision, head_revision, migrate
 from ostiary.store.models import (
     AuditEntry,
@@ -126,6 +126,7 @@ __all__ = [
     "certificate_values",
     "create_engine_for",
     "current_revision",
+    "database_unreachable",
     "entry_hash",
     "head_revision",
     "issuer_key_id_of",
