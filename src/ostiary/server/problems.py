@@ -153,6 +153,8 @@ def error_response(error: OstiaryError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status is HTTPStatus.UNAUTHORIZED else None
     if isinstance(error, TooManyRequests):
         headers = {"Retry-After": str(error.retry_after)}
+    elif isinstance(error, Unavailable) and isinstance(error.data.get("retry_after"), int):
+        headers = {"Retry-After": str(error.data["retry_after"])}
     return problem_response(
         status, error.code, error.detail, headers=headers, extra=_simple_facts(error.data)
     )

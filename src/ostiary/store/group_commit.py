@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError
 
+from ostiary.store._faults import database_unreachable
 from ostiary.store._locks import WriterLock
 from ostiary.store._prepared import Prepared
 from ostiary.store._unique import is_unique_violation
@@ -333,16 +333,6 @@ class GroupCommit:
             except BaseException as error:
                 raise _CommitFailed(error) from error
         return results
-
-
-def database_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` says the database cannot be reached now, rather than refusing
-    something: a driver's ``OperationalError`` (refused, reset, timed out, shutting down),
-    no pooled connection free in time, or any driver error on a connection found broken.
-    """
-    if isinstance(error, OperationalError | PoolTimeout):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def _spend(connection: Connection, batch: list[_Waiting[Any]]) -> list[bool | None]:
