@@ -1,6 +1,7 @@
-"""The HTTPS listener under connection abuse: 2,000 idle connections and 200 slow-header
-(slowloris) clients at once, while a legitimate client still gets its certificate; the slow
-clients are cut off after the head deadline; the server's memory stays bounded.
+"""The listeners under connection abuse, all at once: 2,000 idle connections and 200
+slow-header (slowloris) clients on the HTTPS listener, 100 more on the plain-HTTP one, while
+a legitimate client still gets its certificate; the slow clients are cut off after the head
+deadline; the server's memory stays bounded.
 
 Worth its ~25 s: the head deadline is the one defence against a client that holds a
 connection by sending its head a byte at a time, and nothing else exercises it.
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 IDLE = 2000
 SLOW = 200
+SLOW_PLAIN = 100
 #: The serving process's resident memory may not pass this under the abuse (it is ~120 MB
 #: idle here; each open connection costs a few kB).
 RSS_BOUND_MB = 400
@@ -48,7 +50,7 @@ def server(
     ca_material: CAMaterial, provisioners: Provisioners, tmp_path: Path
 ) -> Iterator[tuple[CAFolder, ServeProcess]]:
     # The server inherits this process's limit; both sides need a descriptor per connection.
-    _enough_descriptors(IDLE + SLOW + 256)
+    _enough_descriptors(IDLE + SLOW + SLOW_PLAIN + 256)
     ca = make_ca_folder(
         ca_material, provisioners, sqlite_url_for(tmp_path / "ostiary.db"), tmp_path / "ca"
     )
@@ -78,7 +80,14 @@ def test_idle_and_slow_header_clients_do_not_stop_issuance(
     with contextlib.ExitStack() as stack:
         for _ in range(IDLE):
             sockets.append(stack.enter_context(socket.create_connection(address, timeout=30)))
-        slow: list[ssl.SSLSocket] = []
+        slow: list[socket.socket] = []
+        plain = urlsplit(process.http_url)
+        for _ in range(SLOW_PLAIN):
+            raw = stack.enter_context(
+                socket.create_connection((plain.hostname or "", plain.port or 80), timeout=30)
+            )
+            raw.sendall(b"GET /health HTTP/1.1\r\nHost: ca\r\n")
+            slow.append(raw)
         for _ in range(SLOW):
             raw = socket.create_connection(address, timeout=30)
             tls = stack.enter_context(context.wrap_socket(raw, server_hostname=address[0]))
@@ -104,7 +113,7 @@ def test_idle_and_slow_header_clients_do_not_stop_issuance(
                     tls.sendall(b"X-Slow: 1\r\n")
                     tls.settimeout(0.001)
                     closed = tls.recv(1) == b""
-                except (TimeoutError, ssl.SSLWantReadError):
+                except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
                     closed = False
                 except OSError:
                     closed = True
