@@ -32,7 +32,7 @@ from tests.server.fault_proxy import FaultProxy
 from tests.server.pg_cluster import Cluster, own_cluster
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start_serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = pytest.mark.slow  # its own cluster: needs the postgresql package, not a DSN
 
 CLIENTS = 32
 #: The clients' request timeout: the server must answer (503) well before it.
