@@ -25,6 +25,7 @@ from ostiary.authority.folder import CAMaterial
 from ostiary.server.tls_scope import HEAD_TIMEOUT
 from ostiary.store.database import sqlite_url_for
 from ostiary.tls import client_context
+from tests.figures import record
 from tests.server.conftest import Provisioners, make_csr
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start_serve
 
@@ -123,7 +124,17 @@ def test_idle_and_slow_header_clients_do_not_stop_issuance(
             time.sleep(1)
         cut_after = time.monotonic() - started
         rss = _rss_mb(process.process.pid)
-    print(f"figures: slow clients cut after {cut_after:.1f} s; server RSS {rss:.0f} MB")
+    record(
+        "abuse",
+        listener="HTTPS + plain HTTP",
+        idle=IDLE,
+        slow=SLOW + SLOW_PLAIN,
+        still_open=len(open_slow),
+        cut_after_s=round(cut_after, 1),
+        rss_mb=round(rss),
+        rss_bound_mb=RSS_BOUND_MB,
+        legitimate_issued=answer.status_code == 201,
+    )
     assert open_slow == []
     assert cut_after >= HEAD_TIMEOUT - 1
     assert rss < RSS_BOUND_MB

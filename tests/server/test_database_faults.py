@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.store import AuditLog, CertificateRecord, Store
+from tests.figures import record
 from tests.server.conftest import Provisioners, make_csr
 from tests.server.fault_proxy import FaultProxy
 from tests.server.pg_cluster import Cluster, own_cluster
@@ -38,7 +39,7 @@ CLIENTS = 32
 #: The clients' request timeout: the server must answer (503) well before it.
 REQUEST_TIMEOUT = 30.0
 #: How long the cluster stays stopped. Longer than the server's connect timeout and pool
-#: wait (5 and 10 s), so a request meets every state of a database that is down (refused
+#: wait (3 and 10 s), so a request meets every state of a database that is down (refused
 #: connects, broken pooled connections, waits for the pool); longer changes nothing more.
 STOPPED_SECONDS = 12.0
 
@@ -179,7 +180,7 @@ def _survived(setup: Setup, outcomes: Outcomes, inject: Callable[[], None]) -> N
     assert outcomes.met(start, end) > 0
 
 
-def _verify(setup: Setup, outcomes: Outcomes) -> None:
+def _verify(setup: Setup, outcomes: Outcomes, case: str) -> None:
     assert outcomes.bad == []
     store = Store.from_url(setup.cluster.url())
     try:
@@ -189,11 +190,23 @@ def _verify(setup: Setup, outcomes: Outcomes) -> None:
     finally:
         store.dispose()
     received = [c.fingerprint(hashes.SHA256()).hex() for c in outcomes.certificates]
-    assert [f for f in received if f not in recorded] == []
-    print(f"figures: requests={outcomes.requests} statuses={outcomes.statuses}")
+    lost = [f for f in received if f not in recorded]
+    record(
+        "database-fault",
+        backend="postgresql",
+        case=case,
+        requests=outcomes.requests,
+        issued=len(received),
+        refused_503=outcomes.statuses.get(503, 0),
+        other_5xx=sum(n for s, n in outcomes.statuses.items() if s >= 500 and s != 503),
+        lost=len(lost),
+    )
+    assert lost == []
 
 
 def test_postmaster_killed_with_9_then_restarted(setup: Setup) -> None:
+    case = "postmaster killed with -9, restarted 5 s later"
+
     def fault() -> None:
         setup.cluster.kill()
         time.sleep(5)  # as long as a supervisor takes to notice and restart it
@@ -201,10 +214,12 @@ def test_postmaster_killed_with_9_then_restarted(setup: Setup) -> None:
 
     with load(setup, "kill9") as outcomes:
         _survived(setup, outcomes, fault)
-    _verify(setup, outcomes)
+    _verify(setup, outcomes, case)
 
 
 def test_cluster_stopped_for_a_while(setup: Setup) -> None:
+    case = f"cluster stopped for {STOPPED_SECONDS:g} s"
+
     def fault() -> None:
         setup.cluster.stop()
         time.sleep(STOPPED_SECONDS)
@@ -212,10 +227,11 @@ def test_cluster_stopped_for_a_while(setup: Setup) -> None:
 
     with load(setup, "stop") as outcomes:
         _survived(setup, outcomes, fault)
-    _verify(setup, outcomes)
+    _verify(setup, outcomes, case)
 
 
 def test_connections_reset_delayed_and_half_open(setup: Setup) -> None:
+    case = "connections reset 3 s, delayed 0.2 s/chunk 5 s, half-open 35 s"
     proxy = setup.proxy
 
     def fault() -> None:
@@ -233,4 +249,4 @@ def test_connections_reset_delayed_and_half_open(setup: Setup) -> None:
 
     with load(setup, "proxy") as outcomes:
         _survived(setup, outcomes, fault)
-    _verify(setup, outcomes)
+    _verify(setup, outcomes, case)

@@ -27,6 +27,7 @@ import pytest
 from ostiary.authority.folder import CAMaterial
 from ostiary.store import AuditLog, database
 from ostiary.store.database import sqlite_url_for
+from tests.figures import record
 from tests.server.conftest import Provisioners, Running, make_csr, open_authority, run_server
 
 BUSY_TIMEOUT = 3.0
@@ -83,10 +84,9 @@ def _sign(running: Running, subject: str) -> httpx.Response:
         return client.post("/sign", json={"csr": csr, "token": running.sign_token(subject)})
 
 
-def _refused_then_issued(
-    running: Running, fault: AbstractContextManager[None], subject: str
-) -> None:
+def _refused_then_issued(running: Running, fault: AbstractContextManager[None], case: str) -> None:
     """Under ``fault``: 503 with Retry-After, nothing changed; after it: 201."""
+    subject = case.split()[0]
     assert _sign(running, f"before-{subject}").status_code == 201
     before = _state(running)
     with fault:
@@ -94,8 +94,20 @@ def _refused_then_issued(
         assert answer.status_code == 503, answer.text
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.headers["retry-after"].isdigit()
-    assert _state(running) == before
-    assert _sign(running, f"after-{subject}").status_code == 201
+    unchanged = _state(running) == before
+    recovered = _sign(running, f"after-{subject}").status_code == 201
+    record(
+        "database-fault",
+        backend="sqlite",
+        case=case,
+        requests=3,
+        issued=2,
+        refused_503=1,
+        other_5xx=0,
+        lost=0 if unchanged else 1,
+    )
+    assert unchanged
+    assert recovered
 
 
 @contextmanager
@@ -139,9 +151,11 @@ def _disk(running: Running) -> Path:
 
 
 def test_a_full_disk_is_a_503_and_nothing_half_written(running: Running) -> None:
-    _refused_then_issued(running, full_disk(_disk(running)), "full")
+    _refused_then_issued(running, full_disk(_disk(running)), "full disk")
 
 
 def test_a_write_lock_held_past_the_timeout_is_a_503(running: Running) -> None:
     database_file = Path(str(running.authority.store.engine.url.database))
-    _refused_then_issued(running, locked_by_another_process(database_file), "locked")
+    _refused_then_issued(
+        running, locked_by_another_process(database_file), "write lock held past the timeout"
+    )

@@ -29,9 +29,9 @@ import psycopg
 from psycopg import errors
 
 #: Seconds to open a connection.
-CONNECT_TIMEOUT = 5
+CONNECT_TIMEOUT = 3
 #: Seconds one round trip on an open connection may take.
-ROUND_TRIP_TIMEOUT = 10.0
+ROUND_TRIP_TIMEOUT = 8.0
 #: Milliseconds a server session may stay idle inside a transaction.
 IDLE_IN_TRANSACTION_TIMEOUT = 60_000
 
