@@ -21,7 +21,11 @@ from ostiary.acme.validation.device_attest import verify_device_attestation
 from ostiary.cli.main import app
 from ostiary.client.enrollment import build_csr
 from ostiary.config import CAConfig, dump_config, load_config
-from ostiary.core.describe import describe_certificate, describe_csr
+from ostiary.core.describe import (
+    describe_certificate,
+    describe_csr,
+    entra_certificate_user_ids,
+)
 from ostiary.core.encoding import (
     format_serial,
     load_certificate,
@@ -31,6 +35,7 @@ from ostiary.core.encoding import (
 from ostiary.core.errors import BadRequest, InvalidCSR, MalformedInput
 from ostiary.core.issuance import verify_csr
 from ostiary.core.jws import b64url
+from ostiary.core.lifetime import parse_duration
 from ostiary.provisioners.tpm_statement import tpm_name, unmarshal_tpm
 
 INPUTS = Path(__file__).parent / "inputs"
@@ -190,3 +195,57 @@ def test_a_webhook_subject_of_64_non_ascii_characters_is_refused_not_a_crash() -
     with pytest.raises(InvalidName, match="at most 64 characters"):
         parse_subject(verdict.subject)
     assert parse_subject("a" * 64).rfc4514_string() == "CN=" + "a" * 64  # the twin
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
+def test_a_certificate_with_a_negative_serial_gets_its_entra_binding() -> None:
+    """Found by the ``certificate`` harness (issue 19's run): the Entra CBA
+    ``X509:<I>...<SR>`` value called ``int.to_bytes`` on a negative serial (OverflowError).
+    The octets are the serial's two's complement, as encoded; the positive twin unchanged.
+    """
+    certificate = load_certificate((INPUTS / "certificate-negative-serial-entra.der").read_bytes())
+    assert certificate.serial_number < 0
+    (issuer_serial, *_) = entra_certificate_user_ids(certificate)
+    octets = bytes.fromhex(issuer_serial.rsplit("<SR>", 1)[1])[::-1]
+    assert int.from_bytes(octets, "big", signed=True) == certificate.serial_number
+    assert octets[0] >= 0x80  # minimal: no 0xFF sign octet in front
+    twin = load_certificate((INPUTS / "certificate-negative-serial.der").read_bytes())
+    assert describe_certificate(twin)["serial_number"].startswith("E7:1C")
+
+
+def test_a_provisioner_config_with_an_endless_lifetime_is_a_bad_request() -> None:
+    """Found by the ``jwk`` harness (issue 19's run): a duration past timedelta's range
+    (``3444...440d``) raised OverflowError in parse_duration.
+    """
+    config = json.loads((INPUTS / "jwk-huge-duration.json").read_bytes())
+    with pytest.raises(BadRequest, match="is too long"):
+        parse_duration(config["claims"]["max_lifetime"])
+    assert parse_duration("3650d").days == 3650  # a long one that fits
+
+
+def _fuzz_roots() -> str:
+    """The root the ``device_attest`` harness trusts (so the check reaches ``alg``)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fuzz"))
+    from targets import ca  # type: ignore[import-not-found]
+
+    root: str = ca()[1]
+    return root
+
+
+def test_an_attestation_statement_whose_alg_is_not_a_number_fails_the_challenge() -> None:
+    """Found by the ``device_attest`` harness (issue 19's run): an ``alg`` that is a CBOR
+    map was looked up in a dict (TypeError: unhashable type).
+    """
+    context = ChallengeContext(
+        challenge_type="device-attest-01",
+        identifier_type="permanent-identifier",
+        identifier_value="FUZZ0001",
+        token="t" * 43,
+        key_authorization="t.x",
+        payload={"attObj": b64url((INPUTS / "device-attest-alg-not-a-number.cbor").read_bytes())},
+        policy={"attestation_roots": [_fuzz_roots()]},
+    )
+    with pytest.raises(ChallengeFailed, match="'alg' is neither ES256"):
+        verify_device_attestation(context, now=datetime.now(UTC))

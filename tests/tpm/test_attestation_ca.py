@@ -192,6 +192,20 @@ def test_ak_that_is_not_restricted_is_refused(
     _problem(response, 403, "not a restricted signing key")
 
 
+def test_ak_with_an_unknown_name_algorithm_is_a_bad_request(
+    ak_ca: CA, http: httpx.Client, swtpm: SoftwareTPM
+) -> None:
+    """Was a 500: ``get_name()`` of tpm2-pytss raised ValueError on a nameAlg it does not know
+    (the fault the ``tpm`` harness found in tpm_statement, here on AK activation)."""
+    ak = create_attestation_key(tcti=swtpm.tcti).key
+    public = bytearray(ak.public_area)
+    public[2:4] = b"\x00\x99"  # TPMT_PUBLIC: type (2 bytes), then nameAlg
+    enrollment = _enrollment(swtpm, bytes(public))
+    _problem(http.post("/attestation/ak", json=enrollment), 400, "name algorithm we do not know")
+    answer = {**enrollment, "secret": _b64(b"\x00" * 32)}
+    _problem(http.post("/attestation/ak/certificate", json=answer), 400, "name algorithm")
+
+
 def test_replayed_challenge_answer_is_refused(
     ak_ca: CA, http: httpx.Client, swtpm: SoftwareTPM
 ) -> None:

@@ -132,6 +132,14 @@ def _unmarshal_public(data: bytes, name: str) -> Any:
     return value
 
 
+def _name_of(public: Any, name: str) -> bytes:
+    """The TPM name (``nameAlg || H(public)``) of a public area a client sent."""
+    try:
+        return bytes(public.get_name())
+    except ValueError:  # tpm2-pytss knows no such nameAlg
+        raise MalformedInput(f"{name!r} has a name algorithm we do not know") from None
+
+
 def _spki(key: Any) -> bytes:
     data: bytes = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -211,8 +219,8 @@ class AttestationKeyCA:
                 "the EK certificate does not chain to a TPM manufacturer root this CA trusts"
             )
 
-    def _checked(self, request: AKEnrollment, now: datetime) -> tuple[Any, Any, bytes]:
-        """(EK public, AK public, EK key hash) once every check of step 1 passed."""
+    def _checked(self, request: AKEnrollment, now: datetime) -> tuple[Any, Any, bytes, bytes]:
+        """(EK public, AK public, AK name, EK key hash) once every check of step 1 passed."""
         tss = _tss()
         self._verify_ek_chain(request.ek_chain, now)
         ek = _unmarshal_public(request.ek_public, "ek_public")
@@ -223,35 +231,35 @@ class AttestationKeyCA:
         ak = _unmarshal_public(request.ak_public, "ak_public")
         _public_key_of(tss, ak, "AK")
         _require(tss, ak, "AK", (*_BOUND, "sign_encrypt"), "decrypt")
-        return ek, ak, hashlib.sha256(_spki(ek_key)).digest()
+        return ek, ak, _name_of(ak, "ak_public"), hashlib.sha256(_spki(ek_key)).digest()
 
-    def _nonce(self, secret: bytes, ak: Any, ek_hash: bytes) -> str:
-        digest = hashlib.sha256(b"ostiary-ak\0" + secret + bytes(ak.get_name()) + ek_hash)
+    def _nonce(self, secret: bytes, ak_name: bytes, ek_hash: bytes) -> str:
+        digest = hashlib.sha256(b"ostiary-ak\0" + secret + ak_name + ek_hash)
         return base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
 
     # ----------------------------------------------------------------- round trips
 
     def challenge(self, request: AKEnrollment, *, now: datetime) -> AKChallenge:
         """Step 1: checks, then MakeCredential of a fresh secret for this EK and AK."""
-        ek, ak, ek_hash = self._checked(request, now)
+        ek, _ak, ak_name, ek_hash = self._checked(request, now)
         secret = secrets.token_bytes(32)
         from tpm2_pytss.utils import make_credential
 
         try:
-            blob, encrypted = make_credential(ek, secret, ak.get_name())
+            blob, encrypted = make_credential(ek, secret, ak_name)
         except (ValueError, TypeError) as exc:
             raise PolicyDenied(f"cannot make a credential for this EK: {exc}") from None
         expires_at = now + CHALLENGE_TTL
         with self._authority.store.transaction() as session:
             nonces = AttestationNonceRepository(session)
             nonces.purge_expired(now - timedelta(days=1))
-            nonces.add(self._nonce(secret, ak, ek_hash), now=now, expires_at=expires_at)
+            nonces.add(self._nonce(secret, ak_name, ek_hash), now=now, expires_at=expires_at)
         return AKChallenge(bytes(blob.marshal()), bytes(encrypted.marshal()), expires_at)
 
     def certify(self, request: AKEnrollment, secret: bytes, *, now: datetime) -> x509.Certificate:
         """Step 2: the activated secret, spent once; then the AK certificate."""
-        _ek, ak, ek_hash = self._checked(request, now)
-        nonce = self._nonce(secret, ak, ek_hash)
+        _ek, ak, ak_name, ek_hash = self._checked(request, now)
+        nonce = self._nonce(secret, ak_name, ek_hash)
         try:
             with self._authority.store.transaction() as session:
                 AttestationNonceRepository(session).spend(nonce, now=now)

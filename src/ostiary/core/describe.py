@@ -34,7 +34,12 @@ def entra_certificate_user_ids(certificate: x509.Certificate) -> list[str]:
     IssuerAndSerialNumber uses the serial's octets reversed (as ``certutil -dump`` prints it).
     """
     serial = certificate.serial_number
-    raw = serial.to_bytes((serial.bit_length() + 7) // 8 or 1, "big")
+    # A (non-conforming) negative serial is its two's-complement octets, as encoded.
+    raw = serial.to_bytes(
+        ((~serial).bit_length() + 8) // 8 if serial < 0 else (serial.bit_length() + 7) // 8 or 1,
+        "big",
+        signed=serial < 0,
+    )
     values = [f"X509:<I>{x500_order(certificate.issuer)}<SR>{raw[::-1].hex()}"]
     try:
         ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)

@@ -140,6 +140,14 @@ class SignerUnavailable(Unavailable):
     code = "signer-unavailable"
 
 
+class AuditUnavailable(Unavailable):
+    """The audit log could not be written, so what it would record was not done (fail
+    closed); ``retry_after`` seconds later it may work again.
+    """
+
+    code = "audit-unavailable"
+
+
 class TooManyRequests(Unavailable):
     """Over a limit on how often anyone may ask (per address, or a full table kept for
     anonymous callers): asking again after ``retry_after`` seconds may succeed.
@@ -160,6 +168,7 @@ class TooManyRequests(Unavailable):
 
 __all__ = [
     "AlreadyRevoked",
+    "AuditUnavailable",
     "BadRequest",
     "Conflict",
     "InvalidCSR",

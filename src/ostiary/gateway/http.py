@@ -45,6 +45,8 @@ _DROP_RESPONSE = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding"}
 )
 _QUEUE_LIMIT = 1 << 20
+#: Seconds a client has to finish a request head it started (request line and headers).
+HEAD_TIMEOUT = 10.0
 _POOL_SIZE = 256
 
 # How a response body is written to the client.
@@ -257,6 +259,8 @@ class HTTPDownstream(End):
         self._refusals: dict[int, str | None] = {}  # by id() of the route
         self._connecting: asyncio.Task[None] | None = None
         self._out: list[bytes] = []  # answer bytes, written by flush()
+        self._in_head = False  # a request's head has begun and is not complete
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def begin(self, transport: asyncio.Transport, identity: ClientIdentity, peer: str) -> None:
         """Start serving: the handshake and the checks passed."""
@@ -276,16 +280,31 @@ class HTTPDownstream(End):
         if self._held is not None:
             self._held.append(data)
             return
-        self.seen = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self.seen = loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._held = [data[upgrade.args[0] :]]  # for the upstream, after its 101
         except httptools.HttpParserError:
             self._answer(400, "bad request", None)
+        if self._in_head and self._head_timer is None:
+            # A head spread over reads (a whole one costs no timer): it has HEAD_TIMEOUT.
+            self._head_timer = loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        """Close a connection whose request head is still coming (slowloris: its bytes
+        keep the idle timer from ever firing).
+        """
+        self._head_timer = None
+        if self._in_head and self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         if self._connecting is not None:
             self._connecting.cancel()
         upstream, self.upstream = self.upstream, None
@@ -295,6 +314,7 @@ class HTTPDownstream(End):
 
     # ------------------------------------------------------------------ request parsing
     def on_message_begin(self) -> None:
+        self._in_head = True
         self._headers = []
         self._url = b""
 
@@ -305,6 +325,10 @@ class HTTPDownstream(End):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         parser = self._parser
         method = parser.get_method()
         target = self._url

@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
-from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
 from ostiary.core.errors import OstiaryError
 from ostiary.core.printable import printable
-from ostiary.server.problems import error_response, problem_response
+from ostiary.server.problems import (
+    error_response,
+    is_store_unavailable,
+    problem_response,
+    store_unavailable_response,
+)
 
 logger = logging.getLogger("ostiary.server.http")
 
@@ -59,14 +63,9 @@ def reply_for_error(exc: Exception, method: str, path: str) -> Reply:
     """
     if isinstance(exc, OstiaryError):
         return Reply.of(error_response(exc))
-    if isinstance(exc, OperationalError):
+    if is_store_unavailable(exc):
         logger.warning("the database cannot be reached in %s %s: %s", method, printable(path), exc)
-        return problem(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "the CA's database cannot be reached right now; try again later",
-            **{"Retry-After": "5"},
-        )
+        return Reply.of(store_unavailable_response())
     logger.error("unexpected error in %s %s", method, printable(path), exc_info=exc)
     return problem(
         HTTPStatus.INTERNAL_SERVER_ERROR,

@@ -15,7 +15,7 @@ NotFound               404
 Conflict               409
 TooManyRequests        429     with ``Retry-After`` (per-address limit, full table, held feeds)
 Unavailable            503     (SignerUnavailable, ...)
-database unreachable   503     ``store-unavailable`` (SQLAlchemy ``OperationalError``)
+database unreachable   503     ``store-unavailable`` (:func:`is_store_unavailable`)
 anything else          500     logged with its traceback; the answer says nothing more
 =====================  ======  =====================================================
 
@@ -34,7 +34,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ostiary.acme.errors import acme_type_of, problem_document
@@ -49,6 +50,7 @@ from ostiary.core.errors import (
     Unavailable,
 )
 from ostiary.core.printable import printable
+from ostiary.store import database_unreachable
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:ostiary:error:"
@@ -151,6 +153,8 @@ def error_response(error: OstiaryError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status is HTTPStatus.UNAUTHORIZED else None
     if isinstance(error, TooManyRequests):
         headers = {"Retry-After": str(error.retry_after)}
+    elif isinstance(error, Unavailable) and isinstance(error.data.get("retry_after"), int):
+        headers = {"Retry-After": str(error.data["retry_after"])}
     return problem_response(
         status, error.code, error.detail, headers=headers, extra=_simple_facts(error.data)
     )
@@ -184,11 +188,30 @@ def acme_problem_response(
     )
 
 
+def is_store_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (503, try again), not a bug
+    (:func:`ostiary.store.database_unreachable`).
+    """
+    return database_unreachable(exc)
+
+
+def store_unavailable_response() -> JSONResponse:
+    """The 503 ``store-unavailable`` problem: nothing of the driver's message is shown."""
+    return problem_response(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "the CA's database cannot be reached right now; try again later",
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error answer of ``app`` a problem document."""
     app.add_exception_handler(OstiaryError, _ostiary_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _store_unavailable)
+    app.add_exception_handler(PoolTimeout, _store_unavailable)
+    app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
@@ -228,6 +251,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not is_store_unavailable(exc):
+        return await _unexpected_error(request, exc)
     # The driver's message may name the database host: it goes to the log only.
     logger.warning(  # the path is the client's: control characters made visible
         "the database cannot be reached in %s %s: %s",
@@ -235,12 +260,7 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
         printable(request.url.path),
         exc,
     )
-    return problem_response(
-        HTTPStatus.SERVICE_UNAVAILABLE,
-        "store-unavailable",
-        "the CA's database cannot be reached right now; try again later",
-        headers={"Retry-After": "5"},
-    )
+    return store_unavailable_response()
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -274,7 +294,9 @@ __all__ = [
     "acme_problem_response",
     "error_response",
     "install_problem_handlers",
+    "is_store_unavailable",
     "problem_response",
     "status_for",
+    "store_unavailable_response",
     "title_of",
 ]

@@ -20,7 +20,8 @@ them on the HTTPS listener, from the same OCSP cache and CRL publisher):
   (no thread waits), cancelled with a 503 when the server stops.
 
 HTTP/1.1 as RFC 9112 asks: persistent connections unless ``Connection: close`` (or HTTP/1.0
-without keep-alive; an idle one is closed after :data:`KEEP_ALIVE_SECONDS`), pipelined
+without keep-alive; an idle one is closed after :data:`KEEP_ALIVE_SECONDS`, and so is one
+whose request head is still coming after one to two of those: slowloris), pipelined
 requests answered in order, ``Content-Length`` on every response, ``HEAD`` without a body,
 ``100 Continue`` when asked. Errors are problem documents
 (:mod:`ostiary.server.problems`): 400 for what the parser refuses (then the connection is
@@ -347,6 +348,9 @@ class _Connection(asyncio.Protocol):
         #: Set by every read; the server's sweep clears it, and closes idle connections
         #: that stayed quiet for a whole keep-alive period.
         self.active = True
+        #: Sweeps that found this connection inside a request's head: at two, the head
+        #: took 5-10 s, too slow (a slowloris client keeps ``active`` set), and it is closed.
+        self.head_sweeps: int | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_count = 0
@@ -388,6 +392,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks
 
     def on_message_begin(self) -> None:
+        self.head_sweeps = 0
         self._url = b""
         self._headers = {}
         self._header_count = 0
@@ -408,6 +413,7 @@ class _Connection(asyncio.Protocol):
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
+        self.head_sweeps = None
         declared = self._headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_SIZE:
             raise _Refused(_too_large())
@@ -523,9 +529,15 @@ class PublicServer:
 
     def _close_idle(self) -> None:
         """Close the connections that received nothing since the last sweep and wait for
-        nothing (a timer per request would cost every request; a sweep costs none).
+        nothing, and those whose request head is still coming after a whole keep-alive
+        period (slowloris). A timer per request would cost every request; a sweep costs none.
         """
         for connection in list(self.connections):
+            if connection.head_sweeps is not None:
+                connection.head_sweeps += 1
+                if connection.head_sweeps >= 2:
+                    connection.close()
+                    continue
             if connection.active:
                 connection.active = False
             elif connection.idle:

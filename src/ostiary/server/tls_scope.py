@@ -41,6 +41,11 @@ PEER_EXTENSION = "ostiary.peer"
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 
+#: Seconds a client has to send a request's head (request line and headers) on the HTTPS
+#: listener, from the connection or the previous response on.
+HEAD_TIMEOUT = 10.0
+
+
 def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
     """The ASGI ``tls`` extension for one established TLS connection."""
     chain_der = _peer_chain_der(ssl_object)
@@ -107,11 +112,44 @@ class TLSScopeH11Protocol(H11Protocol):
 
 
 class TLSScopeHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, adding the ASGI TLS extension on TLS connections."""
+    """uvicorn's httptools protocol, adding the ASGI TLS extension on TLS connections, and a
+    deadline for each request's head.
+
+    uvicorn arms no timer until a first response is sent, and its keep-alive timer stops at
+    the first byte of the next request: a client that sends nothing after the handshake, or
+    sends a head a byte at a time (slowloris), would hold its connection for good. Here the
+    whole head must arrive within :data:`HEAD_TIMEOUT` seconds of the connection (or of the
+    previous response); else the connection is closed.
+    """
+
+    _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.app = _with_connection(self.app, transport, self.client)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        self._head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:  # no request whose head arrived
+            self.transport.close()
 
 
 def _with_connection(
@@ -139,6 +177,7 @@ def _der_to_pem(der: bytes) -> str:
 
 
 __all__ = [
+    "HEAD_TIMEOUT",
     "PEER_EXTENSION",
     "TLSScopeH11Protocol",
     "TLSScopeHttpToolsProtocol",

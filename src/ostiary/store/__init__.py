@@ -48,7 +48,7 @@ from ostiary.store.enrollment import (
     EnrollmentSecret,
     EnrollmentSecretRepository,
 )
-from ostiary.store.group_commit import Batch, GroupCommit, Unit
+from ostiary.store.group_commit import Batch, GroupCommit, Unit, database_unreachable
 from ostiary.store.issuers import (
     active_intermediate_key_id,
     find_issuer,
@@ -156,6 +156,7 @@ __all__ = [
     "certificate_values",
     "create_engine_for",
     "current_revision",
+    "database_unreachable",
     "entry_hash",
     "find_issuer",
     "head_revision",

@@ -28,16 +28,20 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, literal, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from ostiary.core.errors import AuditUnavailable
 from ostiary.store import _locks
+from ostiary.store._faults import database_unreachable
 from ostiary.store._prepared import Prepared
 from ostiary.store.models import AuditEntry, AuditHead
 
@@ -167,14 +171,15 @@ class AuditLog:
                 event, at=at, actor=actor, target=target, details=details, prev_hash=prev_hash
             )
         )
-        self._session.add(entry)
-        self._session.flush()
-        if head is None:
-            self._session.add(AuditHead(id=HEAD_ID, last_entry_id=entry.id, hash=entry.hash))
-        else:
-            head.last_entry_id = entry.id
-            head.hash = entry.hash
-        self._session.flush()
+        with refused_audit():
+            self._session.add(entry)
+            self._session.flush()
+            if head is None:
+                self._session.add(AuditHead(id=HEAD_ID, last_entry_id=entry.id, hash=entry.hash))
+            else:
+                head.last_entry_id = entry.id
+                head.hash = entry.hash
+            self._session.flush()
         return entry
 
     def verify(self) -> AuditVerification:
@@ -306,11 +311,29 @@ class AuditChain:
         """Insert the appended entries and point the head at the newest (nothing if none)."""
         if not self._entries:
             return
-        _INSERT_ENTRY.execute(self._connection, self._entries)
-        self._entries = []
-        head = {"new_hash": self._prev_hash}
-        (_UPDATE_HEAD if self._head_exists else _INSERT_HEAD).execute(self._connection, head)
+        with refused_audit():
+            _INSERT_ENTRY.execute(self._connection, self._entries)
+            self._entries = []
+            head = {"new_hash": self._prev_hash}
+            (_UPDATE_HEAD if self._head_exists else _INSERT_HEAD).execute(self._connection, head)
         self._head_exists = True
+
+
+@contextmanager
+def refused_audit() -> Iterator[None]:
+    """Fail closed: a database refusing an audit entry (a full disk, a trigger, a broken
+    chain) is :class:`AuditUnavailable`, so the transaction that would have been recorded is
+    rolled back and the caller told to try later; an unreachable database stays what it is.
+    """
+    try:
+        yield
+    except DBAPIError as error:
+        if database_unreachable(error):
+            raise
+        raise AuditUnavailable(
+            "the audit log cannot be written, so nothing was done; try again later",
+            retry_after=5,
+        ) from error
 
 
 def new_entry_values(

@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 #: How long a SQLite writer waits for the write lock before giving up.
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+#: How long a request waits for a pooled PostgreSQL connection before it is refused (503).
+POOL_TIMEOUT_SECONDS = 10.0
 #: Driver names accepted for PostgreSQL; all are served by psycopg 3.
 _POSTGRES_DRIVERS = frozenset({"postgres", "postgresql", "postgresql+psycopg"})
 #: Execution option marking a read-only transaction (deferred ``BEGIN`` on SQLite).
@@ -65,16 +67,27 @@ def create_engine_for(url: str) -> Engine:
     if parsed.drivername in {"sqlite", "sqlite+pysqlite"}:
         return _create_sqlite_engine(parsed)
     if parsed.drivername in _POSTGRES_DRIVERS:
-        return create_engine(
-            parsed.set(drivername="postgresql+psycopg"),
-            pool_pre_ping=True,
-            json_serializer=dumps_json,
-        )
+        return _create_postgres_engine(parsed)
     shown = parsed.render_as_string(hide_password=True)
     raise BadRequest(
         f"unsupported database {shown!r}: use sqlite:///path or postgresql+psycopg://...",
         driver=parsed.drivername,
     )
+
+
+def _create_postgres_engine(url: URL) -> Engine:
+    """Psycopg 3, with bounded waits everywhere (see :mod:`ostiary.store._postgres`)."""
+    from ostiary.store import _postgres
+
+    engine = create_engine(
+        url.set(drivername="postgresql+psycopg"),
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        connect_args=_postgres.connect_arguments(),
+        json_serializer=dumps_json,
+    )
+    event.listen(engine, "do_connect", _postgres.connect)
+    return engine
 
 
 def _create_sqlite_engine(url: URL) -> Engine:

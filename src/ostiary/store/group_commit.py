@@ -22,7 +22,9 @@ results, not exceptions. If a unit raises anyway, or the database refuses a row 
 (a certificate already recorded), the whole transaction is rolled back and every unit of
 that batch is run again in a transaction of its own, so only the faulty one sees the error.
 If the commit itself fails, its outcome is unknown and nothing is retried: every caller of
-the batch gets the error.
+the batch gets the error. Nor is anything retried when the database cannot be reached
+(:func:`database_unreachable`): each unit alone would wait out the same timeout in turn,
+so the last caller of a batch of 64 would wait 64 of them.
 
 A batch writes each table once, whatever the number of its units: SQLAlchemy costs tens of
 microseconds per statement, the rows themselves a few. A unit names the one-time token it
@@ -53,6 +55,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import IntegrityError
 
+from ostiary.store._faults import database_unreachable
 from ostiary.store._locks import WriterLock
 from ostiary.store._prepared import Prepared
 from ostiary.store._unique import is_unique_violation
@@ -294,8 +297,9 @@ class GroupCommit:
                 waiting.finish(error=failed.error)
             return
         except Exception as error:
-            if len(batch) == 1:
-                batch[0].finish(error=error)
+            if len(batch) == 1 or database_unreachable(error):
+                for waiting in batch:
+                    waiting.finish(error=error)
                 return
             # Someone's unit failed: give each its own transaction, so only that one fails.
             for waiting in batch:
@@ -367,4 +371,4 @@ class _CommitFailed(Exception):
         self.error = error
 
 
-__all__ = ["MAX_BATCH", "Batch", "GroupCommit", "Unit"]
+__all__ = ["MAX_BATCH", "Batch", "GroupCommit", "Unit", "database_unreachable"]

@@ -174,7 +174,11 @@ def _verify_tpm(
     if statement.get("ver") != "2.0":
         raise ChallengeFailed(BAD_ATTESTATION, "the TPM attestation's 'ver' is not \"2.0\"")
     algorithm = statement.get("alg")
-    if isinstance(algorithm, bool) or algorithm not in _COSE_KEY_TYPES:
+    if (
+        not isinstance(algorithm, int)
+        or isinstance(algorithm, bool)
+        or (algorithm not in _COSE_KEY_TYPES)
+    ):
         raise ChallengeFailed(
             BAD_ATTESTATION, "the TPM attestation's 'alg' is neither ES256 (-7) nor RS256 (-257)"
         )
