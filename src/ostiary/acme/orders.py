@@ -99,12 +99,12 @@ def new_order(
     try:
         bound = _client_id_names(authority, provisioner, identifiers, now=now)
         if bound is None:
-            authorization = provisioner.authorize_order(
-                identifiers, profile=profile, not_after=not_after
+            names = list(
+                provisioner.authorize_order(identifiers, profile=profile, not_after=not_after).names
             )
-            get_profile(profile).check_names(list(authorization.names))
-        else:
-            get_profile(profile).check_names([parse_san(text) for text in bound[1]])
+        else:  # the names the ClientIdentifier was bound to
+            names = [parse_san(text) for text in bound[1]]
+        get_profile(profile).check_names(names)
     except BadRequest as exc:
         raise AcmeProblem("rejectedIdentifier", exc.detail) from None
     replaces = check_replaces(
@@ -131,7 +131,7 @@ def new_order(
         replaces=replaces,
     )
     with authority.store.transaction(read_only=True) as session:
-        _check_external_account_names(session, auth.account_id, authorization.names)
+        _check_external_account_names(session, auth.account_id, names)
         _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
     authorizations: list[AcmeAuthorization] = []
     challenges: list[AcmeChallenge] = []
