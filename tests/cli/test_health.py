@@ -172,7 +172,7 @@ def test_status_reports_an_ageing_intermediate_a_stale_crl_and_what_waits(
     lines = text.splitlines()
     assert any(line.startswith("error: the root CRL at ") for line in lines)
     assert any(
-        line.startswith("warning: the intermediate CA certificate") and "in 19 days" in line
+        line.startswith("warning: the active intermediate CA certificate") and "in 19 days" in line
         for line in lines
     )
 
@@ -223,7 +223,8 @@ def test_doctor_finds_a_loose_key_an_https_url_and_a_short_intermediate(
     assert len(https) == 1 and https[0].startswith("warning: CRL URL")
     assert "--http-address" in https[0]
     short = [line for line in lines if "max_lifetime" in line]
-    assert len(short) == 1 and short[0].startswith("error: the intermediate CA")
+    assert len(short) == 1 and short[0].startswith("error: the active intermediate CA")
+    assert "ostiary ca intermediate rotate" in short[0]
     assert "sooner than the 30-day max_lifetime" in short[0]
     assert "clock skew: n/a (SQLite" in result.stdout
 
