@@ -222,7 +222,8 @@ def check_lifetime(
             Finding(
                 Level.OK,
                 "lifetime",
-                f"the issuing CA outlives the longest certificate lifetime ({longest.days} days)",
+                "the active intermediate outlives the longest certificate lifetime "
+                f"({longest.days} days)",
             )
         )
     return findings

@@ -177,7 +177,7 @@ def expiry_finding(ca: CACertificate, now: datetime) -> Finding | None:
 def _renew_hint(role: str) -> str:
     if role == "root":
         return "make a new root and move trust to it before then (see docs/lifecycle.md)"
-    return "rotate it: 'ostiary ca intermediate rotate' (see docs/lifecycle.md)"
+    return "run 'ostiary ca intermediate rotate' (docs/lifecycle.md)"
 
 
 def _day(moment: datetime) -> str:

@@ -40,10 +40,12 @@ def status(
         Format, typer.Option("--format", help="'table' for people, 'json' for scripts.")
     ] = Format.TABLE,
 ) -> None:
-    """Show the CA's health: CA certificates' expiry, CRLs, certificates ending within 7
-    and 30 days, pending requests, database size, replicas, signing and SSH keys.
+    """Show the CA's health: CA certificates' expiry (every intermediate with its state),
+    CRLs, certificates ending within 7 and 30 days, pending requests, database size,
+    replicas, signing and SSH keys.
 
-    Warnings come 90, 30 and 7 days before a CA certificate ends. Exit status: 1 when a
+    Warnings come 90, 30 and 7 days before the root, the active or a retiring intermediate
+    ends. Exit status: 1 when a
     finding is an error (a CA certificate expired, a CRL past its nextUpdate), else 0
     (warnings included).
     """
@@ -59,9 +61,9 @@ def status(
 
 def doctor(directory: CADir = None) -> None:
     """Check the CA's setup: file modes, that the URLs in its certificates answer over plain
-    HTTP from here (https ones are warned about), that the issuing CA outlives the longest
-    certificate lifetime, the clock against the database's, and that every replica runs
-    the same version. One line per finding with its fix; exit status 1 if any check fails.
+    HTTP from here (https ones are warned about), that the active intermediate outlives the
+    longest certificate lifetime, the clock against the database's, and that every replica
+    runs the same version. One line per finding with its fix; exit status 1 if any check fails.
     """
     now = datetime.now(UTC)
     with open_ca_store(directory) as ca:
