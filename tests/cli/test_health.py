@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.doctor import check_clock, check_replicas
@@ -441,5 +442,24 @@ def test_after_a_rotation_the_active_and_retiring_intermediates_are_watched(
         assert [f.code for f in warned] == ["intermediate-expires-within-30d"]
         assert warned[0].message.startswith("the active intermediate CA certificate")
         assert new.subject.rfc4514_string() in warned[0].message
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_that_cannot_be_read_stops_neither_the_watch_nor_the_scrape(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    material = make_ageing_ca(tmp_path / "ca", None, "http://x.test")
+    store = Store.from_url(material.database_url)
+    try:
+        authority = Authority(material, store)
+        with store.transaction() as session:  # the states are read from here at each check
+            session.execute(text("DROP TABLE ca_issuers"))
+        caplog.set_level(logging.WARNING)
+        HealthWatch(authority)._tick()  # the watch thread's step: logs, does not raise
+        assert "the CA certificates could not be checked" in caplog.text
+        assert _scrape(HealthCollector(authority, "http://x.test")) == {}
+        assert "could not be read for /metrics" in caplog.text
     finally:
         store.dispose()

@@ -38,6 +38,7 @@ died stay counted. One listener for the whole replica, figures for the whole rep
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -59,6 +60,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
@@ -76,6 +78,8 @@ UNMATCHED = "(unmatched)"
 #: Request latency buckets, seconds (a token issuance takes about a millisecond).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+logger = logging.getLogger("ostiary.metrics")
 
 
 def check_metrics_address(address: str, *, allow_remote: bool) -> None:
@@ -264,7 +268,11 @@ class HealthCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         paths = self._authority.ca.paths
-        certificates = watched_certificates(paths, self._authority.store, now=now)
+        try:
+            certificates = watched_certificates(paths, self._authority.store, now=now)
+        except DBAPIError:  # the intermediates' states are in the database: no gauges now
+            logger.warning("the CA certificates could not be read for /metrics", exc_info=True)
+            return
         left = GaugeMetricFamily(
             "ostiary_ca_certificate_seconds_left",
             "Seconds until each watched CA certificate's not_after (negative once expired): "
