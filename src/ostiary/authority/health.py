@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 
-from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH, CAPaths
+from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH, CAPaths, load_ca_public
 from ostiary.authority.rollover import IssuerState, list_issuers
 from ostiary.core.ca import fingerprint_sha256, key_id_hex
 from ostiary.store import Store
@@ -125,7 +125,7 @@ def ca_certificates(paths: CAPaths, store: Store, *, now: datetime) -> list[CACe
     """
     issuers = list_issuers(paths, store, now=now)
     first = issuers[0].key_id if issuers else None
-    root = x509.load_pem_x509_certificate(paths.root_certificate.read_bytes())
+    _config, root, _first = load_ca_public(paths)
     intermediates = [
         CACertificate(
             "intermediate",
