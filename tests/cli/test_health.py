@@ -13,21 +13,27 @@ import logging
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.doctor import check_clock, check_replicas
 from ostiary.authority.folder import CAMaterial, CAPaths, init_ca_folder
-from ostiary.authority.health import Level
+from ostiary.authority.health import CrlState, Level, fetch_crl
+from ostiary.authority.rollover import revoke_intermediate, rotate_intermediate
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.config import CAConfig
-from ostiary.core.ca import INTERMEDIATE_LIFETIME
+from ostiary.core.ca import INTERMEDIATE_LIFETIME, fingerprint_sha256, key_id_hex
 from ostiary.core.issuance import Authorization
 from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_subject
 from ostiary.server.heartbeat import HealthWatch
+from ostiary.server.metrics import HealthCollector
 from ostiary.store import (
     CertificateRequest,
     ReplicaRepository,
@@ -172,7 +178,7 @@ def test_status_reports_an_ageing_intermediate_a_stale_crl_and_what_waits(
     lines = text.splitlines()
     assert any(line.startswith("error: the root CRL at ") for line in lines)
     assert any(
-        line.startswith("warning: the intermediate CA certificate") and "in 19 days" in line
+        line.startswith("warning: the active intermediate CA certificate") and "in 19 days" in line
         for line in lines
     )
 
@@ -223,7 +229,8 @@ def test_doctor_finds_a_loose_key_an_https_url_and_a_short_intermediate(
     assert len(https) == 1 and https[0].startswith("warning: CRL URL")
     assert "--http-address" in https[0]
     short = [line for line in lines if "max_lifetime" in line]
-    assert len(short) == 1 and short[0].startswith("error: the intermediate CA")
+    assert len(short) == 1 and short[0].startswith("error: the active intermediate CA")
+    assert "ostiary ca intermediate rotate" in short[0]
     assert "sooner than the 30-day max_lifetime" in short[0]
     assert "clock skew: n/a (SQLite" in result.stdout
 
@@ -278,6 +285,9 @@ def test_server_warns_once_a_day_per_threshold_and_beats(
         assert [f.code for f in watch.check()] == ["intermediate-expires-within-7d"]
         warnings = [r for r in caplog.records if r.name == "ostiary.health"]
         assert len(warnings) == 3 and all(r.levelno == logging.WARNING for r in warnings)
+        # Still the issuing one once expired (its state says "expired"): an error, not silence.
+        moment[0] = material.intermediate.not_valid_after_utc + timedelta(hours=1)
+        assert [f.code for f in watch.check()] == ["intermediate-expired"]
 
         watch.beat()
         with store.transaction(read_only=True) as session:
@@ -324,3 +334,132 @@ def test_a_restored_ca_lists_no_replicas_of_the_original(
     assert [r["host"] for r in original["replicas"]] == ["old"]
     report = json.loads(cli("ca", "status", "--dir", restored, "--format", "json").stdout)
     assert report["replicas"] == []
+
+
+def _scrape(collector: HealthCollector) -> dict[str, list[dict[str, str]]]:
+    """The label sets of each family :class:`HealthCollector` gives, read back by the
+    Prometheus text parser.
+    """
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {
+        family.name: [sample.labels for sample in family.samples]
+        for family in text_string_to_metric_families(text)
+    }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_after_a_rotation_the_active_and_retiring_intermediates_are_watched(
+    cli: CLI, tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = f"http://127.0.0.1:{_closed_port()}"
+    material = make_ageing_ca(tmp_path / "ca", None, base)
+    folder = material.paths.root
+    old = material.intermediate
+    old_id = key_id_hex(old)
+    store = Store.from_url(material.database_url)
+    moment = [datetime.now(UTC)]
+    fetched: list[str] = []
+
+    def fetch(issuer: str, url: str) -> CrlState:  # the real fetch, noting where it went
+        fetched.append(url)
+        return fetch_crl(issuer, url)
+
+    def intermediates(report: dict[str, Any]) -> list[tuple[str, str]]:
+        return [
+            (c["key_id"], c["state"])
+            for c in report["ca_certificates"]
+            if c["role"] == "intermediate"
+        ]
+
+    def expiring(findings: list[dict[str, Any]]) -> list[str]:
+        return [f["message"] for f in findings if f["code"].startswith("intermediate-expire")]
+
+    def series(labels: list[dict[str, str]]) -> set[tuple[str, str]]:
+        return {(s["role"], s["state"]) for s in labels}
+
+    try:
+        authority = Authority(material, store)  # started before the rotation, as a server
+        issue(authority, "old-leaf", timedelta(days=3))  # keeps the old one retiring
+        watch = HealthWatch(authority, clock=lambda: moment[0])
+        collector = HealthCollector(authority, base, clock=lambda: moment[0], fetch=fetch)
+        signer = material.load_root_signer(PASSWORD)
+        try:
+            new = rotate_intermediate(
+                material, store, signer, key_type=material.config.key_type,
+                password=PASSWORD, now=moment[0], actor="test",
+            )  # fmt: skip
+        finally:
+            signer.close()
+        new_id = key_id_hex(new)
+
+        report = json.loads(cli("ca", "status", "--dir", folder, "--format", "json").stdout)
+        assert intermediates(report) == [(new_id, "active"), (old_id, "retiring")]
+        paths = {c["key_id"]: c["crl_path"] for c in report["ca_certificates"]}
+        assert paths[new_id] == f"/crl/{new_id}" and paths[old_id] == "/crl"
+        sources = {c["key_id"]: c["source"] for c in report["crls"]}
+        assert sources[new_id] == f"{base}/crl/{new_id}" and sources[old_id] == f"{base}/crl"
+        # The old one ends in 20 days and still answers for its leaf: warned about.
+        [warning] = expiring(report["findings"])
+        assert warning.startswith("the retiring intermediate CA certificate")
+        assert old.subject.rfc4514_string() in warning
+        table = cli("ca", "status", "--dir", folder).stdout
+        assert "active" in table and "retiring" in table
+
+        caplog.set_level(logging.WARNING, logger="ostiary.health")
+        [logged] = watch.check()
+        assert logged.code == "intermediate-expires-within-30d"
+        assert old.subject.rfc4514_string() in logged.message
+        families = _scrape(collector)
+        assert series(families["ostiary_ca_certificate_seconds_left"]) == {
+            ("root", ""),
+            ("intermediate", "active"),
+            ("intermediate", "retiring"),
+        }
+        assert set(fetched) == {f"{base}/crl", f"{base}/crl/{new_id}"}
+
+        # The old one revoked: listed with its state, warned about and scraped nowhere.
+        revoke_intermediate(
+            material, store, fingerprint_sha256(old),
+            reason=x509.ReasonFlags.superseded, now=moment[0], actor="test",
+        )  # fmt: skip
+        report = json.loads(cli("ca", "status", "--dir", folder, "--format", "json").stdout)
+        assert intermediates(report) == [(new_id, "active"), (old_id, "revoked")]
+        assert expiring(report["findings"]) == []
+        assert old_id not in {c["key_id"] for c in report["crls"]}
+        moment[0] += timedelta(days=1)
+        assert watch.check() == []
+        families = _scrape(collector)
+        assert series(families["ostiary_ca_certificate_seconds_left"]) == {
+            ("root", ""),
+            ("intermediate", "active"),
+        }
+
+        # Years on, the active one nears its end: the warning is about it.
+        moment[0] = new.not_valid_after_utc - timedelta(days=20)
+        warned = [f for f in watch.check() if f.code.startswith("intermediate-")]
+        assert [f.code for f in warned] == ["intermediate-expires-within-30d"]
+        assert warned[0].message.startswith("the active intermediate CA certificate")
+        assert new.subject.rfc4514_string() in warned[0].message
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_that_cannot_be_read_stops_neither_the_watch_nor_the_scrape(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    material = make_ageing_ca(tmp_path / "ca", None, "http://x.test")
+    store = Store.from_url(material.database_url)
+    try:
+        authority = Authority(material, store)
+        with store.transaction() as session:  # the states are read from here at each check
+            session.execute(text("DROP TABLE ca_issuers"))
+        caplog.set_level(logging.WARNING)
+        HealthWatch(authority)._tick()  # the watch thread's step: logs, does not raise
+        assert "the CA certificates could not be checked" in caplog.text
+        assert _scrape(HealthCollector(authority, "http://x.test")) == {}
+        assert "could not be read for /metrics" in caplog.text
+    finally:
+        store.dispose()

@@ -30,6 +30,7 @@ from ostiary.authority.ssh import SSHAuthority, SSHAuthorization
 from ostiary.authority.ssh_keys import init_ssh_ca
 from ostiary.cli.main import app
 from ostiary.config import dump_config
+from ostiary.core.ca import key_id_hex
 from ostiary.core.errors import TokenReused
 from ostiary.core.keys import KeyType
 from ostiary.server.metrics import ServerMetrics
@@ -154,12 +155,16 @@ def test_metrics_count_what_both_workers_did(
     now = datetime.now(UTC)
     left = after.with_name("ostiary_ca_certificate_seconds_left")
     by_role = {dict(labels)["role"]: value for labels, value in left.items()}
+    assert {dict(labels)["state"] for labels in left} == {"", "active"}  # never rotated
     expected = (ca.intermediate.not_valid_after_utc - now).total_seconds()
     assert abs(by_role["intermediate"] - expected) < 120
     assert by_role["root"] > by_role["intermediate"]
     ages = {dict(k)["issuer"]: v for k, v in after.with_name("ostiary_crl_age_seconds").items()}
     assert 0 <= ages["intermediate"] < 3600
     assert 0 <= ages["root"] < 3600  # made by 'ca serve' at start
+    crl_series = after.with_name("ostiary_crl_age_seconds")
+    key_ids = {dict(k)["issuer"]: dict(k)["key_id"] for k in crl_series}
+    assert key_ids["intermediate"] == key_id_hex(ca.intermediate)
     next_updates = after.with_name("ostiary_crl_next_update_seconds")
     assert all(value > 0 for value in next_updates.values())
     assert httpx.get(metrics_url.replace("/metrics", "/other"), timeout=30).status_code == 404

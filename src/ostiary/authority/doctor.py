@@ -5,13 +5,14 @@ its fix; an error-level one makes ``ca doctor`` exit non-zero.
 
 - File modes: key files and the SQLite database (with its -wal/-shm) 0600, the CA folder and
   ``secrets/`` 0700 (nothing for the group or others).
-- URLs in the CA's certificates (CRL distribution points, OCSP, caIssuers, in the issuing CA
-  and in a leaf as the CA would issue it now): each answers over plain HTTP from the CA
-  itself; an ``https://`` one is a warning (RFC 5280 section 4.2.1.13 recommends http, Entra
-  CBA fetches CRLs over http, our gateway checks such fetches against the system trust
-  store), pointing at ``--http-address``.
-- The issuing CA outlives the longest certificate the claims allow (a provisioner's may
-  only be narrower): otherwise a leaf would be cut short or outlive its issuer (step-ca #381).
+- URLs in the CA's certificates (CRL distribution points, OCSP, caIssuers, in the root, the
+  active and retiring intermediates, and in a leaf as the active one would issue it now):
+  each answers over plain HTTP from the CA itself; an ``https://`` one is a warning (RFC 5280
+  section 4.2.1.13 recommends http, Entra CBA fetches CRLs over http, our gateway checks
+  such fetches against the system trust store), pointing at ``--http-address``.
+- The active intermediate outlives the longest certificate the claims allow (a
+  provisioner's may only be narrower): otherwise a leaf would be cut short or outlive its
+  issuer (step-ca #381). The fix named is ``ostiary ca intermediate rotate``.
 - Clock skew against the database: PostgreSQL's ``now()``; SQLite is this machine's clock,
   so there is nothing to compare.
 - Replicas: every one seen lately runs the same version (the heartbeat table).
@@ -31,13 +32,8 @@ from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 from sqlalchemy import text
 
-from ostiary.authority.folder import CAPaths, leaf_urls
-from ostiary.authority.health import (
-    CAFolderCertificates,
-    Finding,
-    Level,
-    ca_certificates,
-)
+from ostiary.authority.folder import CAPaths, leaf_urls, rotated_leaf_urls
+from ostiary.authority.health import CACertificate, Finding, Level
 from ostiary.config import CAConfig
 from ostiary.store import ReplicaRepository, Store
 from ostiary.store.replicas import SILENT_AFTER
@@ -134,16 +130,24 @@ def certificate_urls(certificate: x509.Certificate) -> list[tuple[str, str]]:
 
 
 def check_urls(
-    ca: CAFolderCertificates, config: CAConfig, *, probe: Prober = probe_http
+    certificates: list[CACertificate], config: CAConfig, *, probe: Prober = probe_http
 ) -> list[Finding]:
-    """Every URL in the CA certificates and in the leaves the CA issues now: plain HTTP, and
-    answering from here.
+    """Every URL in the watched CA certificates (root, active and retiring intermediates:
+    :func:`~ostiary.authority.health.ca_certificates`) and in the leaves the active
+    intermediate issues now: plain HTTP, and answering from here.
     """
+    watched = [c for c in certificates if c.watched]
     named: dict[str, tuple[str, str]] = {}
-    for ca_cert in ca_certificates(ca):
+    for ca_cert in watched:
         for kind, url in certificate_urls(ca_cert.certificate):
-            named.setdefault(url, (kind, f"the {ca_cert.role} certificate"))
-    leaves = leaf_urls(config.url)
+            named.setdefault(url, (kind, f"the {_what(ca_cert)} certificate"))
+    issuing = _issuing(watched)
+    first = next((c for c in certificates if c.role != "root"), None)
+    leaves = (
+        rotated_leaf_urls(config.url, issuing.key_id)
+        if issuing is not None and first is not None and issuing.key_id != first.key_id
+        else leaf_urls(config.url)
+    )
     pointers = (("CRL", leaves.crl), ("OCSP", leaves.ocsp), ("caIssuers", leaves.ca_issuers))
     for kind, pointer in pointers:
         if pointer is not None:
@@ -191,35 +195,47 @@ def check_urls(
     return findings
 
 
-def check_lifetime(ca: CAFolderCertificates, config: CAConfig, *, now: datetime) -> list[Finding]:
-    """The issuing CA outlives the longest lifetime the CA's claims allow (a provisioner's
-    claims may only narrow them: ``check_within``).
+def check_lifetime(
+    certificates: list[CACertificate], config: CAConfig, *, now: datetime
+) -> list[Finding]:
+    """The active (issuing) intermediate outlives the longest lifetime the CA's claims allow
+    (a provisioner's claims may only narrow them: ``check_within``). Retiring ones issue
+    nothing new, so their end does not cut a new certificate short.
     """
     longest = config.claims.max_lifetime
     findings = []
-    for issuer in (c for c in ca_certificates(ca) if c.role != "root"):
-        left = issuer.not_after - now
-        if left < longest:
-            findings.append(
-                Finding(
-                    Level.ERROR,
-                    "issuer-shorter-than-max-lifetime",
-                    f"the {issuer.role} CA ({issuer.subject}) ends in {max(left.days, 0)} days, "
-                    f"sooner than the {longest.days}-day max_lifetime of the claims: new "
-                    "certificates would be cut short at its end",
-                    f"rotate the {issuer.role} ('ostiary ca {issuer.role} rotate') or lower "
-                    "claims.max_lifetime in ostiary.toml",
-                )
+    issuing = _issuing(certificates)
+    if issuing is not None and (left := issuing.not_after - now) < longest:
+        findings.append(
+            Finding(
+                Level.ERROR,
+                "issuer-shorter-than-max-lifetime",
+                f"the active intermediate CA ({issuing.subject}) ends in {max(left.days, 0)} "
+                f"days, sooner than the {longest.days}-day max_lifetime of the claims: new "
+                "certificates would be cut short at its end",
+                "rotate it ('ostiary ca intermediate rotate', see docs/lifecycle.md) or lower "
+                "claims.max_lifetime in ostiary.toml",
             )
+        )
     if not findings:
         findings.append(
             Finding(
                 Level.OK,
                 "lifetime",
-                f"the issuing CA outlives the longest certificate lifetime ({longest.days} days)",
+                "the active intermediate outlives the longest certificate lifetime "
+                f"({longest.days} days)",
             )
         )
     return findings
+
+
+def _issuing(certificates: list[CACertificate]) -> CACertificate | None:
+    """The intermediate recorded as issuing (active, or expired while still recorded so)."""
+    return next((c for c in certificates if c.issuer is not None and c.issuer.issuing), None)
+
+
+def _what(ca: CACertificate) -> str:
+    return ca.role if ca.state is None else f"{ca.state} {ca.role}"
 
 
 def check_clock(store: Store, *, now: Callable[[], datetime] | None = None) -> list[Finding]:

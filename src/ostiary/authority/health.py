@@ -2,8 +2,13 @@
 ``/metrics`` share: which CA certificates to watch, when their expiry is worth a warning, how
 fresh a CRL is, and findings (one line each, with a fix).
 
-- :func:`ca_certificates` is the one list of CA certificates everything here iterates over
-  (the root and the issuing intermediate today; every live intermediate once several can be).
+- :func:`ca_certificates` is the one list of CA certificates everything here iterates over:
+  the root and every intermediate of the folder with its state (rollover's
+  :class:`~ostiary.authority.rollover.IssuerState`), each with where its CRL is published.
+  Expiry and CRLs are watched for the root, the active intermediate and the retiring ones (a
+  retiring one still signs CRLs and answers OCSP for its leaves): :attr:`CACertificate.
+  watched`; a retired, expired or revoked intermediate is listed, never warned about (unless
+  it is the one still recorded as issuing and has expired: that is an error).
 - Expiry: a warning at :data:`EXPIRY_WARNING_DAYS` (90, 30 and 7 days) before a CA
   certificate's ``not_after``, an error once it has passed (:func:`expiry_finding`).
 - CRLs: a CRL past its ``nextUpdate`` is an error (RFC 5280 section 5.1.2.5: relying parties
@@ -14,16 +19,19 @@ fresh a CRL is, and findings (one line each, with a fix).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 from cryptography import x509
 
-from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH
-from ostiary.core.ca import fingerprint_sha256
+from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH, CAPaths, load_ca_public
+from ostiary.authority.rollover import IssuerState, list_issuers
+from ostiary.core.ca import fingerprint_sha256, key_id_hex
+from ostiary.store import Store
+from ostiary.store.issuers import ACTIVE, RETIRING
 
 #: Days before a CA certificate's ``not_after`` at which a warning is given.
 EXPIRY_WARNING_DAYS = (90, 30, 7)
@@ -74,8 +82,11 @@ class CACertificate:
 
     role: str
     certificate: x509.Certificate
-    #: Where its CRL is published, relative to the CA's base URL (``/crl``, ``/root.crl``).
+    #: Where its CRL is published, relative to the CA's base URL (``/root.crl``, ``/crl`` for
+    #: the folder's first intermediate, ``/crl/KEYID`` for one made by a rotation).
     crl_path: str
+    #: An intermediate's state (active, retiring, retired, expired, revoked); None for the root.
+    issuer: IssuerState | None = None
 
     @property
     def subject(self) -> str:
@@ -89,29 +100,48 @@ class CACertificate:
     def fingerprint(self) -> str:
         return fingerprint_sha256(self.certificate)
 
-
-class CAFolderCertificates(Protocol):
-    """What :func:`ca_certificates` reads: a loaded CA folder, with or without its key
-    (:class:`~ostiary.authority.folder.CAMaterial`, the CLI's key-less ``OpenCA``).
-    """
+    @property
+    def key_id(self) -> str:
+        return key_id_hex(self.certificate)
 
     @property
-    def root(self) -> x509.Certificate: ...
+    def state(self) -> str | None:
+        return None if self.issuer is None else self.issuer.state
 
     @property
-    def intermediate(self) -> x509.Certificate: ...
+    def watched(self) -> bool:
+        """Whether its expiry and CRL are watched: the root, an active or retiring
+        intermediate, and the one recorded as issuing even once it has expired.
+        """
+        return self.issuer is None or self.issuer.live or self.issuer.issuing
 
 
-def ca_certificates(ca: CAFolderCertificates) -> list[CACertificate]:
-    """The CA certificates whose health is watched: the root, then each issuing CA.
+def ca_certificates(paths: CAPaths, store: Store, *, now: datetime) -> list[CACertificate]:
+    """The CA certificates of this CA: the root, then every intermediate (the issuing one
+    first, then the others oldest first), each with its state. Needs no key.
 
     The one place that says which they are; status, doctor, the server log and ``/metrics``
-    all iterate over this list.
+    all iterate over this list (the last three over its :attr:`~CACertificate.watched` ones).
     """
-    return [
-        CACertificate("root", ca.root, ROOT_CRL_PATH),
-        CACertificate("intermediate", ca.intermediate, CRL_PATH),
+    issuers = list_issuers(paths, store, now=now)
+    first = issuers[0].key_id if issuers else None
+    _config, root, _first = load_ca_public(paths)
+    intermediates = [
+        CACertificate(
+            "intermediate",
+            issuer.certificate,
+            CRL_PATH if issuer.key_id == first else f"{CRL_PATH}/{issuer.key_id}",
+            issuer,
+        )
+        for issuer in issuers
     ]
+    intermediates.sort(key=lambda c: not (c.issuer is not None and c.issuer.issuing))
+    return [CACertificate("root", root, ROOT_CRL_PATH), *intermediates]
+
+
+def watched_certificates(paths: CAPaths, store: Store, *, now: datetime) -> list[CACertificate]:
+    """The :attr:`~CACertificate.watched` ones of :func:`ca_certificates`."""
+    return [ca for ca in ca_certificates(paths, store, now=now) if ca.watched]
 
 
 def expiry_threshold(not_after: datetime, now: datetime) -> int | None:
@@ -124,11 +154,12 @@ def expiry_threshold(not_after: datetime, now: datetime) -> int | None:
 def expiry_finding(ca: CACertificate, now: datetime) -> Finding | None:
     """A warning within 90/30/7 days of ``not_after``, an error after it; None before."""
     left = ca.not_after - now
+    what = f"{ca.state} {ca.role}" if ca.state in (ACTIVE, RETIRING) else ca.role
     if left <= timedelta():
         return Finding(
             Level.ERROR,
             f"{ca.role}-expired",
-            f"the {ca.role} CA certificate ({ca.subject}) expired on {_day(ca.not_after)}",
+            f"the {what} CA certificate ({ca.subject}) expired on {_day(ca.not_after)}",
             _renew_hint(ca.role),
         )
     threshold = expiry_threshold(ca.not_after, now)
@@ -137,14 +168,16 @@ def expiry_finding(ca: CACertificate, now: datetime) -> Finding | None:
     return Finding(
         Level.WARNING,
         f"{ca.role}-expires-within-{threshold}d",
-        f"the {ca.role} CA certificate ({ca.subject}) expires on {_day(ca.not_after)}, "
+        f"the {what} CA certificate ({ca.subject}) expires on {_day(ca.not_after)}, "
         f"in {left.days} days (less than {threshold})",
         _renew_hint(ca.role),
     )
 
 
 def _renew_hint(role: str) -> str:
-    return f"rotate the {role} ('ostiary ca {role} rotate', see docs/lifecycle.md)"
+    if role == "root":
+        return "make a new root and move trust to it before then (see docs/lifecycle.md)"
+    return "run 'ostiary ca intermediate rotate' (docs/lifecycle.md)"
 
 
 def _day(moment: datetime) -> str:
@@ -161,6 +194,8 @@ class CrlState:
     next_update: datetime | None = None
     number: int | None = None
     problem: str | None = None
+    #: The issuer's key id (which intermediate, once there are several).
+    key_id: str | None = None
 
     def age(self, now: datetime) -> timedelta | None:
         return None if self.this_update is None else now - self.this_update
@@ -169,6 +204,7 @@ class CrlState:
         age = self.age(now)
         return {
             "issuer": self.issuer,
+            "key_id": self.key_id,
             "source": self.source,
             "this_update": self.this_update.isoformat() if self.this_update else None,
             "next_update": self.next_update.isoformat() if self.next_update else None,
@@ -221,6 +257,25 @@ def fetch_crl(issuer: str, url: str, *, timeout: float = FETCH_TIMEOUT) -> CrlSt
     return crl_state(issuer, url, response.content)
 
 
+#: How a CRL is fetched: (issuer, url) to what is known of it (:func:`fetch_crl`).
+CrlFetcher = Callable[[str, str], CrlState]
+
+
+def read_ca_crl(
+    ca: CACertificate, paths: CAPaths, base: str | None, *, fetch: CrlFetcher = fetch_crl
+) -> CrlState:
+    """The CRL of ``ca``: the root's from its file, an intermediate's fetched from the CA's
+    ``base`` URL plus its :attr:`~CACertificate.crl_path`, as relying parties fetch it.
+    """
+    if ca.role == "root":
+        state = read_crl_file(ca.role, paths.root_crl)
+    elif base is None:
+        state = CrlState(ca.role, ca.crl_path, problem="the CA has no URL (set 'url')")
+    else:
+        state = fetch(ca.role, base.rstrip("/") + ca.crl_path)
+    return replace(state, key_id=ca.key_id)
+
+
 def crl_finding(state: CrlState, now: datetime) -> Finding | None:
     """An error when the CRL is past its ``nextUpdate``; a warning when it was not read."""
     if state.problem is not None:
@@ -261,7 +316,7 @@ def _span(delta: timedelta) -> str:
 __all__ = [
     "EXPIRY_WARNING_DAYS",
     "CACertificate",
-    "CAFolderCertificates",
+    "CrlFetcher",
     "CrlState",
     "Finding",
     "Level",
@@ -271,6 +326,8 @@ __all__ = [
     "expiry_finding",
     "expiry_threshold",
     "fetch_crl",
+    "read_ca_crl",
     "read_crl_file",
+    "watched_certificates",
     "worst",
 ]

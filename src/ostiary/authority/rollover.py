@@ -71,6 +71,9 @@ class IssuerState:
     last_leaf_expires: datetime | None
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    #: Whether it is the one recorded as issuing (also once expired, when its state says
+    #: ``expired``: the CA then issues from an expired intermediate, which health reports).
+    issuing: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -127,6 +130,7 @@ def list_issuers(paths: CAPaths, store: Store, *, now: datetime) -> list[IssuerS
     for certificate in certificates:
         record = recorded.get(fingerprint_sha256(certificate))
         state = record.state if record is not None else (ACTIVE if not recorded else RETIRING)
+        issuing = state == ACTIVE
         last_leaf = last_leaves.get(key_id_hex(certificate))
         if last_leaf is not None and last_leaf <= now:
             last_leaf = None
@@ -141,6 +145,7 @@ def list_issuers(paths: CAPaths, store: Store, *, now: datetime) -> list[IssuerS
                 last_leaf,
                 record.revoked_at if record is not None else None,
                 record.revocation_reason if record is not None else None,
+                issuing,
             )
         )
     return states

@@ -1,9 +1,11 @@
 """``ca status``: the state of a CA in one report, read without its keys.
 
-What it holds (:class:`StatusReport`): the CA certificates' expiry, each issuer's CRL (the
-root's from its file, the issuing CA's fetched from the CA's own URL as relying parties fetch
-it), how many certificates end within 7 and 30 days, pending requests, the database size,
-each replica's last heartbeat, remote-signing keys and SSH CA keys; and the findings
+What it holds (:class:`StatusReport`): the CA certificates' expiry, every intermediate with
+its state (active, retiring, retired, expired, revoked: :mod:`ostiary.authority.rollover`),
+the CRL of the root and of each active or retiring intermediate (the root's from its file,
+an intermediate's fetched from the CA's own URL as relying parties fetch it), how many
+certificates end within 7 and 30 days, pending requests, the database size, each replica's
+last heartbeat, remote-signing keys and SSH CA keys; and the findings
 (warnings, errors) derived from those, each with its fix. The CLI renders it as tables or
 JSON; its exit status is non-zero when a finding is an error.
 """
@@ -11,7 +13,6 @@ JSON; its exit status is non-zero when a finding is an error.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from sqlalchemy import select, text
 from ostiary.authority.folder import CAPaths
 from ostiary.authority.health import (
     CACertificate,
-    CAFolderCertificates,
+    CrlFetcher,
     CrlState,
     Finding,
     Level,
@@ -30,7 +31,7 @@ from ostiary.authority.health import (
     crl_finding,
     expiry_finding,
     fetch_crl,
-    read_crl_file,
+    read_ca_crl,
     worst,
 )
 from ostiary.authority.ssh_keys import ssh_ca_public_file
@@ -44,8 +45,6 @@ from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyVersion
 EXPIRING_WINDOWS = (7, 30)
 #: A signing key's certificate this close to its end is warned about.
 SIGNING_KEY_WARNING = timedelta(days=30)
-
-CrlFetcher = Callable[[str, str], CrlState]
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,11 @@ class StatusReport:
             "ca_certificates": [
                 {
                     "role": ca.role,
+                    "state": ca.state,
+                    "key_id": ca.key_id,
                     "subject": ca.subject,
                     "fingerprint_sha256": ca.fingerprint,
+                    "crl_path": ca.crl_path,
                     "not_after": ca.not_after.isoformat(),
                     "seconds_left": int((ca.not_after - now).total_seconds()),
                 }
@@ -146,7 +148,6 @@ def base_url(config: CAConfig) -> str | None:
 
 
 def collect_status(
-    ca: CAFolderCertificates,
     paths: CAPaths,
     config: CAConfig,
     store: Store,
@@ -155,8 +156,9 @@ def collect_status(
     fetch: CrlFetcher = fetch_crl,
 ) -> StatusReport:
     """Read everything :class:`StatusReport` holds; nothing is written."""
-    certificates = ca_certificates(ca)
-    crls = [_crl_of(ca_cert, paths, config, fetch) for ca_cert in certificates]
+    certificates = ca_certificates(paths, store, now=now)
+    base = base_url(config)
+    crls = [read_ca_crl(c, paths, base, fetch=fetch) for c in certificates if c.watched]
     with store.transaction(read_only=True) as session:
         repository = CertificateRepository(session)
         expiring = {
@@ -202,15 +204,6 @@ def collect_status(
     return report
 
 
-def _crl_of(ca: CACertificate, paths: CAPaths, config: CAConfig, fetch: CrlFetcher) -> CrlState:
-    if ca.role == "root":
-        return read_crl_file(ca.role, paths.root_crl)
-    url = base_url(config)
-    if url is None:
-        return CrlState(ca.role, ca.crl_path, problem="the CA has no URL (set 'url')")
-    return fetch(ca.role, url + ca.crl_path)
-
-
 def _database_size(
     dialect: str, session: Any, paths: CAPaths, config: CAConfig
 ) -> tuple[str, int | None]:
@@ -243,7 +236,7 @@ def _ssh_keys(paths: CAPaths) -> list[SSHKeyState]:
 
 def _findings(report: StatusReport) -> list[Finding]:
     now = report.now
-    findings = [f for ca in report.ca if (f := expiry_finding(ca, now)) is not None]
+    findings = [f for ca in report.ca if ca.watched and (f := expiry_finding(ca, now)) is not None]
     findings += [f for crl in report.crls if (f := crl_finding(crl, now)) is not None]
     for replica in report.replicas:
         silent = now - replica.last_seen

@@ -22,7 +22,7 @@ from ostiary.authority.doctor import (
     check_replicas,
     check_urls,
 )
-from ostiary.authority.health import Finding, Level, worst
+from ostiary.authority.health import Finding, Level, ca_certificates, worst
 from ostiary.authority.status import StatusReport, collect_status
 from ostiary.cli.console import out, print_table, shown
 from ostiary.cli.options import CADir
@@ -40,15 +40,17 @@ def status(
         Format, typer.Option("--format", help="'table' for people, 'json' for scripts.")
     ] = Format.TABLE,
 ) -> None:
-    """Show the CA's health: CA certificates' expiry, CRLs, certificates ending within 7
-    and 30 days, pending requests, database size, replicas, signing and SSH keys.
+    """Show the CA's health: CA certificates' expiry (every intermediate with its state),
+    CRLs, certificates ending within 7 and 30 days, pending requests, database size,
+    replicas, signing and SSH keys.
 
-    Warnings come 90, 30 and 7 days before a CA certificate ends. Exit status: 1 when a
+    Warnings come 90, 30 and 7 days before the root, the active or a retiring intermediate
+    ends. Exit status: 1 when a
     finding is an error (a CA certificate expired, a CRL past its nextUpdate), else 0
     (warnings included).
     """
     with open_ca_store(directory) as ca:
-        report = collect_status(ca, ca.paths, ca.config, ca.store, now=datetime.now(UTC))
+        report = collect_status(ca.paths, ca.config, ca.store, now=datetime.now(UTC))
     if output is Format.JSON:
         out.print_json(json.dumps(report.as_json()))
     else:
@@ -59,16 +61,17 @@ def status(
 
 def doctor(directory: CADir = None) -> None:
     """Check the CA's setup: file modes, that the URLs in its certificates answer over plain
-    HTTP from here (https ones are warned about), that the issuing CA outlives the longest
-    certificate lifetime, the clock against the database's, and that every replica runs
-    the same version. One line per finding with its fix; exit status 1 if any check fails.
+    HTTP from here (https ones are warned about), that the active intermediate outlives the
+    longest certificate lifetime, the clock against the database's, and that every replica
+    runs the same version. One line per finding with its fix; exit status 1 if any check fails.
     """
     now = datetime.now(UTC)
     with open_ca_store(directory) as ca:
+        certificates = ca_certificates(ca.paths, ca.store, now=now)
         findings = [
             *check_file_modes(ca.paths, ca.config),
-            *check_urls(ca, ca.config),
-            *check_lifetime(ca, ca.config, now=now),
+            *check_urls(certificates, ca.config),
+            *check_lifetime(certificates, ca.config, now=now),
             *check_clock(ca.store),
             *check_replicas(ca.store, now=now),
         ]
@@ -81,11 +84,16 @@ def doctor(directory: CADir = None) -> None:
 def _print_report(report: StatusReport) -> None:
     now = report.now
     ca_table = Table(title="CA certificates")
-    for column in ("role", "subject", "not_after", "left"):
+    for column in ("role", "state", "key id", "subject", "not_after", "left"):
         ca_table.add_column(column)
     for ca in report.ca:
         ca_table.add_row(
-            ca.role, shown(ca.subject), f"{ca.not_after:%Y-%m-%d}", _left(ca.not_after - now)
+            ca.role,
+            ca.state or "-",
+            ca.key_id[:16],
+            shown(ca.subject),
+            f"{ca.not_after:%Y-%m-%d}",
+            _left(ca.not_after - now),
         )
     print_table(ca_table)
 
@@ -95,7 +103,7 @@ def _print_report(report: StatusReport) -> None:
     for crl in report.crls:
         age = crl.age(now)
         crl_table.add_row(
-            crl.issuer,
+            crl.issuer if crl.issuer == "root" else f"{crl.issuer} {(crl.key_id or '')[:8]}",
             "-" if crl.number is None else str(crl.number),
             f"{crl.this_update:%Y-%m-%d %H:%M}" if crl.this_update else "-",
             f"{crl.next_update:%Y-%m-%d %H:%M}" if crl.next_update else "-",

@@ -3,8 +3,10 @@
 :class:`HealthWatch` runs in one thread per ``ca serve`` (the supervising process, with
 workers). Every :data:`~ostiary.store.replicas.HEARTBEAT_INTERVAL` it refreshes the replica's
 row (one UPDATE: ``ca status`` shows the last activity, ``ca doctor`` compares versions) and
-looks at the CA certificates (:func:`~ostiary.authority.health.ca_certificates`) and the root
-CRL file: a CA certificate within 90, 30 or 7 days of its end is a warning in the log, an
+looks at the watched CA certificates (:func:`~ostiary.authority.health.watched_certificates`:
+the root, the active intermediate and the retiring ones, read from the folder and the
+database at each check, so a rotation made elsewhere is seen) and the root CRL file: a CA
+certificate within 90, 30 or 7 days of its end is a warning in the log, an
 expired one or a root CRL past its nextUpdate an error, each logged once a day per
 threshold, not per request. A clean stop deletes the row.
 """
@@ -25,10 +27,10 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.health import (
     Finding,
     Level,
-    ca_certificates,
     crl_finding,
     expiry_finding,
     read_crl_file,
+    watched_certificates,
 )
 from ostiary.store import ReplicaRepository
 from ostiary.store.replicas import HEARTBEAT_INTERVAL
@@ -69,7 +71,7 @@ class HealthWatch:
         material = self._authority.ca
         findings = [
             (f"{ca.fingerprint}:{f.code}", f)
-            for ca in ca_certificates(material)
+            for ca in watched_certificates(material.paths, self._authority.store, now=now)
             if (f := expiry_finding(ca, now)) is not None
         ]
         root_crl = crl_finding(read_crl_file("root", material.paths.root_crl), now)
@@ -111,7 +113,10 @@ class HealthWatch:
             self.beat()
         except DBAPIError:
             logger.warning("the heartbeat could not be written; will retry", exc_info=True)
-        self.check()
+        try:
+            self.check()
+        except DBAPIError:  # the intermediates' states are in the database
+            logger.warning("the CA certificates could not be checked; will retry", exc_info=True)
 
 
 __all__ = ["HealthWatch"]

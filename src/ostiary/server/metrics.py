@@ -19,9 +19,13 @@ What is counted where it happens (in each server process):
 - ``ostiary_rate_limit_refusals_total{limit}``: per-address limits refused (429).
 
 What is read when scraped, in the process that answers the scrape
-(:class:`HealthCollector`): seconds until each CA certificate's ``not_after``, and each
-issuer's CRL age and seconds to its ``nextUpdate`` (the root's from its file, the issuing CA's
-fetched from this server's own plain-HTTP listener, as relying parties get it).
+(:class:`HealthCollector`), for the root and every live intermediate (active and retiring:
+:func:`~ostiary.authority.health.watched_certificates`, read from the folder and the
+database at each scrape, so a rotation shows at the next one): seconds until each one's
+``not_after`` (``ostiary_ca_certificate_seconds_left{role,state,...}``), and its CRL's age
+and seconds to its ``nextUpdate`` (labels ``issuer`` and ``key_id``; the root's from its
+file, an intermediate's fetched from this server's own plain-HTTP listener at ``/crl`` or
+``/crl/KEYID``, as relying parties get it).
 
 Several processes (``--workers N``): prometheus_client's multiprocess mode. ``ca serve``
 makes a private folder (0700) and :func:`enable_multiprocess` points prometheus_client at it
@@ -34,6 +38,7 @@ died stay counted. One listener for the whole replica, figures for the whole rep
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -55,10 +60,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
-from ostiary.authority.health import CrlState, ca_certificates, fetch_crl, read_crl_file
+from ostiary.authority.health import CrlFetcher, fetch_crl, read_ca_crl, watched_certificates
 from ostiary.authority.ssh import SSHAuthority
 from ostiary.config import parse_address
 from ostiary.core.errors import BadRequest
@@ -72,6 +78,8 @@ UNMATCHED = "(unmatched)"
 #: Request latency buckets, seconds (a token issuance takes about a millisecond).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+logger = logging.getLogger("ostiary.metrics")
 
 
 def check_metrics_address(address: str, *, allow_remote: bool) -> None:
@@ -250,7 +258,7 @@ class HealthCollector(Collector):
         crl_url: str,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        fetch: Callable[[str, str], CrlState] = fetch_crl,
+        fetch: CrlFetcher = fetch_crl,
     ) -> None:
         self._authority = authority
         self._crl_url = crl_url.rstrip("/")
@@ -259,38 +267,41 @@ class HealthCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        material = self._authority.ca
-        certificates = ca_certificates(material)
+        paths = self._authority.ca.paths
+        try:
+            certificates = watched_certificates(paths, self._authority.store, now=now)
+        except DBAPIError:  # the intermediates' states are in the database: no gauges now
+            logger.warning("the CA certificates could not be read for /metrics", exc_info=True)
+            return
         left = GaugeMetricFamily(
             "ostiary_ca_certificate_seconds_left",
-            "Seconds until each CA certificate's not_after (negative once expired).",
-            labels=["role", "subject", "fingerprint_sha256"],
+            "Seconds until each watched CA certificate's not_after (negative once expired): "
+            "the root, the active and the retiring intermediates.",
+            labels=["role", "state", "subject", "fingerprint_sha256"],
         )
         for ca in certificates:
             left.add_metric(
-                [ca.role, ca.subject, ca.fingerprint], (ca.not_after - now).total_seconds()
+                [ca.role, ca.state or "", ca.subject, ca.fingerprint],
+                (ca.not_after - now).total_seconds(),
             )
         yield left
         age = GaugeMetricFamily(
             "ostiary_crl_age_seconds",
             "Seconds since the thisUpdate of each issuer's published CRL.",
-            labels=["issuer"],
+            labels=["issuer", "key_id"],
         )
         next_update = GaugeMetricFamily(
             "ostiary_crl_next_update_seconds",
             "Seconds until each issuer's published CRL's nextUpdate (negative: stale).",
-            labels=["issuer"],
+            labels=["issuer", "key_id"],
         )
         for ca in certificates:
-            state = (
-                read_crl_file(ca.role, material.paths.root_crl)
-                if ca.role == "root"
-                else self._fetch(ca.role, self._crl_url + ca.crl_path)
-            )
+            state = read_ca_crl(ca, paths, self._crl_url, fetch=self._fetch)
+            labels = [ca.role, ca.key_id]
             if state.this_update is not None:
-                age.add_metric([ca.role], (now - state.this_update).total_seconds())
+                age.add_metric(labels, (now - state.this_update).total_seconds())
             if state.next_update is not None:
-                next_update.add_metric([ca.role], (state.next_update - now).total_seconds())
+                next_update.add_metric(labels, (state.next_update - now).total_seconds())
         yield age
         yield next_update
 
