@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from typer.testing import CliRunner
 
 from ostiary._tss import import_tss
@@ -31,6 +31,10 @@ from ostiary.core.errors import BadRequest, InvalidCSR, MalformedInput
 from ostiary.core.issuance import verify_csr
 from ostiary.core.jws import b64url
 from ostiary.provisioners.tpm_statement import tpm_name, unmarshal_tpm
+from ostiary.scep.message import open_message, read_envelope
+from ostiary.ssh.certificate import load_ssh_public_key_line
+from tests.scep.client import Request as ScepRequest
+from tests.scep.client import make_csr, self_signed
 
 INPUTS = Path(__file__).parent / "inputs"
 
@@ -163,3 +167,42 @@ def test_an_attestation_object_with_a_damaged_x5c_fails_the_challenge(name: str)
     )
     with pytest.raises(ChallengeFailed, match="'x5c' holds a certificate that cannot be parsed"):
         verify_device_attestation(context, now=datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        # UnsupportedAlgorithm from public_key() escaped the responder as a 500
+        ("scep-unknown-signer-key.der", "Unknown key type"),
+        # x509.InvalidVersion (not a ValueError) escaped read_envelope
+        ("scep-bad-signer-version.der", "10 is not a valid X509 version"),
+    ],
+)
+def test_a_scep_message_whose_signer_certificate_is_unreadable_is_not_a_pki_message(
+    name: str, reason: str
+) -> None:
+    """Found by the ``scep`` harness: the signer's certificate was read lazily and parts
+    cryptography cannot read raised later; it is now read in full by ``read_envelope``
+    (a 400 "not a SCEP pkiMessage"). The twin, from the tests' SCEP client, opens.
+    """
+    with pytest.raises(ValueError, match=f"the signer's certificate: .*{reason}"):
+        read_envelope((INPUTS / name).read_bytes())
+    ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ra = self_signed(ra_key, "fuzz RA")
+    device = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = make_csr(device, "device-1", None).public_bytes(serialization.Encoding.DER)
+    twin = ScepRequest(device, self_signed(device, "device-1"), 19, csr, [ra]).der()
+    opened = open_message(read_envelope(twin), ra_certificate=ra, ra_key=ra_key)
+    assert opened.content == csr
+
+
+def test_an_ssh_key_with_a_compressed_point_is_malformed_input() -> None:
+    """Found by the ``ssh_key`` harness: cryptography refuses a compressed EC point with
+    ``NotImplementedError``, which escaped ``POST /ssh/.../sign`` as a 500.
+    """
+    line = (INPUTS / "ssh-compressed-point.pub").read_bytes()
+    with pytest.raises(MalformedInput, match="not a valid ecdsa-sha2-nistp256 public key"):
+        load_ssh_public_key_line(line)
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    twin = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    assert load_ssh_public_key_line(twin + b" fuzz@lab").key == key
