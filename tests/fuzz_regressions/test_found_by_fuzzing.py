@@ -5,7 +5,7 @@ errors, each next to a well-formed twin. The inputs are the fuzzers' own, in ``i
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,8 @@ from ostiary.core.encoding import (
 from ostiary.core.errors import BadRequest, InvalidCSR, MalformedInput
 from ostiary.core.issuance import verify_csr
 from ostiary.core.jws import b64url
+from ostiary.core.lifetime import parse_duration
+from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.tpm_statement import tpm_name, unmarshal_tpm
 from ostiary.scep.message import open_message, read_envelope
 from ostiary.ssh.certificate import load_ssh_public_key_line
@@ -206,3 +208,16 @@ def test_an_ssh_key_with_a_compressed_point_is_malformed_input() -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     twin = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     assert load_ssh_public_key_line(twin + b" fuzz@lab").key == key
+
+
+def test_a_duration_past_timedeltas_range_is_a_bad_request() -> None:
+    """Found by the ``jwk`` harness: a stored provisioner's ``max_lifetime`` of
+    ``3011...1d`` raised OverflowError in ``parse_duration`` (the parser of every lifetime
+    typed on the CLI or sent as ``not_after``); it is now a BadRequest. Twin: ``30d``.
+    """
+    config = json.loads((INPUTS / "jwk-huge-lifetime.json").read_text())
+    with pytest.raises(BadRequest, match="a duration too long"):
+        JWKProvisioner.from_config("fuzz", config)
+    with pytest.raises(BadRequest, match="a duration too long"):
+        parse_duration("9" * 30 + "y")
+    assert parse_duration("30d") == timedelta(days=30)

@@ -26,8 +26,11 @@ def parse_duration(text: str) -> timedelta:
     if not compact or _DURATION.sub("", compact):
         raise BadRequest(f"not a duration: {text!r} (examples: 15m, 24h, 7d, 1h30m)")
     total = timedelta()
-    for number, unit in _DURATION.findall(compact):
-        total += float(number) * _UNITS[unit]
+    try:
+        for number, unit in _DURATION.findall(compact):
+            total += float(number) * _UNITS[unit]
+    except OverflowError:  # past timedelta's 999,999,999 days (found by fuzz/, jwk harness)
+        raise BadRequest(f"a duration too long: {text[:40]!r}") from None
     if total <= timedelta():
         raise BadRequest(f"a duration must be positive: {text!r}")
     return total

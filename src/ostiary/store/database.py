@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -85,6 +86,8 @@ def _create_sqlite_engine(url: URL) -> Engine:
         # One shared connection, or every thread would see its own empty database.
         options["poolclass"] = StaticPool
         connect_args["check_same_thread"] = False
+    elif url.database is not None and not url.database.startswith("file:"):
+        _create_private(Path(url.database))
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
@@ -106,6 +109,16 @@ def _create_sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing database file 0600 (SQLite would make it 0644 under the usual umask;
+    its -wal and -shm files take the database file's mode). An existing file is left as is.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except (FileExistsError, FileNotFoundError):
+        pass  # exists already; or its folder is missing, which SQLite reports when it connects
 
 
 def _use_write_ahead_log(cursor: sqlite3.Cursor) -> None:
