@@ -1,6 +1,7 @@
 """Secrets stay secret (issue 19): one real ``ostiary ca serve`` is driven through flows that
 carry known secrets (the CA password, a wrong password, right, wrong, replayed and garbled
-enrollment tokens, an ACME EAB HMAC key from ``ca acme eab add``), then its log file, every
+enrollment tokens, an ACME EAB HMAC key from ``ca acme eab add``, a SCEP challenge from
+``ca scep challenge`` sent wrong and right), then its log file, every
 problem body it returned and the argument lists of the server and the CLI calls are searched
 for them, and none is found. Key and database files are 0600 and their folders 0700 after
 ``ca init`` and after ``ca serve`` has run (SQLite's -wal/-shm files included).
@@ -18,14 +19,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.store import sqlite_url_for
+from tests.scep.client import Request as ScepRequest
+from tests.scep.client import make_csr as make_csr_scep
+from tests.scep.client import self_signed, send
 from tests.server.conftest import PASSWORD, Provisioners, make_csr
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start_serve
 
 OSTIARY = "from ostiary.cli.main import main; main()"
+WRONG_CHALLENGE = "wrong-challenge-5519-marker"
 WRONG_PASSWORD = b"wrong horse battery staple 0451"
 #: A string that looks like a token and carries a marker to look for.
 GARBLED_TOKEN = "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0LW1hcmtlci05OTE3.c2ln"
@@ -40,17 +47,12 @@ class Seen:
     argument_lists: list[str] = field(default_factory=list)
 
 
-def cli(ca: CAFolder, seen: Seen, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-c",
-        OSTIARY,
-        *arguments,
-        "--dir",
-        str(ca.paths.root),
-        "--password-file",
-        str(ca.password_file),
-    ]
+def cli(
+    ca: CAFolder, seen: Seen, *arguments: str, password: bool = True
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", OSTIARY, *arguments, "--dir", str(ca.paths.root)]
+    if password:
+        command += ["--password-file", str(ca.password_file)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen.argument_lists.append(Path(f"/proc/{process.pid}/cmdline").read_bytes().decode())
     out, err = process.communicate(timeout=120)
@@ -124,6 +126,33 @@ def test_no_secret_in_logs_problem_bodies_or_argument_lists(
     ]
     seen.secrets["EAB HMAC key"] = hmac_key
 
+    # A SCEP challenge: made by the CLI, sent wrong and right in a device's PKCSReq.
+    added = cli(ca, seen, "ca", "provisioner", "add", "devices", "--type", "scep",
+                "--profile", "client")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    made = cli(ca, seen, "ca", "scep", "challenge", "--provisioner", "devices",
+               "--subject", "device-7", password=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    challenge = made.stdout.strip().splitlines()[-1]
+    seen.secrets["SCEP challenge"] = challenge
+    with server.plain() as http:
+        answer = http.get("/scep/devices", params={"operation": "GetCACert"})
+        assert answer.status_code == 200
+        (ra,) = [
+            c
+            for c in pkcs7.load_der_pkcs7_certificates(answer.content)
+            if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        ]
+        device = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        signer = self_signed(device, "device-7")
+        statuses = []
+        for sent in (WRONG_CHALLENGE, challenge):
+            request = make_csr_scep(device, "device-7", sent).public_bytes(Encoding.DER)
+            reply = send(http, "/scep/devices", ScepRequest(device, signer, 19, request, [ra]), ra)
+            statuses.append(reply.status)
+        assert statuses == [2, 0]  # FAILURE, then SUCCESS (RFC 8894 pkiStatus)
+    seen.secrets["wrong SCEP challenge"] = WRONG_CHALLENGE
+
     # A wrong CA password: the server refuses to start, and says so without echoing it.
     wrong_file = tmp_path / "wrong-password"
     wrong_file.write_bytes(WRONG_PASSWORD + b"\n")
@@ -154,7 +183,7 @@ def test_no_secret_in_logs_problem_bodies_or_argument_lists(
     log = server.log.read_text(errors="replace")
     places = {"serve log": log, **{f"body {i}": b for i, b in enumerate(seen.bodies)}}
     places.update({f"argv {i}": a for i, a in enumerate(seen.argument_lists)})
-    assert len(seen.argument_lists) == 3 and "--password-file" in seen.argument_lists[0]
+    assert len(seen.argument_lists) == 5 and "--password-file" in seen.argument_lists[0]
     for name, secret in seen.secrets.items():
         assert secret
         for place, text in places.items():
