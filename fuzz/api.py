@@ -97,8 +97,10 @@ def main() -> int:
         for title, detail in result.failures.items():
             print(f"  FAIL {title}\n{detail}\n")
         failed = failed or bool(result.failures)
+    # Merged by backend into the earlier counts, so that one backend's run updates its own.
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(counts, indent=2) + "\n")
+    earlier = json.loads(args.json.read_text()) if args.json.exists() else {}
+    args.json.write_text(json.dumps({**earlier, **counts}, indent=2, sort_keys=True) + "\n")
     return 1 if failed else 0
 
 
