@@ -9,6 +9,7 @@ Prints the cases run, the cases answered 2xx and every distinct failure; exits 1
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -66,8 +67,15 @@ def main() -> int:
     parser.add_argument(
         "--backend", choices=["sqlite", "postgresql"], action="append", help="default: both"
     )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "api.json",
+        help="write the counts here too (fuzz/report.py reads them)",
+    )
     args = parser.parse_args()
     failed = False
+    counts: dict[str, dict[str, int]] = {}
     for backend in args.backend or ["sqlite", "postgresql"]:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"ostiary-fuzz-{backend}-") as folder:
@@ -77,9 +85,22 @@ def main() -> int:
             f"{backend}: {result.cases} cases, {result.deep} answered 2xx, "
             f"{len(result.failures)} failures, {elapsed:.0f} s"
         )
+        counts[backend] = {
+            "examples": args.examples,
+            "cases": result.cases,
+            "deep": result.deep,
+            "failures": len(result.failures),
+            "server_errors": sum(
+                1 for codes in result.statuses.values() for code in codes if code >= 500
+            ),
+        }
         for title, detail in result.failures.items():
             print(f"  FAIL {title}\n{detail}\n")
         failed = failed or bool(result.failures)
+    # Merged by backend into the earlier counts, so that one backend's run updates its own.
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads(args.json.read_text()) if args.json.exists() else {}
+    args.json.write_text(json.dumps({**earlier, **counts}, indent=2, sort_keys=True) + "\n")
     return 1 if failed else 0
 
 

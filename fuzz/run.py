@@ -60,7 +60,12 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(targets.TARGETS), help="harnesses")
     parser.add_argument("--artifacts", type=Path, default=HERE / "artifacts")
     parser.add_argument("--keep", action="store_true", help="add new inputs to the corpus")
-    parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=HERE / "results" / "parsers.json",
+        help="write the results here too (fuzz/report.py reads them)",
+    )
     args = parser.parse_args()
     seconds = args.seconds or max(1, round((args.minutes or 1) * 60))
     args.artifacts.mkdir(parents=True, exist_ok=True)
@@ -70,8 +75,11 @@ def main() -> int:
         results.append(result)
         verdict = "CRASH" if result["crashed"] else "ok"
         print(f"{name:14} {result['runs']:>10} executions in {seconds} s  {verdict}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    # Merged by harness into the earlier results, so that ``--only`` updates its rows only.
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads(args.json.read_text()) if args.json.exists() else []
+    merged = {r["harness"]: r for r in [*earlier, *results]}
+    args.json.write_text(json.dumps(list(merged.values()), indent=2) + "\n")
     return 1 if any(r["crashed"] for r in results) else 0
 
 

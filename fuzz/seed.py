@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # tests.scep.client: the tests' SCEP client
 
-from targets import AUDIENCE, NOW, ca  # noqa: E402
+from joserfc import jws  # noqa: E402
+from targets import ACME_URL, AUDIENCE, NOW, ca, scep_ra  # noqa: E402
+from tests.scep.client import Request, make_csr, self_signed  # noqa: E402
 
 from ostiary.client.enrollment import build_csr  # noqa: E402
 from ostiary.config import CAConfig, dump_config  # noqa: E402
@@ -28,6 +34,55 @@ from ostiary.core.pkcs12 import export_pkcs12  # noqa: E402
 from ostiary.provisioners import _jose  # noqa: E402
 from ostiary.provisioners.base import ProvisionerClaims  # noqa: E402
 from ostiary.provisioners.jwk import ALGORITHM, JWKProvisioner  # noqa: E402
+
+
+def acme_requests() -> dict[str, bytes]:
+    """Flattened JWS bodies as an ACME client sends them: by ``kid`` and with ``jwk``."""
+    key = _jose.import_private_key(ca()[0])
+    payload = json.dumps({"identifiers": [{"type": "dns", "value": "device-1.lab"}]}).encode()
+    by_kid = {"alg": "ES256", "nonce": "n0nce", "url": ACME_URL, "kid": "https://ca.fuzz/a/1"}
+    by_jwk = {"alg": "ES256", "nonce": "n0nce", "url": ACME_URL, "jwk": key.as_dict(private=False)}
+    out = {}
+    for name, header, body in (
+        ("kid.json", by_kid, payload),
+        ("jwk.json", by_jwk, payload),
+        ("post-as-get.json", by_kid, b""),
+    ):
+        registry = jws.JWSRegistry(strict_check_header=False)
+        signed = jws.serialize_json({"protected": header}, body, key, registry=registry)
+        out[name] = json.dumps(signed).encode()
+    return out
+
+
+def scep_messages() -> dict[str, bytes]:
+    """PKCSReq and CertPoll pkiMessages from the tests' SCEP client, encrypted to the RA."""
+    device = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    signer = self_signed(device, "device-1")
+    csr = make_csr(device, "device-1", "challenge").public_bytes(serialization.Encoding.DER)
+    ra = scep_ra()[1]
+    return {
+        f"{kind}-{cipher}.der": Request(
+            device, signer, message_type, csr, [ra], cipher=cipher, digest=digest
+        ).der()
+        for kind, message_type, cipher, digest in (
+            ("pkcsreq", 19, "aes256_cbc", "sha256"),
+            ("pkcsreq", 19, "des", "sha1"),
+            ("certpoll", 20, "tripledes_3key", "sha512"),
+        )
+    }
+
+
+def ssh_keys() -> dict[str, bytes]:
+    """Public key lines written by ssh-keygen (the real client), and one bare blob."""
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ("ed25519", "ecdsa", "rsa"):
+            path = Path(folder) / kind
+            command = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "fuzz@lab", "-f", path]
+            subprocess.run(command, check=True)
+            out[f"{kind}.pub"] = path.with_suffix(".pub").read_bytes()
+    out["blob.txt"] = b"b" + out["ed25519.pub"].split()[1]
+    return out
 
 
 def samples() -> dict[str, dict[str, bytes]]:
@@ -110,6 +165,9 @@ def samples() -> dict[str, dict[str, bytes]]:
             ).encode(),
             "deny.json": json.dumps({"allow": False, "reason": "unknown device"}).encode(),
         },
+        "acme_jws": acme_requests(),
+        "scep": scep_messages(),
+        "ssh_key": ssh_keys(),
         "device_attest": {
             "apple.cbor": cbor2.dumps({"fmt": "apple", "attStmt": {"x5c": [der]}}),
             "tpm.cbor": cbor2.dumps(

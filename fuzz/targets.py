@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from ostiary.acme.jws import JOSE_JSON, import_account_key, parse_request
 from ostiary.acme.validation.base import ChallengeContext, ChallengeFailed
 from ostiary.acme.validation.device_attest import verify_device_attestation
 from ostiary.config import load_config
@@ -46,9 +48,14 @@ from ostiary.provisioners.tpm_statement import (
     unmarshal_tpm,
     verify_ak_signature,
 )
+from ostiary.scep.message import ScepFailure, open_message, read_envelope
+from ostiary.ssh.certificate import load_ssh_public_key_line
+from ostiary.ssh.wire import decode_blob, key_type_of_blob
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 AUDIENCE = "urn:ostiary:ca:fuzz:sign"
+ACME_URL = "https://ca.fuzz/acme/fuzz/new-order"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ALLOWED: tuple[type[BaseException], ...] = (OstiaryError, ChallengeFailed)
 
 
@@ -74,6 +81,28 @@ def responder() -> OcspResponder:
 @functools.cache
 def jwk_key() -> Any:
     return _jose.import_public_key(ca()[0].public_key())
+
+
+@functools.cache
+def scep_ra() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """The SCEP RA: a fixed RSA key (``fixtures/scep-ra-key.pem``, made for fuzzing only)
+    and a certificate for it from the fuzz CA, so that the seeds stay encrypted to it.
+    """
+    key = serialization.load_pem_private_key((FIXTURES / "scep-ra-key.pem").read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    ca_key, root = ca()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Ostiary fuzz RA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(0x5CE9)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=3650))
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, certificate
 
 
 def certificate(data: bytes) -> None:
@@ -209,6 +238,41 @@ def scep_webhook(data: bytes) -> None:
         parse_san(name)
 
 
+def acme_jws(data: bytes) -> None:
+    """An ACME POST body (flattened JWS) as every ACME route reads it: shape and protected
+    header checked, the embedded ``jwk`` imported, the signature and the payload read.
+    """
+    request = parse_request(JOSE_JSON, data, url=ACME_URL, key_by="either", nonce_required=False)
+    key = import_account_key(request.jwk) if request.jwk is not None else jwk_key()
+    request.payload_json(key)
+
+
+def scep(data: bytes) -> None:
+    """A SCEP pkiMessage as the responder reads it: :func:`read_envelope` (a
+    :class:`ValueError` is the documented "not a pkiMessage"), then :func:`open_message`
+    with the fixed RA (a :class:`ScepFailure` is answered as a FAILURE CertRep).
+    """
+    try:
+        outer = read_envelope(data)
+    except ValueError:
+        return
+    ra_key, ra_certificate = scep_ra()
+    try:
+        open_message(outer, ra_certificate=ra_certificate, ra_key=ra_key)
+    except ScepFailure:
+        pass
+
+
+def ssh_key(data: bytes) -> None:
+    """An ``authorized_keys``-style line as ``POST /ssh/.../sign`` and ``ostiary ssh sign``
+    read it; the first byte ``b`` feeds the rest as a bare base64 key blob instead.
+    """
+    if data[:1] == b"b":
+        key_type_of_blob(decode_blob(data[1:]))
+    else:
+        load_ssh_public_key_line(data)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "certificate": certificate,
     "csr": csr,
@@ -223,6 +287,9 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "device_attest": device_attest,
     "est_csr": est_csr,
     "scep_webhook": scep_webhook,
+    "acme_jws": acme_jws,
+    "scep": scep,
+    "ssh_key": ssh_key,
 }
 
 

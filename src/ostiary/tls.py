@@ -40,6 +40,20 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 #: OpenSSL's ``X509_V_FLAG_NO_CHECK_TIME`` (x509_vfy.h); the ssl module has no name for it.
 _NO_CHECK_TIME = 0x200000
 
+#: The TLS 1.2 cipher suites of Mozilla's "intermediate" configuration (server side, ECDHE
+#: only: no DHE parameters are set): AEAD only, forward secret. TLS 1.3 suites are OpenSSL's
+#: defaults, all of which the configuration allows.
+INTERMEDIATE_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
 ClientCertificates = Literal["none", "optional", "required"]
 
 _VERIFY_MODES: dict[ClientCertificates, ssl.VerifyMode] = {
@@ -87,6 +101,7 @@ def server_context(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.set_ciphers(INTERMEDIATE_CIPHERS)
     if not session_tickets:
         context.options |= ssl.OP_NO_TICKET
     load_identity(context, identity)

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ostiary.server.console.security import CONTENT_SECURITY_POLICY
+from ostiary.server.console.security import CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY
 from tests.console.conftest import Console, Identity
 
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
@@ -97,7 +97,7 @@ def test_requester_text_is_escaped_on_every_page(console: Console, api: httpx.Cl
         assert shown >= 3  # the list, the search box and the certificate show the text
 
 
-def test_every_page_carries_the_content_security_policy(console: Console) -> None:
+def test_every_page_carries_the_content_security_policy_and_hsts(console: Console) -> None:
     assert "script-src" not in CONTENT_SECURITY_POLICY
     assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
     assert "default-src 'none'" in CONTENT_SECURITY_POLICY
@@ -117,10 +117,15 @@ def test_every_page_carries_the_content_security_policy(console: Console) -> Non
             assert answer.headers["x-frame-options"] == "DENY"
             assert answer.headers["x-content-type-options"] == "nosniff"
             assert answer.headers["cache-control"] == "no-store"
+            assert answer.headers["strict-transport-security"] == STRICT_TRANSPORT_SECURITY
+        style = officer.get("/console/static/console.css")
+        assert style.status_code == 200
+        assert style.headers["strict-transport-security"] == STRICT_TRANSPORT_SECURITY
     with officer_client(console, console.stranger) as stranger:
         refused = stranger.get("/console")  # the refusal page too
         assert refused.status_code == 403
         assert refused.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert refused.headers["strict-transport-security"] == STRICT_TRANSPORT_SECURITY
 
 
 def test_the_csrf_cookie_is_a_host_cookie_scripts_and_other_sites_cannot_use(

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from typer.testing import CliRunner
 
 from ostiary._tss import import_tss
@@ -36,7 +36,12 @@ from ostiary.core.errors import BadRequest, InvalidCSR, MalformedInput
 from ostiary.core.issuance import verify_csr
 from ostiary.core.jws import b64url
 from ostiary.core.lifetime import parse_duration
+from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.tpm_statement import tpm_name, unmarshal_tpm
+from ostiary.scep.message import open_message, read_envelope
+from ostiary.ssh.certificate import load_ssh_public_key_line
+from tests.scep.client import Request as ScepRequest
+from tests.scep.client import make_csr, self_signed
 
 INPUTS = Path(__file__).parent / "inputs"
 
@@ -249,3 +254,55 @@ def test_an_attestation_statement_whose_alg_is_not_a_number_fails_the_challenge(
     )
     with pytest.raises(ChallengeFailed, match="'alg' is neither ES256"):
         verify_device_attestation(context, now=datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        # UnsupportedAlgorithm from public_key() escaped the responder as a 500
+        ("scep-unknown-signer-key.der", "Unknown key type"),
+        # x509.InvalidVersion (not a ValueError) escaped read_envelope
+        ("scep-bad-signer-version.der", "10 is not a valid X509 version"),
+    ],
+)
+def test_a_scep_message_whose_signer_certificate_is_unreadable_is_not_a_pki_message(
+    name: str, reason: str
+) -> None:
+    """Found by the ``scep`` harness: the signer's certificate was read lazily and parts
+    cryptography cannot read raised later; it is now read in full by ``read_envelope``
+    (a 400 "not a SCEP pkiMessage"). The twin, from the tests' SCEP client, opens.
+    """
+    with pytest.raises(ValueError, match=f"the signer's certificate: .*{reason}"):
+        read_envelope((INPUTS / name).read_bytes())
+    ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ra = self_signed(ra_key, "fuzz RA")
+    device = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = make_csr(device, "device-1", None).public_bytes(serialization.Encoding.DER)
+    twin = ScepRequest(device, self_signed(device, "device-1"), 19, csr, [ra]).der()
+    opened = open_message(read_envelope(twin), ra_certificate=ra, ra_key=ra_key)
+    assert opened.content == csr
+
+
+def test_an_ssh_key_with_a_compressed_point_is_malformed_input() -> None:
+    """Found by the ``ssh_key`` harness: cryptography refuses a compressed EC point with
+    ``NotImplementedError``, which escaped ``POST /ssh/.../sign`` as a 500.
+    """
+    line = (INPUTS / "ssh-compressed-point.pub").read_bytes()
+    with pytest.raises(MalformedInput, match="not a valid ecdsa-sha2-nistp256 public key"):
+        load_ssh_public_key_line(line)
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    twin = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    assert load_ssh_public_key_line(twin + b" fuzz@lab").key == key
+
+
+def test_a_duration_past_timedeltas_range_is_a_bad_request() -> None:
+    """Found by the ``jwk`` harness: a stored provisioner's ``max_lifetime`` of
+    ``3011...1d`` raised OverflowError in ``parse_duration`` (the parser of every lifetime
+    typed on the CLI or sent as ``not_after``); it is now a BadRequest. Twin: ``30d``.
+    """
+    config = json.loads((INPUTS / "jwk-huge-lifetime.json").read_text())
+    with pytest.raises(BadRequest, match="is too long"):
+        JWKProvisioner.from_config("fuzz", config)
+    with pytest.raises(BadRequest, match="is too long"):
+        parse_duration("9" * 30 + "y")
+    assert parse_duration("30d") == timedelta(days=30)

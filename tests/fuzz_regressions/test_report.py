@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from types import ModuleType
 
@@ -30,23 +29,20 @@ def test_recorded_figures_become_the_table_with_totals(
     for case, requests, lost in (("kill -9", 800, 0), ("stopped", 1200, 0)):
         record("database-fault", backend="postgresql", case=case, requests=requests,
                issued=100, refused_503=requests - 100, other_5xx=0, lost=lost)  # fmt: skip
-    parsers = tmp_path / "parsers.json"
-    parsers.write_text(json.dumps([{"harness": "csr", "runs": 5000, "crashed": False}]))
     report = _report()
-    text = report.render(report.load_figures(figures), report.load_parsers(parsers))
+    text = report.render(report.load_figures(figures))
     assert "| postgresql | kill -9 | 800 | 100 | 700 | 0 | 0 |" in text
     assert (
         "2 faults injected and survived; 2000 requests; 0 5xx other than 503; 0 certificates lost"
         in text
     )
-    assert "| csr | 5000 | no |" in text
+    assert "| fault injection: faults injected and survived | 2 (2,000 requests, 0 5xx" in text
+    assert "| certificates lost (must be 0) | 0 |" in text
     assert "No figures recorded." in text  # no abuse run: said, not old numbers
 
 
 def test_nothing_recorded_says_so(tmp_path: Path) -> None:
     report = _report()
-    text = report.render(
-        report.load_figures(tmp_path / "none.jsonl"), report.load_parsers(tmp_path / "none.json")
-    )
+    text = report.render(report.load_figures(tmp_path / "none.jsonl"))
     assert "No figures recorded (run the tests with `OSTIARY_FIGURES`)." in text
-    assert "No run recorded" in text
+    assert "| certificates lost (must be 0) | not measured yet |" in text

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from asn1crypto import cms, core, parser
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -33,6 +34,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import padding as block_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from ostiary.core.encoding import load_certificate
+from ostiary.core.errors import MalformedInput
 
 
 class MessageType(IntEnum):
@@ -232,10 +236,21 @@ def _signer_certificate(signed: cms.SignedData, signer_info: cms.SignerInfo) -> 
                 candidate.serial_number == wanted["serial_number"].native
                 and candidate.issuer == wanted["issuer"]
             ):
-                return x509.load_der_x509_certificate(candidate.dump())
+                return _read_certificate(candidate)
         elif candidate.key_identifier == sid.chosen.native:
-            return x509.load_der_x509_certificate(candidate.dump())
+            return _read_certificate(candidate)
     raise ValueError("the signer's certificate is not in the message")
+
+
+def _read_certificate(candidate: asn1_x509.Certificate) -> x509.Certificate:
+    """The signer's certificate read in full now (names, extensions, key), so that a part
+    cryptography cannot read is "not a pkiMessage" here, not an exception later (found by
+    the ``scep`` fuzz harness: an unknown key type, a bad version).
+    """
+    try:
+        return load_certificate(candidate.dump())
+    except MalformedInput as exc:
+        raise ValueError(f"the signer's certificate: {exc.detail}") from None
 
 
 # --------------------------------------------------------------------------- envelope
