@@ -18,9 +18,14 @@ from tests.conftest import require_tool
 pytestmark = pytest.mark.slow
 
 
-def lego(
-    server: AcmeServer, home: Path, *args: str, provisioner: str = "acme"
+def run_lego(
+    server: AcmeServer,
+    home: Path,
+    provisioner: str,
+    *args: str,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """lego with an account in ``home`` against ``provisioner``, whatever its exit status."""
     command = [
         require_tool("lego"),
         "--server",
@@ -30,15 +35,20 @@ def lego(
         "--accept-tos",
         "--email",
         "ops@example.com",
-        "--http",
-        "--http.port",
-        f"127.0.0.1:{server.http_port}",
         *args,
     ]
-    environment = {**os.environ, "LEGO_CA_CERTIFICATES": str(server.root_file)}
-    done = subprocess.run(
+    environment = {**os.environ, "LEGO_CA_CERTIFICATES": str(server.root_file), **(env or {})}
+    return subprocess.run(
         command, capture_output=True, text=True, env=environment, timeout=120, check=False
     )
+
+
+def lego(
+    server: AcmeServer, home: Path, *args: str, provisioner: str = "acme"
+) -> subprocess.CompletedProcess[str]:
+    """lego answering http-01 on the server's validation port; the test fails if lego does."""
+    http = ("--http", "--http.port", f"127.0.0.1:{server.http_port}")
+    done = run_lego(server, home, provisioner, *http, *args)
     if done.returncode != 0:
         pytest.fail(f"lego {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done
