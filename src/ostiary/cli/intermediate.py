@@ -28,16 +28,20 @@ intermediate_app = typer.Typer(
 )
 
 
+#: ``--key-type`` of a new CA key (``ca intermediate rotate``, ``ca root rotate``).
+NewKeyType = Annotated[
+    str | None,
+    typer.Option(
+        "--key-type",
+        help="p256, p384, ed25519, rsa2048... (default: the CA's key type).",
+        show_default=False,
+    ),
+]
+
+
 @intermediate_app.command("rotate")
 def rotate(
-    key_type: Annotated[
-        str | None,
-        typer.Option(
-            "--key-type",
-            help="p256, p384, ed25519, rsa2048... (default: the CA's key type).",
-            show_default=False,
-        ),
-    ] = None,
+    key_type: NewKeyType = None,
     kms: Annotated[
         str | None,
         typer.Option(
@@ -63,7 +67,7 @@ def rotate(
                 "key lives there too"
             )
         chosen = parse_key_type(key_type) if key_type else config.key_type
-        root_signer = ca.material.load_root_signer(ca.password)
+        root_signer = ca.material.load_newest_root_signer(ca.password)
         try:
             certificate = rotate_intermediate(
                 ca.material,
@@ -132,4 +136,4 @@ def revoke_intermediate_command(
     note(f"Revoked intermediate {subject}, reason {flag.value}; the root CRL lists it.")
 
 
-__all__ = ["intermediate_app", "revoke_intermediate_command"]
+__all__ = ["NewKeyType", "intermediate_app", "revoke_intermediate_command"]

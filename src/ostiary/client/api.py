@@ -97,7 +97,7 @@ class OstiaryClient(ClosingClient):
     def from_config(cls, config: ClientConfig | None = None, **options: Any) -> Self:
         """A client for the CA saved by ``ostiary bootstrap`` (or the one given)."""
         config = config or load_client_config()
-        return cls(config.ca_url, [config.root], **options)
+        return cls(config.ca_url, config.trusted_roots, **options)
 
     # -- public endpoints -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
 from ostiary.authority.revocation_feed import FeedQuery
 from ostiary.authority.rollover import live_issuers
+from ostiary.authority.root_rollover import root_bundle
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import NotFound
 from ostiary.server.body import read_body
@@ -59,8 +60,8 @@ async def health() -> Health:
 
 @router.get("/roots", response_model=Roots)
 def roots(context: Context) -> Roots:
-    """The CA's root certificates (PEM)."""
-    return Roots(roots=[_pem(context.authority.ca.root)])
+    """The CA's root certificates and the cross-certificates between them (PEM)."""
+    return Roots(**root_bundle(context.authority.ca))
 
 
 @router.get(
@@ -75,9 +76,10 @@ def root_by_fingerprint(sha256: str, context: Context) -> Response:
     checks the fingerprint itself.
     """
     wanted = sha256.strip().lower().replace(":", "")
-    root = context.authority.ca.root
-    if not _FINGERPRINT.fullmatch(wanted) or wanted != fingerprint_sha256(root):
+    found = [r for r in context.authority.ca.roots if fingerprint_sha256(r) == wanted]
+    if not _FINGERPRINT.fullmatch(wanted) or not found:
         raise NotFound("this CA has no root with that SHA-256 fingerprint")
+    root = found[0]
     return Response(_pem(root), media_type=PEM_FILE)
 
 
