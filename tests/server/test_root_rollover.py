@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial, load_ca_folder
 from ostiary.authority.rollover import rotate_intermediate
+from ostiary.authority.root_crl import publish_root_crl
 from ostiary.authority.root_rollover import RootRotation, cross_certify, rotate_root
 from ostiary.cli.main import app
 from ostiary.client.bootstrap import bootstrap_client_config
@@ -70,6 +71,7 @@ def rotated(
     made = rotate_root(
         material, store, signer, key_type=KeyType.P256, password=PASSWORD, now=now, actor="test"
     )
+    publish_root_crl(material, store, signer, now=now, actor="test")  # /root.crl, as serve
     signer.close()
     assert material.newest_root == made.root
     signer = material.load_newest_root_signer(PASSWORD)  # now the new root's key
@@ -258,3 +260,48 @@ def test_adopt_roots_checks_the_cross_certificate_itself() -> None:
     third = create_root_certificate(name, generate_private_key(KeyType.P256), now=now)
     refused = adopt_roots([old], [third], [good], now=now)
     assert refused.adopted == () and "no cross-certificate carries its key" in refused.refused[0]
+
+
+def test_crl_check_all_passes_through_the_cross_certificate(
+    rotated: Rotated, tmp_path: Path
+) -> None:
+    """The new root's CRL (made at the rotation, served at /crl/KEYID, which intermediates
+    under it name) lets ``openssl verify -crl_check_all`` check every link of the path.
+    """
+    made, authority = rotated.made, rotated.running.authority
+    new_id = key_id_hex(made.root)
+    with rotated.running.plain() as plain, rotated.running.client() as https:
+        new_root_crl = plain.get(f"/crl/{new_id}").content
+        assert https.get(f"/crl/{new_id}").content == new_root_crl
+        intermediate_crl = plain.get(f"/crl/{key_id_hex(rotated.new_intermediate)}").content
+        old_root_crl = plain.get("/root.crl").content
+    assert x509.load_der_x509_crl(new_root_crl).is_signature_valid(made.root.public_key())
+
+    def crl_file(name: str, *ders: bytes) -> Path:
+        pems = (x509.load_der_x509_crl(d).public_bytes(serialization.Encoding.PEM) for d in ders)
+        path = tmp_path / name
+        path.write_bytes(b"".join(pems))
+        return path
+
+    every = crl_file("every.pem", new_root_crl, intermediate_crl, old_root_crl)
+    without = crl_file("without.pem", intermediate_crl, old_root_crl)
+    leaf = _pem(tmp_path / "leaf.pem", leaf_of(authority.issuer, "CN=checked"))
+    old_root = _pem(tmp_path / "old.pem", rotated.old_root)
+    new_root = _pem(tmp_path / "new.pem", made.root)
+    cross = _pem(tmp_path / "cross.pem", made.new_with_old)
+    intermediate = _pem(tmp_path / "int.pem", rotated.new_intermediate)
+
+    def verify(root: Path, crls: Path, *untrusted: Path) -> subprocess.CompletedProcess[str]:
+        options = [a for u in untrusted for a in ("-untrusted", str(u))]
+        command = [
+            require_tool("openssl"), "verify", "-crl_check_all", "-CRLfile", str(crls),
+            "-CAfile", str(root), *options, str(leaf),
+        ]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    result = verify(old_root, every, cross, intermediate)  # the old root's client
+    assert result.returncode == 0, result.stderr
+    result = verify(new_root, every, intermediate)  # the new root's client
+    assert result.returncode == 0, result.stderr
+    # without the new root's CRL, the new root's client cannot check the intermediate
+    assert verify(new_root, without, intermediate).returncode != 0

@@ -74,10 +74,14 @@ def rotated_leaf_urls(base: str | None, key_id: str) -> CAUrls:
     )
 
 
-def intermediate_urls(base: str | None) -> CAUrls:
-    """Where the intermediate points: the root's CRL and the root certificate."""
+def intermediate_urls(base: str | None, rotated_root_key_id: str | None = None) -> CAUrls:
+    """Where the intermediate points: the root's CRL and the root certificate; under a root
+    made by ``ca root rotate``, that root's CRL (``/crl/KEYID``) only.
+    """
     if not base:
         return CAUrls()
+    if rotated_root_key_id is not None:
+        return CAUrls(crl=f"{base}{CRL_PATH}/{rotated_root_key_id}")
     return CAUrls(crl=base + ROOT_CRL_PATH, ca_issuers=base + ROOT_PATH)
 
 
@@ -142,6 +146,12 @@ class CAPaths:
     @property
     def cross_certificates_dir(self) -> Path:
         return self.root / "certs" / "cross"
+
+    def root_crl_of(self, key_id: str, first_root: x509.Certificate) -> Path:
+        """``certs/root.crl`` for the first root, ``certs/roots/KEYID.crl`` for later ones."""
+        if key_id == _key_id(first_root):
+            return self.root_crl
+        return self.root_certificates_dir / f"{key_id}.crl"
 
     def rotated_roots(self) -> list[x509.Certificate]:
         """The roots made by ``ca root rotate``, oldest first."""

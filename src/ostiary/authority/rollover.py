@@ -218,7 +218,10 @@ def rotate_intermediate(
         root_certificate=material.newest_root,
         root_key=root_signer.private_key,
         now=now,
-        root_urls=intermediate_urls(config.url),
+        root_urls=intermediate_urls(
+            config.url,
+            None if material.newest_root is material.root else key_id_hex(material.newest_root),
+        ),
     )
     paths = material.paths
     paths.rotated_certificates.mkdir(parents=True, exist_ok=True)

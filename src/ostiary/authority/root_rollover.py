@@ -30,6 +30,7 @@ from sqlalchemy import update
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.rollover import record_known_issuers
+from ostiary.authority.root_crl import publish_root_crl
 from ostiary.core.ca import (
     ROOT_LIFETIME,
     NameConstraints,
@@ -153,6 +154,8 @@ def rotate_root(
             },
             at=now,
         )
+    # the CRL its intermediates will name (/crl/KEYID), made while its key is at hand
+    publish_root_crl(material, store, new_signer, now=now, actor=actor, root=new)
     return RootRotation(new, new_with_old, old_with_new)
 
 

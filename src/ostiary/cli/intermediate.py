@@ -21,6 +21,7 @@ from ostiary.core.ca import fingerprint_sha256, key_id_hex
 from ostiary.core.crl import parse_revocation_reason
 from ostiary.core.errors import BadRequest
 from ostiary.core.keys import parse_key_type
+from ostiary.signers.files import FileSigner
 
 intermediate_app = typer.Typer(
     help="The issuing intermediates: rotate to a new one, list them with their states.",
@@ -133,6 +134,13 @@ def revoke_intermediate_command(
             publish_root_crl(ca.material, ca.store, root_signer, now=now, actor="cli")
         finally:
             root_signer.close()
+        for root in ca.material.paths.rotated_roots():  # it may be under a newer root
+            paths = ca.material.paths
+            signer = FileSigner.load(paths.rotated_root_key(key_id_hex(root)), ca.password)
+            try:
+                publish_root_crl(ca.material, ca.store, signer, now=now, actor="cli", root=root)
+            finally:
+                signer.close()
     note(f"Revoked intermediate {subject}, reason {flag.value}; the root CRL lists it.")
 
 

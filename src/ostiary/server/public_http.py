@@ -279,19 +279,26 @@ class PublicRoutes:
         if key_id is not None:
             publisher = self.context.crl_of(key_id)
             if publisher is None:
-                raise NotFound("this CA has no intermediate with that key id")
+                der = self.context.rotated_root_crl(key_id)  # a root of 'ca root rotate'
+                if der is None:
+                    raise NotFound("this CA has no intermediate with that key id")
+                return _conditional(der, PKIX_CRL, f'"{_number(der):x}"', etags)
             published = publisher.current()
             return _conditional(published.der, PKIX_CRL, f'"{published.number:x}"', etags)
         if path == "/root.crl":
             der = self.context.root_crl.current()
             if der is None:
                 raise NotFound("no root CRL has been made yet: it is made when 'ca serve' starts")
-            number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
-            return _conditional(der, PKIX_CRL, f'"{number.value.crl_number:x}"', etags)
+            return _conditional(der, PKIX_CRL, f'"{_number(der):x}"', etags)
         published = self.context.crl.current()
         if path == "/crl.pem":
             return _conditional(published.pem, PEM_FILE, f'"{published.number:x}-pem"', etags)
         return _conditional(published.der, PKIX_CRL, f'"{published.number:x}"', etags)
+
+
+def _number(crl: bytes) -> int:
+    found = x509.load_der_x509_crl(crl).extensions.get_extension_for_class(x509.CRLNumber)
+    return int(found.value.crl_number)
 
 
 def _ocsp_reply(der: bytes) -> Reply:

@@ -111,7 +111,10 @@ def crl_of(key_id: str, request: Request, context: Context) -> Response:
     """
     publisher = context.crl_of(key_id.lower())
     if publisher is None:
-        raise NotFound("this CA has no intermediate with that key id")
+        der = context.rotated_root_crl(key_id.lower())  # a root of 'ca root rotate'
+        if der is None:
+            raise NotFound("this CA has no intermediate with that key id")
+        return _conditional(request, der, PKIX_CRL, etag=_crl_etag(der))
     published = publisher.current()
     return _conditional(request, published.der, PKIX_CRL, etag=f'"{published.number:x}"')
 
@@ -156,8 +159,12 @@ def root_crl(request: Request, context: Context) -> Response:
     der = context.root_crl.current()
     if der is None:
         raise NotFound("no root CRL has been made yet: it is made when 'ca serve' starts")
+    return _conditional(request, der, PKIX_CRL, etag=_crl_etag(der))
+
+
+def _crl_etag(der: bytes) -> str:
     number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
-    return _conditional(request, der, PKIX_CRL, etag=f'"{number.value.crl_number:x}"')
+    return f'"{number.value.crl_number:x}"'
 
 
 @router.get(
