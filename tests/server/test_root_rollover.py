@@ -25,6 +25,7 @@ from ostiary.authority.rollover import rotate_intermediate
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.authority.root_rollover import RootRotation, cross_certify, rotate_root
 from ostiary.cli.main import app
+from ostiary.client.api import OstiaryClient, _chains_to
 from ostiary.client.bootstrap import bootstrap_client_config
 from ostiary.client.config import ROOTS_FILE, load_client_config
 from ostiary.client.root_trust import adopt_roots
@@ -305,3 +306,19 @@ def test_crl_check_all_passes_through_the_cross_certificate(
     assert result.returncode == 0, result.stderr
     # without the new root's CRL, the new root's client cannot check the intermediate
     assert verify(new_root, without, intermediate).returncode != 0
+
+
+def test_clients_of_the_old_root_follow_issuance_under_the_new_root(rotated: Rotated) -> None:
+    """What the CA returns with a leaf carries the cross-certificate (how enrollment checks
+    it), and the renew daemon's check of the current intermediate passes for a client that
+    trusts only the old root.
+    """
+    authority, made = rotated.running.authority, rotated.made
+    chain = authority.issuer.chain
+    assert chain == (rotated.new_intermediate, made.new_with_old, made.root)
+    leaf = leaf_of(authority.issuer, "CN=enrolled")
+    assert _chains_to(leaf, chain, [rotated.old_root])
+    assert not _chains_to(leaf, (rotated.new_intermediate, made.root), [rotated.old_root])
+    with OstiaryClient(rotated.running.server.https_url, [rotated.old_root]) as client:
+        assert client.current_issuer() == rotated.new_intermediate
+        assert client.issuer_retiring(leaf_of(authority.ca.issuers[0], "CN=old"))

@@ -224,7 +224,13 @@ class CAMaterial:
             IssuingCA(
                 certificate=key.certificate,
                 private_key=key.signer.private_key,
-                chain=(key.certificate, self.root_of(key.certificate)),
+                # after a root rotation, the cross-certificate before the new root: how a
+                # client of the old root reaches it
+                chain=(
+                    key.certificate,
+                    *self.cross_chain(key.certificate),
+                    self.root_of(key.certificate),
+                ),
                 urls=rotated_leaf_urls(self.config.url, _key_id(key.certificate)),
                 policies=self.config.policies,
             )
