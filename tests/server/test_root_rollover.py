@@ -30,6 +30,7 @@ from ostiary.client.bootstrap import bootstrap_client_config
 from ostiary.client.config import ROOTS_FILE, load_client_config
 from ostiary.client.root_trust import adopt_roots
 from ostiary.core.ca import create_root_certificate, fingerprint_sha256, key_id_hex
+from ostiary.core.errors import BadRequest
 from ostiary.core.issuance import Authorization, IssuingCA, issue_certificate
 from ostiary.core.keys import KeyType, generate_private_key
 from ostiary.core.names import parse_subject
@@ -322,3 +323,16 @@ def test_clients_of_the_old_root_follow_issuance_under_the_new_root(rotated: Rot
     with OstiaryClient(rotated.running.server.https_url, [rotated.old_root]) as client:
         assert client.current_issuer() == rotated.new_intermediate
         assert client.issuer_retiring(leaf_of(authority.ca.issuers[0], "CN=old"))
+
+
+def test_a_token_ca_root_rotation_is_refused_and_changes_nothing(rotated: Rotated) -> None:
+    material = rotated.running.authority.ca
+    token_ca = replace(material, config=material.config.model_copy(update={"kms": "pkcs11"}))
+    before = sorted(material.paths.root_certificates_dir.iterdir())
+    signer = FileSigner(generate_private_key(KeyType.P256), "unused")
+    with pytest.raises(BadRequest, match="PKCS#11 CA is not supported"):
+        rotate_root(
+            token_ca, rotated.store, signer, key_type=KeyType.P256, password=PASSWORD,
+            now=datetime.now(UTC), actor="test",
+        )  # fmt: skip
+    assert sorted(material.paths.root_certificates_dir.iterdir()) == before
