@@ -336,3 +336,33 @@ def test_a_token_ca_root_rotation_is_refused_and_changes_nothing(rotated: Rotate
             now=datetime.now(UTC), actor="test",
         )  # fmt: skip
     assert sorted(material.paths.root_certificates_dir.iterdir()) == before
+
+
+def test_crl_watch_bundles_the_new_root_learnt_through_the_cross_certificate(
+    rotated: Rotated, tmp_path: Path
+) -> None:
+    """nginx/Mosquitto's files after a root rotation: given only the old root, crl-watch
+    puts the new root (vouched for by the cross-certificate) and the new intermediate in the
+    bundle, and the new root's CRL in the CRL file.
+    """
+    made = rotated.made
+    old_root = _pem(tmp_path / "old.pem", rotated.old_root)
+    bundle, crls = tmp_path / "bundle.pem", tmp_path / "crls.pem"
+    result = CliRunner().invoke(
+        app,
+        [
+            "ca", "crl-watch", "--once", "--ca-url", rotated.running.server.http_url, "--root",
+            "--out", str(crls), "--ca-root", str(old_root), "--bundle-out", str(bundle),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bundled = x509.load_pem_x509_certificates(bundle.read_bytes())
+    assert bundled[:2] == [rotated.old_root, made.root]
+    assert rotated.new_intermediate in bundled and rotated.old_intermediate in bundled
+    text = crls.read_bytes().decode()
+    listed = [
+        x509.load_pem_x509_crl(("-----BEGIN X509 CRL-----" + part).encode())
+        for part in text.split("-----BEGIN X509 CRL-----")[1:]
+    ]
+    assert len(listed) == 4  # two intermediates, two roots
+    assert any(crl.is_signature_valid(made.root.public_key()) for crl in listed)
