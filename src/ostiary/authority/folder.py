@@ -11,6 +11,9 @@
     ├── secrets/root.key        encrypted PKCS#8, 0600
     ├── secrets/intermediate.key
     ├── secrets/intermediates/  their keys, KEYID.key (a token CA: KEYID.label, in certs/)
+    ├── certs/roots/            roots made by ``ca root rotate``, KEYID.crt
+    ├── certs/cross/            their cross-certificates, SUBJECTKEYID-by-SIGNERKEYID.crt
+    ├── secrets/roots/          their keys, KEYID.key
     └── ostiary.db              SQLite (WAL), unless database_url points elsewhere
 """
 
@@ -71,10 +74,14 @@ def rotated_leaf_urls(base: str | None, key_id: str) -> CAUrls:
     )
 
 
-def intermediate_urls(base: str | None) -> CAUrls:
-    """Where the intermediate points: the root's CRL and the root certificate."""
+def intermediate_urls(base: str | None, rotated_root_key_id: str | None = None) -> CAUrls:
+    """Where the intermediate points: the root's CRL and the root certificate; under a root
+    made by ``ca root rotate``, that root's CRL (``/crl/KEYID``) only.
+    """
     if not base:
         return CAUrls()
+    if rotated_root_key_id is not None:
+        return CAUrls(crl=f"{base}{CRL_PATH}/{rotated_root_key_id}")
     return CAUrls(crl=base + ROOT_CRL_PATH, ca_issuers=base + ROOT_PATH)
 
 
@@ -123,7 +130,37 @@ class CAPaths:
         """The intermediates made by ``ca intermediate rotate`` (by file name: key id)."""
         if not self.rotated_certificates.is_dir():
             return []
-        return [_read_certificate(path) for path in sorted(self.rotated_certificates.glob("*.crt"))]
+        return _read_folder(self.rotated_certificates)
+
+    @property
+    def root_certificates_dir(self) -> Path:
+        return self.root / "certs" / "roots"
+
+    @property
+    def root_keys(self) -> Path:
+        return self.root / "secrets" / "roots"
+
+    def rotated_root_key(self, key_id: str) -> Path:
+        return self.root_keys / f"{key_id}.key"
+
+    @property
+    def cross_certificates_dir(self) -> Path:
+        return self.root / "certs" / "cross"
+
+    def root_crl_of(self, key_id: str, first_root: x509.Certificate) -> Path:
+        """``certs/root.crl`` for the first root, ``certs/roots/KEYID.crl`` for later ones."""
+        if key_id == _key_id(first_root):
+            return self.root_crl
+        return self.root_certificates_dir / f"{key_id}.crl"
+
+    def rotated_roots(self) -> list[x509.Certificate]:
+        """The roots made by ``ca root rotate``, oldest first."""
+        roots = _read_folder(self.root_certificates_dir)
+        return sorted(roots, key=lambda root: root.not_valid_before_utc)
+
+    def cross_certificates(self) -> list[x509.Certificate]:
+        """The cross-certificates between the roots (:mod:`ostiary.authority.root_rollover`)."""
+        return _read_folder(self.cross_certificates_dir)
 
     @property
     def database(self) -> Path:
@@ -187,7 +224,13 @@ class CAMaterial:
             IssuingCA(
                 certificate=key.certificate,
                 private_key=key.signer.private_key,
-                chain=(key.certificate, self.root),
+                # after a root rotation, the cross-certificate before the new root: how a
+                # client of the old root reaches it
+                chain=(
+                    key.certificate,
+                    *self.cross_chain(key.certificate),
+                    self.root_of(key.certificate),
+                ),
                 urls=rotated_leaf_urls(self.config.url, _key_id(key.certificate)),
                 policies=self.config.policies,
             )
@@ -196,12 +239,55 @@ class CAMaterial:
         return (self.issuer, *rotated)
 
     @property
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        """Every root, oldest first: ``certs/root.crt``, then those of ``ca root rotate``
+        (read from the folder each time: a rotation elsewhere shows at once).
+        """
+        return (self.root, *self.paths.rotated_roots())
+
+    @property
+    def newest_root(self) -> x509.Certificate:
+        """The root that signs new intermediates (the last one ``ca root rotate`` made)."""
+        return self.roots[-1]
+
+    def root_of(self, intermediate: x509.Certificate) -> x509.Certificate:
+        """The root whose key signed ``intermediate`` (by key identifier)."""
+        try:
+            aki = intermediate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        except x509.ExtensionNotFound:
+            return self.root
+        for root in self.roots:
+            if aki.value.key_identifier == bytes.fromhex(_key_id(root)):
+                return root
+        return self.root
+
+    def cross_chain(self, intermediate: x509.Certificate) -> tuple[x509.Certificate, ...]:
+        """The cross-certificates that carry the key of ``intermediate``'s root, signed by
+        another root: what a TLS chain adds so that clients of an older root reach it.
+        """
+        root = self.root_of(intermediate)
+        return tuple(
+            cross
+            for cross in self.paths.cross_certificates()
+            if cross.public_key() == root.public_key()
+        )
+
+    @property
     def database_url(self) -> str:
         return self.paths.database_url(self.config)
 
     def load_root_signer(self, password: bytes) -> Signer:
         """The root key, loaded only for the rare operations that need it (root CRL)."""
         return self.root_loader(self, password)
+
+    def load_newest_root_signer(self, password: bytes) -> Signer:
+        """The newest root's key (a new intermediate, a root rotation): the root key until
+        ``ca root rotate`` made another, then ``secrets/roots/KEYID.key``.
+        """
+        newest = self.newest_root
+        if newest is self.root:
+            return self.load_root_signer(password)
+        return FileSigner.load(self.paths.rotated_root_key(_key_id(newest)), password)
 
 
 def init_ca_folder(
@@ -269,6 +355,12 @@ def _key_id(certificate: x509.Certificate) -> str:
     return certificate.extensions.get_extension_for_class(
         x509.SubjectKeyIdentifier
     ).value.digest.hex()
+
+
+def _read_folder(folder: Path) -> list[x509.Certificate]:
+    if not folder.is_dir():
+        return []
+    return [_read_certificate(path) for path in sorted(folder.glob("*.crt"))]
 
 
 def _read_certificate(path: Path) -> x509.Certificate:

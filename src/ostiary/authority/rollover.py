@@ -193,7 +193,8 @@ def rotate_intermediate(
     now: datetime,
     actor: str | None,
 ) -> x509.Certificate:
-    """Make a new intermediate under the root and make it the issuing one (see above).
+    """Make a new intermediate under the newest root (``root_signer`` holds its key) and
+    make it the issuing one (see above).
 
     ``password`` encrypts the new key file; None for a token CA, whose new key is generated
     in the token (labelled after the configured intermediate label and the key id).
@@ -219,10 +220,13 @@ def rotate_intermediate(
     certificate = create_intermediate_certificate(
         parse_subject(f"CN={config.name} Intermediate CA {now:%Y-%m-%d} {key_id[:8]}"),
         public_key,
-        root_certificate=material.root,
+        root_certificate=material.newest_root,
         root_key=root_signer.private_key,
         now=now,
-        root_urls=intermediate_urls(config.url),
+        root_urls=intermediate_urls(
+            config.url,
+            None if material.newest_root is material.root else key_id_hex(material.newest_root),
+        ),
     )
     paths = material.paths
     paths.rotated_certificates.mkdir(parents=True, exist_ok=True)
@@ -234,7 +238,7 @@ def rotate_intermediate(
     (paths.rotated_certificates / f"{key_id}.crt").write_bytes(
         certificate.public_bytes(serialization.Encoding.PEM)
     )
-    root_key_id = key_id_hex(material.root)
+    root_key_id = key_id_hex(material.newest_root)
     with store.transaction() as session:
         record_known_issuers(session, material, now=now)
         record = record_issuer(
@@ -279,7 +283,7 @@ def record_known_issuers(session: Session, material: CAMaterial, *, now: datetim
             issuer.certificate,
             kind="intermediate",
             state=ACTIVE if position == 0 and nothing_active else RETIRING,
-            issuer_key_id=root_key_id,
+            issuer_key_id=key_id_hex(material.root_of(issuer.certificate)),
             now=now,
         )
 

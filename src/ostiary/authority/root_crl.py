@@ -61,12 +61,18 @@ def publish_root_crl(
     now: datetime,
     actor: str | None,
     lifetime: timedelta = ROOT_CRL_LIFETIME,
+    root: x509.Certificate | None = None,
 ) -> bytes:
-    """Build the root's CRL, write it to ``certs/root.crl`` (atomically) and audit it."""
-    if root_signer.public_key() != material.root.public_key():
+    """Build the root's CRL, write it to ``certs/root.crl`` (atomically) and audit it.
+
+    ``root``: a root made by ``ca root rotate`` instead; its CRL goes to
+    ``certs/roots/KEYID.crl`` and is served at ``/crl/KEYID``.
+    """
+    root = root or material.root
+    if root_signer.public_key() != root.public_key():
         raise ValueError("the signer given is not the root's key")
     this_update = now.replace(microsecond=0)
-    root_key_id = key_id_hex(material.root)
+    root_key_id = key_id_hex(root)
     with store.transaction() as session:
         number = next_crl_number(session, root_key_id)
         revoked = [
@@ -78,7 +84,7 @@ def publish_root_crl(
             for serial, revoked_at, reason in sorted(set(revoked))
         ]
         der = build_crl(
-            material.root,
+            root,
             root_signer.private_key,
             entries,
             crl_number=number,
@@ -97,23 +103,25 @@ def publish_root_crl(
                 der=der,
             ),
         )
-        _sign_root_ocsp(
-            session, material, root_signer, root_key_id, now=this_update, lifetime=lifetime
-        )
+        _sign_root_ocsp(session, root, root_signer, root_key_id, now=this_update, lifetime=lifetime)
         AuditLog(session).append(
             "crl.root_published",
             actor=actor,
-            target=material.root.subject.rfc4514_string(),
-            details={"crl_number": serial_hex(number), "entries": len(entries)},
+            target=root.subject.rfc4514_string(),
+            details={
+                "crl_number": serial_hex(number),
+                "entries": len(entries),
+                "root_key_id": root_key_id,
+            },
             at=now,
         )
-    _write_atomically(material.paths.root_crl, der)
+    _write_atomically(material.paths.root_crl_of(root_key_id, material.root), der)
     return der
 
 
 def _sign_root_ocsp(
     session: Session,
-    material: CAMaterial,
+    root: x509.Certificate,
     root_signer: Signer,
     root_key_id: str,
     *,
@@ -124,8 +132,8 @@ def _sign_root_ocsp(
     revoked), valid as long as this root CRL: the server serves them, never holding the key.
     """
     responder = OcspResponder(
-        issuer=material.root,
-        responder_certificate=material.root,
+        issuer=root,
+        responder_certificate=root,
         responder_key=root_signer.private_key,
         validity=lifetime,
     )

@@ -113,7 +113,10 @@ class RenewingCertificate:
             actor=ACTOR,
             details={"purpose": spec.purpose, "host": socket.gethostname()},
         )
-        return SelfIssued((certificate, self._authority.issuer.certificate), key)
+        issuer = self._authority.issuer.certificate
+        # after a root rotation, the cross-certificate lets a client of the old root follow
+        cross = self._authority.ca.cross_chain(issuer)
+        return SelfIssued((certificate, issuer, *cross), key)
 
 
 __all__ = ["RENEW_AFTER", "RenewingCertificate", "SelfIssued", "SelfIssuedSpec"]

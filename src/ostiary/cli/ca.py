@@ -434,3 +434,7 @@ app.add_typer(_profile_app, name="enroll-profile")
 from ostiary.cli.intermediate import intermediate_app as _intermediate_app  # noqa: E402
 
 app.add_typer(_intermediate_app, name="intermediate")
+
+from ostiary.cli.root import root_app as _root_app  # noqa: E402 - docs/lifecycle.md
+
+app.add_typer(_root_app, name="root")

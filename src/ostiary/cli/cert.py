@@ -16,6 +16,7 @@ from ostiary.cli.console import note, out
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.options import Force, Sans
 from ostiary.cli.secrets import read_password_file
+from ostiary.client.root_trust import cross_anchors
 from ostiary.core.chain import verify_certificate_chain
 from ostiary.core.describe import describe_certificate, describe_crl, describe_csr
 from ostiary.core.encoding import (
@@ -283,17 +284,31 @@ def verify(
     crl: Annotated[
         list[Path] | None, typer.Option("--crl", help="CRL to check revocation against.")
     ] = None,
+    untrusted: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--untrusted",
+            help="More intermediates (not trusted, only for building the chain): e.g. the "
+            "cross-certificates of /roots, to reach a new root from an old one.",
+        ),
+    ] = None,
 ) -> None:
     """Check a certificate against trusted roots (and CRLs): exit 0 if it is good."""
     chain = load_certificate_chain(read_input(cert_file, "certificate"))
+    for path in untrusted or []:
+        chain.extend(load_certificate_chain(read_input(path, "certificates file")))
     roots_path = roots or default_ca_dir() / "certs" / "root.crt"
     trusted = load_certificate_chain(read_input(roots_path, "roots file"))
     crls = [load_crl(read_input(path, "CRL")) for path in crl or []]
+    now = datetime.now(UTC)
+    cross = cross_anchors(trusted, chain[1:], now=now)  # a new root, reached from an old one
     result = verify_certificate_chain(
-        chain[0], intermediates=chain[1:], roots=trusted, now=datetime.now(UTC), crls=crls
+        chain[0], intermediates=chain[1:], roots=[*trusted, *cross], now=now, crls=crls
     )
+    length = len(result.chain) + (result.chain[-1] in cross)
     checked = ", revocation checked" if result.revocation_checked else ""
-    out.print(f"{cert_file}: OK ({len(result.chain)} certificates{checked})", markup=False)
+    through = ", through a cross-certificate" if result.chain[-1] in cross else ""
+    out.print(f"{cert_file}: OK ({length} certificates{checked}{through})", markup=False)
 
 
 from ostiary.cli.ssh import ssh_pubkey as _ssh_pubkey  # noqa: E402 - docs/ssh.md

@@ -19,11 +19,13 @@ from ostiary.client.bootstrap import bootstrap_client_config
 from ostiary.client.config import (
     CLIENT_CONFIG_FILE,
     ROOT_FILE,
+    ROOTS_FILE,
     client_config_dir,
     load_client_config,
     normalize_ca_url,
 )
 from ostiary.client.fingerprints import normalize_fingerprint
+from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import Conflict, OstiaryError
 
@@ -68,8 +70,16 @@ def bootstrap(
     config = bootstrap_client_config(url, expected)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_file(folder / ROOT_FILE, config.dump_root())
+    if config.next_roots:
+        write_file(folder / ROOTS_FILE, config.dump_next_roots())
+    else:
+        (folder / ROOTS_FILE).unlink(missing_ok=True)
     write_file(folder / CLIENT_CONFIG_FILE, config.dump_settings().encode())
     note(f"Trusting {config.root.subject.rfc4514_string()} at {config.ca_url}")
+    for adopted in config.next_roots:
+        note(f"  and its next root {fingerprint_sha256(adopted)} (through a cross-certificate)")
+    for refusal in config.refused_roots:
+        note(f"  {refusal}")
     note(f"Saved to {folder}")
     out.print(config.fingerprint)
 
@@ -104,7 +114,7 @@ def ca_settings(ca_url: str | None, root: Path | None) -> tuple[str, list[x509.C
     if ca_url is None or root is None:
         saved = load_client_config()
         ca_url = ca_url or saved.ca_url
-        roots = [saved.root]
+        roots = saved.trusted_roots
     if root is not None:
         roots = load_certificate_chain(read_input(root, "root file"))
     return normalize_ca_url(ca_url), roots

@@ -342,9 +342,16 @@ def crl_watch(
     if bundle_out is not None and ca_url is not None and trust is None:
         raise BadRequest("--bundle-out with --ca-url needs --ca-root: the root to check against")
     live: list[x509.Certificate] = []
+    adopted: list[x509.Certificate] = []  # roots of 'ca root rotate', through cross-certificates
     with ExitStack() as stack:
         if ca_url is not None:
-            source = remote_source(ca_url, include_root=root, intermediates=live)
+            source = remote_source(
+                ca_url,
+                include_root=root,
+                intermediates=live,
+                trusted_roots=[c for c in trusted if c.subject == c.issuer],
+                next_roots=adopted,
+            )
         else:
             from ostiary.cli.unlock import unlock_ca
 
@@ -363,9 +370,9 @@ def crl_watch(
                 ders = source()
                 # The intermediates listed over plain HTTP count only once a trusted root
                 # signed them (trust_bundle refuses any other).
-                roots = [c for c in trusted if c.subject == c.issuer]
+                roots = [c for c in trusted if c.subject == c.issuer] + adopted
                 vouched = [c for c in live if issued_by(c, roots)]
-                data = crl_pem(ders, [*trusted, *vouched], now=datetime.now(UTC))
+                data = crl_pem(ders, [*trusted, *adopted, *vouched], now=datetime.now(UTC))
                 if bundle_out is not None:
                     if write_if_changed(bundle_out, trust_bundle(roots, live)):
                         note(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} wrote {bundle_out}")

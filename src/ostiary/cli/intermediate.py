@@ -21,6 +21,7 @@ from ostiary.core.ca import fingerprint_sha256, key_id_hex
 from ostiary.core.crl import parse_revocation_reason
 from ostiary.core.errors import BadRequest
 from ostiary.core.keys import parse_key_type
+from ostiary.signers.files import FileSigner
 
 intermediate_app = typer.Typer(
     help="The issuing intermediates: rotate to a new one, list them with their states.",
@@ -28,16 +29,20 @@ intermediate_app = typer.Typer(
 )
 
 
+#: ``--key-type`` of a new CA key (``ca intermediate rotate``, ``ca root rotate``).
+NewKeyType = Annotated[
+    str | None,
+    typer.Option(
+        "--key-type",
+        help="p256, p384, ed25519, rsa2048... (default: the CA's key type).",
+        show_default=False,
+    ),
+]
+
+
 @intermediate_app.command("rotate")
 def rotate(
-    key_type: Annotated[
-        str | None,
-        typer.Option(
-            "--key-type",
-            help="p256, p384, ed25519, rsa2048... (default: the CA's key type).",
-            show_default=False,
-        ),
-    ] = None,
+    key_type: NewKeyType = None,
     kms: Annotated[
         str | None,
         typer.Option(
@@ -63,7 +68,7 @@ def rotate(
                 "key lives there too"
             )
         chosen = parse_key_type(key_type) if key_type else config.key_type
-        root_signer = ca.material.load_root_signer(ca.password)
+        root_signer = ca.material.load_newest_root_signer(ca.password)
         try:
             certificate = rotate_intermediate(
                 ca.material,
@@ -129,7 +134,14 @@ def revoke_intermediate_command(
             publish_root_crl(ca.material, ca.store, root_signer, now=now, actor="cli")
         finally:
             root_signer.close()
+        for root in ca.material.paths.rotated_roots():  # it may be under a newer root
+            paths = ca.material.paths
+            signer = FileSigner.load(paths.rotated_root_key(key_id_hex(root)), ca.password)
+            try:
+                publish_root_crl(ca.material, ca.store, signer, now=now, actor="cli", root=root)
+            finally:
+                signer.close()
     note(f"Revoked intermediate {subject}, reason {flag.value}; the root CRL lists it.")
 
 
-__all__ = ["intermediate_app", "revoke_intermediate_command"]
+__all__ = ["NewKeyType", "intermediate_app", "revoke_intermediate_command"]

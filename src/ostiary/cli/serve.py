@@ -34,8 +34,9 @@ from ostiary.cli.console import note, out
 from ostiary.cli.listen import check_url_matches_listener
 from ostiary.cli.options import CADir, PasswordFile
 from ostiary.cli.unlock import unlock_ca
-from ostiary.core.ca import fingerprint_sha256
+from ostiary.core.ca import fingerprint_sha256, key_id_hex
 from ostiary.core.errors import BadRequest, NotFound, WrongPassword
+from ostiary.signers.files import FileSigner
 
 if TYPE_CHECKING:
     from ostiary.server.metrics import MetricsListener, ServerMetrics
@@ -152,6 +153,7 @@ def serve(
         https_socket, http_socket = https_sockets[0], http_sockets[0]
         authority = with_url(ca.authority, public_url(material.config, http_socket))
         _refresh_root_crl(authority, ca.password)
+        _refresh_rotated_root_crls(authority, ca.password)
         metrics = (
             observed_metrics(authority, stack, processes=workers)
             if metrics_socket is not None
@@ -293,6 +295,30 @@ def _refresh_root_crl(authority: Authority, password: bytes) -> None:
     finally:
         root_signer.close()
     note(f"Wrote the root CRL to {material.paths.root_crl}")
+
+
+def _refresh_rotated_root_crls(authority: Authority, password: bytes) -> None:
+    """The CRLs of the roots made by ``ca root rotate`` (``/crl/KEYID``), when due and their
+    key opens here.
+    """
+    material, now = authority.ca, authority.clock()
+    for root in material.paths.rotated_roots():
+        key_id = key_id_hex(root)
+        path = material.paths.root_crl_of(key_id, material.root)
+        if not root_crl_due(path, now):
+            continue
+        try:
+            signer = FileSigner.load(material.paths.rotated_root_key(key_id), password)
+        except (WrongPassword, NotFound):
+            logger.warning("the key of root %s does not open here: its CRL not refreshed", key_id)
+            continue
+        try:
+            publish_root_crl(
+                material, authority.store, signer, now=now, actor="ca-server", root=root
+            )
+        finally:
+            signer.close()
+        note(f"Wrote the CRL of root {key_id[:16]} to {path}")
 
 
 def _announce(https_url: str, http_url: str, material: CAMaterial, authority: Authority) -> None:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from ostiary.client._closing import ClosingClient
 from ostiary.client.config import ClientConfig, load_client_config, normalize_ca_url
 from ostiary.client.errors import CAUnavailable, error_from_problem
+from ostiary.client.root_trust import adopt_roots
 from ostiary.client.token_check import check_token_not_expired, explain_refusal
 from ostiary.core.ca import fingerprint_sha256, issued_by
 from ostiary.core.encoding import dump_certificate_chain_pem, load_certificate, serial_hex
@@ -97,7 +98,7 @@ class OstiaryClient(ClosingClient):
     def from_config(cls, config: ClientConfig | None = None, **options: Any) -> Self:
         """A client for the CA saved by ``ostiary bootstrap`` (or the one given)."""
         config = config or load_client_config()
-        return cls(config.ca_url, [config.root], **options)
+        return cls(config.ca_url, config.trusted_roots, **options)
 
     # -- public endpoints -------------------------------------------------------------------
 
@@ -126,9 +127,22 @@ class OstiaryClient(ClosingClient):
             current = x509.load_pem_x509_certificates(answer.content)[0]
         except ValueError:
             raise InvalidCertificate("the CA's /intermediates.pem holds no certificate") from None
-        if not issued_by(current, self.trusted_roots):
+        if not issued_by(current, self.trusted_roots) and not issued_by(
+            current, self._next_roots()
+        ):
             raise InvalidCertificate("the CA's current intermediate is not signed by its root")
         return current
+
+    def _next_roots(self) -> tuple[x509.Certificate, ...]:
+        """Roots of ``/roots`` that a cross-certificate from a trusted root vouches for
+        (after ``ca root rotate``; :mod:`ostiary.client.root_trust`).
+        """
+        body = self._call(self._http, "GET", "/roots")
+        offered = [load_certificate(pem.encode()) for pem in _field(body, "roots", list)]
+        cross = body.get("cross_certificates", []) if isinstance(body, dict) else []
+        crossed = [load_certificate(p.encode()) for p in cross if isinstance(p, str)]
+        now = datetime.now(UTC)
+        return adopt_roots(self.trusted_roots, offered, crossed, now=now).adopted
 
     def issuer_retiring(self, certificate: x509.Certificate) -> bool:
         """Whether ``certificate`` was issued by an intermediate the CA no longer issues

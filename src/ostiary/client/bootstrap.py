@@ -2,11 +2,15 @@
 
 The first request cannot be verified (we have no root yet), so its answer is trusted only
 through the fingerprint: the root is kept only if its SHA-256 matches, compared in constant
-time. Then the same server must prove it holds a TLS certificate under that root, over a
-verified connection, before anything is saved.
+time. The CA's other roots (after ``ca root rotate``) are adopted only through a
+cross-certificate signed by that root (:mod:`ostiary.client.root_trust`), never because the
+unverified answer listed them. Then the same server must prove it holds a TLS certificate
+under a trusted root, over a verified connection, before anything is saved.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import httpx
 from cryptography import x509
@@ -15,6 +19,7 @@ from ostiary.client.api import OstiaryClient
 from ostiary.client.config import ClientConfig, normalize_ca_url
 from ostiary.client.errors import CAUnavailable, error_from_problem
 from ostiary.client.fingerprints import fingerprint_matches, normalize_fingerprint
+from ostiary.client.root_trust import adopt_roots
 from ostiary.core.ca import issued_by
 from ostiary.core.encoding import load_certificate
 from ostiary.core.errors import InvalidCertificate, MalformedInput
@@ -30,13 +35,19 @@ def bootstrap_client_config(
     """
     url = normalize_ca_url(ca_url)
     expected = normalize_fingerprint(fingerprint)
-    root = _matching_root(_fetch_roots_unverified(url, timeout), expected, url)
-    with OstiaryClient(url, [root], timeout=timeout) as verified:
+    roots, cross = _fetch_roots_unverified(url, timeout)
+    root = _matching_root(roots, expected, url)
+    adoption = adopt_roots([root], roots, cross, now=datetime.now(UTC))
+    with OstiaryClient(url, [root, *adoption.adopted], timeout=timeout) as verified:
         verified.health()
-    return ClientConfig(url, root)
+    return ClientConfig(
+        url, root, adoption.adopted, adoption.cross_certificates, refused_roots=adoption.refused
+    )
 
 
-def _fetch_roots_unverified(url: str, timeout: float) -> list[x509.Certificate]:
+def _fetch_roots_unverified(
+    url: str, timeout: float
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
     """``GET /roots`` without verifying TLS: the fingerprint check stands in for it."""
     try:
         with httpx.Client(verify=False, timeout=timeout, trust_env=False) as http:
@@ -50,9 +61,14 @@ def _fetch_roots_unverified(url: str, timeout: float) -> list[x509.Certificate]:
     if response.is_error:
         raise error_from_problem(response.status_code, body)
     pems = body.get("roots") if isinstance(body, dict) else None
+    cross = body.get("cross_certificates", []) if isinstance(body, dict) else None
     if not isinstance(pems, list) or not all(isinstance(p, str) for p in pems):
         raise MalformedInput(f"{url}/roots did not answer with a list of root certificates")
-    return [load_certificate(pem.encode()) for pem in pems]
+    if not isinstance(cross, list) or not all(isinstance(p, str) for p in cross):
+        raise MalformedInput(f"{url}/roots: cross_certificates is not a list of certificates")
+    return [load_certificate(pem.encode()) for pem in pems], [
+        load_certificate(pem.encode()) for pem in cross
+    ]
 
 
 def _matching_root(roots: list[x509.Certificate], expected: str, url: str) -> x509.Certificate:

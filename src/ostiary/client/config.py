@@ -4,17 +4,22 @@
 
     $OSTIARY_CLIENT_CONFIG, else $XDG_CONFIG_HOME/ostiary, else ~/.config/ostiary
     ├── client.toml    ca_url and the root's SHA-256 fingerprint
-    └── root.crt       the trusted root (PEM)
+    ├── root.crt       the trusted root (PEM)
+    └── roots.pem      roots learnt later through cross-certificates, with those
+                       cross-certificates (:mod:`ostiary.client.root_trust`)
 
 Loading checks that ``root.crt`` still has the fingerprint recorded beside it, so a root
-swapped on disk is refused rather than trusted.
+swapped on disk is refused rather than trusted; the roots of ``roots.pem`` are trusted only
+while a cross-certificate beside them, signed by ``root.crt`` (or by a root it vouched for),
+still vouches for them.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import tomli_w
@@ -23,8 +28,9 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ostiary.client.fingerprints import fingerprint_matches, normalize_fingerprint
+from ostiary.client.root_trust import adopt_roots
 from ostiary.config import describe_validation_error
-from ostiary.core.ca import fingerprint_sha256
+from ostiary.core.ca import fingerprint_sha256, issued_by
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest, InvalidCertificate, NotFound
 
@@ -32,6 +38,7 @@ from ostiary.core.errors import BadRequest, InvalidCertificate, NotFound
 CLIENT_CONFIG_ENV = "OSTIARY_CLIENT_CONFIG"
 CLIENT_CONFIG_FILE = "client.toml"
 ROOT_FILE = "root.crt"
+ROOTS_FILE = "roots.pem"
 
 
 def client_config_dir() -> Path:
@@ -83,10 +90,26 @@ class ClientConfig:
 
     ca_url: str
     root: x509.Certificate
+    #: Roots adopted through cross-certificates (``roots.pem``), and those certificates.
+    next_roots: tuple[x509.Certificate, ...] = ()
+    cross_certificates: tuple[x509.Certificate, ...] = ()
+    #: Why roots the CA listed were not adopted (shown by ``ostiary bootstrap``).
+    refused_roots: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def fingerprint(self) -> str:
         return fingerprint_sha256(self.root)
+
+    @property
+    def trusted_roots(self) -> list[x509.Certificate]:
+        return [self.root, *self.next_roots]
+
+    def dump_next_roots(self) -> bytes:
+        """``roots.pem``: the adopted roots, then the cross-certificates that vouch for them."""
+        return b"".join(
+            c.public_bytes(serialization.Encoding.PEM)
+            for c in (*self.next_roots, *self.cross_certificates)
+        )
 
     def dump_settings(self) -> str:
         """``client.toml`` for this configuration."""
@@ -120,4 +143,15 @@ def load_client_config(folder: Path | None = None) -> ClientConfig:
             f"{folder / ROOT_FILE} is not the root bootstrap saved (fingerprint differs): "
             "run 'ostiary bootstrap' again"
         )
-    return ClientConfig(settings.ca_url, root)
+    return _with_next_roots(ClientConfig(settings.ca_url, root), folder / ROOTS_FILE)
+
+
+def _with_next_roots(config: ClientConfig, path: Path) -> ClientConfig:
+    try:
+        certificates = load_certificate_chain(path.read_bytes())
+    except FileNotFoundError:
+        return config
+    roots = [c for c in certificates if issued_by(c, [c])]
+    cross = [c for c in certificates if c not in roots]
+    adoption = adopt_roots([config.root], roots, cross, now=datetime.now(UTC))
+    return ClientConfig(config.ca_url, config.root, adoption.adopted, adoption.cross_certificates)

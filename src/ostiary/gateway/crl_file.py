@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -44,6 +44,7 @@ from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CRL_PATH, ROOT_CRL_PATH
 from ostiary.authority.publisher import CrlPublisher
 from ostiary.authority.rollover import live_issuers
+from ostiary.client.root_trust import adopt_roots
 from ostiary.core.ca import issued_by, key_id_hex
 from ostiary.core.errors import BadRequest, InvalidCertificate, Unavailable
 from ostiary.gateway.feed import HOLD_SECONDS, FeedRefused, key_id_of, verify_feed_answer
@@ -54,6 +55,7 @@ log = logging.getLogger("ostiary.crl_watch")
 CrlSource = Callable[[], list[bytes]]
 #: Where a CA server lists its live intermediates (PEM).
 LIVE_PATH = "/intermediates.pem"
+ROOTS_PATH = "/roots"
 
 
 def trust_bundle(
@@ -77,10 +79,16 @@ def remote_source(
     include_root: bool,
     timeout: float = 10.0,
     intermediates: list[x509.Certificate] | None = None,
+    trusted_roots: Sequence[x509.Certificate] = (),
+    next_roots: list[x509.Certificate] | None = None,
 ) -> CrlSource:
     """CRLs fetched from a CA server's plain-HTTP publishing endpoints: one per live
     intermediate (``/intermediates.pem``, then ``/crl/KEYID``; a server without rollover:
     ``/crl``). The intermediates found are put in ``intermediates`` when given.
+
+    With ``next_roots``, the roots of ``/roots`` that a cross-certificate from one of
+    ``trusted_roots`` vouches for (after ``ca root rotate``) are put there, and with
+    ``include_root`` their CRLs (``/crl/KEYID``) are fetched too.
     """
     base = base_url.rstrip("/")
 
@@ -102,9 +110,30 @@ def remote_source(
             paths = [f"{CRL_PATH}/{key_id_hex(c)}" for c in live] or [CRL_PATH]
             if include_root:
                 paths.append(ROOT_CRL_PATH)
+            if next_roots is not None:
+                next_roots[:] = _next_roots(client.get(base + ROOTS_PATH), trusted_roots)
+                if include_root:
+                    paths.extend(f"{CRL_PATH}/{key_id_hex(c)}" for c in next_roots)
             return [get(client, path).content for path in paths]
 
     return fetch
+
+
+def _next_roots(
+    answer: httpx.Response, trusted: Sequence[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The roots of a ``/roots`` answer adopted through a cross-certificate (none from a
+    server without that list).
+    """
+    try:
+        body = answer.json() if answer.status_code == 200 else {}
+        offered = [x509.load_pem_x509_certificate(p.encode()) for p in body.get("roots", [])]
+        cross = [
+            x509.load_pem_x509_certificate(p.encode()) for p in body.get("cross_certificates", [])
+        ]
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidCertificate(f"{ROOTS_PATH} is not a list of roots") from None
+    return list(adopt_roots(trusted, offered, cross, now=datetime.now(UTC)).adopted)
 
 
 def _certificates(pem: bytes) -> list[x509.Certificate]:

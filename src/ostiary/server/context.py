@@ -96,6 +96,16 @@ class ServerContext:
             publisher = self._crls.setdefault(key_id, CrlPublisher(self.authority, issuer=issuer))
         return publisher
 
+    def rotated_root_crl(self, key_id: str) -> bytes | None:
+        """The CRL of a root made by ``ca root rotate`` (``/crl/KEYID``, its intermediates'
+        CDP); None when no such root exists (or it has no CRL yet).
+        """
+        paths = self.authority.ca.paths
+        if not any(key_id_hex(root) == key_id for root in paths.rotated_roots()):
+            return None
+        path = paths.root_crl_of(key_id, self.authority.ca.root)
+        return RootCrlFile(path, self.authority.store, key_id).current()
+
     def follow_rotations(self, load: Callable[[], Sequence[IssuingCA]]) -> None:
         """Switch issuers whenever the audit watch sees an intermediate rotated anywhere;
         ``load`` opens the folder's intermediates again (the new key among them).

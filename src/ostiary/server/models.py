@@ -86,7 +86,12 @@ class RevokeAnswer(BaseModel):
 
 
 class Roots(BaseModel):
-    roots: list[str] = Field(description="the CA's root certificates, PEM")
+    roots: list[str] = Field(description="the CA's root certificates, PEM, oldest first")
+    cross_certificates: list[str] = Field(
+        default_factory=list,
+        description="cross-certificates between the roots (each root's key signed by the "
+        "other), PEM: how a client that trusts one root learns the next",
+    )
 
 
 class Health(BaseModel):

@@ -56,6 +56,7 @@ from cryptography.x509.ocsp import OCSPResponseStatus
 from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
 from ostiary.authority.revocation_feed import FeedQuery
 from ostiary.authority.rollover import live_issuers
+from ostiary.authority.root_rollover import root_bundle
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import MalformedInput, NotFound
 from ostiary.core.ocsp import build_unsuccessful_response, ocsp_request_from_get_path
@@ -121,11 +122,9 @@ class PublicRoutes:
         material = context.authority.ca
         self._root_pem = material.root.public_bytes(serialization.Encoding.PEM)
         self._root_fingerprint = fingerprint_sha256(material.root)
-        roots = json.dumps({"roots": [self._root_pem.decode("ascii")]}).encode()
         #: The answers that never change while the server runs.
         self._fixed = {
             "/health": Reply(200, b'{"status":"ok"}', JSON),
-            "/roots": Reply(200, roots, JSON),
             "/root.crt": Reply(
                 200, material.root.public_bytes(serialization.Encoding.DER), PKIX_CERT
             ),
@@ -156,6 +155,11 @@ class PublicRoutes:
         fixed = self._fixed.get(path)
         by_fingerprint = path.startswith("/roots/") and path.count("/") == 2
         rotated = _ROTATED.fullmatch(path)  # ostiary.authority.rollover
+        if path == "/roots":  # read from the folder: a root rotation shows at once
+            if method not in _GET:
+                return _not_allowed(method, path, "GET, HEAD")
+            material = self.context.authority.ca
+            return self.pool, lambda: Reply(200, json.dumps(root_bundle(material)).encode(), JSON)
         if rotated is not None or path == "/intermediates.pem":
             if method not in _GET:
                 return _not_allowed(method, path, "GET, HEAD")
@@ -173,7 +177,8 @@ class PublicRoutes:
         if fixed is not None:
             return fixed
         if by_fingerprint:
-            return self._root_by_fingerprint(path[len("/roots/") :])
+            given = path[len("/roots/") :]
+            return self.pool, lambda: self._root_by_fingerprint(given)
         etags = _etags(request.headers.get("if-none-match"))
         return self.crl_pool, lambda: self._crl(path, etags)
 
@@ -250,9 +255,14 @@ class PublicRoutes:
 
     def _root_by_fingerprint(self, given: str) -> Reply:
         wanted = unquote(given).strip().lower().replace(":", "")
-        if not _FINGERPRINT.fullmatch(wanted) or wanted != self._root_fingerprint:
+        if not _FINGERPRINT.fullmatch(wanted):
             raise NotFound("this CA has no root with that SHA-256 fingerprint")
-        return Reply(200, self._root_pem, PEM_FILE)
+        if wanted == self._root_fingerprint:
+            return Reply(200, self._root_pem, PEM_FILE)
+        for root in self.context.authority.ca.paths.rotated_roots():
+            if fingerprint_sha256(root) == wanted:
+                return Reply(200, root.public_bytes(serialization.Encoding.PEM), PEM_FILE)
+        raise NotFound("this CA has no root with that SHA-256 fingerprint")
 
     def _live_intermediates(self) -> Reply:
         issuers = live_issuers(self.context.authority)
@@ -270,19 +280,26 @@ class PublicRoutes:
         if key_id is not None:
             publisher = self.context.crl_of(key_id)
             if publisher is None:
-                raise NotFound("this CA has no intermediate with that key id")
+                der = self.context.rotated_root_crl(key_id)  # a root of 'ca root rotate'
+                if der is None:
+                    raise NotFound("this CA has no intermediate with that key id")
+                return _conditional(der, PKIX_CRL, f'"{_number(der):x}"', etags)
             published = publisher.current()
             return _conditional(published.der, PKIX_CRL, f'"{published.number:x}"', etags)
         if path == "/root.crl":
             der = self.context.root_crl.current()
             if der is None:
                 raise NotFound("no root CRL has been made yet: it is made when 'ca serve' starts")
-            number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
-            return _conditional(der, PKIX_CRL, f'"{number.value.crl_number:x}"', etags)
+            return _conditional(der, PKIX_CRL, f'"{_number(der):x}"', etags)
         published = self.context.crl.current()
         if path == "/crl.pem":
             return _conditional(published.pem, PEM_FILE, f'"{published.number:x}-pem"', etags)
         return _conditional(published.der, PKIX_CRL, f'"{published.number:x}"', etags)
+
+
+def _number(crl: bytes) -> int:
+    found = x509.load_der_x509_crl(crl).extensions.get_extension_for_class(x509.CRLNumber)
+    return int(found.value.crl_number)
 
 
 def _ocsp_reply(der: bytes) -> Reply:

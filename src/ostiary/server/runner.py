@@ -216,7 +216,7 @@ class CAServer:
         self.ssl_context = server_context(
             _identity(self._loaded),
             client_certificates="optional",
-            client_trust=(authority.ca.root, authority.ca.intermediate),
+            client_trust=(*authority.ca.roots, authority.ca.intermediate),
             check_client_time=False,
         )
         self._servers: tuple[_Server, ...] = (

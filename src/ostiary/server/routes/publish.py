@@ -31,6 +31,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ostiary.authority.revocation_feed import MEDIA_TYPE as FEED_MEDIA_TYPE
 from ostiary.authority.revocation_feed import FeedQuery
 from ostiary.authority.rollover import live_issuers
+from ostiary.authority.root_rollover import root_bundle
 from ostiary.core.ca import fingerprint_sha256
 from ostiary.core.errors import NotFound
 from ostiary.server.body import read_body
@@ -59,8 +60,8 @@ async def health() -> Health:
 
 @router.get("/roots", response_model=Roots)
 def roots(context: Context) -> Roots:
-    """The CA's root certificates (PEM)."""
-    return Roots(roots=[_pem(context.authority.ca.root)])
+    """The CA's root certificates and the cross-certificates between them (PEM)."""
+    return Roots(**root_bundle(context.authority.ca))
 
 
 @router.get(
@@ -75,9 +76,10 @@ def root_by_fingerprint(sha256: str, context: Context) -> Response:
     checks the fingerprint itself.
     """
     wanted = sha256.strip().lower().replace(":", "")
-    root = context.authority.ca.root
-    if not _FINGERPRINT.fullmatch(wanted) or wanted != fingerprint_sha256(root):
+    found = [r for r in context.authority.ca.roots if fingerprint_sha256(r) == wanted]
+    if not _FINGERPRINT.fullmatch(wanted) or not found:
         raise NotFound("this CA has no root with that SHA-256 fingerprint")
+    root = found[0]
     return Response(_pem(root), media_type=PEM_FILE)
 
 
@@ -109,7 +111,10 @@ def crl_of(key_id: str, request: Request, context: Context) -> Response:
     """
     publisher = context.crl_of(key_id.lower())
     if publisher is None:
-        raise NotFound("this CA has no intermediate with that key id")
+        der = context.rotated_root_crl(key_id.lower())  # a root of 'ca root rotate'
+        if der is None:
+            raise NotFound("this CA has no intermediate with that key id")
+        return _conditional(request, der, PKIX_CRL, etag=_crl_etag(der))
     published = publisher.current()
     return _conditional(request, published.der, PKIX_CRL, etag=f'"{published.number:x}"')
 
@@ -154,8 +159,12 @@ def root_crl(request: Request, context: Context) -> Response:
     der = context.root_crl.current()
     if der is None:
         raise NotFound("no root CRL has been made yet: it is made when 'ca serve' starts")
+    return _conditional(request, der, PKIX_CRL, etag=_crl_etag(der))
+
+
+def _crl_etag(der: bytes) -> str:
     number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
-    return _conditional(request, der, PKIX_CRL, etag=f'"{number.value.crl_number:x}"')
+    return f'"{number.value.crl_number:x}"'
 
 
 @router.get(
