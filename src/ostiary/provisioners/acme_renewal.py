@@ -7,7 +7,10 @@ the past: renew now. ``ostiary ca acme renew-early`` pulls windows forward (afte
 revocation, a change of issuing CA or of policy): it records one
 :class:`~ostiary.store.AcmeRenewalRule` naming a serial, an issuing CA or every ACME
 certificate, whose window (now, and a spread after it) replaces the default of the
-certificates issued before it, when it is earlier.
+certificates issued before it, when it is earlier. After ``ca intermediate rotate``, a
+certificate of an intermediate that no longer issues gets a window that opens now (and lasts
+:data:`ISSUER_CHANGE_SPREAD`, so that its clients do not all come at once): clients that
+follow ARI move to the new intermediate without waiting for two thirds of their lifetime.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ostiary.store import (
     CertificateStatus,
     ProvisionerRepository,
     Store,
+    active_intermediate_key_id,
 )
 from ostiary.store.acme import new_id
 
@@ -36,6 +40,8 @@ from ostiary.store.acme import new_id
 RENEWAL_INFO_RETRY = timedelta(hours=1)
 #: The longest spread ``renew-early`` may give.
 MAX_SPREAD = timedelta(days=7)
+#: The window of a certificate whose intermediate no longer issues (after a rotation).
+ISSUER_CHANGE_SPREAD = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,13 @@ def renewal_window(
             provisioner=provisioner,
             issued_at=record.created_at,
         )
+        active = active_intermediate_key_id(session)
     if rule is not None and rule.start < window.start:
-        return RenewalWindow(rule.start, min(rule.end, window.end))
+        window = RenewalWindow(rule.start, min(rule.end, window.end))
+    if active is not None and active != record.issuer_key_id and window.start > now:
+        # its intermediate retired (ca intermediate rotate): move to the new one soon
+        end = max(min(now + ISSUER_CHANGE_SPREAD, window.end), now + timedelta(seconds=1))
+        window = RenewalWindow(now, end)
     return window
 
 
