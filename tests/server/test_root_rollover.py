@@ -366,3 +366,17 @@ def test_crl_watch_bundles_the_new_root_learnt_through_the_cross_certificate(
     ]
     assert len(listed) == 4  # two intermediates, two roots
     assert any(crl.is_signature_valid(made.root.public_key()) for crl in listed)
+
+
+def test_status_watches_both_roots_after_a_rotation(rotated: Rotated) -> None:
+    """``ca status`` and the health checks list the new root too, with its CRL path."""
+    from ostiary.authority.health import ca_certificates
+
+    paths = rotated.running.authority.ca.paths
+    listed = ca_certificates(paths, rotated.store, now=datetime.now(UTC))
+    roots = [(c.key_id, c.crl_path, c.watched) for c in listed if c.role == "root"]
+    new_id = key_id_hex(rotated.made.root)
+    assert roots == [
+        (key_id_hex(rotated.old_root), "/root.crl", True),
+        (new_id, f"/crl/{new_id}", True),
+    ]

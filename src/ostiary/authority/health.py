@@ -117,8 +117,9 @@ class CACertificate:
 
 
 def ca_certificates(paths: CAPaths, store: Store, *, now: datetime) -> list[CACertificate]:
-    """The CA certificates of this CA: the root, then every intermediate (the issuing one
-    first, then the others oldest first), each with its state. Needs no key.
+    """The CA certificates of this CA: the roots (the first, then those ``ca root rotate``
+    made), then every intermediate (the issuing one first, then the others oldest first),
+    each with its state. Needs no key.
 
     The one place that says which they are; status, doctor, the server log and ``/metrics``
     all iterate over this list (the last three over its :attr:`~CACertificate.watched` ones).
@@ -136,7 +137,14 @@ def ca_certificates(paths: CAPaths, store: Store, *, now: datetime) -> list[CACe
         for issuer in issuers
     ]
     intermediates.sort(key=lambda c: not (c.issuer is not None and c.issuer.issuing))
-    return [CACertificate("root", root, ROOT_CRL_PATH), *intermediates]
+    # Roots made by ``ca root rotate`` publish their CRL at /crl/KEYID; every root is watched
+    # (old clients trust the old one until it expires).
+    roots = [CACertificate("root", root, ROOT_CRL_PATH)] + [
+        CACertificate("root", later, f"{CRL_PATH}/{key_id_hex(later)}")
+        for later in paths.rotated_roots()
+        if key_id_hex(later) != key_id_hex(root)
+    ]
+    return [*roots, *intermediates]
 
 
 def watched_certificates(paths: CAPaths, store: Store, *, now: datetime) -> list[CACertificate]:
