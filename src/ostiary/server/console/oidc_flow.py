@@ -55,14 +55,20 @@ class SignedIn:
 
 
 def begin_sign_in(
-    request: Request, context: ServerContext, provisioner: OIDCProvisioner, callback_path: str
+    request: Request,
+    context: ServerContext,
+    load: Callable[[], OIDCProvisioner],
+    callback_path: str,
 ) -> Response:
-    """Remember the flow, send the browser to the provider (303).
+    """Remember the flow for the provisioner ``load`` finds, send the browser to the
+    provider (303).
 
-    Each client address may start only so many (429), and at most
+    Each client address may start only so many (429), counted before ``load`` looks the
+    provisioner up, so that probing for names is limited too; at most
     :data:`~ostiary.server.console.sessions.MAX_FLOWS` are in flight.
     """
     limits_of(request).sign_ins.check(client_address(request))
+    provisioner = load()
     metadata = provisioner.metadata()
     now = context.authority.clock()
     verifier = new_code_verifier()

@@ -62,8 +62,12 @@ def sign_in(request: Request, context: Context, provisioner: str = "") -> Respon
     Nothing is kept unless ``provisioner`` is one that opens the console (404); each client
     address may start only so many (429), and at most :data:`MAX_FLOWS` are in flight.
     """
-    loaded = admin_provisioner(context, provisioner)
-    return finish(begin_sign_in(request, context, loaded, CALLBACK_PATH), None)
+    return finish(
+        begin_sign_in(
+            request, context, lambda: admin_provisioner(context, provisioner), CALLBACK_PATH
+        ),
+        None,
+    )
 
 
 @router.get("/callback")

@@ -106,8 +106,12 @@ def start(request: Request, context: Context) -> Response:
 @router.get("/oidc/sign-in")
 def sign_in(request: Request, context: Context, provisioner: str = "") -> Response:
     """Send the browser to the provider (only an ``oidc`` provisioner of a confidential app)."""
-    return finish(begin_sign_in(request, context, _enroll_provisioner(context, provisioner),
-                                CALLBACK_PATH), None)  # fmt: skip
+    return finish(
+        begin_sign_in(
+            request, context, lambda: _enroll_provisioner(context, provisioner), CALLBACK_PATH
+        ),
+        None,
+    )
 
 
 @router.get("/oidc/callback")
