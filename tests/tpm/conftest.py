@@ -213,7 +213,7 @@ def _listens(port: int) -> bool:
 
 
 def _wait_for(ready: Any, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # only a failing start waits this long
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             _stop(process)
