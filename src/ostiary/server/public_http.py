@@ -178,6 +178,7 @@ class PublicRoutes:
         return self.crl_pool, lambda: self._crl(path, etags)
 
     def _ocsp(self, request: _Request) -> Routed:
+        self.context.limits.ocsp.check(request.address or None)
         ocsp = self.context.ocsp
         if request.path == "/ocsp":
             if request.method != "POST":
@@ -237,6 +238,8 @@ class PublicRoutes:
         if request.method not in ("GET", "POST"):
             return _not_allowed(request.method, request.path, "GET, POST")
         operation, message = parse_query(request.query)
+        if operation == "PKIOperation":
+            self.context.limits.scep_operations.check(request.address or None)
         name, body = parts[2], request.body if request.method == "POST" else None
 
         def work() -> Reply:

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import load_csr, parse_serial, serial_hex
-from ostiary.core.errors import OstiaryError, PolicyDenied, Unauthorized
+from ostiary.core.errors import OstiaryError, PolicyDenied, TokenReused, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.provisioners import (
     renewal_authorization,
@@ -45,6 +45,7 @@ from ostiary.server.credentials import (
     peer_certificate,
     token_carries_certificate,
 )
+from ostiary.server.limits import client_address
 from ostiary.server.models import (
     HOLDER_REASONS,
     CertificateAnswer,
@@ -82,11 +83,11 @@ async def _revoke_body(request: Request) -> RevokeRequest:
 async def sign(request: Request) -> Response:
     """Issue a certificate for a CSR authorized by a one-time token."""
     body = await read_body(request, media_types=(JSON,))
-    answer = await sign_answer(server_context(request), body)
+    answer = await sign_answer(server_context(request), body, client_address(request))
     return Response(answer, status_code=201, media_type=JSON)
 
 
-async def sign_answer(context: ServerContext, body: bytes) -> bytes:
+async def sign_answer(context: ServerContext, body: bytes, address: str | None = None) -> bytes:
     """The work of ``POST /sign`` on a body already read: the JSON answer (201).
 
     Called by :func:`sign` and, on the HTTPS listener, straight from the HTTP protocol
@@ -96,7 +97,13 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
     record waits for its group commit without holding a thread
     (:meth:`Authority.issue_async`). The provisioner comes from memory; only every few
     seconds is its row looked at, briefly, in the loop's thread.
+
+    An ``address`` (the TCP peer) whose tokens were refused too often is refused (429)
+    before its token is looked at (:attr:`Limits.failed_tokens
+    <ostiary.server.limits.Limits.failed_tokens>`); a good token never counts.
     """
+    refused_tokens = context.limits.failed_tokens
+    refused_tokens.admit(address)
     payload = parse_json(body, SignRequest)
     authority = context.authority
     csr = load_csr(payload.csr.encode("utf-8"))
@@ -112,6 +119,7 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
             provisioners=context.provisioners,
         )
     except OstiaryError as exc:
+        refused_tokens.count(address)
         if context.metrics is not None:  # no provisioner we may trust: the token failed
             context.metrics.count_denial(None, exc.code)
         raise
@@ -123,12 +131,16 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
         authorization = await run_in_threadpool(
             _attested, authority, grant.provisioner, payload.attestation, csr, authorization
         )
-    certificate = await authority.issue_async(
-        csr,
-        authorization,
-        actor=f"provisioner:{grant.provisioner}",
-        token=sign_token_spend(grant),
-    )
+    try:
+        certificate = await authority.issue_async(
+            csr,
+            authorization,
+            actor=f"provisioner:{grant.provisioner}",
+            token=sign_token_spend(grant),
+        )
+    except TokenReused:
+        refused_tokens.count(address)
+        raise
     return (
         CertificateAnswer.of(certificate, context.chain_of(certificate)).model_dump_json().encode()
     )
