@@ -112,9 +112,14 @@ class ApiHttpProtocol(TLSScopeHttpToolsProtocol):
     direct: ClassVar[DirectEndpoints] = {}
 
     @classmethod
-    def serving(cls, endpoints: DirectEndpoints) -> type[ApiHttpProtocol]:
-        """A protocol class answering ``endpoints`` directly."""
-        return type(cls.__name__, (cls,), {"direct": dict(endpoints)})
+    def serving(
+        cls, endpoints: DirectEndpoints, *, max_connections: int | None = None
+    ) -> type[ApiHttpProtocol]:
+        """A protocol class answering ``endpoints`` directly, keeping at most
+        ``max_connections`` connections open (None: no limit).
+        """
+        attributes = {"direct": dict(endpoints), "max_connections": max_connections}
+        return type(cls.__name__, (cls,), attributes)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

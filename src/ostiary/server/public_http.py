@@ -64,6 +64,7 @@ from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.http1 import Reply, encode, problem, reply_for_error
 from ostiary.server.problems import BodyTooLarge, error_response
+from ostiary.server.tls_scope import MAX_CONNECTIONS
 from ostiary.ssh.krl import KRL_MEDIA_TYPE
 
 PKIX_CERT = "application/pkix-cert"
@@ -364,6 +365,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self._server.connections) >= self._server.max_connections:
+            transport.close()  # at once, as on the HTTPS listener (tls_scope.py)
+            return
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
@@ -515,8 +519,16 @@ def _too_large() -> Reply:
 class PublicServer:
     """The plain-HTTP listener on a bound socket, until :meth:`request_stop`."""
 
-    def __init__(self, context: ServerContext, *, grace_seconds: float = 10) -> None:
+    def __init__(
+        self,
+        context: ServerContext,
+        *,
+        grace_seconds: float = 10,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.routes = PublicRoutes(context)
+        #: Open connections past which a new one is closed at once.
+        self.max_connections = max_connections
         self.connections: set[_Connection] = set()
         #: Requests being answered by a coroutine (held feed requests), cancelled at stop.
         self.held: set[asyncio.Future[Reply]] = set()
