@@ -7,6 +7,7 @@ peer, never ``X-Forwarded-For``), and keeps a bounded number of rows.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
 from ostiary.authority.authority import Authority
@@ -33,7 +35,7 @@ from ostiary.server.console.sessions import Flow, SessionStore
 from ostiary.server.limits import AddressLimiter, Limits
 from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus
 from ostiary.tls import client_context
-from tests.server.conftest import Provisioners, Running, make_csr, ocsp_request, run_server
+from tests.server.conftest import Provisioners, Running, make_csr, run_server
 
 CLAIMS = ProvisionerClaims(
     lifetime=Lifetime(timedelta(minutes=5), timedelta(hours=24), timedelta(days=30))
@@ -324,18 +326,32 @@ def test_acme_new_nonce_is_limited_per_address(running: Running) -> None:
         assert other.get("/acme/nobody/new-nonce").status_code == 404
 
 
+def fresh_ocsp_request(running: Running) -> bytes:
+    """An OCSP request no kept answer serves (a new nonce each time)."""
+    return (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(running.authority.issuer.certificate, running.root, hashes.SHA1())
+        .add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
 def test_ocsp_on_the_plain_http_listener_is_limited_per_address(running: Running) -> None:
     assert Limits.default().ocsp.burst >= 1000  # relying parties poll: generous
     shrink(running.context.limits.ocsp)
-    der = ocsp_request(running.authority.issuer.certificate, running.root)
     headers = {"content-type": "application/ocsp-request"}
+
+    def ask(api: httpx.Client) -> httpx.Response:
+        return api.post("/ocsp", content=fresh_ocsp_request(running), headers=headers)
+
     with plain(running) as api:
-        answers = [api.post("/ocsp", content=der, headers=headers) for _ in range(3)]
-        refused = api.post("/ocsp", content=der, headers=headers)
+        answers = [ask(api) for _ in range(3)]
+        refused = ask(api)
     assert [a.status_code for a in answers] == [200] * 3
     assert_too_many(refused)
     with plain(running, "127.0.0.2") as other:
-        assert other.post("/ocsp", content=der, headers=headers).status_code == 200
+        assert ask(other).status_code == 200
 
 
 def test_scep_pki_operations_are_limited_per_address_on_both_listeners(

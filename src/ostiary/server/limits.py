@@ -173,8 +173,9 @@ class Limits:
             scep_operations=AddressLimiter(
                 "SCEP operations", burst=100, interval=1.0, on_refused=on_refused
             ),
-            # OCSP on the plain-HTTP listener: generous, relying parties poll and many sit
-            # behind one address; cached answers cost little, so the limit only stops a flood.
+            # OCSP on the plain-HTTP listener, the requests no kept answer serves (each a
+            # lookup and a signature; a cached answer is never limited): generous, relying
+            # parties poll and many sit behind one address; this only stops a flood.
             ocsp=AddressLimiter("OCSP requests", burst=2000, interval=0.01, on_refused=on_refused),
         )
 

@@ -179,7 +179,6 @@ class PublicRoutes:
         return self.crl_pool, lambda: self._crl(path, etags)
 
     def _ocsp(self, request: _Request) -> Routed:
-        self.context.limits.ocsp.check(request.address or None)
         ocsp = self.context.ocsp
         if request.path == "/ocsp":
             if request.method != "POST":
@@ -203,8 +202,10 @@ class PublicRoutes:
                     build_unsuccessful_response(OCSPResponseStatus.MALFORMED_REQUEST)
                 )
         hit = ocsp.cached(der)
-        if hit is not None:
+        if hit is not None:  # costs less than the limit's own check: never limited
             return _ocsp_reply(hit)
+        # A miss costs a lookup and a signature: limited per address, generously.
+        self.context.limits.ocsp.check(request.address or None)
         return self.pool, lambda: _ocsp_reply(ocsp.respond(der))
 
     def _revocations(self, request: _Request) -> Routed:
