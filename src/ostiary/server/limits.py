@@ -169,9 +169,10 @@ class Limits:
             acme_nonces=AddressLimiter(
                 "ACME nonces", burst=300, interval=0.5, on_refused=on_refused
             ),
-            # SCEP PKIOperation (each one a CMS decryption and a signature).
+            # SCEP PKIOperation (each one a CMS decryption and a signature): a fleet behind one
+            # address enrolls at once (bench/scep_enroll.py sends ~280), then 10 a second.
             scep_operations=AddressLimiter(
-                "SCEP operations", burst=100, interval=1.0, on_refused=on_refused
+                "SCEP operations", burst=1000, interval=0.1, on_refused=on_refused
             ),
             # OCSP on the plain-HTTP listener, the requests no kept answer serves (each a
             # lookup and a signature; a cached answer is never limited): generous, relying
