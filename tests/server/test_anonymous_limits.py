@@ -313,6 +313,22 @@ def test_refused_tokens_on_sign_are_limited_per_address_good_ones_never_count(
         assert sign(other, "not-a-token").status_code == 401
 
 
+def test_refused_bearer_tokens_on_renew_and_revoke_share_the_limit(running: Running) -> None:
+    shrink(running.context.limits.failed_tokens)
+    bad = {"authorization": "Bearer not-a-token"}
+    with client(running) as api:
+        answers = [
+            api.post("/renew", json={}, headers=bad),
+            api.post("/revoke", json={"serial_number": "01"}, headers=bad),
+            api.post("/renew", json={}, headers=bad),
+        ]
+        refused = api.post("/revoke", json={"serial_number": "01"}, headers=bad)
+    assert [a.status_code for a in answers] == [401] * 3, [a.text for a in answers]
+    assert_too_many(refused)
+    with client(running, "127.0.0.2") as other:
+        assert other.post("/renew", json={}, headers=bad).status_code == 401
+
+
 def test_acme_new_nonce_is_limited_per_address(running: Running) -> None:
     shrink(running.context.limits.acme_nonces)
     with client(running) as api:

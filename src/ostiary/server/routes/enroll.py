@@ -18,7 +18,8 @@ are read by :mod:`ostiary.server.body` first.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from cryptography import x509
 from fastapi import APIRouter, Depends, Request, Response
@@ -58,6 +59,7 @@ from ostiary.server.models import (
 )
 
 router = APIRouter(tags=["enrollment"])
+T = TypeVar("T")
 Context = Annotated[ServerContext, Depends(current_context)]
 
 
@@ -193,8 +195,16 @@ def revoke(
     serial = parse_serial(body.serial_number)
     reason = parse_reason(body.reason)
     token = bearer_token(request)
-    if token is not None and not token_carries_certificate(token):
-        actor = verify_admin_token(authority.store, token, ca=context.ca, now=authority.clock())
+    if token is not None and not _token_checked(
+        request, context, lambda: token_carries_certificate(token)
+    ):
+        actor = _token_checked(
+            request,
+            context,
+            lambda: verify_admin_token(
+                authority.store, token, ca=context.ca, now=authority.clock()
+            ),
+        )
     else:
         holder = _holder(request, context, purpose="revoke")
         if holder.certificate.serial_number != serial:
@@ -214,18 +224,36 @@ def revoke(
     return RevokeAnswer(serial_number=serial_hex(serial))
 
 
+def _token_checked(request: Request, context: ServerContext, verify: Callable[[], T]) -> T:
+    """``verify()`` of a Bearer token, under the per-address limit on refused tokens (as
+    ``/sign``): an address past it is refused (429) first; only a refusal counts.
+    """
+    refused_tokens = context.limits.failed_tokens
+    address = client_address(request)
+    refused_tokens.admit(address)
+    try:
+        return verify()
+    except OstiaryError:
+        refused_tokens.count(address)
+        raise
+
+
 def _holder(request: Request, context: ServerContext, *, purpose: str) -> Holder:
     """The holder proven by a Bearer holder token, else by the mTLS certificate."""
     authority = context.authority
     now = authority.clock()
     token = bearer_token(request)
     if token is not None:
-        certificate: x509.Certificate = verify_holder_token(
-            authority.store,
-            token,
-            purpose="renew" if purpose == "renew" else "revoke",
-            ca=context.ca,
-            now=now,
+        certificate: x509.Certificate = _token_checked(
+            request,
+            context,
+            lambda: verify_holder_token(
+                authority.store,
+                token,
+                purpose="renew" if purpose == "renew" else "revoke",
+                ca=context.ca,
+                now=now,
+            ),
         )
         return Holder(certificate, via="token")
     certificate_or_none = peer_certificate(request)
