@@ -159,10 +159,12 @@ class Limits:
                 "new ACME accounts", burst=100, interval=36.0, on_refused=on_refused
             ),
             # Refused tokens on the enrollment routes (POST /sign, /renew, /revoke): only a
-            # refusal counts, never a success; a misconfigured device retrying every few
-            # seconds, not someone guessing.
+            # refusal counts, never a success. A refusal costs a signature check (a token
+            # cannot be guessed), so this stops floods, not guessing: 300 at once (a fleet
+            # behind one address with a stale token; tests/server/test_api_fuzz.py's run),
+            # then 5 a second.
             failed_tokens=AddressLimiter(
-                "refused tokens", burst=20, interval=30.0, on_refused=on_refused
+                "refused tokens", burst=300, interval=0.2, on_refused=on_refused
             ),
             # ACME nonces (kept rows, 1 per request of a client): every ACME request of a
             # client may carry one; certbot asks for one per order at most.
