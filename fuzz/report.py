@@ -197,7 +197,7 @@ def tls_rows() -> list[str]:
 def limits_rows() -> list[str]:
     """The limits as the code sets them (imported, so the table cannot drift from it)."""
     from ostiary.gateway.config import GatewayConfig
-    from ostiary.server import body, credentials, models, public_http
+    from ostiary.server import body, credentials, models, public_http, tls_scope
     from ostiary.server.limits import AddressLimiter, Limits
 
     rows = []
@@ -216,6 +216,8 @@ def limits_rows() -> list[str]:
         ("Authorization header", credentials, "MAX_AUTHORIZATION", "bytes"),
         ("plain-HTTP listener: headers per request", public_http, "MAX_HEADERS", ""),
         ("plain-HTTP listener: keep-alive", public_http, "KEEP_ALIVE_SECONDS", "s"),
+        ("HTTPS listener: request head within", tls_scope, "HEAD_TIMEOUT", "s"),
+        ("open connections per listener (`--max-connections`)", tls_scope, "MAX_CONNECTIONS", ""),
     ]
     for label, module, name, unit in constants:
         value = getattr(module, name, None)

@@ -93,7 +93,9 @@ def test_polling_a_wrong_id_is_a_problem(api: httpx.Client, request_id: str, sta
     assert answer.headers["content-type"] == "application/problem+json"
 
 
-def test_officer_cli_needs_the_code_and_approves_once(console: Console, api: httpx.Client) -> None:
+def test_officer_cli_needs_the_code_and_approves_once(
+    console: Console, api: httpx.Client, tmp_path: Path
+) -> None:
     body = _submit(api, _csr("shed.door.example", "shed.door.example")).json()
     request_id, code = body["request_id"], body["code"]
     officer = console.officer_args()
@@ -101,8 +103,20 @@ def test_officer_cli_needs_the_code_and_approves_once(console: Console, api: htt
     assert "needs its one-time code" in missing.stderr and "requester" in missing.stderr
     wrong = refused("ca", "requests", "approve", request_id, "--code", "AAAAAAAA", *officer)
     assert "does not match" in wrong.stderr
+    wrong_file, code_file, empty = tmp_path / "wrong", tmp_path / "code", tmp_path / "empty"
+    wrong_file.write_text("AAAAAAAA\n")
+    code_file.write_text(code + "\n")  # not on the command line: /proc/PID/cmdline shows that
+    empty.write_text("")
+    wrong = refused(
+        "ca", "requests", "approve", request_id, "--code-file", str(wrong_file), *officer
+    )
+    assert "does not match" in wrong.stderr
+    blank = refused("ca", "requests", "approve", request_id, "--code-file", str(empty), *officer)
+    assert "is empty" in blank.stderr
+    both = ("--code", code, "--code-file", str(code_file))
+    assert "not both" in refused("ca", "requests", "approve", request_id, *both, *officer).stderr
     assert api.get(f"/requests/{request_id}").json()["status"] == "pending"
-    ok("ca", "requests", "approve", request_id, "--code", code, *officer)
+    ok("ca", "requests", "approve", request_id, "--code-file", str(code_file), *officer)
     answer = api.get(f"/requests/{request_id}").json()
     assert answer["status"] == "issued"
     issued = x509.load_pem_x509_certificate(answer["certificate"]["certificate"].encode())

@@ -38,6 +38,7 @@ from ostiary.core.names import parse_san, parse_subject
 from ostiary.provisioners import CAIdentity, JWKProvisioner, ProvisionerClaims
 from ostiary.provisioners.holder import mint_holder_token
 from ostiary.provisioners.jwk import JWK_TYPE
+from ostiary.scep import ScepResponder
 from ostiary.server.context import ServerContext
 from ostiary.server.runner import CAServer, bind, public_url, with_url
 from ostiary.store import (
@@ -285,6 +286,7 @@ def run_server(
     signing: Any = None,
     ocsp_options: dict[str, Any] | None = None,
     http_address: str = "127.0.0.1:0",
+    scep: bool = False,
     **options: Any,
 ) -> Iterator[Running]:
     """Bind loopback ports, start the server in a thread, stop it on the way out.
@@ -292,6 +294,7 @@ def run_server(
     ``signing`` (a ``RemoteSigning``) adds the remote-signing service, bound to the authority;
     ``ocsp_options`` go to its ``OcspService`` (e.g. the revocation watch's interval).
     ``http_address`` fixes the plain-HTTP port (for a CA whose configured URL names it).
+    ``scep`` serves SCEP (``/scep/NAME``), as ``ca serve`` does given the CA password.
     """
     https_socket = bind("127.0.0.1:0")
     http_socket = bind(http_address)
@@ -301,6 +304,8 @@ def run_server(
     if signing is not None:
         signing.authority = authority
         context = replace(context, signing=signing)
+    if scep:
+        context = replace(context, scep=ScepResponder(authority, context.ca, PASSWORD))
     server = CAServer(
         context,
         https_socket=https_socket,

@@ -7,6 +7,7 @@ peer, never ``X-Forwarded-For``), and keeps a bounded number of rows.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
 from ostiary.authority.authority import Authority
@@ -264,3 +266,124 @@ def test_the_limiter_forgets_the_least_recently_seen_address_first() -> None:
         limiter.check("d")  # remembered: its one request is spent
     now[0] = 60.0
     limiter.check("d")  # refilled after one interval
+
+
+# --------------------------------------------------------------------------- refusals, polls
+
+
+def shrink(limiter: AddressLimiter, burst: int = 3) -> None:
+    """The server's own limiter, made small (one refill an hour) so a test reaches it."""
+    limiter.burst, limiter.interval = burst, 3600.0
+
+
+def plain(running: Running, source: str = "127.0.0.1") -> httpx.Client:
+    """A plain-HTTP client connecting from loopback address ``source``."""
+    transport = httpx.HTTPTransport(local_address=source)
+    return httpx.Client(base_url=running.server.http_url, transport=transport, timeout=30)
+
+
+def assert_too_many(answer: httpx.Response) -> None:
+    assert answer.status_code == 429, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert int(answer.headers["retry-after"]) >= 1
+
+
+def test_refused_tokens_on_sign_are_limited_per_address_good_ones_never_count(
+    running: Running,
+) -> None:
+    shrink(running.context.limits.failed_tokens)
+
+    def sign(api: httpx.Client, token: str) -> httpx.Response:
+        return api.post("/sign", json={"csr": make_csr("alice@example.com")[0], "token": token})
+
+    with client(running) as api:
+        token = running.sign_token()
+        for _ in range(4):  # more successes than the burst: none counts
+            assert sign(api, running.sign_token()).status_code == 201
+        assert sign(api, token).status_code == 201
+        assert sign(api, token).status_code == 409  # spent: a refusal, counted
+        assert sign(api, "not-a-token").status_code == 401
+        assert sign(api, running.sign_token(ttl=timedelta(minutes=5))[:-4]).status_code == 401
+        refused = sign(api, "not-a-token")
+        good_now = sign(api, running.sign_token())
+    assert_too_many(refused)
+    assert refused.json()["type"] == "urn:ostiary:error:too-many-requests"
+    assert_too_many(good_now)  # past the limit, the address is refused before its token
+    with client(running, "127.0.0.2") as other:
+        assert sign(other, "not-a-token").status_code == 401
+
+
+def test_refused_bearer_tokens_on_renew_and_revoke_share_the_limit(running: Running) -> None:
+    shrink(running.context.limits.failed_tokens)
+    bad = {"authorization": "Bearer not-a-token"}
+    with client(running) as api:
+        answers = [
+            api.post("/renew", json={}, headers=bad),
+            api.post("/revoke", json={"serial_number": "01"}, headers=bad),
+            api.post("/renew", json={}, headers=bad),
+        ]
+        refused = api.post("/revoke", json={"serial_number": "01"}, headers=bad)
+    assert [a.status_code for a in answers] == [401] * 3, [a.text for a in answers]
+    assert_too_many(refused)
+    with client(running, "127.0.0.2") as other:
+        assert other.post("/renew", json={}, headers=bad).status_code == 401
+
+
+def test_acme_new_nonce_is_limited_per_address(running: Running) -> None:
+    shrink(running.context.limits.acme_nonces)
+    with client(running) as api:
+        answers = [api.head("/acme/nobody/new-nonce") for _ in range(3)]
+        refused = api.get("/acme/nobody/new-nonce")
+    assert [a.status_code for a in answers] == [404] * 3
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["type"] == "urn:ietf:params:acme:error:rateLimited"
+    assert int(refused.headers["retry-after"]) >= 1
+    with client(running, "127.0.0.2") as other:
+        assert other.get("/acme/nobody/new-nonce").status_code == 404
+
+
+def fresh_ocsp_request(running: Running) -> bytes:
+    """An OCSP request no kept answer serves (a new nonce each time)."""
+    return (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(running.authority.issuer.certificate, running.root, hashes.SHA1())
+        .add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+def test_ocsp_on_the_plain_http_listener_is_limited_per_address(running: Running) -> None:
+    assert Limits.default().ocsp.burst >= 1000  # relying parties poll: generous
+    shrink(running.context.limits.ocsp)
+    headers = {"content-type": "application/ocsp-request"}
+
+    def ask(api: httpx.Client) -> httpx.Response:
+        return api.post("/ocsp", content=fresh_ocsp_request(running), headers=headers)
+
+    with plain(running) as api:
+        answers = [ask(api) for _ in range(3)]
+        refused = ask(api)
+    assert [a.status_code for a in answers] == [200] * 3
+    assert_too_many(refused)
+    with plain(running, "127.0.0.2") as other:
+        assert ask(other).status_code == 200
+
+
+def test_scep_pki_operations_are_limited_per_address_on_both_listeners(
+    authority: Authority, provisioners: Provisioners
+) -> None:
+    with run_server(authority, provisioners, scep=True) as running:
+        shrink(running.context.limits.scep_operations)
+        operation = {"operation": "PKIOperation"}
+        with plain(running) as api:
+            caps = [api.get("/scep/nobody", params={"operation": "GetCACaps"}) for _ in range(5)]
+            answers = [api.post("/scep/nobody", params=operation, content=b"x") for _ in range(3)]
+        with client(running) as https:  # the same address's bucket, on the HTTPS listener
+            refused = https.post("/scep/nobody", params=operation, content=b"x")
+        with plain(running, "127.0.0.2") as other:
+            elsewhere = other.post("/scep/nobody", params=operation, content=b"x")
+    assert {a.status_code for a in caps} == {404}  # GetCACaps is not limited
+    assert {a.status_code for a in answers} == {404}
+    assert_too_many(refused)
+    assert elsewhere.status_code == 404

@@ -112,7 +112,8 @@ def serve(answer: Callable[[bytes], Any] | None = None, **config: Any) -> Iterat
     """uvicorn with the protocol, ``POST /echo`` direct; stopped on the way out."""
     answered: list[bytes] = []
 
-    async def echo(body: bytes) -> bytes:
+    async def echo(body: bytes, peer: str | None) -> bytes:
+        assert peer == "127.0.0.1"
         answered.append(body)
         if answer is not None:
             result: bytes = await answer(body)

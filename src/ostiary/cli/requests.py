@@ -18,7 +18,9 @@ Registered on the ``ca`` group at the end of :mod:`ostiary.cli.ca`.
 
 from __future__ import annotations
 
+import getpass
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -142,7 +144,19 @@ def approve(
     code: Annotated[
         str | None,
         typer.Option(
-            "--code", help="The one-time code the requester tells you.", show_default=False
+            "--code",
+            help="The one-time code the requester tells you. Other local users can read it "
+            "in the process list: prefer --code-file, or the prompt.",
+            show_default=False,
+        ),
+    ] = None,
+    code_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--code-file",
+            help="Read the one-time code from the first line of this file ('-': standard "
+            "input). Without --code or --code-file, a terminal is asked for it.",
+            show_default=False,
         ),
     ] = None,
     cert: OfficerCert = None,
@@ -151,11 +165,36 @@ def approve(
     root: RootFile = None,
 ) -> None:
     """Approve a pending request, as an officer: the certificate is issued for its names."""
+    code = _approval_code(code, code_file)
     with _officer_client(cert, key, ca_url, root) as client:
         answer = client.approve(request_id, code)
     note(
         f"Approved request {answer.get('request_id')}: issued serial {answer.get('serial_number')}"
     )
+
+
+def _approval_code(code: str | None, code_file: Path | None) -> str | None:
+    """The one-time code: ``--code``, ``--code-file`` (``-``: standard input), else typed at
+    a terminal without echo (empty: the request needs none), else none.
+    """
+    if code is not None and code_file is not None:
+        raise BadRequest("give --code or --code-file, not both")
+    if code_file is not None:
+        data = (
+            sys.stdin.buffer.read() if str(code_file) == "-" else read_input(code_file, "code file")
+        )
+        lines = data.splitlines()
+        first = lines[0].strip() if lines else b""
+        if not first:
+            raise BadRequest(f"the code file {code_file} is empty")
+        try:
+            return first.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest(f"the code file {code_file} does not hold a code") from None
+    if code is None and sys.stdin.isatty():
+        typed = getpass.getpass("One-time code from the requester (Enter if none): ").strip()
+        return typed or None
+    return code
 
 
 @requests_app.command("reject")

@@ -67,6 +67,15 @@ def serve(
             help="Server processes sharing the ports; one per core for the most throughput.",
         ),
     ] = 1,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Open connections each listener keeps per process; one past it is closed at "
+            "once (raise the open-files limit, ulimit -n, to match).",
+        ),
+    ] = 4096,
     acme_http_port: Annotated[
         int,
         typer.Option(
@@ -179,7 +188,12 @@ def serve(
         # A rotation made anywhere (the audit log shows it): issue with the new intermediate.
         password = ca.password
         context.follow_rotations(lambda: reload_issuers(authority.ca, password))
-        server = CAServer(context, https_socket=https_socket, http_socket=http_socket)
+        server = CAServer(
+            context,
+            https_socket=https_socket,
+            http_socket=http_socket,
+            max_connections=max_connections,
+        )
         _announce(server.https_url, server.http_url, material, authority)
         watch = HealthWatch(authority)
         http_url = server.http_url  # the parent closes its listening sockets once forked

@@ -51,9 +51,11 @@ from ostiary.server.tls_scope import TLSScopeHttpToolsProtocol
 
 @dataclass(frozen=True, slots=True)
 class DirectEndpoint:
-    """A route the protocol answers itself: ``answer(body)`` gives the body of a success."""
+    """A route the protocol answers itself: ``answer(body, peer)`` gives the body of a
+    success (``peer``: the TCP peer's address, for per-address limits).
+    """
 
-    answer: Callable[[bytes], Awaitable[bytes]]
+    answer: Callable[[bytes, str | None], Awaitable[bytes]]
     media_types: tuple[str, ...] = (JSON,)
     status: int = 200
     content_type: str = JSON
@@ -92,6 +94,7 @@ class _DirectCycle:
     http_version: str
     keep_alive: bool
     client: str
+    peer: str | None
     body: list[bytes] = field(default_factory=list)
     size: int = 0
     response_complete: bool = False
@@ -109,9 +112,14 @@ class ApiHttpProtocol(TLSScopeHttpToolsProtocol):
     direct: ClassVar[DirectEndpoints] = {}
 
     @classmethod
-    def serving(cls, endpoints: DirectEndpoints) -> type[ApiHttpProtocol]:
-        """A protocol class answering ``endpoints`` directly."""
-        return type(cls.__name__, (cls,), {"direct": dict(endpoints)})
+    def serving(
+        cls, endpoints: DirectEndpoints, *, max_connections: int | None = None
+    ) -> type[ApiHttpProtocol]:
+        """A protocol class answering ``endpoints`` directly, keeping at most
+        ``max_connections`` connections open (None: no limit).
+        """
+        attributes = {"direct": dict(endpoints), "max_connections": max_connections}
+        return type(cls.__name__, (cls,), attributes)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -135,6 +143,7 @@ class ApiHttpProtocol(TLSScopeHttpToolsProtocol):
             keep_alive=version != "1.0" and self.parser.should_keep_alive(),
             # Read now: the headers are the next request's once this one waits.
             client=self._client_address() if self.access_log else "",
+            peer=self.client[0] if self.client else None,
         )
         # uvicorn's own handlers see this request as in progress from here on.
         self.cycle = cycle  # type: ignore[assignment]
@@ -213,7 +222,7 @@ class ApiHttpProtocol(TLSScopeHttpToolsProtocol):
         started = time.perf_counter()
         endpoint = cycle.endpoint
         try:
-            body = await endpoint.answer(b"".join(cycle.body))
+            body = await endpoint.answer(b"".join(cycle.body), cycle.peer)
         except Exception as exc:
             reply = reply_for_error(exc, cycle.method, cycle.target)
         else:

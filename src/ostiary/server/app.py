@@ -34,7 +34,6 @@ from ostiary.server import console
 from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
-from ostiary.server.limits import Limits
 from ostiary.server.metrics import RouteTiming
 from ostiary.server.openapi import document_problems, hoist_definitions
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
@@ -70,9 +69,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
     )
     app.state.ostiary = context
     metrics = context.metrics
-    app.state.ostiary_limits = Limits.default(
-        on_refused=metrics.count_rate_limited if metrics is not None else None
-    )
+    app.state.ostiary_limits = context.limits
     install_problem_handlers(app)
     app.include_router(publish.router)
     if not public_only:

@@ -27,6 +27,7 @@ from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner_nam
 from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.manage import load_token_provisioner
 from ostiary.scep import ScepResponder
+from ostiary.server.limits import Limits
 from ostiary.server.metrics import ServerMetrics
 from ostiary.signers.sealing import Sealer
 from ostiary.store import issuer_key_id_of
@@ -59,6 +60,14 @@ class ServerContext:
     sealer: Sealer | None = None
     #: Prometheus metrics (``ca serve --metrics-address``); None: nothing is counted.
     metrics: ServerMetrics | None = None
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The per-address limiters, shared by both listeners and the direct ``/sign``."""
+        metrics = self.metrics
+        return Limits.default(
+            on_refused=metrics.count_rate_limited if metrics is not None else None
+        )
 
     def chain_of(self, certificate: x509.Certificate) -> tuple[str, ...]:
         """The CA certificate that issued ``certificate``, PEM, as every answer with a new

@@ -70,6 +70,21 @@ class AddressLimiter:
 
         A request with no address at all (an app called in-process) shares one bucket.
         """
+        self._take(address, refuse=True, spend=True)
+
+    def admit(self, address: str | None) -> None:
+        """:class:`TooManyRequests` if ``address``'s bucket is empty; nothing is taken.
+
+        With :meth:`count`, for limits on failures only: a caller is admitted while it has
+        failures left, and only a failure (:meth:`count`) takes from its bucket.
+        """
+        self._take(address, refuse=True, spend=False)
+
+    def count(self, address: str | None) -> None:
+        """Take one from ``address``'s bucket (a failure), never refusing."""
+        self._take(address, refuse=False, spend=True)
+
+    def _take(self, address: str | None, *, refuse: bool, spend: bool) -> None:
         key = address or "-"
         now = self._clock()
         with self._lock:
@@ -83,8 +98,9 @@ class AddressLimiter:
             self._buckets[key] = bucket  # most recently used last
             while len(self._buckets) > self.max_addresses:
                 self._buckets.popitem(last=False)
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
+            if bucket.tokens >= 1 or not refuse:
+                if spend:
+                    bucket.tokens = max(0.0, bucket.tokens - 1)
                 return
             wait = max(1, math.ceil((1 - bucket.tokens) * self.interval))
         if self.on_refused is not None:
@@ -111,6 +127,10 @@ class Limits:
     sign_ins: AddressLimiter
     requests: AddressLimiter
     acme_accounts: AddressLimiter
+    failed_tokens: AddressLimiter
+    acme_nonces: AddressLimiter
+    scep_operations: AddressLimiter
+    ocsp: AddressLimiter
 
     @classmethod
     def default(cls, *, on_refused: Callable[[str], None] | None = None) -> Limits:
@@ -138,6 +158,28 @@ class Limits:
             acme_accounts=AddressLimiter(
                 "new ACME accounts", burst=100, interval=36.0, on_refused=on_refused
             ),
+            # Refused tokens on the enrollment routes (POST /sign, /renew, /revoke): only a
+            # refusal counts, never a success. A refusal costs a signature check (a token
+            # cannot be guessed), so this stops floods, not guessing: 300 at once (a fleet
+            # behind one address with a stale token; tests/server/test_api_fuzz.py's run),
+            # then 5 a second.
+            failed_tokens=AddressLimiter(
+                "refused tokens", burst=300, interval=0.2, on_refused=on_refused
+            ),
+            # ACME nonces (kept rows, 1 per request of a client): every ACME request of a
+            # client may carry one; certbot asks for one per order at most.
+            acme_nonces=AddressLimiter(
+                "ACME nonces", burst=300, interval=0.5, on_refused=on_refused
+            ),
+            # SCEP PKIOperation (each one a CMS decryption and a signature): a fleet behind one
+            # address enrolls at once (bench/scep_enroll.py sends ~280), then 10 a second.
+            scep_operations=AddressLimiter(
+                "SCEP operations", burst=1000, interval=0.1, on_refused=on_refused
+            ),
+            # OCSP on the plain-HTTP listener, the requests no kept answer serves (each a
+            # lookup and a signature; a cached answer is never limited): generous, relying
+            # parties poll and many sit behind one address; this only stops a flood.
+            ocsp=AddressLimiter("OCSP requests", burst=2000, interval=0.01, on_refused=on_refused),
         )
 
 

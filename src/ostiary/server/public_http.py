@@ -65,6 +65,7 @@ from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.http1 import Reply, encode, problem, reply_for_error
 from ostiary.server.problems import BodyTooLarge, error_response
+from ostiary.server.tls_scope import MAX_CONNECTIONS
 from ostiary.ssh.krl import KRL_MEDIA_TYPE
 
 PKIX_CERT = "application/pkix-cert"
@@ -206,8 +207,10 @@ class PublicRoutes:
                     build_unsuccessful_response(OCSPResponseStatus.MALFORMED_REQUEST)
                 )
         hit = ocsp.cached(der)
-        if hit is not None:
+        if hit is not None:  # costs less than the limit's own check: never limited
             return _ocsp_reply(hit)
+        # A miss costs a lookup and a signature: limited per address, generously.
+        self.context.limits.ocsp.check(request.address or None)
         return self.pool, lambda: _ocsp_reply(ocsp.respond(der))
 
     def _revocations(self, request: _Request) -> Routed:
@@ -242,6 +245,8 @@ class PublicRoutes:
         if request.method not in ("GET", "POST"):
             return _not_allowed(request.method, request.path, "GET, POST")
         operation, message = parse_query(request.query)
+        if operation == "PKIOperation":
+            self.context.limits.scep_operations.check(request.address or None)
         name, body = parts[2], request.body if request.method == "POST" else None
 
         def work() -> Reply:
@@ -378,6 +383,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self._server.connections) >= self._server.max_connections:
+            transport.close()  # at once, as on the HTTPS listener (tls_scope.py)
+            return
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
@@ -529,8 +537,16 @@ def _too_large() -> Reply:
 class PublicServer:
     """The plain-HTTP listener on a bound socket, until :meth:`request_stop`."""
 
-    def __init__(self, context: ServerContext, *, grace_seconds: float = 10) -> None:
+    def __init__(
+        self,
+        context: ServerContext,
+        *,
+        grace_seconds: float = 10,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.routes = PublicRoutes(context)
+        #: Open connections past which a new one is closed at once.
+        self.max_connections = max_connections
         self.connections: set[_Connection] = set()
         #: Requests being answered by a coroutine (held feed requests), cancelled at stop.
         self.held: set[asyncio.Future[Reply]] = set()

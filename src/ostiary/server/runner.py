@@ -47,6 +47,7 @@ from ostiary.server.api_http import ApiHttpProtocol
 from ostiary.server.app import create_app, direct_endpoints
 from ostiary.server.context import ServerContext
 from ostiary.server.public_http import PublicServer
+from ostiary.server.tls_scope import MAX_CONNECTIONS
 from ostiary.tls import TLSIdentity, load_identity, server_context
 
 #: Lifetime of the server's own TLS certificate.
@@ -197,7 +198,11 @@ class CAServer:
         access_log: bool = True,
         log_config: dict[str, Any] | str | None = uvicorn.config.LOGGING_CONFIG,
         renewal_poll: float = _RENEWAL_POLL,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        """``max_connections``: open connections per listener, past which a new one is
+        closed at once.
+        """
         self.context = context
         self._renewal_poll = renewal_poll
         authority = context.authority
@@ -223,7 +228,9 @@ class CAServer:
             _Server(
                 uvicorn.Config(
                     create_app(context),
-                    http=ApiHttpProtocol.serving(direct_endpoints(context)),
+                    http=ApiHttpProtocol.serving(
+                        direct_endpoints(context), max_connections=max_connections
+                    ),
                     ssl_context_factory=self._ssl_context_factory,
                     lifespan="off",
                     access_log=access_log,
@@ -233,7 +240,9 @@ class CAServer:
                 )
             ),
         )
-        self._public = PublicServer(context, grace_seconds=_GRACE_SECONDS)
+        self._public = PublicServer(
+            context, grace_seconds=_GRACE_SECONDS, max_connections=max_connections
+        )
 
     def use_listeners(self, https_socket: socket.socket, http_socket: socket.socket) -> None:
         """Serve on these sockets instead, of the same addresses: a worker's own

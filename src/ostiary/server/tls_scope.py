@@ -44,6 +44,9 @@ _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 #: Seconds a client has to send a request's head (request line and headers) on the HTTPS
 #: listener, from the connection or the previous response on.
 HEAD_TIMEOUT = 10.0
+#: Connections a listener keeps open at once (per process), by default (``ca serve
+#: --max-connections``); one past it is closed at once.
+MAX_CONNECTIONS = 4096
 
 
 def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
@@ -123,9 +126,19 @@ class TLSScopeHttpToolsProtocol(HttpToolsProtocol):
     """
 
     _head_deadline: asyncio.TimerHandle | None = None
+    #: Open connections past which a new one is closed at once (None: no limit).
+    max_connections: int | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        limit = self.max_connections
+        if limit is not None and len(self.connections) > limit:
+            # Closed at once rather than answered 503: an answer would first read a request
+            # (a slow client's to send), and a client that cannot connect tries another
+            # replica or later, as after a 503. uvicorn's own limit_concurrency answers 503
+            # after the head and would turn off the direct /sign path (api_http.py).
+            transport.close()
+            return
         self.app = _with_connection(self.app, transport, self.client)
         self._arm_head_deadline()
 

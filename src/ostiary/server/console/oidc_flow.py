@@ -54,21 +54,21 @@ class SignedIn:
     identity: OIDCIdentity
 
 
-def begin_sign_in(
-    request: Request,
-    context: ServerContext,
-    load: Callable[[], OIDCProvisioner],
-    callback_path: str,
-) -> Response:
-    """Remember the flow for the provisioner ``load`` finds, send the browser to the
-    provider (303).
-
-    Each client address may start only so many (429), counted before ``load`` looks the
-    provisioner up, so that probing for names is limited too; at most
-    :data:`~ostiary.server.console.sessions.MAX_FLOWS` are in flight.
+def limit_sign_ins(request: Request) -> None:
+    """Each client address may start only so many sign-ins (429), whether or not the
+    provisioner it names exists: checked first, so a miss is counted too.
     """
     limits_of(request).sign_ins.check(client_address(request))
-    provisioner = load()
+
+
+def begin_sign_in(
+    request: Request, context: ServerContext, provisioner: OIDCProvisioner, callback_path: str
+) -> Response:
+    """Remember the flow, send the browser to the provider (303).
+
+    At most :data:`~ostiary.server.console.sessions.MAX_FLOWS` are in flight; the routes
+    check the per-address limit (:func:`limit_sign_ins`) before they look the provisioner up.
+    """
     metadata = provisioner.metadata()
     now = context.authority.clock()
     verifier = new_code_verifier()

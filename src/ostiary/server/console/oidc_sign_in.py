@@ -30,7 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from ostiary.core.errors import PolicyDenied
-from ostiary.server.console.oidc_flow import begin_sign_in, redeem_sign_in, take_flow
+from ostiary.server.console.oidc_flow import (
+    begin_sign_in,
+    limit_sign_ins,
+    redeem_sign_in,
+    take_flow,
+)
 from ostiary.server.console.routes import ConsoleRoute, _form
 from ostiary.server.console.security import Officer, finish
 from ostiary.server.console.sessions import (
@@ -62,12 +67,9 @@ def sign_in(request: Request, context: Context, provisioner: str = "") -> Respon
     Nothing is kept unless ``provisioner`` is one that opens the console (404); each client
     address may start only so many (429), and at most :data:`MAX_FLOWS` are in flight.
     """
-    return finish(
-        begin_sign_in(
-            request, context, lambda: admin_provisioner(context, provisioner), CALLBACK_PATH
-        ),
-        None,
-    )
+    limit_sign_ins(request)
+    loaded = admin_provisioner(context, provisioner)
+    return finish(begin_sign_in(request, context, loaded, CALLBACK_PATH), None)
 
 
 @router.get("/callback")

@@ -201,6 +201,7 @@ async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> R
     context = server_context(request)
     urls = _urls(request, provisioner)
     try:
+        context.limits.acme_nonces.check(client_address(request))
         await _provisioner(context, provisioner)
     except OstiaryError as exc:
         return acme_problem_response(exc)

@@ -18,7 +18,8 @@ are read by :mod:`ostiary.server.body` first.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from cryptography import x509
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import load_csr, parse_serial, serial_hex
-from ostiary.core.errors import OstiaryError, PolicyDenied, Unauthorized
+from ostiary.core.errors import OstiaryError, PolicyDenied, TokenReused, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.provisioners import (
     renewal_authorization,
@@ -45,6 +46,7 @@ from ostiary.server.credentials import (
     peer_certificate,
     token_carries_certificate,
 )
+from ostiary.server.limits import client_address
 from ostiary.server.models import (
     HOLDER_REASONS,
     CertificateAnswer,
@@ -57,6 +59,7 @@ from ostiary.server.models import (
 )
 
 router = APIRouter(tags=["enrollment"])
+T = TypeVar("T")
 Context = Annotated[ServerContext, Depends(current_context)]
 
 
@@ -82,11 +85,11 @@ async def _revoke_body(request: Request) -> RevokeRequest:
 async def sign(request: Request) -> Response:
     """Issue a certificate for a CSR authorized by a one-time token."""
     body = await read_body(request, media_types=(JSON,))
-    answer = await sign_answer(server_context(request), body)
+    answer = await sign_answer(server_context(request), body, client_address(request))
     return Response(answer, status_code=201, media_type=JSON)
 
 
-async def sign_answer(context: ServerContext, body: bytes) -> bytes:
+async def sign_answer(context: ServerContext, body: bytes, address: str | None = None) -> bytes:
     """The work of ``POST /sign`` on a body already read: the JSON answer (201).
 
     Called by :func:`sign` and, on the HTTPS listener, straight from the HTTP protocol
@@ -96,7 +99,13 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
     record waits for its group commit without holding a thread
     (:meth:`Authority.issue_async`). The provisioner comes from memory; only every few
     seconds is its row looked at, briefly, in the loop's thread.
+
+    An ``address`` (the TCP peer) whose tokens were refused too often is refused (429)
+    before its token is looked at (:attr:`Limits.failed_tokens
+    <ostiary.server.limits.Limits.failed_tokens>`); a good token never counts.
     """
+    refused_tokens = context.limits.failed_tokens
+    refused_tokens.admit(address)
     payload = parse_json(body, SignRequest)
     authority = context.authority
     csr = load_csr(payload.csr.encode("utf-8"))
@@ -112,6 +121,7 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
             provisioners=context.provisioners,
         )
     except OstiaryError as exc:
+        refused_tokens.count(address)
         if context.metrics is not None:  # no provisioner we may trust: the token failed
             context.metrics.count_denial(None, exc.code)
         raise
@@ -123,12 +133,16 @@ async def sign_answer(context: ServerContext, body: bytes) -> bytes:
         authorization = await run_in_threadpool(
             _attested, authority, grant.provisioner, payload.attestation, csr, authorization
         )
-    certificate = await authority.issue_async(
-        csr,
-        authorization,
-        actor=f"provisioner:{grant.provisioner}",
-        token=sign_token_spend(grant),
-    )
+    try:
+        certificate = await authority.issue_async(
+            csr,
+            authorization,
+            actor=f"provisioner:{grant.provisioner}",
+            token=sign_token_spend(grant),
+        )
+    except TokenReused:
+        refused_tokens.count(address)
+        raise
     return (
         CertificateAnswer.of(certificate, context.chain_of(certificate)).model_dump_json().encode()
     )
@@ -181,8 +195,16 @@ def revoke(
     serial = parse_serial(body.serial_number)
     reason = parse_reason(body.reason)
     token = bearer_token(request)
-    if token is not None and not token_carries_certificate(token):
-        actor = verify_admin_token(authority.store, token, ca=context.ca, now=authority.clock())
+    if token is not None and not _token_checked(
+        request, context, lambda: token_carries_certificate(token)
+    ):
+        actor = _token_checked(
+            request,
+            context,
+            lambda: verify_admin_token(
+                authority.store, token, ca=context.ca, now=authority.clock()
+            ),
+        )
     else:
         holder = _holder(request, context, purpose="revoke")
         if holder.certificate.serial_number != serial:
@@ -202,18 +224,36 @@ def revoke(
     return RevokeAnswer(serial_number=serial_hex(serial))
 
 
+def _token_checked(request: Request, context: ServerContext, verify: Callable[[], T]) -> T:
+    """``verify()`` of a Bearer token, under the per-address limit on refused tokens (as
+    ``/sign``): an address past it is refused (429) first; only a refusal counts.
+    """
+    refused_tokens = context.limits.failed_tokens
+    address = client_address(request)
+    refused_tokens.admit(address)
+    try:
+        return verify()
+    except OstiaryError:
+        refused_tokens.count(address)
+        raise
+
+
 def _holder(request: Request, context: ServerContext, *, purpose: str) -> Holder:
     """The holder proven by a Bearer holder token, else by the mTLS certificate."""
     authority = context.authority
     now = authority.clock()
     token = bearer_token(request)
     if token is not None:
-        certificate: x509.Certificate = verify_holder_token(
-            authority.store,
-            token,
-            purpose="renew" if purpose == "renew" else "revoke",
-            ca=context.ca,
-            now=now,
+        certificate: x509.Certificate = _token_checked(
+            request,
+            context,
+            lambda: verify_holder_token(
+                authority.store,
+                token,
+                purpose="renew" if purpose == "renew" else "revoke",
+                ca=context.ca,
+                now=now,
+            ),
         )
         return Holder(certificate, via="token")
     certificate_or_none = peer_certificate(request)

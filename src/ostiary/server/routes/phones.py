@@ -47,7 +47,12 @@ from ostiary.provisioners.phone_profile import (
     make_phone_profile,
 )
 from ostiary.server.body import read_body
-from ostiary.server.console.oidc_flow import begin_sign_in, redeem_sign_in, take_flow
+from ostiary.server.console.oidc_flow import (
+    begin_sign_in,
+    limit_sign_ins,
+    redeem_sign_in,
+    take_flow,
+)
 from ostiary.server.console.render import render
 from ostiary.server.console.security import finish
 from ostiary.server.console.sessions import FLOW_COOKIE, digest
@@ -106,12 +111,9 @@ def start(request: Request, context: Context) -> Response:
 @router.get("/oidc/sign-in")
 def sign_in(request: Request, context: Context, provisioner: str = "") -> Response:
     """Send the browser to the provider (only an ``oidc`` provisioner of a confidential app)."""
-    return finish(
-        begin_sign_in(
-            request, context, lambda: _enroll_provisioner(context, provisioner), CALLBACK_PATH
-        ),
-        None,
-    )
+    limit_sign_ins(request)
+    return finish(begin_sign_in(request, context, _enroll_provisioner(context, provisioner),
+                                CALLBACK_PATH), None)  # fmt: skip
 
 
 @router.get("/oidc/callback")

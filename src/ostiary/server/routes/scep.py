@@ -19,6 +19,7 @@ from ostiary.scep import decode_get_message, parse_query
 from ostiary.server.basic_auth import basic_challenge, basic_password
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
+from ostiary.server.limits import client_address
 
 router = APIRouter(tags=["scep"])
 Context = Annotated[ServerContext, Depends(server_context)]
@@ -30,6 +31,7 @@ async def _scep(name: str, request: Request, context: ServerContext) -> Response
     operation, message = parse_query(request.url.query)
     body: bytes | None = None
     if operation == "PKIOperation":
+        context.limits.scep_operations.check(client_address(request))
         if request.method == "POST":
             body = await request.body()  # capped by the app's BodyLimit
         elif message is not None:
