@@ -162,9 +162,19 @@ def _manufacturer(folder: Path) -> Manufacturer:
     return Manufacturer(folder)
 
 
+#: One manufacturer and one broker per process. tests/ssh imports these fixtures, which makes
+#: pytest hold a second definition of each; a second broker on a second session bus would be
+#: unreachable from this process (GDBus keeps its first session-bus connection), and its TPM's
+#: EK would come from another manufacturer. So a second definition gets the first's objects.
+_PER_PROCESS: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def manufacturer(tmp_path_factory: pytest.TempPathFactory) -> Manufacturer:
-    return _manufacturer(tmp_path_factory.mktemp("manufacturer"))
+    if "manufacturer" not in _PER_PROCESS:
+        _PER_PROCESS["manufacturer"] = _manufacturer(tmp_path_factory.mktemp("manufacturer"))
+    made: Manufacturer = _PER_PROCESS["manufacturer"]
+    return made
 
 
 def _manufacture(folder: Path, manufacturer: Manufacturer) -> None:
@@ -277,6 +287,21 @@ class BrokeredTPM:
 
 @pytest.fixture(scope="session")
 def brokered_tpm(
+    tmp_path_factory: pytest.TempPathFactory, manufacturer: Manufacturer
+) -> Iterator[BrokeredTPM]:
+    shared = _PER_PROCESS.get("brokered")
+    if shared is not None:  # started by the other definition of this fixture (see above)
+        yield shared
+        return
+    for brokered in _brokered_tpm(tmp_path_factory, manufacturer):
+        _PER_PROCESS["brokered"] = brokered
+        try:
+            yield brokered
+        finally:
+            _PER_PROCESS.pop("brokered", None)
+
+
+def _brokered_tpm(
     tmp_path_factory: pytest.TempPathFactory, manufacturer: Manufacturer
 ) -> Iterator[BrokeredTPM]:
     dbus = require_tool("dbus-daemon")
