@@ -4,6 +4,7 @@ serves, SIGHUP reaches them all, SIGTERM stops them all."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.gateway.conftest import CA, EchoUpstream, free_port, wait_for_port
+from tests.gateway.conftest import CA, EchoUpstream, free_port, free_ports_in_a_row, wait_for_port
 
 
 def children(pid: int) -> list[int]:
@@ -21,7 +22,7 @@ def children(pid: int) -> list[int]:
 
 def test_workers_share_the_port(ca: CA, upstream: EchoUpstream, tmp_path: Path) -> None:
     alice = ca.issue("alice", ("email:alice@example.com",))
-    port, metrics = free_port(), free_port()
+    port, metrics = free_port(), free_ports_in_a_row(2)  # one metrics port per worker
     log = (tmp_path / "gateway.log").open("wb")
     gateway = subprocess.Popen(
         [
@@ -38,9 +39,11 @@ def test_workers_share_the_port(ca: CA, upstream: EchoUpstream, tmp_path: Path) 
     )  # fmt: skip
     try:
         # Two spawned workers each import the gateway: on a busy machine that takes a while.
-        wait_for_port(port, 60)
-        wait_for_port(metrics, 60)
-        wait_for_port(metrics + 1, 60)  # one metrics port per worker
+        for each in (port, metrics, metrics + 1):
+            try:
+                wait_for_port(each, 60)
+            except RuntimeError as error:
+                raise AssertionError((tmp_path / "gateway.log").read_text()[-3000:]) from error
         workers = [
             child
             for child in children(gateway.pid)
@@ -69,3 +72,28 @@ def test_workers_share_the_port(ca: CA, upstream: EchoUpstream, tmp_path: Path) 
         log.close()
     assert gateway.returncode == 0, (tmp_path / "gateway.log").read_text()
     assert (tmp_path / "gateway.log").read_text().count("reloaded certificate") == 2
+
+
+def test_a_worker_that_cannot_listen_stops_the_gateway(
+    ca: CA, upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    """Half a gateway is not started: worker 1's metrics port is taken, so all of it exits 1."""
+    port, metrics = free_port(), free_ports_in_a_row(2)
+    with socket.create_server(("127.0.0.1", metrics + 1)):
+        finished = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ostiary"),
+                "gateway", "run", "--workers", "2",
+                "--listen", f"127.0.0.1:{port}",
+                "--upstream", f"http://127.0.0.1:{upstream.port}",
+                "--ca-root", str(ca.ca_file),
+                "--cert", str(ca.server.cert_file), "--key", str(ca.server.key_file),
+                "--metrics-listen", f"127.0.0.1:{metrics}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    assert finished.returncode == 1, finished.stderr[-2000:]
+    assert "worker 1 cannot listen" in finished.stderr
+    assert f"{metrics + 1}): address already in use" in finished.stderr.lower()

@@ -29,6 +29,7 @@ import gc
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -431,8 +432,13 @@ def run_gateway(config: GatewayConfig) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    for worker in workers:
-        worker.join()
+    running = list(workers)
+    while running:
+        multiprocessing.connection.wait([worker.sentinel for worker in running])
+        for worker in [w for w in running if not w.is_alive()]:
+            running.remove(worker)
+            if worker.exitcode:  # a worker that failed (its port taken): no half a gateway
+                forward(signal.SIGTERM, None)
     return max(worker.exitcode or 0 for worker in workers)
 
 
@@ -444,7 +450,7 @@ def _worker_main(config: GatewayConfig, worker: int) -> None:
     try:
         _run_worker(config, worker)
     except OSError as exc:
-        log.error("worker %d cannot listen on %s: %s", worker, config.listen, exc.strerror)
+        log.error("worker %d cannot listen: %s", worker, exc.strerror or exc)
         raise SystemExit(1) from None
 
 
