@@ -20,20 +20,24 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in text.split()]
 
 
+def two_workers(ca: CA, upstream: EchoUpstream, port: int, metrics: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "ostiary"),
+        "gateway", "run", "--workers", "2",
+        "--listen", f"127.0.0.1:{port}",
+        "--upstream", f"http://127.0.0.1:{upstream.port}",
+        "--ca-root", str(ca.ca_file),
+        "--cert", str(ca.server.cert_file), "--key", str(ca.server.key_file),
+        "--metrics-listen", f"127.0.0.1:{metrics}",
+    ]  # fmt: skip
+
+
 def test_workers_share_the_port(ca: CA, upstream: EchoUpstream, tmp_path: Path) -> None:
     alice = ca.issue("alice", ("email:alice@example.com",))
     port, metrics = free_port(), free_ports_in_a_row(2)  # one metrics port per worker
     log = (tmp_path / "gateway.log").open("wb")
     gateway = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ostiary"),
-            "gateway", "run", "--workers", "2",
-            "--listen", f"127.0.0.1:{port}",
-            "--upstream", f"http://127.0.0.1:{upstream.port}",
-            "--ca-root", str(ca.ca_file),
-            "--cert", str(ca.server.cert_file), "--key", str(ca.server.key_file),
-            "--metrics-listen", f"127.0.0.1:{metrics}",
-        ],
+        two_workers(ca, upstream, port, metrics),
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -81,19 +85,8 @@ def test_a_worker_that_cannot_listen_stops_the_gateway(
     port, metrics = free_port(), free_ports_in_a_row(2)
     with socket.create_server(("127.0.0.1", metrics + 1)):
         finished = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "ostiary"),
-                "gateway", "run", "--workers", "2",
-                "--listen", f"127.0.0.1:{port}",
-                "--upstream", f"http://127.0.0.1:{upstream.port}",
-                "--ca-root", str(ca.ca_file),
-                "--cert", str(ca.server.cert_file), "--key", str(ca.server.key_file),
-                "--metrics-listen", f"127.0.0.1:{metrics}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )  # fmt: skip
+            two_workers(ca, upstream, port, metrics), capture_output=True, text=True, timeout=120
+        )
     assert finished.returncode == 1, finished.stderr[-2000:]
     assert "worker 1 cannot listen" in finished.stderr
     assert f"{metrics + 1}): address already in use" in finished.stderr.lower()
