@@ -155,6 +155,32 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+#: The plain-HTTP listener's port when none is configured.
+DEFAULT_HTTP_PORT = 8080
+
+
+def default_http_address(https_address: str) -> str:
+    """The plain-HTTP address when none is configured: the HTTPS host, port 8080.
+
+    A HTTPS port of 0 (any free port) gives 0 too.
+    """
+    try:
+        host, port = parse_address(https_address)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{0 if port == 0 else DEFAULT_HTTP_PORT}"
+
+
+def published_base_url(config: CAConfig) -> str:
+    """Where the CA's certificates point: ``url``, else its plain-HTTP listener (the one
+    ``ca serve`` takes when none is configured).
+    """
+    if config.url:
+        return config.url.rstrip("/")
+    return f"http://{config.http_address or default_http_address(config.address)}"
+
+
 def load_config(path: Path) -> CAConfig:
     """Read and validate a CA folder's ``ostiary.toml``."""
     try:

@@ -27,6 +27,7 @@ from ostiary.authority.folder import CAMaterial, CAPaths, init_ca_folder
 from ostiary.authority.health import CrlState, Level, fetch_crl
 from ostiary.authority.rollover import revoke_intermediate, rotate_intermediate
 from ostiary.authority.root_crl import publish_root_crl
+from ostiary.authority.status import collect_status
 from ostiary.config import CAConfig
 from ostiary.core.ca import INTERMEDIATE_LIFETIME, fingerprint_sha256, key_id_hex
 from ostiary.core.issuance import Authorization
@@ -195,7 +196,11 @@ def test_status_reports_an_ageing_intermediate_a_stale_crl_and_what_waits(
 
 def test_status_of_a_healthy_ca_exits_zero(cli: CLI, tmp_path: Path) -> None:
     paths = CAPaths(tmp_path / "fresh")
-    material = init_ca_folder(paths, CAConfig(name="Fresh"), PASSWORD, now=datetime.now(UTC))
+    # No url: the issuing CA's CRL is looked for where 'ca serve' puts it, its plain-HTTP
+    # listener (here a closed port: the server is not running).
+    port = _closed_port()
+    config = CAConfig(name="Fresh", http_address=f"127.0.0.1:{port}")
+    material = init_ca_folder(paths, config, PASSWORD, now=datetime.now(UTC))
     migrate(material.database_url)
     store = Store.from_url(material.database_url)
     try:
@@ -207,11 +212,44 @@ def test_status_of_a_healthy_ca_exits_zero(cli: CLI, tmp_path: Path) -> None:
     result = cli("ca", "status", "--dir", paths.root, "--format", "json")
     report = json.loads(result.stdout)
     assert result.exit_code == 0, report["findings"]
-    # Only a warning: without a URL, nothing tells where the issuing CA's CRL is served.
+    # Only a warning: the issuing CA's CRL is not reachable while the server is stopped.
     assert [f["code"] for f in report["findings"]] == ["intermediate-crl-unknown"]
+    assert f"http://127.0.0.1:{port}/crl: not reachable" in report["findings"][0]["message"]
     assert "status" in cli("ca", "--help").stdout
     help_text = " ".join(cli("ca", "status", "--help").stdout.split())
     assert "Exit status: 1 when a finding is an error" in help_text
+
+
+@pytest.mark.parametrize(
+    ("settings", "base"),
+    [
+        pytest.param({}, "http://127.0.0.1:8080", id="nothing-set"),
+        pytest.param({"address": "[::1]:9443"}, "http://[::1]:8080", id="ipv6-address"),
+        pytest.param({"http_address": "127.0.0.1:9080"}, "http://127.0.0.1:9080", id="http"),
+        pytest.param({"url": "http://ca.example:80/"}, "http://ca.example:80", id="url"),
+    ],
+)
+def test_status_looks_for_the_issuing_crl_where_ca_serve_publishes_it(
+    tmp_path: Path, settings: dict[str, str], base: str
+) -> None:
+    """With no url set (a CA made by the quick start), the CRL is where 'ca serve' puts it:
+    the plain-HTTP listener it takes by default, not "the CA has no URL"."""
+    paths = CAPaths(tmp_path / "ca")
+    config = CAConfig(name="Plain", **settings)  # type: ignore[arg-type]
+    material = init_ca_folder(paths, config, PASSWORD, now=datetime.now(UTC))
+    migrate(material.database_url)
+    asked: list[str] = []
+
+    def fetch(issuer: str, url: str) -> CrlState:
+        asked.append(url)
+        return CrlState(issuer, url, problem="not reachable: test")
+
+    store = Store.from_url(material.database_url)
+    try:
+        collect_status(paths, material.config, store, now=datetime.now(UTC), fetch=fetch)
+    finally:
+        store.dispose()
+    assert asked == [f"{base}/crl"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from ostiary.authority.authority import Authority
 from ostiary.authority.folder import CAMaterial, load_ca_folder
+from ostiary.authority.health import CrlState, ca_certificates, read_ca_crl
 from ostiary.authority.rollover import rotate_intermediate
 from ostiary.authority.root_crl import publish_root_crl
 from ostiary.authority.root_rollover import RootRotation, cross_certify, rotate_root
@@ -370,8 +371,6 @@ def test_crl_watch_bundles_the_new_root_learnt_through_the_cross_certificate(
 
 def test_status_watches_both_roots_after_a_rotation(rotated: Rotated) -> None:
     """``ca status`` and the health checks list the new root too, with its CRL path."""
-    from ostiary.authority.health import ca_certificates
-
     paths = rotated.running.authority.ca.paths
     listed = ca_certificates(paths, rotated.store, now=datetime.now(UTC))
     roots = [(c.key_id, c.crl_path, c.watched) for c in listed if c.role == "root"]
@@ -380,3 +379,19 @@ def test_status_watches_both_roots_after_a_rotation(rotated: Rotated) -> None:
         (key_id_hex(rotated.old_root), "/root.crl", True),
         (new_id, f"/crl/{new_id}", True),
     ]
+    # Each root's CRL is read from its own file (the new root's is not the first's again).
+    states = [read_ca_crl(c, paths, None, fetch=_no_fetch) for c in listed if c.role == "root"]
+    assert [s.source for s in states] == [
+        str(paths.root_crl),
+        str(paths.root_certificates_dir / f"{new_id}.crl"),
+    ]
+    assert all(s.problem is None and s.number is not None for s in states)
+    data = (paths.root_certificates_dir / f"{new_id}.crl").read_bytes()
+    pem = data.lstrip().startswith(b"-----")
+    new_crl = x509.load_pem_x509_crl(data) if pem else x509.load_der_x509_crl(data)
+    assert new_crl.issuer == rotated.made.root.subject
+    assert states[1].this_update == new_crl.last_update_utc
+
+
+def _no_fetch(issuer: str, url: str) -> CrlState:
+    raise AssertionError(f"a root's CRL is read from its file, not fetched ({url})")

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from ostiary.config import CAConfig
+from ostiary.config import CAConfig, default_http_address
 from ostiary.core.errors import BadRequest
-from ostiary.server.runner import bind, default_http_address, public_url, server_certificate_spec
+from ostiary.server.runner import bind, public_url, server_certificate_spec
 
 
 @pytest.mark.parametrize(

@@ -275,8 +275,13 @@ def read_ca_crl(
     """The CRL of ``ca``: the root's from its file, an intermediate's fetched from the CA's
     ``base`` URL plus its :attr:`~CACertificate.crl_path`, as relying parties fetch it.
     """
-    if ca.role == "root":
-        state = read_crl_file(ca.role, paths.root_crl)
+    if ca.role == "root":  # the first root's in certs/root.crl, a rotated one's beside it
+        file = (
+            paths.root_crl
+            if ca.crl_path == ROOT_CRL_PATH
+            else paths.root_certificates_dir / f"{ca.key_id}.crl"
+        )
+        state = read_crl_file(ca.role, file)
     elif base is None:
         state = CrlState(ca.role, ca.crl_path, problem="the CA has no URL (set 'url')")
     else:

@@ -35,7 +35,7 @@ from ostiary.authority.health import (
     worst,
 )
 from ostiary.authority.ssh_keys import ssh_ca_public_file
-from ostiary.config import CAConfig
+from ostiary.config import CAConfig, published_base_url
 from ostiary.ssh import SSHCertificateType
 from ostiary.store import CertificateRepository, ReplicaRepository, RequestRepository, Store
 from ostiary.store.replicas import SILENT_AFTER, Replica
@@ -138,15 +138,6 @@ class StatusReport:
         }
 
 
-def base_url(config: CAConfig) -> str | None:
-    """Where the CA's certificates point (``url``), else its plain-HTTP listener."""
-    if config.url:
-        return config.url.rstrip("/")
-    if config.http_address:
-        return f"http://{config.http_address}"
-    return None
-
-
 def collect_status(
     paths: CAPaths,
     config: CAConfig,
@@ -157,7 +148,7 @@ def collect_status(
 ) -> StatusReport:
     """Read everything :class:`StatusReport` holds; nothing is written."""
     certificates = ca_certificates(paths, store, now=now)
-    base = base_url(config)
+    base = published_base_url(config)
     crls = [read_ca_crl(c, paths, base, fetch=fetch) for c in certificates if c.watched]
     with store.transaction(read_only=True) as session:
         repository = CertificateRepository(session)
@@ -271,6 +262,5 @@ __all__ = [
     "SSHKeyState",
     "SigningKeyState",
     "StatusReport",
-    "base_url",
     "collect_status",
 ]

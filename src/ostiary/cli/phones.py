@@ -16,7 +16,7 @@ from ostiary.cli.console import note, out
 from ostiary.cli.files import check_writable, read_input, write_file
 from ostiary.cli.options import CADir, PasswordFile, Sans
 from ostiary.cli.unlock import open_ca_store, unlock_ca
-from ostiary.config import CAConfig
+from ostiary.config import CAConfig, published_base_url
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import parse_duration
@@ -171,11 +171,7 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
 
 def _scep_base(config: CAConfig) -> str:
     """Where SCEP is served over plain HTTP: the configured URL, else the default listener."""
-    if config.url:
-        return config.url
-    from ostiary.server.runner import default_http_address
-
-    return f"http://{config.http_address or default_http_address(config.address)}"
+    return published_base_url(config)
 
 
 def _https_base(config: CAConfig) -> str:

@@ -121,6 +121,7 @@ def serve(
     import uvloop
 
     from ostiary.acme.validation import ValidationSettings
+    from ostiary.config import default_http_address
     from ostiary.scep import ScepResponder
     from ostiary.server.context import ServerContext
     from ostiary.server.heartbeat import HealthWatch
@@ -129,7 +130,6 @@ def serve(
         CAServer,
         bind,
         bind_each,
-        default_http_address,
         public_url,
         with_url,
     )

@@ -53,7 +53,6 @@ from ostiary.tls import TLSIdentity, load_identity, server_context
 #: Lifetime of the server's own TLS certificate.
 SERVER_CERTIFICATE_LIFETIME = timedelta(hours=24)
 #: Default plain-HTTP port when ``http_address`` is not set.
-DEFAULT_HTTP_PORT = 8080
 #: The longest the renewal task sleeps between checks (the clock may jump, e.g. on resume).
 _RENEWAL_POLL = 60.0
 #: Connections the kernel queues before they are accepted.
@@ -116,19 +115,6 @@ def _listen(address: str, host: str, port: int, *, reuse_port: bool) -> socket.s
         listener.close()
         raise BadRequest(f"cannot listen on {address}: {exc.strerror or exc}") from None
     return listener
-
-
-def default_http_address(https_address: str) -> str:
-    """The plain-HTTP address when none is configured: the HTTPS host, port 8080.
-
-    A HTTPS port of 0 (any free port) gives 0 too.
-    """
-    try:
-        host, port = parse_address(https_address)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{0 if port == 0 else DEFAULT_HTTP_PORT}"
 
 
 def public_url(config: CAConfig, http_socket: socket.socket) -> str:
@@ -351,12 +337,10 @@ def _install_signal_handlers(
 
 
 __all__ = [
-    "DEFAULT_HTTP_PORT",
     "SERVER_CERTIFICATE_LIFETIME",
     "CAServer",
     "bind",
     "bind_each",
-    "default_http_address",
     "public_url",
     "server_certificate_spec",
     "with_url",
