@@ -86,6 +86,7 @@ from ostiary.provisioners.oidc_discovery import (
     default_directory,
 )
 from ostiary.provisioners.patterns import check_allowed_names
+from ostiary.provisioners.single_use import spend_token
 from ostiary.store import AuditLog, ProvisionerRepository, Store
 
 #: The provisioner type, as stored in the record.
@@ -508,8 +509,6 @@ def authorize_oidc_sign(
     As with one-time tokens, the request is prechecked (CSR, names, profile, lifetime) before
     the ID token is spent, so a request that would fail leaves the sign-in usable.
     """
-    from ostiary.provisioners.tokens import _spend
-
     loaded = sign_in_provisioner(store, provisioner, directory=directory)
     grant = loaded.authorize(id_token, csr, ca=ca, now=now, requested_not_after=requested_not_after)
     authorization = grant.authorization
@@ -517,7 +516,7 @@ def authorize_oidc_sign(
         precheck_request(csr, authorization, ca=ca, now=now)
     except NameNotAuthorized as exc:
         raise NameNotAuthorized(_with_allowed(exc.detail, authorization), **exc.data) from None
-    _spend(
+    spend_token(
         store,
         f"oidc:{loaded.name}",
         grant.token_id,

@@ -38,7 +38,7 @@ from ostiary.provisioners.oidc import (
     post_token_request,
     read_client_secret,
 )
-from ostiary.provisioners.tokens import _spend
+from ostiary.provisioners.single_use import spend_token
 from ostiary.server.console.sessions import FLOW_COOKIE, FLOW_LIFETIME, Flow, session_store
 from ostiary.server.context import ServerContext
 from ostiary.server.limits import client_address, limits_of
@@ -155,7 +155,7 @@ def redeem_sign_in(
     identity = provisioner.identity_of(claims)
     provisioner.check_groups(claims)
     token_id = id_token_spend_id(claims, id_token)
-    _spend(
+    spend_token(
         context.authority.store,
         f"{purpose}-oidc:{provisioner.name}",
         token_id,
