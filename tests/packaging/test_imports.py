@@ -50,3 +50,13 @@ def test_the_client_redeems_a_code_without_the_store() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert answer.stdout.strip() == "[]"
+
+
+def test_approval_decisions_build_on_the_queue_and_the_queue_on_the_provisioner() -> None:
+    decisions = imported_modules(PROVISIONERS / "approval_decisions.py")
+    queue = imported_modules(PROVISIONERS / "approval_queue.py")
+    provisioner = imported_modules(PROVISIONERS / "approval.py")
+    assert {"ostiary.provisioners.approval", "ostiary.provisioners.approval_queue"} <= decisions
+    assert "ostiary.provisioners.approval" in queue
+    assert "ostiary.provisioners.approval_decisions" not in queue
+    assert not {m for m in provisioner if m.startswith("ostiary.provisioners.approval_")}

@@ -38,11 +38,8 @@ from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_subject
 from ostiary.gateway.config import Route
 from ostiary.provisioners import authorize_sign
-from ostiary.provisioners.approval import (
-    add_approval_provisioner,
-    approve_request,
-    reject_request,
-)
+from ostiary.provisioners.approval import add_approval_provisioner
+from ostiary.provisioners.approval_decisions import approve_request, reject_request
 from ostiary.provisioners.attest import (
     AttestProvisioner,
     add_attest_provisioner,

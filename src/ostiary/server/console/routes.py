@@ -24,12 +24,8 @@ from ostiary.core.describe import describe_certificate, entra_certificate_user_i
 from ostiary.core.encoding import parse_serial, serial_hex
 from ostiary.core.errors import BadRequest, MalformedInput, OstiaryError
 from ostiary.provisioners import list_provisioners
-from ostiary.provisioners.approval import (
-    approve_request,
-    open_pending_requests,
-    reject_request,
-    request_view,
-)
+from ostiary.provisioners.approval_decisions import approve_request, reject_request
+from ostiary.provisioners.approval_queue import open_pending_requests, request_view
 from ostiary.provisioners.officers import identity_warnings, reject_requests
 from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
 from ostiary.provisioners.ssh_approval import approve_ssh_request
