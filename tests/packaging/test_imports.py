@@ -60,3 +60,12 @@ def test_approval_decisions_build_on_the_queue_and_the_queue_on_the_provisioner(
     assert "ostiary.provisioners.approval" in queue
     assert "ostiary.provisioners.approval_decisions" not in queue
     assert not {m for m in provisioner if m.startswith("ostiary.provisioners.approval_")}
+
+
+GATEWAY = AUTHORITY.parent / "gateway"
+
+
+def test_the_upstream_side_never_imports_the_client_side() -> None:
+    assert "ostiary.gateway.http" not in imported_modules(GATEWAY / "upstream.py")
+    exchange = imported_modules(GATEWAY / "exchange.py")
+    assert not {m for m in exchange if m.startswith("ostiary.gateway.")}
