@@ -85,7 +85,7 @@ def _page(request: Request, officer: Officer, template: str, **values: Any) -> R
     return finish(render(request, template, officer=officer, **values), officer)
 
 
-async def _form(request: Request, officer: Officer) -> dict[str, str]:
+async def read_form(request: Request, officer: Officer) -> dict[str, str]:
     """The POSTed form (url-encoded, capped), after the CSRF check; one value per field."""
     body = await read_body(request, media_types=(_FORM,), limit=_MAX_FORM)
     try:
@@ -206,7 +206,7 @@ def certificate_pem(serial: str, officer: CurrentOfficer, context: Context) -> R
 async def revoke_certificate(
     serial: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     if form.get("confirm") != "yes":
         raise BadRequest("tick the confirmation box to revoke")
     reason = parse_reason(form.get("reason", "unspecified")[:64])
@@ -235,7 +235,7 @@ def requests_page(request: Request, officer: CurrentOfficer, context: Context) -
 @router.post("/requests/reject-all")
 async def reject_all(request: Request, officer: CurrentOfficer, context: Context) -> Response:
     """Reject every waiting request (of one provisioner), after a confirmation box."""
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     if form.get("confirm") != "yes":
         raise BadRequest("tick the confirmation box to reject every waiting request")
     provisioner = form.get("provisioner", "")[:64] or None
@@ -253,7 +253,7 @@ async def reject_all(request: Request, officer: CurrentOfficer, context: Context
 async def approve(
     request_id: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     store = context.authority.store
     full_id = request_id[:64]
     view = await run_in_threadpool(request_view, store, full_id, now=context.authority.clock())
@@ -284,7 +284,7 @@ async def approve(
 async def reject(
     request_id: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     await run_in_threadpool(
         reject_request,
         context.authority,
