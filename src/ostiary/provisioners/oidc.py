@@ -44,7 +44,6 @@ from ostiary.core.names import (
     requested_subject,
     sans_of,
 )
-from ostiary.provisioners import _jose
 from ostiary.provisioners.base import (
     OIDC_TYPE,
     CAIdentity,
@@ -62,7 +61,11 @@ from ostiary.provisioners.oidc_discovery import (
     check_provider_url,
     default_directory,
 )
-from ostiary.provisioners.oidc_id_token import id_token_spend_id, verify_id_token
+from ostiary.provisioners.oidc_id_token import (
+    id_token_kept_until,
+    id_token_spend_id,
+    verify_id_token,
+)
 from ostiary.provisioners.oidc_identity import check_groups, identity_of, normalize_admin
 from ostiary.provisioners.patterns import check_allowed_names
 from ostiary.provisioners.single_use import spend_token
@@ -309,7 +312,7 @@ def authorize_oidc_sign(
         store,
         f"oidc:{loaded.name}",
         grant.token_id,
-        grant.expires_at + _jose.LEEWAY,
+        id_token_kept_until(grant.expires_at),
         what="ID token",
         now=now,
         actor=f"oidc:{loaded.name}:{common_name(authorization.subject) or '?'}",

@@ -93,4 +93,17 @@ def id_token_spend_id(claims: Mapping[str, Any], token: str) -> str:
     return "sha256:" + hashlib.sha256(token.strip().encode("ascii", "replace")).hexdigest()
 
 
-__all__ = ["MAX_ID_TOKEN_LIFETIME", "RelyingParty", "id_token_spend_id", "verify_id_token"]
+def id_token_kept_until(expires_at: datetime) -> datetime:
+    """How long a spent ID token's id is kept: past its ``exp`` by the clock leeway
+    :func:`verify_id_token` allows, so that no verifier can still accept a replay.
+    """
+    return expires_at + _jose.LEEWAY
+
+
+__all__ = [
+    "MAX_ID_TOKEN_LIFETIME",
+    "RelyingParty",
+    "id_token_kept_until",
+    "id_token_spend_id",
+    "verify_id_token",
+]

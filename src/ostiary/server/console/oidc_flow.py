@@ -30,10 +30,13 @@ from starlette.responses import RedirectResponse, Response
 
 from ostiary.client.oidc import code_challenge_s256, new_code_verifier
 from ostiary.core.errors import BadRequest, Unauthorized
-from ostiary.provisioners import _jose
 from ostiary.provisioners.oidc import OIDCProvisioner
 from ostiary.provisioners.oidc_code_exchange import post_token_request, read_client_secret
-from ostiary.provisioners.oidc_id_token import id_token_spend_id, verify_id_token
+from ostiary.provisioners.oidc_id_token import (
+    id_token_kept_until,
+    id_token_spend_id,
+    verify_id_token,
+)
 from ostiary.provisioners.oidc_identity import OIDCIdentity, check_groups, identity_of
 from ostiary.provisioners.single_use import spend_token
 from ostiary.server.console.sessions import FLOW_COOKIE, FLOW_LIFETIME, Flow, session_store
@@ -156,7 +159,7 @@ def redeem_sign_in(
         context.authority.store,
         f"{purpose}-oidc:{provisioner.name}",
         token_id,
-        expires_at + _jose.LEEWAY,
+        id_token_kept_until(expires_at),
         what="ID token",
         now=now,
         actor=f"{actor_kind}:{identity.display}",
