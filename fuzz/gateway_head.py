@@ -15,8 +15,9 @@ from typing import Any
 from targets import ca
 
 from ostiary.gateway.config import Route
-from ostiary.gateway.http import HTTPDownstream, UpstreamPool
+from ostiary.gateway.http import HTTPDownstream
 from ostiary.gateway.identity import ClientIdentity
+from ostiary.gateway.upstream import UpstreamPool
 
 
 class _Transport(asyncio.Transport):

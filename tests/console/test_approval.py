@@ -17,12 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ostiary.authority.authority import Authority
 from ostiary.cli.unlock import UnlockedCA, unlock_ca
 from ostiary.core.errors import Conflict
-from ostiary.provisioners import CAIdentity, approval
-from ostiary.provisioners.approval import (
-    approve_request,
-    request_view,
-    submit_request,
-)
+from ostiary.provisioners import CAIdentity, approval_queue
+from ostiary.provisioners.approval_decisions import approve_request
+from ostiary.provisioners.approval_queue import request_view, submit_request
 from ostiary.store import RequestRepository, RequestStatus
 from tests.client.conftest import ok, refused
 from tests.console.conftest import APPROVAL, Console
@@ -194,7 +191,7 @@ def test_a_flood_of_requests_is_capped(
         now = ca.authority.clock()
         with ca.store.transaction(read_only=True) as session:  # the cap is per provisioner
             waiting = RequestRepository(session).count_pending(APPROVAL, now=now)
-        monkeypatch.setattr(approval, "MAX_PENDING", waiting + 1)
+        monkeypatch.setattr(approval_queue, "MAX_PENDING", waiting + 1)
         csr = x509.load_pem_x509_csr(_csr("a.door.example", "a.door.example").encode())
         submit_request(ca.store, APPROVAL, csr, ca=_identity(ca), now=now)
         with pytest.raises(Conflict, match="pending requests"):

@@ -19,7 +19,7 @@ from ostiary.client.api import OstiaryClient
 from ostiary.client.enrollment import request_certificate
 from ostiary.client.oidc import AuthorizationRequest, LoopbackListener, OIDCSignIn
 from ostiary.core.names import format_general_name, parse_subject, sans_of
-from ostiary.provisioners.oidc import post_token_request
+from ostiary.provisioners.oidc_code_exchange import post_token_request
 
 from ..client.conftest import RunningCA
 from .conftest import PUBLIC, Provider

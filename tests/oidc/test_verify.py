@@ -516,7 +516,7 @@ def test_preferred_username_is_no_upn_unless_the_provisioner_says_so(
 )
 def test_admin_entries_are_stored_in_one_form(entry: str, stored: str | None) -> None:
     from ostiary.core.errors import BadRequest
-    from ostiary.provisioners.oidc import normalize_admin
+    from ostiary.provisioners.oidc_identity import normalize_admin
 
     if stored is None:
         with pytest.raises(BadRequest):

@@ -20,11 +20,9 @@ from hypothesis import strategies as st
 from ostiary.core.errors import OstiaryError
 from ostiary.core.names import canonical_general_name, format_general_name, sans_of
 from ostiary.provisioners import ProvisionerClaims
-from ostiary.provisioners.approval import (
-    add_approval_provisioner,
-    approve_request,
-    submit_request,
-)
+from ostiary.provisioners.approval import add_approval_provisioner
+from ostiary.provisioners.approval_decisions import approve_request
+from ostiary.provisioners.approval_queue import submit_request
 from ostiary.provisioners.patterns import name_matches
 from ostiary.store import CertificateRepository, RequestRepository
 

@@ -23,9 +23,9 @@ from ostiary.authority.authority import Authority
 from ostiary.core.errors import TooManyRequests
 from ostiary.core.lifetime import Lifetime
 from ostiary.provisioners import ProvisionerClaims
-from ostiary.provisioners.approval import (
+from ostiary.provisioners.approval import add_approval_provisioner
+from ostiary.provisioners.approval_queue import (
     UNOPENED_REQUEST_TTL,
-    add_approval_provisioner,
     open_pending_requests,
     request_view,
 )

@@ -26,11 +26,11 @@ from ostiary.client.tpm import (
     AttestationKey,
     TpmPrivateKey,
     _create_key,
-    _loaded,
     certify_key,
     create_attestation_key,
     create_tpm_key,
     load_tpm_key_pem,
+    loaded_keys,
     open_tpm,
 )
 from ostiary.core.errors import BadRequest, Conflict, PolicyDenied, Unauthorized, WrongPassword
@@ -38,11 +38,8 @@ from ostiary.core.lifetime import Lifetime
 from ostiary.core.names import parse_subject
 from ostiary.gateway.config import Route
 from ostiary.provisioners import authorize_sign
-from ostiary.provisioners.approval import (
-    add_approval_provisioner,
-    approve_request,
-    reject_request,
-)
+from ostiary.provisioners.approval import add_approval_provisioner
+from ostiary.provisioners.approval_decisions import approve_request, reject_request
 from ostiary.provisioners.attest import (
     AttestProvisioner,
     add_attest_provisioner,
@@ -323,7 +320,7 @@ def _certify_software_key(
     attributes = TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
     public = TPM2B_PUBLIC.from_pem(pem, objectAttributes=attributes)
     sensitive = TPM2B_SENSITIVE.from_pem(pem)
-    with open_tpm(swtpm.tcti) as context, _loaded(context, (ak.key._blob, None)) as (signer,):
+    with open_tpm(swtpm.tcti) as context, loaded_keys(context, (ak.key._blob, None)) as (signer,):
         handle = context.load_external(public, sensitive, ESYS_TR.RH_NULL)
         try:
             attest, signature = context.certify(

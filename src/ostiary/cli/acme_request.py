@@ -141,13 +141,13 @@ def _order_with_tpm(
     tpm: TpmKeyOptions,
 ) -> tuple[list[x509.Certificate], bytes]:
     """The chain for a new TPM key (attested when an AK is given), and the key's TSS2 PEM."""
-    from ostiary.cli.tpm import _attestation_key, new_key_pin, tpm_tcti
+    from ostiary.cli.tpm import attestation_key, new_key_pin, tpm_tcti
     from ostiary.client.acme_device import device_identifiers, order_attested_certificate
     from ostiary.client.acme_order import order_certificate
     from ostiary.client.tpm import create_tpm_key
 
     reach = tpm_tcti(tpm.tcti)
-    ak = _attestation_key(tpm.attest_key, tpm.attest_chain, tcti=reach)
+    ak = attestation_key(tpm.attest_key, tpm.attest_chain, tcti=reach)
     if ak is None:
         pin = new_key_pin(tpm.pin_file, no_pin=tpm.no_pin)
         key = create_tpm_key(tcti=reach, pin=pin)

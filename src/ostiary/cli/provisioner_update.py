@@ -216,7 +216,8 @@ class _Check:
             self._check_oidc(old, new)
 
     def _check_oidc(self, old: Any, new: Any) -> None:
-        from ostiary.provisioners.oidc import OIDC_PROFILES, read_client_secret
+        from ostiary.provisioners.oidc import OIDC_PROFILES
+        from ostiary.provisioners.oidc_code_exchange import read_client_secret
 
         check_profile(new.profile, OIDC_PROFILES)
         if new.client_secret_file is not None:

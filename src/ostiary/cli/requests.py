@@ -34,7 +34,7 @@ from ostiary.cli.unlock import NoPasswordFile, open_ca_store
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest
 from ostiary.core.lifetime import parse_duration
-from ostiary.provisioners.approval import open_pending_records
+from ostiary.provisioners.approval_queue import open_pending_records
 from ostiary.provisioners.officers import bind_officer_certificate, identity_warnings
 
 if TYPE_CHECKING:  # the HTTP client is imported only by the commands that call the CA

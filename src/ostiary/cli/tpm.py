@@ -141,7 +141,7 @@ def load_attestation_key_file(
         ) from None
 
 
-def _attestation_key(
+def attestation_key(
     attest_key: Path | None, attest_chain: Path | None, *, tcti: str | None
 ) -> AttestationKey | None:
     from ostiary.client.tpm import AttestationKey
@@ -189,7 +189,7 @@ def request_with_tpm(
         )  # fmt: skip
         return
     pin = new_key_pin(pin_file, no_pin=no_pin)
-    ak = _attestation_key(attest_key, attest_chain, tcti=reach)
+    ak = attestation_key(attest_key, attest_chain, tcti=reach)
     key = create_tpm_key(tcti=reach, pin=pin)
     csr = build_csr(subject, sans, key)
     with connect() as client:
@@ -250,7 +250,7 @@ def _request_approval(
         else:
             check_writable(crt, key_file, force=options.force)
             pin = new_key_pin(pin_file, no_pin=no_pin)
-            ak = _attestation_key(attest_key, attest_chain, tcti=tcti)
+            ak = attestation_key(attest_key, attest_chain, tcti=tcti)
             key = create_tpm_key(tcti=tcti, pin=pin)
             attestation: Callable[[], dict[str, Any]] | None = None
             if ak is not None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from josepy.json_util import field
 
 from ostiary.client.acme_attest import tpm_challenge_payload
-from ostiary.client.acme_order import AcmeOrder, _acme_errors, open_account
+from ostiary.client.acme_order import AcmeOrder, acme_errors, open_account
 from ostiary.client.enrollment import build_csr
 from ostiary.client.tpm import AttestationKey, TpmPrivateKey
 from ostiary.core.errors import BadRequest
@@ -60,7 +60,7 @@ def order_attested_certificate(
 ) -> list[x509.Certificate]:
     """The certificate (and chain) for ``key``, ordered for the device ``identifier``."""
     csr = build_csr(x509.Name([]), [permanent_identifier_name(identifier)], key)
-    with _acme_errors(order.directory_url):
+    with acme_errors(order.directory_url):
         acme, account_key, _ = open_account(order)
         wanted = messages.Identifier(typ=PERMANENT_IDENTIFIER, value=identifier)
         placed = acme._post(  # the library's new_order takes DNS names and IPs only

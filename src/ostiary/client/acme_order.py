@@ -101,7 +101,7 @@ def order_certificate(
     With ``account`` the order is placed by that existing account (a renewal); ``replaces``
     is the RFC 9773 certID of the certificate it renews.
     """
-    with _acme_errors(order.directory_url):
+    with acme_errors(order.directory_url):
         acme, account_key, kept = open_account(order, account)
         csr_pem = csr.public_bytes(serialization.Encoding.PEM)
         placed = _new_order(acme, csr, csr_pem, order.profile, replaces)
@@ -121,7 +121,7 @@ def fetch_renewal_window(
     ``renewalInfo``. Unsigned GETs: no account needed.
     """
     network = _network(order, JWKEC(key=ec.generate_private_key(ec.SECP256R1())))
-    with _acme_errors(order.directory_url):
+    with acme_errors(order.directory_url):
         directory = client.ClientV2.get_directory(order.directory_url, network)
         base = directory.to_partial_json().get("renewalInfo")
         if not isinstance(base, str):
@@ -190,7 +190,7 @@ def open_account(
 ) -> tuple[client.ClientV2, JWK, AcmeAccountKey]:
     """The client acting for ``account``, or for a new account made here (its key too).
 
-    Raises the library's errors: call inside :func:`_acme_errors`.
+    Raises the library's errors: call inside :func:`acme_errors`.
     """
     private_key = account.private_key if account else ec.generate_private_key(ec.SECP256R1())
     account_key = JWKEC(key=private_key)
@@ -244,7 +244,7 @@ def _http01_responder(
 
 
 @contextmanager
-def _acme_errors(url: str) -> Iterator[None]:
+def acme_errors(url: str) -> Iterator[None]:
     """The library's and the network's errors as one line each."""
     try:
         yield

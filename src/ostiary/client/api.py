@@ -118,7 +118,7 @@ class OstiaryClient(ClosingClient):
         try:
             answer = self._http.get("/intermediates.pem")
         except httpx.TransportError as exc:
-            raise _transport_error(self.ca_url, exc) from None
+            raise transport_error(self.ca_url, exc) from None
         if answer.status_code == 404:
             return None
         if answer.is_error or not answer.content.strip():
@@ -397,7 +397,7 @@ class OstiaryClient(ClosingClient):
         try:
             response = http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise _transport_error(self.ca_url, exc) from None
+            raise transport_error(self.ca_url, exc) from None
         try:
             body = response.json()
         except ValueError:
@@ -471,7 +471,7 @@ def _field(answer: Any, name: str, kind: type) -> Any:
     return value
 
 
-def _transport_error(ca_url: str, exc: httpx.TransportError) -> OstiaryError:
+def transport_error(ca_url: str, exc: httpx.TransportError) -> OstiaryError:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):

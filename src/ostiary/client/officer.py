@@ -82,12 +82,12 @@ class OfficerClient(ClosingClient):
         return [str(r) for r in rejected]
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        from ostiary.client.api import _transport_error
+        from ostiary.client.api import transport_error
 
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise _transport_error(self.ca_url, exc) from None
+            raise transport_error(self.ca_url, exc) from None
         try:
             body = response.json()
         except ValueError:

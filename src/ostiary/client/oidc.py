@@ -370,7 +370,7 @@ def redeem_at_provider(
     ca_file: Path | None = None,
 ) -> str:
     """Redeem ``code`` at the provider's token endpoint as a public client (RFC 7636 4.5)."""
-    from ostiary.provisioners.oidc import post_token_request
+    from ostiary.provisioners.oidc_code_exchange import post_token_request
 
     form = {
         "grant_type": "authorization_code",

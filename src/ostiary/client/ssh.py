@@ -11,7 +11,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from ostiary.client.api import OstiaryClient, _transport_error
+from ostiary.client.api import OstiaryClient, transport_error
 from ostiary.client.errors import error_from_problem
 from ostiary.ssh.krl import KRL_VERSION_HEADER
 from ostiary.ssh.signature import renewal_message
@@ -138,7 +138,7 @@ class SSHClient(OstiaryClient):
         try:
             response = self._http.get("/ssh/krl", params=params)
         except httpx.TransportError as exc:
-            raise _transport_error(self.ca_url, exc) from None
+            raise transport_error(self.ca_url, exc) from None
         if response.is_error:
             try:
                 body = response.json()

@@ -197,7 +197,7 @@ def _storage_primary(context: Any, tcti: str | None = None) -> Any:
 
 
 @contextmanager
-def _loaded(
+def loaded_keys(
     context: Any, *keys: tuple[Any, bytes | None], tcti: str | None = None
 ) -> Iterator[list[Any]]:
     """The standard primary and each ``(blob, pin)`` loaded under it; all flushed after.
@@ -281,7 +281,7 @@ class TpmPrivateKey(HeldECPrivateKey):
         validation = tss.TPMT_TK_HASHCHECK(tag=tss.TPM2_ST.HASHCHECK, hierarchy=tss.TPM2_RH.NULL)
         with (
             open_tpm(self._tcti) as context,
-            _loaded(context, (self._blob, self._pin), tcti=self._tcti) as keys,
+            loaded_keys(context, (self._blob, self._pin), tcti=self._tcti) as keys,
         ):
             try:
                 signature = context.sign(keys[0], digest, scheme, validation)
@@ -403,7 +403,7 @@ def certify_key_over(
     scheme = tss.TPMT_SIG_SCHEME(scheme=tss.TPM2_ALG.NULL)
     with (
         open_tpm(key.tcti) as context,
-        _loaded(context, (key._blob, key._pin), (ak.key._blob, ak.key._pin), tcti=key.tcti) as (
+        loaded_keys(context, (key._blob, key._pin), (ak.key._blob, ak.key._pin), tcti=key.tcti) as (
             loaded,
             signer,
         ),

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ostiary._tss import import_tss
-from ostiary.client.tpm import TpmPrivateKey, _loaded, open_tpm, tpm_error
+from ostiary.client.tpm import TpmPrivateKey, loaded_keys, open_tpm, tpm_error
 from ostiary.core.errors import BadRequest, Unavailable
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def activate_credential(
         raise BadRequest("the CA's challenge is not a TPM credential") from None
     with (
         open_tpm(ak.tcti) as context,
-        _loaded(context, (ak._blob, ak._pin), tcti=ak.tcti) as (ak_handle,),
+        loaded_keys(context, (ak._blob, ak._pin), tcti=ak.tcti) as (ak_handle,),
         _endorsement_primary(context, ek.template) as (ek_handle, _),
     ):
         session = context.start_auth_session(

@@ -1,5 +1,6 @@
-"""The HTTP reverse proxy after the handshake: asyncio Protocols with httptools (llhttp) on
-both sides, and a pool of keep-alive connections to the upstream.
+"""The HTTP reverse proxy after the handshake: the client's side, an asyncio Protocol with
+httptools (llhttp), in front of a pool of keep-alive upstream connections
+(:mod:`ostiary.gateway.upstream`).
 
 Per request the work is small: the target is put in its canonical form
 (:mod:`ostiary.gateway.target`; a plain one is checked by one match) and the route rules are
@@ -9,11 +10,11 @@ identity block (computed once per client connection) is appended, and the head i
 an idle upstream connection taken from the pool. Bodies are streamed piece by piece as they
 arrive (re-chunked when the sender chunked them, or when the upstream's response has no
 length), never buffered whole; flow control pauses the side that sends faster than the
-other reads. When the upstream answers a
-protocol switch (``101``, WebSocket) the two connections become a byte pipe
-(:mod:`ostiary.gateway.pipe`). A request the upstream cannot answer gets ``502``; a route
-refusal ``403``; an unparseable request or a refused target ``400``; each of these closes
-the connection.
+other reads; how an answer is framed for the client is :mod:`ostiary.gateway.exchange`'s.
+When the upstream answers a protocol switch (``101``, WebSocket) the two connections become
+a byte pipe (:mod:`ostiary.gateway.pipe`). A request the upstream cannot answer gets
+``502``; a route refusal ``403``; an unparseable request or a refused target ``400``; each of
+these closes the connection.
 
 Pipelined requests are queued and answered in order; their bodies wait in memory (reading
 pauses past :data:`_QUEUE_LIMIT` bytes).
@@ -22,212 +23,30 @@ pauses past :data:`_QUEUE_LIMIT` bytes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httptools
 
 from ostiary.core.errors import MalformedInput
 from ostiary.gateway.config import Route
+from ostiary.gateway.exchange import BODY_CHUNKED, Exchange, response_head
 from ostiary.gateway.headers import DROP_REQUEST, connection_headers, host_headers
 from ostiary.gateway.identity import ClientIdentity, route_for, route_refusal
 from ostiary.gateway.pipe import End, link
 from ostiary.gateway.target import canonical_target
+from ostiary.gateway.upstream import HTTPUpstream, UpstreamPool
 
 access_log = logging.getLogger("ostiary.gateway.access")
 
-_DROP_RESPONSE = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding"}
-)
 _QUEUE_LIMIT = 1 << 20
 #: Seconds a client has to finish a request head it started (request line and headers).
 HEAD_TIMEOUT = 10.0
-_POOL_SIZE = 256
-
-# How a response body is written to the client.
-_NONE, _RAW, _CHUNKED = 0, 1, 2
-
-
-@dataclass(eq=False, slots=True)
-class Exchange:
-    """One request and its answer; the access log reports the first five fields."""
-
-    method: str
-    target: str
-    status: int = 0
-    sent: int = 0
-    refusal: str = ""  # why the request is refused: a route (403) or its target (400)
-    refusal_status: int = 403
-    refusal_detail: str = ""
-    started: float = 0.0
-    head: bytes = b""
-    chunked: bool = False  # the request body is chunked (and re-chunked upstream)
-    pending: list[bytes] = field(default_factory=list)
-    pending_size: int = 0
-    request_done: bool = False
-    upgrade: bool = False
-    head_request: bool = False
-    http10: bool = False
-    keep_alive: bool = True
-    body_mode: int = _NONE
-    answered: bool = False  # a final response head went to the client
-    close_after: bool = False
-    until_close: bool = False  # the response body ends when the upstream closes
-    retried: bool = False
 
 
 OnRequest = Callable[[Exchange, ClientIdentity, float], None]
-
-
-class UpstreamPool:
-    """Idle keep-alive connections to the upstream, most recently used first."""
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        *,
-        context: ssl.SSLContext | None,
-        timeout: float,
-        idle: float,
-    ) -> None:
-        self.address = address
-        self.context = context
-        self.timeout = timeout
-        self.idle = idle
-        host = f"[{address[0]}]" if ":" in address[0] else address[0]
-        self.host_header = b"host: %b:%d\r\n" % (host.encode("idna"), address[1])
-        self._idle: list[HTTPUpstream] = []
-
-    def take(self) -> HTTPUpstream | None:
-        while self._idle:
-            upstream = self._idle.pop()
-            if upstream.transport is not None and not upstream.transport.is_closing():
-                return upstream
-        return None
-
-    def give_back(self, upstream: HTTPUpstream) -> None:
-        upstream.owner = None
-        upstream.partner = None
-        if len(self._idle) >= _POOL_SIZE or upstream.transport is None:
-            if upstream.transport is not None:
-                upstream.transport.close()
-            return
-        self._idle.append(upstream)
-
-    def forget(self, upstream: HTTPUpstream) -> None:
-        with contextlib.suppress(ValueError):
-            self._idle.remove(upstream)
-
-    async def connect(self) -> HTTPUpstream:
-        loop = asyncio.get_running_loop()
-        host, port = self.address
-        _, upstream = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: HTTPUpstream(self),
-                host,
-                port,
-                ssl=self.context,
-                server_hostname=host if self.context is not None else None,
-            ),
-            self.timeout,
-        )
-        return upstream
-
-    def close(self) -> None:
-        """Drop the idle connections (the gateway is stopping).
-
-        Aborted, not closed: closing a TLS connection waits for the upstream's close_notify,
-        which may come after the event loop has ended, leaving the socket to the garbage
-        collector. An idle connection has nothing in flight to lose.
-        """
-        while self._idle:
-            upstream = self._idle.pop()
-            if upstream.transport is not None:
-                upstream.transport.abort()
-
-
-class HTTPUpstream(End):
-    """One connection to the upstream; serves one exchange at a time for its owner."""
-
-    def __init__(self, pool: UpstreamPool) -> None:
-        super().__init__(pool.idle)
-        self.pool = pool
-        self.owner: HTTPDownstream | None = None
-        self.exchange: Exchange | None = None
-        self.reused = False
-        self.received = False
-        self._parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
-        self._skip_body = False
-
-    def data_received(self, data: bytes) -> None:
-        if self.piping:
-            super().data_received(data)
-            return
-        self.received = True
-        self.seen = asyncio.get_running_loop().time()  # the client's idle timer looks here
-        owner = self.owner
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            if self.owner is not None:
-                self.owner.switched(self, data[upgrade.args[0] :])
-            return
-        except httptools.HttpParserError:
-            self._broken()
-            return
-        finally:
-            if owner is not None:
-                owner.flush()
-        if self._skip_body:  # a response to HEAD: no body, whatever its headers say
-            self._skip_body = False
-            self._parser = httptools.HttpResponseParser(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.pool.forget(self)
-        if not self.piping and self.owner is not None:
-            self.owner.upstream_lost(self)
-
-    # ------------------------------------------------------------------ parser callbacks
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        if self.owner is not None:
-            status = self._parser.get_status_code()
-            self.owner.response_head(status, self._reason, self._headers)
-            exchange = self.exchange
-            if exchange is not None and exchange.head_request and status >= 200:
-                self._skip_body = True
-                self.owner.response_done(self, reusable=self._parser.should_keep_alive())
-
-    def on_body(self, body: bytes) -> None:
-        if self.owner is not None:
-            self.owner.response_body(body)
-
-    def on_message_complete(self) -> None:
-        if self.owner is not None and not self._skip_body:
-            status = self._parser.get_status_code()
-            if status >= 200:
-                self.owner.response_done(self, reusable=self._parser.should_keep_alive())
-
-    def _broken(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 class HTTPDownstream(End):
@@ -469,54 +288,14 @@ class HTTPDownstream(End):
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         exchange = self._queue[0]
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return
-        if status < 200 and status != 101:  # 100 Continue, 103 Early Hints: passed on
-            interim = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-            interim += [name + b": " + value + b"\r\n" for name, value in headers]
-            self._out.append(b"".join(interim) + b"\r\n")
-            return
-        exchange.status = status
-        exchange.answered = True
-        parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        if status == 101:
-            parts += [name + b": " + value + b"\r\n" for name, value in headers]
-            self._out.append(b"".join(parts) + b"\r\n")
-            return
-        has_length = chunked = False
-        for name, value in headers:
-            low = name.lower()
-            if low in _DROP_RESPONSE:
-                chunked = chunked or low == b"transfer-encoding"
-                continue
-            has_length = has_length or low == b"content-length"
-            parts += (name, b": ", value, b"\r\n")
-        if exchange.head_request or status in (204, 304):
-            exchange.body_mode = _NONE
-        elif has_length and not chunked:
-            exchange.body_mode = _RAW
-        elif exchange.http10:  # no chunked encoding in HTTP/1.0: the end is the close
-            exchange.body_mode = _RAW
-            exchange.until_close = not chunked
-            exchange.close_after = True
-        else:
-            exchange.body_mode = _CHUNKED
-            exchange.until_close = not chunked
-            parts.append(b"transfer-encoding: chunked\r\n")
-        if exchange.upgrade:  # asked to switch, but the upstream did not
-            exchange.close_after = True
-        if not exchange.keep_alive or exchange.close_after:
-            exchange.close_after = True
-            parts.append(b"connection: close\r\n")
-        elif exchange.http10:
-            parts.append(b"connection: keep-alive\r\n")
-        self._out.append(b"".join(parts) + b"\r\n")
+        self._out.append(response_head(exchange, status, reason, headers))
 
     def response_body(self, data: bytes) -> None:
         exchange = self._queue[0]
         exchange.sent += len(data)
-        if exchange.body_mode == _CHUNKED:
+        if exchange.body_mode == BODY_CHUNKED:
             self._out.append(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self._out.append(data)
@@ -532,7 +311,7 @@ class HTTPDownstream(End):
 
     def response_done(self, upstream: HTTPUpstream, *, reusable: bool) -> None:
         exchange = self._queue.popleft()
-        if exchange.body_mode == _CHUNKED:
+        if exchange.body_mode == BODY_CHUNKED:
             self._out.append(b"0\r\n\r\n")
         self.flush()
         self._log(exchange)

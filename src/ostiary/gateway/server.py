@@ -43,14 +43,16 @@ from cryptography import x509
 from ostiary.core.encoding import serial_hex
 from ostiary.core.errors import InvalidCertificate, OstiaryError
 from ostiary.gateway.config import GatewayConfig, parse_host_port
+from ostiary.gateway.exchange import Exchange
 from ostiary.gateway.feed import FeedFollowers
-from ostiary.gateway.http import Exchange, HTTPDownstream, UpstreamPool, access_log
+from ostiary.gateway.http import HTTPDownstream, access_log
 from ostiary.gateway.identity import ClientIdentity, route_for, route_refusal
 from ostiary.gateway.issuers import IssuerFetcher, ca_issuers_urls
 from ostiary.gateway.metrics import Metrics
 from ostiary.gateway.pipe import End, link
 from ostiary.gateway.revocation import RevocationChecker, RevocationUnknown
 from ostiary.gateway.trust import IssuerUnknown, Loaded, files_stamp, load
+from ostiary.gateway.upstream import UpstreamPool
 
 log = logging.getLogger("ostiary.gateway")
 _IDENTITY_CACHE = 10_000

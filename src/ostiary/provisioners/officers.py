@@ -218,7 +218,8 @@ def reject_requests(
     Each is rejected as one officer would (claimed, audited ``request.rejected``); one that
     another officer decides meanwhile is left to them.
     """
-    from ostiary.provisioners.approval import MAX_NOTE, reject_request
+    from ostiary.provisioners.approval import MAX_NOTE
+    from ostiary.provisioners.approval_decisions import reject_request
 
     if not reason.strip() or len(reason.strip()) > MAX_NOTE:
         raise BadRequest(f"give a reason of 1-{MAX_NOTE} characters")

@@ -224,7 +224,7 @@ def _queue(
     now: datetime,
 ) -> None:
     """The request in the officers' queue, with the names the challenge granted."""
-    from ostiary.provisioners.approval import UNOPENED_REQUEST_TTL
+    from ostiary.provisioners.approval_queue import UNOPENED_REQUEST_TTL
 
     names = [format_general_name(n) for n in authorization.names]
     subject = authorization.subject.rfc4514_string()

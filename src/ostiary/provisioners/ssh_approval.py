@@ -21,14 +21,12 @@ from datetime import datetime
 from ostiary.authority.ssh import IssuedSSHCertificate, SSHAuthority
 from ostiary.authority.ssh_keys import ca_key_sha256
 from ostiary.core.errors import BadRequest, NotFound
-from ostiary.provisioners.approval import (
-    MAX_NOTE,
+from ostiary.provisioners.approval import MAX_NOTE, load_approval_provisioner
+from ostiary.provisioners.approval_decisions import check_decidable, claimed
+from ostiary.provisioners.approval_queue import (
     RequestView,
     Submitted,
-    check_decidable,
     check_queue_room,
-    claimed,
-    load_approval_provisioner,
     record_request,
 )
 from ostiary.provisioners.ssh import load_ssh_policy

@@ -38,11 +38,16 @@ from cryptography import x509
 from ostiary.core.encoding import serial_hex
 from ostiary.core.errors import BadRequest, NameNotAuthorized, NotFound, PolicyDenied
 from ostiary.core.names import UPN_OID, common_name, decode_other_name, sans_of
-from ostiary.provisioners import _jose
 from ostiary.provisioners.base import CAIdentity
-from ostiary.provisioners.oidc import id_token_spend_id, sign_in_provisioner
+from ostiary.provisioners.oidc import sign_in_provisioner
 from ostiary.provisioners.oidc_binding import check_nonce_for_key
 from ostiary.provisioners.oidc_discovery import ProviderDirectory
+from ostiary.provisioners.oidc_id_token import (
+    id_token_kept_until,
+    id_token_spend_id,
+    verify_id_token,
+)
+from ostiary.provisioners.oidc_identity import check_groups, identity_of
 from ostiary.provisioners.renewal import check_certificate_time, find_issued_certificate
 from ostiary.provisioners.ssh import SSHGrant, SSHPolicy, check_principal, load_ssh_policy
 from ostiary.ssh import SSHCertificateType, SSHPublicKey
@@ -148,10 +153,10 @@ def authorize_ssh_sign_in(
     transaction that records the certificate.
     """
     loaded = sign_in_provisioner(store, provisioner, directory=directory)
-    claims, expires_at = loaded.verified_claims(id_token, now=now)
+    claims, expires_at = verify_id_token(loaded, id_token, now=now)
     check_nonce_for_key(claims.get("nonce"), public_key.key)
-    identity = loaded.identity_of(claims)  # the domain rule; an e-mail or UPN is needed
-    loaded.check_groups(claims)
+    identity = identity_of(loaded, claims)  # the domain rule; an e-mail or UPN is needed
+    check_groups(loaded, claims)
     _, policy = load_ssh_policy(store, loaded.name)
     facts = names_facts(identity.names, claims=claims)
     names = map_principals(policy, facts, provisioner=loaded.name, requested=principals)
@@ -163,7 +168,7 @@ def authorize_ssh_sign_in(
         lifetime=lifetime,
     )
     spend = TokenSpend(
-        f"oidc:{loaded.name}", id_token_spend_id(claims, id_token), expires_at + _jose.LEEWAY
+        f"oidc:{loaded.name}", id_token_spend_id(claims, id_token), id_token_kept_until(expires_at)
     )
     return SSHGrant(authorization, spend)
 

@@ -1,9 +1,8 @@
 """The token flows the server and the CLI call: verify, spend once, audit; and mint.
 
-Single use is enforced by the database: spending a ``jti`` inserts a row under a unique key
-(:class:`~ostiary.store.TokenRepository`), so of two replicas racing with the same token
-exactly one succeeds, and a replay gets :class:`~ostiary.core.errors.TokenReused`. The spend
-and its audit entry ("token.used", or "token.reused" for a refused replay) commit together.
+Single use is enforced by the database (:func:`~.single_use.spend_token`): of two replicas
+racing with the same token exactly one succeeds, and a replay gets
+:class:`~ostiary.core.errors.TokenReused`.
 
 Every refusal of a token is an :class:`~ostiary.core.errors.OstiaryError`, mostly
 :class:`~ostiary.core.errors.Unauthorized`; messages never repeat a token or a key.
@@ -17,7 +16,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 
-from ostiary.core.errors import PolicyDenied, TokenReused
+from ostiary.core.errors import PolicyDenied
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import format_general_name
 from ostiary.provisioners import _jose
@@ -31,7 +30,8 @@ from ostiary.provisioners.renewal import (
     check_renewable,
     find_issued_certificate,
 )
-from ostiary.store import AuditLog, Store, TokenRepository, TokenSpend
+from ostiary.provisioners.single_use import spend_token
+from ostiary.store import AuditLog, Store, TokenSpend
 
 _SIGN_TOKEN = "token"
 _ADMIN_TOKEN = "admin token"
@@ -66,7 +66,7 @@ def authorize_sign(
     authorization = grant.authorization
     # The token is spent before anything is issued: refuse now what issuing would refuse.
     precheck_request(csr, authorization, ca=ca, now=now)
-    _spend(
+    spend_token(
         store,
         grant.provisioner,
         grant.token_id,
@@ -145,7 +145,7 @@ def verify_holder_token(
             check_renewable(session, record, certificate, ca=ca, now=now)
         else:
             check_certificate_time(certificate, now=now)
-    _spend(
+    spend_token(
         store,
         f"x5c:{record.fingerprint_sha256}",
         holder.token_id,
@@ -250,40 +250,6 @@ def mint_admin_token(
         },
     )
     return token
-
-
-def _spend(
-    store: Store,
-    namespace: str,
-    token_id: str,
-    expires_at: datetime,
-    *,
-    what: str,
-    now: datetime,
-    actor: str,
-    target: str,
-    details: dict[str, Any],
-) -> None:
-    """Record ``token_id`` as used (once, across replicas) with its audit entry.
-
-    A replay is audited too ("token.reused") before :class:`TokenReused` is raised: the
-    refused insert ran in a savepoint, so the transaction can still commit that entry.
-    """
-    reused = False
-    with store.transaction() as session:
-        try:
-            TokenRepository(session).use(token_id, namespace, expires_at, now)
-        except TokenReused:
-            reused = True
-        AuditLog(session).append(
-            "token.reused" if reused else "token.used",
-            at=now,
-            actor=actor,
-            target=target,
-            details=details,
-        )
-    if reused:
-        raise TokenReused(f"this {what} was already used: tokens are single-use", token_id=token_id)
 
 
 def _audit_minted(

@@ -149,7 +149,7 @@ class Limits:
             ),
             # Devices submitting CSRs for approval (a batch of devices set up behind one
             # address at once): ~330 a day from one address, which the day an unopened
-            # request waits (provisioners/approval.py) keeps below MAX_PENDING.
+            # request waits (provisioners/approval_queue.py) keeps below MAX_PENDING.
             requests=AddressLimiter(
                 "certificate requests", burst=40, interval=300.0, on_refused=on_refused
             ),

@@ -30,15 +30,15 @@ from starlette.responses import RedirectResponse, Response
 
 from ostiary.client.oidc import code_challenge_s256, new_code_verifier
 from ostiary.core.errors import BadRequest, Unauthorized
-from ostiary.provisioners import _jose
-from ostiary.provisioners.oidc import (
-    OIDCIdentity,
-    OIDCProvisioner,
+from ostiary.provisioners.oidc import OIDCProvisioner
+from ostiary.provisioners.oidc_code_exchange import post_token_request, read_client_secret
+from ostiary.provisioners.oidc_id_token import (
+    id_token_kept_until,
     id_token_spend_id,
-    post_token_request,
-    read_client_secret,
+    verify_id_token,
 )
-from ostiary.provisioners.tokens import _spend
+from ostiary.provisioners.oidc_identity import OIDCIdentity, check_groups, identity_of
+from ostiary.provisioners.single_use import spend_token
 from ostiary.server.console.sessions import FLOW_COOKIE, FLOW_LIFETIME, Flow, session_store
 from ostiary.server.context import ServerContext
 from ostiary.server.limits import client_address, limits_of
@@ -146,20 +146,20 @@ def redeem_sign_in(
     id_token = post_token_request(
         provisioner.metadata().token_endpoint, form, ca_file=provisioner.ca_file
     )
-    claims, expires_at = provisioner.verified_claims(id_token, now=now)
+    claims, expires_at = verify_id_token(provisioner, id_token, now=now)
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not hmac.compare_digest(
         nonce.encode("utf-8", "replace"), flow.nonce.encode()
     ):
         raise Unauthorized("the ID token's nonce is not this sign-in's")
-    identity = provisioner.identity_of(claims)
-    provisioner.check_groups(claims)
+    identity = identity_of(provisioner, claims)
+    check_groups(provisioner, claims)
     token_id = id_token_spend_id(claims, id_token)
-    _spend(
+    spend_token(
         context.authority.store,
         f"{purpose}-oidc:{provisioner.name}",
         token_id,
-        expires_at + _jose.LEEWAY,
+        id_token_kept_until(expires_at),
         what="ID token",
         now=now,
         actor=f"{actor_kind}:{identity.display}",

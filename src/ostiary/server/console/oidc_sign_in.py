@@ -36,7 +36,7 @@ from ostiary.server.console.oidc_flow import (
     redeem_sign_in,
     take_flow,
 )
-from ostiary.server.console.routes import ConsoleRoute, _form
+from ostiary.server.console.routes import ConsoleRoute, read_form
 from ostiary.server.console.security import Officer, finish
 from ostiary.server.console.sessions import (
     FLOW_COOKIE,
@@ -106,7 +106,7 @@ async def callback(
 async def sign_out(
     request: Request, officer: Annotated[Officer, Depends(current_officer)], context: Context
 ) -> Response:
-    await _form(request, officer)
+    await read_form(request, officer)
     session_id = request.cookies.get(SESSION_COOKIE, "")
     ended = False
     if session_id:

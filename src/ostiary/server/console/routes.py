@@ -24,12 +24,8 @@ from ostiary.core.describe import describe_certificate, entra_certificate_user_i
 from ostiary.core.encoding import parse_serial, serial_hex
 from ostiary.core.errors import BadRequest, MalformedInput, OstiaryError
 from ostiary.provisioners import list_provisioners
-from ostiary.provisioners.approval import (
-    approve_request,
-    open_pending_requests,
-    reject_request,
-    request_view,
-)
+from ostiary.provisioners.approval_decisions import approve_request, reject_request
+from ostiary.provisioners.approval_queue import open_pending_requests, request_view
 from ostiary.provisioners.officers import identity_warnings, reject_requests
 from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
 from ostiary.provisioners.ssh_approval import approve_ssh_request
@@ -89,7 +85,7 @@ def _page(request: Request, officer: Officer, template: str, **values: Any) -> R
     return finish(render(request, template, officer=officer, **values), officer)
 
 
-async def _form(request: Request, officer: Officer) -> dict[str, str]:
+async def read_form(request: Request, officer: Officer) -> dict[str, str]:
     """The POSTed form (url-encoded, capped), after the CSRF check; one value per field."""
     body = await read_body(request, media_types=(_FORM,), limit=_MAX_FORM)
     try:
@@ -210,7 +206,7 @@ def certificate_pem(serial: str, officer: CurrentOfficer, context: Context) -> R
 async def revoke_certificate(
     serial: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     if form.get("confirm") != "yes":
         raise BadRequest("tick the confirmation box to revoke")
     reason = parse_reason(form.get("reason", "unspecified")[:64])
@@ -239,7 +235,7 @@ def requests_page(request: Request, officer: CurrentOfficer, context: Context) -
 @router.post("/requests/reject-all")
 async def reject_all(request: Request, officer: CurrentOfficer, context: Context) -> Response:
     """Reject every waiting request (of one provisioner), after a confirmation box."""
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     if form.get("confirm") != "yes":
         raise BadRequest("tick the confirmation box to reject every waiting request")
     provisioner = form.get("provisioner", "")[:64] or None
@@ -257,7 +253,7 @@ async def reject_all(request: Request, officer: CurrentOfficer, context: Context
 async def approve(
     request_id: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     store = context.authority.store
     full_id = request_id[:64]
     view = await run_in_threadpool(request_view, store, full_id, now=context.authority.clock())
@@ -288,7 +284,7 @@ async def approve(
 async def reject(
     request_id: str, request: Request, officer: CurrentOfficer, context: Context
 ) -> Response:
-    form = await _form(request, officer)
+    form = await read_form(request, officer)
     await run_in_threadpool(
         reject_request,
         context.authority,

@@ -23,12 +23,8 @@ from ostiary.core.encoding import load_csr
 from ostiary.core.errors import BadRequest, NotFound, PolicyDenied
 from ostiary.provisioners.attest import attestation_for, with_attestation
 from ostiary.provisioners.base import validate_provisioner_name
-from ostiary.provisioners.oidc import (
-    OIDC_TYPE,
-    authorize_oidc_sign,
-    find_oidc_provisioner,
-    redeem_code,
-)
+from ostiary.provisioners.oidc import OIDC_TYPE, authorize_oidc_sign, find_oidc_provisioner
+from ostiary.provisioners.oidc_code_exchange import redeem_code
 from ostiary.server.body import json_request_body, read_json
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.models import MAX_PEM, MAX_TOKEN, CertificateAnswer, parse_requested_not_after

@@ -35,12 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ostiary.core.encoding import load_csr, serial_hex
 from ostiary.core.errors import MalformedInput, NotFound, PolicyDenied, Unauthorized
-from ostiary.provisioners.approval import (
-    MAX_NOTE,
-    approve_request,
+from ostiary.provisioners.approval import MAX_NOTE
+from ostiary.provisioners.approval_decisions import approve_request, reject_request
+from ostiary.provisioners.approval_queue import (
     issued_certificate_pem,
     open_pending_records,
-    reject_request,
     request_view,
     submit_request,
 )

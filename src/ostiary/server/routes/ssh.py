@@ -40,7 +40,8 @@ from ostiary.core.errors import (
     Unauthorized,
 )
 from ostiary.core.lifetime import parse_duration
-from ostiary.provisioners.approval import MAX_NOTE, request_view
+from ostiary.provisioners.approval import MAX_NOTE
+from ostiary.provisioners.approval_queue import request_view
 from ostiary.provisioners.base import validate_provisioner_name
 from ostiary.provisioners.ssh import SSHGrant, authorize_ssh
 from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
