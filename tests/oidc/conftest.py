@@ -29,6 +29,7 @@ from ostiary.provisioners import CAIdentity
 from ostiary.store import Store, migrate, sqlite_url_for
 
 from ..client.conftest import RunningCA, free_port
+from .sign_in_cli import kill_unfinished
 
 PASSWORD = b"oidc tests password"
 CLIENT_ID = "ostiary-tests"
@@ -61,7 +62,7 @@ class Provider:
 
     def sign_in(self, authorization_url: str, sub: str, *, follow: bool = True) -> str:
         """Play the browser: show the form, submit ``sub``; the redirect target (followed)."""
-        with httpx.Client() as browser:
+        with httpx.Client(timeout=60) as browser:
             form = browser.get(authorization_url)
             assert form.status_code == 200, form.text
             answer = browser.post(authorization_url, data={"sub": sub})
@@ -72,7 +73,7 @@ class Provider:
         return location
 
     def deny(self, authorization_url: str) -> str:
-        with httpx.Client() as browser:
+        with httpx.Client(timeout=60) as browser:
             answer = browser.post(authorization_url, data={"action": "deny"})
             assert answer.status_code == 302, answer.text
             location = answer.headers["location"]
@@ -157,6 +158,13 @@ def _start_provider(log: Path) -> Iterator[Provider]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(autouse=True)
+def cert_requests_cleaned() -> Iterator[None]:
+    """No ``cert request`` a test started outlives it (tests/oidc/sign_in_cli.py)."""
+    yield
+    kill_unfinished()
 
 
 @pytest.fixture(scope="session")

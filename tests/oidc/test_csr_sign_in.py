@@ -3,8 +3,6 @@ with a key the client never sees, enrolled by signing in; only the certificate c
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 from cryptography import x509
@@ -12,29 +10,16 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.console.test_csr_enrollment import openssl_csr
 
-from ..client.conftest import OSTIARY, RunningCA
+from ..client.conftest import RunningCA
 from .conftest import CONFIDENTIAL, Provider
-from .test_enroll import Request, _names
+from .sign_in_cli import Request, start_cert_request
+from .test_enroll import _names
 
 
 def _request_csr(ca: RunningCA, folder: Path, subject: str, csr: Path) -> Request:
-    args = [*OSTIARY, "cert", "request", subject, str(folder / "user.crt"), "--csr", str(csr),
-            "--provisioner", CONFIDENTIAL, "--no-browser", "--ca-url", ca.url,
-            "--root", str(ca.root_file)]  # fmt: skip
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    return start_cert_request(
+        ca, [subject, str(folder / "user.crt"), "--csr", str(csr), "--provisioner", CONFIDENTIAL]
     )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("http"):
-            return Request(process, line.strip())
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    _, err = process.communicate()
-    raise AssertionError(f"no sign-in URL printed: {err}")
 
 
 def test_a_csr_made_elsewhere_gets_a_certificate_by_signing_in(

@@ -8,8 +8,6 @@ import json
 import socket
 import stat
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -33,46 +31,12 @@ from .conftest import (
     UNREACHABLE,
     Provider,
 )
-
-
-@dataclass
-class Request:
-    """``ostiary cert request`` running in a subprocess, its sign-in URL once printed."""
-
-    process: subprocess.Popen[str]
-    url: str
-
-    @property
-    def redirect_uri(self) -> str:
-        return parse_qs(urlsplit(self.url).query)["redirect_uri"][0]
-
-    def finish(self) -> tuple[int, str]:
-        try:
-            _, err = self.process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-        return self.process.returncode, err
+from .sign_in_cli import Request, start_cert_request
 
 
 def _request(ca: RunningCA, folder: Path, subject: str, provisioner: str, *extra: str) -> Request:
-    args = [*OSTIARY, "cert", "request", subject, str(folder / "user.crt"),
-            str(folder / "user.key"), "--provisioner", provisioner, "--no-browser",
-            "--ca-url", ca.url, "--root", str(ca.root_file), *extra]  # fmt: skip
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("http"):
-            return Request(process, line.strip())
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    _, err = process.communicate()
-    raise AssertionError(f"no sign-in URL printed: {err}")
+    files = [str(folder / "user.crt"), str(folder / "user.key")]
+    return start_cert_request(ca, [subject, *files, "--provisioner", provisioner, *extra])
 
 
 def _https(ca: RunningCA) -> httpx.Client:

@@ -6,36 +6,21 @@ A real ``ostiary ca serve``, a real oidc-provider-mock, the CLI in a subprocess.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 from cryptography import x509
 
-from ..client.conftest import OSTIARY, RunningCA
+from ..client.conftest import RunningCA
 from .conftest import CONFIDENTIAL, PUBLIC, Provider
-from .test_enroll import Request, _names, _one_error_line
+from .sign_in_cli import Request, start_cert_request
+from .test_enroll import _names, _one_error_line
 
 
 def _request(ca: RunningCA, folder: Path, provisioner: str, *subject: str) -> Request:
     """``ostiary cert request [SUBJECT] CRT KEY --provisioner NAME --no-browser``."""
-    args = [*OSTIARY, "cert", "request", *subject, str(folder / "user.crt"),
-            str(folder / "user.key"), "--provisioner", provisioner, "--no-browser",
-            "--ca-url", ca.url, "--root", str(ca.root_file)]  # fmt: skip
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("http"):
-            return Request(process, line.strip())
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError(f"no sign-in URL printed: {process.communicate()[1]}")
+    files = [str(folder / "user.crt"), str(folder / "user.key")]
+    return start_cert_request(ca, [*subject, *files, "--provisioner", provisioner])
 
 
 def _browser_page(provider: Provider, request: Request, sub: str) -> str:
