@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AttributeOID
 
 from tests.scep.client import Request, make_csr, read_reply, self_signed, send
-from tests.scep.conftest import ScepServer
+from tests.scep.conftest import ScepServer, ostiary
 
 SUCCESS, FAILURE, PENDING = 0, 2, 3
 BAD_ALG, BAD_MESSAGE_CHECK, BAD_REQUEST, BAD_TIME, BAD_CERT_ID = range(5)
@@ -243,3 +243,36 @@ def test_require_approval_answers_pending_to_the_request_and_its_polls(ec_ca: Sc
     assert (pending.status, pending.certificate) == (PENDING, None)
     assert (polled.status, polled.certificate) == (PENDING, None)
     assert ec_ca.count_certificates() == before  # nothing before an officer approves
+
+
+def test_a_refusal_in_the_write_spends_neither_challenge_nor_transaction(
+    ec_ca: ScepServer,
+) -> None:
+    """The challenge, the transaction, the certificate and its audit entry are one write:
+    a key reported compromised is refused in that write, and then nothing of it stays.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with ec_ca.plain() as http:
+        first = send(
+            http, PATH, _request(ec_ca, "dev-stolen", ec_ca.challenge("devices", "dev-stolen"),
+                                 key=key), _ra(ec_ca),
+        )  # fmt: skip
+        assert first.status == SUCCESS and first.certificate is not None
+        serial = f"{first.certificate.serial_number:x}"
+        password = ("--password-file", str(ec_ca.password_file))
+        ostiary(ec_ca.home, "ca", "revoke", serial, "--reason", "keyCompromise", *password)
+        challenge = ec_ca.challenge("devices", "dev-stolen")
+        refused_request = _request(ec_ca, "dev-stolen", challenge, key=key)
+        before = ec_ca.count_certificates()
+        refused = send(http, PATH, refused_request, _ra(ec_ca))
+        assert (refused.status, refused.fail_info) == (FAILURE, BAD_REQUEST)
+        assert ec_ca.count_certificates() == before
+        # no transaction was recorded: a poll for it is unknown
+        poll = Request(key, refused_request.signer, CERT_POLL, b"\x30\x00", [_ra(ec_ca)],
+                       transaction_id=refused_request.transaction_id)  # fmt: skip
+        assert send(http, PATH, poll, _ra(ec_ca)).fail_info == BAD_CERT_ID
+        # and the challenge was not spent: a new key enrolls with it
+        fresh = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        again = send(http, PATH, _request(ec_ca, "dev-stolen", challenge, key=fresh), _ra(ec_ca))
+    assert again.status == SUCCESS and again.certificate is not None
+    assert again.certificate.public_key() == fresh.public_key()

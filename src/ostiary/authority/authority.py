@@ -272,6 +272,7 @@ class Authority:
         actor: str | None,
         csr: x509.CertificateSigningRequest | None = None,
         details: dict[str, Any] | None = None,
+        then: Callable[[Batch, x509.Certificate], None] | None = None,
     ) -> x509.Certificate:
         """Issue the successor of ``current``, audited as ``certificate.renewed``.
 
@@ -280,7 +281,8 @@ class Authority:
         ours, renewable and not revoked. With ``csr`` (a new key) the whole pipeline runs as
         in :meth:`issue`; without, ``public_key`` is the current key, whose possession the
         caller verified (an mTLS handshake, or a token signed by it), and the certificate is
-        built for it directly.
+        built for it directly. ``then`` as in :meth:`issue` (not called for a repeated
+        renewal, which records nothing new).
         """
         details = {"renewed_from": serial_hex(current.serial_number), **(details or {})}
         repeated = self._repeated_renewal(current, authorization, public_key, actor, details)
@@ -294,6 +296,7 @@ class Authority:
                 event="certificate.renewed",
                 details=details,
                 renewed_from=current.serial_number,
+                then=then,
             )
         now = self.clock()
         try:
@@ -310,6 +313,7 @@ class Authority:
             at=now,
             token=None,
             renewed_from=current.serial_number,
+            then=then,
         )
         try:
             self.store.write(unit)

@@ -19,6 +19,7 @@ the device polls and collects the certificate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -114,8 +115,9 @@ class ScepProvisioner:
     def type(self) -> str:
         return SCEP_TYPE
 
-    @property
+    @functools.cached_property
     def ra_certificate(self) -> x509.Certificate:
+        """Parsed once per loaded provisioner (the server keeps them: ProvisionerCache)."""
         return x509.load_pem_x509_certificate(self.ra_certificate_pem.encode("ascii"))
 
     def load_ra_key(self, password: bytes) -> rsa.RSAPrivateKey:

@@ -1,11 +1,20 @@
 """SCEP transactions: enroll, renew and poll, each idempotent by ``transactionID``.
 
 A device names its request with a transactionID and may send it again (a lost answer, a
-poll). The first request whose credential holds records the transaction (provisioner,
-transactionID, a SHA-256 of the CSR's key, subject and SANs) in the same database transaction
-that spends its one-time challenge, so a repeat finds the first answer: the same request gets
-the same certificate (or still PENDING), another key or other names under that transactionID
-are refused, and nothing is issued twice.
+poll). The transaction (provisioner, transactionID, a SHA-256 of the CSR's key, subject and
+SANs) is recorded in the database transaction that spends its one-time challenge, so a
+repeat finds the first answer: the same request gets the same certificate (or still
+PENDING), another key or other names under that transactionID are refused, and nothing is
+issued twice.
+
+An enrollment that issues at once is one write: the certificate, its audit entry, the
+challenge spent and the transaction (with the serial) go in the certificate's group-commit
+unit (:meth:`Authority.issue`'s ``then``), all or nothing, sharing one durable commit with
+concurrent issuances. A request the pipeline refuses therefore spends nothing and records
+no transaction (the refusal is audited, and a repeat is refused again); a challenge spent
+meanwhile, or the same transactionID recorded meanwhile (another replica, a resubmit), is
+found by the database in that unit, and the signed certificate is dropped. A request that
+waits for an officer records its transaction and its queue entry in one transaction.
 
 Refusals are :class:`~ostiary.core.errors.OstiaryError` exceptions; the wire layer
 (:mod:`ostiary.scep`) turns :class:`NotFound` into failInfo badCertId and the rest into
@@ -28,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import serial_hex
-from ostiary.core.errors import Conflict, NotFound, OstiaryError, PolicyDenied, Unauthorized
+from ostiary.core.errors import Conflict, NotFound, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import format_general_name
 from ostiary.provisioners.base import CAIdentity
@@ -36,12 +45,15 @@ from ostiary.provisioners.renewal import renewal_authorization
 from ostiary.provisioners.scep import ScepProvisioner, authorize_challenge, check_key_size
 from ostiary.store import (
     AuditLog,
+    Batch,
     CertificateRepository,
     CertificateRequest,
     RequestRepository,
     RequestStatus,
     ScepRepository,
     ScepTransaction,
+    spend_challenge_in,
+    transaction_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,21 +112,20 @@ def enroll(
     authorization, challenge = authorize_challenge(
         authority.store, provisioner, csr, ca=ca, now=now, transaction_id=transaction_id
     )
-    request_id = secrets.token_hex(16) if provisioner.require_approval else None
+    if not provisioner.require_approval:
+        return _issue(
+            authority, provisioner, transaction_id, csr, authorization, challenge=challenge
+        )
+    request_id = secrets.token_hex(16)
 
     def also(session: Session) -> None:
-        repository = ScepRepository(session)
-        if challenge is not None and not repository.spend_challenge(challenge, now=now):
-            raise Unauthorized("the challenge password was used already: it is one-time")
-        if request_id is not None:
-            _queue(session, provisioner, request_id, transaction_id, csr, authorization, now)
+        if challenge is not None and not ScepRepository(session).spend_challenge(
+            challenge, now=now
+        ):
+            raise _ChallengeSpent()
+        _queue(session, provisioner, request_id, transaction_id, csr, authorization, now)
 
-    repeated = _record(authority, provisioner, transaction_id, csr, request_id, also)
-    if repeated is not None:
-        return repeated
-    if request_id is not None:
-        return Outcome()
-    return _issue(authority, provisioner, transaction_id, csr, authorization)
+    return _record(authority, provisioner, transaction_id, csr, request_id, also) or Outcome()
 
 
 def renew(
@@ -137,9 +148,6 @@ def renew(
         raise PolicyDenied(
             f"this certificate was not issued by SCEP provisioner {provisioner.name!r}"
         )
-    repeated = _record(authority, provisioner, transaction_id, csr, None, lambda _: None)
-    if repeated is not None:
-        return repeated
     return _issue(authority, provisioner, transaction_id, csr, authorization, current=current)
 
 
@@ -151,8 +159,9 @@ def _record(
     request_id: str | None,
     also: Callable[[Session], None],
 ) -> Outcome | None:
-    """Record the transaction with ``also`` (spend the challenge, queue the request) in one
-    database transaction; the first answer if the same transactionID won a race meanwhile.
+    """Record a transaction that waits for an officer, with ``also`` (spend the challenge,
+    queue the request) in one database transaction; the first answer if the same
+    transactionID won a race meanwhile.
     """
     try:
         with authority.store.transaction() as session:
@@ -166,7 +175,7 @@ def _record(
                     request_id=request_id,
                 )
             )
-    except IntegrityError:  # the same transactionID recorded meanwhile (another replica)
+    except (IntegrityError, _ChallengeSpent):  # the same transactionID won a race meanwhile
         repeated = _repeat(authority, provisioner, transaction_id, csr)
         if repeated is None:
             raise
@@ -251,6 +260,16 @@ def _queue(
     )
 
 
+class _ChallengeSpent(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("the challenge password was used already: it is one-time")
+
+
+class _TransactionRecorded(Conflict):
+    def __init__(self) -> None:
+        super().__init__("this transactionID was recorded meanwhile")
+
+
 def _issue(
     authority: Authority,
     provisioner: ScepProvisioner,
@@ -258,34 +277,42 @@ def _issue(
     csr: x509.CertificateSigningRequest,
     authorization: Authorization,
     *,
+    challenge: str | None = None,
     current: x509.Certificate | None = None,
 ) -> Outcome:
+    """Issue (or renew) and record the transaction in the certificate's own unit; the first
+    answer if the challenge or the transactionID was taken by the same request meanwhile.
+    """
     actor = f"provisioner:{provisioner.name}"
     details = {"scep_transaction": transaction_id[:80]}
+    now = authority.clock()
+    digest = _csr_digest(csr)
+
+    def record(batch: Batch, certificate: x509.Certificate) -> None:
+        if challenge is not None and not spend_challenge_in(batch, challenge, now=now):
+            raise _ChallengeSpent()
+        row = transaction_values(
+            provisioner=provisioner.name,
+            transaction_id=transaction_id,
+            csr_sha256=digest,
+            created_at=now,
+            serial=serial_hex(certificate.serial_number),
+        )
+        batch.insert(ScepTransaction, row, duplicate=_TransactionRecorded)
+
     try:
         if current is None:
-            certificate = authority.issue(csr, authorization, actor=actor, details=details)
+            certificate = authority.issue(
+                csr, authorization, actor=actor, details=details, then=record
+            )
         else:
             certificate = authority.renew(
-                current, authorization, csr.public_key(), actor=actor, csr=csr, details=details
-            )
-    except OstiaryError as exc:
-        _finish(authority, provisioner, transaction_id, failure=str(exc))
-        raise
-    _finish(authority, provisioner, transaction_id, serial=serial_hex(certificate.serial_number))
+                current, authorization, csr.public_key(), actor=actor, csr=csr,
+                details=details, then=record,
+            )  # fmt: skip
+    except (_ChallengeSpent, _TransactionRecorded):
+        repeated = _repeat(authority, provisioner, transaction_id, csr)
+        if repeated is None:
+            raise
+        return repeated
     return Outcome(certificate)
-
-
-def _finish(
-    authority: Authority,
-    provisioner: ScepProvisioner,
-    transaction_id: str,
-    *,
-    serial: str | None = None,
-    failure: str | None = None,
-) -> None:
-    with authority.store.transaction() as session:
-        row = ScepRepository(session).transaction(provisioner.name, transaction_id)
-        if row is not None:
-            row.serial = serial
-            row.failure = failure

@@ -11,6 +11,7 @@ pyca/cryptography's.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from enum import IntEnum
@@ -97,14 +98,11 @@ def cert_rep(
     signed_attributes = cms.CMSAttributes(attributes)
     to_sign = b"\x31" + signed_attributes.dump()[1:]
     signature = ra_key.sign(to_sign, padding.PKCS1v15(), algorithm)
-    ra = asn1_x509.Certificate.load(ra_certificate.public_bytes(serialization.Encoding.DER))
+    sid, certificates = _ra_parts(ra_certificate)
     signer = cms.SignerInfo(
         {
             "version": "v1",
-            "sid": cms.SignerIdentifier(
-                "issuer_and_serial_number",
-                cms.IssuerAndSerialNumber({"issuer": ra.issuer, "serial_number": ra.serial_number}),
-            ),
+            "sid": cms.SignerIdentifier.load(sid),
             "digest_algorithm": {"algorithm": digest},
             "signed_attrs": signed_attributes,
             "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},
@@ -116,11 +114,26 @@ def cert_rep(
             "version": "v1",
             "digest_algorithms": [{"algorithm": digest}],
             "encap_content_info": {"content_type": "data", "content": content},
-            "certificates": [ra],
+            "certificates": cms.CertificateSet.load(certificates),
             "signer_infos": [signer],
         }
     )
     return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+
+
+@functools.lru_cache(maxsize=16)
+def _ra_parts(ra_certificate: x509.Certificate) -> tuple[bytes, bytes]:
+    """The DER of the RA's SignerIdentifier and of the CertificateSet holding the RA, made
+    once per RA: asn1crypto re-encodes a parsed certificate each time it is placed in a new
+    structure, which cost more than the rest of a CertRep. Each CertRep loads fresh objects
+    from these bytes (asn1crypto's values are mutable, and CertReps are built in threads).
+    """
+    ra = asn1_x509.Certificate.load(ra_certificate.public_bytes(serialization.Encoding.DER))
+    sid = cms.SignerIdentifier(
+        "issuer_and_serial_number",
+        cms.IssuerAndSerialNumber({"issuer": ra.issuer, "serial_number": ra.serial_number}),
+    )
+    return sid.dump(), cms.CertificateSet([ra]).dump()
 
 
 def _attribute(kind: str, value: core.Asn1Value) -> cms.CMSAttribute:

@@ -5,6 +5,14 @@ gets a CertRep. Proof of identity (challenges, transactions, renewal) is the ``s
 provisioner's (:mod:`ostiary.provisioners.scep_enroll`); issuance the Authority's. Every
 refusal of a readable pkiMessage is a signed FAILURE CertRep with its failInfo, logged with
 the reason; a body that is no pkiMessage at all is a 400 problem.
+
+A device asks GetCACaps, GetCACert and then PKIOperation for every enrollment, so the
+provisioner is kept in memory (:class:`~ostiary.provisioners.ProvisionerCache`): for
+PKIOperation its row's version is read again each time (an update from the CLI, such as
+``--require-approval``, holds for the next request), while GetCACaps and GetCACert, which
+only describe the CA and its RA, are answered from memory for up to
+:data:`~ostiary.provisioners.cache.PROVISIONER_RECHECK_SECONDS` (:meth:`answer_now`, from
+the listener's event loop without a worker thread).
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ostiary.authority.authority import Authority
 from ostiary.core.errors import BadRequest, NotFound, OstiaryError
 from ostiary.provisioners.base import CAIdentity
+from ostiary.provisioners.cache import ProvisionerCache
 from ostiary.provisioners.scep import ScepProvisioner, load_scep_provisioner
 from ostiary.provisioners.scep_enroll import Outcome, enroll, poll, renew
 from ostiary.scep.message import (
@@ -36,6 +46,7 @@ from ostiary.scep.message import (
     read_envelope,
 )
 from ostiary.scep.reply import PkiStatus, cert_rep, certs_only
+from ostiary.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +55,7 @@ CAPABILITIES = ("POSTPKIOperation", "SHA-256", "SHA-512", "AES", "SCEPStandard",
 CA_RA_CERT = "application/x-x509-ca-ra-cert"
 PKI_MESSAGE = "application/x-pki-message"
 TEXT = "text/plain"
+_CAPABILITIES = "\n".join(CAPABILITIES).encode() + b"\n"
 
 
 @dataclass(frozen=True)
@@ -87,24 +99,48 @@ class ScepResponder:
         self._password = password
         self._keys: dict[str, tuple[str, rsa.RSAPrivateKey]] = {}
         self._lock = threading.Lock()
+        #: GetCACaps and GetCACert: re-checked every few seconds.
+        self._described: ProvisionerCache[ScepProvisioner] = ProvisionerCache(
+            authority.store, _load
+        )
+        #: PKIOperation: the row's version read every time, the config parsed once.
+        self._checked: ProvisionerCache[ScepProvisioner] = ProvisionerCache(
+            authority.store, _load, recheck_seconds=0
+        )
+        self._ca_certs: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
 
     def answer(self, name: str, operation: str, message: bytes | None) -> ScepAnswer:
         """The answer to ``operation`` on provisioner ``name``; an ``OstiaryError`` becomes
         the caller's problem document (unknown provisioner, unknown operation, no message).
         """
-        provisioner = load_scep_provisioner(self.authority.store, name)
-        if operation == "GetCACaps":
-            return ScepAnswer(200, "\n".join(CAPABILITIES).encode() + b"\n", TEXT)
-        if operation == "GetCACert":
-            chain = [provisioner.ra_certificate, self.ca.issuer, *self._roots()]
-            return ScepAnswer(200, certs_only([c for c in chain if c is not None]), CA_RA_CERT)
-        if operation != "PKIOperation":
+        if operation == "PKIOperation":
+            if not message:
+                raise BadRequest("PKIOperation needs a message")
+            provisioner = self._checked.load(name, what="this SCEP path")
+            return ScepAnswer(200, self._operation(provisioner, message), PKI_MESSAGE)
+        if operation not in ("GetCACaps", "GetCACert"):
             raise BadRequest(
                 f"unknown SCEP operation {operation[:40]!r}: GetCACaps, GetCACert or PKIOperation"
             )
-        if not message:
-            raise BadRequest("PKIOperation needs a message")
-        return ScepAnswer(200, self._operation(provisioner, message), PKI_MESSAGE)
+        return self._describe(self._described.load(name, what="this SCEP path"), operation)
+
+    def answer_now(self, name: str, operation: str) -> ScepAnswer | None:
+        """GetCACaps or GetCACert from memory (no I/O), or None: then call :meth:`answer`."""
+        if operation not in ("GetCACaps", "GetCACert"):
+            return None
+        provisioner = self._described.fresh(name)
+        return None if provisioner is None else self._describe(provisioner, operation)
+
+    def _describe(self, provisioner: ScepProvisioner, operation: str) -> ScepAnswer:
+        if operation == "GetCACaps":
+            return ScepAnswer(200, _CAPABILITIES, TEXT)
+        chain = (provisioner.ra_certificate, self.ca.issuer, *self._roots())
+        ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain if c is not None)
+        kept = self._ca_certs.get(provisioner.name)
+        if kept is None or kept[0] != ders:
+            kept = (ders, certs_only([c for c in chain if c is not None]))
+            self._ca_certs[provisioner.name] = kept
+        return ScepAnswer(200, kept[1], CA_RA_CERT)
 
     def _roots(self) -> list[x509.Certificate]:
         return [self.authority.ca.root]
@@ -203,6 +239,13 @@ class ScepResponder:
             raise ScepFailure(FailInfo.BAD_CERT_ID, str(exc)) from None
         except OstiaryError as exc:
             raise ScepFailure(FailInfo.BAD_REQUEST, str(exc)) from None
+
+
+def _load(store: Store, issuer: object, *, what: str) -> ScepProvisioner:
+    """:func:`load_scep_provisioner` as a :class:`~ostiary.provisioners.cache.Loader`."""
+    if not isinstance(issuer, str):
+        raise NotFound(f"{what} names no SCEP provisioner")
+    return load_scep_provisioner(store, issuer)
 
 
 def _check_time(certificate: x509.Certificate, now: datetime) -> None:

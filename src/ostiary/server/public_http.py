@@ -248,6 +248,9 @@ class PublicRoutes:
         if operation == "PKIOperation":
             self.context.limits.scep_operations.check(request.address or None)
         name, body = parts[2], request.body if request.method == "POST" else None
+        now = scep.answer_now(name, operation)  # GetCACaps, GetCACert: no thread needed
+        if now is not None:
+            return Reply(now.status, now.body, now.content_type)
 
         def work() -> Reply:
             der = body

@@ -8,6 +8,10 @@ A transaction is what a device's ``transactionID`` stands for once its challenge
 spent: the CSR it came with (by SHA-256), and where it got to (issued, waiting for an
 officer, refused). The primary key (provisioner, transaction id) makes a repeated
 ``transactionID`` find the first answer instead of issuing twice.
+
+An issued enrollment is written in the certificate's own group-commit unit
+(:meth:`ostiary.authority.Authority.issue`'s ``then``): :func:`spend_challenge_in` and
+:func:`transaction_values` are its Core statement and row.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import String, Text, update
+from sqlalchemy import String, Text, bindparam, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ostiary.store._prepared import Prepared
+from ostiary.store.group_commit import Batch
 from ostiary.store.models import NAME_LENGTH, SERIAL_LENGTH, Base
 
 #: Longest transactionID kept (certmonger sends 77-78 digits, scepclient 28 characters).
@@ -122,3 +129,45 @@ class ScepRepository:
         """Record a transaction; a concurrent one with the same id fails the flush."""
         self._session.add(row)
         self._session.flush()
+
+
+#: Spends one unused, unexpired challenge; the row it changed, or none.
+_SPEND_CHALLENGE = Prepared(
+    update(ScepChallenge)
+    .where(
+        ScepChallenge.challenge_sha256 == bindparam("digest"),
+        ScepChallenge.used_at.is_(None),
+        ScepChallenge.expires_at > bindparam("now"),
+    )
+    .values(used_at=bindparam("used_at"))
+    .returning(ScepChallenge.challenge_sha256)
+)
+
+
+def spend_challenge_in(batch: Batch, challenge_sha256: str, *, now: datetime) -> bool:
+    """In a group-commit unit: mark the challenge used. True for exactly one caller (on any
+    replica); False if it was used or expired meanwhile, and then the caller must not let
+    its unit commit.
+    """
+    parameters = {"digest": challenge_sha256, "now": now, "used_at": now}
+    return bool(_SPEND_CHALLENGE.execute(batch.connection, parameters))
+
+
+def transaction_values(
+    *,
+    provisioner: str,
+    transaction_id: str,
+    csr_sha256: str,
+    created_at: datetime,
+    serial: str | None,
+) -> dict[str, Any]:
+    """The ``scep_transactions`` row of an issued enrollment, for :meth:`Batch.insert`."""
+    return {
+        "provisioner": provisioner,
+        "transaction_id": transaction_id,
+        "csr_sha256": csr_sha256,
+        "created_at": created_at,
+        "request_id": None,
+        "serial": serial,
+        "failure": None,
+    }

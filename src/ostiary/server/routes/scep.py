@@ -36,7 +36,9 @@ async def _scep(name: str, request: Request, context: ServerContext) -> Response
             body = await request.body()  # capped by the app's BodyLimit
         elif message is not None:
             body = decode_get_message(message)
-    answer = await run_in_threadpool(context.scep.answer, name, operation, body)
+    answer = context.scep.answer_now(name, operation)  # GetCACaps, GetCACert from memory
+    if answer is None:
+        answer = await run_in_threadpool(context.scep.answer, name, operation, body)
     return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
 
