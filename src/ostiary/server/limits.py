@@ -27,11 +27,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import Request
 
-from ostiary.core.errors import TooManyRequests
+from ostiary.core.errors import OstiaryError, TooManyRequests
 from ostiary.server.tls_scope import peer_address
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -84,6 +87,18 @@ class AddressLimiter:
         """Take one from ``address``'s bucket (a failure), never refusing."""
         self._take(address, refuse=False, spend=True)
 
+    def guard(self, address: str | None, verify: Callable[[], T]) -> T:
+        """``verify()`` of a credential under a limit on refusals: ``address`` past it is
+        refused (:class:`TooManyRequests`) before ``verify`` runs; only a refusal of the
+        credential (an :class:`OstiaryError` from it) counts.
+        """
+        self.admit(address)
+        try:
+            return verify()
+        except OstiaryError:
+            self.count(address)
+            raise
+
     def _take(self, address: str | None, *, refuse: bool, spend: bool) -> None:
         key = address or "-"
         now = self._clock()
@@ -106,8 +121,11 @@ class AddressLimiter:
         if self.on_refused is not None:
             self.on_refused(self.what)
         raise TooManyRequests.wait(
-            f"too many {self.what} from this address: try again in {wait} s", wait
+            f"too many {self.what} {self._whose(key)}: try again in {wait} s", wait
         )
+
+    def _whose(self, key: str) -> str:
+        return "from this address"
 
     def __len__(self) -> int:
         with self._lock:
@@ -158,11 +176,13 @@ class Limits:
             acme_accounts=AddressLimiter(
                 "new ACME accounts", burst=100, interval=36.0, on_refused=on_refused
             ),
-            # Refused tokens on the enrollment routes (POST /sign, /renew, /revoke): only a
-            # refusal counts, never a success. A refusal costs a signature check (a token
-            # cannot be guessed), so this stops floods, not guessing: 300 at once (a fleet
-            # behind one address with a stale token; tests/server/test_api_fuzz.py's run),
-            # then 5 a second.
+            # Refused credentials: tokens on the enrollment routes (POST /sign, /renew,
+            # /revoke) and POST /ssh/certificate (SSH tokens, OIDC ID tokens), EST one-time
+            # codes (HTTP Basic); one bucket. Only a refusal counts, never a success. A
+            # refusal costs a signature check or a lookup (a token or a code cannot be
+            # guessed), so this stops floods, not guessing: 300 at once (a fleet behind one
+            # address with a stale token; tests/server/test_api_fuzz.py's run), then 5 a
+            # second.
             failed_tokens=AddressLimiter(
                 "refused tokens", burst=300, interval=0.2, on_refused=on_refused
             ),
