@@ -201,15 +201,16 @@ def limits_rows() -> list[str]:
     from ostiary.gateway import http as gateway_http
     from ostiary.gateway.config import GatewayConfig
     from ostiary.server import body, credentials, models, public_http, tls_scope
-    from ostiary.server.limits import AddressLimiter, Limits
+    from ostiary.server.limits import AddressLimiter, Limits, ProvisionerLimiter
 
     rows = []
     limits = Limits.default()
     for field in dataclasses.fields(limits):
         limiter = getattr(limits, field.name)
         if isinstance(limiter, AddressLimiter):
+            per = "provisioner" if isinstance(limiter, ProvisionerLimiter) else "address"
             rows.append(
-                f"| per-address rate: {limiter.what} | burst {limiter.burst}, then one every "
+                f"| per-{per} rate: {limiter.what} | burst {limiter.burst}, then one every "
                 f"{limiter.interval:g} s; 429 with Retry-After |"
             )
     constants = [

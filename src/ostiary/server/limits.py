@@ -63,7 +63,7 @@ class AddressLimiter:
         self.interval = interval
         self.max_addresses = max_addresses
         self._clock = clock
-        #: Told ``what`` of each refusal (``/metrics``).
+        #: Told :attr:`label` of each refusal (``/metrics``).
         self.on_refused = on_refused
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._lock = threading.Lock()
@@ -119,10 +119,15 @@ class AddressLimiter:
                 return
             wait = max(1, math.ceil((1 - bucket.tokens) * self.interval))
         if self.on_refused is not None:
-            self.on_refused(self.what)
+            self.on_refused(self.label)
         raise TooManyRequests.wait(
             f"too many {self.what} {self._whose(key)}: try again in {wait} s", wait
         )
+
+    @property
+    def label(self) -> str:
+        """The ``limit`` label of its refusals in ``/metrics``."""
+        return self.what
 
     def _whose(self, key: str) -> str:
         return "from this address"
@@ -130,6 +135,23 @@ class AddressLimiter:
     def __len__(self) -> int:
         with self._lock:
             return len(self._buckets)
+
+
+class ProvisionerLimiter(AddressLimiter):
+    """A token bucket per provisioner, for one kind of request: what all addresses together
+    may ask of one provisioner (many addresses, or one IPv6 prefix, each within its own
+    per-address limit, could otherwise keep one provisioner's rows growing).
+
+    Check it only with the name of a provisioner that was found: a requester chooses the
+    name, and a bucket is kept for every name checked (at most ``max_addresses``).
+    """
+
+    @property
+    def label(self) -> str:
+        return f"{self.what} per provisioner"
+
+    def _whose(self, key: str) -> str:
+        return f"for provisioner {key!r} from all addresses"
 
 
 def client_address(request: Request) -> str | None:
@@ -149,6 +171,8 @@ class Limits:
     acme_nonces: AddressLimiter
     scep_operations: AddressLimiter
     ocsp: AddressLimiter
+    acme_accounts_per_provisioner: ProvisionerLimiter
+    acme_orders_per_provisioner: ProvisionerLimiter
 
     @classmethod
     def default(cls, *, on_refused: Callable[[str], None] | None = None) -> Limits:
@@ -200,6 +224,17 @@ class Limits:
             # lookup and a signature; a cached answer is never limited): generous, relying
             # parties poll and many sit behind one address; this only stops a flood.
             ocsp=AddressLimiter("OCSP requests", burst=2000, interval=0.01, on_refused=on_refused),
+            # New ACME accounts of one ACME provisioner, from all addresses together (rows
+            # kept until deactivated): 1,000 at once (a fleet set up through one provisioner),
+            # then 1,000 an hour; past it new accounts wait, existing ones go on ordering.
+            acme_accounts_per_provisioner=ProvisionerLimiter(
+                "new ACME accounts", burst=1000, interval=3.6, on_refused=on_refused
+            ),
+            # New ACME orders of one ACME provisioner (rows with their authorizations and
+            # challenges): 2,000 at once (a fleet renewing together), then 5 a second.
+            acme_orders_per_provisioner=ProvisionerLimiter(
+                "new ACME orders", burst=2000, interval=0.2, on_refused=on_refused
+            ),
         )
 
 
@@ -212,6 +247,7 @@ def limits_of(request: Request) -> Limits:
 __all__ = [
     "AddressLimiter",
     "Limits",
+    "ProvisionerLimiter",
     "client_address",
     "limits_of",
 ]
