@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote
@@ -88,9 +89,19 @@ class ScepResponder:
         self._keys: dict[str, tuple[str, rsa.RSAPrivateKey]] = {}
         self._lock = threading.Lock()
 
-    def answer(self, name: str, operation: str, message: bytes | None) -> ScepAnswer:
+    def answer(
+        self,
+        name: str,
+        operation: str,
+        message: bytes | None,
+        *,
+        admit: Callable[[str], None] | None = None,
+    ) -> ScepAnswer:
         """The answer to ``operation`` on provisioner ``name``; an ``OstiaryError`` becomes
         the caller's problem document (unknown provisioner, unknown operation, no message).
+
+        ``admit`` is given the name of the provisioner, once found, before a PKIOperation's
+        message is decrypted; it raises to refuse (the server's per-provisioner limit).
         """
         provisioner = load_scep_provisioner(self.authority.store, name)
         if operation == "GetCACaps":
@@ -104,6 +115,8 @@ class ScepResponder:
             )
         if not message:
             raise BadRequest("PKIOperation needs a message")
+        if admit is not None:
+            admit(provisioner.name)
         return ScepAnswer(200, self._operation(provisioner, message), PKI_MESSAGE)
 
     def _roots(self) -> list[x509.Certificate]:

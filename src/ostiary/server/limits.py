@@ -173,6 +173,8 @@ class Limits:
     ocsp: AddressLimiter
     acme_accounts_per_provisioner: ProvisionerLimiter
     acme_orders_per_provisioner: ProvisionerLimiter
+    scep_operations_per_provisioner: ProvisionerLimiter
+    est_enrollments_per_provisioner: ProvisionerLimiter
 
     @classmethod
     def default(cls, *, on_refused: Callable[[str], None] | None = None) -> Limits:
@@ -234,6 +236,18 @@ class Limits:
             # challenges): 2,000 at once (a fleet renewing together), then 5 a second.
             acme_orders_per_provisioner=ProvisionerLimiter(
                 "new ACME orders", burst=2000, interval=0.2, on_refused=on_refused
+            ),
+            # SCEP PKIOperation of one provisioner (each a CMS decryption and a signature),
+            # both listeners, from all addresses together: five fleets' worth of the
+            # per-address burst, then 50 a second.
+            scep_operations_per_provisioner=ProvisionerLimiter(
+                "SCEP operations", burst=5000, interval=0.02, on_refused=on_refused
+            ),
+            # EST simpleenroll/simplereenroll of one provisioner with a credential (each a
+            # code lookup or a chain check, and a signature), from all addresses together:
+            # as for SCEP.
+            est_enrollments_per_provisioner=ProvisionerLimiter(
+                "EST enrollments", burst=5000, interval=0.02, on_refused=on_refused
             ),
         )
 

@@ -248,12 +248,13 @@ class PublicRoutes:
         if operation == "PKIOperation":
             self.context.limits.scep_operations.check(request.address or None)
         name, body = parts[2], request.body if request.method == "POST" else None
+        per_provisioner = self.context.limits.scep_operations_per_provisioner
 
         def work() -> Reply:
             der = body
             if operation == "PKIOperation" and body is None and message is not None:
                 der = decode_get_message(message)
-            answer = scep.answer(name, operation, der)
+            answer = scep.answer(name, operation, der, admit=per_provisioner.check)
             return Reply(answer.status, answer.body, answer.content_type)
 
         return self.pool, work

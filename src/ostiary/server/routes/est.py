@@ -86,7 +86,9 @@ async def est_simplereenroll(name: str, request: Request, context: Context) -> R
 async def _enroll(name: str, request: Request, context: Context, *, operation: str) -> Response:
     """A code is under the per-address limit on refused credentials (as ``/sign``): an
     address past it is refused (429) before its code is looked at; only a refused code
-    counts (a request without one, the 401 that makes a client send it, never does).
+    counts (a request without one, the 401 that makes a client send it, never does). Every
+    enrollment with a credential also takes from the provisioner's budget (all addresses
+    together), once the provisioner is found.
     """
     refused = context.limits.failed_tokens
     address = client_address(request)
@@ -104,6 +106,7 @@ async def _enroll(name: str, request: Request, context: Context, *, operation: s
             )
         csr = read_base64_csr(await read_body(request, media_types=_PKCS10))
         provisioner = await run_in_threadpool(load_est_provisioner, context.authority.store, name)
+        context.limits.est_enrollments_per_provisioner.check(provisioner.name)
         try:
             certificate = await run_in_threadpool(
                 _issue, context, provisioner, csr, code, current, operation
