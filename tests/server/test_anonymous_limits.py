@@ -11,6 +11,7 @@ import base64
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,11 +34,13 @@ from ostiary.provisioners.approval import (
 from ostiary.provisioners.attest import AttestProvisioner, add_attest_provisioner
 from ostiary.provisioners.attestation_nonces import NONCE_TTL, issue_attestation_nonce
 from ostiary.provisioners.est import add_est_provisioner
+from ostiary.provisioners.oidc import OIDCProvisioner, add_oidc_provisioner
 from ostiary.provisioners.scep import add_scep_provisioner
 from ostiary.server.console.sessions import Flow, SessionStore
 from ostiary.server.limits import AddressLimiter, Limits
 from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus
 from ostiary.tls import client_context
+from tests.oidc.conftest import CLIENT_ID, Provider, provider  # noqa: F401 - the fixture
 from tests.server.conftest import PASSWORD, Provisioners, Running, make_csr, run_server
 
 CLAIMS = ProvisionerClaims(
@@ -461,3 +464,48 @@ def test_est_enrollments_are_limited_per_provisioner_from_all_addresses(
     assert "gear" in refused.json()["detail"]
     assert elsewhere.status_code == 401
     assert len(limiter) == 2  # gear and other; never "nobody"
+
+
+def test_sign_ins_are_limited_per_provisioner_from_all_addresses(
+    authority: Authority,
+    provisioners: Provisioners,
+    provider: Provider,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Sign-ins started from many addresses, each within its own allowance, share the OIDC
+    provisioner's budget (429 with Retry-After, no flow kept); a name that does not exist
+    keeps no state.
+    """
+    secret = tmp_path / "client-secret"
+    secret.write_text("console-secret\n")
+    secret.chmod(0o600)
+    console = OIDCProvisioner(
+        name="corp",
+        configuration_endpoint=provider.configuration_endpoint,
+        client_id=CLIENT_ID,
+        claims=CLAIMS,
+        client_secret_file=str(secret),
+        domains=("corp.example",),
+        admins=("admin@corp.example",),
+    )
+    add_oidc_provisioner(authority.store, console, now=datetime.now(UTC))
+    sign_in = "/console/oidc/sign-in"
+    with run_server(authority, provisioners) as running:
+        limiter = running.context.limits.sign_ins_per_provisioner
+        shrink(limiter)
+        with client(running, "127.0.0.9") as api:
+            unknown = api.get(sign_in, params={"provisioner": "nobody"})
+        started = []
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            with client(running, source) as api:
+                started.append(api.get(sign_in, params={"provisioner": "corp"}))
+        flows = rows(running, ConsoleEntry)
+        with client(running, "127.0.0.5") as api:
+            refused = api.get(sign_in, params={"provisioner": "corp"})
+        flows_after = rows(running, ConsoleEntry)
+    assert unknown.status_code == 404
+    assert [a.status_code for a in started] == [303] * 3, [a.text for a in started]
+    assert_too_many(refused)
+    assert "corp" in refused.json()["detail"]
+    assert flows_after == flows  # nothing kept for the refused one
+    assert len(limiter) == 1  # corp; never "nobody"

@@ -175,6 +175,7 @@ class Limits:
     acme_orders_per_provisioner: ProvisionerLimiter
     scep_operations_per_provisioner: ProvisionerLimiter
     est_enrollments_per_provisioner: ProvisionerLimiter
+    sign_ins_per_provisioner: ProvisionerLimiter
 
     @classmethod
     def default(cls, *, on_refused: Callable[[str], None] | None = None) -> Limits:
@@ -248,6 +249,12 @@ class Limits:
             # as for SCEP.
             est_enrollments_per_provisioner=ProvisionerLimiter(
                 "EST enrollments", burst=5000, interval=0.02, on_refused=on_refused
+            ),
+            # Sign-ins started through one OIDC provisioner (console and /enroll), from all
+            # addresses together: each a flow kept 10 minutes (at most MAX_FLOWS in all) and
+            # a redirect to the provider; 500 at once (a company at nine), then 1 a second.
+            sign_ins_per_provisioner=ProvisionerLimiter(
+                "console sign-ins", burst=500, interval=1.0, on_refused=on_refused
             ),
         )
 
