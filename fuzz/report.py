@@ -117,7 +117,8 @@ def fault_section(figures: list[dict[str, Any]]) -> list[str]:
     if abuse:
         out += _table(
             ["listeners", "idle connections", "slow-header clients", "left open",
-             "cut after (s)", "RSS MB / bound", "legitimate issuance answered"],
+             "cut after (s)", "RSS MB / bound",
+             "legitimate request answered (issuance; gateway: a proxied request)"],
             [
                 [a["listener"], a["idle"], a["slow"], a["still_open"], a["cut_after_s"],
                  f"{a['rss_mb']} / {a['rss_bound_mb']}", a["legitimate_issued"]]
@@ -196,17 +197,20 @@ def tls_rows() -> list[str]:
 
 def limits_rows() -> list[str]:
     """The limits as the code sets them (imported, so the table cannot drift from it)."""
+    from ostiary import tls_accept
+    from ostiary.gateway import http as gateway_http
     from ostiary.gateway.config import GatewayConfig
     from ostiary.server import body, credentials, models, public_http, tls_scope
-    from ostiary.server.limits import AddressLimiter, Limits
+    from ostiary.server.limits import AddressLimiter, Limits, ProvisionerLimiter
 
     rows = []
     limits = Limits.default()
     for field in dataclasses.fields(limits):
         limiter = getattr(limits, field.name)
         if isinstance(limiter, AddressLimiter):
+            per = "provisioner" if isinstance(limiter, ProvisionerLimiter) else "address"
             rows.append(
-                f"| per-address rate: {limiter.what} | burst {limiter.burst}, then one every "
+                f"| per-{per} rate: {limiter.what} | burst {limiter.burst}, then one every "
                 f"{limiter.interval:g} s; 429 with Retry-After |"
             )
     constants = [
@@ -216,6 +220,7 @@ def limits_rows() -> list[str]:
         ("Authorization header", credentials, "MAX_AUTHORIZATION", "bytes"),
         ("plain-HTTP listener: headers per request", public_http, "MAX_HEADERS", ""),
         ("plain-HTTP listener: keep-alive", public_http, "KEEP_ALIVE_SECONDS", "s"),
+        ("HTTPS listener: TLS handshake within", tls_accept, "HANDSHAKE_TIMEOUT", "s"),
         ("HTTPS listener: request head within", tls_scope, "HEAD_TIMEOUT", "s"),
         ("open connections per listener (`--max-connections`)", tls_scope, "MAX_CONNECTIONS", ""),
     ]
@@ -227,6 +232,16 @@ def limits_rows() -> list[str]:
         field_info = GatewayConfig.model_fields.get(name)
         if field_info is not None:
             rows.append(f"| gateway `{name}` (default) | {field_info.default:g} s |")
+    rows.append(
+        f"| gateway: request head within (`ostiary.gateway.http.HEAD_TIMEOUT`) "
+        f"| {gateway_http.HEAD_TIMEOUT:g} s |"
+    )
+    field_info = GatewayConfig.model_fields.get("max_connections")
+    if field_info is not None:
+        rows.append(
+            f"| gateway `max_connections` (default; per worker, handshakes included) "
+            f"| {field_info.default:,} |"
+        )
     return rows
 
 
@@ -243,7 +258,8 @@ def render(figures: list[dict[str, Any]] | None = None) -> str:
         "[fuzzing.md](fuzzing.md) (parsers), `python fuzz/api.py --examples N` (HTTP API),",
         "`pytest tests/gateway/test_tls_posture.py` (TLS), `OSTIARY_FIGURES=fuzz/results/"
         "figures.jsonl ./scripts/test tests/server/test_database_faults.py "
-        "tests/server/test_sqlite_faults.py tests/server/test_abuse_limits.py` (faults).",
+        "tests/server/test_sqlite_faults.py tests/server/test_abuse_limits.py "
+        "tests/gateway/test_connection_abuse.py` (faults, abuse).",
         "",
         "## Summary",
         "",

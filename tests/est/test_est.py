@@ -6,19 +6,29 @@ The certificates pass ``openssl verify -purpose sslclient`` and pkilint.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ostiary.server.limits import Limits
+from tests.abuse import answers_until
 from tests.conftest import require_tool
 from tests.pkilint_helper import lint_certificate
 from tests.scep.conftest import ScepServer, ostiary, start_ca
+
+#: Refused credentials an address may send at once (the server's own limit).
+FAILED_CREDENTIALS_BURST = Limits.default().failed_tokens.burst
 
 
 @pytest.fixture(scope="module")
@@ -202,4 +212,45 @@ curl -sS --cacert "$ROOT" -u 'x:{code}' -H 'Content-Type: text/plain' \
     assert est.count_certificates() == before
     # the refused requests did not spend the code
     status, _, _ = _enroll(est, tmp_path, "late", "switch-2", f"-u 'x:{code}'")
+    assert status == "200"
+
+
+def test_wrong_codes_are_limited_per_address_others_still_enroll(
+    est: ScepServer, tmp_path: Path
+) -> None:
+    """Refused codes share the per-address limit on refused credentials (300, then 5 a
+    second): past it an address gets 429 before its code is looked at; a request without a
+    code (the 401 that makes a client send one) never counts, and another address enrolls.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "switch-9")]))
+        .sign(key, hashes.SHA256())
+    )
+    body = base64.b64encode(csr.public_bytes(Encoding.DER))
+    root = str(est.home / "certs" / "root.crt")
+    transport = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=root),
+                                    local_address="127.0.0.3")  # fmt: skip
+    url = f"{est.serve.https_url}/.well-known/est/gear/simpleenroll"
+    headers = {"content-type": "application/pkcs10"}
+    with httpx.Client(transport=transport, timeout=30) as abuser:
+        for _ in range(5):  # no code: a challenge, not a refusal
+            assert abuser.post(url, content=body, headers=headers).status_code == 401
+
+        answers = answers_until(
+            lambda: abuser.post(url, content=body, headers=headers, auth=("x", "wrong")),
+            429,
+            most=4 * FAILED_CREDENTIALS_BURST,
+        )
+    statuses = [a.status_code for a in answers]
+    assert 429 in statuses, statuses[-5:]
+    refused = answers[statuses.index(429)]
+    # the whole burst was refused 401 first (give or take the 4 requests in flight)
+    assert statuses.index(429) >= FAILED_CREDENTIALS_BURST - 4
+    assert set(statuses[: FAILED_CREDENTIALS_BURST - 4]) == {401}
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["retry-after"]) >= 1
+    code = _code(est, "switch-9")  # from 127.0.0.1: its own allowance
+    status, _, _ = _enroll(est, tmp_path, "after", "switch-9", f"-u 'x:{code}'")
     assert status == "200"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ import pytest
 from ostiary.gateway.http import HEAD_TIMEOUT
 from ostiary.gateway.server import Gateway
 from ostiary.tls import client_context
+from tests.abuse import slow_header_cut
 from tests.gateway.conftest import CA, EchoUpstream, gateway_config, run_gateway
 
 SLOW = 50
@@ -27,16 +27,6 @@ SLOW = 50
 def gateway(ca: CA, upstream: EchoUpstream) -> Iterator[Gateway]:
     with run_gateway(gateway_config(ca, f"http://127.0.0.1:{upstream.port}")) as gateway:
         yield gateway
-
-
-def _closed(tls: ssl.SSLSocket) -> bool:
-    try:
-        tls.sendall(b"X-Slow: 1\r\n")
-        return tls.recv(1) == b""
-    except (TimeoutError, ssl.SSLWantReadError):
-        return False
-    except OSError:
-        return True
 
 
 def test_slow_header_clients_are_cut_off_and_others_served(ca: CA, gateway: Gateway) -> None:
@@ -54,7 +44,7 @@ def test_slow_header_clients_are_cut_off_and_others_served(ca: CA, gateway: Gate
         with ca.client(bob, gateway.port) as client:
             assert client.get("/meanwhile").status_code == 200
         while slow and time.monotonic() - started < HEAD_TIMEOUT + 30:
-            slow = [tls for tls in slow if not _closed(tls)]
+            slow = [tls for tls in slow if not slow_header_cut(tls)]
             time.sleep(1)
         cut_after = time.monotonic() - started
     assert slow == []

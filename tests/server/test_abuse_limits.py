@@ -10,7 +10,6 @@ connection by sending its head a byte at a time, and nothing else exercises it.
 from __future__ import annotations
 
 import contextlib
-import resource
 import socket
 import ssl
 import time
@@ -25,6 +24,7 @@ from ostiary.authority.folder import CAMaterial
 from ostiary.server.tls_scope import HEAD_TIMEOUT
 from ostiary.store.database import sqlite_url_for
 from ostiary.tls import client_context
+from tests.abuse import enough_descriptors, rss_mb
 from tests.figures import record
 from tests.server.conftest import Provisioners, make_csr
 from tests.server.processes import CAFolder, ServeProcess, make_ca_folder, start_serve
@@ -39,19 +39,12 @@ SLOW_PLAIN = 100
 RSS_BOUND_MB = 400
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.fixture
 def server(
     ca_material: CAMaterial, provisioners: Provisioners, tmp_path: Path
 ) -> Iterator[tuple[CAFolder, ServeProcess]]:
     # The server inherits this process's limit; both sides need a descriptor per connection.
-    _enough_descriptors(IDLE + SLOW + SLOW_PLAIN + 256)
+    enough_descriptors(IDLE + SLOW + SLOW_PLAIN + 256)
     ca = make_ca_folder(
         ca_material, provisioners, sqlite_url_for(tmp_path / "ostiary.db"), tmp_path / "ca"
     )
@@ -60,14 +53,6 @@ def server(
         yield ca, process
     finally:
         process.stop()
-
-
-def _enough_descriptors(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            pytest.skip(f"ulimit -n is {soft} (hard {hard}): {needed} descriptors are needed")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def test_idle_and_slow_header_clients_do_not_stop_issuance(
@@ -123,7 +108,7 @@ def test_idle_and_slow_header_clients_do_not_stop_issuance(
             open_slow = still
             time.sleep(1)
         cut_after = time.monotonic() - started
-        rss = _rss_mb(process.process.pid)
+        rss = rss_mb(process.process.pid)
     record(
         "abuse",
         listener="HTTPS + plain HTTP",

@@ -7,9 +7,11 @@ peer, never ``X-Forwarded-For``), and keeps a bounded number of rows.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,11 +33,15 @@ from ostiary.provisioners.approval_queue import (
 )
 from ostiary.provisioners.attest import AttestProvisioner, add_attest_provisioner
 from ostiary.provisioners.attestation_nonces import NONCE_TTL, issue_attestation_nonce
+from ostiary.provisioners.est import add_est_provisioner
+from ostiary.provisioners.oidc import OIDCProvisioner, add_oidc_provisioner
+from ostiary.provisioners.scep import add_scep_provisioner
 from ostiary.server.console.sessions import Flow, SessionStore
 from ostiary.server.limits import AddressLimiter, Limits
 from ostiary.store import AttestationNonce, ConsoleEntry, RequestStatus
 from ostiary.tls import client_context
-from tests.server.conftest import Provisioners, Running, make_csr, run_server
+from tests.oidc.conftest import CLIENT_ID, Provider, provider  # noqa: F401 - the fixture
+from tests.server.conftest import PASSWORD, Provisioners, Running, make_csr, run_server
 
 CLAIMS = ProvisionerClaims(
     lifetime=Lifetime(timedelta(minutes=5), timedelta(hours=24), timedelta(days=30))
@@ -387,3 +393,119 @@ def test_scep_pki_operations_are_limited_per_address_on_both_listeners(
     assert {a.status_code for a in answers} == {404}
     assert_too_many(refused)
     assert elsewhere.status_code == 404
+
+
+def test_scep_pki_operations_are_limited_per_provisioner_from_all_addresses(
+    authority: Authority, provisioners: Provisioners
+) -> None:
+    """Many addresses, each within its own allowance, share one SCEP provisioner's budget
+    (429 with Retry-After before the message is decrypted); another provisioner is untouched;
+    a name that does not exist keeps no state.
+    """
+    for name in ("mdm", "other"):
+        add_scep_provisioner(authority, name, password=PASSWORD, claims=CLAIMS)
+    with run_server(authority, provisioners, scep=True) as running:
+        limiter = running.context.limits.scep_operations_per_provisioner
+        shrink(limiter)
+        operation = {"operation": "PKIOperation"}
+        with plain(running, "127.0.0.9") as api:
+            unknown = api.post("/scep/nobody", params=operation, content=b"x")
+        spent = []
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            with plain(running, source) as api:
+                spent.append(api.post("/scep/mdm", params=operation, content=b"x"))
+        with client(running, "127.0.0.5") as https:  # both listeners, one budget
+            refused = https.post("/scep/mdm", params=operation, content=b"x")
+        with plain(running, "127.0.0.5") as api:
+            elsewhere = api.post("/scep/other", params=operation, content=b"x")
+    assert unknown.status_code == 404
+    assert {a.status_code for a in spent} == {400}, [a.text for a in spent]  # not CMS
+    assert_too_many(refused)
+    assert "mdm" in refused.json()["detail"]
+    assert elsewhere.status_code == 400
+    assert len(limiter) == 2  # mdm and other; never "nobody"
+
+
+def test_est_enrollments_are_limited_per_provisioner_from_all_addresses(
+    authority: Authority, provisioners: Provisioners
+) -> None:
+    """Enrollments with a credential, from many addresses, share one EST provisioner's budget
+    (429 with Retry-After once it is found, before the code is looked at); another
+    provisioner is untouched; a name that does not exist keeps no state.
+    """
+    for name in ("gear", "other"):
+        add_est_provisioner(
+            authority.store, name, claims=CLAIMS, profile="client", now=datetime.now(UTC)
+        )
+    csr_pem, _ = make_csr("switch-1")
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    body = base64.b64encode(csr.public_bytes(serialization.Encoding.DER))
+    headers = {"content-type": "application/pkcs10"}
+
+    def enroll(source: str, provisioner: str) -> httpx.Response:
+        with client(running, source) as api:
+            return api.post(
+                f"/.well-known/est/{provisioner}/simpleenroll",
+                content=body,
+                headers=headers,
+                auth=("x", "wrong"),
+            )
+
+    with run_server(authority, provisioners) as running:
+        limiter = running.context.limits.est_enrollments_per_provisioner
+        shrink(limiter)
+        unknown = enroll("127.0.0.9", "nobody")
+        spent = [enroll(source, "gear") for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4")]
+        refused = enroll("127.0.0.5", "gear")
+        elsewhere = enroll("127.0.0.5", "other")
+    assert unknown.status_code == 404, unknown.text
+    assert {a.status_code for a in spent} == {401}, [a.text for a in spent]  # a wrong code
+    assert_too_many(refused)
+    assert "gear" in refused.json()["detail"]
+    assert elsewhere.status_code == 401
+    assert len(limiter) == 2  # gear and other; never "nobody"
+
+
+def test_sign_ins_are_limited_per_provisioner_from_all_addresses(
+    authority: Authority,
+    provisioners: Provisioners,
+    provider: Provider,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Sign-ins started from many addresses, each within its own allowance, share the OIDC
+    provisioner's budget (429 with Retry-After, no flow kept); a name that does not exist
+    keeps no state.
+    """
+    secret = tmp_path / "client-secret"
+    secret.write_text("console-secret\n")
+    secret.chmod(0o600)
+    console = OIDCProvisioner(
+        name="corp",
+        configuration_endpoint=provider.configuration_endpoint,
+        client_id=CLIENT_ID,
+        claims=CLAIMS,
+        client_secret_file=str(secret),
+        domains=("corp.example",),
+        admins=("admin@corp.example",),
+    )
+    add_oidc_provisioner(authority.store, console, now=datetime.now(UTC))
+    sign_in = "/console/oidc/sign-in"
+    with run_server(authority, provisioners) as running:
+        limiter = running.context.limits.sign_ins_per_provisioner
+        shrink(limiter)
+        with client(running, "127.0.0.9") as api:
+            unknown = api.get(sign_in, params={"provisioner": "nobody"})
+        started = []
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            with client(running, source) as api:
+                started.append(api.get(sign_in, params={"provisioner": "corp"}))
+        flows = rows(running, ConsoleEntry)
+        with client(running, "127.0.0.5") as api:
+            refused = api.get(sign_in, params={"provisioner": "corp"})
+        flows_after = rows(running, ConsoleEntry)
+    assert unknown.status_code == 404
+    assert [a.status_code for a in started] == [303] * 3, [a.text for a in started]
+    assert_too_many(refused)
+    assert "corp" in refused.json()["detail"]
+    assert flows_after == flows  # nothing kept for the refused one
+    assert len(limiter) == 1  # corp; never "nobody"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,8 +27,10 @@ from ostiary.core.errors import (
     Unauthorized,
     WeakKey,
 )
+from ostiary.server.limits import Limits
 from ostiary.store import AuditEntry, Store, sqlite_url_for
-from tests.client.conftest import OSTIARY, ok, refused
+from tests.abuse import answers_until
+from tests.client.conftest import OSTIARY, PROVISIONER, ok, refused
 from tests.conftest import require_tool
 from tests.ssh.conftest import RESTRICTED, SSHCA
 from tests.ssh.sshd import keygen, new_key
@@ -297,3 +301,39 @@ def test_krl_watch_rewrites_within_a_second_of_a_revocation(
     print(f"revocation to the rewritten KRL file: {rewritten:.2f} s")
     # Not the 60 s --interval: the CA held krl-watch's request and answered the revocation.
     assert rewritten < 5
+
+
+def test_refused_ssh_tokens_and_id_tokens_are_limited_per_address(
+    tmp_path: Path, ssh_ca: SSHCA, client: SSHClient
+) -> None:
+    """SSH tokens and OIDC ID tokens refused on ``POST /ssh/certificate`` share the per-address
+    limit on refused credentials with ``/sign``: past it, 429 before the token is looked at;
+    another address still gets its certificate.
+    """
+    public = new_key(tmp_path / "id").read_text()
+    burst = Limits.default().failed_tokens.burst
+    transport = httpx.HTTPTransport(
+        verify=ssl.create_default_context(cafile=str(ssh_ca.ca.root_file)),
+        local_address="127.0.0.3",
+    )
+    bodies = [
+        {"public_key": public, "token": "not-a-token"},
+        {"public_key": public, "provisioner": PROVISIONER, "id_token": "not-an-id-token"},
+    ]
+    turn = itertools.count()
+    with httpx.Client(base_url=ssh_ca.ca.url, transport=transport, timeout=30) as abuser:
+        answers = answers_until(
+            lambda: abuser.post("/ssh/certificate", json=bodies[next(turn) % 2]),
+            429,
+            most=4 * burst,
+        )
+    statuses = [a.status_code for a in answers]
+    assert 429 in statuses, statuses[-5:]
+    past = answers[statuses.index(429)]
+    # the whole burst was refused (401/403) before the first 429
+    assert statuses.index(429) >= burst - 4  # give or take the 4 requests in flight
+    assert set(statuses[: burst - 4]) <= {401, 403}, set(statuses)
+    assert past.headers["content-type"] == "application/problem+json"
+    assert int(past.headers["retry-after"]) >= 1
+    answer = client.ssh_certificate(public, ssh_ca.token("first.last"))  # from 127.0.0.1
+    assert answer["certificate"].startswith("ssh-ed25519-cert-v01@openssh.com ")

@@ -161,8 +161,21 @@ class GatewayConfig(BaseModel):
     reload_interval_seconds: float = Field(
         2.0, gt=0, le=3600, description="How often the certificate/key/trust files are polled."
     )
-    handshake_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    handshake_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="A client connection whose TLS handshake is not done this long after it "
+        "was accepted (one that sends nothing, or half a ClientHello) is closed.",
+    )
     idle_timeout_seconds: float = Field(120.0, gt=0, le=86400)
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Client connections each worker keeps open, those in their TLS handshake "
+        "included; one past it is closed at once, before any TLS (raise ulimit -n to match).",
+    )
 
     @field_validator("listen", "metrics_listen")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 
 
 class End(asyncio.Protocol):
@@ -28,10 +29,15 @@ class End(asyncio.Protocol):
         self.waiting: list[bytes] = []  # received before the partner was there
         self._reading_paused: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
+        #: Told +1 when the connection is made and -1 when it is lost (the gateway's count
+        #: of open client connections); None: not counted.
+        self.counted: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.counted is not None:
+            self.counted(1)
 
     def data_received(self, data: bytes) -> None:
         self.seen = _now()
@@ -45,6 +51,8 @@ class End(asyncio.Protocol):
         return False  # close; connection_lost closes the partner
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted is not None:
+            self.counted(-1)
         if self._timer is not None:
             self._timer.cancel()
         if self.tls is not None:

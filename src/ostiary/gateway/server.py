@@ -53,6 +53,7 @@ from ostiary.gateway.pipe import End, link
 from ostiary.gateway.revocation import RevocationChecker, RevocationUnknown
 from ostiary.gateway.trust import IssuerUnknown, Loaded, files_stamp, load
 from ostiary.gateway.upstream import UpstreamPool
+from ostiary.tls_accept import accept_tls
 
 log = logging.getLogger("ostiary.gateway")
 _IDENTITY_CACHE = 10_000
@@ -90,6 +91,10 @@ class Gateway:
         self._identities: dict[bytes, ClientIdentity] = {}
         self._warned: dict[str, float] = {}  # missing issuer -> when last logged
         self._handshakes: set[asyncio.Task[None]] = set()
+        #: Client connections past their handshake and not yet closed (``max_connections``
+        #: counts them with the handshakes under way).
+        self.open_connections = 0
+        self._handshaking = 0
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
@@ -176,12 +181,21 @@ class Gateway:
                 log.warning("accept failed: %s", exc.strerror)
                 await asyncio.sleep(0.1)
                 continue
+            if self._handshaking + self.open_connections >= self.config.max_connections:
+                # Closed before any TLS: no handshake to pay for, no answer to wait for.
+                self.metrics.refused["max-connections"] += 1
+                sock.close()
+                continue
             # Small writes (a response head, then its body) go out at once, not after the
             # client's delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._handshaking += 1
             task = loop.create_task(self._handshake(sock, str(address[0])))
             self._handshakes.add(task)
             task.add_done_callback(self._handshake_done)
+
+    def _count_open(self, change: int) -> None:
+        self.open_connections += change
 
     def _handshake_done(self, task: asyncio.Task[None]) -> None:
         self._handshakes.discard(task)
@@ -200,18 +214,18 @@ class Gateway:
             protocol = HTTPDownstream(
                 self._pool, config.routes, self._logged, idle=config.idle_timeout_seconds
             )
-        loop = asyncio.get_running_loop()
+        protocol.counted = self._count_open
         try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                sock,
-                ssl=loaded.context,
-                ssl_handshake_timeout=config.handshake_timeout_seconds,
+            # No TLS state before the client's first byte; all within the handshake timeout.
+            transport, _ = await accept_tls(
+                sock, lambda: protocol, loaded.context, timeout=config.handshake_timeout_seconds
             )
         except (OSError, TimeoutError) as exc:
             self._refuse(peer, "handshake", getattr(exc, "reason", None) or type(exc).__name__)
             sock.close()
             return
+        finally:
+            self._handshaking -= 1
         protocol.transport = transport
         ssl_object = protocol.tls = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None

@@ -21,6 +21,7 @@ import base64
 import binascii
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote
@@ -109,14 +110,26 @@ class ScepResponder:
         )
         self._ca_certs: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
 
-    def answer(self, name: str, operation: str, message: bytes | None) -> ScepAnswer:
+    def answer(
+        self,
+        name: str,
+        operation: str,
+        message: bytes | None,
+        *,
+        admit: Callable[[str], None] | None = None,
+    ) -> ScepAnswer:
         """The answer to ``operation`` on provisioner ``name``; an ``OstiaryError`` becomes
         the caller's problem document (unknown provisioner, unknown operation, no message).
+
+        ``admit`` is given the name of the provisioner, once found, before a PKIOperation's
+        message is decrypted; it raises to refuse (the server's per-provisioner limit).
         """
         if operation == "PKIOperation":
             if not message:
                 raise BadRequest("PKIOperation needs a message")
             provisioner = self._checked.load(name, what="this SCEP path")
+            if admit is not None:
+                admit(provisioner.name)
             return ScepAnswer(200, self._operation(provisioner, message), PKI_MESSAGE)
         if operation not in ("GetCACaps", "GetCACert"):
             raise BadRequest(

@@ -27,11 +27,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import Request
 
-from ostiary.core.errors import TooManyRequests
+from ostiary.core.errors import OstiaryError, TooManyRequests
 from ostiary.server.tls_scope import peer_address
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,7 +63,7 @@ class AddressLimiter:
         self.interval = interval
         self.max_addresses = max_addresses
         self._clock = clock
-        #: Told ``what`` of each refusal (``/metrics``).
+        #: Told :attr:`label` of each refusal (``/metrics``).
         self.on_refused = on_refused
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._lock = threading.Lock()
@@ -84,6 +87,18 @@ class AddressLimiter:
         """Take one from ``address``'s bucket (a failure), never refusing."""
         self._take(address, refuse=False, spend=True)
 
+    def guard(self, address: str | None, verify: Callable[[], T]) -> T:
+        """``verify()`` of a credential under a limit on refusals: ``address`` past it is
+        refused (:class:`TooManyRequests`) before ``verify`` runs; only a refusal of the
+        credential (an :class:`OstiaryError` from it) counts.
+        """
+        self.admit(address)
+        try:
+            return verify()
+        except OstiaryError:
+            self.count(address)
+            raise
+
     def _take(self, address: str | None, *, refuse: bool, spend: bool) -> None:
         key = address or "-"
         now = self._clock()
@@ -104,14 +119,39 @@ class AddressLimiter:
                 return
             wait = max(1, math.ceil((1 - bucket.tokens) * self.interval))
         if self.on_refused is not None:
-            self.on_refused(self.what)
+            self.on_refused(self.label)
         raise TooManyRequests.wait(
-            f"too many {self.what} from this address: try again in {wait} s", wait
+            f"too many {self.what} {self._whose(key)}: try again in {wait} s", wait
         )
+
+    @property
+    def label(self) -> str:
+        """The ``limit`` label of its refusals in ``/metrics``."""
+        return self.what
+
+    def _whose(self, key: str) -> str:
+        return "from this address"
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._buckets)
+
+
+class ProvisionerLimiter(AddressLimiter):
+    """A token bucket per provisioner, for one kind of request: what all addresses together
+    may ask of one provisioner (many addresses, or one IPv6 prefix, each within its own
+    per-address limit, could otherwise keep one provisioner's rows growing).
+
+    Check it only with the name of a provisioner that was found: a requester chooses the
+    name, and a bucket is kept for every name checked (at most ``max_addresses``).
+    """
+
+    @property
+    def label(self) -> str:
+        return f"{self.what} per provisioner"
+
+    def _whose(self, key: str) -> str:
+        return f"for provisioner {key!r} from all addresses"
 
 
 def client_address(request: Request) -> str | None:
@@ -131,6 +171,11 @@ class Limits:
     acme_nonces: AddressLimiter
     scep_operations: AddressLimiter
     ocsp: AddressLimiter
+    acme_accounts_per_provisioner: ProvisionerLimiter
+    acme_orders_per_provisioner: ProvisionerLimiter
+    scep_operations_per_provisioner: ProvisionerLimiter
+    est_enrollments_per_provisioner: ProvisionerLimiter
+    sign_ins_per_provisioner: ProvisionerLimiter
 
     @classmethod
     def default(cls, *, on_refused: Callable[[str], None] | None = None) -> Limits:
@@ -158,11 +203,13 @@ class Limits:
             acme_accounts=AddressLimiter(
                 "new ACME accounts", burst=100, interval=36.0, on_refused=on_refused
             ),
-            # Refused tokens on the enrollment routes (POST /sign, /renew, /revoke): only a
-            # refusal counts, never a success. A refusal costs a signature check (a token
-            # cannot be guessed), so this stops floods, not guessing: 300 at once (a fleet
-            # behind one address with a stale token; tests/server/test_api_fuzz.py's run),
-            # then 5 a second.
+            # Refused credentials: tokens on the enrollment routes (POST /sign, /renew,
+            # /revoke) and POST /ssh/certificate (SSH tokens, OIDC ID tokens), EST one-time
+            # codes (HTTP Basic); one bucket. Only a refusal counts, never a success. A
+            # refusal costs a signature check or a lookup (a token or a code cannot be
+            # guessed), so this stops floods, not guessing: 300 at once (a fleet behind one
+            # address with a stale token; tests/server/test_api_fuzz.py's run), then 5 a
+            # second.
             failed_tokens=AddressLimiter(
                 "refused tokens", burst=300, interval=0.2, on_refused=on_refused
             ),
@@ -180,6 +227,35 @@ class Limits:
             # lookup and a signature; a cached answer is never limited): generous, relying
             # parties poll and many sit behind one address; this only stops a flood.
             ocsp=AddressLimiter("OCSP requests", burst=2000, interval=0.01, on_refused=on_refused),
+            # New ACME accounts of one ACME provisioner, from all addresses together (rows
+            # kept until deactivated): 1,000 at once (a fleet set up through one provisioner),
+            # then 1,000 an hour; past it new accounts wait, existing ones go on ordering.
+            acme_accounts_per_provisioner=ProvisionerLimiter(
+                "new ACME accounts", burst=1000, interval=3.6, on_refused=on_refused
+            ),
+            # New ACME orders of one ACME provisioner (rows with their authorizations and
+            # challenges): 2,000 at once (a fleet renewing together), then 5 a second.
+            acme_orders_per_provisioner=ProvisionerLimiter(
+                "new ACME orders", burst=2000, interval=0.2, on_refused=on_refused
+            ),
+            # SCEP PKIOperation of one provisioner (each a CMS decryption and a signature),
+            # both listeners, from all addresses together: five fleets' worth of the
+            # per-address burst, then 50 a second.
+            scep_operations_per_provisioner=ProvisionerLimiter(
+                "SCEP operations", burst=5000, interval=0.02, on_refused=on_refused
+            ),
+            # EST simpleenroll/simplereenroll of one provisioner with a credential (each a
+            # code lookup or a chain check, and a signature), from all addresses together:
+            # as for SCEP.
+            est_enrollments_per_provisioner=ProvisionerLimiter(
+                "EST enrollments", burst=5000, interval=0.02, on_refused=on_refused
+            ),
+            # Sign-ins started through one OIDC provisioner (console and /enroll), from all
+            # addresses together: each a flow kept 10 minutes (at most MAX_FLOWS in all) and
+            # a redirect to the provider; 500 at once (a company at nine), then 1 a second.
+            sign_ins_per_provisioner=ProvisionerLimiter(
+                "console sign-ins", burst=500, interval=1.0, on_refused=on_refused
+            ),
         )
 
 
@@ -192,6 +268,7 @@ def limits_of(request: Request) -> Limits:
 __all__ = [
     "AddressLimiter",
     "Limits",
+    "ProvisionerLimiter",
     "client_address",
     "limits_of",
 ]

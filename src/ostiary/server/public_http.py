@@ -251,12 +251,13 @@ class PublicRoutes:
         now = scep.answer_now(name, operation)  # GetCACaps, GetCACert: no thread needed
         if now is not None:
             return Reply(now.status, now.body, now.content_type)
+        per_provisioner = self.context.limits.scep_operations_per_provisioner
 
         def work() -> Reply:
             der = body
             if operation == "PKIOperation" and body is None and message is not None:
                 der = decode_get_message(message)
-            answer = scep.answer(name, operation, der)
+            answer = scep.answer(name, operation, der, admit=per_provisioner.check)
             return Reply(answer.status, answer.body, answer.content_type)
 
         return self.pool, work

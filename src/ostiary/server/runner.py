@@ -49,6 +49,7 @@ from ostiary.server.context import ServerContext
 from ostiary.server.public_http import PublicServer
 from ostiary.server.tls_scope import MAX_CONNECTIONS
 from ostiary.tls import TLSIdentity, load_identity, server_context
+from ostiary.tls_accept import TLSListener
 
 #: Lifetime of the server's own TLS certificate.
 SERVER_CERTIFICATE_LIFETIME = timedelta(hours=24)
@@ -165,11 +166,46 @@ def server_certificate_spec(config: CAConfig, https_socket: socket.socket) -> Se
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to :class:`CAServer` (two servers, one loop)."""
+    """A uvicorn server that leaves signals to :class:`CAServer` (two servers, one loop), and
+    accepts its TLS connections through :class:`~ostiary.server.tls_accept.TLSListener`
+    (handshakes bounded in time and counted toward ``max_connections``).
+    """
+
+    def __init__(self, config: uvicorn.Config, *, max_connections: int | None = None) -> None:
+        super().__init__(config)
+        self.max_connections = max_connections
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        if sockets is None or config.ssl is None:
+            await super().startup(sockets=sockets)
+            return
+        await self.lifespan.startup()  # "off": nothing to start; kept as uvicorn does
+
+        def create_protocol() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            return protocol
+
+        listeners = []
+        for sock in sockets:
+            listener = TLSListener(
+                sock,
+                create_protocol,
+                config.ssl,
+                established=lambda: len(self.server_state.connections),
+                max_connections=self.max_connections,
+            )
+            listener.start()
+            listeners.append(listener)
+        # uvicorn's shutdown only calls close() and wait_closed() on what it keeps here.
+        self.servers = listeners  # type: ignore[assignment]
+        self.started = True
 
 
 class CAServer:
@@ -223,7 +259,8 @@ class CAServer:
                     log_config=log_config,
                     server_header=False,
                     timeout_graceful_shutdown=_GRACE_SECONDS,
-                )
+                ),
+                max_connections=max_connections,
             ),
         )
         self._public = PublicServer(

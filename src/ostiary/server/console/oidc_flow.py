@@ -67,8 +67,11 @@ def begin_sign_in(
     """Remember the flow, send the browser to the provider (303).
 
     At most :data:`~ostiary.server.console.sessions.MAX_FLOWS` are in flight; the routes
-    check the per-address limit (:func:`limit_sign_ins`) before they look the provisioner up.
+    check the per-address limit (:func:`limit_sign_ins`) before they look the provisioner up,
+    and the provisioner's own budget (all addresses together) is taken here, once it was
+    found, before its provider is asked for anything.
     """
+    context.limits.sign_ins_per_provisioner.check(provisioner.name)
     metadata = provisioner.metadata()
     now = context.authority.clock()
     verifier = new_code_verifier()

@@ -213,8 +213,13 @@ async def _nonce_answer(provisioner: str, request: Request, *, status: int) -> R
 
 @router.post("/new-account", summary="newAccount (7.3)")
 async def new_account(provisioner: str, request: Request) -> Response:
-    limiter = limits_of(request).acme_accounts
+    limits = limits_of(request)
     address = client_address(request)
+
+    def admit(name: str) -> None:
+        limits.acme_accounts.check(address)
+        limits.acme_accounts_per_provisioner.check(name)  # a provisioner that exists
+
     url = str(request.url)
 
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
@@ -227,7 +232,7 @@ async def new_account(provisioner: str, request: Request) -> Response:
             p.name,
             a,
             now=c.authority.clock(),
-            admit=lambda: limiter.check(address),
+            admit=lambda: admit(p.name),
             external_account=external_account,
         )
 
@@ -258,6 +263,7 @@ async def key_change(provisioner: str, request: Request) -> Response:
 @router.post("/new-order", summary="newOrder (7.4)")
 async def new_order(provisioner: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
+        c.limits.acme_orders_per_provisioner.check(p.name)
         return orders.new_order(c.authority, u, p, a, now=c.authority.clock())
 
     return await _signed(request, provisioner, key_by="kid", operation=operation)

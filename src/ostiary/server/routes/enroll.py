@@ -228,14 +228,7 @@ def _token_checked(request: Request, context: ServerContext, verify: Callable[[]
     """``verify()`` of a Bearer token, under the per-address limit on refused tokens (as
     ``/sign``): an address past it is refused (429) first; only a refusal counts.
     """
-    refused_tokens = context.limits.failed_tokens
-    address = client_address(request)
-    refused_tokens.admit(address)
-    try:
-        return verify()
-    except OstiaryError:
-        refused_tokens.count(address)
-        raise
+    return context.limits.failed_tokens.guard(client_address(request), verify)
 
 
 def _holder(request: Request, context: ServerContext, *, purpose: str) -> Holder:

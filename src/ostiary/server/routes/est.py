@@ -37,6 +37,7 @@ from ostiary.server.basic_auth import basic_challenge, basic_password
 from ostiary.server.body import read_body
 from ostiary.server.context import ServerContext, current_context
 from ostiary.server.credentials import peer_certificate
+from ostiary.server.limits import client_address
 
 router = APIRouter(tags=["est"])
 Context = Annotated[ServerContext, Depends(current_context)]
@@ -83,8 +84,18 @@ async def est_simplereenroll(name: str, request: Request, context: Context) -> R
 
 
 async def _enroll(name: str, request: Request, context: Context, *, operation: str) -> Response:
+    """A code is under the per-address limit on refused credentials (as ``/sign``): an
+    address past it is refused (429) before its code is looked at; only a refused code
+    counts (a request without one, the 401 that makes a client send it, never does). Every
+    enrollment with a credential also takes from the provisioner's budget (all addresses
+    together), once the provisioner is found.
+    """
+    refused = context.limits.failed_tokens
+    address = client_address(request)
     try:
         code = basic_password(request) if operation == "simpleenroll" else None
+        if code is not None:
+            refused.admit(address)
         current = peer_certificate(request)
         if code is None and current is None:
             raise Unauthorized(
@@ -95,9 +106,15 @@ async def _enroll(name: str, request: Request, context: Context, *, operation: s
             )
         csr = read_base64_csr(await read_body(request, media_types=_PKCS10))
         provisioner = await run_in_threadpool(load_est_provisioner, context.authority.store, name)
-        certificate = await run_in_threadpool(
-            _issue, context, provisioner, csr, code, current, operation
-        )
+        context.limits.est_enrollments_per_provisioner.check(provisioner.name)
+        try:
+            certificate = await run_in_threadpool(
+                _issue, context, provisioner, csr, code, current, operation
+            )
+        except Unauthorized:
+            if code is not None:  # the code was refused (wrong, spent, expired)
+                refused.count(address)
+            raise
     except Unauthorized as exc:
         return basic_challenge(exc, _REALM)
     return _certs_only(certs_only_base64([certificate]), PKCS7_CERTS_ONLY)

@@ -38,7 +38,13 @@ async def _scep(name: str, request: Request, context: ServerContext) -> Response
             body = decode_get_message(message)
     answer = context.scep.answer_now(name, operation)  # GetCACaps, GetCACert from memory
     if answer is None:
-        answer = await run_in_threadpool(context.scep.answer, name, operation, body)
+        answer = await run_in_threadpool(
+            context.scep.answer,
+            name,
+            operation,
+            body,
+            admit=context.limits.scep_operations_per_provisioner.check,
+        )
     return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
 

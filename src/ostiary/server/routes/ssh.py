@@ -139,8 +139,16 @@ def ssh_authority(context: ServerContext) -> SSHAuthority:
 
 
 @router.post("/certificate", response_model=SSHCertificateAnswer)
-def issue_ssh_certificate(body: SSHCertificateRequest, context: Context) -> SSHCertificateAnswer:
-    """An SSH certificate for ``public_key``: the token or the sign-in names the principals."""
+def issue_ssh_certificate(
+    request: Request, body: SSHCertificateRequest, context: Context
+) -> SSHCertificateAnswer:
+    """An SSH certificate for ``public_key``: the token or the sign-in names the principals.
+
+    Under the per-address limit on refused credentials (as ``/sign``): an address past it is
+    refused (429) before its token is looked at; only a refusal counts.
+    """
+    refused = context.limits.failed_tokens
+    address = client_address(request)
     ssh = ssh_authority(context)
     public_key = load_ssh_public_key_line(body.public_key)
     lifetime = _lifetime(body.lifetime)
@@ -150,26 +158,34 @@ def issue_ssh_certificate(body: SSHCertificateRequest, context: Context) -> SSHC
             "with 'id_token' (and, if you like, a subset of its 'principals')"
         )
     if body.token is not None:
-        grant = authorize_ssh(
-            ssh.store,
-            body.token,
-            ca=context.ca,
-            now=ssh.clock(),
-            cert_type=_TYPES[body.type] if body.type else None,
-            lifetime=lifetime,
+        token = body.token
+        grant = refused.guard(
+            address,
+            lambda: authorize_ssh(
+                ssh.store,
+                token,
+                ca=context.ca,
+                now=ssh.clock(),
+                cert_type=_TYPES[body.type] if body.type else None,
+                lifetime=lifetime,
+            ),
         )
         via = "token"
     elif body.id_token is not None and body.provisioner is not None:
         if body.type == "host":
             raise PolicyDenied("a sign-in gets user certificates only")
-        grant = authorize_ssh_sign_in(
-            ssh.store,
-            body.provisioner,
-            body.id_token,
-            public_key,
-            now=ssh.clock(),
-            principals=body.principals,
-            lifetime=lifetime,
+        provisioner, id_token = body.provisioner, body.id_token
+        grant = refused.guard(
+            address,
+            lambda: authorize_ssh_sign_in(
+                ssh.store,
+                provisioner,
+                id_token,
+                public_key,
+                now=ssh.clock(),
+                principals=body.principals,
+                lifetime=lifetime,
+            ),
         )
         via = "oidc"
     else:
