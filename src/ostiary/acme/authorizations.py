@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -163,10 +164,15 @@ async def run_validation(
     *,
     clock: Any,
 ) -> None:
-    """Validate, then record the outcome (see the module docstring). Never raises."""
+    """Validate, then record the outcome (see the module docstring). Never raises.
+
+    At most :data:`MAX_VALIDATIONS` validations of one process reach out at once; the others
+    wait their turn (their challenges stay ``processing``).
+    """
     validator = VALIDATORS[context.challenge_type]
     try:
-        result = await validator(context, settings)
+        async with _validation_slots():
+            result = await validator(context, settings)
         error = None
     except ChallengeFailed as failed:
         result, error = None, problem_document(failed.problem, failed.detail, HTTPStatus.FORBIDDEN)
@@ -179,6 +185,22 @@ async def run_validation(
             HTTPStatus.INTERNAL_SERVER_ERROR,
         )
     await asyncio.to_thread(record_outcome, store, challenge_id, result, error, now=clock())
+
+
+#: Validations one process runs at once (each holds at most one outgoing connection).
+MAX_VALIDATIONS = 32
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _validation_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(MAX_VALIDATIONS)
+    return slots
 
 
 def record_outcome(
@@ -209,6 +231,7 @@ def _invalidate_order(session: Any, order_id: str, error: dict[str, Any] | None)
 
 
 __all__ = [
+    "MAX_VALIDATIONS",
     "RETRY_AFTER",
     "read_authorization",
     "record_outcome",
