@@ -31,7 +31,6 @@ from joserfc.jwk import Key
 from ostiary.acme.jws import account_key
 from ostiary.store import Store
 from ostiary.store.acme_writes import read_account_row
-from ostiary.store.database import read_only_engine
 
 #: Accounts a process keeps (each a few hundred bytes and a parsed public key).
 MAX_CACHED_ACCOUNTS = 10_000
@@ -57,7 +56,7 @@ class AccountCache:
     """Valid accounts of one store, most recently used last, at most ``limit``."""
 
     def __init__(self, store: Store, limit: int = MAX_CACHED_ACCOUNTS) -> None:
-        self._engine = read_only_engine(store.engine)
+        self._engine = store.read_engine
         self._limit = limit
         self._accounts: OrderedDict[str, AccountRecord] = OrderedDict()
         self._lock = threading.Lock()
