@@ -22,7 +22,6 @@ the same way by :class:`~ostiary.server.direct_routes.DirectTemplates`.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib.metadata import version
@@ -37,7 +36,7 @@ from ostiary.server import console
 from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
-from ostiary.server.direct_routes import DirectTemplates, exception_handler_for
+from ostiary.server.direct_routes import DirectTemplates, answer_directly
 from ostiary.server.metrics import RouteTiming
 from ostiary.server.openapi import document_problems, hoist_definitions
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
@@ -208,15 +207,7 @@ class DirectRoute:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
-        try:
-            response = await self.endpoint(request)
-        except Exception as exc:
-            handler = exception_handler_for(request.app.exception_handlers, exc)
-            if handler is None:
-                raise
-            answer = handler(request, exc)
-            response = await answer if inspect.isawaitable(answer) else answer
-        await response(scope, receive, send)
+        await answer_directly(request, self.endpoint(request), send)
 
 
 #: Where the ACME resources live; their routes are served by :class:`DirectTemplates`.

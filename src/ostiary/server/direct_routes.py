@@ -106,15 +106,24 @@ class DirectTemplates:
         if template.query:
             query = request.query_params
             arguments.update({name: query.get(name) for name in template.query})
-        try:
-            response = await template.route.endpoint(request=request, **arguments)
-        except Exception as exc:
-            handler = exception_handler_for(request.app.exception_handlers, exc)
-            if handler is None:
-                raise
-            answer = handler(request, exc)
-            response = await answer if inspect.isawaitable(answer) else answer
-        await response(scope, receive, send)
+        answering = template.route.endpoint(request=request, **arguments)
+        await answer_directly(request, answering, send)
+
+
+async def answer_directly(request: Request, answering: Awaitable[Response], send: Send) -> None:
+    """Send the response ``answering`` gives; an exception the app has a handler for is
+    answered by that handler, as Starlette's ``ExceptionMiddleware`` would, any other one
+    propagates (to ``ServerErrorMiddleware``).
+    """
+    try:
+        response = await answering
+    except Exception as exc:
+        handler = exception_handler_for(request.app.exception_handlers, exc)
+        if handler is None:
+            raise
+        answer = handler(request, exc)
+        response = await answer if inspect.isawaitable(answer) else answer
+    await response(request.scope, request.receive, send)
 
 
 def exception_handler_for(
@@ -131,4 +140,4 @@ def exception_handler_for(
     return None
 
 
-__all__ = ["DirectTemplates", "exception_handler_for"]
+__all__ = ["DirectTemplates", "answer_directly", "exception_handler_for"]
