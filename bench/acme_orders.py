@@ -348,9 +348,28 @@ def caddy(work: Path) -> Iterator[Server]:
             if root.exists():
                 break
             time.sleep(0.05)
-        yield Server("caddy", f"https://127.0.0.1:{port}/acme/local/directory", root, process.pid)
+        directory = f"https://127.0.0.1:{port}/acme/local/directory"
+        _wait_until_served(directory, root)
+        yield Server("caddy", directory, root, process.pid)
     finally:
         bench.stop(process)
+
+
+def _wait_until_served(url: str, root: Path, patience: float = 20.0) -> None:
+    """Until ``url`` answers over TLS: Caddy writes its root before it has issued its own
+    server certificate, and a handshake meanwhile fails (an internal-error alert).
+    """
+    import requests
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            requests.get(url, verify=str(root), timeout=5).raise_for_status()
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @contextmanager

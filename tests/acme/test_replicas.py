@@ -7,15 +7,18 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
 
 from ostiary.authority.folder import CAMaterial
 from tests.acme.conftest import RawClient, Responder, b64url, csr_der, problem_type, serving_acme
-from tests.acme.test_rejections import poll, ready_order
+from tests.acme.test_rejections import key_change_inner, poll, ready_order
 from tests.conftest import fresh_postgres_schema
 from tests.server.conftest import Provisioners
 from tests.server.processes import start_serve
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+ORDER = {"identifiers": [{"type": "dns", "value": "vm"}]}
 
 
 def test_nonces_and_orders_cross_replicas(
@@ -80,4 +83,51 @@ def test_nonces_and_orders_cross_replicas(
             on_a.close()
             on_b.close()
             responder.close()
+            b_process.stop()
+
+
+def test_an_account_changed_on_one_replica_is_seen_on_the_other(
+    ca_material: CAMaterial,
+    provisioners: Provisioners,
+    postgres_database_url: str,
+    tmp_path: Path,
+) -> None:
+    """Each replica keeps the accounts it has seen (ostiary.acme.account_keys): a
+    deactivation or a key change made on A must still be refused on B, whose copy is old.
+    """
+    with (
+        fresh_postgres_schema(postgres_database_url) as url,
+        serving_acme(ca_material, provisioners, tmp_path, database_url=url) as a,
+    ):
+        b_process = start_serve(
+            a.folder, tmp_path / "b.log", options=("--acme-http-port", str(a.http_port))
+        )
+        b = type(a)(b_process, a.folder, a.root_file, a.http_port)
+        leaving, rolling = RawClient(a), RawClient(a)
+        leaving.register()
+        rolling.register()
+        leaving_b, rolling_b = leaving.on(b), rolling.on(b)
+        try:
+            for client in (leaving_b, rolling_b):  # B reads both accounts, and keeps them
+                assert client.post(str(client.kid), None).status_code == 200
+
+            gone = leaving.post(str(leaving.kid), {"status": "deactivated"})
+            assert gone.json()["status"] == "deactivated"
+            refused = leaving_b.post(leaving_b.directory["newOrder"], ORDER)
+            assert problem_type(refused) == "unauthorized"
+            assert "deactivated" in refused.json()["detail"]
+            assert problem_type(leaving_b.post(str(leaving_b.kid), None)) == "unauthorized"
+
+            new_key = ECKey.generate_key("P-256")
+            changed = rolling.post(
+                rolling.directory["keyChange"], key_change_inner(rolling, new_key)
+            )
+            assert changed.status_code == 200, changed.text
+            old_key = rolling_b.post(rolling_b.directory["newOrder"], ORDER)
+            assert problem_type(old_key) == "malformed"
+            rolling_b.key = new_key
+            assert rolling_b.post(rolling_b.directory["newOrder"], ORDER).status_code == 201
+        finally:
+            for client in (leaving, rolling, leaving_b, rolling_b):
+                client.close()
             b_process.stop()

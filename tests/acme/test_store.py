@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 
+from ostiary.acme.account_keys import AccountCache
 from ostiary.acme.accounts import NONCE_TTL, new_nonce
 from ostiary.store import (
     AcmeAccount,
@@ -19,6 +21,7 @@ from ostiary.store import (
     Store,
     migrate,
 )
+from ostiary.store.acme_writes import ACCOUNT_CHANGED, exchange_nonce
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -100,3 +103,52 @@ def test_expired_nonces_and_unfinished_orders_are_purged(store: Store) -> None:
         assert set(session.scalars(select(AcmeOrder.id))) == {"issued", "open"}
         assert set(session.scalars(select(AcmeAuthorization.order_id))) == {"issued", "open"}
     assert count(store, AcmeChallenge) == 2
+
+
+def add_account(store: Store, account_id: str, key: ECKey, *, status: str = "valid") -> None:
+    with store.transaction() as session:
+        session.add(
+            AcmeAccount(
+                id=account_id,
+                provisioner="acme",
+                jwk=key.as_dict(private=False),
+                thumbprint=key.thumbprint(),
+                status=status,
+                contact=[],
+                created_at=NOW,
+            )
+        )
+
+
+def test_the_account_cache_keeps_valid_accounts_and_no_more_than_its_limit(store: Store) -> None:
+    keys = [ECKey.generate_key("P-256") for _ in range(3)]
+    for number, key in enumerate(keys):
+        add_account(store, f"a{number}", key)
+    add_account(store, "gone", ECKey.generate_key("P-256"), status="deactivated")
+    cache = AccountCache(store, limit=2)
+    for number in range(3):
+        found = cache.read(f"a{number}")
+        assert found is not None
+        assert found.key.thumbprint() == keys[number].thumbprint()
+    assert len(cache) == 2
+    assert cache.get("a0") is None  # the least recently used went
+    deactivated = cache.read("gone")
+    assert deactivated is not None and deactivated.status == "deactivated"
+    assert cache.get("gone") is None  # read, never kept
+    assert cache.read("nobody") is None
+
+
+def test_a_nonce_is_not_spent_for_an_account_that_changed(store: Store) -> None:
+    """The nonce's transaction checks the account (ostiary.acme.account_keys)."""
+    key = ECKey.generate_key("P-256")
+    add_account(store, "acc", key)
+    nonce = new_nonce(store, now=NOW)
+    expires = NOW + NONCE_TTL
+    stale = exchange_nonce(nonce, "n2", now=NOW, expires_at=expires, account=("acc", "other"))
+    assert store.write(stale) == ACCOUNT_CHANGED
+    with store.transaction() as session:
+        session.get(AcmeAccount, "acc").status = "deactivated"  # type: ignore[union-attr]
+    current = ("acc", key.thumbprint())
+    changed = exchange_nonce(nonce, "n3", now=NOW, expires_at=expires, account=current)
+    assert store.write(changed) == ACCOUNT_CHANGED
+    assert spend(store, nonce, NOW)  # nothing above spent it

@@ -19,10 +19,10 @@ from typing import Any
 from joserfc.jwk import Key
 from sqlalchemy.exc import IntegrityError
 
+from ostiary.acme.account_keys import AccountRecord, forget_account, known_account
 from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
 from ostiary.acme.jws import (
     JwsRequest,
-    account_key,
     import_account_key,
     parse_request,
     thumbprint,
@@ -31,7 +31,7 @@ from ostiary.acme.resources import Answer, Urls, account_json
 from ostiary.provisioners.acme_eab import bind_eab_key
 from ostiary.store import AcmeAccount, AcmeRepository, AuditLog, Store
 from ostiary.store.acme import new_id
-from ostiary.store.acme_writes import exchange_nonce, record_nonce
+from ostiary.store.acme_writes import BAD_NONCE, SPENT, exchange_nonce, record_nonce
 
 #: How long a nonce may be used after it was handed out.
 NONCE_TTL = timedelta(hours=1)
@@ -64,7 +64,7 @@ class Authenticated:
     """
 
     key: Key
-    account: AcmeAccount | None
+    account: AccountRecord | None
     payload: dict[str, Any] | None
     request: JwsRequest
     next_nonce: str
@@ -87,33 +87,55 @@ def authenticate(
     key_by: str,
     now: datetime,
 ) -> Authenticated:
-    """Parse, verify and spend the nonce of one request (see the module docstring)."""
+    """Parse, verify and spend the nonce of one request (see the module docstring).
+
+    A ``kid`` names an account, taken from the process's cache
+    (:mod:`ostiary.acme.account_keys`); the transaction that spends the nonce checks that the
+    account is still valid with that key, and if it is not, the request is verified again
+    against the account as the database holds it now.
+    """
     request = parse_request(content_type, body, url=url, key_by=key_by)
-    account: AcmeAccount | None = None
-    if request.kid is not None:
-        account_id = urls.account_id_of(request.kid)
-        with store.transaction(read_only=True) as session:
-            account = session.get(AcmeAccount, account_id)
-            if account is not None:
-                session.expunge(account)
+    next_nonce = secrets.token_urlsafe(24)
+    expires_at = now + NONCE_TTL
+    if request.kid is None:
+        key = import_account_key(request.jwk or {})
+        payload = request.payload_json(key)
+        if (
+            store.write(exchange_nonce(request.nonce, next_nonce, now=now, expires_at=expires_at))
+            != SPENT
+        ):
+            raise _bad_nonce()
+        _purge_now_and_then(store, now)
+        return Authenticated(key, None, payload, request, next_nonce)
+    account_id = urls.account_id_of(request.kid)
+    for fresh in (False, True):
+        account = known_account(store, account_id, fresh=fresh)
         if account is None or account.provisioner != provisioner:
             raise AcmeProblem(
                 "accountDoesNotExist", "no such account", status=HTTPStatus.BAD_REQUEST
             )
         if account.status != "valid":
             raise unauthorized(f"the account is {account.status}")
-        key = account_key(account.jwk)
-    else:
-        key = import_account_key(request.jwk or {})
-    payload = request.payload_json(key)
-    next_nonce = secrets.token_urlsafe(24)
-    exchange = exchange_nonce(request.nonce, next_nonce, now=now, expires_at=now + NONCE_TTL)
-    if not store.write(exchange):
-        raise AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
-    _purge_now_and_then(store, now)
-    return Authenticated(
-        key=key, account=account, payload=payload, request=request, next_nonce=next_nonce
-    )
+        payload = request.payload_json(account.key)
+        exchange = exchange_nonce(
+            request.nonce,
+            next_nonce,
+            now=now,
+            expires_at=expires_at,
+            account=(account.id, account.thumbprint),
+        )
+        outcome = store.write(exchange)
+        if outcome == SPENT:
+            _purge_now_and_then(store, now)
+            return Authenticated(account.key, account, payload, request, next_nonce)
+        if outcome == BAD_NONCE:
+            raise _bad_nonce()
+        forget_account(store, account_id)  # changed by another replica: read it again
+    raise unauthorized("the account changed while this request was checked: send it again")
+
+
+def _bad_nonce() -> AcmeProblem:
+    return AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
 
 
 def check_contacts(value: object) -> list[str]:
@@ -227,6 +249,8 @@ def update_account(
                     details={"account": account.id},
                 )
         body = account_json(urls, account)
+    if payload is not None and payload.get("status") is not None:
+        forget_account(store, account_id)  # other replicas see it where nonces are spent
     return Answer(200, body, {"Location": urls.resource("account", account_id)})
 
 
@@ -283,6 +307,7 @@ def change_key(store: Store, urls: Urls, auth: Authenticated, *, url: str, now: 
         raise AcmeProblem(
             "malformed", "the new key already belongs to an account", status=HTTPStatus.CONFLICT
         ) from None
+    forget_account(store, account.id)
     return Answer(200, body, {"Location": urls.resource("account", account.id)})
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -44,6 +46,7 @@ from ostiary.store import (
     AcmeRepository,
     Store,
 )
+from ostiary.store.acme_reads import authorization_with_challenges
 from ostiary.store.acme_writes import outcome_unit, start_challenge_unit
 
 logger = logging.getLogger("ostiary.acme")
@@ -64,18 +67,36 @@ def read_authorization(
 ) -> Answer:
     """POST-as-GET an authorization, or deactivate it (section 7.5.2)."""
     payload = auth.payload
-    with store.transaction(read_only=payload is None) as session:  # polls take no write lock
+    if payload is None:  # a poll: Core, no write lock
+        found = authorization_with_challenges(store.read_engine, authz_id)
+        if found is None:
+            raise NotFound(f"no authorization {authz_id[:40]!r}")
+        authz, challenges = found
+        if authz.account_id != auth.account_id:
+            raise unauthorized("this authorization belongs to another account")
+        return Answer(200, authorization_json(urls, authz, challenges, now=now))
+    with store.transaction() as session:
         repository = AcmeRepository(session)
         authz = _owned(repository, authz_id, auth)
-        if payload is not None:
-            if payload.get("status") != "deactivated":
-                raise malformed("an authorization's status can only be set to 'deactivated'")
-            if authorization_status(authz, now=now) not in ("pending", "valid"):
-                raise malformed(f"the authorization is {authz.status}: it cannot be deactivated")
-            authz.status = "deactivated"
-            _invalidate_order(session, authz.order_id, None)
+        if payload.get("status") != "deactivated":
+            raise malformed("an authorization's status can only be set to 'deactivated'")
+        if authorization_status(authz, now=now) not in ("pending", "valid"):
+            raise malformed(f"the authorization is {authz.status}: it cannot be deactivated")
+        authz.status = "deactivated"
+        _invalidate_order(session, authz.order_id, None)
         body = authorization_json(urls, authz, repository.challenges_of(authz.id), now=now)
     return Answer(200, body)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A validation this process started: what the validator checks, and the rows its
+    outcome changes (so that recording it needs no read).
+    """
+
+    context: ChallengeContext
+    authorization_id: str
+    order_id: str
 
 
 def start_challenge(
@@ -86,7 +107,7 @@ def start_challenge(
     auth: Authenticated,
     *,
     now: datetime,
-) -> tuple[Answer, ChallengeContext | None]:
+) -> tuple[Answer, Started | None]:
     """Read a challenge (POST-as-GET) or ask for its validation (any JSON object).
 
     Returns the answer and, when this call started the validation, what the background
@@ -134,7 +155,8 @@ def start_challenge(
     headers = {"Link": f'<{up}>;rel="up"'}
     if body["status"] == "processing":
         headers["Retry-After"] = str(RETRY_AFTER)
-    return Answer(200, body, headers), (context if context is not None else None)
+    started = None if context is None else Started(context, authz.id, authz.order_id)
+    return Answer(200, body, headers), started
 
 
 def auth_thumbprint(auth: Authenticated) -> str:
@@ -158,15 +180,21 @@ def _policy(provisioner: AcmeProvisioner) -> dict[str, Any]:
 async def run_validation(
     store: Store,
     challenge_id: str,
-    context: ChallengeContext,
+    started: Started,
     settings: ValidationSettings,
     *,
     clock: Any,
 ) -> None:
-    """Validate, then record the outcome (see the module docstring). Never raises."""
+    """Validate, then record the outcome (see the module docstring). Never raises.
+
+    At most :data:`MAX_VALIDATIONS` validations of one process reach out at once; the others
+    wait their turn (their challenges stay ``processing``).
+    """
+    context = started.context
     validator = VALIDATORS[context.challenge_type]
     try:
-        result = await validator(context, settings)
+        async with _validation_slots():
+            result = await validator(context, settings)
         error = None
     except ChallengeFailed as failed:
         result, error = None, problem_document(failed.problem, failed.detail, HTTPStatus.FORBIDDEN)
@@ -178,7 +206,26 @@ async def run_validation(
             "the validation failed inside the CA",
             HTTPStatus.INTERNAL_SERVER_ERROR,
         )
-    await asyncio.to_thread(record_outcome, store, challenge_id, result, error, now=clock())
+    owner = (started.authorization_id, started.order_id)
+    await asyncio.to_thread(
+        record_outcome, store, challenge_id, result, error, now=clock(), owner=owner
+    )
+
+
+#: Validations one process runs at once (each holds at most one outgoing connection).
+MAX_VALIDATIONS = 32
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _validation_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(MAX_VALIDATIONS)
+    return slots
 
 
 def record_outcome(
@@ -188,14 +235,18 @@ def record_outcome(
     error: dict[str, Any] | None,
     *,
     now: datetime,
+    owner: tuple[str, str] | None = None,
 ) -> None:
     """Store a validation's outcome on the challenge, its authorization and its order, in
     a transaction shared with concurrent writes (:meth:`ostiary.store.Store.write`).
+    ``owner`` is ``(authorization id, order id)`` when the caller knows them (else read).
     """
-    with store.transaction(read_only=True) as session:
-        repository = AcmeRepository(session)
-        authz = repository.authorization(repository.challenge(challenge_id).authorization_id)
-        authz_id, order_id = authz.id, authz.order_id
+    if owner is None:
+        with store.transaction(read_only=True) as session:
+            repository = AcmeRepository(session)
+            authz = repository.authorization(repository.challenge(challenge_id).authorization_id)
+            owner = (authz.id, authz.order_id)
+    authz_id, order_id = owner
     store.write(outcome_unit(challenge_id, authz_id, order_id, result, error, now=now))
 
 
@@ -209,7 +260,9 @@ def _invalidate_order(session: Any, order_id: str, error: dict[str, Any] | None)
 
 
 __all__ = [
+    "MAX_VALIDATIONS",
     "RETRY_AFTER",
+    "Started",
     "read_authorization",
     "record_outcome",
     "run_validation",

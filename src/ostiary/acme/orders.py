@@ -31,7 +31,13 @@ from ostiary.acme.renewal_info import already_replaced, check_replaces, replaced
 from ostiary.acme.resources import Answer, Urls, order_json, order_status
 from ostiary.acme.validation import VALIDATORS
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import BadRequest, NameNotAuthorized, Superseded, TooManyRequests
+from ostiary.core.errors import (
+    BadRequest,
+    NameNotAuthorized,
+    NotFound,
+    Superseded,
+    TooManyRequests,
+)
 from ostiary.core.names import (
     PERMANENT_IDENTIFIER_OID,
     canonical_general_name,
@@ -52,6 +58,7 @@ from ostiary.store import (
     AcmeRepository,
 )
 from ostiary.store.acme import new_id
+from ostiary.store.acme_reads import order_with_authorizations
 from ostiary.store.acme_writes import insert_rows, mark_order_issued
 from ostiary.store.group_commit import Batch
 
@@ -316,10 +323,13 @@ def read_order(
     *,
     now: datetime,
 ) -> Answer:
-    with authority.store.transaction(read_only=True) as session:
-        repository = AcmeRepository(session)
-        order = _owned_order(repository, order_id, auth, provisioner)
-        body = order_json(urls, order, repository.authorizations_of(order.id), now=now)
+    found = order_with_authorizations(authority.store.read_engine, order_id)  # polled: Core
+    if found is None or found[0].provisioner != provisioner:
+        raise NotFound(f"no order {order_id[:40]!r}")
+    order, authorizations = found
+    if order.account_id != auth.account_id:
+        raise unauthorized("this order belongs to another account")
+    body = order_json(urls, order, authorizations, now=now)
     return Answer(200, body, _retry_if_processing(body))
 
 

@@ -15,18 +15,20 @@ than the token check (docs/BENCHMARKS.md); the answers, errors included, are the
 the HTTPS listener the protocol answers it before it reaches the app at all
 (:func:`direct_endpoints`, :mod:`ostiary.server.api_http`); :class:`DirectRoute` serves
 what reaches the app (a request pipelined behind another, an app called in-process).
+The ACME resources (``/acme/{provisioner}/...``, a POST each per protocol step) are served
+the same way by :class:`~ostiary.server.direct_routes.DirectTemplates`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
@@ -34,6 +36,7 @@ from ostiary.server import console
 from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
+from ostiary.server.direct_routes import DirectTemplates, answer_directly
 from ostiary.server.metrics import RouteTiming
 from ostiary.server.openapi import document_problems, hoist_definitions
 from ostiary.server.problems import BodyTooLarge, error_response, install_problem_handlers
@@ -86,6 +89,7 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
         app.include_router(est_routes.router)
         app.include_router(phone_routes.router)
         app.add_middleware(DirectRoute, method="POST", path="/sign", endpoint=enroll.sign)
+        app.add_middleware(DirectTemplates, prefix=ACME_PREFIX, routes=_acme_routes())
         app.openapi = _resolvable_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=MAX_BODY_SIZE)
     if metrics is not None:  # outermost: refusals by BodyLimit are timed too
@@ -203,15 +207,18 @@ class DirectRoute:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
-        try:
-            response = await self.endpoint(request)
-        except Exception as exc:
-            handler = _exception_handler(request.app.exception_handlers, exc)
-            if handler is None:
-                raise
-            answer = handler(request, exc)
-            response = await answer if inspect.isawaitable(answer) else answer
-        await response(scope, receive, send)
+        await answer_directly(request, self.endpoint(request), send)
+
+
+#: Where the ACME resources live; their routes are served by :class:`DirectTemplates`.
+ACME_PREFIX = "/acme/"
+
+
+def _acme_routes() -> list[APIRoute]:
+    """The ACME router's own routes (their templates carry the prefix); the app's copies
+    call the same endpoints.
+    """
+    return [route for route in acme_routes.router.routes if isinstance(route, APIRoute)]
 
 
 def _resolvable_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -226,20 +233,6 @@ def _resolvable_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         return app.openapi_schema
 
     return openapi
-
-
-def _exception_handler(
-    handlers: Mapping[Any, Callable[[Request, Exception], Any]], exc: Exception
-) -> Callable[[Request, Exception], Any] | None:
-    """The handler ``ExceptionMiddleware`` would call for ``exc`` (the most specific class),
-    or None for those left to ``ServerErrorMiddleware``.
-    """
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            return None
-        if cls in handlers:
-            return handlers[cls]
-    return None
 
 
 __all__ = ["TITLE", "BodyLimit", "DirectRoute", "create_app", "direct_endpoints"]

@@ -1,4 +1,5 @@
-"""The ACME writes on the hot path, as group-commit units (:meth:`ostiary.store.Store.write`).
+"""The ACME writes on the hot path, as group-commit units (:meth:`ostiary.store.Store.write`),
+and the one read every signed request makes (:func:`read_account_row`).
 
 Every ACME request spends its nonce and records the next; orders are placed, challenges
 started, validations recorded and orders finalized at the rate clients poll. Each of these
@@ -13,10 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 
 from ostiary.store._prepared import Prepared
-from ostiary.store.acme import AcmeAuthorization, AcmeChallenge, AcmeNonce, AcmeOrder
+from ostiary.store.acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeNonce, AcmeOrder
 from ostiary.store.group_commit import Batch
 from ostiary.store.models import Base
 
@@ -28,20 +29,70 @@ _SPEND_NONCE = Prepared(
 )
 
 
-def exchange_nonce(spent: str, fresh: str, *, now: datetime, expires_at: datetime) -> Any:
+#: The state of the account that signed a request, read where its nonce is spent.
+_ACCOUNT_STATE = Prepared(
+    select(AcmeAccount.status, AcmeAccount.thumbprint).where(
+        AcmeAccount.id == bindparam("account_id")
+    )
+)
+
+#: What :func:`exchange_nonce` found: the nonce spent, the nonce not there, the account not
+#: (or no longer) valid with the key the request was verified with.
+SPENT, BAD_NONCE, ACCOUNT_CHANGED = "spent", "bad-nonce", "account-changed"
+
+
+def exchange_nonce(
+    spent: str,
+    fresh: str,
+    *,
+    now: datetime,
+    expires_at: datetime,
+    account: tuple[str, str] | None = None,
+) -> Any:
     """A group-commit unit (:meth:`ostiary.store.Store.write`): spend the nonce ``spent``
     and record ``fresh`` in its place, in one transaction shared with concurrent requests'
-    (one durable commit for all of them). True for exactly one caller of a nonce; False if
-    it was unknown, used or expired, and then nothing is recorded.
+    (one durable commit for all of them). :data:`SPENT` for exactly one caller of a nonce;
+    :data:`BAD_NONCE` if it was unknown, used or expired, and then nothing is recorded.
+
+    ``account`` is ``(id, thumbprint)`` of the account whose key verified the request: unless
+    that account is valid with that key in this very transaction (a replica may have
+    deactivated it or changed its key), the answer is :data:`ACCOUNT_CHANGED` and nothing is
+    spent or recorded.
     """
 
-    def unit(batch: Batch) -> bool:
+    def unit(batch: Batch) -> str:
+        if account is not None:
+            state = _ACCOUNT_STATE.execute(batch.connection, {"account_id": account[0]})
+            if not state or tuple(state[0]) != ("valid", account[1]):
+                return ACCOUNT_CHANGED
         if not _SPEND_NONCE.execute(batch.connection, {"nonce": spent, "now": now}):
-            return False
+            return BAD_NONCE
         batch.insert(AcmeNonce, {"nonce": fresh, "expires_at": expires_at})
-        return True
+        return SPENT
 
     return unit
+
+
+#: The account a ``kid`` names, as a request needs it.
+_READ_ACCOUNT = Prepared(
+    select(
+        AcmeAccount.provisioner, AcmeAccount.status, AcmeAccount.thumbprint, AcmeAccount.jwk
+    ).where(AcmeAccount.id == bindparam("account_id"))
+)
+
+
+def read_account_row(engine: Engine, account_id: str) -> tuple[str, str, str, Any] | None:
+    """``(provisioner, status, thumbprint, jwk)`` of the account ``account_id``, in one
+    indexed query outside any ORM session; the JWK as the driver returns it (JSON text on
+    SQLite, a dict on PostgreSQL). ``engine`` should be a read-only one
+    (:func:`ostiary.store.database.read_only_engine`).
+    """
+    with engine.connect() as connection:
+        rows = _READ_ACCOUNT.execute(connection, {"account_id": account_id})
+    if not rows:
+        return None
+    provisioner, status, thumbprint, jwk = rows[0]
+    return str(provisioner), str(status), str(thumbprint), jwk
 
 
 #: Moves a ready order to valid with its certificate's serial; the row, or none.
@@ -167,10 +218,14 @@ def record_nonce(fresh: str, *, expires_at: datetime) -> Any:
 
 
 __all__ = [
+    "ACCOUNT_CHANGED",
+    "BAD_NONCE",
+    "SPENT",
     "exchange_nonce",
     "insert_rows",
     "mark_order_issued",
     "outcome_unit",
+    "read_account_row",
     "record_nonce",
     "start_challenge_unit",
 ]

@@ -168,7 +168,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(read_only_engine(engine), expire_on_commit=False)
+        self._read_engine = read_only_engine(engine)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
         self._group_commit = GroupCommit(engine)
 
     @classmethod
@@ -178,6 +179,11 @@ class Store:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def read_engine(self) -> Engine:
+        """:attr:`engine` for Core reads outside a session: never takes SQLite's write lock."""
+        return self._read_engine
 
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[Session]:

@@ -16,8 +16,10 @@ without one, the system resolves it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import weakref
 
 import httpx
 
@@ -46,19 +48,16 @@ async def validate_http01(
     if context.identifier_type not in ("dns", "ip") or context.identifier_value.startswith("*."):
         raise ChallengeFailed("malformed", "http-01 proves DNS names and IP addresses only")
     url = challenge_url(context, settings)
-    timeout = httpx.Timeout(settings.timeout)
-    async with httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, verify=False, trust_env=False
-    ) as client:
-        for _ in range(settings.max_redirects + 1):
-            body, location = await _fetch(client, url, settings)
-            if location is None:
-                break
-            url = location
-        else:
-            raise ChallengeFailed(
-                "connection", f"more than {settings.max_redirects} redirects from {url}"
-            )
+    client = _client()
+    for _ in range(settings.max_redirects + 1):
+        body, location = await _fetch(client, url, settings)
+        if location is None:
+            break
+        url = location
+    else:
+        raise ChallengeFailed(
+            "connection", f"more than {settings.max_redirects} redirects from {url}"
+        )
     answer = body.rstrip(b" \t\r\n")
     if not hmac.compare_digest(answer, context.key_authorization.encode("ascii")):
         raise ChallengeFailed(
@@ -67,17 +66,43 @@ async def validate_http01(
     return ValidationResult()
 
 
+#: Connections the validations of one process may have open at once (more wait their turn).
+MAX_CONNECTIONS = 64
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client() -> httpx.AsyncClient:
+    """The event loop's one client for http-01: made once, not per validation (its TLS
+    context, for a redirect to ``https``, costs more than a fetch). No connection is kept
+    alive between fetches, so every validation opens its own, to the address it resolves.
+    """
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = httpx.AsyncClient(
+            follow_redirects=False,
+            verify=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=0),
+        )
+    return client
+
+
 async def _request(url: str, settings: ValidationSettings) -> httpx.Request:
     """The GET for ``url``: to the address the configured resolver gives for its name."""
     target = httpx.URL(url)
+    timeout = {"timeout": httpx.Timeout(settings.timeout).as_dict()}
     if settings.dns_resolver is None or _is_address(target.host):
-        return httpx.Request("GET", target)
+        return httpx.Request("GET", target, extensions=timeout)
     address = (await resolve_addresses(target.host, settings))[0]
     return httpx.Request(
         "GET",
         target.copy_with(host=address),
         headers={"Host": target.netloc.decode("ascii")},
-        extensions={"sni_hostname": target.host},
+        extensions={"sni_hostname": target.host, **timeout},
     )
 
 
