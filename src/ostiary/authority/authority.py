@@ -272,8 +272,10 @@ class Authority:
         actor: str | None,
         csr: x509.CertificateSigningRequest | None = None,
         details: dict[str, Any] | None = None,
+        then: Callable[[Batch, x509.Certificate], None] | None = None,
     ) -> x509.Certificate:
-        """Issue the successor of ``current``, audited as ``certificate.renewed``.
+        """Issue the successor of ``current``, audited as ``certificate.renewed``; ``then``
+        as in :meth:`issue`.
 
         ``authorization`` and ``public_key`` come from
         :func:`ostiary.provisioners.renewal_authorization`, which checked that ``current`` is
@@ -294,6 +296,7 @@ class Authority:
                 event="certificate.renewed",
                 details=details,
                 renewed_from=current.serial_number,
+                then=then,
             )
         now = self.clock()
         try:
@@ -310,6 +313,7 @@ class Authority:
             at=now,
             token=None,
             renewed_from=current.serial_number,
+            then=then,
         )
         try:
             self.store.write(unit)

@@ -3,9 +3,11 @@
 A device names its request with a transactionID and may send it again (a lost answer, a
 poll). The first request whose credential holds records the transaction (provisioner,
 transactionID, a SHA-256 of the CSR's key, subject and SANs) in the same database transaction
-that spends its one-time challenge, so a repeat finds the first answer: the same request gets
-the same certificate (or still PENDING), another key or other names under that transactionID
-are refused, and nothing is issued twice.
+that spends its one-time challenge and records its certificate and audit entry (or, for an
+officer's approval, queues the request), so a repeat finds the first answer: the same
+request gets the same certificate (or still PENDING), another key or other names under that
+transactionID are refused, and nothing is issued twice. A request that is not recorded (a
+refusal, an audit log that cannot be written) spends nothing: sent again, it is decided anew.
 
 Refusals are :class:`~ostiary.core.errors.OstiaryError` exceptions; the wire layer
 (:mod:`ostiary.scep`) turns :class:`NotFound` into failInfo badCertId and the rest into
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from ostiary.authority.authority import Authority
 from ostiary.core.encoding import serial_hex
-from ostiary.core.errors import Conflict, NotFound, OstiaryError, PolicyDenied, Unauthorized
+from ostiary.core.errors import Conflict, NotFound, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import format_general_name
 from ostiary.provisioners.base import CAIdentity
@@ -36,12 +38,14 @@ from ostiary.provisioners.renewal import renewal_authorization
 from ostiary.provisioners.scep import ScepProvisioner, authorize_challenge, check_key_size
 from ostiary.store import (
     AuditLog,
+    Batch,
     CertificateRepository,
     CertificateRequest,
     RequestRepository,
     RequestStatus,
     ScepRepository,
     ScepTransaction,
+    spend_challenge_in,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,19 +106,17 @@ def enroll(
     )
     request_id = secrets.token_hex(16) if provisioner.require_approval else None
 
+    if request_id is None:
+        return _issue(authority, provisioner, transaction_id, csr, authorization, challenge)
+
     def also(session: Session) -> None:
         repository = ScepRepository(session)
         if challenge is not None and not repository.spend_challenge(challenge, now=now):
-            raise Unauthorized("the challenge password was used already: it is one-time")
-        if request_id is not None:
-            _queue(session, provisioner, request_id, transaction_id, csr, authorization, now)
+            raise Unauthorized(_SPENT)
+        _queue(session, provisioner, request_id, transaction_id, csr, authorization, now)
 
     repeated = _record(authority, provisioner, transaction_id, csr, request_id, also)
-    if repeated is not None:
-        return repeated
-    if request_id is not None:
-        return Outcome()
-    return _issue(authority, provisioner, transaction_id, csr, authorization)
+    return Outcome() if repeated is None else repeated
 
 
 def renew(
@@ -137,10 +139,7 @@ def renew(
         raise PolicyDenied(
             f"this certificate was not issued by SCEP provisioner {provisioner.name!r}"
         )
-    repeated = _record(authority, provisioner, transaction_id, csr, None, lambda _: None)
-    if repeated is not None:
-        return repeated
-    return _issue(authority, provisioner, transaction_id, csr, authorization, current=current)
+    return _issue(authority, provisioner, transaction_id, csr, authorization, None, current)
 
 
 def _record(
@@ -151,8 +150,9 @@ def _record(
     request_id: str | None,
     also: Callable[[Session], None],
 ) -> Outcome | None:
-    """Record the transaction with ``also`` (spend the challenge, queue the request) in one
-    database transaction; the first answer if the same transactionID won a race meanwhile.
+    """Record the transaction queued for an officer with ``also`` (spend the challenge, queue
+    the request, audited) in one database transaction; the first answer if the same
+    transactionID won a race meanwhile.
     """
     try:
         with authority.store.transaction() as session:
@@ -257,35 +257,53 @@ def _issue(
     transaction_id: str,
     csr: x509.CertificateSigningRequest,
     authorization: Authorization,
-    *,
+    challenge: str | None,
     current: x509.Certificate | None = None,
 ) -> Outcome:
+    """Issue (or renew ``current``), and in the issuance's own transaction spend the
+    challenge and record the transaction with its serial: all of it, or none of it.
+    """
     actor = f"provisioner:{provisioner.name}"
     details = {"scep_transaction": transaction_id[:80]}
+    created_at = authority.clock()
+
+    def record(batch: Batch, certificate: x509.Certificate) -> None:
+        if challenge is not None and not spend_challenge_in(batch, challenge, now=created_at):
+            raise Unauthorized(_SPENT)
+        values = {
+            "provisioner": provisioner.name,
+            "transaction_id": transaction_id,
+            "csr_sha256": _csr_digest(csr),
+            "created_at": created_at,
+            "request_id": None,
+            "serial": serial_hex(certificate.serial_number),
+            "failure": None,
+        }
+        batch.insert(ScepTransaction, values, duplicate=_TransactionTaken)
+
     try:
         if current is None:
-            certificate = authority.issue(csr, authorization, actor=actor, details=details)
+            certificate = authority.issue(
+                csr, authorization, actor=actor, details=details, then=record
+            )
         else:
             certificate = authority.renew(
-                current, authorization, csr.public_key(), actor=actor, csr=csr, details=details
-            )
-    except OstiaryError as exc:
-        _finish(authority, provisioner, transaction_id, failure=str(exc))
-        raise
-    _finish(authority, provisioner, transaction_id, serial=serial_hex(certificate.serial_number))
+                current, authorization, csr.public_key(), actor=actor, csr=csr,
+                details=details, then=record,
+            )  # fmt: skip
+    except _TransactionTaken:  # the same transactionID recorded meanwhile (another replica)
+        repeated = _repeat(authority, provisioner, transaction_id, csr)
+        if repeated is None:
+            raise
+        return repeated
     return Outcome(certificate)
 
 
-def _finish(
-    authority: Authority,
-    provisioner: ScepProvisioner,
-    transaction_id: str,
-    *,
-    serial: str | None = None,
-    failure: str | None = None,
-) -> None:
-    with authority.store.transaction() as session:
-        row = ScepRepository(session).transaction(provisioner.name, transaction_id)
-        if row is not None:
-            row.serial = serial
-            row.failure = failure
+_SPENT = "the challenge password was used already: it is one-time"
+
+
+class _TransactionTaken(Conflict):
+    """The transactionID was recorded by another request while this one was issued."""
+
+    def __init__(self) -> None:
+        super().__init__("this transactionID was used meanwhile: use a new one")

@@ -84,7 +84,12 @@ from ostiary.store.requests import (
     RequestStatus,
 )
 from ostiary.store.sans import subject_alt_names
-from ostiary.store.scep import ScepChallenge, ScepRepository, ScepTransaction
+from ostiary.store.scep import (
+    ScepChallenge,
+    ScepRepository,
+    ScepTransaction,
+    spend_challenge_in,
+)
 from ostiary.store.signing_keys import SigningKeyRecord, SigningKeyRepository, SigningKeyVersion
 from ostiary.store.snapshot import load_snapshot, snapshot_database
 from ostiary.store.ssh import SSHCertificateRepository
@@ -175,6 +180,7 @@ __all__ = [
     "revoked_issuer_entries",
     "save_latest_crl",
     "snapshot_database",
+    "spend_challenge_in",
     "spend_tokens",
     "spki_sha256_of",
     "sqlite_url_for",

@@ -16,9 +16,11 @@ import hashlib
 import hmac
 from datetime import datetime
 
-from sqlalchemy import String, Text, update
+from sqlalchemy import String, Text, bindparam, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ostiary.store._prepared import Prepared
+from ostiary.store.group_commit import Batch
 from ostiary.store.models import NAME_LENGTH, SERIAL_LENGTH, Base
 
 #: Longest transactionID kept (certmonger sends 77-78 digits, scepclient 28 characters).
@@ -122,3 +124,26 @@ class ScepRepository:
         """Record a transaction; a concurrent one with the same id fails the flush."""
         self._session.add(row)
         self._session.flush()
+
+
+#: Spends one unused, unexpired challenge; the row it changed, or none.
+_SPEND_CHALLENGE = Prepared(
+    update(ScepChallenge)
+    .where(
+        ScepChallenge.challenge_sha256 == bindparam("digest"),
+        ScepChallenge.used_at.is_(None),
+        ScepChallenge.expires_at > bindparam("now"),
+    )
+    .values(used_at=bindparam("used_at"))
+    .returning(ScepChallenge.challenge_sha256)
+)
+
+
+def spend_challenge_in(batch: Batch, challenge_sha256: str, *, now: datetime) -> bool:
+    """:meth:`ScepRepository.spend_challenge` in an issuance's transaction (a group-commit
+    unit's ``then``): spent with the certificate, or not at all if the issuance is not
+    recorded (the audit log cannot be written, the database fails). False if it was used or
+    expired meanwhile, and then the caller must not let the issuance commit.
+    """
+    parameters = {"digest": challenge_sha256, "now": now, "used_at": now}
+    return bool(_SPEND_CHALLENGE.execute(batch.connection, parameters))
