@@ -48,7 +48,14 @@ from ostiary.store.enrollment import (
     EnrollmentSecret,
     EnrollmentSecretRepository,
 )
-from ostiary.store.group_commit import Batch, GroupCommit, Unit, database_unreachable
+from ostiary.store.group_commit import (
+    WRITE_DEADLINE,
+    Batch,
+    GroupCommit,
+    Unit,
+    WriteTimeout,
+    database_unreachable,
+)
 from ostiary.store.issuers import (
     active_intermediate_key_id,
     find_issuer,
@@ -98,6 +105,7 @@ from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_to
 __all__ = [
     "GENESIS_HASH",
     "REVOCATION_REASONS",
+    "WRITE_DEADLINE",
     "AcmeAccount",
     "AcmeAuthorization",
     "AcmeChallenge",
@@ -157,6 +165,7 @@ __all__ = [
     "TokenUse",
     "Unit",
     "UsedToken",
+    "WriteTimeout",
     "active_intermediate_key_id",
     "certificate_values",
     "create_engine_for",
