@@ -188,3 +188,25 @@ def test_revocation_from_the_console_and_the_cli_is_refused_while_the_audit_log_
     assert _certificate_status(console, number) == CertificateStatus.REVOKED
     console.ca.ca("sign", csr_file, "--out", tmp_path / "offline.crt", "--subject", "fc-offline")
     assert (tmp_path / "offline.crt").exists()
+
+
+def test_an_approval_whose_request_cannot_be_marked_issues_nothing(console: Console) -> None:
+    """The certificate, the request marked issued and both audit entries are one
+    transaction: with only ``request.approved`` refused, no certificate is left behind
+    a request stuck half-approved (before, the certificate was issued and committed, then
+    marking the request failed, leaving it 'approving' for good)."""
+    with (
+        _officer_api(console) as officer,
+        httpx.Client(
+            base_url=console.ca.url,
+            verify=ssl.create_default_context(cafile=str(console.ca.root_file)),
+        ) as api,
+    ):
+        request_id = str(_submit(api, "fc-half").json()["request_id"])
+        before = _state(console)
+        with audit_refused(_url(console), event="request.approved"):
+            assert_audit_unavailable(officer.post(f"/requests/{request_id}/approve", json={}))
+            assert _state(console) == before
+            assert _status(console, request_id) == "pending"
+        assert officer.post(f"/requests/{request_id}/approve", json={}).status_code == 200
+        assert _status(console, request_id) == "issued"

@@ -23,19 +23,23 @@ AUDIT_UNAVAILABLE = "urn:ostiary:error:audit-unavailable"
 
 
 @contextmanager
-def audit_refused(engine: Engine | str) -> Iterator[None]:
-    """Refuse every insert into ``audit_entries`` until the block ends (``engine`` or a URL)."""
+def audit_refused(engine: Engine | str, *, event: str | None = None) -> Iterator[None]:
+    """Refuse every insert into ``audit_entries`` (only entries of ``event``, if given) until
+    the block ends (``engine`` or a URL)."""
     if isinstance(engine, str):
         owned = create_engine(engine)
         try:
-            with audit_refused(owned):
+            with audit_refused(owned, event=event):
                 yield
         finally:
             owned.dispose()
         return
+    assert event is None or event.replace(".", "").replace("_", "").isalnum()
+    when = "" if event is None else f"WHEN NEW.event = '{event}' "
+    pg_when = "" if event is None else f"WHEN (NEW.event = '{event}') "
     if engine.dialect.name == "sqlite":
         create = (
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
+            f"CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries {when}"
             f"BEGIN SELECT RAISE(ABORT, '{REFUSE}'); END"
         )
         drop = "DROP TRIGGER refuse_audit"
@@ -44,7 +48,8 @@ def audit_refused(engine: Engine | str) -> Iterator[None]:
             "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$BEGIN RAISE EXCEPTION '{REFUSE}'; END$$; "
             "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
-            "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+            f"FOR EACH ROW {pg_when}"
+            "EXECUTE FUNCTION refuse_audit()"
         )
         drop = "DROP TRIGGER refuse_audit ON audit_entries; DROP FUNCTION refuse_audit()"
     with engine.begin() as connection:

@@ -89,6 +89,7 @@ from ostiary.store.requests import (
     OfficerRepository,
     RequestRepository,
     RequestStatus,
+    mark_request_issued,
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.scep import (
@@ -181,6 +182,7 @@ __all__ = [
     "load_snapshot",
     "make_active",
     "mark_key_compromised",
+    "mark_request_issued",
     "migrate",
     "next_crl_number",
     "record_certificate",
