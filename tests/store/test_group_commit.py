@@ -395,7 +395,7 @@ def test_a_coroutine_queued_past_its_deadline_fails_promptly_and_is_never_run(
     unit = spender("late-coroutine", now)
     started = time.monotonic()
     try:
-        with pytest.raises(WriteTimeout, match=r"within 0\.5 s$"):
+        with pytest.raises(WriteTimeout, match=r"in time$"):
             asyncio.run(group.submit_async(unit, token=unit.token))
         waited = time.monotonic() - started
     finally:

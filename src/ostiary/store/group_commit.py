@@ -259,15 +259,23 @@ class GroupCommit:
             waiting.wake.clear()
             lead = True
 
-    async def submit_async(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
+    async def submit_async(
+        self, unit: Unit[T], *, token: TokenUse | None = None, deadline: float | None = None
+    ) -> T:
         """:meth:`submit` for a coroutine: the event loop is not blocked meanwhile.
+
+        ``deadline`` (a :func:`time.monotonic` time) replaces the unit's own: a request
+        gives the time it started plus :data:`WRITE_DEADLINE`, so that what it did before
+        (a read that waited on the database) counts too.
 
         Batches of coroutines are led by the standing leader thread, so a request costs no
         thread switch of its own: one thread runs the whole batch, and one callback per batch
         hands the results back to the loop.
         """
         loop = asyncio.get_running_loop()
-        waiting: _Awaiting[T] = _Awaiting(unit, token, time.monotonic() + self._deadline, loop)
+        if deadline is None:
+            deadline = time.monotonic() + self._deadline
+        waiting: _Awaiting[T] = _Awaiting(unit, token, deadline, loop)
         with self._lock:
             self._queue.append(waiting)
             start = not self._leading
@@ -276,7 +284,9 @@ class GroupCommit:
             self._start_leader()
         # Cancelling the caller does not stop the unit: it commits or fails with its batch.
         try:
-            await asyncio.wait_for(asyncio.shield(waiting.future), self._deadline)
+            await asyncio.wait_for(
+                asyncio.shield(waiting.future), max(0.0, deadline - time.monotonic())
+            )
         except TimeoutError:
             with self._lock:
                 queued = waiting in self._queue
@@ -284,9 +294,7 @@ class GroupCommit:
                     self._queue.remove(waiting)
             if not waiting.done:
                 outcome = "" if queued else " (its outcome is unknown)"
-                raise WriteTimeout(
-                    f"the write did not commit within {self._deadline:g} s{outcome}"
-                ) from None
+                raise WriteTimeout(f"the write did not commit in time{outcome}") from None
         return waiting.outcome()
 
     def _start_leader(self) -> None:
