@@ -13,7 +13,7 @@ import httpx
 from sqlalchemy import func, select
 
 from ostiary.store import SSHCertificateRecord, Store, UsedToken, sqlite_url_for
-from tests.client.conftest import refused
+from tests.client.conftest import ok, refused
 from tests.server.audit_fault import REFUSE, assert_audit_unavailable, audit_refused
 from tests.ssh.conftest import SSHCA
 from tests.ssh.sshd import new_key
@@ -73,3 +73,31 @@ def test_ssh_certificates_are_neither_issued_nor_revoked_while_the_audit_log_can
     assert answer.status_code == 200, answer.text
     ssh_ca.ca.ca("ssh", "revoke", serial)
     assert _counts(url) == (before[0] + 1, before[1] + 1, before[2] + 1)
+
+
+def test_an_ssh_approval_whose_request_cannot_be_marked_issues_nothing(
+    ssh_ca: SSHCA, tmp_path: Path
+) -> None:
+    """The SSH certificate, the request marked issued and both audit entries are one
+    transaction: with only ``request.approved`` refused, the approval is refused and no
+    certificate is left behind a request stuck half-approved."""
+    ca = ssh_ca.ca
+    ca.ca("provisioner", "add", "fc-ssh-doors", "--type", "approval", "--no-require-code")
+    ca.ca("ssh", "policy", "fc-ssh-doors", "--principal", "fc.user", "--user-lifetime", "1h")
+    crt, key = tmp_path / "officer.crt", tmp_path / "officer.key"
+    ok("cert", "request", "fc-officer", crt, key, "--token", ca.token("fc-officer"),
+       "--not-after", "1h", *ssh_ca.client_args())  # fmt: skip
+    ca.ca("officer", "add", "fc-officer", "--cert", crt)
+    officer = ["--cert", crt, "--key", key, *ssh_ca.client_args()]
+    public = new_key(tmp_path / "id")
+    request_id = ok("ssh", "request", public, "--provisioner", "fc-ssh-doors", "--principal",
+                    "fc.user", *ssh_ca.client_args()).stdout.strip()  # fmt: skip
+    url = sqlite_url_for(ca.home / "ostiary.db")
+    before = _counts(url)
+    with audit_refused(url, event="request.approved"):
+        cli = refused("ca", "requests", "approve", request_id, *officer)
+        assert "audit log cannot be written" in cli.stderr, cli.stderr
+        assert _counts(url) == before
+    assert request_id in ok("ca", "requests", "list", *officer).stdout  # still waiting
+    ok("ca", "requests", "approve", request_id, *officer)
+    assert _counts(url)[0] == before[0] + 1
