@@ -95,12 +95,12 @@ def fault_section(figures: list[dict[str, Any]]) -> list[str]:
     if faults:
         rows = [
             [f["backend"], f["case"], f["requests"], f["issued"], f["refused_503"],
-             f["other_5xx"], f["lost"]]
+             f["other_5xx"], f["lost"], f.get("longest_s", "-")]
             for f in faults
         ]  # fmt: skip
         out += _table(
             ["database", "fault", "requests", "issued", "503 + Retry-After", "other 5xx",
-             "certificates lost"],
+             "certificates lost", "longest answer (s)"],
             rows,
         )  # fmt: skip
         out += [
@@ -245,6 +245,20 @@ def limits_rows() -> list[str]:
     return rows
 
 
+def audit_rows() -> list[str]:
+    """The audit fail-closed tests (each holds the fault in an ``audit_refused(...)``
+    block), counted from the repository itself.
+    """
+    texts = {path: path.read_text() for path in sorted((ROOT / "tests").glob("*/test_*.py"))}
+    found = {path: text.count("audit_refused(") for path, text in texts.items()}
+    tests = sum(found.values())
+    areas = ", ".join(sorted({path.parent.name for path, n in found.items() if n}))
+    return [
+        "| audit fail-closed: entry paths refused (503 `audit-unavailable`, nothing changed) "
+        f"while the audit log cannot be written | {tests} tests ({areas}) |"
+    ]
+
+
 def render(figures: list[dict[str, Any]] | None = None) -> str:
     figures = load_figures() if figures is None else figures
     lines = [
@@ -267,6 +281,7 @@ def render(figures: list[dict[str, Any]] | None = None) -> str:
         "|---|---|",
         *api_rows(),
         *fault_summary(figures),
+        *audit_rows(),
         *tls_rows(),
         "",
         *fault_section(figures),

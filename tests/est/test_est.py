@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ostiary.server.limits import Limits
+from ostiary.store import sqlite_url_for
 from tests.abuse import answers_until
 from tests.conftest import require_tool
 from tests.pkilint_helper import lint_certificate
 from tests.scep.conftest import ScepServer, ostiary, start_ca
+from tests.server.audit_fault import AUDIT_UNAVAILABLE, audit_refused
 
 #: Refused credentials an address may send at once (the server's own limit).
 FAILED_CREDENTIALS_BURST = Limits.default().failed_tokens.burst
@@ -254,3 +256,36 @@ def test_wrong_codes_are_limited_per_address_others_still_enroll(
     code = _code(est, "switch-9")  # from 127.0.0.1: its own allowance
     status, _, _ = _enroll(est, tmp_path, "after", "switch-9", f"-u 'x:{code}'")
     assert status == "200"
+
+
+def test_enrollment_is_refused_and_spends_nothing_while_the_audit_log_cannot_be_written(
+    est: ScepServer, tmp_path: Path
+) -> None:
+    """Issue 19: a 503 ``audit-unavailable`` problem with Retry-After (RFC 7030 section
+    4.2.3 lets an EST server answer 503 with Retry-After, which clients retry), no
+    certificate, the code not spent; the same enrollment works once the fault is gone.
+    """
+    code = _code(est, "switch-fc")
+    auth = f"-u 'switch-fc:{code}'"
+    assert _enroll(est, tmp_path, "first", "switch-fc", auth)[0] == "200"
+    code = _code(est, "switch-fc")
+    auth = f"-u 'switch-fc:{code}'"
+    mtls = "--cert first.crt --key first.key"
+    _certificate(est, tmp_path, "first")
+    url = sqlite_url_for(est.home / "ostiary.db")
+    before = est.count_certificates()
+    with audit_refused(url):
+        for name, credentials, operation in (
+            ("coded", auth, "simpleenroll"),
+            ("renewed", mtls, "simplereenroll"),
+        ):
+            status, headers, body = _enroll(
+                est, tmp_path, name, "switch-fc", credentials, operation=operation
+            )
+            assert status == "503", body
+            assert "retry-after: " in headers.lower()
+            assert json.loads(body)["type"] == AUDIT_UNAVAILABLE
+        assert est.count_certificates() == before
+    assert _enroll(est, tmp_path, "coded", "switch-fc", auth)[0] == "200"
+    assert _enroll(est, tmp_path, "renewed", "switch-fc", mtls, "simplereenroll")[0] == "200"
+    assert est.count_certificates() == before + 2

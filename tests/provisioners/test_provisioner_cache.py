@@ -15,9 +15,10 @@ from ostiary.provisioners.acme import (
 )
 from ostiary.provisioners.jwk import JWKProvisioner
 from ostiary.provisioners.manage import load_token_provisioner
+from ostiary.provisioners.tokens import ProvisionerNotInMemory, verify_sign_token
 from ostiary.store import ProvisionerRepository
 
-from .conftest import Kit
+from .conftest import Kit, make_csr
 
 
 class Clock:
@@ -111,3 +112,28 @@ def test_acme_provisioners_are_cached_and_rechecked_alike(kit: Kit, clock: Clock
     # A provisioner of another type is not an ACME one, cached or not.
     with pytest.raises(NotFound, match="no ACME provisioner 'ci'"):
         cache.load("ci", what="the URL")
+
+
+def test_a_caller_on_an_event_loop_is_told_before_the_database_is_read(
+    kit: Kit, cache: ProvisionerCache[JWKProvisioner], clock: Clock
+) -> None:
+    """``verify_sign_token(in_memory_only=True)`` answers from memory or raises
+    ProvisionerNotInMemory, never reads: POST /sign re-reads in a worker thread, since a
+    database that does not answer would otherwise hold its event loop (every request on it)."""
+    csr = make_csr("host.lab.example", ("host.lab.example",))
+    token = kit.token()
+
+    def verify(in_memory_only: bool) -> str:
+        grant = verify_sign_token(
+            kit.store, token, csr, ca=kit.identity, now=kit.now, provisioners=cache,
+            in_memory_only=in_memory_only,
+        )  # fmt: skip
+        return grant.provisioner
+
+    with pytest.raises(ProvisionerNotInMemory):  # never loaded
+        verify(True)
+    assert verify(False) == "ci"  # loaded (where I/O may wait)
+    assert verify(True) == "ci"  # from memory
+    clock.now += PROVISIONER_RECHECK_SECONDS
+    with pytest.raises(ProvisionerNotInMemory):  # the recheck is due: a read
+        verify(True)

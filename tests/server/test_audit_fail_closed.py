@@ -8,50 +8,10 @@ is tried: issuance, renewal, revocation. Each is refused with a problem document
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import httpx
-from sqlalchemy import text
-
 from ostiary.store import CertificateRepository, CertificateStatus
+from tests.server.audit_fault import assert_audit_unavailable as _refused
+from tests.server.audit_fault import audit_refused
 from tests.server.conftest import Running, make_csr
-
-REFUSE = "audit device unavailable"
-
-
-@contextmanager
-def audit_refused(running: Running) -> Iterator[None]:
-    engine = running.authority.store.engine
-    if engine.dialect.name == "sqlite":
-        create = (
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
-            f"BEGIN SELECT RAISE(ABORT, '{REFUSE}'); END"
-        )
-        drop = "DROP TRIGGER refuse_audit"
-    else:
-        create = (
-            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$BEGIN RAISE EXCEPTION '{REFUSE}'; END$$; "
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
-            "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
-        )
-        drop = "DROP TRIGGER refuse_audit ON audit_entries; DROP FUNCTION refuse_audit()"
-    with engine.begin() as connection:
-        connection.execute(text(create))
-    try:
-        yield
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(drop))
-
-
-def _refused(answer: httpx.Response) -> None:
-    assert answer.status_code == 503, answer.text
-    assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.json()["type"] == "urn:ostiary:error:audit-unavailable"
-    assert "Retry-After" in answer.headers
-    assert REFUSE not in answer.text  # the database's words stay in the log
 
 
 def test_no_path_changes_anything_while_the_audit_log_cannot_be_written(
@@ -61,7 +21,7 @@ def test_no_path_changes_anything_while_the_audit_log_cannot_be_written(
     serial = f"{alice.certificate.serial_number:x}"
     before = running.counts()
     audit = running.audit_count()
-    with audit_refused(running):
+    with audit_refused(running.authority.store.engine):
         csr, _ = make_csr("bob@example.com")
         with running.client() as client:
             _refused(

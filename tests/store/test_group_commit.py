@@ -27,6 +27,7 @@ from ostiary.store import (
     TokenSpend,
     TokenUse,
     UsedToken,
+    WriteTimeout,
     certificate_values,
     record_certificate,
 )
@@ -360,3 +361,89 @@ def test_only_a_sqlite_file_has_a_writer_lock() -> None:
     assert WriterLock.for_engine(create_engine("postgresql+psycopg://ostiary@127.0.0.1/x")) is None
     lock = WriterLock.for_engine(create_engine("sqlite:////srv/ostiary/ca.db"))
     assert lock is not None and lock.path == "/srv/ostiary/ca.db-writer"
+
+
+def _spent(store: Store, token_id: str) -> bool:
+    with store.transaction(read_only=True) as session:
+        found = session.scalar(select(UsedToken).where(UsedToken.token_id == token_id))
+        return found is not None
+
+
+def _holding(group: GroupCommit) -> tuple[threading.Event, threading.Thread]:
+    """A first unit that holds its batch open until the event is set (a stuck database)."""
+    started, release = threading.Event(), threading.Event()
+
+    def first(batch: Batch) -> bool:
+        started.set()
+        assert release.wait(30)
+        return True
+
+    thread = threading.Thread(target=group.submit, args=(first,))
+    thread.start()
+    assert started.wait(30)
+    return release, thread
+
+
+def test_a_coroutine_queued_past_its_deadline_fails_promptly_and_is_never_run(
+    store: Store, now: datetime
+) -> None:
+    """Queued behind a stuck batch, a coroutine gets WriteTimeout (503) at its deadline, not
+    after the stuck batch and then its own; it is taken out of the queue, so nothing of it
+    is applied when the database answers again."""
+    group = GroupCommit(store.engine, deadline=0.5)
+    release, holder = _holding(group)
+    unit = spender("late-coroutine", now)
+    started = time.monotonic()
+    try:
+        with pytest.raises(WriteTimeout, match=r"in time$"):
+            asyncio.run(group.submit_async(unit, token=unit.token))
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join(30)
+    assert 0.5 <= waited < 5, waited
+    assert group.pending == 0
+    assert not _spent(store, "late-coroutine")
+    assert asyncio.run(group.submit_async(spender("next", now), token=spender("next", now).token))
+
+
+def test_a_coroutine_whose_batch_outlives_its_deadline_gets_no_result(
+    store: Store, now: datetime
+) -> None:
+    """Its batch is running when the deadline passes: the outcome is unknown, so the caller
+    gets WriteTimeout, never the result (the batch may still commit: recorded, not handed out)."""
+    group = GroupCommit(store.engine, deadline=0.5)
+
+    class Slow(Spender):
+        def __call__(self, batch: Batch) -> bool:
+            time.sleep(1.5)
+            return super().__call__(batch)
+
+    unit = Slow("slow-coroutine", now)
+    with pytest.raises(WriteTimeout, match="outcome is unknown"):
+        asyncio.run(group.submit_async(unit, token=unit.token))
+    deadline = time.monotonic() + 10
+    while not _spent(store, "slow-coroutine"):  # it committed after all
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert audit_events(store) == [("token.used", "slow-coroutine")]
+
+
+def test_a_thread_unit_queued_past_its_deadline_is_not_run(store: Store, now: datetime) -> None:
+    group = GroupCommit(store.engine, deadline=0.5)
+    release, holder = _holding(group)
+    unit = spender("late-thread", now)
+    with ThreadPoolExecutor(1) as pool:
+        queued = pool.submit(group.submit, unit, token=unit.token)
+        time.sleep(1.0)  # past its deadline, still behind the stuck batch
+        release.set()
+        with pytest.raises(WriteTimeout, match="past its deadline"):
+            queued.result(30)
+    holder.join(30)
+    assert not _spent(store, "late-thread")
+    assert audit_events(store) == []
+
+
+def test_a_deadline_must_be_positive(store: Store) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        GroupCommit(store.engine, deadline=0)

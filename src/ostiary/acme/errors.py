@@ -22,6 +22,7 @@ from ostiary.core.errors import (
     PolicyDenied,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
     WeakKey,
 )
 
@@ -70,6 +71,9 @@ _TYPES: tuple[tuple[type[OstiaryError], str, HTTPStatus], ...] = (
     (NotFound, "malformed", HTTPStatus.NOT_FOUND),
     (Conflict, "malformed", HTTPStatus.CONFLICT),
     (TooManyRequests, "rateLimited", HTTPStatus.TOO_MANY_REQUESTS),
+    # Temporary (the audit log or the signer cannot be reached): RFC 8555 has no type for
+    # it, so serverInternal, with 503 and Retry-After telling the client to try again.
+    (Unavailable, "serverInternal", HTTPStatus.SERVICE_UNAVAILABLE),
 )
 
 

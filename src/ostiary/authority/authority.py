@@ -218,8 +218,11 @@ class Authority:
         *,
         actor: str | None,
         token: TokenSpend | None = None,
+        deadline: float | None = None,
     ) -> x509.Certificate:
-        """:meth:`issue` for a coroutine (the server's ``POST /sign``).
+        """:meth:`issue` for a coroutine (the server's ``POST /sign``); ``deadline`` (a
+        :func:`time.monotonic` time) bounds the record's wait (:meth:`Store.write_async
+        <ostiary.store.Store.write_async>`).
 
         A key held in this process signs in the event loop's thread (tens of microseconds,
         less than a thread switch); a key elsewhere (PKCS#11) signs in a worker thread. The
@@ -248,7 +251,7 @@ class Authority:
             token=token,
         )
         try:
-            recorded = await self.store.write_async(unit, token=_use(token, now))
+            recorded = await self.store.write_async(unit, token=_use(token, now), deadline=deadline)
         except KeyCompromised as exc:
             await asyncio.to_thread(
                 self._audit_denial, exc, authorization, actor=actor, details=None
@@ -274,7 +277,8 @@ class Authority:
         details: dict[str, Any] | None = None,
         then: Callable[[Batch, x509.Certificate], None] | None = None,
     ) -> x509.Certificate:
-        """Issue the successor of ``current``, audited as ``certificate.renewed``.
+        """Issue the successor of ``current``, audited as ``certificate.renewed``; ``then``
+        as in :meth:`issue`.
 
         ``authorization`` and ``public_key`` come from
         :func:`ostiary.provisioners.renewal_authorization`, which checked that ``current`` is

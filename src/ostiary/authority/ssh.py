@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from ostiary.authority.ssh_keys import SSHCAKeys, ca_key_sha256
 from ostiary.core.errors import TokenReused
 from ostiary.ssh import (
@@ -87,8 +89,12 @@ class SSHAuthority:
         actor: str | None,
         token: TokenSpend | None = None,
         details: Mapping[str, object] | None = None,
+        also: Callable[[Session, int], None] | None = None,
     ) -> IssuedSSHCertificate:
         """Sign, then record the certificate, the spent ``token`` and its audit entry at once.
+
+        ``also(session, serial)`` writes what the caller records with the certificate, in its
+        transaction (an approved request marked issued): if it raises, nothing is recorded.
 
         A replayed token records nothing but a ``token.reused`` entry and raises
         :class:`TokenReused`; the certificate signed for it is dropped. ``details`` go into
@@ -162,6 +168,8 @@ class SSHAuthority:
                     target=str(fields.serial),
                     details=audited,
                 )
+                if also is not None:
+                    also(session, fields.serial)
         if reused:
             for denied in self.denial_listeners:
                 denied(authorization.provisioner, TokenReused.code)

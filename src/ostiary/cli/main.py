@@ -148,7 +148,29 @@ class _Group(TyperGroup):
             _missing_extra(exc, ctx.invoked_subcommand or "")
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except Exception as exc:
+            refusal = _database_refusal(exc)
+            if refusal is None:
+                raise
+            fail(refusal)
         return None
+
+
+def _database_refusal(exc: BaseException) -> str | None:
+    """One line for a database that cannot be used (read-only, unreachable, locked), or None
+    for anything else (a bug: its traceback is shown). SQLAlchemy is only looked at if a
+    command loaded it (the client's commands run without it).
+    """
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is None or not isinstance(exc, errors.OperationalError):
+        return None
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "no answer"
+    if getattr(exc.orig, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+        return (
+            "the database is read-only, so nothing was changed: this user must be able to "
+            f"write the database file and its folder ({reason})"
+        )
+    return f"the database cannot be used now, so nothing was changed: {reason}"
 
 
 app = typer.Typer(

@@ -28,13 +28,22 @@ from ostiary.provisioners.approval import (
     load_approval_provisioner,
 )
 from ostiary.provisioners.approval_queue import check_request_id, request_code_sha256
-from ostiary.store import AuditLog, ProvisionerRepository, RequestRepository, RequestStatus, Store
+from ostiary.store import (
+    AuditLog,
+    Batch,
+    ProvisionerRepository,
+    RequestRepository,
+    RequestStatus,
+    Store,
+    mark_request_issued,
+)
 
 
 def approve_request(
     authority: Authority, request_id: str, *, officer: str, code: str | None = None
 ) -> x509.Certificate:
-    """Issue the certificate of a pending request through the one pipeline, then mark it.
+    """Issue the certificate of a pending request through the one pipeline and mark it
+    issued, in one transaction.
 
     A wrong or missing code is refused (and audited as ``request.denied``) and leaves the
     request pending. Of two officers approving at once, one wins; the other gets
@@ -69,25 +78,30 @@ def approve_request(
     if policies:  # earned at submission (a verified key attestation)
         merged = tuple(dict.fromkeys((*authorization.policies, *policies)))
         authorization = replace(authorization, policies=merged)
-    with claimed(store, request_id, now=now):
-        certificate = authority.issue(
-            csr, authorization, actor=officer, details={"request_id": request_id}
-        )
-    serial = serial_hex(certificate.serial_number)
-    with store.transaction() as session:
-        record = RequestRepository(session).get(request_id)
-        record.status = RequestStatus.ISSUED.value
-        record.decided_at = now
-        record.decided_by = officer
-        record.serial = serial
-        AuditLog(session).append(
+    subject, sans = granted
+
+    def mark_issued(batch: Batch, certificate: x509.Certificate) -> None:
+        # In the issuance's transaction: the certificate, the request marked issued and
+        # both audit entries are recorded together, or none of them.
+        serial = serial_hex(certificate.serial_number)
+        if not mark_request_issued(batch, request_id, serial=serial, officer=officer, at=now):
+            raise Conflict("request is no longer being approved", request_id=request_id)
+        batch.audit.append(
             "request.approved",
             at=now,
             actor=officer,
             target=request_id,
-            details={"serial_number": serial, "subject": record.subject, "san": record.sans},
+            details={"serial_number": serial, "subject": subject, "san": sans},
         )
-    return certificate
+
+    with claimed(store, request_id, now=now):
+        return authority.issue(
+            csr,
+            authorization,
+            actor=officer,
+            details={"request_id": request_id},
+            then=mark_issued,
+        )
 
 
 @contextmanager

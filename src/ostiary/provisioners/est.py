@@ -26,7 +26,7 @@ from typing import Any
 from cryptography import x509
 
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import BadRequest, PolicyDenied
+from ostiary.core.errors import BadRequest, PolicyDenied, Unauthorized
 from ostiary.provisioners.base import (
     LEAF_PROFILES,
     CAIdentity,
@@ -40,11 +40,10 @@ from ostiary.provisioners.grants import (
     find_grant,
     grant_authorization,
     record_grant,
-    spend_grant,
 )
 from ostiary.provisioners.renewal import renewal_authorization
 from ostiary.provisioners.scep import check_key_size
-from ostiary.store import AuditLog, ProvisionerRepository, Store
+from ostiary.store import AuditLog, Batch, ProvisionerRepository, Store, spend_challenge_in
 
 EST_TYPE = "est"
 
@@ -148,16 +147,25 @@ def enroll_with_code(
 ) -> x509.Certificate:
     """``simpleenroll`` with a one-time code: the code's names for the CSR's key.
 
-    A request refused before issuing (a wrong name, a weak key) leaves the code usable.
+    The code is spent in the issuance's own transaction: a request that is not issued (a
+    wrong name, a weak key, an audit log that cannot be written) leaves it usable.
     """
     now = authority.clock()
     found = find_grant(authority.store, provisioner.name, code, now=now)
     check_key_size(csr)
     authorization = grant_authorization(provisioner, found.subject, found.sans)
     precheck_request(csr, authorization, ca=ca, now=now)
-    spend_grant(authority.store, found.digest, now=now)
+
+    def spend(batch: Batch, _: x509.Certificate) -> None:
+        if not spend_challenge_in(batch, found.digest, now=now):
+            raise Unauthorized("the enrollment code was used already: it is one-time")
+
     return authority.issue(
-        csr, authorization, actor=f"provisioner:{provisioner.name}", details={"via": "est-code"}
+        csr,
+        authorization,
+        actor=f"provisioner:{provisioner.name}",
+        details={"via": "est-code"},
+        then=spend,
     )
 
 

@@ -126,15 +126,6 @@ def find_grant(store: Store, provisioner: str, secret: str, *, now: datetime) ->
         return FoundGrant(row.subject, list(row.sans), row.challenge_sha256)
 
 
-def spend_grant(store: Store, digest: str, *, now: datetime) -> None:
-    """Spend a secret found by :func:`find_grant`; :class:`Unauthorized` if another request
-    (on any replica) spent it meanwhile.
-    """
-    with store.transaction() as session:
-        if not ScepRepository(session).spend_challenge(digest, now=now):
-            raise Unauthorized("the challenge password was used already: it is one-time")
-
-
 __all__ = [
     "MAX_GRANT_TTL",
     "FoundGrant",
@@ -143,5 +134,4 @@ __all__ = [
     "find_grant",
     "grant_authorization",
     "record_grant",
-    "spend_grant",
 ]

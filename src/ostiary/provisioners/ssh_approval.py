@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from ostiary.authority.ssh import IssuedSSHCertificate, SSHAuthority
 from ostiary.authority.ssh_keys import ca_key_sha256
-from ostiary.core.errors import BadRequest, NotFound
+from ostiary.core.errors import BadRequest, Conflict, NotFound
 from ostiary.provisioners.approval import MAX_NOTE, load_approval_provisioner
 from ostiary.provisioners.approval_decisions import check_decidable, claimed
 from ostiary.provisioners.approval_queue import (
@@ -99,27 +101,33 @@ def approve_ssh_request(
         provisioner=provisioner,
     )
     public_key = load_ssh_public_key_line(line)
-    with claimed(store, request_id, now=now):
-        issued = ssh.issue(
-            public_key,
-            authorization,
-            actor=officer,
-            details={"via": "approval", "request_id": request_id},
-        )
-    with store.transaction() as session:
+
+    def mark_issued(session: Session, serial: int) -> None:
+        # In the issuance's transaction: the certificate and the request marked issued, with
+        # both audit entries, or none of them.
         record = RequestRepository(session).get(request_id)
+        if record.status != RequestStatus.APPROVING.value:
+            raise Conflict("request is no longer being approved", request_id=request_id)
         record.status = RequestStatus.ISSUED.value
         record.decided_at = now
         record.decided_by = officer
-        record.serial = f"{issued.serial:x}"
+        record.serial = f"{serial:x}"
         AuditLog(session).append(
             "request.approved",
             at=now,
             actor=officer,
             target=request_id,
-            details={"ssh_serial": str(issued.serial), "san": record.sans},
+            details={"ssh_serial": str(serial), "san": record.sans},
         )
-    return issued
+
+    with claimed(store, request_id, now=now):
+        return ssh.issue(
+            public_key,
+            authorization,
+            actor=officer,
+            details={"via": "approval", "request_id": request_id},
+            also=mark_issued,
+        )
 
 
 def issued_ssh_certificate(ssh: SSHAuthority, view: RequestView) -> str | None:

@@ -86,6 +86,12 @@ def authorize_sign(
     return authorization
 
 
+class ProvisionerNotInMemory(Exception):
+    """The token's provisioner would be read from the database (not an error of the caller:
+    verify again where I/O may wait).
+    """
+
+
 def verify_sign_token(
     store: Store,
     token: str,
@@ -95,8 +101,13 @@ def verify_sign_token(
     now: datetime,
     requested_not_after: timedelta | datetime | None = None,
     provisioners: ProvisionerCache[JWKProvisioner] | None = None,
+    in_memory_only: bool = False,
 ) -> TokenGrant:
     """Verify a one-time sign token for ``csr`` without spending it; what it grants.
+
+    ``in_memory_only`` (a caller on an event loop): raise :class:`ProvisionerNotInMemory`
+    instead of reading the provisioner from the database, so that the caller does that in a
+    worker thread (a database that does not answer must not stall the loop).
 
     The provisioner is found by the token's ``iss`` (read unverified, then verified with
     that provisioner's key), from ``provisioners`` when given. ``requested_not_after`` is the
@@ -108,6 +119,8 @@ def verify_sign_token(
     unverified = _jose.peek(token, what=_SIGN_TOKEN, allowed_headers=TOKEN_HEADERS)
     issuer = unverified.claims.get("iss")
     if provisioners is not None:
+        if in_memory_only and isinstance(issuer, str) and provisioners.fresh(issuer) is None:
+            raise ProvisionerNotInMemory(issuer)
         provisioner = provisioners.load(issuer, what=_SIGN_TOKEN)
     else:
         provisioner = load_token_provisioner(store, issuer, what=_SIGN_TOKEN)

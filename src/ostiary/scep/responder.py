@@ -4,7 +4,9 @@
 gets a CertRep. Proof of identity (challenges, transactions, renewal) is the ``scep``
 provisioner's (:mod:`ostiary.provisioners.scep_enroll`); issuance the Authority's. Every
 refusal of a readable pkiMessage is a signed FAILURE CertRep with its failInfo, logged with
-the reason; a body that is no pkiMessage at all is a 400 problem.
+the reason; a body that is no pkiMessage at all is a 400 problem, and a temporary failure
+(the audit log cannot be written, the database is unreachable) a 503 problem with
+Retry-After, which clients retry, with nothing recorded.
 
 A device asks GetCACaps, GetCACert and then PKIOperation for every enrollment, so the
 provisioner is kept in memory (:class:`~ostiary.provisioners.ProvisionerCache`): for
@@ -32,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ostiary.authority.authority import Authority
-from ostiary.core.errors import BadRequest, NotFound, OstiaryError
+from ostiary.core.errors import BadRequest, NotFound, OstiaryError, Unavailable
 from ostiary.provisioners.base import CAIdentity
 from ostiary.provisioners.cache import ProvisionerCache
 from ostiary.provisioners.scep import ScepProvisioner, load_scep_provisioner
@@ -250,6 +252,11 @@ class ScepResponder:
             return enroll(self.authority, provisioner, envelope.transaction_id, csr, ca=self.ca)
         except NotFound as exc:
             raise ScepFailure(FailInfo.BAD_CERT_ID, str(exc)) from None
+        except Unavailable:
+            # Temporary (the audit log, the signer): an HTTP 503 with Retry-After, which
+            # clients retry; a FAILURE CertRep is final for them, PENDING would promise a
+            # transaction that was not recorded.
+            raise
         except OstiaryError as exc:
             raise ScepFailure(FailInfo.BAD_REQUEST, str(exc)) from None
 

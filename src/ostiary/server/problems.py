@@ -151,13 +151,24 @@ def error_response(error: OstiaryError) -> JSONResponse:
         logger.error("error without an HTTP mapping: %s (%s)", type(error).__name__, error.code)
         return _internal_error()
     headers = {"WWW-Authenticate": "Bearer"} if status is HTTPStatus.UNAUTHORIZED else None
-    if isinstance(error, TooManyRequests):
-        headers = {"Retry-After": str(error.retry_after)}
-    elif isinstance(error, Unavailable) and isinstance(error.data.get("retry_after"), int):
-        headers = {"Retry-After": str(error.data["retry_after"])}
+    wait = retry_after_of(error)
+    if wait is not None:
+        headers = {"Retry-After": str(wait)}
     return problem_response(
         status, error.code, error.detail, headers=headers, extra=_simple_facts(error.data)
     )
+
+
+def retry_after_of(error: OstiaryError) -> int | None:
+    """The seconds after which asking again may work (``Retry-After``), for a refusal that
+    is temporary: over a limit, or something unavailable that said when to try again.
+    """
+    if isinstance(error, TooManyRequests):
+        return error.retry_after
+    wait = error.data.get("retry_after")
+    if isinstance(error, Unavailable) and isinstance(wait, int) and wait >= 1:
+        return wait
+    return None
 
 
 def acme_problem_response(
@@ -175,8 +186,9 @@ def acme_problem_response(
     else:
         detail = error.detail
     acme_type, status = found
-    if isinstance(error, TooManyRequests):
-        answer_headers["Retry-After"] = str(error.retry_after)
+    wait = retry_after_of(error)
+    if wait is not None:
+        answer_headers["Retry-After"] = str(wait)
     body = problem_document(acme_type, detail, status)
     for key, value in _simple_facts(error.data).items():
         if key == "location" and isinstance(value, str):
@@ -296,6 +308,7 @@ __all__ = [
     "install_problem_handlers",
     "is_store_unavailable",
     "problem_response",
+    "retry_after_of",
     "status_for",
     "store_unavailable_response",
     "title_of",

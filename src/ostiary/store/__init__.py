@@ -48,7 +48,14 @@ from ostiary.store.enrollment import (
     EnrollmentSecret,
     EnrollmentSecretRepository,
 )
-from ostiary.store.group_commit import Batch, GroupCommit, Unit, database_unreachable
+from ostiary.store.group_commit import (
+    WRITE_DEADLINE,
+    Batch,
+    GroupCommit,
+    Unit,
+    WriteTimeout,
+    database_unreachable,
+)
 from ostiary.store.issuers import (
     active_intermediate_key_id,
     find_issuer,
@@ -82,6 +89,7 @@ from ostiary.store.requests import (
     OfficerRepository,
     RequestRepository,
     RequestStatus,
+    mark_request_issued,
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.scep import (
@@ -99,6 +107,7 @@ from ostiary.store.tokens import TokenRepository, TokenSpend, TokenUse, spend_to
 __all__ = [
     "GENESIS_HASH",
     "REVOCATION_REASONS",
+    "WRITE_DEADLINE",
     "AcmeAccount",
     "AcmeAuthorization",
     "AcmeChallenge",
@@ -158,6 +167,7 @@ __all__ = [
     "TokenUse",
     "Unit",
     "UsedToken",
+    "WriteTimeout",
     "active_intermediate_key_id",
     "certificate_values",
     "create_engine_for",
@@ -173,6 +183,7 @@ __all__ = [
     "load_snapshot",
     "make_active",
     "mark_key_compromised",
+    "mark_request_issued",
     "migrate",
     "next_crl_number",
     "record_certificate",

@@ -215,9 +215,13 @@ class Store:
         """
         return self._group_commit.submit(unit, token=token)
 
-    async def write_async(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
-        """:meth:`write` from a coroutine, without blocking its event loop."""
-        return await self._group_commit.submit_async(unit, token=token)
+    async def write_async(
+        self, unit: Unit[T], *, token: TokenUse | None = None, deadline: float | None = None
+    ) -> T:
+        """:meth:`write` from a coroutine, without blocking its event loop; ``deadline`` as
+        in :meth:`GroupCommit.submit_async <ostiary.store.GroupCommit.submit_async>`.
+        """
+        return await self._group_commit.submit_async(unit, token=token, deadline=deadline)
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or in tests before dropping a database)."""

@@ -26,6 +26,17 @@ the batch gets the error. Nor is anything retried when the database cannot be re
 (:func:`database_unreachable`): each unit alone would wait out the same timeout in turn,
 so the last caller of a batch of 64 would wait 64 of them.
 
+Every unit has a deadline (``deadline`` seconds from its submission, :data:`WRITE_DEADLINE`
+by default). A unit still queued when its deadline passes is never run: it fails with
+:class:`WriteTimeout` (a ``store-unavailable`` 503), with nothing of it applied. A coroutine
+stops waiting at its deadline even if its batch is running: it is taken out of the queue if
+it is still there, and otherwise fails with :class:`WriteTimeout` too, as the batch's
+outcome is unknown then: it may still commit (the row is then recorded but never handed
+out, as when an answer is lost), but the caller never returns what it wrote. Without it, a
+request queued behind a batch stuck on an unreachable database waited out that batch and
+then its own (two rounds of the pool's wait and a round trip, ~36 s). A thread that leads a
+batch itself is bounded by the driver's timeouts instead.
+
 A batch writes each table once, whatever the number of its units: SQLAlchemy costs tens of
 microseconds per statement, the rows themselves a few. A unit names the one-time token it
 spends (if any) when it is submitted, and the batch spends every unit's token in one
@@ -48,12 +59,14 @@ import contextlib
 import functools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ostiary.store._faults import database_unreachable
 from ostiary.store._locks import WriterLock
@@ -69,6 +82,17 @@ _Duplicate = Callable[[], Exception]
 
 #: Most units one transaction takes; more wait for the next batch.
 MAX_BATCH = 64
+#: Seconds a unit may take from submission to commit before its caller gets a 503: past the
+#: pool's wait (10 s) plus one round trip (8 s) on PostgreSQL, so that one stuck batch is
+#: waited out, not two; under the 30 s clients usually give a request.
+WRITE_DEADLINE = 20.0
+
+
+class WriteTimeout(PoolTimeout):
+    """A unit did not commit within its deadline: nothing of it was applied if it never
+    ran; if it ran, its outcome is unknown and its caller must not hand out what it wrote.
+    A :func:`database_unreachable` error (503 ``store-unavailable``, try again).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +163,12 @@ Unit = Callable[[Batch], T]
 class _Waiting(Generic[T]):
     """A queued unit and, once its batch is over, its outcome."""
 
-    __slots__ = ("done", "error", "result", "token", "unit")
+    __slots__ = ("deadline", "done", "error", "result", "token", "unit")
 
-    def __init__(self, unit: Unit[T], token: TokenUse | None) -> None:
+    def __init__(self, unit: Unit[T], token: TokenUse | None, deadline: float) -> None:
         self.unit = unit
         self.token = token
+        self.deadline = deadline
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -163,8 +188,8 @@ class _Blocking(_Waiting[T]):
 
     __slots__ = ("wake",)
 
-    def __init__(self, unit: Unit[T], token: TokenUse | None) -> None:
-        super().__init__(unit, token)
+    def __init__(self, unit: Unit[T], token: TokenUse | None, deadline: float) -> None:
+        super().__init__(unit, token, deadline)
         self.wake = threading.Event()
 
 
@@ -174,9 +199,13 @@ class _Awaiting(_Waiting[T]):
     __slots__ = ("future", "loop")
 
     def __init__(
-        self, unit: Unit[T], token: TokenUse | None, loop: asyncio.AbstractEventLoop
+        self,
+        unit: Unit[T],
+        token: TokenUse | None,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        super().__init__(unit, token)
+        super().__init__(unit, token, deadline)
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 
@@ -184,11 +213,16 @@ class _Awaiting(_Waiting[T]):
 class GroupCommit:
     """Runs write units from many threads in shared transactions (see the module docstring)."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch: int = MAX_BATCH, deadline: float = WRITE_DEADLINE
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if deadline <= 0:
+            raise ValueError("deadline must be positive")
         self._engine = engine
         self._max_batch = max_batch
+        self._deadline = deadline
         self._lock = threading.Lock()
         self._queue: list[_Waiting[Any]] = []
         self._leading = False
@@ -210,7 +244,7 @@ class GroupCommit:
         ``token`` is spent by the batch before ``unit`` runs, which reads the outcome in
         :attr:`Batch.token_spent`.
         """
-        waiting: _Blocking[T] = _Blocking(unit, token)
+        waiting: _Blocking[T] = _Blocking(unit, token, time.monotonic() + self._deadline)
         with self._lock:
             self._queue.append(waiting)
             lead = not self._leading
@@ -225,14 +259,23 @@ class GroupCommit:
             waiting.wake.clear()
             lead = True
 
-    async def submit_async(self, unit: Unit[T], *, token: TokenUse | None = None) -> T:
+    async def submit_async(
+        self, unit: Unit[T], *, token: TokenUse | None = None, deadline: float | None = None
+    ) -> T:
         """:meth:`submit` for a coroutine: the event loop is not blocked meanwhile.
+
+        ``deadline`` (a :func:`time.monotonic` time) replaces the unit's own: a request
+        gives the time it started plus :data:`WRITE_DEADLINE`, so that what it did before
+        (a read that waited on the database) counts too.
 
         Batches of coroutines are led by the standing leader thread, so a request costs no
         thread switch of its own: one thread runs the whole batch, and one callback per batch
         hands the results back to the loop.
         """
-        waiting: _Awaiting[T] = _Awaiting(unit, token, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = time.monotonic() + self._deadline
+        waiting: _Awaiting[T] = _Awaiting(unit, token, deadline, loop)
         with self._lock:
             self._queue.append(waiting)
             start = not self._leading
@@ -240,7 +283,18 @@ class GroupCommit:
         if start:
             self._start_leader()
         # Cancelling the caller does not stop the unit: it commits or fails with its batch.
-        await waiting.future
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(waiting.future), max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            with self._lock:
+                queued = waiting in self._queue
+                if queued:
+                    self._queue.remove(waiting)
+            if not waiting.done:
+                outcome = "" if queued else " (its outcome is unknown)"
+                raise WriteTimeout(f"the write did not commit in time{outcome}") from None
         return waiting.outcome()
 
     def _start_leader(self) -> None:
@@ -272,13 +326,17 @@ class GroupCommit:
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
+        late = _past_deadline(batch)
+        if late:
+            batch = [waiting for waiting in batch if not waiting.done]
         try:
-            self._run(batch)
+            if batch:
+                self._run(batch)
         finally:
             for waiting in batch:
                 if not waiting.done:  # only if _run itself was interrupted
                     waiting.finish(error=RuntimeError("the write batch was interrupted"))
-            _notify(batch)
+            _notify(late + batch)
         with self._lock:
             if not self._queue:
                 self._leading = False
@@ -339,6 +397,17 @@ class GroupCommit:
         return results
 
 
+def _past_deadline(batch: list[_Waiting[Any]]) -> list[_Waiting[Any]]:
+    """Fail the units whose deadline passed while they were queued (never run, nothing
+    applied); the units so failed.
+    """
+    now = time.monotonic()
+    late = [waiting for waiting in batch if waiting.deadline <= now]
+    for waiting in late:
+        waiting.finish(error=WriteTimeout("the write waited past its deadline"))
+    return late
+
+
 def _spend(connection: Connection, batch: list[_Waiting[Any]]) -> list[bool | None]:
     """Spend the batch's tokens in one statement; per unit, whether its token was spent."""
     uses = [waiting.token for waiting in batch if waiting.token is not None]
@@ -371,4 +440,12 @@ class _CommitFailed(Exception):
         self.error = error
 
 
-__all__ = ["MAX_BATCH", "Batch", "GroupCommit", "Unit", "database_unreachable"]
+__all__ = [
+    "MAX_BATCH",
+    "WRITE_DEADLINE",
+    "Batch",
+    "GroupCommit",
+    "Unit",
+    "WriteTimeout",
+    "database_unreachable",
+]

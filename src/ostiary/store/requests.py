@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     func,
     or_,
     select,
@@ -34,7 +35,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.core.errors import Conflict, NotFound
+from ostiary.store._prepared import Prepared
 from ostiary.store._unique import insert_unless_duplicate
+from ostiary.store.group_commit import Batch
 from ostiary.store.models import (
     NAME_LENGTH,
     SERIAL_LENGTH,
@@ -230,6 +233,34 @@ class RequestRepository:
             .execution_options(synchronize_session=False)
         )
         return bool(getattr(result, "rowcount", 0) == 1)
+
+
+#: Moves a request being approved to issued with its certificate's serial; the row, or none.
+_REQUEST_ISSUED = Prepared(
+    update(CertificateRequest)
+    .where(
+        CertificateRequest.request_id == bindparam("p_request"),
+        CertificateRequest.status == RequestStatus.APPROVING.value,
+    )
+    .values(
+        status=RequestStatus.ISSUED.value,
+        decided_at=bindparam("p_at"),
+        decided_by=bindparam("p_officer"),
+        serial=bindparam("p_serial"),
+    )
+    .returning(CertificateRequest.request_id)
+)
+
+
+def mark_request_issued(
+    batch: Batch, request_id: str, *, serial: str, officer: str, at: datetime
+) -> bool:
+    """In the issuance's transaction (a group-commit unit's ``then``): the request an officer
+    is approving becomes issued with ``serial``. False if it is no longer being approved,
+    and then the caller must not let the issuance commit.
+    """
+    parameters = {"p_request": request_id, "p_at": at, "p_officer": officer, "p_serial": serial}
+    return bool(_REQUEST_ISSUED.execute(batch.connection, parameters))
 
 
 class OfficerRepository:

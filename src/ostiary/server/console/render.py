@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from ostiary.core.errors import NotFound, OstiaryError
 from ostiary.server.console.sessions import sign_in_providers
 from ostiary.server.context import server_context
-from ostiary.server.problems import status_for, title_of
+from ostiary.server.problems import retry_after_of, status_for, title_of
 
 _STATIC = {"console.css": "text/css; charset=utf-8"}
 
@@ -38,12 +38,16 @@ def render(request: Request, template: str, *, status_code: int = 200, **values:
 
 
 def render_error(request: Request, error: OstiaryError) -> Response:
+    """The error page; a temporary refusal (the audit log cannot be written) says so and
+    when to try again (Retry-After), other server errors only that something went wrong.
+    """
     status = int(status_for(error))
-    if status >= 500:
+    wait = retry_after_of(error)
+    if status >= 500 and wait is None:
         detail, title = "Something went wrong on the server.", "Server error"
     else:
         detail, title = error.detail, title_of(error.code)
-    return render(
+    page = render(
         request,
         "error.html",
         status_code=status,
@@ -57,6 +61,9 @@ def render_error(request: Request, error: OstiaryError) -> Response:
         admins_of=error.data.get("admins_of") if status == 403 else None,
         signed_in_as=error.data.get("signed_in_as"),
     )
+    if wait is not None:
+        page.headers["Retry-After"] = str(wait)
+    return page
 
 
 def _sign_in_providers(request: Request) -> list[str]:

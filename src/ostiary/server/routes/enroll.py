@@ -18,6 +18,7 @@ are read by :mod:`ostiary.server.body` first.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -37,6 +38,8 @@ from ostiary.provisioners import (
     verify_sign_token,
 )
 from ostiary.provisioners.attest import attestation_for, with_attestation
+from ostiary.provisioners.base import TokenGrant
+from ostiary.provisioners.tokens import ProvisionerNotInMemory
 from ostiary.server.body import JSON, json_request_body, parse_json, read_body, read_json
 from ostiary.server.context import ServerContext, current_context, server_context
 from ostiary.server.credentials import (
@@ -57,6 +60,7 @@ from ostiary.server.models import (
     parse_reason,
     parse_requested_not_after,
 )
+from ostiary.store import WRITE_DEADLINE
 
 router = APIRouter(tags=["enrollment"])
 T = TypeVar("T")
@@ -97,21 +101,25 @@ async def sign_answer(context: ServerContext, body: bytes, address: str | None =
     :func:`~ostiary.server.body.read_body` does. A coroutine, unlike the other handlers:
     the checks and the signature take less time than a switch to a worker thread, and the
     record waits for its group commit without holding a thread
-    (:meth:`Authority.issue_async`). The provisioner comes from memory; only every few
-    seconds is its row looked at, briefly, in the loop's thread.
+    (:meth:`Authority.issue_async`), at most :data:`~ostiary.store.WRITE_DEADLINE` from the
+    request's start (503 past it). The provisioner comes from memory; every few seconds its
+    row is looked at again, in a worker thread (a database that does not answer would stall
+    the loop and every request on it).
 
     An ``address`` (the TCP peer) whose tokens were refused too often is refused (429)
     before its token is looked at (:attr:`Limits.failed_tokens
     <ostiary.server.limits.Limits.failed_tokens>`); a good token never counts.
     """
+    started = time.monotonic()
     refused_tokens = context.limits.failed_tokens
     refused_tokens.admit(address)
     payload = parse_json(body, SignRequest)
     authority = context.authority
     csr = load_csr(payload.csr.encode("utf-8"))
     requested = parse_requested_not_after(payload.not_after)
-    try:
-        grant = verify_sign_token(
+
+    def verify(in_memory_only: bool) -> TokenGrant:
+        return verify_sign_token(
             authority.store,
             payload.token,
             csr,
@@ -119,7 +127,14 @@ async def sign_answer(context: ServerContext, body: bytes, address: str | None =
             now=authority.clock(),
             requested_not_after=requested,
             provisioners=context.provisioners,
+            in_memory_only=in_memory_only,
         )
+
+    try:
+        try:
+            grant = verify(True)
+        except ProvisionerNotInMemory:
+            grant = await run_in_threadpool(verify, False)
     except OstiaryError as exc:
         refused_tokens.count(address)
         if context.metrics is not None:  # no provisioner we may trust: the token failed
@@ -139,6 +154,7 @@ async def sign_answer(context: ServerContext, body: bytes, address: str | None =
             authorization,
             actor=f"provisioner:{grant.provisioner}",
             token=sign_token_spend(grant),
+            deadline=started + WRITE_DEADLINE,
         )
     except TokenReused:
         refused_tokens.count(address)
