@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from sqlalchemy import func, select
 
 from ostiary.server.routes.phones import TICKET_COOKIE
-from ostiary.store import ScepRepository, Store, sqlite_url_for
+from ostiary.store import ScepChallenge, ScepRepository, Store, sqlite_url_for
 from ostiary.tls import client_context
 from tests.conftest import require_tool
+from tests.server.audit_fault import REFUSE, audit_refused
 
 from ..client.conftest import RunningCA, ok
 from ..oidc.conftest import CLIENT_ID, Provider, _start_provider
@@ -208,3 +210,44 @@ def test_bad_requests_get_problems_and_change_nothing(setup: Setup) -> None:
         assert short.status_code == 401 and 'role="alert"' in short.text
         callback = client.get("/enroll/oidc/callback", params={"state": "s", "code": "c"})
         assert callback.status_code == 401  # no flow cookie: nothing to finish
+
+
+def test_nothing_is_spent_while_the_audit_log_cannot_be_written(setup: Setup) -> None:
+    """Issue 19: the code typed and the profile's download are each a 503 page with
+    Retry-After while the audit log cannot be written; the code, the ticket and the names
+    stay usable, and the same steps work once the fault is gone."""
+    made = ok("ca", "enroll-code", "--provisioner", PHONES, "--subject", "carl@corp.example",
+              "--san", "email:carl@corp.example", "--dir", setup.ca.home)  # fmt: skip
+    code = made.stdout.strip().splitlines()[-1]
+    url = sqlite_url_for(setup.ca.home / "ostiary.db")
+    roots = x509.load_pem_x509_certificates(setup.ca.root_file.read_bytes())
+    html = {"Accept": "text/html"}
+    with httpx.Client(base_url=setup.ca.url, verify=client_context(roots), timeout=60) as phone:
+        with audit_refused(url):
+            typed = phone.post("/enroll/code", data={"code": code}, headers=html)
+            assert typed.status_code == 503 and "Retry-After" in typed.headers, typed.text
+            assert "audit log" in typed.text and REFUSE not in typed.text
+        ready = phone.post("/enroll/code", data={"code": code}, headers=html)
+        assert ready.status_code == 200, ready.text  # the code was not spent
+        assert TICKET_COOKIE in phone.cookies
+        before = _challenges(url)
+        with audit_refused(url):
+            download = phone.get("/enroll/profile", headers=html)
+            assert download.status_code == 503 and "Retry-After" in download.headers
+            assert "audit log" in download.text
+            assert _challenges(url) == before
+        profile = phone.get("/enroll/profile")  # the ticket was not spent
+        assert profile.status_code == 200, profile.text
+        assert phone.get("/enroll/profile").status_code == 404  # now it is
+    content = setup.profile(profile.content, "carl")["PayloadContent"][1]["PayloadContent"]
+    assert setup.challenge_row(content["Challenge"])[1] == ["email:carl@corp.example"]
+    assert _challenges(url) == before + 1
+
+
+def _challenges(url: str) -> int:
+    store = Store.from_url(url)
+    try:
+        with store.transaction(read_only=True) as session:
+            return int(session.scalar(select(func.count()).select_from(ScepChallenge)) or 0)
+    finally:
+        store.dispose()

@@ -101,3 +101,24 @@ def test_an_ssh_approval_whose_request_cannot_be_marked_issues_nothing(
     assert request_id in ok("ca", "requests", "list", *officer).stdout  # still waiting
     ok("ca", "requests", "approve", request_id, *officer)
     assert _counts(url)[0] == before[0] + 1
+
+
+def test_a_host_renewal_issues_nothing_while_the_audit_log_cannot_be_written(
+    ssh_ca: SSHCA, tmp_path: Path
+) -> None:
+    """``ostiary ssh renew`` (POST /ssh/renew) is refused in one line: the host keeps its
+    certificate, nothing is recorded, and the same renewal works once the fault is gone."""
+    host_key, certificate = ssh_ca.certificate(tmp_path, "fc.lab", host=True, name="fc-host")
+    kept = certificate.read_bytes()
+    url = sqlite_url_for(ssh_ca.ca.home / "ostiary.db")
+    before = _counts(url)
+    with audit_refused(url):
+        cli = refused("ssh", "renew", "--host-key", host_key, "--cert", certificate,
+                      *ssh_ca.client_args())  # fmt: skip
+        assert "audit log cannot be written" in cli.stderr, cli.stderr
+        assert "Traceback" not in cli.stderr and REFUSE not in cli.stderr
+        assert certificate.read_bytes() == kept
+        assert _counts(url) == before
+    ok("ssh", "renew", "--host-key", host_key, "--cert", certificate, *ssh_ca.client_args())
+    assert certificate.read_bytes() != kept
+    assert _counts(url)[0] == before[0] + 1

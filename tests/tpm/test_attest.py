@@ -63,6 +63,7 @@ from tests.gateway.conftest import (  # noqa: F401 - fixtures re-exported
     wait_for_port,
 )
 from tests.oidc.conftest import CLIENT_ID, Provider, provider  # noqa: F401
+from tests.server.audit_fault import assert_audit_unavailable, audit_refused
 from tests.tpm.conftest import (
     HARDWARE_POLICY,
     OPENSSL_TPM2_CONFIG,
@@ -1178,3 +1179,18 @@ def test_an_ak_marked_as_having_a_pin_is_named_as_the_ak_not_the_client_key(
     assert load_tpm_key_pem(key.read_bytes(), tcti=swtpm.tcti, pin=PIN).public_key() == (
         issued.public_key()
     )
+
+
+def test_attested_enrollment_is_refused_and_changes_nothing_while_the_audit_log_cannot_be_written(
+    hw_ca: HardwareCA, swtpm: SoftwareTPM, attestation_key: AttestationKey
+) -> None:
+    """Issue 19: POST /provisioners/NAME/attest is a 503 ``audit-unavailable`` problem with
+    Retry-After; no certificate, and the attestation's nonce is not spent, so the same
+    attested request is issued once the fault is gone."""
+    key, statement = _attested(hw_ca, swtpm, attestation_key)
+    before = hw_ca.certificate_count()
+    with audit_refused(hw_ca.ca.authority.store.engine):
+        assert_audit_unavailable(_post(hw_ca, _csr(key), statement))
+        assert hw_ca.certificate_count() == before
+    assert _post(hw_ca, _csr(key), statement).status_code == 201
+    assert hw_ca.certificate_count() == before + 1

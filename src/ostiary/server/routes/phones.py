@@ -58,7 +58,7 @@ from ostiary.server.console.security import finish
 from ostiary.server.console.sessions import FLOW_COOKIE, digest
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.limits import client_address, limits_of
-from ostiary.server.problems import error_response, status_for, title_of
+from ostiary.server.problems import error_response, retry_after_of, status_for, title_of
 from ostiary.store import ConsoleRepository, ProvisionerRepository
 
 CALLBACK_PATH = "/enroll/oidc/callback"
@@ -68,6 +68,7 @@ _TICKET = "enroll-ticket"
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM = 2048
 _SIGNER_MARGIN = timedelta(days=1)
+_NO_TICKET = "this download link is unknown, used or expired: start again at /enroll"
 
 
 class EnrollRoute(APIRoute):
@@ -83,10 +84,14 @@ class EnrollRoute(APIRoute):
                 if "text/html" not in request.headers.get("accept", ""):
                     return finish(error_response(exc), None)
                 status = int(status_for(exc))
-                detail = exc.detail if status < 500 else "Something went wrong on the server."
-                title = title_of(exc.code) if status < 500 else "Server error"
+                wait = retry_after_of(exc)  # temporary (the audit log): say so, and when
+                shown = status < 500 or wait is not None
+                detail = exc.detail if shown else "Something went wrong on the server."
+                title = title_of(exc.code) if shown else "Server error"
                 page = render(request, "enroll_error.html", status_code=status,
                               status=status, title=title, detail=detail)  # fmt: skip
+                if wait is not None:
+                    page.headers["Retry-After"] = str(wait)
                 return finish(page, None)
 
         return route
@@ -163,10 +168,10 @@ def profile(request: Request, context: Context) -> Response:
     authority = context.authority
     now = authority.clock()
     ticket = request.cookies.get(TICKET_COOKIE, "")[:64]
-    with authority.store.transaction() as session:
-        found = ConsoleRepository(session).take(_TICKET, digest(ticket), now=now)
+    with authority.store.transaction(read_only=True) as session:
+        found = ConsoleRepository(session).get(_TICKET, digest(ticket), now=now)
     if found is None:
-        raise NotFound("this download link is unknown, used or expired: start again at /enroll")
+        raise NotFound(_NO_TICKET)
     data, _ = found
     target = load_target(authority.store, str(data["target"]))
     host_url = _https_base(request)
@@ -182,6 +187,12 @@ def profile(request: Request, context: Context) -> Response:
         actor=str(data["actor"]),
         ttl=PAGE_SECRET_TTL,
     )
+    # The ticket is spent only once its secret is made (and audited): a refusal there (the
+    # audit log cannot be written) leaves the download to be tried again. Of two downloads
+    # at once one wins; the other's secret was never shown to anyone and expires unused.
+    with authority.store.transaction() as session:
+        if not ConsoleRepository(session).remove(_TICKET, digest(ticket)):
+            raise NotFound(_NO_TICKET)
     name = quote(f"{target.name}.mobileconfig")
     response = Response(made.data, media_type=MOBILECONFIG_MEDIA_TYPE)
     response.headers["Content-Disposition"] = f"attachment; filename={name}"
