@@ -1,6 +1,6 @@
 """``/scep/NAME`` and ``/scep/NAME/pkiclient.exe`` on the HTTPS listener (SCEP, RFC 8894).
 
-The plain-HTTP listener serves the same paths (:mod:`ostiary.server.public_http`): SCEP's
+The plain-HTTP listener serves the same paths (:mod:`ostiary.server.public_routes`): SCEP's
 security lives in its messages and most clients speak plain HTTP only. The operations are
 :class:`ostiary.scep.ScepResponder`'s; this only reads the query and the body.
 """

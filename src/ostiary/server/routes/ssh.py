@@ -12,7 +12,7 @@
 - ``POST /ssh/renew/nonce``, ``POST /ssh/renew``: a host renews its host certificate by
   signing the challenge with its host key.
 - ``GET /ssh/ca``: the user and host CA public keys, as sshd and known_hosts take them.
-- ``GET /ssh/krl``: the KRL (also on the plain-HTTP listener, ``server/public_http.py``).
+- ``GET /ssh/krl``: the KRL (also on the plain-HTTP listener, ``server/public_routes.py``).
 - ``GET /ssh/status/{type}/{serial}``: whether a certificate is valid now, and its
   principals; what ``ostiary ssh principals-command`` asks on every login.
 """
