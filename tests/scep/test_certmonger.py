@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
 
-from ostiary.store import ScepTransaction
+from ostiary.store import CertificateRequest, ScepTransaction
 from tests.pkilint_helper import lint_certificate
 from tests.scep.certmonger import add_ca_script, start_certmonger
 from tests.scep.conftest import ScepServer, ostiary
@@ -85,12 +86,24 @@ def _officer(ec_ca: ScepServer, folder: Path) -> list[str]:
     return ["--cert", str(crt), "--key", str(key), *client]
 
 
-def _request_id(ec_ca: ScepServer, deadline: float) -> str:
+def _request_id(ec_ca: ScepServer, subject: str, deadline: float) -> str:
+    """The queued request of the SCEP transaction for ``subject`` (other tests queue theirs
+    on the same session-wide CA and provisioner: picking "the" gated transaction approved
+    another test's request once, and certmonger was answered PENDING to the end)."""
     while time.monotonic() < deadline:
         with ec_ca.store() as store, store.transaction(read_only=True) as session:
-            row = session.query(ScepTransaction).filter_by(provisioner="gated").one_or_none()
-            if row is not None and row.request_id is not None:
-                return row.request_id
+            found = session.scalars(
+                select(ScepTransaction.request_id)
+                .join(
+                    CertificateRequest, CertificateRequest.request_id == ScepTransaction.request_id
+                )
+                .where(
+                    ScepTransaction.provisioner == "gated", CertificateRequest.subject == subject
+                )
+            ).all()
+            assert len(found) <= 1, found
+            if found:
+                return str(found[0])
         time.sleep(0.2)
     raise AssertionError("certmonger's request never reached the queue")
 
@@ -117,7 +130,7 @@ def test_certmonger_waits_through_pending_until_an_officer_approves(
     reader = threading.Thread(target=lambda: collected.append(process.communicate()[0]))
     reader.start()
     try:
-        request_id = _request_id(ec_ca, time.monotonic() + 120)
+        request_id = _request_id(ec_ca, "CN=printer-3", time.monotonic() + 120)
         deadline = time.monotonic() + 30
         while "SCEP gated: PKCS_REQ pending" not in ec_ca.serve.log.read_text():
             assert time.monotonic() < deadline, "certmonger was never answered PENDING"
