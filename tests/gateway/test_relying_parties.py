@@ -250,12 +250,20 @@ def test_crl_watch_follows_the_feed_and_nginx_refuses_within_two_seconds(
     assert status_or_refused(ca, dora, nginx.port) == 200
     crl_file = nginx.prefix / "ca.crl.pem"
     options = ["--interval", "60"] + ([] if feed == "ok/feed" else ["--no-feed"])
+    # The CRLs the in-process CA serves on its plain-HTTP listener, counted: the timer-only
+    # watcher must have made its first check before the revocation (a fixed 4 s was too
+    # short once for a CLI starting on a loaded machine: it then fetched the new CRL).
+    routes = ca.running.server._public.routes
+    served: list[str] = []
+    serve_crl = routes._crl
+    routes._crl = lambda path, *args: served.append(path) or serve_crl(path, *args)  # type: ignore[method-assign]
     watcher = start_watcher(ca, crl_file, nginx.reload_command, *options)
     try:
         if feed == "ok/feed":
             wait_until(lambda: following_feed(ca))
         else:
-            time.sleep(4)  # started, wrote nothing new, sleeps for its interval
+            wait_until(lambda: bool(served), 60)  # its first check under way
+            time.sleep(1.5)  # done: wrote nothing new, sleeps for its interval
         before = crl_file.read_bytes()
         ca.revoke(dora)
         revoked_at = time.monotonic()
@@ -271,6 +279,7 @@ def test_crl_watch_follows_the_feed_and_nginx_refuses_within_two_seconds(
         assert crl_file.read_bytes() != before
     finally:
         watcher.stop()
+        routes._crl = serve_crl  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------- Caddy
