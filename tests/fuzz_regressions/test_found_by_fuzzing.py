@@ -283,6 +283,16 @@ def test_a_scep_message_whose_signer_certificate_is_unreadable_is_not_a_pki_mess
     assert opened.content == csr
 
 
+def test_a_scep_message_with_an_unreadable_signed_attribute_is_not_a_pki_message() -> None:
+    """Found by the ``scep`` harness (in .ci/run's 2 s): a signed attribute whose value
+    asn1crypto decodes as a REAL, which has no ``native`` form: an AttributeError escaped
+    ``read_envelope`` (a 500 on /scep). Now a ValueError, answered 400 "not a SCEP
+    pkiMessage"; the well-formed twin is above (its attributes read).
+    """
+    with pytest.raises(ValueError, match=r"the SCEP attribute .* cannot be read"):
+        read_envelope((INPUTS / "scep-attribute-real.der").read_bytes())
+
+
 def test_an_ssh_key_with_a_compressed_point_is_malformed_input() -> None:
     """Found by the ``ssh_key`` harness: cryptography refuses a compressed EC point with
     ``NotImplementedError``, which escaped ``POST /ssh/.../sign`` as a 500.

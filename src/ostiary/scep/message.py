@@ -205,7 +205,12 @@ def _attributes(signer_info: cms.SignerInfo) -> dict[str, object]:
         name = attribute["type"].native
         dotted = attribute["type"].dotted
         value = values[0]
-        native = value.native if not isinstance(value, core.Any) else core.load(value.dump()).native
+        try:
+            native = (
+                value.native if not isinstance(value, core.Any) else core.load(value.dump()).native
+            )
+        except (AttributeError, TypeError, ValueError):  # e.g. a REAL: asn1crypto has no native
+            raise ValueError(f"the SCEP attribute {dotted} cannot be read") from None
         found[dotted] = found[name] = native
     return found
 
