@@ -199,3 +199,19 @@ def test_renewal_info_window_renew_early_and_replaces(
     )
     assert again.status_code == 409
     assert again.json()["type"] == "urn:ietf:params:acme:error:alreadyReplaced"
+
+
+def test_no_eab_key_starts_with_a_dash(
+    acme_server: AcmeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by CI: a key printed as ``-lQc...`` made ``certbot --eab-hmac-key KEY`` fail
+    ("expected one argument"). Such a draw is made again; the key printed is the one sealed."""
+    from ostiary.provisioners import acme_eab
+
+    draws = iter([b"\xf8" + b"\x00" * 31, b"\x01" * 32])  # base64url "-AAA...", then "AQEB..."
+    real = acme_eab.secrets.token_bytes
+    monkeypatch.setattr(
+        acme_eab.secrets, "token_bytes", lambda n: next(draws) if n == 32 else real(n)
+    )
+    made = acme_server.eab_key()
+    assert made.hmac_key == base64.urlsafe_b64encode(b"\x01" * 32).rstrip(b"=").decode()

@@ -65,8 +65,12 @@ def add_eab_key(
     """Make a key for the ``acme`` provisioner ``provisioner`` (audited, key not logged)."""
     load_acme_provisioner(store, provisioner)
     patterns = tuple(normalize_name_pattern(p) for p in names)
-    # A prefix, so that no key id starts with "-" (command lines would read it as an option).
+    # Neither the key id nor the key may start with "-": command lines would read it as an
+    # option (certbot's "--eab-hmac-key -lQc..." fails: "expected one argument"). The id
+    # gets a prefix; a key whose base64url would start so is drawn again (1 in 64).
     kid, key = f"eab-{new_id()}", secrets.token_bytes(EAB_KEY_BYTES)
+    while b64url(key).startswith("-"):
+        key = secrets.token_bytes(EAB_KEY_BYTES)
     with store.transaction() as session:
         AcmeEabRepository(session).add(
             AcmeEabKey(
