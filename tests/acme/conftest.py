@@ -61,16 +61,23 @@ def free_port() -> int:
 
 
 class Responder:
-    """An http-01 responder: ``/.well-known/acme-challenge/<token>`` -> key authorization."""
+    """An http-01 responder: ``/.well-known/acme-challenge/<token>`` -> key authorization.
+
+    A token in ``held`` is answered only once its event is set (at most 20 s later): a
+    validation slower than the challenge POST's wait.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.answers: dict[str, str] = {}
-        answers = self.answers
+        self.held: dict[str, threading.Event] = {}
+        answers, held = self.answers, self.held
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 token = self.path.rsplit("/", 1)[-1]
+                if token in held:
+                    held[token].wait(20)
                 body = answers.get(token)
                 if body is None:
                     self.send_response(404)
@@ -348,6 +355,17 @@ class RawClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+@pytest.fixture
+def raw(acme_server: AcmeServer) -> Iterator[RawClient]:
+    """A registered account's :class:`RawClient` on the session's server."""
+    client = RawClient(acme_server)
+    client.register()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def problem_type(answer: httpx.Response) -> str:

@@ -1,9 +1,12 @@
 """Authorizations and challenges (RFC 8555 sections 7.5, 8): read, deactivate, validate.
 
 A challenge POST moves the challenge from ``pending`` to ``processing`` by one conditional
-``UPDATE`` (of two replicas, one starts the validation) and answers at once with
-``Retry-After`` (section 8.2); the validator runs in the background
-(:func:`run_validation`). Its outcome is final: success makes the authorization valid (and
+``UPDATE`` (of two replicas, one starts the validation); the validator runs in the
+background (:func:`run_validation`). The POST waits for it a little
+(:attr:`ValidationSettings.answer_wait`, one second unless configured): a validation that
+ends by then is answered as it ended (:func:`settled`, the challenge as a poll now shows
+it, section 7.5.1), one that does not is answered ``processing`` with ``Retry-After``
+(section 8.2) and goes on. Its outcome is final: success makes the authorization valid (and
 the order ready once all are), a failure makes the challenge, its authorization *and* its
 order invalid at once, so that a client stops polling and starts over.
 """
@@ -29,6 +32,7 @@ from ostiary.acme.resources import (
     authorization_json,
     authorization_status,
     challenge_json,
+    rfc3339,
 )
 from ostiary.acme.validation import (
     VALIDATORS,
@@ -184,8 +188,9 @@ async def run_validation(
     settings: ValidationSettings,
     *,
     clock: Any,
-) -> None:
-    """Validate, then record the outcome (see the module docstring). Never raises.
+) -> dict[str, Any]:
+    """Validate, then record the outcome (see the module docstring); returns the
+    challenge's fields that changed, once they are stored (see :func:`settled`).
 
     At most :data:`MAX_VALIDATIONS` validations of one process reach out at once; the others
     wait their turn (their challenges stay ``processing``).
@@ -207,9 +212,24 @@ async def run_validation(
             HTTPStatus.INTERNAL_SERVER_ERROR,
         )
     owner = (started.authorization_id, started.order_id)
+    now = clock()
     await asyncio.to_thread(
-        record_outcome, store, challenge_id, result, error, now=clock(), owner=owner
+        record_outcome, store, challenge_id, result, error, now=now, owner=owner
     )
+    if error is None:
+        return {"status": "valid", "validated": rfc3339(now)}
+    return {"status": "invalid", "error": error}
+
+
+def settled(answer: Answer, outcome: dict[str, Any]) -> Answer:
+    """A challenge POST's ``answer`` once its validation ended with ``outcome`` (what
+    :func:`run_validation` returned): the challenge as a poll would now show it, without
+    ``Retry-After``.
+    """
+    if not isinstance(answer.body, dict):  # pragma: no cover - a challenge is JSON
+        return answer
+    headers = {name: value for name, value in answer.headers.items() if name != "Retry-After"}
+    return Answer(answer.status, {**answer.body, **outcome}, headers)
 
 
 #: Validations one process runs at once (each holds at most one outgoing connection).
@@ -266,5 +286,6 @@ __all__ = [
     "read_authorization",
     "record_outcome",
     "run_validation",
+    "settled",
     "start_challenge",
 ]
