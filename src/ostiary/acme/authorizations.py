@@ -50,7 +50,11 @@ from ostiary.store import (
     AcmeRepository,
     Store,
 )
-from ostiary.store.acme_reads import authorization_with_challenges
+from ostiary.store.acme_reads import (
+    authorization_with_challenges,
+    challenge_row,
+    challenge_with_authorization,
+)
 from ostiary.store.acme_writes import outcome_unit, start_challenge_unit
 
 logger = logging.getLogger("ostiary.acme")
@@ -117,19 +121,21 @@ def start_challenge(
     Returns the answer and, when this call started the validation, what the background
     task validates.
     """
-    with store.transaction(read_only=True) as session:
-        repository = AcmeRepository(session)
-        challenge = repository.challenge(challenge_id)
-        authz = _owned(repository, challenge.authorization_id, auth)
-        session.expunge_all()
+    found = challenge_with_authorization(store.read_engine, challenge_id)  # Core
+    if found is None:
+        raise NotFound(f"no challenge {challenge_id[:40]!r}")
+    challenge, authz = found
+    if authz.account_id != auth.account_id:
+        raise unauthorized("this authorization belongs to another account")
     context = None
-    if auth.payload is not None and challenge.status == "pending":
+    status = challenge.status
+    if auth.payload is not None and status == "pending":
         if authorization_status(authz, now=now) != "pending":
             raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
         # The conditional UPDATE in a transaction shared with concurrent writes: of two
         # requests (or replicas), one starts the validation.
         if store.write(start_challenge_unit(challenge.id)):
-            challenge.status = "processing"
+            status = "processing"
             policy = _policy(provisioner)
             if authz.identifier_type == "permanent-identifier":
                 with store.transaction() as session:
@@ -150,11 +156,12 @@ def start_challenge(
                 payload=dict(auth.payload),
                 policy=policy,
             )
-        else:
-            with store.transaction(read_only=True) as session:
-                challenge = AcmeRepository(session).challenge(challenge_id)
-                session.expunge(challenge)
-    body = challenge_json(urls, challenge, authz.token)
+        else:  # started by another request meanwhile: as it is now
+            challenge = challenge_row(store.read_engine, challenge_id)
+            if challenge is None:  # pragma: no cover - purged only once its order expired
+                raise NotFound(f"no challenge {challenge_id[:40]!r}")
+            status = challenge.status
+    body = {**challenge_json(urls, challenge, authz.token), "status": status}
     up = urls.resource("authz", authz.id)
     headers = {"Link": f'<{up}>;rel="up"'}
     if body["status"] == "processing":

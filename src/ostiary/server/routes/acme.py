@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from ostiary.acme import accounts, authorizations, eab, orders, revocation
+from ostiary.acme import finalize as finalizing
 from ostiary.acme.accounts import Authenticated
 from ostiary.acme.errors import AcmeProblem
 from ostiary.acme.jws import JOSE_JSON
@@ -292,7 +293,7 @@ async def order(provisioner: str, order_id: str, request: Request) -> Response:
 @router.post("/order/{order_id}/finalize", summary="Finalize an order with a CSR (7.4)")
 async def finalize(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
-        return orders.finalize(c.authority, u, p, order_id, a, now=c.authority.clock())
+        return finalizing.finalize(c.authority, u, p, order_id, a, now=c.authority.clock())
 
     return await _signed(request, provisioner, key_by="kid", operation=operation)
 
@@ -310,7 +311,7 @@ async def orders_list(
 @router.post("/cert/{order_id}", summary="Download the certificate chain (7.4.2)")
 async def certificate(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
-        return orders.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
+        return finalizing.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
 
     return await _signed(request, provisioner, key_by="kid", operation=operation)
 
