@@ -134,7 +134,7 @@ def start_challenge(
             raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
         # The conditional UPDATE in a transaction shared with concurrent writes: of two
         # requests (or replicas), one starts the validation.
-        if store.write(start_challenge_unit(challenge.id)):
+        if auth.nonce.write(start_challenge_unit(challenge.id)):  # the nonce spent in it
             status = "processing"
             policy = _policy(provisioner)
             if authz.identifier_type == "permanent-identifier":

@@ -160,8 +160,9 @@ def new_order(
             )
             for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard)
         )
-    # One commit shared with concurrent requests' writes (ostiary.store.group_commit).
-    authority.store.write(insert_rows([order, *authorizations, *challenges]))
+    # One commit shared with concurrent requests' writes (ostiary.store.group_commit), the
+    # request's nonce spent in it.
+    auth.nonce.write(insert_rows([order, *authorizations, *challenges]))
     body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
 

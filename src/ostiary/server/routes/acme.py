@@ -21,7 +21,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ostiary.acme import accounts, authorizations, eab, orders, revocation
+from ostiary.acme import accounts, authorizations, eab, nonces, orders, revocation
 from ostiary.acme import finalize as finalizing
 from ostiary.acme.accounts import Authenticated
 from ostiary.acme.errors import AcmeProblem
@@ -67,7 +67,7 @@ def _urls(request: Request, provisioner: str) -> Urls:
 
 async def _fresh_nonce(context: ServerContext) -> str:
     store = context.authority.store
-    return await asyncio.to_thread(accounts.new_nonce, store, now=context.authority.clock())
+    return await asyncio.to_thread(nonces.new_nonce, store, now=context.authority.clock())
 
 
 #: What a URL may hold as it is; everything else is percent-encoded before it goes into a header.
@@ -106,9 +106,15 @@ async def _signed(
     key_by: str,
     operation: Operation,
     then: Callable[[Answer], Awaitable[Answer]] | None = None,
+    nonce_in_write: bool = False,
 ) -> Response:
     """Authenticate the POST, run ``operation`` in a thread, answer (what ``then`` makes of
     the operation's answer, if given); errors as problems.
+
+    With ``nonce_in_write`` the operation spends the request's nonce in its own write
+    (:meth:`~ostiary.acme.nonces.NonceSpend.write`, before which it writes nothing);
+    whatever it did not spend is spent once it returns or fails, and a nonce refused then
+    is the answer.
     """
     context = server_context(request)
     urls = _urls(request, provisioner_name)
@@ -133,9 +139,14 @@ async def _signed(
                 url=url,
                 key_by=key_by,
                 now=context.authority.clock(),
+                defer=nonce_in_write,
             )
-            minted.append(auth.next_nonce)
-            return operation(context, provisioner, urls, auth)
+            try:
+                answer = operation(context, provisioner, urls, auth)
+            finally:
+                auth.nonce.settle()  # if not yet spent; refused: its error is the answer
+                minted.append(auth.next_nonce)
+            return answer
 
         answer = await asyncio.to_thread(run)
         if then is not None:
@@ -279,7 +290,9 @@ async def new_order(provisioner: str, request: Request) -> Response:
         c.limits.acme_orders_per_provisioner.check(p.name)
         return orders.new_order(c.authority, u, p, a, now=c.authority.clock())
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/order/{order_id}", summary="Read an order (7.1.3)")
@@ -363,7 +376,14 @@ async def challenge(provisioner: str, challenge_id: str, request: Request) -> Re
         return authorizations.settled(answer, task.result())
 
     loop = asyncio.get_running_loop()
-    return await _signed(request, provisioner, key_by="kid", operation=operation, then=wait_briefly)
+    return await _signed(
+        request,
+        provisioner,
+        key_by="kid",
+        operation=operation,
+        then=wait_briefly,
+        nonce_in_write=True,
+    )
 
 
 def _validate(
