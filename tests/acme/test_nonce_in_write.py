@@ -1,4 +1,4 @@
-"""newOrder and the challenge POST spend the request's nonce in their own write
+"""newOrder, the challenge POST and finalize spend the request's nonce in their own write
 (ostiary.acme.nonces): a request whose nonce is spent changes nothing, and a failed one
 still spends it and hands out a good next nonce.
 """
@@ -6,8 +6,10 @@ still spends it and hands out a good next nonce.
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.acme.conftest import RawClient, Responder, problem_type
+from tests.acme.conftest import AcmeServer, RawClient, Responder, b64url, csr_der, problem_type
+from tests.acme.test_rejections import ready_order
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +62,20 @@ def test_a_refused_new_order_spends_its_nonce_and_hands_out_a_good_one(raw: RawC
     following = raw.signed(url, ORDER, header={"nonce": refused.headers["Replay-Nonce"]})
     assert raw.post(url, None, document=following).status_code == 201
     assert problem_type(raw.post(url, None, document=following)) == "badNonce"
+
+
+def test_a_finalize_with_a_spent_nonce_issues_nothing(
+    acme_server: AcmeServer, raw: RawClient, responder: Responder
+) -> None:
+    order = ready_order(raw, responder, ["localhost"])
+    assert order["status"] == "ready"
+    csr = {"csr": b64url(csr_der(["localhost"], ec.generate_private_key(ec.SECP256R1())))}
+    before = acme_server.certificate_count()
+    refused = raw.post(str(order["finalize"]), csr, header={"nonce": spent_nonce(raw)})
+    assert problem_type(refused) == "badNonce"
+    assert acme_server.certificate_count() == before
+    assert raw.post(str(order["url"]), None).json()["status"] == "ready"
+    finalized = raw.post(str(order["finalize"]), csr)
+    assert finalized.status_code == 200, finalized.text
+    assert finalized.json()["status"] == "valid"
+    assert acme_server.certificate_count() == before + 1

@@ -92,7 +92,9 @@ def finalize(
     serial: list[str] = []
 
     def mark_issued(batch: Batch, certificate: x509.Certificate) -> None:
-        # In the issuance's transaction: one finalize of an order records a certificate.
+        # In the issuance's transaction: the request's nonce is spent, and one finalize of
+        # an order records a certificate.
+        auth.nonce.spend_in(batch)
         serial[:] = [f"{certificate.serial_number:x}"]
         if not mark_order_issued(batch, order.id, serial[0]):
             raise AcmeProblem(
@@ -111,6 +113,7 @@ def finalize(
         )
     except Superseded as exc:  # another order replaced it first (any replica)
         raise already_replaced(exc.detail) from None
+    auth.nonce.committed()
     order.status, order.serial = "valid", serial[0]
     body = order_json(urls, order, authorizations, now=now)
     return Answer(200, body, {"Location": urls.resource("order", order.id)})

@@ -2,11 +2,12 @@
 
 Every signed request spends its nonce and records the next one (the answer's
 ``Replay-Nonce``) in one group-commit unit (:func:`ostiary.store.acme_writes.exchange_nonce`).
-A request whose operation writes anyway (newOrder, a challenge POST) spends it in that
-write's transaction instead (:meth:`NonceSpend.write`): one unit, one commit waited for,
+A request whose operation writes anyway (newOrder, a challenge POST, finalize) spends it
+in that write's transaction instead (:meth:`NonceSpend.write`, or
+:meth:`NonceSpend.spend_in` inside a unit of its own): one unit, one commit waited for,
 instead of two. Whatever the operation did not spend is spent after it, failed or not
 (:meth:`NonceSpend.settle`); an operation that spends it this way must write nothing before
-its :meth:`NonceSpend.write`, so that a replayed request changes nothing.
+that spending, so that a replayed request changes nothing.
 """
 
 from __future__ import annotations
@@ -99,6 +100,25 @@ class NonceSpend:
             self._refused(result.outcome)
         self._spent()
         return result
+
+    def spend_in(self, batch: Batch) -> None:
+        """Spend the nonce in ``batch``, a unit's transaction the caller runs (an
+        issuance's), unless it was; refused, raise, so that the transaction does not
+        commit (:meth:`settle` then gives the request's error). Call :meth:`committed`
+        once that transaction committed.
+        """
+        if self.spent:
+            return
+        outcome = self._exchange(batch)
+        if outcome == BAD_NONCE:
+            raise bad_nonce()
+        if outcome != SPENT:
+            raise AcmeProblem("unauthorized", "the account changed while this request was checked")
+
+    def committed(self) -> None:
+        """The transaction :meth:`spend_in` spent the nonce in has committed."""
+        if not self.spent:
+            self._spent()
 
     def settle(self) -> None:
         """Spend the nonce now, unless it was; the request's error if it is refused (again,

@@ -308,7 +308,9 @@ async def finalize(provisioner: str, order_id: str, request: Request) -> Respons
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
         return finalizing.finalize(c.authority, u, p, order_id, a, now=c.authority.clock())
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/orders/{account_id}", summary="An account's orders, paginated (7.1.2.1)")
