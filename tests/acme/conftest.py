@@ -213,8 +213,11 @@ def serving_acme(
     folder_path: Path,
     *,
     database_url: str = "",
+    options: tuple[str, ...] = (),
 ) -> Iterator[AcmeServer]:
-    """``ca serve`` on a copy of the session CA with the ``acme`` provisioners recorded."""
+    """``ca serve`` on a copy of the session CA with the ``acme`` provisioners recorded
+    (``options``: more of ``ca serve``'s).
+    """
     url = database_url or sqlite_url_for(folder_path / "ca.db")
     folder = make_ca_folder(template, recorded, url, folder_path / "ca")
     add_acme_provisioners(url)
@@ -222,7 +225,7 @@ def serving_acme(
     root_file.write_bytes(folder.root.public_bytes(serialization.Encoding.PEM))
     http_port = free_port()
     server = start_serve(
-        folder, folder_path / "serve.log", options=("--acme-http-port", str(http_port))
+        folder, folder_path / "serve.log", options=("--acme-http-port", str(http_port), *options)
     )
     try:
         yield AcmeServer(server, folder, root_file, http_port)

@@ -1,16 +1,19 @@
 """The challenge POST's answer: the outcome when the validation ends within the POST's wait
 (one second by default, ``--acme-challenge-wait``), else ``processing`` with ``Retry-After``
-while the validation goes on in the background (RFC 8555 sections 7.5.1 and 8.2).
+while the validation goes on in the background (RFC 8555 sections 7.5.1 and 8.2); with
+``--acme-challenge-wait 0``, always at once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.acme.conftest import RawClient, Responder
+from ostiary.authority.folder import CAMaterial
+from tests.acme.conftest import Provisioners, RawClient, Responder, serving_acme
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +81,28 @@ def test_a_slow_validation_is_answered_processing_and_goes_on(
         time.sleep(0.05)
     assert status == "ready"
     assert raw.post(challenge["url"], None).json()["status"] == "valid"
+
+
+def test_with_no_wait_even_a_quick_validation_is_answered_processing(
+    ca_material: CAMaterial, provisioners: Provisioners, tmp_path: Path
+) -> None:
+    with serving_acme(
+        ca_material, provisioners, tmp_path, options=("--acme-challenge-wait", "0")
+    ) as server:
+        responder = Responder(server.http_port)
+        raw = RawClient(server)
+        try:
+            raw.register()
+            order_url, challenge = http01_of(raw, "localhost")
+            responder.answers[challenge["token"]] = f"{challenge['token']}.{raw.key.thumbprint()}"
+            answer = raw.post(challenge["url"], {})
+            assert answer.json()["status"] == "processing"
+            assert answer.headers["Retry-After"] == "1"
+            deadline = time.monotonic() + 20
+            while raw.post(order_url, None).json()["status"] == "pending":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert raw.post(challenge["url"], None).json()["status"] == "valid"
+        finally:
+            raw.close()
+            responder.close()
