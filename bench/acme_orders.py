@@ -117,13 +117,23 @@ class _Responder(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Listener(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    # socketserver's default backlog is 5: when eight validations connect at once while
+    # the accept thread waits for the GIL (the client threads hold it), the kernel drops
+    # the SYNs past it and the validator's connect is retried after the initial 1 s RTO.
+    # That was the ~1.2 s p99 of the first orders at concurrency 8 (a server opening a
+    # connection per validation saw it, one keeping its connections alive did not); a
+    # real responder (nginx, Go, uvicorn) listens with a backlog of hundreds.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 @contextmanager
 def responder(port: int) -> Iterator[_Tokens]:
     tokens = _Tokens()
     handler = type("Handler", (_Responder,), {"tokens": tokens})
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
+    server = _Listener(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

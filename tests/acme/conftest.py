@@ -61,16 +61,23 @@ def free_port() -> int:
 
 
 class Responder:
-    """An http-01 responder: ``/.well-known/acme-challenge/<token>`` -> key authorization."""
+    """An http-01 responder: ``/.well-known/acme-challenge/<token>`` -> key authorization.
+
+    A token in ``held`` is answered only once its event is set (at most 20 s later): a
+    validation slower than the challenge POST's wait.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.answers: dict[str, str] = {}
-        answers = self.answers
+        self.held: dict[str, threading.Event] = {}
+        answers, held = self.answers, self.held
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 token = self.path.rsplit("/", 1)[-1]
+                if token in held:
+                    held[token].wait(20)
                 body = answers.get(token)
                 if body is None:
                     self.send_response(404)
@@ -206,8 +213,11 @@ def serving_acme(
     folder_path: Path,
     *,
     database_url: str = "",
+    options: tuple[str, ...] = (),
 ) -> Iterator[AcmeServer]:
-    """``ca serve`` on a copy of the session CA with the ``acme`` provisioners recorded."""
+    """``ca serve`` on a copy of the session CA with the ``acme`` provisioners recorded
+    (``options``: more of ``ca serve``'s).
+    """
     url = database_url or sqlite_url_for(folder_path / "ca.db")
     folder = make_ca_folder(template, recorded, url, folder_path / "ca")
     add_acme_provisioners(url)
@@ -215,7 +225,7 @@ def serving_acme(
     root_file.write_bytes(folder.root.public_bytes(serialization.Encoding.PEM))
     http_port = free_port()
     server = start_serve(
-        folder, folder_path / "serve.log", options=("--acme-http-port", str(http_port))
+        folder, folder_path / "serve.log", options=("--acme-http-port", str(http_port), *options)
     )
     try:
         yield AcmeServer(server, folder, root_file, http_port)
@@ -348,6 +358,17 @@ class RawClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+@pytest.fixture
+def raw(acme_server: AcmeServer) -> Iterator[RawClient]:
+    """A registered account's :class:`RawClient` on the session's server."""
+    client = RawClient(acme_server)
+    client.register()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def problem_type(answer: httpx.Response) -> str:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.acme.conftest import AcmeServer, RawClient, Responder, b64url, csr_der
-from tests.acme.test_rejections import poll, raw, ready_order  # noqa: F401 - the fixture
+from tests.acme.test_rejections import poll, ready_order
 from tests.server.audit_fault import REFUSE, audit_entries, audit_refused
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def _issued(client: RawClient, order: dict[str, object]) -> x509.Certificate:
 
 def test_finalize_and_revocation_are_refused_while_the_audit_log_cannot_be_written(
     acme_server: AcmeServer,
-    raw: RawClient,  # noqa: F811 - the fixture imported above
+    raw: RawClient,
     responder: Responder,
 ) -> None:
     issued_order = ready_order(raw, responder, ["localhost"])

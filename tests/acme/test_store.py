@@ -10,7 +10,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 
 from ostiary.acme.account_keys import AccountCache
-from ostiary.acme.accounts import NONCE_TTL, new_nonce
+from ostiary.acme.nonces import NONCE_TTL, new_nonce
 from ostiary.store import (
     AcmeAccount,
     AcmeAuthorization,

@@ -1,20 +1,20 @@
-"""Nonces, request authentication and accounts (RFC 8555 sections 6.5, 7.2, 7.3).
+"""Request authentication and accounts (RFC 8555 sections 6.2, 7.3).
 
 :func:`authenticate` is the one door of every POST: it finds the key (the account a
-``kid`` names, or the ``jwk``), verifies the signature, then spends the nonce in the
-database (one ``DELETE``: a nonce is accepted once, whichever replica sees it).
+``kid`` names, or the ``jwk``) and verifies the signature; the nonce is spent in the
+database (:mod:`ostiary.acme.nonces`: one ``DELETE``, a nonce is accepted once, whichever
+replica sees it) there, or, for an operation that writes anyway, in that write.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 from joserfc.jwk import Key
 from sqlalchemy.exc import IntegrityError
@@ -27,40 +27,22 @@ from ostiary.acme.jws import (
     parse_request,
     thumbprint,
 )
+from ostiary.acme.nonces import NONCE_TTL, NonceSpend, bad_nonce, refuse_bad_nonce
 from ostiary.acme.resources import Answer, Urls, account_json
 from ostiary.provisioners.acme_eab import bind_eab_key
 from ostiary.store import AcmeAccount, AcmeRepository, AuditLog, Store
 from ostiary.store.acme import new_id
-from ostiary.store.acme_writes import BAD_NONCE, SPENT, exchange_nonce, record_nonce
+from ostiary.store.acme_writes import BAD_NONCE, exchange_nonce
 
-#: How long a nonce may be used after it was handed out.
-NONCE_TTL = timedelta(hours=1)
-#: Expired rows are purged once per this many nonces made by a process.
-PURGE_EVERY = 200
 #: Contacts an account may list.
 MAX_CONTACTS = 4
-
-_made = itertools.count()
-
-
-def new_nonce(store: Store, *, now: datetime) -> str:
-    """A nonce recorded for single use (and, now and then, a purge of expired rows)."""
-    nonce = secrets.token_urlsafe(24)
-    store.write(record_nonce(nonce, expires_at=now + NONCE_TTL))
-    _purge_now_and_then(store, now)
-    return nonce
-
-
-def _purge_now_and_then(store: Store, now: datetime) -> None:
-    if next(_made) % PURGE_EVERY == 0:
-        with store.transaction() as session:
-            AcmeRepository(session).purge_expired(now)
 
 
 @dataclass(frozen=True)
 class Authenticated:
     """A verified request: its key, its account (None for a ``jwk`` request), its payload,
-    and the nonce for the answer (recorded in the transaction that spent the request's).
+    the nonce for the answer, and the spending of the request's nonce (done, or left to
+    the operation: ``authenticate(defer=True)``), which records the answer's.
     """
 
     key: Key
@@ -68,6 +50,7 @@ class Authenticated:
     payload: dict[str, Any] | None
     request: JwsRequest
     next_nonce: str
+    nonce: NonceSpend
 
     @property
     def account_id(self) -> str:
@@ -86,13 +69,15 @@ def authenticate(
     url: str,
     key_by: str,
     now: datetime,
+    defer: bool = False,
 ) -> Authenticated:
-    """Parse, verify and spend the nonce of one request (see the module docstring).
+    """Parse and verify one request, and spend its nonce (see the module docstring); with
+    ``defer``, the caller spends it (:class:`~ostiary.acme.nonces.NonceSpend`).
 
     A ``kid`` names an account, taken from the process's cache
     (:mod:`ostiary.acme.account_keys`); the transaction that spends the nonce checks that the
-    account is still valid with that key, and if it is not, the request is verified again
-    against the account as the database holds it now.
+    account is still valid with that key, and if it is not, spends nothing: the request is
+    verified again against the account as the database holds it now, which gives its error.
     """
     request = parse_request(content_type, body, url=url, key_by=key_by)
     next_nonce = secrets.token_urlsafe(24)
@@ -100,23 +85,13 @@ def authenticate(
     if request.kid is None:
         key = import_account_key(request.jwk or {})
         payload = request.payload_json(key)
-        if (
-            store.write(exchange_nonce(request.nonce, next_nonce, now=now, expires_at=expires_at))
-            != SPENT
-        ):
-            raise _bad_nonce()
-        _purge_now_and_then(store, now)
-        return Authenticated(key, None, payload, request, next_nonce)
-    account_id = urls.account_id_of(request.kid)
-    for fresh in (False, True):
-        account = known_account(store, account_id, fresh=fresh)
-        if account is None or account.provisioner != provisioner:
-            raise AcmeProblem(
-                "accountDoesNotExist", "no such account", status=HTTPStatus.BAD_REQUEST
-            )
-        if account.status != "valid":
-            raise unauthorized(f"the account is {account.status}")
-        payload = request.payload_json(account.key)
+        exchange = exchange_nonce(request.nonce, next_nonce, now=now, expires_at=expires_at)
+        spend = NonceSpend(store, exchange, refuse_bad_nonce, now=now)
+        account = None
+    else:
+        account_id = urls.account_id_of(request.kid)
+        account, payload = _verified(store, request, account_id, provisioner, fresh=False)
+        key = account.key
         exchange = exchange_nonce(
             request.nonce,
             next_nonce,
@@ -124,18 +99,32 @@ def authenticate(
             expires_at=expires_at,
             account=(account.id, account.thumbprint),
         )
-        outcome = store.write(exchange)
-        if outcome == SPENT:
-            _purge_now_and_then(store, now)
-            return Authenticated(account.key, account, payload, request, next_nonce)
-        if outcome == BAD_NONCE:
-            raise _bad_nonce()
-        forget_account(store, account_id)  # changed by another replica: read it again
-    raise unauthorized("the account changed while this request was checked: send it again")
+
+        def refused(outcome: str) -> NoReturn:
+            if outcome == BAD_NONCE:
+                raise bad_nonce()
+            forget_account(store, account_id)  # changed by another replica: read it again
+            _verified(store, request, account_id, provisioner, fresh=True)
+            raise unauthorized("the account changed while this request was checked: send it again")
+
+        spend = NonceSpend(store, exchange, refused, now=now)
+    if not defer:
+        spend.settle()
+    return Authenticated(key, account, payload, request, next_nonce, spend)
 
 
-def _bad_nonce() -> AcmeProblem:
-    return AcmeProblem("badNonce", "the nonce is unknown, used or expired: get a new one")
+def _verified(
+    store: Store, request: JwsRequest, account_id: str, provisioner: str, *, fresh: bool
+) -> tuple[AccountRecord, dict[str, Any] | None]:
+    """The account ``account_id`` of ``provisioner`` if valid, and the request's payload
+    verified with its key (from the process's cache unless ``fresh``).
+    """
+    account = known_account(store, account_id, fresh=fresh)
+    if account is None or account.provisioner != provisioner:
+        raise AcmeProblem("accountDoesNotExist", "no such account", status=HTTPStatus.BAD_REQUEST)
+    if account.status != "valid":
+        raise unauthorized(f"the account is {account.status}")
+    return account, request.payload_json(account.key)
 
 
 def check_contacts(value: object) -> list[str]:
@@ -318,12 +307,10 @@ def _json_bytes(payload: dict[str, Any] | None) -> bytes:
 
 
 __all__ = [
-    "NONCE_TTL",
     "Authenticated",
     "authenticate",
     "change_key",
     "check_contacts",
     "new_account",
-    "new_nonce",
     "update_account",
 ]

@@ -1,9 +1,12 @@
 """Authorizations and challenges (RFC 8555 sections 7.5, 8): read, deactivate, validate.
 
 A challenge POST moves the challenge from ``pending`` to ``processing`` by one conditional
-``UPDATE`` (of two replicas, one starts the validation) and answers at once with
-``Retry-After`` (section 8.2); the validator runs in the background
-(:func:`run_validation`). Its outcome is final: success makes the authorization valid (and
+``UPDATE`` (of two replicas, one starts the validation); the validator runs in the
+background (:func:`run_validation`). The POST waits for it a little
+(:attr:`ValidationSettings.answer_wait`, one second unless configured): a validation that
+ends by then is answered as it ended (:func:`settled`, the challenge as a poll now shows
+it, section 7.5.1), one that does not is answered ``processing`` with ``Retry-After``
+(section 8.2) and goes on. Its outcome is final: success makes the authorization valid (and
 the order ready once all are), a failure makes the challenge, its authorization *and* its
 order invalid at once, so that a client stops polling and starts over.
 """
@@ -29,6 +32,7 @@ from ostiary.acme.resources import (
     authorization_json,
     authorization_status,
     challenge_json,
+    rfc3339,
 )
 from ostiary.acme.validation import (
     VALIDATORS,
@@ -46,7 +50,11 @@ from ostiary.store import (
     AcmeRepository,
     Store,
 )
-from ostiary.store.acme_reads import authorization_with_challenges
+from ostiary.store.acme_reads import (
+    authorization_with_challenges,
+    challenge_row,
+    challenge_with_authorization,
+)
 from ostiary.store.acme_writes import outcome_unit, start_challenge_unit
 
 logger = logging.getLogger("ostiary.acme")
@@ -113,19 +121,21 @@ def start_challenge(
     Returns the answer and, when this call started the validation, what the background
     task validates.
     """
-    with store.transaction(read_only=True) as session:
-        repository = AcmeRepository(session)
-        challenge = repository.challenge(challenge_id)
-        authz = _owned(repository, challenge.authorization_id, auth)
-        session.expunge_all()
+    found = challenge_with_authorization(store.read_engine, challenge_id)  # Core
+    if found is None:
+        raise NotFound(f"no challenge {challenge_id[:40]!r}")
+    challenge, authz = found
+    if authz.account_id != auth.account_id:
+        raise unauthorized("this authorization belongs to another account")
     context = None
-    if auth.payload is not None and challenge.status == "pending":
+    status = challenge.status
+    if auth.payload is not None and status == "pending":
         if authorization_status(authz, now=now) != "pending":
             raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
         # The conditional UPDATE in a transaction shared with concurrent writes: of two
         # requests (or replicas), one starts the validation.
-        if store.write(start_challenge_unit(challenge.id)):
-            challenge.status = "processing"
+        if auth.nonce.write(start_challenge_unit(challenge.id)):  # the nonce spent in it
+            status = "processing"
             policy = _policy(provisioner)
             if authz.identifier_type == "permanent-identifier":
                 with store.transaction() as session:
@@ -146,11 +156,12 @@ def start_challenge(
                 payload=dict(auth.payload),
                 policy=policy,
             )
-        else:
-            with store.transaction(read_only=True) as session:
-                challenge = AcmeRepository(session).challenge(challenge_id)
-                session.expunge(challenge)
-    body = challenge_json(urls, challenge, authz.token)
+        else:  # started by another request meanwhile: as it is now
+            challenge = challenge_row(store.read_engine, challenge_id)
+            if challenge is None:  # pragma: no cover - purged only once its order expired
+                raise NotFound(f"no challenge {challenge_id[:40]!r}")
+            status = challenge.status
+    body = {**challenge_json(urls, challenge, authz.token), "status": status}
     up = urls.resource("authz", authz.id)
     headers = {"Link": f'<{up}>;rel="up"'}
     if body["status"] == "processing":
@@ -184,8 +195,9 @@ async def run_validation(
     settings: ValidationSettings,
     *,
     clock: Any,
-) -> None:
-    """Validate, then record the outcome (see the module docstring). Never raises.
+) -> dict[str, Any]:
+    """Validate, then record the outcome (see the module docstring); returns the
+    challenge's fields that changed, once they are stored (see :func:`settled`).
 
     At most :data:`MAX_VALIDATIONS` validations of one process reach out at once; the others
     wait their turn (their challenges stay ``processing``).
@@ -206,10 +218,27 @@ async def run_validation(
             "the validation failed inside the CA",
             HTTPStatus.INTERNAL_SERVER_ERROR,
         )
-    owner = (started.authorization_id, started.order_id)
-    await asyncio.to_thread(
-        record_outcome, store, challenge_id, result, error, now=clock(), owner=owner
+    now = clock()
+    # from the event loop: the group commit's own thread writes it, no worker thread waits
+    await store.write_async(
+        outcome_unit(
+            challenge_id, started.authorization_id, started.order_id, result, error, now=now
+        )
     )
+    if error is None:
+        return {"status": "valid", "validated": rfc3339(now)}
+    return {"status": "invalid", "error": error}
+
+
+def settled(answer: Answer, outcome: dict[str, Any]) -> Answer:
+    """A challenge POST's ``answer`` once its validation ended with ``outcome`` (what
+    :func:`run_validation` returned): the challenge as a poll would now show it, without
+    ``Retry-After``.
+    """
+    if not isinstance(answer.body, dict):  # pragma: no cover - a challenge is JSON
+        return answer
+    headers = {name: value for name, value in answer.headers.items() if name != "Retry-After"}
+    return Answer(answer.status, {**answer.body, **outcome}, headers)
 
 
 #: Validations one process runs at once (each holds at most one outgoing connection).
@@ -266,5 +295,6 @@ __all__ = [
     "read_authorization",
     "record_outcome",
     "run_validation",
+    "settled",
     "start_challenge",
 ]

@@ -1,56 +1,45 @@
-"""Orders (RFC 8555 sections 7.1.3, 7.4): newOrder, reading, listing, finalize, download.
+"""Orders (RFC 8555 sections 7.1.3, 7.4): newOrder, reading, listing (finalize and the
+download: :mod:`ostiary.acme.finalize`).
 
 newOrder checks everything it can before anything is stored: the identifiers (types, syntax,
 a challenge able to prove each), the profile (draft-ietf-acme-profiles: unknown names get
 ``invalidProfile``), the requested validity within the claims, and the names within the
 provisioner's patterns and the profile's name kinds. Each identifier gets its own
-authorization, never shared with another order. Finalize moves the order from ``ready`` to
-``processing`` by one conditional ``UPDATE`` (one replica wins), checks that the CSR names
-exactly the order's identifiers (and, after device-attest-01, holds the attested key), and
-issues through the Authority.
+authorization, never shared with another order. The account's limits and its EAB key's
+names are read in Core (:func:`ostiary.store.acme_reads.account_limits`), and the rows
+written in one group-commit unit.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from http import HTTPStatus
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from sqlalchemy.orm import Session
 
 from ostiary.acme.accounts import Authenticated
 from ostiary.acme.errors import AcmeProblem, malformed, unauthorized
-from ostiary.acme.renewal_info import already_replaced, check_replaces, replaced_serial
-from ostiary.acme.resources import Answer, Urls, order_json, order_status
+from ostiary.acme.renewal_info import check_replaces
+from ostiary.acme.resources import Answer, Urls, order_json
 from ostiary.acme.validation import VALIDATORS
 from ostiary.authority.authority import Authority
 from ostiary.core.errors import (
     BadRequest,
     NameNotAuthorized,
     NotFound,
-    Superseded,
     TooManyRequests,
 )
 from ostiary.core.names import (
-    PERMANENT_IDENTIFIER_OID,
-    canonical_general_name,
-    common_name,
-    decode_other_name,
     parse_san,
-    sans_of,
     validate_dns_name,
 )
 from ostiary.core.profiles import get_profile
 from ostiary.provisioners.acme import AcmeProvisioner, general_name_of
 from ostiary.provisioners.acme_eab import check_account_names
-from ostiary.provisioners.enrollment import client_id_names, pending_client_id
+from ostiary.provisioners.enrollment import pending_client_id
 from ostiary.store import (
     AcmeAuthorization,
     AcmeChallenge,
@@ -58,9 +47,8 @@ from ostiary.store import (
     AcmeRepository,
 )
 from ostiary.store.acme import new_id
-from ostiary.store.acme_reads import order_with_authorizations
-from ostiary.store.acme_writes import insert_rows, mark_order_issued
-from ostiary.store.group_commit import Batch
+from ostiary.store.acme_reads import account_limits, order_with_authorizations
+from ostiary.store.acme_writes import insert_rows
 
 #: How long an order (and its authorizations) may take to finish.
 ORDER_TTL = timedelta(hours=24)
@@ -137,9 +125,11 @@ def new_order(
         serial=None,
         replaces=replaces,
     )
-    with authority.store.transaction(read_only=True) as session:
-        _check_external_account_names(session, auth.account_id, names)
-        _check_limits(AcmeRepository(session), provisioner, auth.account_id, len(identifiers), now)
+    placed, oldest, pending, key_names = account_limits(
+        authority.store.read_engine, auth.account_id, since=now - RATE_WINDOW, now=now
+    )
+    _check_external_account_names(key_names, names)
+    _check_limits(provisioner, placed, oldest, pending, len(identifiers), now)
     authorizations: list[AcmeAuthorization] = []
     challenges: list[AcmeChallenge] = []
     for identifier in identifiers:
@@ -170,18 +160,19 @@ def new_order(
             )
             for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard)
         )
-    # One commit shared with concurrent requests' writes (ostiary.store.group_commit).
-    authority.store.write(insert_rows([order, *authorizations, *challenges]))
+    # One commit shared with concurrent requests' writes (ostiary.store.group_commit), the
+    # request's nonce spent in it.
+    auth.nonce.write(insert_rows([order, *authorizations, *challenges]))
     body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
 
 
 def _check_external_account_names(
-    session: Session, account_id: str, names: Sequence[x509.GeneralName]
+    patterns: Sequence[str] | None, names: Sequence[x509.GeneralName]
 ) -> None:
     """The names an account bound with a narrowed EAB key may order (section 7.3.4)."""
     try:
-        check_account_names(session, account_id, names)
+        check_account_names(patterns, names)
     except NameNotAuthorized as exc:
         raise AcmeProblem(
             "rejectedIdentifier",
@@ -191,18 +182,19 @@ def _check_external_account_names(
 
 
 def _check_limits(
-    repository: AcmeRepository,
     provisioner: AcmeProvisioner,
-    account_id: str,
+    placed: int,
+    oldest: datetime | None,
+    pending: int,
     new_authorizations: int,
     now: datetime,
 ) -> None:
-    """Orders per account per hour and pending authorizations per account (``rateLimited``).
+    """Orders per account per hour (``placed`` in the window, the ``oldest`` of them) and
+    ``pending`` authorizations per account, with this order's new ones (``rateLimited``).
 
     Counted in the database, so the limits hold across replicas (two racing requests may
     both pass at the edge: a limit, not an invariant).
     """
-    placed, oldest = repository.orders_since(account_id, now - RATE_WINDOW)
     if placed >= provisioner.orders_per_hour:
         wait = (oldest + RATE_WINDOW - now).total_seconds() if oldest is not None else 60.0
         raise TooManyRequests.wait(
@@ -210,7 +202,6 @@ def _check_limits(
             f"{provisioner.orders_per_hour}",
             wait,
         )
-    pending = repository.pending_authorizations(account_id, now=now)
     if pending + new_authorizations > provisioner.max_pending_authorizations:
         raise TooManyRequests.wait(
             f"this account holds {pending} pending authorizations; the limit is "
@@ -351,147 +342,6 @@ def list_orders(
     return Answer(200, {"orders": [urls.resource("order", o.id) for o in page]}, headers)
 
 
-def finalize(
-    authority: Authority,
-    urls: Urls,
-    provisioner: AcmeProvisioner,
-    order_id: str,
-    auth: Authenticated,
-    *,
-    now: datetime,
-) -> Answer:
-    """Finalize (section 7.4): the CSR must name exactly the order's identifiers."""
-    payload = auth.payload or {}
-    csr = _csr(payload.get("csr"))
-    with authority.store.transaction(read_only=True) as session:
-        repository = AcmeRepository(session)
-        order = _owned_order(repository, order_id, auth, provisioner.name)
-        status = order_status(order, now=now)
-        authorizations = repository.authorizations_of(order.id)
-        for row in (order, *authorizations):
-            session.expunge(row)
-    if status != "ready":
-        raise AcmeProblem(
-            "orderNotReady",
-            f"the order is {status}, not ready: every authorization must be valid first",
-            status=HTTPStatus.FORBIDDEN,
-        )
-    with authority.store.transaction(read_only=True) as session:
-        bound = client_id_names(session, provisioner.name, order.id)
-    if bound is None:
-        _check_csr_names(csr, order.identifiers)
-    attested = {a.attested_spki for a in authorizations if a.attested_spki is not None}
-    if attested:
-        spki = csr.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        if attested != {spki}:
-            raise AcmeProblem("badCSR", "the CSR's key is not the key the device attested")
-    authorization = provisioner.authorize_order(
-        order.identifiers,
-        profile=order.profile,
-        not_after=order.not_after,
-        hardware_key=bool(attested) and all(a.hardware_key for a in authorizations),
-        bound_names=bound,
-    )
-    serial: list[str] = []
-
-    def mark_issued(batch: Batch, certificate: x509.Certificate) -> None:
-        # In the issuance's transaction: one finalize of an order records a certificate.
-        serial[:] = [f"{certificate.serial_number:x}"]
-        if not mark_order_issued(batch, order.id, serial[0]):
-            raise AcmeProblem(
-                "orderNotReady", "the order was finalized meanwhile", status=HTTPStatus.FORBIDDEN
-            )
-
-    renewed_from = replaced_serial(order.replaces) if order.replaces is not None else None
-    try:
-        authority.issue(
-            csr,
-            authorization,
-            actor=f"acme:{auth.account_id}",
-            details={"acme_order": order.id},
-            renewed_from=renewed_from,
-            then=mark_issued,
-        )
-    except Superseded as exc:  # another order replaced it first (any replica)
-        raise already_replaced(exc.detail) from None
-    order.status, order.serial = "valid", serial[0]
-    body = order_json(urls, order, authorizations, now=now)
-    return Answer(200, body, {"Location": urls.resource("order", order.id)})
-
-
-def certificate_chain(
-    authority: Authority,
-    provisioner: str,
-    order_id: str,
-    auth: Authenticated,
-    chain_pem: Callable[[x509.Certificate], tuple[str, ...]],
-) -> Answer:
-    """The issued certificate and the issuing CA, PEM (section 7.4.2); ``chain_pem`` gives
-    the issuing CA of a certificate (the intermediate that issued it, after a rotation too).
-    """
-    with authority.store.transaction(read_only=True) as session:
-        order = _owned_order(AcmeRepository(session), order_id, auth, provisioner)
-        if order.serial is None:
-            raise AcmeProblem(
-                "malformed", "the order has no certificate yet", status=HTTPStatus.NOT_FOUND
-            )
-        certificate = authority.record_of(session, int(order.serial, 16)).certificate()
-        leaf = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    return Answer(200, leaf + "".join(chain_pem(certificate)))
-
-
-def _csr(value: object) -> x509.CertificateSigningRequest:
-    if not isinstance(value, str) or not value:
-        raise malformed("finalize needs 'csr': the DER CSR, base64url")
-    try:
-        der = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        return x509.load_der_x509_csr(der)
-    except (binascii.Error, ValueError):
-        raise AcmeProblem("badCSR", "the CSR cannot be parsed (DER, base64url)") from None
-
-
-def _check_csr_names(
-    csr: x509.CertificateSigningRequest, identifiers: Sequence[Mapping[str, Any]]
-) -> None:
-    """The CSR's names (SANs, and a CN folded in) must be exactly the order's identifiers."""
-    try:
-        sans = sans_of(csr.extensions)
-        cn = common_name(csr.subject)
-    except (ValueError, x509.DuplicateExtension, BadRequest) as exc:
-        raise AcmeProblem("badCSR", f"the CSR's names cannot be read: {exc}") from None
-    asked: set[tuple[str, str]] = set()
-    for name in sans:
-        asked.add(_identifier_of(canonical_general_name(name)))
-    if cn is not None:
-        try:
-            asked.add(("ip", str(ipaddress.ip_address(cn))))
-        except ValueError:
-            asked.add(("dns", cn.lower()))
-    ordered = {(str(i["type"]), str(i["value"])) for i in identifiers}
-    ordered_names = {k for k in ordered if k[0] in ("dns", "ip")}
-    extra = asked - ordered
-    missing = ordered_names - asked
-    if extra or missing:
-        parts = []
-        if extra:
-            parts.append("not ordered: " + ", ".join(sorted(v for _, v in extra)))
-        if missing:
-            parts.append("missing: " + ", ".join(sorted(v for _, v in missing)))
-        raise AcmeProblem("badCSR", "the CSR's names differ from the order's: " + "; ".join(parts))
-
-
-def _identifier_of(name: x509.GeneralName) -> tuple[str, str]:
-    if isinstance(name, x509.DNSName):
-        return ("dns", name.value.lower())
-    if isinstance(name, x509.IPAddress):
-        return ("ip", str(name.value))
-    if isinstance(name, x509.OtherName) and name.type_id == PERMANENT_IDENTIFIER_OID:
-        return ("permanent-identifier", decode_other_name(name) or "")
-    raise AcmeProblem("badCSR", "the CSR may carry DNS, IP and permanent-identifier names only")
-
-
 def _retry_if_processing(body: dict[str, Any]) -> dict[str, str]:
     return {"Retry-After": "1"} if body.get("status") == "processing" else {}
 
@@ -500,8 +350,6 @@ __all__ = [
     "MAX_IDENTIFIERS",
     "ORDERS_PER_PAGE",
     "ORDER_TTL",
-    "certificate_chain",
-    "finalize",
     "list_orders",
     "new_order",
     "offered_challenges",

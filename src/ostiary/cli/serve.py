@@ -88,6 +88,16 @@ def serve(
             "--acme-tls-port", min=1, max=65535, help="Port ACME tls-alpn-01 validation dials."
         ),
     ] = 443,
+    acme_challenge_wait: Annotated[
+        float,
+        typer.Option(
+            "--acme-challenge-wait",
+            min=0,
+            max=10,
+            help="Seconds a challenge POST waits for its validation to answer 'valid' or "
+            "'invalid' at once; a slower one is answered 'processing' with Retry-After.",
+        ),
+    ] = 1.0,
     acme_dns_resolver: Annotated[
         str | None,
         typer.Option(
@@ -143,6 +153,7 @@ def serve(
         http_port=acme_http_port,
         tls_port=acme_tls_port,
         dns_resolver=_host_port(acme_dns_resolver) if acme_dns_resolver else None,
+        answer_wait=acme_challenge_wait,
     )
     with unlock_ca(directory, password_file) as ca, contextlib.ExitStack() as stack:
         if workers > 1 and not ca.authority.signs_in_process:

@@ -151,13 +151,12 @@ def bind_eab_key(session: Session, kid: str, account_id: str, *, now: datetime) 
         raise Unauthorized("this external account key is bound to an account already")
 
 
-def check_account_names(
-    session: Session, account_id: str, names: Sequence[x509.GeneralName]
-) -> None:
-    """Names outside the patterns of the account's EAB key: :class:`NameNotAuthorized`."""
-    row = AcmeEabRepository(session).of_account(account_id)
-    if row is not None and row.names:
-        check_allowed_names(x509.Name([]), names, row.names)
+def check_account_names(patterns: Sequence[str] | None, names: Sequence[x509.GeneralName]) -> None:
+    """Names outside ``patterns``, those of the account's EAB key (None or empty: any
+    name): :class:`NameNotAuthorized`.
+    """
+    if patterns:
+        check_allowed_names(x509.Name([]), names, list(patterns))
 
 
 __all__ = [

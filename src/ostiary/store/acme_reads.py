@@ -1,56 +1,165 @@
-"""The ACME reads clients poll, in Core: an order with its authorizations' ids, an
-authorization with its challenges.
+"""The ACME reads of every order, in Core: an order with its authorizations, an
+authorization with its challenges, a challenge with its authorization, the order's
+certificate, and the counts newOrder's limits check.
 
 A client polls its authorization until the challenge is validated and its order until the
 certificate is issued (RFC 8555 section 7.5.1, 7.4), so these reads run several times per
-certificate. Through the ORM each took a session, its transaction, an identity map and
-instances; here each is one connection from the pool and two indexed ``SELECT`` statements,
-whose rows (with the columns' own conversions: JSON, times) carry the same attribute names
-as the mapped classes (:class:`~ostiary.store.acme.AcmeOrder` and its kin), which is all
-:mod:`ostiary.acme.resources` reads of them.
+certificate, and the others once per order. Through the ORM each took a session, its
+transaction, an identity map and instances; here each is one connection from the pool and
+a few indexed ``SELECT`` statements, whose rows (with the columns' own conversions: JSON,
+times) carry the same attribute names as the mapped classes
+(:class:`~ostiary.store.acme.AcmeOrder` and its kin), which is all
+:mod:`ostiary.acme.resources` reads of them. The statements are built once, with bound
+parameters: building one (and its cache key) per call cost about as much as running it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, func, select
 
 from ostiary.store.acme import AcmeAuthorization, AcmeChallenge, AcmeOrder
+from ostiary.store.acme_eab import AcmeEabKey
+from ostiary.store.models import CertificateRecord
 
 _ORDER = AcmeOrder.__table__
 _AUTHORIZATION = AcmeAuthorization.__table__
 _CHALLENGE = AcmeChallenge.__table__
+_EAB_KEY = AcmeEabKey.__table__
+_CERTIFICATE = CertificateRecord.__table__
+
+_ORDER_BY_ID = select(_ORDER).where(_ORDER.c.id == bindparam("id"))
+_AUTHORIZATION_IDS = (
+    select(_AUTHORIZATION.c.id)
+    .where(_AUTHORIZATION.c.order_id == bindparam("order_id"))
+    .order_by(_AUTHORIZATION.c.id)
+)
+_AUTHORIZATIONS = (
+    select(_AUTHORIZATION)
+    .where(_AUTHORIZATION.c.order_id == bindparam("order_id"))
+    .order_by(_AUTHORIZATION.c.id)
+)
+_AUTHORIZATION_BY_ID = select(_AUTHORIZATION).where(_AUTHORIZATION.c.id == bindparam("id"))
+_CHALLENGE_BY_ID = select(_CHALLENGE).where(_CHALLENGE.c.id == bindparam("id"))
+_CHALLENGES = (
+    select(_CHALLENGE)
+    .where(_CHALLENGE.c.authorization_id == bindparam("authorization_id"))
+    .order_by(_CHALLENGE.c.type)
+)
+_ORDER_SERIAL = select(_ORDER.c.account_id, _ORDER.c.provisioner, _ORDER.c.serial).where(
+    _ORDER.c.id == bindparam("id")
+)
+_CERTIFICATES_OF_SERIAL = select(_CERTIFICATE.c.issuer_key_id, _CERTIFICATE.c.der).where(
+    _CERTIFICATE.c.serial == bindparam("serial")
+)
+_ORDERS_SINCE = select(func.count(), func.min(_ORDER.c.created_at)).where(
+    _ORDER.c.account_id == bindparam("account_id"), _ORDER.c.created_at > bindparam("since")
+)
+_PENDING_AUTHORIZATIONS = select(func.count()).where(
+    _AUTHORIZATION.c.account_id == bindparam("account_id"),
+    _AUTHORIZATION.c.status == "pending",
+    _AUTHORIZATION.c.expires_at > bindparam("now"),
+)
+_EAB_NAMES = (
+    select(_EAB_KEY.c.names).where(_EAB_KEY.c.account_id == bindparam("account_id")).limit(1)
+)
 
 
 def order_with_authorizations(engine: Engine, order_id: str) -> tuple[Any, list[Any]] | None:
     """The order ``order_id`` and its authorizations (their ``id`` only, in id order)."""
     with engine.connect() as connection:
-        order = connection.execute(select(_ORDER).where(_ORDER.c.id == order_id)).first()
+        order = connection.execute(_ORDER_BY_ID, {"id": order_id}).first()
         if order is None:
             return None
-        authorizations = connection.execute(
-            select(_AUTHORIZATION.c.id)
-            .where(_AUTHORIZATION.c.order_id == order_id)
-            .order_by(_AUTHORIZATION.c.id)
-        ).all()
+        authorizations = connection.execute(_AUTHORIZATION_IDS, {"order_id": order_id}).all()
     return order, list(authorizations)
+
+
+def order_with_full_authorizations(engine: Engine, order_id: str) -> tuple[Any, list[Any]] | None:
+    """The order ``order_id`` and its authorizations (every column), in id order."""
+    with engine.connect() as connection:
+        order = connection.execute(_ORDER_BY_ID, {"id": order_id}).first()
+        if order is None:
+            return None
+        authorizations = connection.execute(_AUTHORIZATIONS, {"order_id": order_id}).all()
+    return order, list(authorizations)
+
+
+def challenge_with_authorization(engine: Engine, challenge_id: str) -> tuple[Any, Any] | None:
+    """The challenge ``challenge_id`` and its authorization."""
+    with engine.connect() as connection:
+        challenge = connection.execute(_CHALLENGE_BY_ID, {"id": challenge_id}).first()
+        if challenge is None:
+            return None
+        authz = connection.execute(_AUTHORIZATION_BY_ID, {"id": challenge.authorization_id}).first()
+    return (challenge, authz) if authz is not None else None
+
+
+def challenge_row(engine: Engine, challenge_id: str) -> Any:
+    """The challenge ``challenge_id`` (None if there is none)."""
+    with engine.connect() as connection:
+        return connection.execute(_CHALLENGE_BY_ID, {"id": challenge_id}).first()
+
+
+def order_certificate(
+    engine: Engine, order_id: str, issuer_key_ids: Sequence[str]
+) -> tuple[Any, bytes | None] | None:
+    """The order ``order_id`` (its ``account_id``, ``provisioner`` and ``serial``) and the
+    DER of its certificate, issued by the first of ``issuer_key_ids`` that has that serial
+    (None before finalize); None if there is no such order.
+    """
+    with engine.connect() as connection:
+        order = connection.execute(_ORDER_SERIAL, {"id": order_id}).first()
+        if order is None or order.serial is None:
+            return (order, None) if order is not None else None
+        issued: dict[str, Any] = dict(
+            connection.execute(_CERTIFICATES_OF_SERIAL, {"serial": order.serial}).all()
+        )
+    for key_id in issuer_key_ids:
+        der = issued.get(key_id.strip().lower().replace(":", ""))
+        if der is not None:
+            return order, bytes(der)
+    return order, None
+
+
+def account_limits(
+    engine: Engine, account_id: str, *, since: datetime, now: datetime
+) -> tuple[int, datetime | None, int, list[str] | None]:
+    """What newOrder checks of an account, in one connection: the orders it placed since
+    ``since`` and the oldest one's time, its pending unexpired authorizations, and the name
+    patterns of its EAB key (None without a key or patterns).
+    """
+    with engine.connect() as connection:
+        counted: Any = connection.execute(
+            _ORDERS_SINCE, {"account_id": account_id, "since": since}
+        ).one()
+        pending = connection.execute(
+            _PENDING_AUTHORIZATIONS, {"account_id": account_id, "now": now}
+        ).scalar_one()
+        names = connection.execute(_EAB_NAMES, {"account_id": account_id}).scalar()
+    placed, oldest = counted
+    return int(placed or 0), oldest, int(pending or 0), (list(names) if names else None)
 
 
 def authorization_with_challenges(engine: Engine, authz_id: str) -> tuple[Any, list[Any]] | None:
     """The authorization ``authz_id`` and its challenges, in type order."""
     with engine.connect() as connection:
-        authz = connection.execute(
-            select(_AUTHORIZATION).where(_AUTHORIZATION.c.id == authz_id)
-        ).first()
+        authz = connection.execute(_AUTHORIZATION_BY_ID, {"id": authz_id}).first()
         if authz is None:
             return None
-        challenges = connection.execute(
-            select(_CHALLENGE)
-            .where(_CHALLENGE.c.authorization_id == authz_id)
-            .order_by(_CHALLENGE.c.type)
-        ).all()
+        challenges = connection.execute(_CHALLENGES, {"authorization_id": authz_id}).all()
     return authz, list(challenges)
 
 
-__all__ = ["authorization_with_challenges", "order_with_authorizations"]
+__all__ = [
+    "account_limits",
+    "authorization_with_challenges",
+    "challenge_row",
+    "challenge_with_authorization",
+    "order_certificate",
+    "order_with_authorizations",
+    "order_with_full_authorizations",
+]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, or_, select, update
 
 from ostiary.store._prepared import Prepared
 from ostiary.store.acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeNonce, AcmeOrder
@@ -125,6 +125,39 @@ def insert_rows(rows: list[Base]) -> Any:
     return unit
 
 
+def _set(model: Any, key: str, *conditions: Any, **values: Any) -> Prepared:
+    """``UPDATE model SET values WHERE id = :key AND conditions``, built once."""
+    return Prepared(update(model).where(model.id == bindparam(key), *conditions).values(**values))
+
+
+#: A validation's outcome (:func:`outcome_unit`).
+_CHALLENGE_INVALID = _set(AcmeChallenge, "challenge_id", status="invalid", error=bindparam("error"))
+_AUTHORIZATION_INVALID = _set(AcmeAuthorization, "authorization_id", status="invalid")
+_ORDER_INVALID = _set(
+    AcmeOrder,
+    "order_id",
+    or_(AcmeOrder.status == "pending", AcmeOrder.status == "ready"),
+    status="invalid",
+    error=bindparam("error"),
+)
+_CHALLENGE_VALID = _set(
+    AcmeChallenge, "challenge_id", status="valid", validated_at=bindparam("now")
+)
+_AUTHORIZATION_VALID = _set(
+    AcmeAuthorization,
+    "authorization_id",
+    status="valid",
+    attested_spki=bindparam("attested_spki"),
+    hardware_key=bindparam("hardware_key"),
+)
+_AUTHORIZATIONS_LEFT = Prepared(
+    select(func.count())
+    .select_from(AcmeAuthorization)
+    .where(AcmeAuthorization.order_id == bindparam("order_id"), AcmeAuthorization.status != "valid")
+)
+_ORDER_READY = _set(AcmeOrder, "order_id", AcmeOrder.status == "pending", status="ready")
+
+
 def outcome_unit(
     challenge_id: str,
     authorization_id: str,
@@ -141,49 +174,24 @@ def outcome_unit(
     """
 
     def unit(batch: Batch) -> None:
-        run = batch.connection.execute
+        connection = batch.connection
         if result is None:
-            run(
-                update(AcmeChallenge)
-                .where(AcmeChallenge.id == challenge_id)
-                .values(status="invalid", error=error)
-            )
-            run(
-                update(AcmeAuthorization)
-                .where(AcmeAuthorization.id == authorization_id)
-                .values(status="invalid")
-            )
-            run(
-                update(AcmeOrder)
-                .where(AcmeOrder.id == order_id, AcmeOrder.status.in_(("pending", "ready")))
-                .values(status="invalid", error=error)
-            )
+            _CHALLENGE_INVALID.execute(connection, {"challenge_id": challenge_id, "error": error})
+            _AUTHORIZATION_INVALID.execute(connection, {"authorization_id": authorization_id})
+            _ORDER_INVALID.execute(connection, {"order_id": order_id, "error": error})
             return
-        run(
-            update(AcmeChallenge)
-            .where(AcmeChallenge.id == challenge_id)
-            .values(status="valid", validated_at=now)
+        _CHALLENGE_VALID.execute(connection, {"challenge_id": challenge_id, "now": now})
+        _AUTHORIZATION_VALID.execute(
+            connection,
+            {
+                "authorization_id": authorization_id,
+                "attested_spki": result.attested_spki_der,
+                "hardware_key": result.hardware_key,
+            },
         )
-        run(
-            update(AcmeAuthorization)
-            .where(AcmeAuthorization.id == authorization_id)
-            .values(
-                status="valid",
-                attested_spki=result.attested_spki_der,
-                hardware_key=result.hardware_key,
-            )
-        )
-        left = run(
-            select(func.count())
-            .select_from(AcmeAuthorization)
-            .where(AcmeAuthorization.order_id == order_id, AcmeAuthorization.status != "valid")
-        ).scalar_one()
-        if left == 0:
-            run(
-                update(AcmeOrder)
-                .where(AcmeOrder.id == order_id, AcmeOrder.status == "pending")
-                .values(status="ready")
-            )
+        left = _AUTHORIZATIONS_LEFT.execute(connection, {"order_id": order_id})
+        if left[0][0] == 0:
+            _ORDER_READY.execute(connection, {"order_id": order_id})
 
     return unit
 

@@ -12,6 +12,9 @@ class ValidationSettings:
     """Where and how validation reaches out; ports and resolver are settable for tests.
 
     ``dns_resolver`` is ``(host, port)`` or ``None`` for the system resolver.
+    ``answer_wait`` is how long a challenge POST waits for the validation it started
+    before it answers ``processing`` with ``Retry-After`` (0: at once); a validation that
+    ends sooner is answered ``valid`` or ``invalid`` (``ca serve --acme-challenge-wait``).
     """
 
     http_port: int = 80
@@ -20,6 +23,7 @@ class ValidationSettings:
     timeout: float = 10.0
     max_body_bytes: int = 8192
     max_redirects: int = 10
+    answer_wait: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@ is a signed POST (section 6.2), answered with a fresh ``Replay-Nonce`` and a
 ``Link: rel="index"`` to the directory, errors included (RFC 8555 problem documents, built
 by :func:`~ostiary.server.problems.acme_problem_response`). The protocol lives in
 :mod:`ostiary.acme`; this module reads the request, runs the operation in a worker thread
-(the store is synchronous) and starts challenge validations as background tasks.
+(the store is synchronous) and starts challenge validations as background tasks, which a
+challenge POST awaits for at most ``--acme-challenge-wait`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +21,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ostiary.acme import accounts, authorizations, eab, orders, revocation
+from ostiary.acme import accounts, authorizations, eab, nonces, orders, revocation
+from ostiary.acme import finalize as finalizing
 from ostiary.acme.accounts import Authenticated
 from ostiary.acme.errors import AcmeProblem
 from ostiary.acme.jws import JOSE_JSON
@@ -33,13 +36,14 @@ from ostiary.server.limits import client_address, limits_of
 from ostiary.server.problems import UnsupportedMediaType, acme_problem_response
 
 router = APIRouter(prefix="/acme/{provisioner}", tags=["acme"])
+logger = logging.getLogger("ostiary.acme")
 
 #: The largest ACME request body (a CSR or a certificate, base64url, in a JWS).
 MAX_ACME_BODY = 64 * 1024
 PEM_CHAIN = "application/pem-certificate-chain"
 
 #: Validations running in this process (kept referenced until they finish).
-_running: set[asyncio.Task[None]] = set()
+_running: set[asyncio.Task[dict[str, Any]]] = set()
 
 Operation = Callable[[ServerContext, AcmeProvisioner, Urls, Authenticated], Answer]
 
@@ -63,7 +67,7 @@ def _urls(request: Request, provisioner: str) -> Urls:
 
 async def _fresh_nonce(context: ServerContext) -> str:
     store = context.authority.store
-    return await asyncio.to_thread(accounts.new_nonce, store, now=context.authority.clock())
+    return await asyncio.to_thread(nonces.new_nonce, store, now=context.authority.clock())
 
 
 #: What a URL may hold as it is; everything else is percent-encoded before it goes into a header.
@@ -96,9 +100,22 @@ def _response(answer: Answer, headers: dict[str, str]) -> Response:
 
 
 async def _signed(
-    request: Request, provisioner_name: str, *, key_by: str, operation: Operation
+    request: Request,
+    provisioner_name: str,
+    *,
+    key_by: str,
+    operation: Operation,
+    then: Callable[[Answer], Awaitable[Answer]] | None = None,
+    nonce_in_write: bool = False,
 ) -> Response:
-    """Authenticate the POST, run ``operation`` in a thread, answer; errors as problems."""
+    """Authenticate the POST, run ``operation`` in a thread, answer (what ``then`` makes of
+    the operation's answer, if given); errors as problems.
+
+    With ``nonce_in_write`` the operation spends the request's nonce in its own write
+    (:meth:`~ostiary.acme.nonces.NonceSpend.write`, before which it writes nothing);
+    whatever it did not spend is spent once it returns or fails, and a nonce refused then
+    is the answer.
+    """
     context = server_context(request)
     urls = _urls(request, provisioner_name)
     minted: list[str] = []  # the answer's nonce, once authenticate recorded it
@@ -122,11 +139,18 @@ async def _signed(
                 url=url,
                 key_by=key_by,
                 now=context.authority.clock(),
+                defer=nonce_in_write,
             )
-            minted.append(auth.next_nonce)
-            return operation(context, provisioner, urls, auth)
+            try:
+                answer = operation(context, provisioner, urls, auth)
+            finally:
+                auth.nonce.settle()  # if not yet spent; refused: its error is the answer
+                minted.append(auth.next_nonce)
+            return answer
 
         answer = await asyncio.to_thread(run)
+        if then is not None:
+            answer = await then(answer)
     except OstiaryError as exc:
         nonce = minted[0] if minted else None
         return acme_problem_response(exc, headers=await _headers(context, urls, nonce))
@@ -266,7 +290,9 @@ async def new_order(provisioner: str, request: Request) -> Response:
         c.limits.acme_orders_per_provisioner.check(p.name)
         return orders.new_order(c.authority, u, p, a, now=c.authority.clock())
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/order/{order_id}", summary="Read an order (7.1.3)")
@@ -280,9 +306,11 @@ async def order(provisioner: str, order_id: str, request: Request) -> Response:
 @router.post("/order/{order_id}/finalize", summary="Finalize an order with a CSR (7.4)")
 async def finalize(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
-        return orders.finalize(c.authority, u, p, order_id, a, now=c.authority.clock())
+        return finalizing.finalize(c.authority, u, p, order_id, a, now=c.authority.clock())
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/orders/{account_id}", summary="An account's orders, paginated (7.1.2.1)")
@@ -298,7 +326,7 @@ async def orders_list(
 @router.post("/cert/{order_id}", summary="Download the certificate chain (7.4.2)")
 async def certificate(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
-        return orders.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
+        return finalizing.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
 
     return await _signed(request, provisioner, key_by="kid", operation=operation)
 
@@ -326,19 +354,46 @@ async def authorization(provisioner: str, authz_id: str, request: Request) -> Re
 
 @router.post("/chall/{challenge_id}", summary="Read a challenge or start its validation (7.5.1)")
 async def challenge(provisioner: str, challenge_id: str, request: Request) -> Response:
+    validations: list[asyncio.Task[dict[str, Any]]] = []
+
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
         answer, started = authorizations.start_challenge(
             c.authority.store, u, p, challenge_id, a, now=c.authority.clock()
         )
         if started is not None:
-            loop.call_soon_threadsafe(_validate, c, challenge_id, started)
+            # Scheduled from the thread: the validation starts even if this request is
+            # cancelled before the thread's answer reaches it.
+            loop.call_soon_threadsafe(_validate, c, challenge_id, started, validations)
         return answer
 
+    async def wait_briefly(answer: Answer) -> Answer:
+        # _validate was queued before the thread's answer, so it has run by now.
+        wait = server_context(request).acme_validation.answer_wait
+        if not validations or wait <= 0:
+            return answer
+        task = validations[0]
+        await asyncio.wait({task}, timeout=wait)  # the task goes on after the timeout
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return answer  # processing, Retry-After: polls will show the outcome
+        return authorizations.settled(answer, task.result())
+
     loop = asyncio.get_running_loop()
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request,
+        provisioner,
+        key_by="kid",
+        operation=operation,
+        then=wait_briefly,
+        nonce_in_write=True,
+    )
 
 
-def _validate(context: ServerContext, challenge_id: str, started: Any) -> None:
+def _validate(
+    context: ServerContext,
+    challenge_id: str,
+    started: Any,
+    tasks: list[asyncio.Task[dict[str, Any]]],
+) -> None:
     task = asyncio.get_running_loop().create_task(
         authorizations.run_validation(
             context.authority.store,
@@ -350,6 +405,13 @@ def _validate(context: ServerContext, challenge_id: str, started: Any) -> None:
     )
     _running.add(task)
     task.add_done_callback(_running.discard)
+    task.add_done_callback(_log_failure)
+    tasks.append(task)
+
+
+def _log_failure(task: asyncio.Task[dict[str, Any]]) -> None:
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        logger.error("a validation's outcome could not be recorded", exc_info=failure)
 
 
 __all__ = ["router"]
