@@ -122,6 +122,8 @@ def read_envelope(der: bytes) -> tuple[cms.SignedData, cms.SignerInfo, Envelope,
         signer_info: cms.SignerInfo = signers[0]
         attributes = _attributes(signer_info)
         transaction_id = _text(attributes, TRANSACTION_ID)
+        if not all(ord(c) < 0x100 for c in transaction_id):  # echoed as a PrintableString
+            raise ValueError("the transactionID has characters beyond Latin-1")
         nonce = _octets(attributes, SENDER_NONCE)
         message_type = MessageType(int(_text(attributes, MESSAGE_TYPE)))
         signer = _signer_certificate(signed, signer_info)
