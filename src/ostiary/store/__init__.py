@@ -96,6 +96,7 @@ from ostiary.store.scep import (
     ScepChallenge,
     ScepRepository,
     ScepTransaction,
+    read_request_rows,
     spend_challenge_in,
     transaction_values,
 )
@@ -186,6 +187,7 @@ __all__ = [
     "mark_request_issued",
     "migrate",
     "next_crl_number",
+    "read_request_rows",
     "record_certificate",
     "record_issuer",
     "revoke_issuer",

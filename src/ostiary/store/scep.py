@@ -21,7 +21,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text, bindparam, update
+from sqlalchemy import Engine, String, Text, bindparam, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.store._prepared import Prepared
@@ -66,6 +66,40 @@ class ScepTransaction(Base):
 
 def challenge_digest(challenge: str) -> str:
     return hashlib.sha256(challenge.encode("utf-8")).hexdigest()
+
+
+_TRANSACTION = ScepTransaction.__table__
+_CHALLENGE = ScepChallenge.__table__
+_READ_TRANSACTION = select(_TRANSACTION).where(
+    _TRANSACTION.c.provisioner == bindparam("provisioner"),
+    _TRANSACTION.c.transaction_id == bindparam("transaction_id"),
+)
+_READ_CHALLENGE = select(_CHALLENGE).where(_CHALLENGE.c.challenge_sha256 == bindparam("digest"))
+
+
+def read_request_rows(
+    engine: Engine, provisioner: str, transaction_id: str, challenge: str | None
+) -> tuple[Any | None, Any | None]:
+    """The transaction ``transaction_id`` of ``provisioner`` and the challenge row
+    ``challenge`` names for it (used or not; None when ``challenge`` is None), each if any,
+    read on one pooled connection in Core: what a PKCSReq needs to know before it issues,
+    in one read instead of two ORM sessions. The rows carry the mapped classes' attribute
+    names (:class:`ScepTransaction`, :class:`ScepChallenge`).
+    """
+    found = None
+    with engine.connect() as connection:
+        transaction = connection.execute(
+            _READ_TRANSACTION, {"provisioner": provisioner, "transaction_id": transaction_id}
+        ).first()
+        if challenge is not None:
+            digest = challenge_digest(challenge)
+            found = connection.execute(_READ_CHALLENGE, {"digest": digest}).first()
+            if found is not None and not (
+                found.provisioner == provisioner
+                and hmac.compare_digest(found.challenge_sha256, digest)
+            ):
+                found = None
+    return transaction, found
 
 
 class ScepRepository:
