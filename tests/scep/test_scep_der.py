@@ -1,6 +1,7 @@
 """The CertRep's DER, written directly (``ostiary.scep.der``): every shape parses with
 asn1crypto and re-encodes to the same bytes (so it is DER), and reads back as the device
-reads it (the RA's signature, the status, the nonces, the issued certificate).
+reads it (the RA's signature, the status, the nonces, the issued certificate); and the
+shortcuts of reading a pkiMessage (names compared by bytes first) keep its meaning.
 """
 
 from __future__ import annotations
@@ -95,3 +96,15 @@ def test_a_transaction_id_beyond_latin1_is_not_a_pki_message() -> None:
     utf8 = request.der().replace(b"\x13\x06AAAAAA", b"\x0c\x06" + "AAA€".encode())
     with pytest.raises(ValueError, match="Latin-1"):
         read_envelope(utf8)
+
+
+def test_a_signer_named_in_another_string_type_is_still_found() -> None:
+    """The signer's issuer is compared by bytes first, then by RFC 5280's name comparison."""
+    key = _key()
+    signer = self_signed(key, "device")  # a UTF8String CN
+    request = Request(key, signer, 19, b"", [_ra()[0]])
+    info = cms.ContentInfo.load(request.der())
+    sid = info["content"]["signer_infos"][0]["sid"].chosen
+    sid["issuer"] = asn1_x509.Name.build({"common_name": "device"}, use_printable=True)
+    assert sid["issuer"].dump() != signer.issuer.public_bytes()
+    assert read_envelope(info.dump(force=True)).envelope.signer == signer

@@ -174,7 +174,7 @@ class ScepResponder:
             outer = read_envelope(der)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        request = outer[2]
+        request = outer.envelope
         ra_certificate, ra_key = provisioner.ra_certificate, self._ra_key(provisioner)
         try:
             message = open_message(outer, ra_certificate=ra_certificate, ra_key=ra_key)
@@ -183,7 +183,7 @@ class ScepResponder:
             logger.warning(
                 "SCEP %s: %s refused (%s): %s",
                 provisioner.name,
-                outer[3].name,
+                outer.message_type.name,
                 failure.fail_info.name,
                 failure.reason,
             )
