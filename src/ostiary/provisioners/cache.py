@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy import bindparam, select
-
 from ostiary.provisioners.base import is_provisioner_name
-from ostiary.store import ProvisionerRecord, Store
+from ostiary.store import Store, provisioner_version
 
 #: Longest time a loaded provisioner is used without looking at its row again.
 PROVISIONER_RECHECK_SECONDS = 5.0
@@ -114,16 +112,7 @@ class ProvisionerCache(Generic[P]):
             self._loaded[provisioner.name] = _Loaded(provisioner, version, at)
 
     def _version(self, name: object) -> tuple[int, datetime] | None:
-        # A pooled connection and Core: SCEP reads this for every PKIOperation, and an ORM
-        # session cost four times the query.
-        with self._store.read_engine.connect() as connection:
-            row = connection.execute(_VERSION, {"name": str(name)}).one_or_none()
-        return None if row is None else (row.id, row.updated_at)
-
-
-_VERSION = select(ProvisionerRecord.id, ProvisionerRecord.updated_at).where(
-    ProvisionerRecord.name == bindparam("name")
-)
+        return provisioner_version(self._store.read_engine, str(name))
 
 
 __all__ = ["PROVISIONER_RECHECK_SECONDS", "Loader", "ProvisionerCache"]
