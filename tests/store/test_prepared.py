@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, event, insert, select
+from sqlalchemy import Connection, bindparam, delete, event, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -123,3 +123,17 @@ def test_what_it_cannot_run_as_sqlalchemy_would_is_refused(sqlite_store: Store) 
         # CertificateRecord.status has a default computed in Python: give every column.
         with pytest.raises(ValueError, match="every column"):
             INSERT_CERTIFICATE.execute(connection, {"serial": "01", "issuer_key_id": "aa"})
+
+
+def test_a_typed_select_reads_rows_as_a_result_would(store: Store, now: datetime) -> None:
+    """Datetimes and JSON come back converted, as SQLAlchemy's own result gives them."""
+    columns = (AuditEntry.at, AuditEntry.details, AuditEntry.target, AuditEntry.actor)
+    read = Prepared(select(*columns).where(AuditEntry.target == bindparam("t")), typed=True)
+    with store.engine.begin() as connection:
+        INSERT_ENTRY.execute(connection, entry(7, now))
+    with store.read_engine.connect() as connection:
+        rows = read.execute(connection, {"t": "t7"})
+        expected = connection.execute(select(*columns).where(AuditEntry.target == "t7")).one()
+    assert rows == [tuple(expected)] == [(now, entry(7, now)["details"], "t7", None)]
+    with pytest.raises(ValueError, match="for a SELECT"):
+        Prepared(insert(AuditEntry), typed=True)

@@ -44,7 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509 import ocsp
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from ostiary.authority.authority import Authority
@@ -141,22 +141,15 @@ class RevocationWatch:
 
     def poll(self) -> None:
         """Read the audit head; report the revocations since the last poll."""
-        with self._store.transaction(read_only=True) as session:
-            head = session.scalar(select(AuditHead.last_entry_id))
-            head = int(head or 0)
+        # A pooled connection and Core, not an ORM session: this runs four times a second in
+        # every server process, and once more after every issuance (the head moves).
+        with self._store.read_engine.connect() as connection:
+            head = int(connection.scalar(_HEAD) or 0)
             seen = self._seen
             found: list[tuple[str, str | None]] = []
             if seen is not None and head > seen:
-                found = [
-                    (event, target)
-                    for event, target in session.execute(
-                        select(AuditEntry.event, AuditEntry.target).where(
-                            AuditEntry.id > seen,
-                            AuditEntry.id <= head,
-                            AuditEntry.event.in_((REVOKED_EVENT, ROTATED_EVENT)),
-                        )
-                    )
-                ]
+                rows = connection.execute(_WATCHED, {"seen": seen, "head": head})
+                found = [(event, target) for event, target in rows]
         if any(event == ROTATED_EVENT for event, _ in found):
             for rotation_listener in self.rotation_listeners:
                 rotation_listener()
@@ -195,6 +188,14 @@ class RevocationWatch:
             except DBAPIError as exc:
                 logger.warning("OCSP: cannot read the audit log (%s)", type(exc).__name__)
             self._stop.wait(self.interval)
+
+
+_HEAD = select(AuditHead.last_entry_id)
+_WATCHED = select(AuditEntry.event, AuditEntry.target).where(
+    AuditEntry.id > bindparam("seen"),
+    AuditEntry.id <= bindparam("head"),
+    AuditEntry.event.in_((REVOKED_EVENT, ROTATED_EVENT)),
+)
 
 
 class OcspService:

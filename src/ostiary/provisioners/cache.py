@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy import select
-
 from ostiary.provisioners.base import is_provisioner_name
-from ostiary.store import ProvisionerRecord, Store
+from ostiary.store import Store, provisioner_version
 
 #: Longest time a loaded provisioner is used without looking at its row again.
 PROVISIONER_RECHECK_SECONDS = 5.0
@@ -114,13 +112,7 @@ class ProvisionerCache(Generic[P]):
             self._loaded[provisioner.name] = _Loaded(provisioner, version, at)
 
     def _version(self, name: object) -> tuple[int, datetime] | None:
-        with self._store.transaction(read_only=True) as session:
-            row = session.execute(
-                select(ProvisionerRecord.id, ProvisionerRecord.updated_at).where(
-                    ProvisionerRecord.name == str(name)
-                )
-            ).one_or_none()
-        return None if row is None else (row.id, row.updated_at)
+        return provisioner_version(self._store.read_engine, str(name))
 
 
 __all__ = ["PROVISIONER_RECHECK_SECONDS", "Loader", "ProvisionerCache"]

@@ -47,6 +47,21 @@ class FoundGrant:
     digest: str
 
 
+class GrantRow(Protocol):
+    """A secret's row (:class:`~ostiary.store.ScepChallenge`, or a Core row of it)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def sans(self) -> list[str]: ...
+    @property
+    def challenge_sha256(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def used_at(self) -> datetime | None: ...
+
+
 class Granting(Protocol):
     """A provisioner that grants names through one-time secrets (``scep``, ``est``)."""
 
@@ -116,22 +131,28 @@ def find_grant(store: Store, provisioner: str, secret: str, *, now: datetime) ->
     wrong, used or expired. Nothing is spent here.
     """
     with store.transaction(read_only=True) as session:
-        row = ScepRepository(session).find_challenge(provisioner, secret)
-        if row is None:
-            raise Unauthorized("the challenge password is wrong")
-        if row.used_at is not None:
-            raise Unauthorized("the challenge password was used already: challenges are one-time")
-        if row.expires_at <= now:
-            raise Unauthorized("the challenge password expired: ask for a new one")
-        return FoundGrant(row.subject, list(row.sans), row.challenge_sha256)
+        return grant_of_row(ScepRepository(session).find_challenge(provisioner, secret), now=now)
+
+
+def grant_of_row(row: GrantRow | None, *, now: datetime) -> FoundGrant:
+    """:func:`find_grant` on the secret's row read already (None: no such secret)."""
+    if row is None:
+        raise Unauthorized("the challenge password is wrong")
+    if row.used_at is not None:
+        raise Unauthorized("the challenge password was used already: challenges are one-time")
+    if row.expires_at <= now:
+        raise Unauthorized("the challenge password expired: ask for a new one")
+    return FoundGrant(row.subject, list(row.sans), row.challenge_sha256)
 
 
 __all__ = [
     "MAX_GRANT_TTL",
     "FoundGrant",
     "Grant",
+    "GrantRow",
     "Granting",
     "find_grant",
     "grant_authorization",
+    "grant_of_row",
     "record_grant",
 ]

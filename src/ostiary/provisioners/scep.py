@@ -49,6 +49,7 @@ from ostiary.provisioners.base import (
 )
 from ostiary.provisioners.grants import (
     MAX_GRANT_TTL,
+    FoundGrant,
     Grant,
     find_grant,
     grant_authorization,
@@ -335,9 +336,13 @@ def authorize_challenge(
     ca: CAIdentity,
     now: datetime,
     transaction_id: str = "",
+    grant: FoundGrant | None = None,
 ) -> tuple[Authorization, str | None]:
     """What the CSR's challenge grants, checked as issuance will check it, and the digest of
     the one-time challenge to spend (None for a static or webhook one). Nothing is spent here.
+
+    ``grant``: the one-time challenge's grant as the caller found it already
+    (:func:`~ostiary.provisioners.grants.grant_of_row`), instead of reading it here.
     """
     given = challenge_of(csr)
     if provisioner.challenge == "webhook":
@@ -364,7 +369,7 @@ def authorize_challenge(
         )
         precheck_request(csr, authorization, ca=ca, now=now)
         return authorization, None
-    found = find_grant(store, provisioner.name, given, now=now)
+    found = grant if grant is not None else find_grant(store, provisioner.name, given, now=now)
     authorization = grant_authorization(provisioner, found.subject, found.sans)
     precheck_request(csr, authorization, ca=ca, now=now)
     return authorization, found.digest

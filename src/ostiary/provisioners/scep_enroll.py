@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -41,8 +42,14 @@ from ostiary.core.errors import Conflict, NotFound, PolicyDenied, Unauthorized
 from ostiary.core.issuance import Authorization
 from ostiary.core.names import format_general_name
 from ostiary.provisioners.base import CAIdentity
+from ostiary.provisioners.grants import grant_of_row
 from ostiary.provisioners.renewal import renewal_authorization
-from ostiary.provisioners.scep import ScepProvisioner, authorize_challenge, check_key_size
+from ostiary.provisioners.scep import (
+    ScepProvisioner,
+    authorize_challenge,
+    challenge_of,
+    check_key_size,
+)
 from ostiary.store import (
     AuditLog,
     Batch,
@@ -52,6 +59,7 @@ from ostiary.store import (
     RequestStatus,
     ScepRepository,
     ScepTransaction,
+    read_request_rows,
     spend_challenge_in,
     transaction_values,
 )
@@ -104,14 +112,19 @@ def enroll(
     ca: CAIdentity,
 ) -> Outcome:
     """PKCSReq: the challenge's names for the CSR's key, issued or queued for an officer."""
-    repeated = _repeat(authority, provisioner, transaction_id, csr)
+    given = _one_time_challenge(provisioner, csr)
+    row, challenge_row = read_request_rows(
+        authority.store.read_engine, provisioner.name, transaction_id, given
+    )
+    repeated = _repeat_of(authority, row, csr)
     if repeated is not None:
         return repeated
     check_key_size(csr)
     now = authority.clock()
     authorization, challenge = authorize_challenge(
-        authority.store, provisioner, csr, ca=ca, now=now, transaction_id=transaction_id
-    )
+        authority.store, provisioner, csr, ca=ca, now=now, transaction_id=transaction_id,
+        grant=grant_of_row(challenge_row, now=now) if given is not None else None,
+    )  # fmt: skip
     if not provisioner.require_approval:
         return _issue(
             authority, provisioner, transaction_id, csr, authorization, challenge=challenge
@@ -192,6 +205,20 @@ def poll(authority: Authority, provisioner: ScepProvisioner, transaction_id: str
         return _state(session, row, authority.clock())
 
 
+def _one_time_challenge(
+    provisioner: ScepProvisioner, csr: x509.CertificateSigningRequest
+) -> str | None:
+    """The CSR's challenge if it is a one-time one, to read with the transaction; None for
+    other kinds, or when the CSR carries none (:func:`authorize_challenge` refuses that).
+    """
+    if provisioner.challenge not in ("one-time", "dynamic"):
+        return None
+    try:
+        return challenge_of(csr)
+    except Unauthorized:
+        return None
+
+
 def _repeat(
     authority: Authority,
     provisioner: ScepProvisioner,
@@ -199,16 +226,36 @@ def _repeat(
     csr: x509.CertificateSigningRequest,
 ) -> Outcome | None:
     """The answer to a transactionID seen before, or None if it is new."""
+    row, _ = read_request_rows(authority.store.read_engine, provisioner.name, transaction_id, None)
+    return _repeat_of(authority, row, csr)
+
+
+def _repeat_of(
+    authority: Authority, row: _TransactionRow | None, csr: x509.CertificateSigningRequest
+) -> Outcome | None:
+    """:func:`_repeat` with the transaction's row read already (None: a new one)."""
+    if row is None:
+        return None
+    if row.csr_sha256 != _csr_digest(csr):
+        raise Conflict("this transactionID was used with another request: use a new one")
     with authority.store.transaction(read_only=True) as session:
-        row = ScepRepository(session).transaction(provisioner.name, transaction_id)
-        if row is None:
-            return None
-        if row.csr_sha256 != _csr_digest(csr):
-            raise Conflict("this transactionID was used with another request: use a new one")
         return _state(session, row, authority.clock())
 
 
-def _state(session: Session, row: ScepTransaction, now: datetime) -> Outcome:
+class _TransactionRow(Protocol):
+    """A transaction's row: :class:`ScepTransaction`, or a Core row of it."""
+
+    @property
+    def csr_sha256(self) -> str: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def serial(self) -> str | None: ...
+    @property
+    def failure(self) -> str | None: ...
+
+
+def _state(session: Session, row: _TransactionRow, now: datetime) -> Outcome:
     serial = row.serial
     if row.failure is not None:
         raise PolicyDenied(row.failure)

@@ -21,9 +21,11 @@ cryptography are asn1crypto's and pyca/cryptography's.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from asn1crypto import cms, core, parser
 from asn1crypto import x509 as asn1_x509
@@ -106,7 +108,18 @@ class PkiMessage:
     content: bytes
 
 
-def read_envelope(der: bytes) -> tuple[cms.SignedData, cms.SignerInfo, Envelope, MessageType]:
+class Outer(NamedTuple):
+    """A pkiMessage's outer SignedData as read, before anything is verified."""
+
+    signed: cms.SignedData
+    signer_info: cms.SignerInfo
+    envelope: Envelope
+    message_type: MessageType
+    #: The signed attributes by dotted OID (and asn1crypto's name for the known ones).
+    attributes: dict[str, object]
+
+
+def read_envelope(der: bytes) -> Outer:
     """The outer SignedData and its SCEP attributes, before anything is verified.
 
     :class:`ValueError` when it is not a pkiMessage at all (no CertRep can answer that).
@@ -122,6 +135,8 @@ def read_envelope(der: bytes) -> tuple[cms.SignedData, cms.SignerInfo, Envelope,
         signer_info: cms.SignerInfo = signers[0]
         attributes = _attributes(signer_info)
         transaction_id = _text(attributes, TRANSACTION_ID)
+        if not all(ord(c) < 0x100 for c in transaction_id):  # echoed as a PrintableString
+            raise ValueError("the transactionID has characters beyond Latin-1")
         nonce = _octets(attributes, SENDER_NONCE)
         message_type = MessageType(int(_text(attributes, MESSAGE_TYPE)))
         signer = _signer_certificate(signed, signer_info)
@@ -129,27 +144,20 @@ def read_envelope(der: bytes) -> tuple[cms.SignedData, cms.SignerInfo, Envelope,
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         raise ValueError(f"not a SCEP pkiMessage: {exc}") from None
     cipher = ""  # filled in when the envelope is opened
-    return (
-        signed,
-        signer_info,
-        Envelope(transaction_id, nonce, signer, digest, cipher),
-        message_type,
-    )
+    envelope = Envelope(transaction_id, nonce, signer, digest, cipher)
+    return Outer(signed, signer_info, envelope, message_type, attributes)
 
 
 def open_message(
-    outer: tuple[cms.SignedData, cms.SignerInfo, Envelope, MessageType],
-    *,
-    ra_certificate: x509.Certificate,
-    ra_key: rsa.RSAPrivateKey,
+    outer: Outer, *, ra_certificate: x509.Certificate, ra_key: rsa.RSAPrivateKey
 ) -> PkiMessage:
     """Verify and decrypt what :func:`read_envelope` read; :class:`ScepFailure` with the
     failInfo if refused (answered with a FAILURE CertRep).
     """
-    signed, signer_info, envelope, message_type = outer
+    envelope, message_type = outer.envelope, outer.message_type
     if envelope.digest not in DIGESTS:
         raise ScepFailure(FailInfo.BAD_ALG, f"digest {envelope.digest} is not supported")
-    content = _verify(signed, signer_info, envelope)
+    content = _verify(outer)
     if message_type not in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL):
         raise ScepFailure(FailInfo.BAD_REQUEST, f"message type {message_type.name} is not served")
     cipher, plain = _decrypt(content, ra_certificate, ra_key)
@@ -165,14 +173,15 @@ def open_message(
 # --------------------------------------------------------------------------- signature
 
 
-def _verify(signed: cms.SignedData, signer_info: cms.SignerInfo, envelope: Envelope) -> bytes:
+def _verify(outer: Outer) -> bytes:
     """The eContent, once the signer's signature over the received attributes holds."""
+    signed, signer_info, envelope = outer.signed, outer.signer_info, outer.envelope
     algorithm = DIGESTS[envelope.digest]()
     try:
         content = signed["encap_content_info"]["content"].native
         raw_attributes = signer_info["signed_attrs"].dump()
         signature = signer_info["signature"].native
-        message_digest = _attributes(signer_info)["message_digest"]
+        message_digest = outer.attributes["message_digest"]
     except (ValueError, TypeError, KeyError) as exc:
         raise ScepFailure(FailInfo.BAD_MESSAGE_CHECK, f"unreadable signed content: {exc}") from None
     if not isinstance(content, bytes) or not isinstance(message_digest, bytes):
@@ -237,14 +246,20 @@ def _signer_certificate(signed: cms.SignedData, signer_info: cms.SignerInfo) -> 
         candidate = choice.chosen
         if sid.name == "issuer_and_serial_number":
             wanted = sid.chosen
-            if (
-                candidate.serial_number == wanted["serial_number"].native
-                and candidate.issuer == wanted["issuer"]
+            if candidate.serial_number == wanted["serial_number"].native and _same_name(
+                candidate.issuer, wanted["issuer"]
             ):
                 return _read_certificate(candidate)
         elif candidate.key_identifier == sid.chosen.native:
             return _read_certificate(candidate)
     raise ValueError("the signer's certificate is not in the message")
+
+
+def _same_name(one: asn1_x509.Name, other: asn1_x509.Name) -> bool:
+    """The same bytes (every client copies its certificate's issuer), else the same name by
+    RFC 5280's comparison (asn1crypto's, costly: string preparation of every value).
+    """
+    return bool(one.dump() == other.dump() or one == other)
 
 
 def _read_certificate(candidate: asn1_x509.Certificate) -> x509.Certificate:
@@ -306,13 +321,19 @@ def _our_encrypted_key(recipients: list[cms.RecipientInfo], ra: x509.Certificate
             continue
         if rid.chosen["serial_number"].native != ra.serial_number:
             continue
-        if rid.chosen["issuer"].dump() != ra.issuer.public_bytes():
+        if rid.chosen["issuer"].dump() != _issuer_bytes(ra):
             continue
         if ktri["key_encryption_algorithm"]["algorithm"].native != "rsaes_pkcs1v15":
             raise ScepFailure(FailInfo.BAD_ALG, "the content key is not RSA PKCS#1 v1.5 encrypted")
         encrypted: bytes = ktri["encrypted_key"].native
         return encrypted
     raise ScepFailure(FailInfo.BAD_MESSAGE_CHECK, "the message is not encrypted to our RA")
+
+
+@functools.lru_cache(maxsize=16)
+def _issuer_bytes(certificate: x509.Certificate) -> bytes:
+    """The DER of the RA's issuer name, made once per RA."""
+    return certificate.issuer.public_bytes()
 
 
 def _encrypted_content(encrypted_content_info: bytes) -> bytes:

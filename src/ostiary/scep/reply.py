@@ -5,7 +5,8 @@ A CertRep (RFC 8894 §3.3.2) is SignedData signed by the RA, with the device's t
 content is an EnvelopedData encrypted to the device's signer certificate, with the cipher
 the device used, holding a certs-only PKCS#7 of the new certificate; on FAILURE and PENDING
 the content is empty (an OCTET STRING of length 0: certmonger reports "no content" without
-it). The digest is the device's too. The structures are asn1crypto's, the cryptography
+it). The digest is the device's too. The DER is written directly (:mod:`ostiary.scep.der`:
+a fixed shape, ~30x cheaper than asn1crypto objects), the cryptography is
 pyca/cryptography's.
 """
 
@@ -16,8 +17,7 @@ import os
 from collections.abc import Sequence
 from enum import IntEnum
 
-from asn1crypto import cms, core
-from asn1crypto import x509 as asn1_x509
+from asn1crypto import algos
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as block_padding
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from ostiary.scep import der
 from ostiary.scep.message import (
     CIPHERS,
     DIGESTS,
@@ -79,67 +80,91 @@ def cert_rep(
     hasher = hashes.Hash(algorithm)
     hasher.update(content)
     attributes = [
-        _attribute("content_type", cms.ContentType("data")),
-        _attribute("message_digest", core.OctetString(hasher.finalize())),
-        _attribute(MESSAGE_TYPE, core.PrintableString(str(int(MessageType.CERT_REP)))),
-        _attribute(PKI_STATUS, core.PrintableString(str(int(status)))),
-        _attribute(TRANSACTION_ID, core.PrintableString(request.transaction_id)),
-        _attribute(SENDER_NONCE, core.OctetString(os.urandom(16))),
-        _attribute(RECIPIENT_NONCE, core.OctetString(request.sender_nonce)),
+        _attribute(_CONTENT_TYPE, _DATA),
+        _attribute(_MESSAGE_DIGEST, der.tlv(der.OCTET_STRING, hasher.finalize())),
+        _attribute(_MESSAGE_TYPE, _printable(str(int(MessageType.CERT_REP)))),
+        _attribute(_PKI_STATUS, _printable(str(int(status)))),
+        _attribute(_TRANSACTION_ID, _printable(request.transaction_id)),
+        _attribute(_SENDER_NONCE, der.tlv(der.OCTET_STRING, os.urandom(16))),
+        _attribute(_RECIPIENT_NONCE, der.tlv(der.OCTET_STRING, request.sender_nonce)),
     ]
     if status == PkiStatus.FAILURE:
-        attributes.append(
-            _attribute(FAIL_INFO, core.PrintableString(str(int(fail_info or FailInfo.BAD_REQUEST))))
-        )
+        code = str(int(fail_info or FailInfo.BAD_REQUEST))
+        attributes.append(_attribute(_FAIL_INFO, _printable(code)))
         if fail_text:
-            attributes.append(_attribute(FAIL_INFO_TEXT, core.UTF8String(fail_text[:200])))
+            text = fail_text[:200].encode("utf-8")
+            attributes.append(_attribute(_FAIL_INFO_TEXT, der.tlv(der.UTF8_STRING, text)))
     # DER: a SET OF is sorted by the encodings of its members (clients re-encode to verify).
-    attributes.sort(key=lambda attribute: attribute.dump())
-    signed_attributes = cms.CMSAttributes(attributes)
-    to_sign = b"\x31" + signed_attributes.dump()[1:]
-    signature = ra_key.sign(to_sign, padding.PKCS1v15(), algorithm)
+    signed_attributes = der.set_of(*attributes)
+    signature = ra_key.sign(signed_attributes, padding.PKCS1v15(), algorithm)
     sid, certificates = _ra_parts(ra_certificate)
-    signer = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier.load(sid),
-            "digest_algorithm": {"algorithm": digest},
-            "signed_attrs": signed_attributes,
-            "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},
-            "signature": signature,
-        }
+    digest_algorithm = _DIGEST_ALGORITHMS[digest]
+    signer = der.tlv(
+        der.SEQUENCE,
+        der.small_integer(1),
+        sid,
+        digest_algorithm,
+        # signedAttrs [0] IMPLICIT: the SET's tag byte becomes [0] (RFC 5652 §5.3)
+        bytes((der.CONTEXT_0,)) + signed_attributes[1:],
+        _RSA_ENCRYPTION,
+        der.tlv(der.OCTET_STRING, signature),
     )
-    signed = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [{"algorithm": digest}],
-            "encap_content_info": {"content_type": "data", "content": content},
-            "certificates": cms.CertificateSet.load(certificates),
-            "signer_infos": [signer],
-        }
+    signed = der.tlv(
+        der.SEQUENCE,
+        der.small_integer(1),
+        der.set_of(digest_algorithm),
+        der.tlv(
+            der.SEQUENCE,
+            _DATA,
+            der.tlv(der.CONTEXT_0, der.tlv(der.OCTET_STRING, content)),
+        ),
+        certificates,
+        der.set_of(signer),
     )
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+    return der.tlv(der.SEQUENCE, _SIGNED_DATA, der.tlv(der.CONTEXT_0, signed))
+
+
+#: The OIDs and algorithm identifiers of a CertRep, encoded once.
+_DATA = der.oid("1.2.840.113549.1.7.1")
+_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")
+_ENVELOPED_DATA = der.oid("1.2.840.113549.1.7.3")
+_CONTENT_TYPE = der.oid("1.2.840.113549.1.9.3")
+_MESSAGE_DIGEST = der.oid("1.2.840.113549.1.9.4")
+_MESSAGE_TYPE, _PKI_STATUS, _FAIL_INFO = (
+    der.oid(MESSAGE_TYPE),
+    der.oid(PKI_STATUS),
+    der.oid(FAIL_INFO),
+)
+_SENDER_NONCE, _RECIPIENT_NONCE = der.oid(SENDER_NONCE), der.oid(RECIPIENT_NONCE)
+_TRANSACTION_ID, _FAIL_INFO_TEXT = der.oid(TRANSACTION_ID), der.oid(FAIL_INFO_TEXT)
+#: rsaEncryption: the signature algorithm of a SignerInfo and the key transport of a
+#: KeyTransRecipientInfo (PKCS#1 v1.5 in both, RFC 3370 §3.2, §4.2.1).
+_RSA_ENCRYPTION = der.algorithm(der.oid("1.2.840.113549.1.1.1"))
+_DIGEST_ALGORITHMS = {
+    name: der.algorithm(der.oid(algos.DigestAlgorithmId(name).dotted)) for name in DIGESTS
+}
+_CIPHERS = {name: der.oid(algos.EncryptionAlgorithmId(name).dotted) for name in CIPHERS}
+
+
+def _printable(text: str) -> bytes:
+    """A PrintableString, as asn1crypto writes one (Latin-1: :func:`read_envelope
+    <ostiary.scep.message.read_envelope>` refuses a transactionID beyond it).
+    """
+    return der.tlv(der.PRINTABLE_STRING, text.encode("latin-1"))
+
+
+def _attribute(kind: bytes, value: bytes) -> bytes:
+    """An Attribute with one value (RFC 5652 §5.3)."""
+    return der.tlv(der.SEQUENCE, kind, der.tlv(der.SET, value))
 
 
 @functools.lru_cache(maxsize=16)
 def _ra_parts(ra_certificate: x509.Certificate) -> tuple[bytes, bytes]:
-    """The DER of the RA's SignerIdentifier and of the CertificateSet holding the RA, made
-    once per RA: asn1crypto re-encodes a parsed certificate each time it is placed in a new
-    structure, which cost more than the rest of a CertRep. Each CertRep loads fresh objects
-    from these bytes (asn1crypto's values are mutable, and CertReps are built in threads).
+    """The RA's SignerIdentifier and the ``[0] IMPLICIT`` CertificateSet holding the RA,
+    made once per RA.
     """
-    ra = asn1_x509.Certificate.load(ra_certificate.public_bytes(serialization.Encoding.DER))
-    sid = cms.SignerIdentifier(
-        "issuer_and_serial_number",
-        cms.IssuerAndSerialNumber({"issuer": ra.issuer, "serial_number": ra.serial_number}),
-    )
-    return sid.dump(), cms.CertificateSet([ra]).dump()
-
-
-def _attribute(kind: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    if kind[0].isdigit():  # a SCEP attribute asn1crypto has no name for: kept as Any
-        return cms.CMSAttribute({"type": kind, "values": [core.Any(value)]})
-    return cms.CMSAttribute({"type": kind, "values": [value]})
+    ra = ra_certificate.public_bytes(serialization.Encoding.DER)
+    return der.issuer_and_serial_number(ra_certificate), der.tlv(der.CONTEXT_0, ra)
 
 
 def _envelope(plain: bytes, request: Envelope) -> bytes:
@@ -154,29 +179,23 @@ def _envelope(plain: bytes, request: Envelope) -> bytes:
     padder = block_padding.PKCS7(block.block_size).padder()
     encryptor = Cipher(block, modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
-    signer = asn1_x509.Certificate.load(request.signer.public_bytes(serialization.Encoding.DER))
-    recipient = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier(
-                "issuer_and_serial_number",
-                cms.IssuerAndSerialNumber(
-                    {"issuer": signer.issuer, "serial_number": signer.serial_number}
-                ),
-            ),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": public_key.encrypt(key, padding.PKCS1v15()),
-        }
+    recipient = der.tlv(
+        der.SEQUENCE,
+        der.small_integer(0),
+        der.issuer_and_serial_number(request.signer),
+        _RSA_ENCRYPTION,
+        der.tlv(der.OCTET_STRING, public_key.encrypt(key, padding.PKCS1v15())),
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo("ktri", recipient)],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher, "parameters": iv},
-                "encrypted_content": ciphertext,
-            },
-        }
+    enveloped = der.tlv(
+        der.SEQUENCE,
+        der.small_integer(0),
+        der.set_of(recipient),
+        der.tlv(
+            der.SEQUENCE,
+            _DATA,
+            der.tlv(der.SEQUENCE, _CIPHERS[cipher], der.tlv(der.OCTET_STRING, iv)),
+            # encryptedContent [0] IMPLICIT OCTET STRING: primitive
+            der.tlv(0x80, ciphertext),
+        ),
     )
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
+    return der.tlv(der.SEQUENCE, _ENVELOPED_DATA, der.tlv(der.CONTEXT_0, enveloped))

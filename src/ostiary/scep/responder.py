@@ -30,7 +30,6 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ostiary.authority.authority import Authority
@@ -110,7 +109,7 @@ class ScepResponder:
         self._checked: ProvisionerCache[ScepProvisioner] = ProvisionerCache(
             authority.store, _load, recheck_seconds=0
         )
-        self._ca_certs: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
+        self._ca_certs: dict[str, tuple[tuple[x509.Certificate, ...], bytes]] = {}
 
     def answer(
         self,
@@ -149,11 +148,13 @@ class ScepResponder:
     def _describe(self, provisioner: ScepProvisioner, operation: str) -> ScepAnswer:
         if operation == "GetCACaps":
             return ScepAnswer(200, _CAPABILITIES, TEXT)
-        chain = (provisioner.ra_certificate, self.ca.issuer, *self._roots())
-        ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain if c is not None)
+        chain = tuple(
+            c for c in (provisioner.ra_certificate, self.ca.issuer, *self._roots()) if c is not None
+        )
         kept = self._ca_certs.get(provisioner.name)
-        if kept is None or kept[0] != ders:
-            kept = (ders, certs_only([c for c in chain if c is not None]))
+        # the same objects while nothing changes: the comparison is by identity, no DER made
+        if kept is None or kept[0] != chain:
+            kept = (chain, certs_only(list(chain)))
             self._ca_certs[provisioner.name] = kept
         return ScepAnswer(200, kept[1], CA_RA_CERT)
 
@@ -174,7 +175,7 @@ class ScepResponder:
             outer = read_envelope(der)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        request = outer[2]
+        request = outer.envelope
         ra_certificate, ra_key = provisioner.ra_certificate, self._ra_key(provisioner)
         try:
             message = open_message(outer, ra_certificate=ra_certificate, ra_key=ra_key)
@@ -183,7 +184,7 @@ class ScepResponder:
             logger.warning(
                 "SCEP %s: %s refused (%s): %s",
                 provisioner.name,
-                outer[3].name,
+                outer.message_type.name,
                 failure.fail_info.name,
                 failure.reason,
             )

@@ -80,7 +80,7 @@ from ostiary.store.models import (
     SSHCertificateRecord,
     UsedToken,
 )
-from ostiary.store.provisioners import ProvisionerRepository
+from ostiary.store.provisioners import ProvisionerRepository, provisioner_version
 from ostiary.store.replicas import Replica, ReplicaRecord, ReplicaRepository
 from ostiary.store.requests import (
     CertificateRequest,
@@ -93,9 +93,12 @@ from ostiary.store.requests import (
 )
 from ostiary.store.sans import subject_alt_names
 from ostiary.store.scep import (
+    ChallengeRow,
     ScepChallenge,
     ScepRepository,
     ScepTransaction,
+    TransactionState,
+    read_request_rows,
     spend_challenge_in,
     transaction_values,
 )
@@ -132,6 +135,7 @@ __all__ = [
     "CertificateRepository",
     "CertificateRequest",
     "CertificateStatus",
+    "ChallengeRow",
     "CompromisedKey",
     "ConsoleEntry",
     "ConsoleRepository",
@@ -165,6 +169,7 @@ __all__ = [
     "TokenRepository",
     "TokenSpend",
     "TokenUse",
+    "TransactionState",
     "Unit",
     "UsedToken",
     "WriteTimeout",
@@ -186,6 +191,8 @@ __all__ = [
     "mark_request_issued",
     "migrate",
     "next_crl_number",
+    "provisioner_version",
+    "read_request_rows",
     "record_certificate",
     "record_issuer",
     "revoke_issuer",

@@ -16,7 +16,8 @@ SQLAlchemy's (:class:`~sqlalchemy.exc.IntegrityError` for a duplicate), as ``exe
 
 Other dialects (PostgreSQL) go through ``Connection.execute`` unchanged. Rows come back as
 the driver returns them, without result processing: read only columns that need none
-(text, integers).
+(text, integers), or build a SELECT with ``typed=True``, whose rows get each column's
+result processor (a datetime from SQLite's text, a list from JSON), as a ``Result`` would.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql import ClauseElement, Executable, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Parameters = Mapping[str, Any]
@@ -45,9 +46,13 @@ class _Compiled:
     #: The parameters in the SQL's order, each with its type's bind processor.
     binds: tuple[tuple[str, _Processor], ...]
     returns_rows: bool
+    #: Per column of a ``typed`` SELECT, its type's result processor; None: rows as read.
+    results: tuple[_Processor, ...] | None
 
     @classmethod
-    def of(cls, statement: Executable, dialect: Dialect, keys: Sequence[str]) -> _Compiled:
+    def of(
+        cls, statement: Executable, dialect: Dialect, keys: Sequence[str], *, typed: bool = False
+    ) -> _Compiled:
         assert isinstance(statement, ClauseElement)
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
         assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
@@ -59,7 +64,22 @@ class _Compiled:
             for name in compiled.positiontup
         )
         writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
-        return cls(compiled.string, compiled, binds, bool(compiled.returning) or not writes)
+        results = None
+        if isinstance(statement, Select) and typed:
+            results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in statement.selected_columns
+            )
+        returns_rows = bool(compiled.returning) or not writes
+        return cls(compiled.string, compiled, binds, returns_rows, results)
+
+    def typed(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        if self.results is None:
+            return row
+        return tuple(
+            value if processor is None else processor(value)
+            for value, processor in zip(row, self.results, strict=True)
+        )
 
     def values(self, parameters: Parameters) -> tuple[Any, ...]:
         bound = self.compiled.construct_params(parameters)  # with the statement's own literals
@@ -75,10 +95,13 @@ class Prepared:
     Build it once, at import: it compiles lazily, per set of parameter names.
     """
 
-    __slots__ = ("_compiled", "statement")
+    __slots__ = ("_compiled", "_typed", "statement")
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, *, typed: bool = False) -> None:
+        if typed and not isinstance(statement, Select):
+            raise ValueError("typed rows are for a SELECT")
         self.statement = statement
+        self._typed = typed
         self._compiled: dict[tuple[str, ...], _Compiled] = {}
 
     def execute(
@@ -97,7 +120,9 @@ class Prepared:
         keys = tuple(many[0])
         compiled = self._compiled.get(keys)
         if compiled is None:
-            compiled = self._compiled[keys] = _Compiled.of(self.statement, connection.dialect, keys)
+            compiled = self._compiled[keys] = _Compiled.of(
+                self.statement, connection.dialect, keys, typed=self._typed
+            )
         rows = [compiled.values(one) for one in many]
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
@@ -109,7 +134,7 @@ class Prepared:
             returned: list[tuple[Any, ...]] = []
             for row in rows:  # sqlite3 returns no rows from executemany
                 returned += cursor.execute(compiled.sql, row).fetchall()
-            return returned
+            return returned if compiled.results is None else [compiled.typed(r) for r in returned]
         except sqlite3.Error as error:
             raise DBAPIError.instance(
                 compiled.sql, rows, error, sqlite3.Error, dialect=connection.dialect

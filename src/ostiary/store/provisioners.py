@@ -10,10 +10,11 @@ import builtins
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from ostiary.core.errors import Conflict, NotFound
+from ostiary.store._prepared import Prepared
 from ostiary.store._unique import insert_unless_duplicate
 from ostiary.store.models import ProvisionerRecord
 
@@ -73,3 +74,22 @@ class ProvisionerRepository:
         """Delete ``name``; :class:`NotFound` if absent. Its certificates stay recorded."""
         self._session.delete(self.get(name))
         self._session.flush()
+
+
+_VERSION = Prepared(
+    select(ProvisionerRecord.id, ProvisionerRecord.updated_at).where(
+        ProvisionerRecord.name == bindparam("name")
+    ),
+    typed=True,
+)
+
+
+def provisioner_version(engine: Engine, name: str) -> tuple[int, datetime] | None:
+    """The ``id`` and ``updated_at`` of provisioner ``name`` (None: there is none): what
+    :class:`~ostiary.provisioners.ProvisionerCache` compares to know whether what it keeps
+    is current. One indexed query on the driver, outside any session: SCEP reads it for
+    every PKIOperation. ``engine`` should be a read-only one.
+    """
+    with engine.connect() as connection:
+        rows = _VERSION.execute(connection, {"name": name})
+    return (int(rows[0][0]), rows[0][1]) if rows else None

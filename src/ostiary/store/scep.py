@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import String, Text, bindparam, update
+from sqlalchemy import Engine, String, Text, bindparam, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ostiary.store._prepared import Prepared
@@ -66,6 +66,66 @@ class ScepTransaction(Base):
 
 def challenge_digest(challenge: str) -> str:
     return hashlib.sha256(challenge.encode("utf-8")).hexdigest()
+
+
+class TransactionState(NamedTuple):
+    """Where a transaction got to (the columns of :class:`ScepTransaction` that say so)."""
+
+    csr_sha256: str
+    request_id: str | None
+    serial: str | None
+    failure: str | None
+
+
+class ChallengeRow(NamedTuple):
+    """A challenge as :func:`~ostiary.provisioners.grants.grant_of_row` checks it."""
+
+    provisioner: str
+    challenge_sha256: str
+    subject: str
+    sans: list[str]
+    expires_at: datetime
+    used_at: datetime | None
+
+
+_T = ScepTransaction
+_C = ScepChallenge
+_READ_TRANSACTION = Prepared(
+    select(_T.csr_sha256, _T.request_id, _T.serial, _T.failure).where(
+        _T.provisioner == bindparam("provisioner"),
+        _T.transaction_id == bindparam("transaction_id"),
+    )
+)
+_READ_CHALLENGE = Prepared(
+    select(_C.provisioner, _C.challenge_sha256, _C.subject, _C.sans, _C.expires_at, _C.used_at)
+    .where(_C.challenge_sha256 == bindparam("digest")),
+    typed=True,
+)  # fmt: skip
+
+
+def read_request_rows(
+    engine: Engine, provisioner: str, transaction_id: str, challenge: str | None
+) -> tuple[TransactionState | None, ChallengeRow | None]:
+    """The transaction ``transaction_id`` of ``provisioner`` and the row of the challenge
+    ``challenge`` for it (used or not; None when ``challenge`` is None), each if any: what
+    a PKCSReq needs to know before it issues. Two indexed queries on one pooled connection,
+    on the driver (:class:`~ostiary.store._prepared.Prepared`), instead of two ORM sessions;
+    they need no common snapshot, as the write re-checks both (the challenge spent by a
+    conditional ``UPDATE``, the transaction by its primary key). ``engine`` should be a
+    read-only one.
+    """
+    found = None
+    with engine.connect() as connection:
+        parameters = {"provisioner": provisioner, "transaction_id": transaction_id}
+        transactions = _READ_TRANSACTION.execute(connection, parameters)
+        if challenge is not None:
+            digest = challenge_digest(challenge)
+            challenges = _READ_CHALLENGE.execute(connection, {"digest": digest})
+            if challenges:
+                row = ChallengeRow(*challenges[0])
+                same = hmac.compare_digest(row.challenge_sha256, digest)
+                found = row if same and row.provisioner == provisioner else None
+    return (TransactionState(*transactions[0]) if transactions else None), found
 
 
 class ScepRepository:
