@@ -16,6 +16,12 @@ delivered first, in a later loop iteration. The protocol's ``connection_made`` c
 handshake is done; what the client sent with its last handshake flight (a request, say)
 follows at once.
 
+Records are moved by calling OpenSSL directly (through pyOpenSSL's cffi binding) with one
+buffer per thread: pyOpenSSL's ``recv``/``bio_read`` allocate a buffer on every call and
+raise an exception for "no more data", which doubled the pump's cost per small request
+(~7 µs against ~3.5 µs, as much as Python's ``ssl`` called the same way). Errors are still
+raised by pyOpenSSL, as its own calls would.
+
 Closing sends a close_notify and then closes the TCP transport (once its buffer is written);
 a client's close_notify or end of stream closes the connection (TLS has no half-close). A
 session stays resumable however the connection ended: OpenSSL drops a session from its cache
@@ -29,11 +35,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from ostiary.tls_accept import first_byte
 
@@ -43,6 +52,16 @@ log = logging.getLogger(__name__)
 _CHUNK = 65536
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(4)
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_buffers = threading.local()  # the gateway is one loop per thread (tests run several)
+
+
+def _thread_buffer() -> Any:
+    """The buffer OpenSSL's reads go to, one per thread (cffi releases the GIL in a call)."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = _ffi.new("char[]", _CHUNK)
+    return buffer
 
 
 class HandshakeFailed(ConnectionError):
@@ -88,6 +107,10 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
         self._loop = loop
         self._raw: asyncio.Transport | None = None
         self._tls: SSL.Connection | None = None
+        self._ssl: Any = None  # the connection's SSL*, its BIOs, and the read buffer
+        self._into: Any = None
+        self._out: Any = None
+        self._buffer = _thread_buffer()
         self._state = _HANDSHAKE
         self._paused = False
         self._draining: asyncio.Handle | None = None
@@ -97,17 +120,17 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
     # ------------------------------------------------------------------ the TCP side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = transport  # type: ignore[assignment]
-        self._tls = SSL.Connection(self._context, None)
-        self._tls.set_accept_state()
+        self._tls = tls = SSL.Connection(self._context, None)
+        tls.set_accept_state()
+        self._ssl, self._into, self._out = tls._ssl, tls._into_ssl, tls._from_ssl
 
     def data_received(self, data: bytes) -> None:
-        tls = self._tls
-        if tls is None or self._state == _CLOSED:
+        if self._tls is None or self._state == _CLOSED:
             return
-        try:
-            tls.bio_write(data)
-        except SSL.Error as exc:
-            self._fail(exc)
+        with _ffi.from_buffer(data) as pointer:
+            written = _lib.BIO_write(self._into, pointer, len(data))
+        if written != len(data):  # a memory BIO fails only when out of memory
+            self._fail(MemoryError("OpenSSL could not take the bytes received"))
             return
         if self._state == _HANDSHAKE:
             self._handshake()
@@ -179,32 +202,37 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
         tls, app = self._tls, self._app
         if tls is None or app is None:
             return
+        ssl, buffer = self._ssl, self._buffer
         while not self._paused and self._state == _OPEN:
-            try:
-                data = tls.recv(_CHUNK)
-            except SSL.WantReadError:
+            read = _lib.SSL_read(ssl, buffer, _CHUNK)
+            if read <= 0:
+                if _lib.SSL_get_error(ssl, read) == _WANT_READ:
+                    break
+                try:
+                    tls._raise_ssl_error(ssl, read)  # pyOpenSSL's exception for it
+                except SSL.ZeroReturnError:  # the client's close_notify
+                    self._peer_closed()
+                    break
+                except SSL.Error as exc:
+                    self._fail(exc)
+                    return
                 break
-            except SSL.ZeroReturnError:  # the client's close_notify
-                self._peer_closed()
-                break
-            except SSL.Error as exc:
-                self._fail(exc)
-                return
-            app.data_received(data)
+            app.data_received(_ffi.buffer(buffer, read)[:])
         if self._state != _CLOSED:
             self._flush()  # what reading made (a KeyUpdate answer, an alert)
 
     def _flush(self) -> None:
-        tls, raw = self._tls, self._raw
-        if tls is None or raw is None:
+        """Write what OpenSSL produced to the TCP transport."""
+        raw = self._raw
+        if self._tls is None or raw is None:
             return
+        out, buffer = self._out, self._buffer
         while True:
-            try:
-                out = tls.bio_read(_CHUNK)
-            except SSL.WantReadError:
+            read = _lib.BIO_read(out, buffer, _CHUNK)
+            if read <= 0:  # empty
                 return
-            raw.write(out)
-            if len(out) < _CHUNK:
+            raw.write(_ffi.buffer(buffer, read)[:])
+            if read < _CHUNK:
                 return
 
     def _peer_closed(self) -> None:
@@ -229,14 +257,18 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
         tls = self._tls
         if self._state != _OPEN or tls is None or not data:
             return
-        view = memoryview(data)
-        try:
-            while view:
-                sent = tls.send(view)
-                view = view[sent:]
-        except SSL.Error as exc:
-            self._fail(exc)
-            return
+        ssl, size = self._ssl, len(data)
+        with _ffi.from_buffer(data) as pointer:
+            done = 0
+            while done < size:  # all at once, into a memory BIO: one call but in theory
+                sent = _lib.SSL_write(ssl, pointer + done, min(size - done, 1 << 30))
+                if sent <= 0:
+                    try:
+                        tls._raise_ssl_error(ssl, sent)
+                    except SSL.Error as exc:
+                        self._fail(exc)
+                    return
+                done += sent
         self._flush()
 
     def close(self) -> None:
