@@ -1,12 +1,14 @@
 """The gateway's TLS transport (``ostiary.gateway.tls_transport``, pyOpenSSL over the loop's
 TCP transport) as clients see it: handshakes that stall or are not TLS are cut and counted,
 20 MB go through both ways with flow control, the connection ends with a close_notify either
-way (and the session stays resumable when the client just drops it: test_gateway.py), and a
-reload changes the context for new connections while an open one goes on.
+way (and the session stays resumable when the client just drops it: test_gateway.py), a
+reload changes the context for new connections while an open one goes on, and reading
+paused by the protocol holds the records until it resumes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import socket
@@ -19,7 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ostiary.gateway.server import Gateway
-from ostiary.gateway.tls_transport import TLSTransport
+from ostiary.gateway.tls_transport import TLSTransport, accept_tls
+from ostiary.gateway.trust import load
 from ostiary.tls import client_context
 from tests.gateway.conftest import (
     CA,
@@ -248,3 +251,56 @@ def test_a_reload_serves_new_connections_from_the_new_context_and_keeps_open_one
         assert head.startswith(b"HTTP/1.1 200")
         der = open_one.getpeercert(binary_form=True)
         assert der == first.certificate.public_bytes(Encoding.DER)
+
+
+def test_records_wait_in_openssl_while_reading_is_paused(
+    ca: CA, upstream: EchoUpstream, grace: Issued
+) -> None:
+    """The protocol pauses reading mid-upload: the TCP transport stops, what OpenSSL already
+    holds waits, and on resume all of it comes, in order, in a later loop iteration."""
+    context = load(gateway_config(ca, f"http://127.0.0.1:{upstream.port}")).context
+    payload = bytes(range(256)) * 16384  # 4 MiB
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+
+    def send() -> None:
+        with connect(ca, grace, listener.getsockname()[1]) as tls:
+            tls.sendall(payload)
+            assert tls.recv(10) == b"done"
+
+    async def serve() -> tuple[bytes, list[bool]]:
+        loop = asyncio.get_running_loop()
+        received = bytearray()
+        done = loop.create_future()
+        reading: list[bool] = []
+
+        class Slow(asyncio.Protocol):
+            transport: TLSTransport
+
+            def data_received(self, data: bytes) -> None:
+                if not self.transport.is_reading():
+                    reading.append(True)  # data while paused: fails the test below
+                received.extend(data)
+                if len(received) >= len(payload) // 4 and not reading:
+                    self.transport.pause_reading()
+                    reading.append(self.transport.is_reading())
+                    loop.call_later(0.3, self.transport.resume_reading)
+                if len(received) == len(payload) and not done.done():
+                    done.set_result(None)
+
+        sender = loop.run_in_executor(None, send)
+        sock, _ = await loop.sock_accept(listener)
+        slow = Slow()
+        slow.transport = await accept_tls(sock, slow, context, timeout=5)
+        await asyncio.wait_for(done, 10)
+        slow.transport.write(b"done")
+        await asyncio.wait_for(sender, 10)
+        slow.transport.close()
+        return bytes(received), reading
+
+    try:
+        received, reading = asyncio.run(serve())
+    finally:
+        listener.close()
+    assert reading == [False]
+    assert received == payload
