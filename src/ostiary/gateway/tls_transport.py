@@ -89,7 +89,9 @@ async def accept_tls(
     await loop.connect_accepted_socket(lambda: tls, sock)
     try:
         await asyncio.wait_for(tls.handshake, left)
-    except BaseException:  # timed out, failed, or cancelled with the gateway
+    except HandshakeFailed:
+        raise  # the connection is closing already, after OpenSSL's alert
+    except BaseException:  # timed out, or cancelled with the gateway
         tls.abort()
         raise
     return tls
