@@ -9,16 +9,19 @@ paused by the protocol holds the records until it resumes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 
 from ostiary.gateway.server import Gateway
 from ostiary.gateway.tls_transport import TLSTransport, accept_tls
@@ -311,3 +314,33 @@ def test_records_wait_in_openssl_while_reading_is_paused(
         listener.close()
     assert reading == [False]
     assert received == payload
+
+
+def test_a_finished_connection_frees_its_openssl_state_without_the_collector(
+    ca: CA, gateway: Gateway, grace: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP protocol and its parser are a reference cycle, which the transport belongs
+    to: OpenSSL's state (tens of kB) is dropped when the connection is lost, not when the
+    collector runs."""
+    connections: list[weakref.ref[SSL.Connection]] = []
+    original = TLSTransport.connection_made
+
+    def connection_made(self: TLSTransport, transport: asyncio.BaseTransport) -> None:
+        original(self, transport)
+        tls = self.get_extra_info("ssl_object")
+        connections.append(weakref.ref(tls))
+
+    monkeypatch.setattr(TLSTransport, "connection_made", connection_made)
+    gc.disable()
+    try:
+        for _ in range(3):
+            with connect(ca, grace, gateway.port) as tls:
+                tls.sendall(b"GET /free HTTP/1.1\r\nHost: gw\r\nconnection: close\r\n\r\n")
+                assert read_answer(tls)[0].startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 5
+        while any(ref() is not None for ref in connections) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(connections) == 3
+        assert all(ref() is None for ref in connections)
+    finally:
+        gc.enable()

@@ -113,6 +113,7 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
         self._into: Any = None
         self._out: Any = None
         self._buffer = _thread_buffer()
+        self._peer: crypto.X509 | None = None  # the client's certificate
         self._state = _HANDSHAKE
         self._paused = False
         self._draining: asyncio.Handle | None = None
@@ -155,6 +156,9 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
         elif self._tls is not None:
             # The session stays in the cache however the client left (module docstring).
             self._tls.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        # OpenSSL's state is freed now, not when the collector finds the protocol (the HTTP
+        # protocol and its parser are a reference cycle).
+        self._tls = self._ssl = self._into = self._out = None
         if self._draining is not None:
             self._draining.cancel()
             self._draining = None
@@ -191,6 +195,7 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
             self.abort()
             return
         self._state = _OPEN
+        self._peer = tls.get_peer_certificate()
         self._flush()  # the last flight (TLS 1.3: the session tickets)
         self.handshake.set_result(None)
         if self._app is not None:
@@ -347,13 +352,14 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
     # ------------------------------------------------------------------ the client
     def peer_certificate_der(self) -> bytes | None:
         """The client's certificate (DER), None without one."""
-        peer = self._tls.get_peer_certificate() if self._tls is not None else None
-        if peer is None:
+        if self._peer is None:
             return None
-        return crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
+        return crypto.dump_certificate(crypto.FILETYPE_ASN1, self._peer)
 
     def sent_chain(self, leaf: bytes) -> list[x509.Certificate]:
-        """The certificates the client sent besides its leaf ``leaf`` (DER)."""
+        """The certificates the client sent besides its leaf ``leaf`` (DER); none once the
+        connection is closed.
+        """
         chain = self._tls.get_peer_cert_chain(as_cryptography=True) if self._tls else None
         return [c for c in chain or () if c.public_bytes(Encoding.DER) != leaf]
 
