@@ -5,8 +5,8 @@ bundles, :mod:`ostiary.gateway.tls_context`), over the event loop's plain TCP tr
 :func:`ostiary.tls_accept.accept_tls` does), then puts a :class:`TLSTransport` on the socket:
 the protocol of the TCP transport (uvloop's, in C, moves the bytes) and the transport the
 gateway's protocols (:mod:`.http`, :mod:`.pipe`) see. Records go through memory BIOs: bytes
-received are written into OpenSSL (``bio_write``), plaintext is read out with ``recv``, and
-what OpenSSL produces (handshake messages, records, alerts) is read from it (``bio_read``) and
+received are written into OpenSSL's read BIO, plaintext is read out (``SSL_read``), and what
+OpenSSL produces (handshake messages, records, alerts) is read from its write BIO and
 written to the TCP transport at once, so the only write buffer is the TCP transport's: its
 size and limits, and its ``pause_writing``/``resume_writing``, are the ones the protocol gets.
 
