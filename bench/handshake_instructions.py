@@ -1,7 +1,7 @@
 """Instructions per full mTLS handshake of our gateway (and nginx), counted by callgrind.
 
     python bench/handshake_instructions.py [--revoked 100000] [--seconds 40] [--nginx]
-                                           [--source DIR] [--json FILE]
+                                           [--requests] [--source DIR] [--json FILE]
 
 The load-independent twin of ``bench/revoked.py``: the same certificates, the same feed
 stand-in (its snapshot a CRL of ``--revoked`` random serials) and the same client
@@ -11,7 +11,10 @@ loaded) and a warm-up has run, the counters are zeroed, s_time runs for ``--seco
 callgrind dumps: every instruction the server ran in that time, over the connections s_time
 completed. ``--nginx`` does the same for nginx (``master_process off``, one process) with
 ``ssl_crl`` of the same size. ``--source DIR`` runs the Ostiary package found in ``DIR``
-(for A/B against another checkout, as ``bench/instructions.py``).
+(for A/B against another checkout, as ``bench/instructions.py``). ``--requests`` counts
+proxied requests instead of handshakes: ``wrk`` (16 keep-alive connections, the client
+certificate loaded by ``bench/gateway.py``'s shim) for ``--seconds``, instructions per
+request (the handshakes of its 16 connections are in the warm-up, before the zeroing).
 
 Instructions are not time (OpenSSL's big-number code retires more work per instruction
 than the interpreter does), so the ratio of two servers' counts is a hint, not the CPU
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -106,7 +110,26 @@ def _handshakes(port: int, pki: dict[str, Any], seconds: float) -> int:
     return total
 
 
-def count(server: str, size: int, seconds: float, keep: Path | None = None) -> dict[str, Any]:
+def _requests(port: int, pki: dict[str, Any], seconds: float, shim: Path) -> int:
+    """Proxied requests completed by ``wrk`` (16 keep-alive connections) in ``seconds``."""
+    environment = {
+        **os.environ,
+        "LD_PRELOAD": str(shim),
+        "WRK_CLIENT_CERT": str(pki["client"]),
+        "WRK_CLIENT_KEY": str(pki["client_key"]),
+    }
+    argv = ["wrk", "-t1", "-c16", f"-d{int(seconds)}s", "--timeout", "30s",
+            f"https://127.0.0.1:{port}/"]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, env=environment, check=False)
+    match = re.search(r"(\d+) requests in", out.stdout)
+    if match is None or out.returncode != 0 or "Non-2xx" in out.stdout:
+        raise SystemExit(f"wrk: {out.stdout[-400:]} {out.stderr[-400:]}")
+    return int(match.group(1))
+
+
+def count(
+    server: str, size: int, seconds: float, keep: Path | None = None, *, requests: bool = False
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ostiary-bench-hsi-") as directory:
         folder = Path(directory)
         out = folder / "callgrind.out"
@@ -130,9 +153,15 @@ def count(server: str, size: int, seconds: float, keep: Path | None = None) -> d
                     if time.monotonic() > deadline:
                         raise SystemExit("the server never admitted the client")
                     time.sleep(1)
-                _handshakes(port, pki, 5)  # warm-up: caches, the allocator, the session cache
-                _control("--zero", process.pid)
-                handshakes = _handshakes(port, pki, seconds)
+                if requests:
+                    shim = gw.build_wrk_shim(folder)
+                    _requests(port, pki, 5, shim)  # warm-up
+                    _control("--zero", process.pid)
+                    handshakes = _requests(port, pki, seconds, shim)
+                else:
+                    _handshakes(port, pki, 5)  # warm-up: caches, the allocator, sessions
+                    _control("--zero", process.pid)
+                    handshakes = _handshakes(port, pki, seconds)
                 time.sleep(1)  # the last connections' close
                 _control("--dump", process.pid)
                 dumped = _wait_for_dump(out, process.pid)
@@ -145,12 +174,13 @@ def count(server: str, size: int, seconds: float, keep: Path | None = None) -> d
             feed.shutdown()
             feed.server_close()
             gw.stop(upstream)
+    unit = "requests" if requests else "handshakes"
     return {
         "server": server,
         "revoked": size,
-        "handshakes": handshakes,
+        unit: handshakes,
         "instructions": instructions,
-        "instructions_per_handshake": round(instructions / max(handshakes, 1)),
+        f"instructions_per_{unit[:-1]}": round(instructions / max(handshakes, 1)),
     }
 
 
@@ -162,15 +192,22 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="run the ostiary package in this folder")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps to this folder")
+    parser.add_argument("--requests", action="store_true", help="count proxied requests")
     args = parser.parse_args()
-    for tool in ("valgrind", "callgrind_control", "openssl", "nginx"):
+    for tool in ("valgrind", "callgrind_control", "openssl", "nginx", "wrk", "cc"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: valgrind, openssl, nginx)")
     use_source(args.source)
-    rows = [count("gateway", args.revoked, args.seconds, args.keep)]
+    rows = [count("gateway", args.revoked, args.seconds, args.keep, requests=args.requests)]
     if args.nginx:
-        rows.append(count("nginx", args.revoked, args.seconds, args.keep))
+        rows.append(count("nginx", args.revoked, args.seconds, args.keep, requests=args.requests))
     for row in rows:
+        if args.requests:
+            print(
+                f"{row['server']}: {row['instructions_per_request']:,} instructions per proxied "
+                f"request ({row['requests']} requests)"
+            )
+            continue
         print(
             f"{row['server']}: {row['instructions_per_handshake']:,} instructions per full "
             f"handshake ({row['handshakes']} handshakes, {row['revoked']:,} revoked)"

@@ -1,5 +1,8 @@
 """The one factory of :class:`ssl.SSLContext` objects: every TLS endpoint Ostiary opens or
 connects to gets its context here, so the protocol floor and the trust rules live in one file.
+One exception: the gateway's client-facing side runs on pyOpenSSL (the OpenSSL that
+cryptography bundles, for the handshake's cost), with these settings mirrored in
+:mod:`ostiary.gateway.tls_context`.
 
 - :func:`server_context`: TLS 1.2+ with a :class:`TLSIdentity` (chain + key). It may ask for a
   client certificate (``optional`` or ``required``), verified against the given trust anchors

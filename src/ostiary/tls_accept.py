@@ -45,6 +45,18 @@ async def accept_tls(
     :class:`TimeoutError` when the client has not completed it ``timeout`` seconds from now;
     :class:`OSError` when it fails. The caller closes ``sock`` then.
     """
+    left = await first_byte(sock, timeout)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_accepted_socket(
+        protocol_factory, sock, ssl=context, ssl_handshake_timeout=left
+    )
+    return transport, protocol
+
+
+async def first_byte(sock: socket.socket, timeout: float) -> float:
+    """Wait, holding no TLS state, until the client on ``sock`` has sent something: the
+    seconds left of ``timeout`` then. :class:`TimeoutError` when nothing came in time.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     readable: asyncio.Future[None] = loop.create_future()
@@ -61,10 +73,7 @@ async def accept_tls(
     left = deadline - loop.time()
     if left <= 0:
         raise TimeoutError("no TLS handshake within the handshake timeout")
-    transport, protocol = await loop.connect_accepted_socket(
-        protocol_factory, sock, ssl=context, ssl_handshake_timeout=left
-    )
-    return transport, protocol
+    return left
 
 
 class TLSListener:
@@ -149,4 +158,4 @@ class TLSListener:
             self.handshaking -= 1
 
 
-__all__ = ["HANDSHAKE_TIMEOUT", "TLSListener", "accept_tls"]
+__all__ = ["HANDSHAKE_TIMEOUT", "TLSListener", "accept_tls", "first_byte"]

@@ -21,6 +21,7 @@ from typing import Any
 import h11
 import httpx
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -401,10 +402,13 @@ def header(record: dict[str, Any], name: str) -> list[str]:
 
 
 @contextmanager
-def run_gateway(config: GatewayConfig) -> Iterator[Gateway]:
-    """Our gateway in a thread on a free loopback port, stopped on the way out."""
+def run_gateway(config: GatewayConfig, *, on_uvloop: bool = False) -> Iterator[Gateway]:
+    """Our gateway in a thread on a free loopback port, stopped on the way out; on asyncio's
+    event loop, or uvloop's (as ``ostiary gateway run`` runs it).
+    """
     gateway = Gateway(config)
-    thread = threading.Thread(target=asyncio.run, args=(gateway.serve(),), daemon=True)
+    run = uvloop.run if on_uvloop else asyncio.run
+    thread = threading.Thread(target=run, args=(gateway.serve(),), daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not gateway.started:

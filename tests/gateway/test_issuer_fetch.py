@@ -1,5 +1,6 @@
-"""A gateway that pins only the root: the issuing CA comes from the leaf's caIssuers URL
-(served by our CA server), fetched once; a missing link is named in the refusal."""
+"""A gateway that pins only the root: the issuing CA comes from the chain the client sent, or,
+when it sent its leaf alone, from the leaf's caIssuers URL (served by our CA server), fetched
+once; a missing link is named in the refusal."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from ostiary.gateway.issuers import ca_issuers_urls
 from ostiary.gateway.server import Gateway
 from ostiary.gateway.trust import IssuerUnknown
 from ostiary.server.runner import with_url
+from ostiary.tls import TLSIdentity
 from tests.gateway.conftest import CA, EchoUpstream, Issued, free_port, gateway_config, run_gateway
 
 
@@ -50,22 +53,91 @@ def test_our_leaves_name_the_intermediate_the_ca_server_serves(ca: CA) -> None:
     assert x509.load_der_x509_certificate(served.content) == ca.authority.ca.intermediate
 
 
-def test_root_only_gateway_accepts_clients_with_the_issuer_fetched_once(
+def leaf_only(issued: Issued) -> Issued:
+    """``issued`` presenting its leaf alone (no intermediate sent in the handshake)."""
+    alone = TLSIdentity(chain=issued.identity.chain[:1], private_key=issued.identity.private_key)
+    return replace(issued, identity=alone)
+
+
+class _Sent:
+    """Stands in for the client's TLS connection: the chain it sent (after its leaf)."""
+
+    def __init__(self, *chain: x509.Certificate) -> None:
+        self.chain = list(chain[1:])
+
+    def sent_chain(self, leaf: bytes) -> list[x509.Certificate]:
+        return list(self.chain)
+
+
+def test_root_only_gateway_builds_the_path_from_the_chain_the_client_sent(
     ca: CA, upstream: EchoUpstream
 ) -> None:
     alice = ca.issue("alice", ("email:alice@example.com",))
     bob = ca.issue("bob", ("email:bob@example.com",))
+    assert len(alice.identity.chain) == 2  # leaf and issuing CA, as our clients send them
     config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
     with run_gateway(config) as gateway:
         for issued in (alice, bob, alice):
             with ca.client(issued, gateway.port) as client:
                 assert client.get("/").status_code == 200
-        assert gateway.issuers.fetches == 1  # one issuer, one fetch, for every leaf it signs
+        assert gateway.issuers.fetches == 0  # the sent intermediate completed the path
         assert not gateway.metrics.refused
 
 
+def test_root_only_gateway_refuses_a_leaf_sent_alone_at_the_handshake(
+    ca: CA, upstream: EchoUpstream
+) -> None:
+    """OpenSSL cannot verify it: the issuing CA is neither pinned nor sent."""
+    alone = leaf_only(ca.issue("dan", ("email:dan@example.com",)))
+    config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
+    with run_gateway(config) as gateway:
+        assert refused_count(ca, alone, gateway) == {"handshake": 1}
+        assert gateway.issuers.fetches == 0
+
+
+def check_paths(
+    gateway: Gateway, *leaves: x509.Certificate
+) -> list[tuple[x509.Certificate, ...] | str]:
+    """``gateway``'s path (or refusal) for each leaf, sent alone, in turn."""
+
+    async def check() -> list[tuple[x509.Certificate, ...] | str]:
+        outcomes: list[tuple[x509.Certificate, ...] | str] = []
+        try:
+            for leaf in leaves:
+                der = leaf.public_bytes(serialization.Encoding.DER)
+                try:
+                    path = await gateway._path(leaf, der, gateway.loaded, _Sent(leaf))  # type: ignore[arg-type]
+                except IssuerUnknown as exc:
+                    outcomes.append(exc.detail)
+                else:
+                    outcomes.append(path)
+        finally:
+            gateway.issuers.close()
+            await gateway.revocation.aclose()
+        return outcomes
+
+    return asyncio.run(check())
+
+
+def test_a_missing_issuer_is_fetched_once_from_the_leafs_ca_issuers_url(
+    ca: CA, upstream: EchoUpstream
+) -> None:
+    """Once the handshake passed without the issuing CA at hand (a session resumed, say)."""
+    alice = ca.issue("alice", ("email:alice@example.com",)).certificate
+    bob = ca.issue("bob", ("email:bob@example.com",)).certificate
+    config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
+    gateway = Gateway(config)
+    intermediate, root = ca.authority.ca.intermediate, ca.authority.ca.root
+    assert check_paths(gateway, alice, bob, alice) == [
+        (alice, intermediate, root),
+        (bob, intermediate, root),
+        (alice, intermediate, root),
+    ]
+    assert gateway.issuers.fetches == 1  # one issuer, one fetch, for every leaf it signs
+
+
 @pytest.mark.parametrize("case", ["fail/unreachable", "fail/not-http", "fail/userinfo"])
-def test_root_only_gateway_names_the_missing_issuer(
+def test_the_missing_issuer_is_named(
     ca: CA, upstream: EchoUpstream, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     base = {
@@ -74,19 +146,14 @@ def test_root_only_gateway_names_the_missing_issuer(
         "fail/userinfo": f"http://user@127.0.0.1:{free_port()}",
     }[case]
     stranded = ca.issue("dave", ("email:dave@example.com",), via=with_url(ca.authority, base))
-    config = gateway_config(
-        ca,
-        f"http://127.0.0.1:{upstream.port}",
-        ca_roots=(ca.root_file,),
-        access_log=True,
-    )
+    config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
+    gateway = Gateway(config)
     intermediate = ca.authority.ca.intermediate.subject.rfc4514_string()
-    with caplog.at_level(logging.INFO), run_gateway(config) as gateway:
-        assert refused_count(ca, stranded, gateway) == {"issuer-unknown": 1}
-        assert refused_count(ca, stranded, gateway) == {"issuer-unknown": 1}
-        # at most one fetch, however many connections: failures are remembered
-        assert gateway.issuers.fetches == (1 if case == "fail/unreachable" else 0)
-    assert f'missing="{intermediate}"' in caplog.text
+    with caplog.at_level(logging.INFO):
+        outcomes = check_paths(gateway, stranded.certificate, stranded.certificate)
+    assert outcomes == [f"issuer-unknown: {intermediate}"] * 2
+    # at most one fetch, however many connections: failures are remembered
+    assert gateway.issuers.fetches == (1 if case == "fail/unreachable" else 0)
     assert f"issuer-unknown: {intermediate}" in caplog.text
 
 
@@ -127,44 +194,3 @@ def test_only_bounded_http_urls_are_fetched(ca: CA, url: str, usable: bool) -> N
     )
     certificate = builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     assert ca_issuers_urls(certificate) == ([url, url] if usable else [])
-
-
-class _Sent:
-    """What Python 3.13's ``SSLObject.get_unverified_chain()`` gives (DER, leaf first): the
-    one piece of the handshake that Python 3.11 cannot show, stood in for here."""
-
-    def __init__(self, *chain: x509.Certificate) -> None:
-        self.chain = [c.public_bytes(serialization.Encoding.DER) for c in chain]
-
-    def get_unverified_chain(self) -> list[bytes]:
-        return self.chain
-
-
-@pytest.mark.parametrize("case", ["ok/sent-chain", "fail/sent-nothing"])
-def test_the_chain_the_client_sent_completes_the_path_without_a_fetch(
-    ca: CA, upstream: EchoUpstream, case: str
-) -> None:
-    unreachable = with_url(ca.authority, f"http://127.0.0.1:{free_port()}")
-    leaf = ca.issue("frank", ("email:frank@example.com",), via=unreachable).certificate
-    sent = (leaf, ca.authority.ca.intermediate) if case == "ok/sent-chain" else (leaf,)
-    config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
-    gateway = Gateway(config)
-    der = leaf.public_bytes(serialization.Encoding.DER)
-
-    async def check() -> tuple[x509.Certificate, ...] | str:
-        try:
-            return await gateway._path(leaf, der, gateway.loaded, _Sent(*sent))
-        except IssuerUnknown as exc:
-            return exc.detail
-        finally:
-            gateway.issuers.close()
-            await gateway.revocation.aclose()
-
-    outcome = asyncio.run(check())
-    if case == "ok/sent-chain":
-        assert outcome == (leaf, ca.authority.ca.intermediate, ca.authority.ca.root)
-        assert gateway.issuers.fetches == 0
-    else:
-        intermediate = ca.authority.ca.intermediate.subject.rfc4514_string()
-        assert outcome == f"issuer-unknown: {intermediate}"
-        assert gateway.issuers.fetches == 1

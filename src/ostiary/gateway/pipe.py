@@ -10,8 +10,6 @@ When either side closes, the other is closed once its buffered bytes are written
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from collections.abc import Callable
 
 
@@ -20,7 +18,6 @@ class End(asyncio.Protocol):
 
     def __init__(self, idle: float) -> None:
         self.transport: asyncio.Transport | None = None
-        self.tls: ssl.SSLObject | None = None  # a client's TLS connection, once accepted
         self.partner: End | None = None
         self.piping = False
         self.writing_paused = False
@@ -55,8 +52,6 @@ class End(asyncio.Protocol):
             self.counted(-1)
         if self._timer is not None:
             self._timer.cancel()
-        if self.tls is not None:
-            keep_session(self.tls)
         if self.piping and self.partner is not None and self.partner.transport is not None:
             self.partner.transport.close()
 
@@ -112,19 +107,6 @@ def link(a: End, b: End, *, held_a: bytes = b"", held_b: bytes = b"") -> None:
         b.transport.write(to_b)
     if to_a and a.transport is not None:
         a.transport.write(to_a)
-
-
-def keep_session(tls: ssl.SSLObject) -> None:
-    """Let the session of a finished TLS connection stay resumable, however it ended.
-
-    OpenSSL drops a session from the server's cache when its connection is freed without a
-    close_notify sent (a rule from SSL 3.0; TLS 1.1 and later no longer ask for it), and many
-    clients just close the socket. Shutting down here marks the connection as properly ended;
-    the alert goes nowhere (the memory BIO is discarded with the connection). nginx does the
-    same (``SSL_set_shutdown`` before ``SSL_free``).
-    """
-    with contextlib.suppress(ssl.SSLError, ValueError, OSError):
-        tls.unwrap()
 
 
 def _now() -> float:

@@ -10,7 +10,7 @@ A connection is refused, and counted under its reason, when:
   may end at an intermediate there: the link to the root is checked by the path below).
 - ``invalid-certificate`` / ``issuer-unknown`` / ``issuer-not-allowed``: the path rebuilt
   after the handshake does not verify, or its issuing CA is not allowed. The path is built
-  from the ``ca_roots`` files, the chain the client sent (Python 3.13+) and an issuing CA
+  from the ``ca_roots`` files, the chain the client sent and an issuing CA
   fetched once from the leaf's caIssuers URL (:mod:`ostiary.gateway.issuers`); when a link
   is still missing, the log names it (``issuer-unknown: CN=...``).
 - ``revoked``: OCSP or the CRL says so.
@@ -51,9 +51,9 @@ from ostiary.gateway.issuers import IssuerFetcher, ca_issuers_urls
 from ostiary.gateway.metrics import Metrics
 from ostiary.gateway.pipe import End, link
 from ostiary.gateway.revocation import RevocationChecker, RevocationUnknown
+from ostiary.gateway.tls_transport import TLSTransport, accept_tls
 from ostiary.gateway.trust import IssuerUnknown, Loaded, files_stamp, load
 from ostiary.gateway.upstream import UpstreamPool
-from ostiary.tls_accept import accept_tls
 
 log = logging.getLogger("ostiary.gateway")
 _IDENTITY_CACHE = 10_000
@@ -217,8 +217,8 @@ class Gateway:
         protocol.counted = self._count_open
         try:
             # No TLS state before the client's first byte; all within the handshake timeout.
-            transport, _ = await accept_tls(
-                sock, lambda: protocol, loaded.context, timeout=config.handshake_timeout_seconds
+            transport = await accept_tls(
+                sock, protocol, loaded.context, timeout=config.handshake_timeout_seconds
             )
         except (OSError, TimeoutError) as exc:
             self._refuse(peer, "handshake", getattr(exc, "reason", None) or type(exc).__name__)
@@ -227,13 +227,12 @@ class Gateway:
         finally:
             self._handshaking -= 1
         protocol.transport = transport
-        ssl_object = protocol.tls = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        der = transport.peer_certificate_der()
         if not der:
             self._refuse(peer, "handshake", "no client certificate")
             transport.close()
             return
-        identity, reason = await self._check(der, loaded, ssl_object)
+        identity, reason = await self._check(der, loaded, transport)
         if identity is None:
             about = x509.load_der_x509_certificate(der).subject.rfc4514_string()
             reason, _, missing = reason.partition(": ")
@@ -269,7 +268,7 @@ class Gateway:
             return False
 
     async def _check(
-        self, der: bytes, loaded: Loaded, ssl_object: object
+        self, der: bytes, loaded: Loaded, tls: TLSTransport
     ) -> tuple[ClientIdentity | None, str]:
         """The identity, or None and the refusal reason (``issuer-unknown: <issuer>`` names
         the missing link).
@@ -277,7 +276,7 @@ class Gateway:
         known = self._identities.get(der)
         leaf = known.certificate if known is not None else x509.load_der_x509_certificate(der)
         try:
-            path = await self._path(leaf, der, loaded, ssl_object)
+            path = await self._path(leaf, der, loaded, tls)
         except IssuerUnknown as exc:
             return None, exc.detail
         except InvalidCertificate as exc:
@@ -301,7 +300,7 @@ class Gateway:
         return known, ""
 
     async def _path(
-        self, leaf: x509.Certificate, der: bytes, loaded: Loaded, ssl_object: object
+        self, leaf: x509.Certificate, der: bytes, loaded: Loaded, tls: TLSTransport
     ) -> tuple[x509.Certificate, ...]:
         """The verified path; cached per leaf by the trust, so what follows the first
         ``verify`` runs only for a leaf not seen yet whose issuer is not in the files.
@@ -311,7 +310,7 @@ class Gateway:
             return loaded.trust.verify(leaf, now=now, der=der)
         except IssuerUnknown as missing:
             link = missing
-        extra = _sent_chain(ssl_object)
+        extra = tls.sent_chain(der)  # the certificates the client sent after its leaf
         for _ in range(4):  # leaf -> issuing CA -> ... -> root: a few links at most
             try:
                 return loaded.trust.verify(leaf, now=now, der=der, extra=extra)
@@ -410,20 +409,6 @@ class Gateway:
             pass
         finally:
             writer.close()
-
-
-def _sent_chain(ssl_object: object) -> list[x509.Certificate]:
-    """The certificates the client sent after its leaf (Python 3.13+; none before)."""
-    unverified = getattr(ssl_object, "get_unverified_chain", None)
-    if unverified is None:
-        return []
-    sent = []
-    for item in (unverified() or [])[1:]:
-        try:
-            sent.append(x509.load_der_x509_certificate(item))
-        except (TypeError, ValueError):
-            continue
-    return sent
 
 
 def run_gateway(config: GatewayConfig) -> int:

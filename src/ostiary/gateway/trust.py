@@ -1,13 +1,14 @@
-"""What the gateway trusts and presents, loaded from files into an :class:`ssl.SSLContext`
-(made by the one factory, :mod:`ostiary.tls`), and the post-handshake path check.
+"""What the gateway trusts and presents, loaded from files into a TLS context for the clients'
+side (pyOpenSSL, :mod:`ostiary.gateway.tls_context`) and an :class:`ssl.SSLContext` towards an
+https upstream (the one factory, :mod:`ostiary.tls`), and the post-handshake path check.
 
 OpenSSL verifies the client's chain during the handshake against the ``ca_roots`` files only
 (the system store is never loaded), with the intermediates the client sent; it may stop at
 an intermediate from those files (partial chain), whose own link to a root is checked here
-after the handshake, on the whole path (once per leaf, see :func:`load`). Python before 3.13
-cannot hand back the chain, so the path is built again with cryptography's verifier from the
-leaf, the intermediates in the ``ca_roots`` files, and the ``extra`` ones the caller found
-(those the client sent, on 3.13, or fetched from caIssuers: :mod:`ostiary.gateway.issuers`):
+after the handshake, on the whole path (once per leaf, see :func:`load`). That path is built
+with cryptography's verifier from the leaf, the intermediates in the ``ca_roots`` files, and
+the ``extra`` ones the caller found (those the client sent, or fetched from caIssuers:
+:mod:`ostiary.gateway.issuers`):
 that finds the issuing CA for the thumbprint allowlist and for revocation. When a certificate
 of the path names an issuer found nowhere, :class:`IssuerUnknown` says which.
 """
@@ -24,12 +25,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from OpenSSL import SSL
 
 from ostiary.core.chain import verify_certificate_chain
 from ostiary.core.encoding import load_certificate_chain
 from ostiary.core.errors import BadRequest, InvalidCertificate, NotFound
 from ostiary.gateway.config import GatewayConfig
-from ostiary.tls import TLSIdentity, client_context, server_context
+from ostiary.gateway.tls_context import client_auth_server_context
+from ostiary.tls import TLSIdentity, client_context
 
 _CACHE_SIZE = 10_000
 _MAX_DEPTH = 8
@@ -133,7 +136,7 @@ class Trust:
 class Loaded:
     """One generation of the files: the TLS context and the trust it was built from."""
 
-    context: ssl.SSLContext
+    context: SSL.Context  # the clients' side (pyOpenSSL: ostiary.gateway.tls_context)
     trust: Trust
     stamp: tuple[tuple[str, int, int], ...]
     upstream_context: ssl.SSLContext | None = None  # for an https:// upstream
@@ -165,24 +168,22 @@ def load(config: GatewayConfig) -> Loaded:
         raise BadRequest("the CA root files hold no self-signed root to anchor trust")
     chain = tuple(load_certificate_chain(_read(config.cert, "certificate")))
     key = _load_key(config.key)
-    context = server_context(
+    # Worker processes are spawned, each with its own ticket key, and a reload makes a new
+    # context: tickets would resume no further than a session cache does, at a higher price
+    # per handshake (see ostiary.tls.server_context). The handshake may end the chain at a
+    # pinned intermediate (partial chain): OpenSSL still checks the client's signature, the
+    # leaf's signature by that intermediate, and the validity and usage of both, but not the
+    # intermediate's signature by the root again on every handshake (a third ECDSA
+    # verification, ~10 % of a full handshake's instructions). That link is checked after
+    # the handshake, with the whole path to a pinned root (``Trust.verify``, once per leaf
+    # and load; then its validity window on every use): a path that does not reach a root
+    # is refused there, as before.
+    context = client_auth_server_context(
         TLSIdentity(chain=chain, private_key=key),
-        client_certificates="required",
-        client_trust=[*anchors, *helpers],
-        # Worker processes are spawned, each with its own ticket key, and a reload makes a
-        # new context: tickets would resume no further than a session cache does, at a
-        # higher price per handshake (see server_context).
+        [*anchors, *helpers],
+        partial_chain=bool(helpers),
         session_tickets=False,
     )
-    if helpers:
-        # The handshake may end the chain at a pinned intermediate: OpenSSL still checks the
-        # client's signature, the leaf's signature by that intermediate, and the validity
-        # and usage of both, but not the intermediate's signature by the root again on every
-        # handshake (a third ECDSA verification, ~10 % of a full handshake's instructions).
-        # That link is checked after the handshake, with the whole path to a pinned root
-        # (``Trust.verify``, once per leaf and load; then its validity window on every use):
-        # a path that does not reach a root is refused there, as before.
-        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     trust = Trust(tuple(anchors), tuple(helpers), frozenset(config.issuer_thumbprints))
     return Loaded(context, trust, stamp, _upstream_context(config))
 
