@@ -85,14 +85,23 @@ def test_root_only_gateway_builds_the_path_from_the_chain_the_client_sent(
 
 
 def test_root_only_gateway_refuses_a_leaf_sent_alone_at_the_handshake(
-    ca: CA, upstream: EchoUpstream
+    ca: CA, upstream: EchoUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """OpenSSL cannot verify it: the issuing CA is neither pinned nor sent."""
-    alone = leaf_only(ca.issue("dan", ("email:dan@example.com",)))
+    """OpenSSL cannot verify it: the issuing CA is neither pinned nor sent. The refusal
+    says so, not just "certificate verify failed".
+    """
+    issued = ca.issue("dan", ("email:dan@example.com",))
+    alone = leaf_only(issued)
     config = gateway_config(ca, f"http://127.0.0.1:{upstream.port}", ca_roots=(ca.root_file,))
-    with run_gateway(config) as gateway:
+    with caplog.at_level(logging.INFO), run_gateway(config) as gateway:
         assert refused_count(ca, alone, gateway) == {"handshake": 1}
         assert gateway.issuers.fetches == 0
+    refusals = [
+        r.getMessage() for r in caplog.records if "refused reason=handshake" in r.getMessage()
+    ]
+    assert refusals, caplog.text
+    assert "unable to get local issuer certificate" in refusals[0], refusals
+    assert "did not send its issuing CA" in refusals[0], refusals
 
 
 def check_paths(

@@ -187,7 +187,7 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
             return
         except SSL.Error as exc:
             self._flush()  # the alert, if OpenSSL made one
-            self._fail_handshake(HandshakeFailed(_reason(exc)))
+            self._fail_handshake(HandshakeFailed(_reason(exc) + _verify_detail(tls)))
             if self._raw is not None:
                 self._raw.close()
             return
@@ -362,6 +362,28 @@ class TLSTransport(asyncio.Transport, asyncio.Protocol):
         """
         chain = self._tls.get_peer_cert_chain(as_cryptography=True) if self._tls else None
         return [c for c in chain or () if c.public_bytes(Encoding.DER) != leaf]
+
+
+#: X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT (2) and ..._LOCALLY (20).
+_ISSUER_MISSING = frozenset((2, 20))
+
+
+def _verify_detail(tls: SSL.Connection) -> str:
+    """Why the client's chain did not verify, for the refusal's log line: ``certificate
+    verify failed`` alone does not say that the client sent its leaf without its issuing CA.
+    (OpenSSL keeps no certificate of a chain that failed, so the issuer is not named here.)
+    """
+    code = _lib.SSL_get_verify_result(tls._ssl)  # no public call for it in pyOpenSSL
+    if code == _lib.X509_V_OK:
+        return ""
+    text = bytes(_ffi.string(_lib.X509_verify_cert_error_string(code)))
+    detail = ": " + text.decode("ascii", "replace")
+    if code in _ISSUER_MISSING:
+        detail += (
+            " (the client did not send its issuing CA and the ca_roots files do not hold it:"
+            " add the issuing CA to them, or have the client send its chain)"
+        )
+    return detail
 
 
 def _reason(exc: Exception) -> str:
