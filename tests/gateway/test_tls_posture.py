@@ -98,7 +98,15 @@ def verdict(result: ServerScanResult) -> dict[str, object]:
         check_server_against_tls_configuration(result, profile)
         issues: dict[str, str] = {}
     except ServerNotCompliantWithTlsConfiguration as refused:
-        issues = refused.issues
+        # sslyze prints sets in hash order: sorted, so the recorded verdict does not churn
+        issues = {
+            name: re.sub(
+                r"\{([^}]*)\}",
+                lambda found: "{" + ", ".join(sorted(found[1].split(", "))) + "}",
+                text,
+            )
+            for name, text in refused.issues.items()
+        }
     assert result.scan_result is not None and result.scan_result.certificate_info.result
     (deployment,) = result.scan_result.certificate_info.result.certificate_deployments
     versions = {
