@@ -123,9 +123,15 @@ def read_request_rows(
             challenges = _READ_CHALLENGE.execute(connection, {"digest": digest})
             if challenges:
                 row = ChallengeRow(*challenges[0])
-                same = hmac.compare_digest(row.challenge_sha256, digest)
-                found = row if same and row.provisioner == provisioner else None
+                found = row if _names(row, provisioner, digest) else None
     return (TransactionState(*transactions[0]) if transactions else None), found
+
+
+def _names(row: ChallengeRow | ScepChallenge, provisioner: str, digest: str) -> bool:
+    """Whether the challenge row found by ``digest`` is ``provisioner``'s: the digests
+    compared in constant time, as the ORM read and the Core read both must.
+    """
+    return row.provisioner == provisioner and hmac.compare_digest(row.challenge_sha256, digest)
 
 
 class ScepRepository:
@@ -164,9 +170,7 @@ class ScepRepository:
         """
         digest = challenge_digest(challenge)
         row = self._session.get(ScepChallenge, digest)
-        if row is None or row.provisioner != provisioner:
-            return None
-        return row if hmac.compare_digest(row.challenge_sha256, digest) else None
+        return row if row is not None and _names(row, provisioner, digest) else None
 
     def spend_challenge(self, challenge_sha256: str, *, now: datetime) -> bool:
         """Mark the challenge used; False if it was used or expired meanwhile."""
