@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ostiary.authority.folder import CAMaterial
 from ostiary.authority.lineage import revoke_same_key, successor_for_renewal
+from ostiary.authority.recording import check_spent, issuance_unit, token_use
 from ostiary.core.ca import key_id_hex
 from ostiary.core.crl import RevokedEntry, build_crl
 from ostiary.core.encoding import serial_hex
@@ -45,7 +46,6 @@ from ostiary.core.issuance import (
     build_leaf_certificate,
     issue_certificate,
 )
-from ostiary.core.names import format_general_name
 from ostiary.store import (
     AuditLog,
     Batch,
@@ -53,13 +53,8 @@ from ostiary.store import (
     CertificateRepository,
     Store,
     TokenSpend,
-    TokenUse,
-    Unit,
     active_intermediate_key_id,
-    certificate_values,
-    key_is_compromised,
     next_crl_number,
-    record_certificate,
 )
 
 Clock = Callable[[], datetime]
@@ -165,7 +160,7 @@ class Authority:
         except OstiaryError as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
-        unit = self._record_unit(
+        unit = issuance_unit(
             certificate,
             authorization,
             actor=actor,
@@ -177,12 +172,12 @@ class Authority:
             then=then,
         )
         try:
-            recorded = self.store.write(unit, token=_use(token, now))
+            recorded = self.store.write(unit, token=token_use(token, now))
         except (KeyCompromised, Superseded) as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
         self._decided(recorded, authorization, event)
-        _check_spent(recorded, token)
+        check_spent(recorded, token)
         return certificate
 
     def issue_for_key(
@@ -203,7 +198,7 @@ class Authority:
         except OstiaryError as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
-        unit = self._record_unit(
+        unit = issuance_unit(
             certificate, authorization, actor=actor, event=event, details=details, at=now,
             token=None,
         )  # fmt: skip
@@ -241,7 +236,7 @@ class Authority:
                 self._audit_denial, exc, authorization, actor=actor, details=None
             )
             raise
-        unit = self._record_unit(
+        unit = issuance_unit(
             certificate,
             authorization,
             actor=actor,
@@ -251,14 +246,16 @@ class Authority:
             token=token,
         )
         try:
-            recorded = await self.store.write_async(unit, token=_use(token, now), deadline=deadline)
+            recorded = await self.store.write_async(
+                unit, token=token_use(token, now), deadline=deadline
+            )
         except KeyCompromised as exc:
             await asyncio.to_thread(
                 self._audit_denial, exc, authorization, actor=actor, details=None
             )
             raise
         self._decided(recorded, authorization, "certificate.issued")
-        _check_spent(recorded, token)
+        check_spent(recorded, token)
         return certificate
 
     @property
@@ -308,7 +305,7 @@ class Authority:
         except OstiaryError as exc:
             self._audit_denial(exc, authorization, actor=actor, details=details)
             raise
-        unit = self._record_unit(
+        unit = issuance_unit(
             certificate,
             authorization,
             actor=actor,
@@ -357,89 +354,6 @@ class Authority:
         error = successor.refusal()
         self._audit_denial(error, authorization, actor=actor, details=details)
         raise error
-
-    def _record_unit(
-        self,
-        certificate: x509.Certificate,
-        authorization: Authorization,
-        *,
-        actor: str | None,
-        event: str,
-        details: dict[str, Any] | None,
-        at: datetime,
-        token: TokenSpend | None,
-        renewed_from: int | None = None,
-        then: Callable[[Batch, x509.Certificate], None] | None = None,
-    ) -> Unit[bool]:
-        """The write of one issuance: False (and a "token.reused" entry) for a spent token.
-
-        The row and the entry are made here, in the caller's thread, and read the
-        certificate's fields once; the unit only queues them (see
-        :mod:`ostiary.store.group_commit`). In the write transaction it refuses a key
-        reported compromised (:class:`KeyCompromised`), so that a revocation for
-        keyCompromise committed before this transaction is never outrun; and, for a
-        renewal, a second successor of one certificate (:class:`Superseded`, by the
-        database's unique key, on any replica).
-        """
-        row = certificate_values(
-            certificate,
-            profile=authorization.profile,
-            provisioner=authorization.provisioner,
-            now=at,
-            renewed_from=renewed_from,
-        )
-        names = [format_general_name(n) for n in authorization.names]
-        entry = {
-            "subject": row["subject"],
-            "san": names,
-            "profile": authorization.profile,
-            "provisioner": authorization.provisioner,
-            "not_after": row["not_after"].isoformat(),
-            "fingerprint_sha256": row["fingerprint_sha256"],
-            **({"token_id": token.token_id} if token is not None else {}),
-            **(details or {}),
-        }
-        serial = serial_hex(certificate.serial_number)
-        superseded = None
-        if renewed_from is not None:
-            predecessor = serial_hex(renewed_from)
-
-            def superseded() -> Exception:
-                return Superseded(
-                    f"certificate {predecessor} was renewed at the same moment by another "
-                    "request: renew with the newest certificate",
-                    serial=predecessor,
-                )
-
-        def unit(batch: Batch) -> bool:
-            if token is not None and not batch.token_spent:
-                batch.audit.append(
-                    "token.reused",
-                    at=at,
-                    actor=actor,
-                    target=authorization.subject.rfc4514_string(),
-                    details={
-                        "purpose": "sign",
-                        "provisioner": token.provisioner,
-                        "token_id": token.token_id,
-                        "san": names,
-                        "profile": authorization.profile,
-                    },
-                )
-                return False
-            if key_is_compromised(batch.connection, row["spki_sha256"]):
-                raise KeyCompromised(
-                    "this key was reported compromised (a certificate for it was revoked for "
-                    "keyCompromise): make a new key and request a new certificate",
-                    spki_sha256=row["spki_sha256"],
-                )
-            record_certificate(batch, row, duplicate=superseded)
-            batch.audit.append(event, at=at, actor=actor, target=serial, details=entry)
-            if then is not None:
-                then(batch, certificate)
-            return True
-
-        return unit
 
     def _decided(self, recorded: bool, authorization: Authorization, event: str) -> None:
         """Tell the listeners: issued (``event``), or refused for a spent token."""
@@ -548,18 +462,6 @@ class Authority:
 def _recorded_active(store: Store) -> str | None:
     with store.transaction(read_only=True) as session:
         return active_intermediate_key_id(session)
-
-
-def _use(token: TokenSpend | None, at: datetime) -> TokenUse | None:
-    return TokenUse(token, at) if token is not None else None
-
-
-def _check_spent(recorded: bool, token: TokenSpend | None) -> None:
-    if not recorded:
-        raise TokenReused(
-            "this token was already used: tokens are single-use",
-            token_id=token.token_id if token is not None else None,
-        )
 
 
 def _reason(value: str | None) -> x509.ReasonFlags | None:
