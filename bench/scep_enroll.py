@@ -186,7 +186,12 @@ def measure_level(
 
 
 @contextmanager
-def ostiary(work: Path, total: int) -> Iterator[Server]:
+def ostiary(
+    work: Path, total: int, *, wrapper: tuple[str, ...] = (), patience: float = 1
+) -> Iterator[Server]:
+    """``ostiary ca serve`` with a ``scep`` provisioner and ``total`` one-time challenges;
+    under ``wrapper`` (valgrind: bench/scep_instructions.py) if given.
+    """
     from ostiary.authority.folder import CAPaths
     from ostiary.config import load_config
     from ostiary.provisioners.scep import make_challenge
@@ -212,16 +217,19 @@ def ostiary(work: Path, total: int) -> Iterator[Server]:
         ]  # fmt: skip
     finally:
         store.dispose()
+    program = [str(Path(sys.executable).with_name("ostiary"))]
+    if wrapper:
+        program = [*wrapper, sys.executable, "-c", "from ostiary.cli.main import main; main()"]
     process = bench.start(
-        [str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
+        [*program, "ca", "serve", *common,
          "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}"],
-        work / "ostiary.log", http_port,
+        work / "ostiary.log", http_port, patience=patience,
     )  # fmt: skip
     try:
         yield Server("ostiary", f"http://127.0.0.1:{http_port}/scep/devices", process.pid,
                      challenges)  # fmt: skip
     finally:
-        bench.stop(process)
+        bench.stop(process, patience=patience)
 
 
 @contextmanager
