@@ -300,8 +300,13 @@ class _Success:
         """Start building the CertRep for ``certificate`` (once: a batch run again starts it
         again with the same certificate).
         """
-        if self._started is None or self._started[0] is not certificate:
-            self._started = (certificate, self._thread().submit(self._build, certificate))
+        if self._started is not None and self._started[0] is certificate:
+            return
+        try:
+            future = self._thread().submit(self._build, certificate)
+        except RuntimeError:  # the interpreter is stopping: :meth:`reply` builds it
+            return
+        self._started = (certificate, future)
 
     def reply(self, certificate: x509.Certificate) -> bytes:
         """The CertRep for ``certificate``: the one started, if it was for this certificate
