@@ -35,8 +35,8 @@
   (bench/acme_orders.py; ratios ``acme@N``).
 - SCEP: enrollments per second at concurrency 1, 8 and 32 with micromdm's ``scepclient``,
   Ostiary (one-time challenges, SQLite, audit log) against micromdm's ``scepserver`` (its
-  static challenge), both in a private network namespace (bench/scep_enroll.py; ratios
-  ``scep@N``).
+  static challenge), both in a private network namespace, taking turns over 3 rounds
+  (bench/scep_enroll.py; ratios ``scep@N``, the median of the rounds' ratios).
 
 Both servers are pinned with ``taskset`` to the same core (the last one); the load generators
 (a minimal asyncio HTTP/1.1 keep-alive client for issuance, wrk for OCSP) are pinned to the

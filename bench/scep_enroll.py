@@ -1,6 +1,7 @@
-"""SCEP enrollments per second: Ostiary against micromdm's ``scepserver``, one run.
+"""SCEP enrollments per second: Ostiary against micromdm's ``scepserver``, in rounds.
 
-    python bench/scep_enroll.py [--quick] [--levels 1,8,32] [--json FILE]
+    python bench/scep_enroll.py [--quick] [--levels 1,8,32] [--counts 40,48,192]
+                                [--rounds 3] [--json FILE]
 
 Both servers run inside a private network namespace (``unshare -n``, loopback only, so
 root): ``scepserver`` takes only ``-port`` and listens on every interface. Each server issues
@@ -11,7 +12,9 @@ client runs on the others.
 One enrollment is what a device does: micromdm's ``scepclient`` (Debian ``scep``, the same
 binary for both servers) in a fresh folder with a pre-made RSA 2048 key (made untimed, as a
 phone makes its key before it enrolls): GetCACaps, GetCACert, PKCSReq (single DES, SHA-1,
-POST), the CertRep decrypted. The peers:
+POST), the CertRep decrypted. Before each level, the disk is synced (``os.sync``), so that
+what the setup wrote is not flushed by the first durable commits of the timed part.
+The peers:
 
 - Ostiary ``ca serve`` (one process, SQLite, durable, audit log written) with a ``scep``
   provisioner and a **one-time** challenge per device, each bound to its device's name,
@@ -20,10 +23,18 @@ POST), the CertRep decrypted. The peers:
 - ``scepserver`` (micromdm 2.1.0 from Debian) with its **static** challenge, its CA and
   serial in a file depot.
 
+Both servers are up at once and take turns at each level, ``--rounds`` times (3), the order
+flipped every round, as the issuance-all-cores part of bench/run.py does: single runs of the
+same code moved by 10-20 % on the shared machine (docs/BENCHMARKS.md). Each round's two
+measurements of a level are seconds apart, on the same keys (each key enrolls once with
+each server), so a drift of the machine's load touches both.
+
 Per server and concurrency: enrollments/s, p50/p99, failures, the server's CPU per
 enrollment (``/proc/<pid>/stat``) and the client's (the scepclient processes': when it times
-the rate nears the client's cores, the client is the limit). Ratios ``scep@N``: Ostiary's
-rate over scepserver's (target: at least 1.0).
+the rate nears the client's cores, the client is the limit); the row kept is the round with
+the median rate. Ratios ``scep@N``: the median of the rounds' ratios, Ostiary's rate over
+scepserver's in the same round (target: at least 1.0); None when Ostiary failed an
+enrollment in any round.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +65,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run as bench  # bench/run.py
 
 STATIC_CHALLENGE = "bench-static-challenge"
+#: Rounds per level: each server measured once per round, the order flipped every round.
+ROUNDS = 3
 SCEPSERVER_KEY_PASSWORD = "bench-depot"
 
 
@@ -99,6 +112,19 @@ def _keys(work: Path, count: int) -> list[Path]:
     return folders
 
 
+def _copies(keys: list[Path], into: Path) -> list[Path]:
+    """A fresh folder per key under ``into`` holding a copy of it: each key enrolls once
+    with each server (scepclient writes its certificate beside the key).
+    """
+    folders = []
+    for key in keys:
+        folder = into / key.name
+        folder.mkdir(parents=True)
+        shutil.copy2(key / "key.pem", folder / "key.pem")
+        folders.append(folder)
+    return folders
+
+
 def enroll(server: Server, folder: Path, number: int) -> None:
     result = subprocess.run(
         ["scepclient", "-server-url", server.url, "-challenge", server.challenges[number],
@@ -110,9 +136,12 @@ def enroll(server: Server, folder: Path, number: int) -> None:
 
 
 def measure_level(
-    server: Server, work: Path, first: int, concurrency: int, count: int
+    server: Server, folders: list[Path], first: int, concurrency: int
 ) -> tuple[ScepRow, str | None]:
-    folders = _keys(work / f"{server.name}-{concurrency}", count)
+    """Enroll one device per folder, ``concurrency`` at a time, device ``first + n`` in the
+    ``n``-th folder.
+    """
+    count = len(folders)
     times: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -129,6 +158,10 @@ def measure_level(
             with lock:
                 times.append(time.perf_counter() - began)
 
+    # Untimed: what the setup wrote (keys, challenges, the database at init) goes to the disk
+    # now, not in the first durable commits of the level (an fsync on ext4 commits the
+    # journal, with every pending change of the file system).
+    os.sync()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_before = children.ru_utime + children.ru_stime
     cpu_before = bench.cpu_seconds(server.pid)
@@ -159,7 +192,12 @@ def measure_level(
 
 
 @contextmanager
-def ostiary(work: Path, total: int) -> Iterator[Server]:
+def ostiary(
+    work: Path, total: int, *, wrapper: tuple[str, ...] = (), patience: float = 1
+) -> Iterator[Server]:
+    """``ostiary ca serve`` with a ``scep`` provisioner and ``total`` one-time challenges;
+    under ``wrapper`` (valgrind: bench/scep_instructions.py) if given.
+    """
     from ostiary.authority.folder import CAPaths
     from ostiary.config import load_config
     from ostiary.provisioners.scep import make_challenge
@@ -185,16 +223,19 @@ def ostiary(work: Path, total: int) -> Iterator[Server]:
         ]  # fmt: skip
     finally:
         store.dispose()
+    program = [str(Path(sys.executable).with_name("ostiary"))]
+    if wrapper:
+        program = [*wrapper, sys.executable, "-c", "from ostiary.cli.main import main; main()"]
     process = bench.start(
-        [str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
+        [*program, "ca", "serve", *common,
          "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}"],
-        work / "ostiary.log", http_port,
+        work / "ostiary.log", http_port, patience=patience,
     )  # fmt: skip
     try:
         yield Server("ostiary", f"http://127.0.0.1:{http_port}/scep/devices", process.pid,
                      challenges)  # fmt: skip
     finally:
-        bench.stop(process)
+        bench.stop(process, patience=patience)
 
 
 @contextmanager
@@ -221,28 +262,55 @@ def scepserver(work: Path, total: int) -> Iterator[Server]:
 SERVERS = {"ostiary": ostiary, "scepserver": scepserver}
 
 
-def measure_here(levels: list[int], counts: dict[int, int]) -> dict[str, Any]:
-    """Both servers in turn at every level (inside the private network namespace)."""
-    rows: list[ScepRow] = []
+def measure_here(levels: list[int], counts: dict[int, int], rounds: int) -> dict[str, Any]:
+    """Both servers up at once, taking turns at every level, ``rounds`` times, the order
+    flipped every round (inside the private network namespace).
+    """
+    measured: list[tuple[int, ScepRow]] = []
     notes: dict[str, str] = {}
     os.sched_setaffinity(0, bench.CLIENT_CPUS)
-    total = sum(counts[level] for level in levels) + 1
-    for name, make in SERVERS.items():
-        with tempfile.TemporaryDirectory(prefix=f"scep-bench-{name}-") as temp:
-            work = Path(temp)
-            with make(work, total) as server:
-                enroll(server, _keys(work / "warm", 1)[0], 0)  # imports, caches, RA key
-                first = 1
-                for level in levels:
-                    row, failure = measure_level(server, work, first, level, counts[level])
-                    first += counts[level]
-                    rows.append(row)
+    total = rounds * sum(counts[level] for level in levels) + 1
+    with tempfile.TemporaryDirectory(prefix="scep-bench-") as temp, ExitStack() as stack:
+        work = Path(temp)
+        servers = [stack.enter_context(make(work, total)) for make in SERVERS.values()]
+        warm = _keys(work / "warm", 1)
+        for server in servers:  # imports, caches, RA key
+            enroll(server, _copies(warm, work / f"warm-{server.name}")[0], 0)
+        first = 1
+        for turn in range(rounds):
+            for level in levels:
+                keys = _keys(work / f"keys-{turn}-{level}", counts[level])
+                for server in servers if turn % 2 == 0 else reversed(servers):
+                    folders = _copies(keys, work / f"{server.name}-{turn}-{level}")
+                    row, failure = measure_level(server, folders, first, level)
+                    measured.append((turn, row))
                     if failure:
-                        notes[f"{name}@{level}"] = failure
-    return {"rows": [asdict(r) for r in rows], "notes": notes, "ratios": ratios(rows, levels)}
+                        notes.setdefault(f"{server.name}@{level}", failure)
+                first += counts[level]
+    per_round = round_ratios(measured, levels, rounds)
+    return {
+        "rows": [asdict(r) for r in median_rows(measured, levels)],
+        "rounds": [{"round": turn, **asdict(r)} for turn, r in measured],
+        "notes": notes,
+        "round_ratios": per_round,
+        "ratios": ratios(per_round),
+    }
 
 
-def measure(levels: list[int], counts: dict[int, int]) -> dict[str, Any]:
+def median_rows(measured: list[tuple[int, ScepRow]], levels: list[int]) -> list[ScepRow]:
+    """Per server and level, the round with the median rate."""
+    rows = []
+    for name in SERVERS:
+        for level in levels:
+            runs = sorted(
+                (r for _, r in measured if (r.server, r.concurrency) == (name, level)),
+                key=lambda r: r.enrollments_per_s,
+            )
+            rows.append(runs[len(runs) // 2])
+    return rows
+
+
+def measure(levels: list[int], counts: dict[int, int], rounds: int = ROUNDS) -> dict[str, Any]:
     """:func:`measure_here` in a private network namespace (``unshare -n``, needs root)."""
     missing = [tool for tool in ("scepclient", "scepserver", "unshare") if not shutil.which(tool)]
     if missing:
@@ -253,23 +321,44 @@ def measure(levels: list[int], counts: dict[int, int]) -> dict[str, Any]:
         out = Path(temp) / "result.json"
         argv = [sys.executable, str(Path(__file__).resolve()), "--inner", "--json", str(out),
                 "--levels", ",".join(map(str, levels)),
-                "--counts", ",".join(str(counts[level]) for level in levels)]  # fmt: skip
+                "--counts", ",".join(str(counts[level]) for level in levels),
+                "--rounds", str(rounds)]  # fmt: skip
         script = "ip link set lo up && exec " + " ".join(f"'{a}'" for a in argv)
         subprocess.run(["unshare", "-n", "sh", "-c", script], check=True)
         result: dict[str, Any] = json.loads(out.read_text())
     return result
 
 
-def ratios(rows: list[ScepRow], levels: list[int]) -> dict[str, float | None]:
-    found: dict[str, float | None] = {}
+def round_ratios(
+    measured: list[tuple[int, ScepRow]], levels: list[int], rounds: int
+) -> dict[str, list[float | None]]:
+    """Per level, each round's Ostiary rate over scepserver's (None: Ostiary failed one)."""
+    found: dict[str, list[float | None]] = {}
     for level in levels:
-        ours = next((r for r in rows if r.server == "ostiary" and r.concurrency == level), None)
-        peer = next((r for r in rows if r.server == "scepserver" and r.concurrency == level), None)
-        usable = ours is not None and peer is not None and peer.enrollments_per_s > 0
-        if usable and ours is not None and peer is not None and ours.failed == 0:
-            found[f"scep@{level}"] = round(ours.enrollments_per_s / peer.enrollments_per_s, 2)
-        else:
-            found[f"scep@{level}"] = None
+        found[f"scep@{level}"] = []
+        for turn in range(rounds):
+            rows = {r.server: r for t, r in measured if t == turn and r.concurrency == level}
+            ours, peer = rows.get("ostiary"), rows.get("scepserver")
+            usable = ours is not None and peer is not None and peer.enrollments_per_s > 0
+            if usable and ours is not None and peer is not None and not ours.failed:
+                found[f"scep@{level}"].append(
+                    round(ours.enrollments_per_s / peer.enrollments_per_s, 2)
+                )
+            else:
+                found[f"scep@{level}"].append(None)
+    return found
+
+
+def ratios(per_round: dict[str, list[float | None]]) -> dict[str, float | None]:
+    """``scep@N``: the median of the rounds' ratios. A ratio of two measurements seconds
+    apart cancels the machine's slower drifts, which the median-rate rows, picked for each
+    server on its own, may not pair alike. None if Ostiary failed an enrollment in any
+    round (the target is then not shown).
+    """
+    found: dict[str, float | None] = {}
+    for key, values in per_round.items():
+        usable = [v for v in values if v is not None]
+        found[key] = round(statistics.median(usable), 2) if len(usable) == len(values) else None
     return found
 
 
@@ -282,6 +371,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--counts", help="enrollments per level (default from --quick)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds per level (3)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,7 +379,10 @@ def main() -> None:
     counts = counts_for(levels, args.quick)
     if args.counts:
         counts = dict(zip(levels, (int(x) for x in args.counts.split(",")), strict=True))
-    result = measure_here(levels, counts) if args.inner else measure(levels, counts)
+    if args.inner:
+        result = measure_here(levels, counts, args.rounds)
+    else:
+        result = measure(levels, counts, args.rounds)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     else:

@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -123,6 +124,68 @@ def test_units_that_queue_meanwhile_share_one_transaction(store: Store, now: dat
     assert sorted(audit_events(store)) == sorted(
         ("token.used", f"jti-{i}") for i in range(SPENDERS)
     )
+
+
+def test_what_a_unit_starts_while_committing_starts_after_its_rows_and_before_the_commit(
+    store: Store, now: datetime
+) -> None:
+    group = GroupCommit(store.engine)
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "commit")
+    def _commit(_connection: Connection) -> None:
+        seen.append("commit")
+
+    def unit(batch: Batch) -> bool:
+        batch.audit.append("token.used", at=now, target="jti-1")
+        batch.while_committing(lambda: seen.append(f"started, {len(audit_events(store))} seen"))
+        return True
+
+    assert group.submit(unit) is True
+    # started once, before the commit, with the rows written but not yet visible to others
+    assert seen == ["started, 0 seen", "commit"]
+    assert audit_events(store) == [("token.used", "jti-1")]
+
+
+def test_a_unit_run_again_alone_starts_again_and_a_failed_one_never_commits(
+    store: Store, now: datetime
+) -> None:
+    group = GroupCommit(store.engine)
+    started: list[str] = []
+
+    def unit(token_id: str, *, fail: bool) -> Callable[[Batch], bool]:
+        def run(batch: Batch) -> bool:
+            batch.audit.append("token.used", at=now, target=token_id)
+            batch.while_committing(lambda: started.append(token_id))
+            if fail:
+                raise ValueError(f"unit {token_id} is broken")
+            return True
+
+        return run
+
+    with ThreadPoolExecutor(3) as pool:
+        hold, release = threading.Event(), threading.Event()
+
+        def first(batch: Batch) -> bool:
+            hold.set()
+            assert release.wait(30)
+            return True
+
+        blocker = pool.submit(group.submit, first)
+        assert hold.wait(30)
+        good = pool.submit(group.submit, unit("good", fail=False))
+        bad = pool.submit(group.submit, unit("bad", fail=True))
+        deadline = time.monotonic() + 30
+        while group.pending < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        release.set()
+        assert blocker.result() and good.result()
+        with pytest.raises(ValueError, match="broken"):
+            bad.result()
+    # the shared batch failed before its commit (nothing started), then each ran alone
+    assert started == ["good"]
+    assert audit_events(store) == [("token.used", "good")]
 
 
 def test_a_failing_unit_fails_alone_and_the_others_commit(store: Store, now: datetime) -> None:

@@ -103,6 +103,12 @@ def _requested_names(csr: x509.CertificateSigningRequest) -> bytes:
     return names.public_bytes()
 
 
+#: Called with the certificate once its rows are written, just before its transaction
+#: commits (:meth:`Batch.while_committing <ostiary.store.Batch.while_committing>`): the
+#: responder starts its CertRep there, and sends it once the commit is durable.
+WhileCommitting = Callable[[x509.Certificate], None]
+
+
 def enroll(
     authority: Authority,
     provisioner: ScepProvisioner,
@@ -110,6 +116,7 @@ def enroll(
     csr: x509.CertificateSigningRequest,
     *,
     ca: CAIdentity,
+    while_committing: WhileCommitting | None = None,
 ) -> Outcome:
     """PKCSReq: the challenge's names for the CSR's key, issued or queued for an officer."""
     given = _one_time_challenge(provisioner, csr)
@@ -127,8 +134,9 @@ def enroll(
     )  # fmt: skip
     if not provisioner.require_approval:
         return _issue(
-            authority, provisioner, transaction_id, csr, authorization, challenge=challenge
-        )
+            authority, provisioner, transaction_id, csr, authorization,
+            challenge=challenge, while_committing=while_committing,
+        )  # fmt: skip
     request_id = secrets.token_hex(16)
 
     def also(session: Session) -> None:
@@ -149,6 +157,7 @@ def renew(
     current: x509.Certificate,
     *,
     ca: CAIdentity,
+    while_committing: WhileCommitting | None = None,
 ) -> Outcome:
     """RenewalReq: signed with ``current`` (ours, valid, from this provisioner), same names."""
     repeated = _repeat(authority, provisioner, transaction_id, csr)
@@ -161,7 +170,10 @@ def renew(
         raise PolicyDenied(
             f"this certificate was not issued by SCEP provisioner {provisioner.name!r}"
         )
-    return _issue(authority, provisioner, transaction_id, csr, authorization, current=current)
+    return _issue(
+        authority, provisioner, transaction_id, csr, authorization,
+        current=current, while_committing=while_committing,
+    )  # fmt: skip
 
 
 def _record(
@@ -326,6 +338,7 @@ def _issue(
     *,
     challenge: str | None = None,
     current: x509.Certificate | None = None,
+    while_committing: WhileCommitting | None = None,
 ) -> Outcome:
     """Issue (or renew) and record the transaction in the certificate's own unit; the first
     answer if the challenge or the transactionID was taken by the same request meanwhile.
@@ -346,6 +359,8 @@ def _issue(
             serial=serial_hex(certificate.serial_number),
         )
         batch.insert(ScepTransaction, row, duplicate=_TransactionRecorded)
+        if while_committing is not None:
+            batch.while_committing(lambda: while_committing(certificate))
 
     try:
         if current is None:

@@ -46,6 +46,11 @@ one :class:`~ostiary.store.audit.AuditChain`), which the batch inserts table by 
 statement each, before it commits. The audit lock is taken first so that on PostgreSQL
 batches of different replicas queue on it instead of deadlocking on each other's rows.
 
+The commit is mostly a wait for the disk (the GIL is released meanwhile). A unit may ask
+for work to start in another thread just before it (:meth:`Batch.while_committing`), so
+that work the caller needs after the commit, but may not hand out before it (a signed
+answer), is done during that wait instead of after it.
+
 On SQLite, processes writing to one file (``ca serve --workers``) take their turns through
 a :class:`~ostiary.store._locks.WriterLock` before ``BEGIN IMMEDIATE``: the next in line is
 woken when the previous commit ends instead of sleeping in SQLite's busy handler. A process
@@ -126,14 +131,26 @@ class Batch:
         """
         self._rows.add(model, values, duplicate)
 
+    def while_committing(self, start: Callable[[], None]) -> None:
+        """Call ``start`` once the batch's rows are written, just before its commit: to start
+        work in another thread that overlaps the commit's wait for the disk (the SCEP
+        responder's CertRep). ``start`` must not block, and what it starts must not be handed
+        out before the unit's result is (that is, before the commit is durable). If the
+        batch is run again (a unit of it failed), the unit runs again and so may ``start``.
+        """
+        self._rows.starts.append(start)
+
 
 class _Rows:
-    """The rows a batch's units queued, per table, in the order queued."""
+    """The rows a batch's units queued, per table, in the order queued, and what they ask to
+    start while the batch commits (:meth:`Batch.while_committing`).
+    """
 
-    __slots__ = ("_tables",)
+    __slots__ = ("_tables", "starts")
 
     def __init__(self) -> None:
         self._tables: dict[type[Base], list[tuple[dict[str, Any], _Duplicate | None]]] = {}
+        self.starts: list[Callable[[], None]] = []
 
     def add(self, model: type[Base], values: dict[str, Any], duplicate: _Duplicate | None) -> None:
         self._tables.setdefault(model, []).append((values, duplicate))
@@ -387,6 +404,8 @@ class GroupCommit:
                 ]
                 rows.write(connection)
                 audit.close()
+                for start in rows.starts:
+                    start()
             except BaseException:
                 transaction.rollback()
                 raise
