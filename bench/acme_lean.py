@@ -60,6 +60,7 @@ class Outcome:
     client_cpu: float = 0.0
     server_cpu: float = 0.0
     server_core_wait: float = 0.0  # seconds the server's threads waited for its core
+    requests: int = 0  # HTTP requests the timed orders made (polls included)
 
 
 # --------------------------------------------------------------------------- HTTP/1.1
@@ -151,6 +152,7 @@ class _Connection:
         self._context = context if parts.scheme == "https" else None
         self._head = f"Host: {parts.netloc}\r\nUser-Agent: ostiary-bench\r\n".encode()
         self._wire: _Wire | None = None
+        self.requests = 0
 
     async def request(self, method: str, url: str, body: bytes = b"") -> _Response:
         if not url.startswith(self.origin + "/"):
@@ -164,6 +166,7 @@ class _Connection:
                 ssl=self._context,
                 server_hostname=self._host if self._context else None,
             )
+        self.requests += 1
         line = f"{method} {url[len(self.origin) :]} HTTP/1.1\r\n".encode()
         framing = b""
         if method == "POST":
@@ -375,12 +378,14 @@ async def _run(
                     continue
                 outcome.times.append(time.perf_counter() - began)
 
+        requests_before = sum(a.connection.requests for a in accounts)
         server_before, client_before = meter(), time.process_time()
         began = time.perf_counter()
         await asyncio.gather(*(work(i) for i in range(concurrency)))
         outcome.elapsed = time.perf_counter() - began
         outcome.client_cpu = time.process_time() - client_before
         server_after = meter()
+        outcome.requests = sum(a.connection.requests for a in accounts) - requests_before
         outcome.server_cpu = server_after[0] - server_before[0]
         outcome.server_core_wait = server_after[1] - server_before[1]
         return outcome

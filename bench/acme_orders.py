@@ -15,20 +15,27 @@ come every 10 ms for every server alike.
 
 The client (``--client``):
 - ``lean`` (the default; bench/acme_lean.py): one asyncio loop, a keep-alive HTTP/1.1
-  connection per worker through h11, JWS ES256 made with pyca/cryptography, the responder in
-  the same loop. It spends ~1-1.5 ms of CPU per order, so on its one core the servers set
-  the rate. It does not poll the authorization when the challenge POST already answered
-  ``valid`` (Ostiary within ``--acme-challenge-wait``, step-ca).
+  connection per worker (answers parsed by httptools), JWS ES256 made with
+  pyca/cryptography, the responder in the same loop. It spends ~1-2 ms of CPU per order
+  at 8 and 32, so on its one core the servers set the rate. It does not poll the
+  authorization when the challenge POST already answered ``valid`` (Ostiary within
+  ``--acme-challenge-wait``, step-ca), nor POST the challenge of an authorization the
+  server reused (pebble, in 1-3 % of orders).
 - ``acme-lib``: certbot's ``acme`` library (its messages, JWS and nonce handling) in one
-  thread per worker, the responder a thread server. It spends ~10-11 ms of CPU per order, so
-  it caps every server near ~100 orders/s; the figures in docs/BENCHMARKS.md before
-  2026-12-07 22:00 were made with it, and bench/acme_instructions.py still uses it.
+  thread per worker, the responder a thread server. It spends ~8-12 ms of CPU per order
+  (more at 32 against pebble), so it caps every server near ~100 orders/s; the figures in
+  docs/BENCHMARKS.md before 2026-12-07 22:00 were made with it, and
+  bench/acme_instructions.py still drives it.
 
 Per server and concurrency: orders/s, p50/p99 per order, failed orders, the server's CPU
-per order (``/proc/<pid>/stat`` of the process tree), the client's, and which client made
-the row (when the client's CPU per order times the rate nears its core, the client is the
-limit, not the server; when the server's does, the server's core is). Ratios: Ostiary's
-orders/s over the faster peer's, at each concurrency (target: at least 1.5 at 8 and 32).
+per order (``/proc/<pid>/stat`` of the process tree), the client's, which client made the
+row, HTTP requests per order (lean client), and whether the server's core was the limit:
+``server_core_busy`` (its CPU seconds per second) and ``server_core_wait`` (seconds its
+threads waited runnable for a core, per second; ``/proc/<pid>/task/*/schedstat``). Busy
+near 1.0: CPU-bound. Busy well below 1.0 with little wait: it waited on something else (a
+lock, the disk, the client). A large wait with busy below 1.0: other work on the machine
+had its core, and the rate says little. Ratios: Ostiary's orders/s over the faster
+peer's, at each concurrency (target: at least 1.5 at 8 and 32).
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ class AcmeRow:
     # client).
     server_core_wait: float = 0.0
     client: str = "acme-lib"  # which bench client made the row: "lean" or "acme-lib"
+    requests_per_order: float | None = None  # counted by the lean client (polls included)
 
 
 # --------------------------------------------------------------------------- http-01 responder
@@ -310,6 +318,7 @@ def _row(server: Server, concurrency: int, outcome: lean.Outcome, client_name: s
         server_core_busy=round(outcome.server_cpu / outcome.elapsed, 2),
         server_core_wait=round(outcome.server_core_wait / outcome.elapsed, 2),
         client=client_name,
+        requests_per_order=round(outcome.requests / done, 2) if done and outcome.requests else None,
     )
 
 
