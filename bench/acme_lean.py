@@ -82,6 +82,7 @@ class _Wire(asyncio.Protocol):
 
     def __init__(self, origin: str) -> None:
         self._origin = origin
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.WriteTransport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._response = _Response()
@@ -115,6 +116,8 @@ class _Wire(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"{self._origin} closed the connection"))
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._response.headers[name.lower()] = value
@@ -152,6 +155,7 @@ class _Connection:
         self._context = context if parts.scheme == "https" else None
         self._head = f"Host: {parts.netloc}\r\nUser-Agent: ostiary-bench\r\n".encode()
         self._wire: _Wire | None = None
+        self._wires: list[_Wire] = []  # every one opened, for aclose to wait on
         self.requests = 0
 
     async def request(self, method: str, url: str, body: bytes = b"") -> _Response:
@@ -166,6 +170,7 @@ class _Connection:
                 ssl=self._context,
                 server_hostname=self._host if self._context else None,
             )
+            self._wires.append(self._wire)
         self.requests += 1
         line = f"{method} {url[len(self.origin) :]} HTTP/1.1\r\n".encode()
         framing = b""
@@ -177,6 +182,14 @@ class _Connection:
         if self._wire is not None:
             self._wire.close()
             self._wire = None
+
+    async def aclose(self) -> None:
+        """Close, and wait (at most 5 s) until every connection is down (TLS shut down):
+        uvloop refuses to close a loop with handles still open.
+        """
+        self.close()
+        if waiting := [wire.lost for wire in self._wires if not wire.lost.done()]:
+            await asyncio.wait(waiting, timeout=5)
 
 
 # --------------------------------------------------------------------------- JWS and accounts
@@ -270,7 +283,7 @@ async def one_order(account: _Account, tokens: dict[str, bytes], csr_der: bytes)
         authorization = (await account.post(authorization_url, None)).json()
         if authorization.get("status") == "valid":
             # Reused by the server: pebble hands out an account's valid authorization in
-            # 1-3 % of orders here even with PEBBLE_AUTHZREUSE=0. A client answers the
+            # up to ~5 % of orders here even with PEBBLE_AUTHZREUSE=0. A client answers the
             # challenges of pending ones only (RFC 8555 7.5); a POST to this one is refused
             # ("Cannot update challenge with status valid"), which the library client, which
             # does not look, counts as a failed order.
@@ -303,14 +316,25 @@ class _Http01(asyncio.Protocol):
 
     _PREFIX = b"/.well-known/acme-challenge/"
 
-    def __init__(self, tokens: dict[str, bytes]) -> None:
+    def __init__(self, tokens: dict[str, bytes], connections: list[_Http01]) -> None:
         self._tokens = tokens
+        connections.append(self)  # the validators keep theirs alive: closed at the end
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.WriteTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -347,8 +371,9 @@ async def _run(
     meter: Callable[[], tuple[float, float]],
 ) -> Outcome:
     tokens: dict[str, bytes] = {}
+    validators: list[_Http01] = []
     listener = await asyncio.get_running_loop().create_server(
-        lambda: _Http01(tokens),
+        lambda: _Http01(tokens, validators),
         "127.0.0.1",
         port,
         backlog=1024,
@@ -356,9 +381,11 @@ async def _run(
     )
     context = ssl.create_default_context(cafile=str(root_pem))
     accounts: list[_Account] = []
+    connections: list[_Connection] = []
     try:
         for _ in range(concurrency):
             connection = _Connection(directory_url, context)
+            connections.append(connection)
             directory = (await connection.request("GET", directory_url)).json()
             account = _Account(directory, connection)
             await account.create()
@@ -390,9 +417,12 @@ async def _run(
         outcome.server_core_wait = server_after[1] - server_before[1]
         return outcome
     finally:
-        for account in accounts:
-            account.connection.close()
         listener.close()
+        for validator in validators:
+            validator.close()
+        await asyncio.gather(*(connection.aclose() for connection in connections))
+        if waiting := [v.lost for v in validators if not v.lost.done()]:
+            await asyncio.wait(waiting, timeout=5)
         await listener.wait_closed()
 
 

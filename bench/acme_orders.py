@@ -20,7 +20,7 @@ The client (``--client``):
   at 8 and 32, so on its one core the servers set the rate. It does not poll the
   authorization when the challenge POST already answered ``valid`` (Ostiary within
   ``--acme-challenge-wait``, step-ca), nor POST the challenge of an authorization the
-  server reused (pebble, in 1-3 % of orders).
+  server reused (pebble, in up to ~5 % of orders).
 - ``acme-lib``: certbot's ``acme`` library (its messages, JWS and nonce handling) in one
   thread per worker, the responder a thread server. It spends ~8-12 ms of CPU per order
   (more at 32 against pebble), so it caps every server near ~100 orders/s; the figures in

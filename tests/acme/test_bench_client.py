@@ -103,6 +103,6 @@ def test_a_refused_nonce_is_retried_once(
                 answer = await account.post(url, payload)
                 assert answer.status == 201
         finally:
-            account.connection.close()
+            await account.connection.aclose()
 
     asyncio.run(scenario())
