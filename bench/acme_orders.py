@@ -23,8 +23,8 @@ The client (``--client``):
   server reused (pebble, in up to ~5 % of orders).
 - ``acme-lib``: certbot's ``acme`` library (its messages, JWS and nonce handling) in one
   thread per worker, the responder a thread server. It spends ~8-12 ms of CPU per order
-  (more at 32 against pebble), so it caps every server near ~100 orders/s; the figures in
-  docs/BENCHMARKS.md before 2026-12-07 22:00 were made with it, and
+  (more at 32 against pebble), so it caps every server near ~100 orders/s; the ACME
+  figures in docs/BENCHMARKS.md before branch ``acmeclient`` were made with it, and
   bench/acme_instructions.py still drives it.
 
 Per server and concurrency: orders/s, p50/p99 per order, failed orders, the server's CPU
