@@ -54,7 +54,7 @@ def test_a_failed_order_is_counted_and_the_level_goes_on(own_acme_server: AcmeSe
     outcome = _run(own_acme_server, 1, [_csr("127.0.0.2"), _csr()])
     assert len(outcome.times) == 1
     assert len(outcome.failures) == 1
-    assert "finalize" in outcome.failures[0] or "400" in outcome.failures[0]
+    assert "badCSR" in outcome.failures[0], outcome.failures[0]
 
 
 async def _account(server: AcmeServer) -> acme_lean._Account:
