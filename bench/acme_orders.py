@@ -1,29 +1,41 @@
 """Whole ACME orders per second: Ostiary against Caddy's ``acme_server`` and pebble, one run.
 
     python bench/acme_orders.py [--quick] [--servers ostiary,caddy,pebble] [--levels 1,8,32]
+                                [--client lean|acme-lib]
 
-Each server issues from a fresh CA of its own and is pinned to the same core (the last one);
-the client runs on the others. One order is what a renewing device does: ``newOrder`` (one
-``ip`` identifier, 127.0.0.1), the http-01 challenge answered by an in-process responder,
-the authorization polled, ``finalize`` with a fresh P-256 CSR, the order polled, the chain
-downloaded. Accounts are made beforehand, one per client thread (untimed), as a fleet of
-devices has them. The client is certbot's ``acme`` library (its messages, JWS and nonce
-handling) with its own polling every 10 ms for every server alike: the library's fixed
-one-second sleeps would measure the library, not the server.
+Each server issues from a fresh CA of its own and is pinned to the same core (the last one;
+bench/acme_servers.py starts them); the client runs on the others. One order is what a
+renewing device does: ``newOrder`` (one ``ip`` identifier, 127.0.0.1), the authorization
+fetched, the http-01 challenge POSTed and answered by an in-process responder on
+127.0.0.1:80 (Caddy validates there only: the bench needs root, else Caddy is left out and
+said so), the authorization polled until valid, ``finalize`` with a fresh P-256 CSR (made
+before the clock starts), the order polled until valid, the chain downloaded. Accounts are
+made beforehand, one per concurrent client (untimed), as a fleet of devices has them. Polls
+come every 10 ms for every server alike.
 
-The peers:
-- Caddy 2 (Debian) ``acme_server``, which embeds step-ca's ACME package, its CA in Caddy's
-  file storage; it validates http-01 on port 80 (no setting), so the responder listens on
-  127.0.0.1:80 and the bench needs root for Caddy (else Caddy is left out, and said so).
-- pebble (Debian) with ``PEBBLE_VA_NOSLEEP=1``, no injected bad nonces, no authorization
-  reuse. Pebble keeps everything in memory: it is a test server, not a durable one.
-- Ostiary ``ca serve`` (SQLite, durable, audit log written) with an ``acme`` provisioner.
+The client (``--client``):
+- ``lean`` (the default; bench/acme_lean.py): one asyncio loop, a keep-alive HTTP/1.1
+  connection per worker (answers parsed by httptools), JWS ES256 made with
+  pyca/cryptography, the responder in the same loop. It spends ~1-2 ms of CPU per order
+  at 8 and 32, so on its one core the servers set the rate. It does not poll the
+  authorization when the challenge POST already answered ``valid`` (Ostiary within
+  ``--acme-challenge-wait``, step-ca), nor POST the challenge of an authorization the
+  server reused (pebble, in up to ~5 % of orders).
+- ``acme-lib``: certbot's ``acme`` library (its messages, JWS and nonce handling) in one
+  thread per worker, the responder a thread server. It spends ~8-12 ms of CPU per order
+  (more at 32 against pebble), so it caps every server near ~100 orders/s; the ACME
+  figures in docs/BENCHMARKS.md before branch ``acmeclient`` were made with it, and
+  bench/acme_instructions.py still drives it.
 
 Per server and concurrency: orders/s, p50/p99 per order, failed orders, the server's CPU
-per order (``/proc/<pid>/stat`` of the process tree) and the client's (when the client's CPU
-per order times the rate nears its cores, the client is the limit, not the server). Ratios:
-Ostiary's orders/s over the faster peer's, at each concurrency (target: at least 1.5 at 8
-and 32).
+per order (``/proc/<pid>/stat`` of the process tree), the client's, which client made the
+row, HTTP requests per order (lean client), and whether the server's core was the limit:
+``server_core_busy`` (its CPU seconds per second) and ``server_core_wait`` (seconds its
+threads waited runnable for a core, per second; ``/proc/<pid>/task/*/schedstat``). Busy
+near 1.0: CPU-bound. Busy well below 1.0 with little wait: it waited on something else (a
+lock, the disk, the client). A large wait with busy below 1.0: other work on the machine
+had its core, and the rate says little. Ratios: Ostiary's orders/s over the faster
+peer's, at each concurrency (target: at least 1.5 at 8 and 32).
 """
 
 from __future__ import annotations
@@ -35,14 +47,13 @@ import json
 import os
 import socketserver
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,22 +63,30 @@ from acme import challenges, client, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).parent))
+import acme_lean as lean  # bench/acme_lean.py
 import run as bench  # bench/run.py
+from acme_servers import HTTP01_PORT, SERVERS, Server, caddy, ostiary, pebble
 
-HTTP01_PORT = 80
+# Also imported from here by bench/acme_instructions.py and helpers' scripts (the servers
+# moved to bench/acme_servers.py).
+__all__ = [
+    "HTTP01_PORT",
+    "SERVERS",
+    "Server",
+    "account",
+    "caddy",
+    "measure",
+    "measure_level",
+    "measure_level_lean",
+    "ostiary",
+    "pebble",
+    "responder",
+]
+
 POLL = 0.01
 ORDER_DEADLINE = 30.0
-
-
-@dataclass(frozen=True)
-class Server:
-    name: str
-    directory: str
-    root_pem: Path
-    pid: int
 
 
 @dataclass
@@ -81,6 +100,15 @@ class AcmeRow:
     p99_ms: float
     server_cpu_ms_per_order: float
     client_cpu_ms_per_order: float
+    # The server's CPU seconds per second of the level: near 1.0, its one core is the limit.
+    server_core_busy: float = 0.0
+    # Seconds its threads waited, runnable, for the core, per second of the level. Busy plus
+    # wait near 1.0 or above: the core is the limit (shared with other work when wait is
+    # large); well below 1.0: the server waited on something else (a lock, the disk, the
+    # client).
+    server_core_wait: float = 0.0
+    client: str = "acme-lib"  # which bench client made the row: "lean" or "acme-lib"
+    requests_per_order: float | None = None  # counted by the lean client (polls included)
 
 
 # --------------------------------------------------------------------------- http-01 responder
@@ -227,194 +255,81 @@ def measure_level(
             with lock:
                 times.append(time.perf_counter() - began)
 
-    cpu_before, client_before = bench.cpu_seconds(server.pid), time.process_time()
+    before, client_before = _meter(server), time.process_time()
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(work, range(concurrency)))
-    elapsed = time.perf_counter() - began
-    cpu = bench.cpu_seconds(server.pid) - cpu_before
-    client_cpu = time.process_time() - client_before
-    times.sort()
+    outcome = lean.Outcome(
+        times,
+        failures,
+        elapsed=time.perf_counter() - began,
+        client_cpu=time.process_time() - client_before,
+    )
+    after = _meter(server)
+    outcome.server_cpu, outcome.server_core_wait = after[0] - before[0], after[1] - before[1]
+    return _row(server, concurrency, outcome, "acme-lib"), failures[0] if failures else None
+
+
+def _meter(server: Server) -> tuple[float, float]:
+    """The server's CPU seconds so far, and the seconds its threads waited runnable for a
+    core (``/proc/<pid>/task/<tid>/schedstat``, the scheduler's run delay).
+    """
+    waited = 0
+    for pid in bench.tree_pids(server.pid):
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                waited += int(task.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    return bench.cpu_seconds(server.pid), waited / 1e9
+
+
+def measure_level_lean(server: Server, concurrency: int, orders: int) -> tuple[AcmeRow, str | None]:
+    """As ``measure_level``, with the lean client (bench/acme_lean.py) and its own responder."""
+    csrs = [
+        x509.load_pem_x509_csr(_csr()).public_bytes(serialization.Encoding.DER)
+        for _ in range(orders)
+    ]
+    outcome = lean.run_orders(
+        server.directory,
+        server.root_pem,
+        concurrency,
+        csrs,
+        port=HTTP01_PORT,
+        meter=lambda: _meter(server),
+    )
+    failure = outcome.failures[0] if outcome.failures else None
+    return _row(server, concurrency, outcome, "lean"), failure
+
+
+def _row(server: Server, concurrency: int, outcome: lean.Outcome, client_name: str) -> AcmeRow:
+    times = sorted(outcome.times)
     done = len(times)
-    row = AcmeRow(
+    return AcmeRow(
         server=server.name,
         concurrency=concurrency,
         orders=done,
-        failed=len(failures),
-        orders_per_s=round(done / elapsed, 2),
+        failed=len(outcome.failures),
+        orders_per_s=round(done / outcome.elapsed, 2),
         p50_ms=round(statistics.median(times) * 1000, 1) if times else 0.0,
         p99_ms=round(times[min(done - 1, int(done * 0.99))] * 1000, 1) if times else 0.0,
-        server_cpu_ms_per_order=round(cpu / done * 1000, 2) if done else 0.0,
-        client_cpu_ms_per_order=round(client_cpu / done * 1000, 2) if done else 0.0,
+        server_cpu_ms_per_order=round(outcome.server_cpu / done * 1000, 2) if done else 0.0,
+        client_cpu_ms_per_order=round(outcome.client_cpu / done * 1000, 2) if done else 0.0,
+        server_core_busy=round(outcome.server_cpu / outcome.elapsed, 2),
+        server_core_wait=round(outcome.server_core_wait / outcome.elapsed, 2),
+        client=client_name,
+        requests_per_order=round(outcome.requests / done, 2) if done and outcome.requests else None,
     )
-    return row, failures[0] if failures else None
 
 
-# --------------------------------------------------------------------------- the servers
-
-
-def _tls_pair(work: Path, name: str) -> tuple[Path, Path, Path]:
-    """A private root and a 127.0.0.1 server certificate from it, for pebble's own HTTPS."""
-    from datetime import UTC, datetime, timedelta
-
-    now = datetime.now(UTC)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} bench TLS root")])
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(root_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(root_key, hashes.SHA256())
-    )
-    paths = work / f"{name}-root.pem", work / f"{name}-cert.pem", work / f"{name}-key.pem"
-    paths[0].write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    paths[2].chmod(0o600)
-    return paths
-
-
-@contextmanager
-def pebble(work: Path) -> Iterator[Server]:
-    root, cert, key = _tls_pair(work, "pebble")
-    port = bench.free_port()
-    config = {
-        "pebble": {
-            "listenAddress": f"127.0.0.1:{port}",
-            "managementListenAddress": f"127.0.0.1:{bench.free_port()}",
-            "certificate": str(cert),
-            "privateKey": str(key),
-            "httpPort": HTTP01_PORT,
-            "tlsPort": bench.free_port(),
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-        }
-    }
-    (work / "pebble.json").write_text(json.dumps(config))
-    env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
-    os.environ.update(env)  # bench.start passes the environment on
-    try:
-        process = bench.start(
-            ["pebble", "-config", str(work / "pebble.json")], work / "pebble.log", port
-        )
-    finally:
-        for variable in env:
-            os.environ.pop(variable, None)
-    try:
-        yield Server("pebble", f"https://127.0.0.1:{port}/dir", root, process.pid)
-    finally:
-        bench.stop(process)
-
-
-@contextmanager
-def caddy(work: Path) -> Iterator[Server]:
-    port = bench.free_port()
-    storage = work / "caddy-data"
-    caddyfile = work / "Caddyfile"
-    caddyfile.write_text(
-        "{\n\tadmin off\n\tskip_install_trust\n\tlocal_certs\n"
-        f"\tstorage file_system {storage}\n\thttp_port {bench.free_port()}\n"
-        f"\thttps_port {port}\n}}\n"
-        f"https://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\tacme_server\n}}\n"
-    )
-    env = dict(os.environ, HOME=str(work), XDG_DATA_HOME=str(work), XDG_CONFIG_HOME=str(work))
-    log = (work / "caddy.log").open("wb")
-    process = subprocess.Popen(
-        ["taskset", "-c", bench.SERVER_CPUS, "caddy", "run", "--config", str(caddyfile)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        bench.wait_for_port(port)
-        root = storage / "pki" / "authorities" / "local" / "root.crt"
-        for _ in range(100):
-            if root.exists():
-                break
-            time.sleep(0.05)
-        directory = f"https://127.0.0.1:{port}/acme/local/directory"
-        _wait_until_served(directory, root)
-        yield Server("caddy", directory, root, process.pid)
-    finally:
-        bench.stop(process)
-
-
-def _wait_until_served(url: str, root: Path, patience: float = 20.0) -> None:
-    """Until ``url`` answers over TLS: Caddy writes its root before it has issued its own
-    server certificate, and a handshake meanwhile fails (an internal-error alert).
-    """
-    import requests
-
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            requests.get(url, verify=str(root), timeout=5).raise_for_status()
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-@contextmanager
-def ostiary(work: Path) -> Iterator[Server]:
-    folder, password = work / "ostiary", work / "password"
-    password.write_text(bench.PASSWORD + "\n")
-    password.chmod(0o600)
-    port, http_port = bench.free_port(), bench.free_port()
-    common = ("--dir", str(folder), "--password-file", str(password))
-    bench.cli("ca", "init", "--name", "Bench", *common, "--address", f"127.0.0.1:{port}",
-              "--url", f"http://127.0.0.1:{http_port}", cwd=work)  # fmt: skip
-    bench.cli("ca", "provisioner", "add", "acme", "--type", "acme", "--challenges", "http-01",
-              "--profiles", "server", "--default-profile", "server", *common, cwd=work)  # fmt: skip
-    process = bench.start(
-        [str(Path(sys.executable).with_name("ostiary")), "ca", "serve", *common,
-         "--address", f"127.0.0.1:{port}", "--http-address", f"127.0.0.1:{http_port}",
-         "--acme-http-port", str(HTTP01_PORT)],
-        work / "ostiary.log", port,
-    )  # fmt: skip
-    try:
-        yield Server(
-            "ostiary",
-            f"https://127.0.0.1:{port}/acme/acme/directory",
-            folder / "certs" / "root.crt",
-            process.pid,
-        )
-    finally:
-        bench.stop(process)
-
-
-SERVERS = {"ostiary": ostiary, "caddy": caddy, "pebble": pebble}
+CLIENTS = ("lean", "acme-lib")
 
 
 def measure(
-    servers: list[str], levels: list[int], orders_per_level: dict[int, int]
+    servers: list[str],
+    levels: list[int],
+    orders_per_level: dict[int, int],
+    client_name: str = "lean",
 ) -> dict[str, Any]:
     """Every server in turn at every level; rows, first failure per row, ratios."""
     rows: list[AcmeRow] = []
@@ -423,17 +338,28 @@ def measure(
         servers = [s for s in servers if s != "caddy"]
         notes["caddy"] = "left out: its acme_server validates http-01 on port 80 (needs root)"
     os.sched_setaffinity(0, bench.CLIENT_CPUS)
-    with responder(HTTP01_PORT) as tokens:
+    with ExitStack() as stack:
+        # The library's client answers http-01 from a thread; the lean one from its own loop.
+        tokens = stack.enter_context(responder(HTTP01_PORT)) if client_name == "acme-lib" else None
         for name in servers:
             with tempfile.TemporaryDirectory(prefix=f"acme-bench-{name}-") as work:
                 with SERVERS[name](Path(work)) as server:
                     account(server)  # warm: the first request pays for imports and caches
                     for level in levels:
-                        row, failure = measure_level(server, tokens, level, orders_per_level[level])
+                        count = orders_per_level[level]
+                        if tokens is None:
+                            row, failure = measure_level_lean(server, level, count)
+                        else:
+                            row, failure = measure_level(server, tokens, level, count)
                         rows.append(row)
                         if failure:
                             notes[f"{name}@{level}"] = failure
-    return {"rows": [asdict(r) for r in rows], "notes": notes, "ratios": ratios(rows, levels)}
+    return {
+        "client": client_name,
+        "rows": [asdict(r) for r in rows],
+        "notes": notes,
+        "ratios": ratios(rows, levels),
+    }
 
 
 def ratios(rows: list[AcmeRow], levels: list[int]) -> dict[str, float | None]:
@@ -452,10 +378,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--servers", default="ostiary,caddy,pebble")
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="lean",
+        help="lean: asyncio, h11, JWS by hand (default); acme-lib: certbot's acme in threads",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     orders = {level: (max(8, level) if args.quick else max(60, level * 8)) for level in levels}
-    result = measure(args.servers.split(","), levels, orders)
+    result = measure(args.servers.split(","), levels, orders, args.client)
     print(json.dumps(result, indent=2))
 
 
