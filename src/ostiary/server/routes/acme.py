@@ -62,7 +62,18 @@ async def _provisioner(context: ServerContext, name: str) -> AcmeProvisioner:
 
 
 def _urls(request: Request, provisioner: str) -> Urls:
-    return Urls.of(str(request.base_url), provisioner)
+    """The provisioner's URLs, on the base the request came to.
+
+    The base is ``request.url`` up to its path: Starlette's ``base_url`` builds the same
+    string (same scheme and authority, path ``/``; the ACME routes are served without a
+    ``root_path``) from a copy of the scope, at a cost per request.
+    """
+    url = str(request.url)
+    authority = url.find("://")
+    if authority < 0 or request.scope.get("root_path"):
+        return Urls.of(str(request.base_url), provisioner)
+    path = url.find("/", authority + 3)
+    return Urls.of((url if path < 0 else url[:path]) + "/", provisioner)
 
 
 async def _fresh_nonce(context: ServerContext) -> str:
