@@ -75,14 +75,17 @@ def read_authorization(
 ) -> Answer:
     """POST-as-GET an authorization, or deactivate it (section 7.5.2)."""
     payload = auth.payload
-    if payload is None:  # a poll: Core, no write lock
-        found = authorization_with_challenges(store.read_engine, authz_id)
+    if payload is None:  # a poll: Core, in the unit that spends the request's nonce
+        found = auth.nonce.write(
+            lambda batch: authorization_with_challenges(batch.connection, authz_id)
+        )
         if found is None:
             raise NotFound(f"no authorization {authz_id[:40]!r}")
         authz, challenges = found
         if authz.account_id != auth.account_id:
             raise unauthorized("this authorization belongs to another account")
         return Answer(200, authorization_json(urls, authz, challenges, now=now))
+    auth.nonce.settle()  # spent before anything is written
     with store.transaction() as session:
         repository = AcmeRepository(session)
         authz = _owned(repository, authz_id, auth)

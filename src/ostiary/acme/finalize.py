@@ -130,7 +130,9 @@ def certificate_chain(
     the issuing CA of a certificate (the intermediate that issued it, after a rotation too).
     """
     issuers = sorted(authority.issuers, key=lambda k: k != authority.issuer_key_id)
-    found = order_certificate(authority.store.read_engine, order_id, issuers)
+    found = auth.nonce.write(
+        lambda batch: order_certificate(batch.connection, order_id, issuers)
+    )  # read in the unit that spends the request's nonce
     if found is None or found[0].provisioner != provisioner:
         raise NotFound(f"no order {order_id[:40]!r}")
     order, der = found

@@ -314,7 +314,8 @@ def read_order(
     *,
     now: datetime,
 ) -> Answer:
-    found = order_with_authorizations(authority.store.read_engine, order_id)  # polled: Core
+    # Polled: read in Core, in the unit that spends the request's nonce.
+    found = auth.nonce.write(lambda batch: order_with_authorizations(batch.connection, order_id))
     if found is None or found[0].provisioner != provisioner:
         raise NotFound(f"no order {order_id[:40]!r}")
     order, authorizations = found

@@ -11,15 +11,19 @@ times) carry the same attribute names as the mapped classes
 (:class:`~ostiary.store.acme.AcmeOrder` and its kin), which is all
 :mod:`ostiary.acme.resources` reads of them. The statements are built once, with bound
 parameters: building one (and its cache key) per call cost about as much as running it.
+The polled ones take an engine or a connection: a poll reads in the group-commit unit that
+spends its nonce (:meth:`ostiary.acme.nonces.NonceSpend.write`), with no connection of its
+own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from ostiary.store.acme import AcmeAuthorization, AcmeChallenge, AcmeOrder
 from ostiary.store.acme_eab import AcmeEabKey
@@ -68,9 +72,23 @@ _EAB_NAMES = (
 )
 
 
-def order_with_authorizations(engine: Engine, order_id: str) -> tuple[Any, list[Any]] | None:
+@contextmanager
+def _connected(source: Engine | Connection) -> Iterator[Connection]:
+    """A connection of ``source`` (an engine: for this read; a connection: in its
+    transaction, e.g. the group-commit unit that spends a poll's nonce).
+    """
+    if isinstance(source, Connection):
+        yield source
+        return
+    with source.connect() as connection:
+        yield connection
+
+
+def order_with_authorizations(
+    source: Engine | Connection, order_id: str
+) -> tuple[Any, list[Any]] | None:
     """The order ``order_id`` and its authorizations (their ``id`` only, in id order)."""
-    with engine.connect() as connection:
+    with _connected(source) as connection:
         order = connection.execute(_ORDER_BY_ID, {"id": order_id}).first()
         if order is None:
             return None
@@ -105,13 +123,13 @@ def challenge_row(engine: Engine, challenge_id: str) -> Any:
 
 
 def order_certificate(
-    engine: Engine, order_id: str, issuer_key_ids: Sequence[str]
+    source: Engine | Connection, order_id: str, issuer_key_ids: Sequence[str]
 ) -> tuple[Any, bytes | None] | None:
     """The order ``order_id`` (its ``account_id``, ``provisioner`` and ``serial``) and the
     DER of its certificate, issued by the first of ``issuer_key_ids`` that has that serial
     (None before finalize); None if there is no such order.
     """
-    with engine.connect() as connection:
+    with _connected(source) as connection:
         order = connection.execute(_ORDER_SERIAL, {"id": order_id}).first()
         if order is None or order.serial is None:
             return (order, None) if order is not None else None
@@ -144,9 +162,11 @@ def account_limits(
     return int(placed or 0), oldest, int(pending or 0), (list(names) if names else None)
 
 
-def authorization_with_challenges(engine: Engine, authz_id: str) -> tuple[Any, list[Any]] | None:
+def authorization_with_challenges(
+    source: Engine | Connection, authz_id: str
+) -> tuple[Any, list[Any]] | None:
     """The authorization ``authz_id`` and its challenges, in type order."""
-    with engine.connect() as connection:
+    with _connected(source) as connection:
         authz = connection.execute(_AUTHORIZATION_BY_ID, {"id": authz_id}).first()
         if authz is None:
             return None

@@ -311,7 +311,9 @@ async def order(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
         return orders.read_order(c.authority, u, p.name, order_id, a, now=c.authority.clock())
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/order/{order_id}/finalize", summary="Finalize an order with a CSR (7.4)")
@@ -339,7 +341,9 @@ async def certificate(provisioner: str, order_id: str, request: Request) -> Resp
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
         return finalizing.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/revoke-cert", summary="Revoke a certificate (7.6)")
@@ -360,7 +364,9 @@ async def authorization(provisioner: str, authz_id: str, request: Request) -> Re
             c.authority.store, u, authz_id, a, now=c.authority.clock()
         )
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/chall/{challenge_id}", summary="Read a challenge or start its validation (7.5.1)")
