@@ -59,7 +59,7 @@ def finalize(
         raise NotFound(f"no order {order_id[:40]!r}")
     if found[0].account_id != auth.account_id:
         raise unauthorized("this order belongs to another account")
-    order: Any = SimpleNamespace(**found[0]._mapping)
+    order: Any = SimpleNamespace(**found[0]._asdict())
     authorizations = found[1]
     status = order_status(order, now=now)
     if status != "ready":
