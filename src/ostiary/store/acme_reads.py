@@ -14,9 +14,10 @@ parameters: building one (and its cache key) per call cost about as much as runn
 each runs through :class:`~ostiary.store._prepared.Prepared` (typed rows with the columns'
 names), not ``Connection.execute``, whose execution context, events and result set-up cost
 more than SQLite's own work for these one-row reads.
-The polled ones take an engine or a connection: a poll reads in the group-commit unit that
-spends its nonce (:meth:`ostiary.acme.nonces.NonceSpend.write`), with no connection of its
-own.
+Each takes an engine (a read transaction of its own) or a connection (in its transaction):
+the polls, newOrder's counts and the challenge POST read in the group-commit unit that
+spends the request's nonce (:meth:`ostiary.acme.nonces.NonceSpend.write`), with no
+connection of their own.
 """
 
 from __future__ import annotations
@@ -134,9 +135,11 @@ def order_with_authorizations(
     return order, list(authorizations)
 
 
-def order_with_full_authorizations(engine: Engine, order_id: str) -> tuple[Any, list[Any]] | None:
+def order_with_full_authorizations(
+    source: Engine | Connection, order_id: str
+) -> tuple[Any, list[Any]] | None:
     """The order ``order_id`` and its authorizations (every column), in id order."""
-    with engine.connect() as connection:
+    with _connected(source) as connection:
         order = _ORDER_BY_ID.first(connection, {"id": order_id})
         if order is None:
             return None
@@ -144,9 +147,11 @@ def order_with_full_authorizations(engine: Engine, order_id: str) -> tuple[Any, 
     return order, list(authorizations)
 
 
-def challenge_with_authorization(engine: Engine, challenge_id: str) -> tuple[Any, Any] | None:
+def challenge_with_authorization(
+    source: Engine | Connection, challenge_id: str
+) -> tuple[Any, Any] | None:
     """The challenge ``challenge_id`` and its authorization."""
-    with engine.connect() as connection:
+    with _connected(source) as connection:
         challenge = _CHALLENGE_BY_ID.first(connection, {"id": challenge_id})
         if challenge is None:
             return None
@@ -154,9 +159,9 @@ def challenge_with_authorization(engine: Engine, challenge_id: str) -> tuple[Any
     return (challenge, authz) if authz is not None else None
 
 
-def challenge_row(engine: Engine, challenge_id: str) -> Any:
+def challenge_row(source: Engine | Connection, challenge_id: str) -> Any:
     """The challenge ``challenge_id`` (None if there is none)."""
-    with engine.connect() as connection:
+    with _connected(source) as connection:
         return _CHALLENGE_BY_ID.first(connection, {"id": challenge_id})
 
 
