@@ -23,6 +23,7 @@ Through httpx's client the same fetch cost about a sixth of the server's CPU per
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import ssl
@@ -86,7 +87,6 @@ MAX_CONNECTIONS = 64
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
-_tls: list[ssl.SSLContext] = []
 
 
 def _connection_slot() -> asyncio.Semaphore:
@@ -97,11 +97,10 @@ def _connection_slot() -> asyncio.Semaphore:
     return slot
 
 
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """Made once, not per validation: a context costs more than a fetch."""
-    if not _tls:
-        _tls.append(unverified_client_context())
-    return _tls[0]
+    return unverified_client_context()
 
 
 @dataclass(frozen=True, slots=True)
