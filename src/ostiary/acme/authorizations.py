@@ -41,7 +41,7 @@ from ostiary.acme.validation import (
     ValidationResult,
     ValidationSettings,
 )
-from ostiary.core.errors import NotFound
+from ostiary.core.errors import NotFound, OstiaryError
 from ostiary.provisioners.acme import AcmeProvisioner
 from ostiary.provisioners.enrollment import spend_client_id
 from ostiary.store import (
@@ -56,6 +56,7 @@ from ostiary.store.acme_reads import (
     challenge_with_authorization,
 )
 from ostiary.store.acme_writes import outcome_unit, start_challenge_unit
+from ostiary.store.group_commit import Batch
 
 logger = logging.getLogger("ostiary.acme")
 
@@ -75,14 +76,17 @@ def read_authorization(
 ) -> Answer:
     """POST-as-GET an authorization, or deactivate it (section 7.5.2)."""
     payload = auth.payload
-    if payload is None:  # a poll: Core, no write lock
-        found = authorization_with_challenges(store.read_engine, authz_id)
+    if payload is None:  # a poll: Core, in the unit that spends the request's nonce
+        found = auth.nonce.write(
+            lambda batch: authorization_with_challenges(batch.connection, authz_id)
+        )
         if found is None:
             raise NotFound(f"no authorization {authz_id[:40]!r}")
         authz, challenges = found
         if authz.account_id != auth.account_id:
             raise unauthorized("this authorization belongs to another account")
         return Answer(200, authorization_json(urls, authz, challenges, now=now))
+    auth.nonce.settle()  # spent before anything is written
     with store.transaction() as session:
         repository = AcmeRepository(session)
         authz = _owned(repository, authz_id, auth)
@@ -121,46 +125,56 @@ def start_challenge(
     Returns the answer and, when this call started the validation, what the background
     task validates.
     """
-    found = challenge_with_authorization(store.read_engine, challenge_id)  # Core
-    if found is None:
-        raise NotFound(f"no challenge {challenge_id[:40]!r}")
-    challenge, authz = found
-    if authz.account_id != auth.account_id:
-        raise unauthorized("this authorization belongs to another account")
+
+    def read_and_start(batch: Batch) -> tuple[Any, Any, bool] | OstiaryError:
+        # In the unit that spends the request's nonce: the challenge and its authorization
+        # read, and for a pending one asked to start, the conditional UPDATE (of two
+        # requests, or replicas, one starts the validation). A refusal writes nothing and
+        # is raised once the spending committed.
+        found = challenge_with_authorization(batch.connection, challenge_id)
+        if found is None:
+            return NotFound(f"no challenge {challenge_id[:40]!r}")
+        challenge, authz = found
+        if authz.account_id != auth.account_id:
+            return unauthorized("this authorization belongs to another account")
+        if auth.payload is None or challenge.status != "pending":
+            return challenge, authz, False
+        if (authz_status := authorization_status(authz, now=now)) != "pending":
+            return malformed(f"the authorization is {authz_status}")
+        if start_challenge_unit(challenge.id)(batch):
+            return challenge, authz, True
+        challenge = challenge_row(batch.connection, challenge_id)  # started meanwhile
+        if challenge is None:  # pragma: no cover - purged only once its order expired
+            return NotFound(f"no challenge {challenge_id[:40]!r}")
+        return challenge, authz, False
+
+    outcome = auth.nonce.write(read_and_start)
+    if isinstance(outcome, OstiaryError):
+        raise outcome
+    challenge, authz, began = outcome
     context = None
-    status = challenge.status
-    if auth.payload is not None and status == "pending":
-        if authorization_status(authz, now=now) != "pending":
-            raise malformed(f"the authorization is {authorization_status(authz, now=now)}")
-        # The conditional UPDATE in a transaction shared with concurrent writes: of two
-        # requests (or replicas), one starts the validation.
-        if auth.nonce.write(start_challenge_unit(challenge.id)):  # the nonce spent in it
-            status = "processing"
-            policy = _policy(provisioner)
-            if authz.identifier_type == "permanent-identifier":
-                with store.transaction() as session:
-                    spent = spend_client_id(
-                        session, provisioner.name, authz.identifier_value,
-                        order_id=authz.order_id, now=now,
-                    )  # fmt: skip
-                if spent:
-                    # a ClientIdentifier we handed out (an Apple ACME payload's), spent now
-                    # for this order: it stands in for the device's serial number or UDID
-                    policy["issued_client_identifier"] = True
-            context = ChallengeContext(
-                challenge_type=challenge.type,
-                identifier_type=authz.identifier_type,
-                identifier_value=("*." if authz.wildcard else "") + authz.identifier_value,
-                token=authz.token,
-                key_authorization=f"{authz.token}.{auth_thumbprint(auth)}",
-                payload=dict(auth.payload),
-                policy=policy,
-            )
-        else:  # started by another request meanwhile: as it is now
-            challenge = challenge_row(store.read_engine, challenge_id)
-            if challenge is None:  # pragma: no cover - purged only once its order expired
-                raise NotFound(f"no challenge {challenge_id[:40]!r}")
-            status = challenge.status
+    status = "processing" if began else challenge.status
+    if began:
+        policy = _policy(provisioner)
+        if authz.identifier_type == "permanent-identifier":
+            with store.transaction() as session:
+                spent = spend_client_id(
+                    session, provisioner.name, authz.identifier_value,
+                    order_id=authz.order_id, now=now,
+                )  # fmt: skip
+            if spent:
+                # a ClientIdentifier we handed out (an Apple ACME payload's), spent now
+                # for this order: it stands in for the device's serial number or UDID
+                policy["issued_client_identifier"] = True
+        context = ChallengeContext(
+            challenge_type=challenge.type,
+            identifier_type=authz.identifier_type,
+            identifier_value=("*." if authz.wildcard else "") + authz.identifier_value,
+            token=authz.token,
+            key_authorization=f"{authz.token}.{auth_thumbprint(auth)}",
+            payload=dict(auth.payload or {}),
+            policy=policy,
+        )
     body = {**challenge_json(urls, challenge, authz.token), "status": status}
     up = urls.resource("authz", authz.id)
     headers = {"Link": f'<{up}>;rel="up"'}

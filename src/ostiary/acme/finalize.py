@@ -59,7 +59,7 @@ def finalize(
         raise NotFound(f"no order {order_id[:40]!r}")
     if found[0].account_id != auth.account_id:
         raise unauthorized("this order belongs to another account")
-    order: Any = SimpleNamespace(**found[0]._mapping)
+    order: Any = SimpleNamespace(**found[0]._asdict())
     authorizations = found[1]
     status = order_status(order, now=now)
     if status != "ready":
@@ -130,7 +130,9 @@ def certificate_chain(
     the issuing CA of a certificate (the intermediate that issued it, after a rotation too).
     """
     issuers = sorted(authority.issuers, key=lambda k: k != authority.issuer_key_id)
-    found = order_certificate(authority.store.read_engine, order_id, issuers)
+    found = auth.nonce.write(
+        lambda batch: order_certificate(batch.connection, order_id, issuers)
+    )  # read in the unit that spends the request's nonce
     if found is None or found[0].provisioner != provisioner:
         raise NotFound(f"no order {order_id[:40]!r}")
     order, der = found

@@ -5,7 +5,9 @@ Every signed request spends its nonce and records the next one (the answer's
 A request whose operation writes anyway (newOrder, a challenge POST, finalize) spends it
 in that write's transaction instead (:meth:`NonceSpend.write`, or
 :meth:`NonceSpend.spend_in` inside a unit of its own): one unit, one commit waited for,
-instead of two. Whatever the operation did not spend is spent after it, failed or not
+instead of two. A poll (an order, an authorization, the certificate) reads in the unit that
+spends its nonce (:meth:`NonceSpend.write` too), instead of taking a connection of its own
+for the read after it. Whatever the operation did not spend is spent after it, failed or not
 (:meth:`NonceSpend.settle`); an operation that spends it this way must write nothing before
 that spending, so that a replayed request changes nothing.
 """

@@ -30,6 +30,7 @@ from ostiary.core.errors import (
     BadRequest,
     NameNotAuthorized,
     NotFound,
+    OstiaryError,
     TooManyRequests,
 )
 from ostiary.core.names import (
@@ -49,6 +50,7 @@ from ostiary.store import (
 from ostiary.store.acme import new_id
 from ostiary.store.acme_reads import account_limits, order_with_authorizations
 from ostiary.store.acme_writes import insert_rows
+from ostiary.store.group_commit import Batch
 
 #: How long an order (and its authorizations) may take to finish.
 ORDER_TTL = timedelta(hours=24)
@@ -125,11 +127,6 @@ def new_order(
         serial=None,
         replaces=replaces,
     )
-    placed, oldest, pending, key_names = account_limits(
-        authority.store.read_engine, auth.account_id, since=now - RATE_WINDOW, now=now
-    )
-    _check_external_account_names(key_names, names)
-    _check_limits(provisioner, placed, oldest, pending, len(identifiers), now)
     authorizations: list[AcmeAuthorization] = []
     challenges: list[AcmeChallenge] = []
     for identifier in identifiers:
@@ -160,9 +157,27 @@ def new_order(
             )
             for challenge_type in offered_challenges(provisioner, identifier["type"], wildcard)
         )
+    insert = insert_rows([order, *authorizations, *challenges])
+
+    def checked_insert(batch: Batch) -> OstiaryError | None:
+        # The account's limits, read in the transaction that spends the nonce and stores the
+        # order: a refusal writes nothing and is raised once the spending committed.
+        placed, oldest, pending, key_names = account_limits(
+            batch.connection, auth.account_id, since=now - RATE_WINDOW, now=now
+        )
+        try:
+            _check_external_account_names(key_names, names)
+            _check_limits(provisioner, placed, oldest, pending, len(identifiers), now)
+        except OstiaryError as refusal:
+            return refusal
+        insert(batch)
+        return None
+
     # One commit shared with concurrent requests' writes (ostiary.store.group_commit), the
     # request's nonce spent in it.
-    auth.nonce.write(insert_rows([order, *authorizations, *challenges]))
+    refusal = auth.nonce.write(checked_insert)
+    if refusal is not None:
+        raise refusal
     body = order_json(urls, order, authorizations, now=now)
     return Answer(201, body, {"Location": urls.resource("order", order.id)})
 
@@ -314,7 +329,8 @@ def read_order(
     *,
     now: datetime,
 ) -> Answer:
-    found = order_with_authorizations(authority.store.read_engine, order_id)  # polled: Core
+    # Polled: read in Core, in the unit that spends the request's nonce.
+    found = auth.nonce.write(lambda batch: order_with_authorizations(batch.connection, order_id))
     if found is None or found[0].provisioner != provisioner:
         raise NotFound(f"no order {order_id[:40]!r}")
     order, authorizations = found

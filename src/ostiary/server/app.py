@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ostiary.authority.authority import Authority
 from ostiary.server import console
-from ostiary.server.api_http import DirectEndpoint, DirectEndpoints
+from ostiary.server.api_http import DirectEndpoint, DirectEndpoints, DirectFamily
 from ostiary.server.body import MAX_BODY_SIZE
 from ostiary.server.context import ServerContext
 from ostiary.server.direct_routes import DirectTemplates, answer_directly
@@ -95,6 +95,20 @@ def create_app(source: Authority | ServerContext, *, public_only: bool = False) 
     if metrics is not None:  # outermost: refusals by BodyLimit are timed too
         app.add_middleware(RouteTiming, metrics=metrics, direct=[("POST", "/sign")])
     return app
+
+
+def direct_family(app: FastAPI) -> DirectFamily:
+    """The ACME resources of ``app`` (made by :func:`create_app`), which the HTTPS listener's
+    protocol answers through their endpoints (:class:`~ostiary.server.api_http.DirectFamily`),
+    as :class:`DirectTemplates` serves them in the app.
+    """
+    context: ServerContext = app.state.ostiary
+    metrics = context.metrics
+    return DirectFamily(
+        app,
+        DirectTemplates(app, prefix=ACME_PREFIX, routes=_acme_routes()),
+        observe=metrics.observe_request if metrics is not None else None,
+    )
 
 
 def direct_endpoints(context: ServerContext) -> DirectEndpoints:
@@ -235,4 +249,4 @@ def _resolvable_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
-__all__ = ["TITLE", "BodyLimit", "DirectRoute", "create_app", "direct_endpoints"]
+__all__ = ["TITLE", "BodyLimit", "DirectRoute", "create_app", "direct_endpoints", "direct_family"]

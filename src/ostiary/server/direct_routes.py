@@ -80,11 +80,19 @@ class DirectTemplates:
                 key = (method, len(template.literals))
                 self._templates.setdefault(key, []).append(template)
 
-    def _find(self, method: str, segments: list[str]) -> tuple[_Template, dict[str, str]] | None:
+    def find(self, method: str, path: str) -> DirectMatch | None:
+        """The route of the family serving ``method`` on ``path`` (percent-decoded, without
+        a ``root_path``), with its path parameters; None if none does.
+        """
+        if not path.startswith(self.prefix):
+            return None
+        segments = path[len(self.prefix) :].split("/")
+        if "" in segments:
+            return None
         for template in self._templates.get((method, len(segments)), ()):
             params = template.match(segments)
             if params is not None:
-                return template, params
+                return DirectMatch(template, params)
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,22 +100,37 @@ class DirectTemplates:
         if scope["type"] != "http" or not path.startswith(self.prefix) or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
-        segments = path[len(self.prefix) :].split("/")
-        found = None if "" in segments else self._find(scope["method"], segments)
+        found = self.find(scope["method"], path)
         if found is None:
             await self.app(scope, receive, send)
             return
-        template, params = found
-        scope["route"] = template.route
-        scope["endpoint"] = template.route.endpoint
-        scope["path_params"] = params
+        await found(scope, receive, send)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMatch:
+    """A request's route in a :class:`DirectTemplates` family and its path parameters;
+    called as an ASGI app, it answers the request through the route's endpoint.
+    """
+
+    template: _Template
+    params: dict[str, str]
+
+    @property
+    def route(self) -> APIRoute:
+        return self.template.route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.template.route
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = self.params
         request = Request(scope, receive, send)
-        arguments: dict[str, Any] = dict(params)
-        if template.query:
+        arguments: dict[str, Any] = dict(self.params)
+        if self.template.query:
             query = request.query_params
-            arguments.update({name: query.get(name) for name in template.query})
-        answering = template.route.endpoint(request=request, **arguments)
-        await answer_directly(request, answering, send)
+            arguments.update({name: query.get(name) for name in self.template.query})
+        await answer_directly(request, route.endpoint(request=request, **arguments), send)
 
 
 async def answer_directly(request: Request, answering: Awaitable[Response], send: Send) -> None:
@@ -140,4 +163,4 @@ def exception_handler_for(
     return None
 
 
-__all__ = ["DirectTemplates", "answer_directly", "exception_handler_for"]
+__all__ = ["DirectMatch", "DirectTemplates", "answer_directly", "exception_handler_for"]

@@ -10,7 +10,9 @@ the problem document the FastAPI app's handlers (:mod:`ostiary.server.problems`)
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -123,4 +125,45 @@ def encode(reply: Reply, *, head_only: bool, close: bool) -> bytes:
     return b"%b%b\r\nContent-Length: %d\r\n%b%b" % (status_line, _date(), length, rest, reply.body)
 
 
-__all__ = ["Reply", "encode", "problem", "reply_for_error"]
+#: What uvicorn refuses in a header name or value (they would split the head).
+_BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def encode_asgi(
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    head_only: bool,
+    close: bool,
+) -> bytes:
+    """An ASGI app's complete answer as uvicorn's httptools protocol writes it: the status
+    line, ``headers`` (the server's ``date`` first, then the app's) with their names in lower
+    case, ``connection: close`` if ``close`` and the app did not say it, the body unless
+    ``head_only`` (a ``HEAD`` request). An answer without ``content-length`` gets one (uvicorn
+    would send the same body chunked). A name or value that could split the head raises
+    ``RuntimeError``, as in uvicorn.
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "").encode("ascii"))]
+    length = said_close = False
+    for name, value in headers:
+        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+            raise RuntimeError("Invalid HTTP header.")
+        name = name.lower()
+        if name == b"content-length":
+            length = True
+        elif name == b"connection" and b"close" in value.lower():
+            said_close = True
+        lines.append(b"%b: %b\r\n" % (name, value))
+    if close and not said_close:
+        lines.append(b"connection: close\r\n")
+    if not length and status not in (204, 304) and not head_only:
+        lines.append(b"content-length: %d\r\n" % len(body))
+    lines.append(b"\r\n")
+    if not head_only:
+        lines.append(body)
+    return b"".join(lines)
+
+
+__all__ = ["Reply", "encode", "encode_asgi", "problem", "reply_for_error"]

@@ -44,7 +44,7 @@ from ostiary.authority.self_issued import RenewingCertificate, SelfIssued, SelfI
 from ostiary.config import CAConfig, parse_address
 from ostiary.core.errors import BadRequest, OstiaryError
 from ostiary.server.api_http import ApiHttpProtocol
-from ostiary.server.app import create_app, direct_endpoints
+from ostiary.server.app import create_app, direct_endpoints, direct_family
 from ostiary.server.context import ServerContext
 from ostiary.server.public_http import PublicServer
 from ostiary.server.tls_scope import MAX_CONNECTIONS
@@ -246,12 +246,15 @@ class CAServer:
             client_trust=(*authority.ca.roots, authority.ca.intermediate),
             check_client_time=False,
         )
+        app = create_app(context)
         self._servers: tuple[_Server, ...] = (
             _Server(
                 uvicorn.Config(
-                    create_app(context),
+                    app,
                     http=ApiHttpProtocol.serving(
-                        direct_endpoints(context), max_connections=max_connections
+                        direct_endpoints(context),
+                        family=direct_family(app),
+                        max_connections=max_connections,
                     ),
                     ssl_context_factory=self._ssl_context_factory,
                     lifespan="off",

@@ -165,6 +165,15 @@ class TLSScopeHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+def around(app: ASGIApp, inner: ASGIApp) -> ASGIApp:
+    """What a protocol of this module made of its app for one connection (``app``: the TLS
+    extension and the peer put in every scope), around ``inner`` instead.
+    """
+    if isinstance(app, _WithConnection):
+        return _WithConnection(inner, app.extension, app.peer)
+    return inner
+
+
 def _with_connection(
     app: ASGIApp, transport: asyncio.Transport, client: tuple[str, int] | None
 ) -> ASGIApp:
@@ -194,6 +203,7 @@ __all__ = [
     "PEER_EXTENSION",
     "TLSScopeH11Protocol",
     "TLSScopeHttpToolsProtocol",
+    "around",
     "client_certificate",
     "peer_address",
     "tls_extension",

@@ -27,6 +27,22 @@ _SPEND_NONCE = Prepared(
     .where(AcmeNonce.nonce == bindparam("nonce"), AcmeNonce.expires_at > bindparam("now"))
     .returning(AcmeNonce.nonce)
 )
+#: The same, only while the account that signed the request is valid with its key.
+_SPEND_NONCE_OF_ACCOUNT = Prepared(
+    delete(AcmeNonce)
+    .where(
+        AcmeNonce.nonce == bindparam("nonce"),
+        AcmeNonce.expires_at > bindparam("now"),
+        select(AcmeAccount.id)
+        .where(
+            AcmeAccount.id == bindparam("account_id"),
+            AcmeAccount.status == "valid",
+            AcmeAccount.thumbprint == bindparam("thumbprint"),
+        )
+        .exists(),
+    )
+    .returning(AcmeNonce.nonce)
+)
 
 
 #: The state of the account that signed a request, read where its nonce is spent.
@@ -61,12 +77,21 @@ def exchange_nonce(
     """
 
     def unit(batch: Batch) -> str:
-        if account is not None:
-            state = _ACCOUNT_STATE.execute(batch.connection, {"account_id": account[0]})
-            if not state or tuple(state[0]) != ("valid", account[1]):
-                return ACCOUNT_CHANGED
-        if not _SPEND_NONCE.execute(batch.connection, {"nonce": spent, "now": now}):
-            return BAD_NONCE
+        connection = batch.connection
+        if account is None:
+            if not _SPEND_NONCE.execute(connection, {"nonce": spent, "now": now}):
+                return BAD_NONCE
+        else:
+            account_id, thumbprint = account
+            parameters = {"nonce": spent, "now": now, "account_id": account_id}
+            parameters["thumbprint"] = thumbprint
+            if not _SPEND_NONCE_OF_ACCOUNT.execute(connection, parameters):
+                # Nothing spent: say why (the account is checked first, as a request with a
+                # changed account is verified again and a bad nonce is not).
+                state = _ACCOUNT_STATE.execute(connection, {"account_id": account_id})
+                if not state or tuple(state[0]) != ("valid", thumbprint):
+                    return ACCOUNT_CHANGED
+                return BAD_NONCE
         batch.insert(AcmeNonce, {"nonce": fresh, "expires_at": expires_at})
         return SPENT
 

@@ -4,24 +4,34 @@ The CA fetches ``http://<identifier>:<port>/.well-known/acme-challenge/<token>``
 production, :attr:`ValidationSettings.http_port` for tests; an IPv6 identifier in brackets,
 RFC 8738 section 7), follows at most :attr:`~ValidationSettings.max_redirects` redirects, to
 ``http`` and ``https`` URLs only, reads at most :attr:`~ValidationSettings.max_body_bytes`
-and compares the body, trailing whitespace trimmed, with the key authorization. A redirect
-to ``https`` is followed without checking the server's certificate, as section 8.3 allows:
-what proves control is the body, not the transport.
+and compares the body, trailing whitespace trimmed, with the key authorization. Each fetch,
+from the connection to the last byte, has :attr:`~ValidationSettings.timeout` seconds. A
+redirect to ``https`` is followed without checking the server's certificate, as section 8.3
+allows: what proves control is the body, not the transport.
 
 With a configured resolver (``ca serve --acme-dns-resolver``) the name of each URL, the
 first and every redirect's, is looked up there (:func:`resolve_addresses`) and the request
 goes to that address with the name as ``Host`` (and as SNI after a redirect to ``https``);
 without one, the system resolves it.
+
+One fetch is one GET on a connection of its own, over asyncio streams, with h11 (the
+HTTP/1.1 state machine httpx itself runs on) writing the request and parsing the answer.
+Through httpx's client the same fetch cost about a sixth of the server's CPU per ACME order
+(its transport layers, anyio, and an import attempt per request; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
+import ssl
 import weakref
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
 
-import httpx
+import h11
 
 from ostiary.acme.validation.base import (
     ChallengeContext,
@@ -30,8 +40,14 @@ from ostiary.acme.validation.base import (
     ValidationSettings,
 )
 from ostiary.acme.validation.resolver import resolve_addresses
+from ostiary.tls import unverified_client_context
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: What a request target keeps as it is; anything else is percent-encoded.
+_TARGET_SAFE = "/%!$&'()*+,;=:@~?"
+#: Bytes read from a connection at a time.
+_CHUNK = 16 * 1024
 
 
 def challenge_url(context: ChallengeContext, settings: ValidationSettings) -> str:
@@ -48,9 +64,8 @@ async def validate_http01(
     if context.identifier_type not in ("dns", "ip") or context.identifier_value.startswith("*."):
         raise ChallengeFailed("malformed", "http-01 proves DNS names and IP addresses only")
     url = challenge_url(context, settings)
-    client = _client()
     for _ in range(settings.max_redirects + 1):
-        body, location = await _fetch(client, url, settings)
+        body, location = await _fetch(url, settings)
         if location is None:
             break
         url = location
@@ -69,41 +84,132 @@ async def validate_http01(
 #: Connections the validations of one process may have open at once (more wait their turn).
 MAX_CONNECTIONS = 64
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _client() -> httpx.AsyncClient:
-    """The event loop's one client for http-01: made once, not per validation (its TLS
-    context, for a redirect to ``https``, costs more than a fetch). No connection is kept
-    alive between fetches, so every validation opens its own, to the address it resolves.
-    """
+def _connection_slot() -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = httpx.AsyncClient(
-            follow_redirects=False,
-            verify=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=0),
-        )
-    return client
+    slot = _slots.get(loop)
+    if slot is None:
+        slot = _slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
+    return slot
 
 
-async def _request(url: str, settings: ValidationSettings) -> httpx.Request:
-    """The GET for ``url``: to the address the configured resolver gives for its name."""
-    target = httpx.URL(url)
-    timeout = {"timeout": httpx.Timeout(settings.timeout).as_dict()}
-    if settings.dns_resolver is None or _is_address(target.host):
-        return httpx.Request("GET", target, extensions=timeout)
-    address = (await resolve_addresses(target.host, settings))[0]
-    return httpx.Request(
-        "GET",
-        target.copy_with(host=address),
-        headers={"Host": target.netloc.decode("ascii")},
-        extensions={"sni_hostname": target.host, **timeout},
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Made once, not per validation: a context costs more than a fetch."""
+    return unverified_client_context()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a URL's GET goes, and what it says."""
+
+    scheme: str
+    host: str  # the name or address in the URL, without brackets
+    port: int
+    authority: str  # the Host header
+    path: str  # the request target: path and query, percent-encoded
+
+    @classmethod
+    def of(cls, url: str) -> _Target:
+        """Raises ``ValueError`` for a URL that is not an absolute http(s) URL with a host."""
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises ValueError when not a number
+        if parts.scheme not in _DEFAULT_PORTS or not host or not host.isascii():
+            raise ValueError(url)
+        default = _DEFAULT_PORTS[parts.scheme]
+        named = f"[{host}]" if ":" in host else host
+        authority = named if port is None or port == default else f"{named}:{port}"
+        path = quote(parts.path or "/", safe=_TARGET_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_TARGET_SAFE)
+        return cls(parts.scheme, host, default if port is None else port, authority, path)
+
+
+async def _fetch(url: str, settings: ValidationSettings) -> tuple[bytes, str | None]:
+    """The body of ``url`` (at most ``settings.max_body_bytes``), or the next URL of a
+    redirect (resolved against ``url``, the name and not the address it was fetched from).
+    """
+    target = _Target.of(url)
+    address = target.host
+    if settings.dns_resolver is not None and not _is_address(target.host):
+        address = (await resolve_addresses(target.host, settings))[0]
+    try:
+        async with asyncio.timeout(settings.timeout), _connection_slot():
+            reader, writer = await asyncio.open_connection(
+                address,
+                target.port,
+                ssl=_tls_context() if target.scheme == "https" else None,
+                server_hostname=target.host if target.scheme == "https" else None,
+            )
+            try:
+                return await _get(reader, writer, target, url, settings.max_body_bytes)
+            finally:
+                writer.close()
+    except TimeoutError:
+        raise ChallengeFailed("connection", f"{url} did not answer in time") from None
+    except (h11.ProtocolError, OSError) as exc:
+        raise ChallengeFailed("connection", f"cannot fetch {url}: {type(exc).__name__}") from None
+
+
+async def _get(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    target: _Target,
+    url: str,
+    limit: int,
+) -> tuple[bytes, str | None]:
+    connection = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET",
+        target=target.path,
+        headers=[
+            ("Host", target.authority),
+            ("User-Agent", "ostiary-acme-validation"),
+            ("Accept", "*/*"),
+            ("Connection", "close"),
+        ],
     )
+    writer.write(connection.send(request) + (connection.send(h11.EndOfMessage()) or b""))
+    body = bytearray()
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(await reader.read(_CHUNK))
+        elif isinstance(event, h11.Response):
+            if event.status_code in _REDIRECTS:
+                return b"", _next_url(event, url)
+            if event.status_code != 200:
+                raise ChallengeFailed(
+                    "unauthorized", f"{url} answered HTTP {event.status_code}, not 200"
+                )
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > limit:
+                raise ChallengeFailed(
+                    "unauthorized", f"the body at {url} is longer than {limit} bytes"
+                )
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body), None
+        # an informational (1xx) answer: the final one follows
+
+
+def _next_url(response: h11.Response, url: str) -> str:
+    location = next((v for k, v in response.headers if k == b"location"), b"")
+    if not location:
+        raise ChallengeFailed("connection", f"{url} redirects without a Location")
+    joined = urljoin(url, location.decode("latin-1").strip())
+    scheme = urlsplit(joined).scheme
+    if scheme not in ("http", "https"):
+        raise ChallengeFailed("connection", f"{url} redirects to a {scheme} URL: http(s) only")
+    try:
+        _Target.of(joined)
+    except ValueError:
+        raise ChallengeFailed("connection", f"{url} redirects to an invalid URL") from None
+    return joined
 
 
 def _is_address(host: str) -> bool:
@@ -112,54 +218,6 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-async def _fetch(
-    client: httpx.AsyncClient, url: str, settings: ValidationSettings
-) -> tuple[bytes, str | None]:
-    """The body of ``url`` (at most ``settings.max_body_bytes``), or the next URL of a
-    redirect (resolved against ``url``, the name and not the address it was fetched from).
-    """
-    limit = settings.max_body_bytes
-    request = await _request(url, settings)
-    try:
-        response = await client.send(request, stream=True)
-        try:
-            if response.status_code in _REDIRECTS:
-                return b"", _next_url(response, url)
-            if response.status_code != 200:
-                raise ChallengeFailed(
-                    "unauthorized", f"{url} answered HTTP {response.status_code}, not 200"
-                )
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise ChallengeFailed(
-                        "unauthorized", f"the body at {url} is longer than {limit} bytes"
-                    )
-            return bytes(body), None
-        finally:
-            await response.aclose()
-    except httpx.TimeoutException:
-        raise ChallengeFailed("connection", f"{url} did not answer in time") from None
-    except (httpx.HTTPError, OSError) as exc:
-        raise ChallengeFailed("connection", f"cannot fetch {url}: {type(exc).__name__}") from None
-
-
-def _next_url(response: httpx.Response, url: str) -> str:
-    location = response.headers.get("location")
-    if not location:
-        raise ChallengeFailed("connection", f"{url} redirects without a Location")
-    try:
-        target = httpx.URL(url).join(location)
-    except httpx.InvalidURL:
-        raise ChallengeFailed("connection", f"{url} redirects to an invalid URL") from None
-    if target.scheme not in ("http", "https"):
-        raise ChallengeFailed(
-            "connection", f"{url} redirects to a {target.scheme} URL: http(s) only"
-        )
-    return str(target)
 
 
 __all__ = ["challenge_url", "validate_http01"]

@@ -62,7 +62,18 @@ async def _provisioner(context: ServerContext, name: str) -> AcmeProvisioner:
 
 
 def _urls(request: Request, provisioner: str) -> Urls:
-    return Urls.of(str(request.base_url), provisioner)
+    """The provisioner's URLs, on the base the request came to.
+
+    The base is ``request.url`` up to its path: Starlette's ``base_url`` builds the same
+    string (same scheme and authority, path ``/``; the ACME routes are served without a
+    ``root_path``) from a copy of the scope, at a cost per request.
+    """
+    url = str(request.url)
+    authority = url.find("://")
+    if authority < 0 or request.scope.get("root_path"):
+        return Urls.of(str(request.base_url), provisioner)
+    path = url.find("/", authority + 3)
+    return Urls.of((url if path < 0 else url[:path]) + "/", provisioner)
 
 
 async def _fresh_nonce(context: ServerContext) -> str:
@@ -300,7 +311,9 @@ async def order(provisioner: str, order_id: str, request: Request) -> Response:
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
         return orders.read_order(c.authority, u, p.name, order_id, a, now=c.authority.clock())
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/order/{order_id}/finalize", summary="Finalize an order with a CSR (7.4)")
@@ -328,7 +341,9 @@ async def certificate(provisioner: str, order_id: str, request: Request) -> Resp
     def operation(c: ServerContext, p: AcmeProvisioner, u: Urls, a: Authenticated) -> Answer:
         return finalizing.certificate_chain(c.authority, p.name, order_id, a, c.chain_of)
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/revoke-cert", summary="Revoke a certificate (7.6)")
@@ -349,7 +364,9 @@ async def authorization(provisioner: str, authz_id: str, request: Request) -> Re
             c.authority.store, u, authz_id, a, now=c.authority.clock()
         )
 
-    return await _signed(request, provisioner, key_by="kid", operation=operation)
+    return await _signed(
+        request, provisioner, key_by="kid", operation=operation, nonce_in_write=True
+    )
 
 
 @router.post("/chall/{challenge_id}", summary="Read a challenge or start its validation (7.5.1)")
