@@ -382,7 +382,7 @@ def main() -> None:
         "--client",
         choices=CLIENTS,
         default="lean",
-        help="lean: asyncio, h11, JWS by hand (default); acme-lib: certbot's acme in threads",
+        help="lean: asyncio, httptools, JWS by hand (default); acme-lib: certbot's acme in threads",
     )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
