@@ -14,11 +14,12 @@ POST), the CertRep checked and decrypted, with an RSA 2048 key made beforehand (
 a phone makes its key before it enrolls). The client (``--client``):
 
 - ``lean`` (the default; bench/scep_lean.py): one asyncio process, a keep-alive HTTP/1.1
-  connection per concurrent worker (bench/http_lean.py), the PKCSReq built and the CertRep
-  read (status, signature, digest, envelope, certificate) with asn1crypto and
-  pyca/cryptography; the device's self-signed certificate and its CSR with its challenge
-  also made before the clock starts. ~2.7-3 ms of client CPU per enrollment, so on its one
-  core the servers set the rate;
+  connection per concurrent worker (bench/http_lean.py), the PKCSReq written as DER with
+  the server's writer (``ostiary.scep.der``) and pyca/cryptography, the CertRep read
+  (status, signature, digest, envelope, certificate) with asn1crypto; the device's
+  self-signed certificate and its CSR with its challenge also made before the clock starts.
+  ~1.5-2.2 ms of client CPU per enrollment at 8 and 32, so on its one core the servers set
+  the rate;
 - ``scepclient``: micromdm's (Debian ``scep``, the same binary for both servers), a process
   per enrollment in a fresh folder holding the key. ~10 ms of client CPU per enrollment: it
   capped both servers near ~90 enrollments/s at 8 and 32, the client core's limit. The

@@ -14,9 +14,10 @@ One enrollment (RFC 8894), what a device does and what scepclient does:
   certificate;
 - PKCSReq over POST: the CSR (carrying the challenge password) enveloped with a fresh
   single-DES key to the recipient's RSA key, signed with SHA-1 by the device's self-signed
-  certificate. That is what scepclient 2.1.0 sends whatever GetCACaps offers (AES and
-  SHA-256 included: checked by capturing its PKCSReq), so both clients ask the servers for the
-  same work;
+  certificate, written as DER by the server's own writer (``ostiary.scep.der``, whose
+  ``signed_data`` and envelope the CertRep uses too). That is what scepclient 2.1.0 sends
+  whatever GetCACaps offers (AES and SHA-256 included: checked by capturing its PKCSReq),
+  so both clients ask the servers for the same work;
 - the CertRep: messageType CertRep, status SUCCESS, the transactionID and the nonce ours, the
   signer's signature over the attributes and the content's digest verified (the signer found
   by issuer and serial among GetCACert's certificates), the envelope decrypted with the
@@ -38,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from asn1crypto import cms, core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as block_padding
@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID, NameOID
 
+from ostiary.scep import der
 from ostiary.scep.message import (
     FAIL_INFO,
     MESSAGE_TYPE,
@@ -54,9 +55,11 @@ from ostiary.scep.message import (
     RECIPIENT_NONCE,
     SENDER_NONCE,
     TRANSACTION_ID,
+    Envelope,
     cipher_algorithm,
 )
 from ostiary.scep.message import _encrypted_content as encrypted_content  # primitive or Go's BER
+from ostiary.scep.reply import _envelope as envelope  # the CertRep's, to any recipient
 
 sys.path.insert(0, str(Path(__file__).parent))
 from http_lean import Connection, Outcome, Response, run_loop, timed_workers  # bench/http_lean.py
@@ -72,7 +75,8 @@ class Device:
     """What a device holds before it enrolls (made untimed)."""
 
     key: rsa.RSAPrivateKey
-    signer: asn1_x509.Certificate  # its self-signed certificate, as the SignerInfo names it
+    sid: bytes  # its self-signed certificate's IssuerAndSerialNumber (DER)
+    certificates: bytes  # the SignedData's [0] certificates: that certificate (DER)
     csr_der: bytes  # carrying the challenge password
     transaction_id: str  # RFC 8894 3.2.1.1: a hash of the public key
 
@@ -117,7 +121,8 @@ def make_device(
     )
     return Device(
         key,
-        asn1_x509.Certificate.load(signer.public_bytes(serialization.Encoding.DER)),
+        der.issuer_and_serial_number(signer),
+        der.tlv(der.CONTEXT_0, signer.public_bytes(serialization.Encoding.DER)),
         make_csr(key, cn, challenge).public_bytes(serialization.Encoding.DER),
         hashlib.sha256(public).hexdigest(),
     )
@@ -162,81 +167,47 @@ def _enciphers(certificate: x509.Certificate) -> bool:
 # --------------------------------------------------------------------------- PKCSReq
 
 
-def _scep_attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": oid, "values": [core.Any(value)]})
-
-
-def _issuer_and_serial(issuer: asn1_x509.Name, serial: int) -> dict[str, object]:
-    return {"issuer_and_serial_number": {"issuer": issuer, "serial_number": serial}}
-
-
-def _envelope(plain: bytes, recipient: x509.Certificate) -> bytes:
-    """``plain`` in an EnvelopedData (RFC 5652 6) with a fresh single-DES key, the key
-    encrypted (RSA PKCS#1 v1.5) to ``recipient``.
-    """
-    recipient_key = recipient.public_key()
-    if not isinstance(recipient_key, rsa.RSAPublicKey):
-        raise RuntimeError("the SCEP recipient's key is not RSA")
-    content_key, iv = os.urandom(8), os.urandom(8)
-    padder = block_padding.PKCS7(64).padder()
-    encryptor = Cipher(cipher_algorithm("des", content_key), modes.CBC(iv)).encryptor()
-    encrypted = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
-    issuer = asn1_x509.Name.load(recipient.issuer.public_bytes())
-    key_transport = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": _issuer_and_serial(issuer, recipient.serial_number),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": recipient_key.encrypt(content_key, padding.PKCS1v15()),
-        }
-    )
-    content = {
-        "version": "v0",
-        "recipient_infos": [cms.RecipientInfo("ktri", key_transport)],
-        "encrypted_content_info": {
-            "content_type": "data",
-            "content_encryption_algorithm": {"algorithm": "des", "parameters": iv},
-            "encrypted_content": encrypted,
-        },
-    }
-    return cms.ContentInfo({"content_type": "enveloped_data", "content": content}).dump()
-
-
 def pkcs_req(device: Device, recipient: x509.Certificate, nonce: bytes) -> bytes:
-    """The PKCSReq pkiMessage (RFC 8894 3.3.1): the CSR enveloped to ``recipient``, signed
-    (SHA-1) by the device's self-signed certificate, as scepclient sends it.
+    """The PKCSReq pkiMessage (RFC 8894 3.3.1): the CSR enveloped with a fresh single-DES key
+    to ``recipient``, signed (SHA-1) by the device's self-signed certificate, as scepclient
+    sends it. Written as DER with the server's own writer (``ostiary.scep.der``, its
+    CertRep's envelope): built as asn1crypto objects it cost ~1.4 ms of the client's ~2.9.
     """
-    enveloped = _envelope(device.csr_der, recipient)
-    attributes = cms.CMSAttributes(
-        [
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-            cms.CMSAttribute(
-                {"type": "message_digest", "values": [hashlib.sha1(enveloped).digest()]}
-            ),
-            _scep_attribute(MESSAGE_TYPE, core.PrintableString(PKCS_REQ)),
-            _scep_attribute(TRANSACTION_ID, core.PrintableString(device.transaction_id)),
-            _scep_attribute(SENDER_NONCE, core.OctetString(nonce)),
-        ]
+    if not isinstance(recipient.public_key(), rsa.RSAPublicKey):
+        raise RuntimeError("the SCEP recipient's key is not RSA")
+    to = Envelope(transaction_id="", sender_nonce=b"", signer=recipient, digest="", cipher="des")
+    enveloped = envelope(device.csr_der, to)
+    attributes = der.set_of(
+        _attribute(_CONTENT_TYPE, _DATA),
+        _attribute(_MESSAGE_DIGEST, der.tlv(der.OCTET_STRING, hashlib.sha1(enveloped).digest())),
+        _attribute(_MESSAGE_TYPE, der.tlv(der.PRINTABLE_STRING, PKCS_REQ.encode())),
+        _attribute(_TRANSACTION_ID, der.tlv(der.PRINTABLE_STRING, device.transaction_id.encode())),
+        _attribute(_SENDER_NONCE, der.tlv(der.OCTET_STRING, nonce)),
     )
-    # RFC 5652 5.4: the signature covers the attributes as a SET OF (tag 0x31).
-    signature = device.key.sign(b"\x31" + attributes.dump()[1:], padding.PKCS1v15(), hashes.SHA1())
-    signer = device.signer
-    signer_info = {
-        "version": "v1",
-        "sid": _issuer_and_serial(signer.issuer, signer.serial_number),
-        "digest_algorithm": {"algorithm": "sha1"},
-        "signed_attrs": attributes,
-        "signature_algorithm": {"algorithm": "sha1_rsa"},
-        "signature": signature,
-    }
-    signed = {
-        "version": "v1",
-        "digest_algorithms": [{"algorithm": "sha1"}],
-        "encap_content_info": {"content_type": "data", "content": enveloped},
-        "certificates": [signer],
-        "signer_infos": [signer_info],
-    }
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    # RFC 5652 5.4: the signature covers the attributes as a SET OF.
+    signature = device.key.sign(attributes, padding.PKCS1v15(), hashes.SHA1())
+    return der.signed_data(
+        enveloped,
+        attributes,
+        signature,
+        sid=device.sid,
+        certificates=device.certificates,
+        digest_algorithm=_SHA1,
+        signature_algorithm=_SHA1_RSA,
+    )
+
+
+def _attribute(kind: bytes, value: bytes) -> bytes:
+    """An Attribute with one value (RFC 5652 5.3)."""
+    return der.tlv(der.SEQUENCE, kind, der.tlv(der.SET, value))
+
+
+_DATA = der.DATA
+_CONTENT_TYPE, _MESSAGE_DIGEST = der.oid("1.2.840.113549.1.9.3"), der.oid(MESSAGE_DIGEST)
+_MESSAGE_TYPE, _TRANSACTION_ID = der.oid(MESSAGE_TYPE), der.oid(TRANSACTION_ID)
+_SENDER_NONCE = der.oid(SENDER_NONCE)
+_SHA1 = der.algorithm(der.oid("1.3.14.3.2.26"))
+_SHA1_RSA = der.algorithm(der.oid("1.2.840.113549.1.1.5"))  # sha1WithRSAEncryption, as scepclient
 
 
 # --------------------------------------------------------------------------- CertRep
