@@ -6,7 +6,8 @@ near ~100 orders/s. This client makes the same order with as little as it can:
 
 - one asyncio event loop (uvloop when installed); each of the N workers keeps its own
   HTTP/1.1 keep-alive connection (TLS with the server's root when its directory is https),
-  its answers parsed by httptools (no hand-written parsing), reopened if the server closes it;
+  its answers parsed by httptools (no hand-written parsing), reopened if the server closes it
+  (bench/http_lean.py, shared with bench/scep_lean.py);
 - JWS ES256 built with pyca/cryptography and ``json``: ``jwk`` for newAccount, ``kid`` after;
   the nonce of each request is the ``Replay-Nonce`` of the previous answer, and a
   ``badNonce`` answer is retried once with the nonce it carried;
@@ -28,20 +29,23 @@ import base64
 import hashlib
 import json
 import ssl
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import httptools
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+sys.path.insert(0, str(Path(__file__).parent))
+from http_lean import Connection, Outcome, Response, run_loop, timed_workers  # bench/http_lean.py
+
 POLL = 0.01
 ORDER_DEADLINE = 30.0
+JOSE = "application/jose+json"
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _BAD_NONCE = "urn:ietf:params:acme:error:badNonce"
 
@@ -50,155 +54,13 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-@dataclass
-class Outcome:
-    """What one level did: seconds per completed order, failures, wall and CPU seconds."""
-
-    times: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    elapsed: float = 0.0
-    client_cpu: float = 0.0
-    server_cpu: float = 0.0
-    server_core_wait: float = 0.0  # seconds the server's threads waited for its core
-    requests: int = 0  # HTTP requests the timed orders made (polls included)
-
-
-# --------------------------------------------------------------------------- HTTP/1.1
-
-
-@dataclass
-class _Response:
-    status: int = 0
-    headers: dict[bytes, bytes] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.body)
-        return found
-
-
-class _Wire(asyncio.Protocol):
-    """One TCP (or TLS) connection: writes a request, parses the answer with httptools."""
-
-    def __init__(self, origin: str) -> None:
-        self._origin = origin
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._transport: asyncio.WriteTransport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._response = _Response()
-        self._chunks: list[bytes] = []
-        self._waiter: asyncio.Future[_Response] | None = None
-
-    @property
-    def open(self) -> bool:
-        return self._transport is not None and not self._transport.is_closing()
-
-    async def exchange(self, request: bytes) -> _Response:
-        if self._transport is None:
-            raise ConnectionError(f"{self._origin} closed the connection")
-        self._waiter = asyncio.get_running_loop().create_future()
-        self._transport.write(request)
-        return await self._waiter
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.WriteTransport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionError(f"{self._origin}: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(ConnectionError(f"{self._origin} closed the connection"))
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._response.headers[name.lower()] = value
-
-    def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
-
-    def on_message_complete(self) -> None:
-        response, self._response = self._response, _Response()
-        response.status = self._parser.get_status_code()
-        response.body, self._chunks = b"".join(self._chunks), []
-        if not self._parser.should_keep_alive():
-            self.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(response)
-
-    def _fail(self, exc: Exception) -> None:
-        self.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-
-
-class _Connection:
-    """A keep-alive HTTP/1.1 connection to ``origin``, reopened when the server closed it.
-
-    Answers are parsed by httptools (llhttp, uvicorn's parser); a request is one formatted
-    line and four headers. h11 did the same at ~90 µs of CPU per request and ~65 µs per
-    http-01 answer (a third of this client's CPU per order against pebble); httptools ~4 µs.
-    """
-
-    def __init__(self, origin: str, context: ssl.SSLContext | None) -> None:
-        parts = urlsplit(origin)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
-        self._host, self._port = parts.hostname or "", parts.port or 443
-        self._context = context if parts.scheme == "https" else None
-        self._head = f"Host: {parts.netloc}\r\nUser-Agent: ostiary-bench\r\n".encode()
-        self._wire: _Wire | None = None
-        self._wires: list[_Wire] = []  # every one opened, for aclose to wait on
-        self.requests = 0
-
-    async def request(self, method: str, url: str, body: bytes = b"") -> _Response:
-        if not url.startswith(self.origin + "/"):
-            raise ValueError(f"{url} is not on {self.origin}")
-        if self._wire is None or not self._wire.open:
-            self.close()
-            _, self._wire = await asyncio.get_running_loop().create_connection(
-                lambda: _Wire(self.origin),
-                self._host,
-                self._port,
-                ssl=self._context,
-                server_hostname=self._host if self._context else None,
-            )
-            self._wires.append(self._wire)
-        self.requests += 1
-        line = f"{method} {url[len(self.origin) :]} HTTP/1.1\r\n".encode()
-        framing = b""
-        if method == "POST":
-            framing = b"Content-Type: application/jose+json\r\nContent-Length: %d\r\n" % len(body)
-        return await self._wire.exchange(line + self._head + framing + b"\r\n" + body)
-
-    def close(self) -> None:
-        if self._wire is not None:
-            self._wire.close()
-            self._wire = None
-
-    async def aclose(self) -> None:
-        """Close, and wait (at most 5 s) until every connection is down (TLS shut down):
-        uvloop refuses to close a loop with handles still open.
-        """
-        self.close()
-        if waiting := [wire.lost for wire in self._wires if not wire.lost.done()]:
-            await asyncio.wait(waiting, timeout=5)
-
-
 # --------------------------------------------------------------------------- JWS and accounts
 
 
 class _Account:
     """An ES256 account key, its ``kid`` once made, its connection and its next nonce."""
 
-    def __init__(self, directory: dict[str, Any], connection: _Connection) -> None:
+    def __init__(self, directory: dict[str, Any], connection: Connection) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
         numbers = self._key.public_key().public_numbers()
         self._jwk = {
@@ -219,7 +81,7 @@ class _Account:
         answer = await self.post(self.directory["newAccount"], {"termsOfServiceAgreed": True})
         self._kid = answer.headers[b"location"].decode()
 
-    async def post(self, url: str, payload: dict[str, Any] | None) -> _Response:
+    async def post(self, url: str, payload: dict[str, Any] | None) -> Response:
         """A JWS POST (``payload`` None: POST-as-GET); a badNonce answer is retried once."""
         for attempt in range(2):
             if self._nonce is None:
@@ -252,7 +114,7 @@ class _Account:
         self._nonce = None
 
 
-def _problem(answer: _Response) -> str | None:
+def _problem(answer: Response) -> str | None:
     try:
         kind = answer.json().get("type")
     except ValueError:
@@ -381,41 +243,24 @@ async def _run(
     )
     context = ssl.create_default_context(cafile=str(root_pem))
     accounts: list[_Account] = []
-    connections: list[_Connection] = []
+    connections: list[Connection] = []
     try:
         for _ in range(concurrency):
-            connection = _Connection(directory_url, context)
+            connection = Connection(directory_url, context, post_type=JOSE)
             connections.append(connection)
             directory = (await connection.request("GET", directory_url)).json()
             account = _Account(directory, connection)
             await account.create()
             accounts.append(account)
-        outcome = Outcome()
 
-        async def work(index: int) -> None:
-            account = accounts[index]
-            for number in range(index, len(csrs_der), concurrency):
-                began = time.perf_counter()
-                try:
-                    await one_order(account, tokens, csrs_der[number])
-                except Exception as exc:  # counted and reported: a bench run goes on
-                    outcome.failures.append(f"{type(exc).__name__}: {exc}"[:300])
-                    account.forget_nonce()
-                    account.connection.close()  # a half-read answer must not be read next
-                    continue
-                outcome.times.append(time.perf_counter() - began)
+        async def one(worker: int, number: int) -> None:
+            await one_order(accounts[worker], tokens, csrs_der[number])
 
-        requests_before = sum(a.connection.requests for a in accounts)
-        server_before, client_before = meter(), time.process_time()
-        began = time.perf_counter()
-        await asyncio.gather(*(work(i) for i in range(concurrency)))
-        outcome.elapsed = time.perf_counter() - began
-        outcome.client_cpu = time.process_time() - client_before
-        server_after = meter()
-        outcome.requests = sum(a.connection.requests for a in accounts) - requests_before
-        outcome.server_cpu = server_after[0] - server_before[0]
-        outcome.server_core_wait = server_after[1] - server_before[1]
-        return outcome
+        def reset(worker: int) -> None:
+            accounts[worker].forget_nonce()
+            accounts[worker].connection.close()  # a half-read answer must not be read next
+
+        return await timed_workers(concurrency, len(csrs_der), one, reset, connections, meter)
     finally:
         listener.close()
         for validator in validators:
@@ -439,11 +284,4 @@ def run_orders(
     ``meter`` (the server's CPU seconds, its threads' wait for a core) is read before and after
     the timed part (accounts are made before it).
     """
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_run(directory_url, root_pem, concurrency, csrs_der, port, meter))
+    return run_loop(_run(directory_url, root_pem, concurrency, csrs_der, port, meter))

@@ -272,16 +272,9 @@ def measure_level(
 
 def _meter(server: Server) -> tuple[float, float]:
     """The server's CPU seconds so far, and the seconds its threads waited runnable for a
-    core (``/proc/<pid>/task/<tid>/schedstat``, the scheduler's run delay).
+    core.
     """
-    waited = 0
-    for pid in bench.tree_pids(server.pid):
-        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-            try:
-                waited += int(task.read_text().split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # a thread that ended meanwhile
-    return bench.cpu_seconds(server.pid), waited / 1e9
+    return bench.cpu_seconds(server.pid), bench.core_wait_seconds(server.pid)
 
 
 def measure_level_lean(server: Server, concurrency: int, orders: int) -> tuple[AcmeRow, str | None]:

@@ -33,7 +33,8 @@
 - ACME: whole orders (newOrder, http-01, finalize, download) per second at concurrency 1, 8
   and 32 against Caddy's ``acme_server`` (step-ca's ACME code) and pebble
   (bench/acme_orders.py; ratios ``acme@N``).
-- SCEP: enrollments per second at concurrency 1, 8 and 32 with micromdm's ``scepclient``,
+- SCEP: enrollments per second at concurrency 1, 8 and 32 with the lean asyncio client
+  (bench/scep_lean.py; micromdm's ``scepclient`` with bench/scep_enroll.py ``--client``),
   Ostiary (one-time challenges, SQLite, audit log) against micromdm's ``scepserver`` (its
   static challenge), both in a private network namespace, taking turns over 3 rounds
   (bench/scep_enroll.py; ratios ``scep@N``, the median of the rounds' ratios).
@@ -178,6 +179,20 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def core_wait_seconds(pid: int) -> float:
+    """Seconds the threads of ``pid`` and its children waited runnable for a core so far
+    (``/proc/<pid>/task/<tid>/schedstat``, the scheduler's run delay).
+    """
+    waited = 0
+    for one in tree_pids(pid):
+        for task in Path(f"/proc/{one}/task").glob("*/schedstat"):
+            try:
+                waited += int(task.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    return waited / 1e9
 
 
 def peak_rss_mb(pid: int) -> float:

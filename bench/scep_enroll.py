@@ -1,7 +1,7 @@
 """SCEP enrollments per second: Ostiary against micromdm's ``scepserver``, in rounds.
 
     python bench/scep_enroll.py [--quick] [--levels 1,8,32] [--counts 40,48,192]
-                                [--rounds 3] [--json FILE]
+                                [--rounds 3] [--client lean|scepclient] [--json FILE]
 
 Both servers run inside a private network namespace (``unshare -n``, loopback only, so
 root): ``scepserver`` takes only ``-port`` and listens on every interface. Each server issues
@@ -9,19 +9,35 @@ from a fresh RSA CA of its own (Debian's scepclient encrypts to every certificat
 GetCACert and cannot use an EC one) and is pinned to the same core (the last one); the
 client runs on the others.
 
-One enrollment is what a device does: micromdm's ``scepclient`` (Debian ``scep``, the same
-binary for both servers) in a fresh folder with a pre-made RSA 2048 key (made untimed, as a
-phone makes its key before it enrolls): GetCACaps, GetCACert, PKCSReq (single DES, SHA-1,
-POST), the CertRep decrypted. Before each level, the disk is synced (``os.sync``), so that
-what the setup wrote is not flushed by the first durable commits of the timed part.
-The peers:
+One enrollment is what a device does: GetCACaps, GetCACert, PKCSReq (single DES, SHA-1,
+POST), the CertRep checked and decrypted, with an RSA 2048 key made beforehand (untimed, as
+a phone makes its key before it enrolls). The client (``--client``):
+
+- ``lean`` (the default; bench/scep_lean.py): one asyncio process, a keep-alive HTTP/1.1
+  connection per concurrent worker (bench/http_lean.py), the PKCSReq written as DER with
+  the server's writer (``ostiary.scep.der``) and pyca/cryptography, the CertRep read
+  (status, signature, digest, envelope, certificate) with asn1crypto; the device's
+  self-signed certificate and its CSR with its challenge also made before the clock starts.
+  ~1.5-2.2 ms of client CPU per enrollment at 8 and 32, so on its one core the servers set
+  the rate;
+- ``scepclient``: micromdm's (Debian ``scep``, the same binary for both servers), a process
+  per enrollment in a fresh folder holding the key. ~10 ms of client CPU per enrollment: it
+  capped both servers near ~90 enrollments/s at 8 and 32, the client core's limit. The
+  SCEP figures in docs/BENCHMARKS.md before session 11's lean client were made with it, and
+  bench/scep_instructions.py still drives it.
+
+Before each level, the disk is synced (``os.sync``), so that what the setup wrote is not
+flushed by the first durable commits of the timed part. The peers:
 
 - Ostiary ``ca serve`` (one process, SQLite, durable, audit log written) with a ``scep``
   provisioner and a **one-time** challenge per device, each bound to its device's name,
   made beforehand (untimed) and spent by a conditional UPDATE in the enrollment's
   transaction;
 - ``scepserver`` (micromdm 2.1.0 from Debian) with its **static** challenge, its CA and
-  serial in a file depot.
+  serial in a file depot. Its file depot races on its serial file under concurrent
+  PKCSReqs (micromdm/scep issue 184, fixed by PR 185 after 2.1.0): at 8 and 32 with the
+  lean client it answers a few FAILURE/badRequest ("failed to sign CSR": "serial: file
+  exists", "could not convert  to serial number"), counted as failed enrollments.
 
 Both servers are up at once and take turns at each level, ``--rounds`` times (3), the order
 flipped every round, as the issuance-all-cores part of bench/run.py does: single runs of the
@@ -30,11 +46,13 @@ measurements of a level are seconds apart, on the same keys (each key enrolls on
 each server), so a drift of the machine's load touches both.
 
 Per server and concurrency: enrollments/s, p50/p99, failures, the server's CPU per
-enrollment (``/proc/<pid>/stat``) and the client's (the scepclient processes': when it times
-the rate nears the client's cores, the client is the limit); the row kept is the round with
-the median rate. Ratios ``scep@N``: the median of the rounds' ratios, Ostiary's rate over
-scepserver's in the same round (target: at least 1.0); None when Ostiary failed an
-enrollment in any round.
+enrollment (``/proc/<pid>/stat``), the client's (the lean client's process CPU, or the
+scepclient processes'), whether the server's core was the limit (``server_core_busy``: its
+CPU seconds per second, near 1.0 when CPU-bound; ``server_core_wait``: seconds its threads
+waited runnable for a core, per second, large when other work had the core) and which client
+made the row; the row kept is the round with the median rate. Ratios ``scep@N``: the median
+of the rounds' ratios, Ostiary's rate over scepserver's in the same round (target: at least
+1.0); None when Ostiary failed an enrollment in any round.
 """
 
 from __future__ import annotations
@@ -62,7 +80,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).parent))
+import http_lean as lean  # bench/http_lean.py
 import run as bench  # bench/run.py
+import scep_lean  # bench/scep_lean.py
 
 STATIC_CHALLENGE = "bench-static-challenge"
 #: Rounds per level: each server measured once per round, the order flipped every round.
@@ -90,17 +110,29 @@ class ScepRow:
     p99_ms: float
     server_cpu_ms_per_enrollment: float
     client_cpu_ms_per_enrollment: float
+    # The server's CPU seconds per second of the level: near 1.0, its one core is the limit.
+    server_core_busy: float = 0.0
+    # Seconds its threads waited, runnable, for the core, per second of the level (large:
+    # other work on the machine had the core).
+    server_core_wait: float = 0.0
+    client: str = "lean"  # which bench client made the row: "lean" or "scepclient"
 
 
-def _keys(work: Path, count: int) -> list[Path]:
-    """``count`` folders, each with an RSA 2048 key in ``key.pem`` (PKCS#1, as scepclient
-    writes it), made before the timed part.
+def _keys(count: int) -> list[rsa.RSAPrivateKey]:
+    """``count`` RSA 2048 keys, made before the timed part (a phone makes its key before it
+    enrolls); each enrolls once with each server.
+    """
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(count)]
+
+
+def _folders(keys: list[rsa.RSAPrivateKey], into: Path) -> list[Path]:
+    """A fresh folder per key under ``into`` with the key in ``key.pem`` (PKCS#1, as
+    scepclient writes it), for scepclient, which writes its certificate beside the key.
     """
     folders = []
-    for n in range(count):
-        folder = work / f"device-{n}"
+    for n, key in enumerate(keys):
+        folder = into / f"device-{n}"
         folder.mkdir(parents=True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         (folder / "key.pem").write_bytes(
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -108,19 +140,6 @@ def _keys(work: Path, count: int) -> list[Path]:
                 serialization.NoEncryption(),
             )
         )
-        folders.append(folder)
-    return folders
-
-
-def _copies(keys: list[Path], into: Path) -> list[Path]:
-    """A fresh folder per key under ``into`` holding a copy of it: each key enrolls once
-    with each server (scepclient writes its certificate beside the key).
-    """
-    folders = []
-    for key in keys:
-        folder = into / key.name
-        folder.mkdir(parents=True)
-        shutil.copy2(key / "key.pem", folder / "key.pem")
         folders.append(folder)
     return folders
 
@@ -138,12 +157,11 @@ def enroll(server: Server, folder: Path, number: int) -> None:
 def measure_level(
     server: Server, folders: list[Path], first: int, concurrency: int
 ) -> tuple[ScepRow, str | None]:
-    """Enroll one device per folder, ``concurrency`` at a time, device ``first + n`` in the
-    ``n``-th folder.
+    """Enroll one device per folder with scepclient, ``concurrency`` at a time, device
+    ``first + n`` in the ``n``-th folder.
     """
     count = len(folders)
-    times: list[float] = []
-    failures: list[str] = []
+    outcome = lean.Outcome()
     lock = threading.Lock()
 
     def work_on(index: int) -> None:
@@ -153,39 +171,78 @@ def measure_level(
                 enroll(server, folders[n], first + n)
             except Exception as exc:  # counted and reported: a bench run goes on
                 with lock:
-                    failures.append(f"{type(exc).__name__}: {exc}"[:300])
+                    outcome.failures.append(f"{type(exc).__name__}: {exc}"[:300])
                 continue
             with lock:
-                times.append(time.perf_counter() - began)
+                outcome.times.append(time.perf_counter() - began)
 
-    # Untimed: what the setup wrote (keys, challenges, the database at init) goes to the disk
-    # now, not in the first durable commits of the level (an fsync on ext4 commits the
-    # journal, with every pending change of the file system).
-    os.sync()
+    _sync()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_before = children.ru_utime + children.ru_stime
-    cpu_before = bench.cpu_seconds(server.pid)
+    server_before = _meter(server)
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(work_on, range(concurrency)))
-    elapsed = time.perf_counter() - began
-    cpu = bench.cpu_seconds(server.pid) - cpu_before
+    outcome.elapsed = time.perf_counter() - began
+    server_after = _meter(server)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_cpu = children.ru_utime + children.ru_stime - client_before
-    times.sort()
+    outcome.client_cpu = children.ru_utime + children.ru_stime - client_before
+    outcome.server_cpu = server_after[0] - server_before[0]
+    outcome.server_core_wait = server_after[1] - server_before[1]
+    return _row(server, concurrency, outcome, "scepclient")
+
+
+def measure_level_lean(
+    server: Server, keys: list[rsa.RSAPrivateKey], first: int, concurrency: int
+) -> tuple[ScepRow, str | None]:
+    """As :func:`measure_level`, with the lean client (bench/scep_lean.py): device ``first +
+    n`` holds ``keys[n]``, its self-signed certificate and its CSR with its challenge, all
+    made here, before the clock starts.
+    """
+    devices = [
+        scep_lean.make_device(key, f"device-{first + n}", server.challenges[first + n])
+        for n, key in enumerate(keys)
+    ]
+    _sync()
+    outcome = scep_lean.run_enrollments(
+        server.url, concurrency, devices, meter=lambda: _meter(server)
+    )
+    return _row(server, concurrency, outcome, "lean")
+
+
+def _sync() -> None:
+    """Untimed: what the setup wrote (keys, challenges, the database at init) goes to the disk
+    now, not in the first durable commits of the level (an fsync on ext4 commits the
+    journal, with every pending change of the file system).
+    """
+    os.sync()
+
+
+def _meter(server: Server) -> tuple[float, float]:
+    """The server's CPU seconds so far, and the seconds its threads waited for a core."""
+    return bench.cpu_seconds(server.pid), bench.core_wait_seconds(server.pid)
+
+
+def _row(
+    server: Server, concurrency: int, outcome: lean.Outcome, client: str
+) -> tuple[ScepRow, str | None]:
+    times = sorted(outcome.times)
     done = len(times)
     row = ScepRow(
         server=server.name,
         concurrency=concurrency,
         enrollments=done,
-        failed=len(failures),
-        enrollments_per_s=round(done / elapsed, 2),
+        failed=len(outcome.failures),
+        enrollments_per_s=round(done / outcome.elapsed, 2),
         p50_ms=round(statistics.median(times) * 1000, 1) if times else 0.0,
         p99_ms=round(times[min(done - 1, int(done * 0.99))] * 1000, 1) if times else 0.0,
-        server_cpu_ms_per_enrollment=round(cpu / done * 1000, 2) if done else 0.0,
-        client_cpu_ms_per_enrollment=round(client_cpu / done * 1000, 2) if done else 0.0,
+        server_cpu_ms_per_enrollment=round(outcome.server_cpu / done * 1000, 2) if done else 0.0,
+        client_cpu_ms_per_enrollment=round(outcome.client_cpu / done * 1000, 2) if done else 0.0,
+        server_core_busy=round(outcome.server_cpu / outcome.elapsed, 2),
+        server_core_wait=round(outcome.server_core_wait / outcome.elapsed, 2),
+        client=client,
     )
-    return row, failures[0] if failures else None
+    return row, outcome.failures[0] if outcome.failures else None
 
 
 # --------------------------------------------------------------------------- the servers
@@ -262,7 +319,9 @@ def scepserver(work: Path, total: int) -> Iterator[Server]:
 SERVERS = {"ostiary": ostiary, "scepserver": scepserver}
 
 
-def measure_here(levels: list[int], counts: dict[int, int], rounds: int) -> dict[str, Any]:
+def measure_here(
+    levels: list[int], counts: dict[int, int], rounds: int, client: str = "lean"
+) -> dict[str, Any]:
     """Both servers up at once, taking turns at every level, ``rounds`` times, the order
     flipped every round (inside the private network namespace).
     """
@@ -272,23 +331,34 @@ def measure_here(levels: list[int], counts: dict[int, int], rounds: int) -> dict
     total = rounds * sum(counts[level] for level in levels) + 1
     with tempfile.TemporaryDirectory(prefix="scep-bench-") as temp, ExitStack() as stack:
         work = Path(temp)
+
+        def level_of(
+            server: Server, keys: list[rsa.RSAPrivateKey], first: int, concurrency: int, at: str
+        ) -> tuple[ScepRow, str | None]:
+            if client == "scepclient":
+                folders = _folders(keys, work / f"{server.name}-{at}")
+                return measure_level(server, folders, first, concurrency)
+            return measure_level_lean(server, keys, first, concurrency)
+
         servers = [stack.enter_context(make(work, total)) for make in SERVERS.values()]
-        warm = _keys(work / "warm", 1)
+        warm = _keys(1)
         for server in servers:  # imports, caches, RA key
-            enroll(server, _copies(warm, work / f"warm-{server.name}")[0], 0)
+            _, failure = level_of(server, warm, 0, 1, "warm")
+            if failure:
+                raise RuntimeError(f"{server.name}: the warm-up enrollment failed: {failure}")
         first = 1
         for turn in range(rounds):
             for level in levels:
-                keys = _keys(work / f"keys-{turn}-{level}", counts[level])
+                keys = _keys(counts[level])
                 for server in servers if turn % 2 == 0 else reversed(servers):
-                    folders = _copies(keys, work / f"{server.name}-{turn}-{level}")
-                    row, failure = measure_level(server, folders, first, level)
+                    row, failure = level_of(server, keys, first, level, f"{turn}-{level}")
                     measured.append((turn, row))
                     if failure:
                         notes.setdefault(f"{server.name}@{level}", failure)
                 first += counts[level]
     per_round = round_ratios(measured, levels, rounds)
     return {
+        "client": client,
         "rows": [asdict(r) for r in median_rows(measured, levels)],
         "rounds": [{"round": turn, **asdict(r)} for turn, r in measured],
         "notes": notes,
@@ -310,9 +380,12 @@ def median_rows(measured: list[tuple[int, ScepRow]], levels: list[int]) -> list[
     return rows
 
 
-def measure(levels: list[int], counts: dict[int, int], rounds: int = ROUNDS) -> dict[str, Any]:
+def measure(
+    levels: list[int], counts: dict[int, int], rounds: int = ROUNDS, client: str = "lean"
+) -> dict[str, Any]:
     """:func:`measure_here` in a private network namespace (``unshare -n``, needs root)."""
-    missing = [tool for tool in ("scepclient", "scepserver", "unshare") if not shutil.which(tool)]
+    tools = ("scepserver", "unshare", *(("scepclient",) if client == "scepclient" else ()))
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
         return {"notes": {"skipped": f"not installed: {', '.join(missing)} (Debian scep)"}}
     if os.geteuid() != 0:
@@ -322,7 +395,7 @@ def measure(levels: list[int], counts: dict[int, int], rounds: int = ROUNDS) -> 
         argv = [sys.executable, str(Path(__file__).resolve()), "--inner", "--json", str(out),
                 "--levels", ",".join(map(str, levels)),
                 "--counts", ",".join(str(counts[level]) for level in levels),
-                "--rounds", str(rounds)]  # fmt: skip
+                "--rounds", str(rounds), "--client", client]  # fmt: skip
         script = "ip link set lo up && exec " + " ".join(f"'{a}'" for a in argv)
         subprocess.run(["unshare", "-n", "sh", "-c", script], check=True)
         result: dict[str, Any] = json.loads(out.read_text())
@@ -362,6 +435,9 @@ def ratios(per_round: dict[str, list[float | None]]) -> dict[str, float | None]:
     return found
 
 
+CLIENTS = ("lean", "scepclient")
+
+
 def counts_for(levels: list[int], quick: bool) -> dict[int, int]:
     return {level: (max(8, level) if quick else max(40, level * 6)) for level in levels}
 
@@ -372,6 +448,13 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--counts", help="enrollments per level (default from --quick)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds per level (3)")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="lean",
+        help="lean: bench/scep_lean.py, asyncio in one process (default); scepclient: "
+        "micromdm's, a process per enrollment",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,9 +463,9 @@ def main() -> None:
     if args.counts:
         counts = dict(zip(levels, (int(x) for x in args.counts.split(",")), strict=True))
     if args.inner:
-        result = measure_here(levels, counts, args.rounds)
+        result = measure_here(levels, counts, args.rounds, args.client)
     else:
-        result = measure(levels, counts, args.rounds)
+        result = measure(levels, counts, args.rounds, args.client)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     else:

@@ -36,7 +36,7 @@ def count(total: int, concurrency: int) -> tuple[float, int]:
         work = Path(tmp)
         out = work / "callgrind.out"
         wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
-        keys = scep_enroll._keys(work / "keys", WARM_UP + total)
+        keys = scep_enroll._folders(scep_enroll._keys(WARM_UP + total), work / "keys")
         with scep_enroll.ostiary(work, WARM_UP + total, wrapper=wrapper, patience=20) as server:
             warm, timed = keys[:WARM_UP], keys[WARM_UP:]
             scep_enroll.measure_level(server, warm, 0, 1)

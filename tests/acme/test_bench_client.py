@@ -59,7 +59,7 @@ def test_a_failed_order_is_counted_and_the_level_goes_on(own_acme_server: AcmeSe
 
 async def _account(server: AcmeServer) -> acme_lean._Account:
     context = acme_lean.ssl.create_default_context(cafile=str(server.root_file))
-    connection = acme_lean._Connection(server.directory(), context)
+    connection = acme_lean.Connection(server.directory(), context, post_type=acme_lean.JOSE)
     directory = (await connection.request("GET", server.directory())).json()
     account = acme_lean._Account(directory, connection)
     await account.create()

@@ -9,8 +9,9 @@ attributes as received).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from asn1crypto import cms, core
@@ -22,7 +23,11 @@ from cryptography.hazmat.primitives import padding as block_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import AttributeOID, NameOID
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+from scep_lean import make_csr, self_signed  # bench/scep_lean.py, the bench's SCEP client
+
+__all__ = ["Reply", "Request", "make_csr", "read_reply", "self_signed", "send"]
 
 MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
 PKI_STATUS = "2.16.840.1.113733.1.9.3"
@@ -39,32 +44,6 @@ def _block(cipher: str, key: bytes) -> algorithms.AES | TripleDES:
         algorithms.AES(key)
         if cipher.startswith("aes")
         else TripleDES(key * 3 if len(key) == 8 else key)
-    )
-
-
-def make_csr(
-    key: rsa.RSAPrivateKey, cn: str, challenge: str | None
-) -> x509.CertificateSigningRequest:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    )
-    if challenge is not None:
-        builder = builder.add_attribute(AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
-    return builder.sign(key, hashes.SHA256())
-
-
-def self_signed(key: rsa.RSAPrivateKey, cn: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
     )
 
 

@@ -5,7 +5,8 @@ byte strings, a handful of OIDs and small integers. Built as asn1crypto objects 
 about 2 ms of Python per answer, more than the RA's RSA signature; written here as
 tag-length-value it costs tens of microseconds. The output is the same DER asn1crypto
 wrote (``tests/scep/test_scep_der.py`` parses every CertRep shape back with asn1crypto and
-checks that it re-encodes to the same bytes).
+checks that it re-encodes to the same bytes). bench/scep_lean.py, the SCEP bench's client,
+writes its PKCSReq with them too (:func:`signed_data`, and the CertRep's envelope).
 
 Certificates' names and serial numbers are copied as they were received
 (:func:`issuer_and_serial_number`), never re-encoded: a client finds its certificate by
@@ -78,19 +79,62 @@ def issuer_and_serial_number(certificate: x509.Certificate) -> bytes:
     return tlv(SEQUENCE, issuer, serial)
 
 
+#: The content types of a pkiMessage (RFC 5652 4, 5).
+DATA = oid("1.2.840.113549.1.7.1")
+SIGNED_DATA = oid("1.2.840.113549.1.7.2")
+
+
+def signed_data(
+    content: bytes,
+    signed_attributes: bytes,
+    signature: bytes,
+    *,
+    sid: bytes,
+    certificates: bytes,
+    digest_algorithm: bytes,
+    signature_algorithm: bytes,
+) -> bytes:
+    """A ContentInfo holding a SignedData (RFC 5652 §5) of ``content`` (type data) with one
+    signer: ``sid`` its IssuerAndSerialNumber, ``signed_attributes`` the DER SET OF that
+    ``signature`` covers, ``certificates`` the ``[0] IMPLICIT`` CertificateSet (or b"").
+    """
+    signer = tlv(
+        SEQUENCE,
+        small_integer(1),
+        sid,
+        digest_algorithm,
+        # signedAttrs [0] IMPLICIT: the SET's tag byte becomes [0] (RFC 5652 §5.3)
+        bytes((CONTEXT_0,)) + signed_attributes[1:],
+        signature_algorithm,
+        tlv(OCTET_STRING, signature),
+    )
+    signed = tlv(
+        SEQUENCE,
+        small_integer(1),
+        set_of(digest_algorithm),
+        tlv(SEQUENCE, DATA, tlv(CONTEXT_0, tlv(OCTET_STRING, content))),
+        certificates,
+        set_of(signer),
+    )
+    return tlv(SEQUENCE, SIGNED_DATA, tlv(CONTEXT_0, signed))
+
+
 __all__ = [
     "CONTEXT_0",
+    "DATA",
     "INTEGER",
     "NULL",
     "OCTET_STRING",
     "PRINTABLE_STRING",
     "SEQUENCE",
     "SET",
+    "SIGNED_DATA",
     "UTF8_STRING",
     "algorithm",
     "issuer_and_serial_number",
     "oid",
     "set_of",
+    "signed_data",
     "small_integer",
     "tlv",
 ]

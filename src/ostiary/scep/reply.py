@@ -98,35 +98,19 @@ def cert_rep(
     signed_attributes = der.set_of(*attributes)
     signature = ra_key.sign(signed_attributes, padding.PKCS1v15(), algorithm)
     sid, certificates = _ra_parts(ra_certificate)
-    digest_algorithm = _DIGEST_ALGORITHMS[digest]
-    signer = der.tlv(
-        der.SEQUENCE,
-        der.small_integer(1),
-        sid,
-        digest_algorithm,
-        # signedAttrs [0] IMPLICIT: the SET's tag byte becomes [0] (RFC 5652 §5.3)
-        bytes((der.CONTEXT_0,)) + signed_attributes[1:],
-        _RSA_ENCRYPTION,
-        der.tlv(der.OCTET_STRING, signature),
+    return der.signed_data(
+        content,
+        signed_attributes,
+        signature,
+        sid=sid,
+        certificates=certificates,
+        digest_algorithm=_DIGEST_ALGORITHMS[digest],
+        signature_algorithm=_RSA_ENCRYPTION,
     )
-    signed = der.tlv(
-        der.SEQUENCE,
-        der.small_integer(1),
-        der.set_of(digest_algorithm),
-        der.tlv(
-            der.SEQUENCE,
-            _DATA,
-            der.tlv(der.CONTEXT_0, der.tlv(der.OCTET_STRING, content)),
-        ),
-        certificates,
-        der.set_of(signer),
-    )
-    return der.tlv(der.SEQUENCE, _SIGNED_DATA, der.tlv(der.CONTEXT_0, signed))
 
 
 #: The OIDs and algorithm identifiers of a CertRep, encoded once.
-_DATA = der.oid("1.2.840.113549.1.7.1")
-_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")
+_DATA = der.DATA
 _ENVELOPED_DATA = der.oid("1.2.840.113549.1.7.3")
 _CONTENT_TYPE = der.oid("1.2.840.113549.1.9.3")
 _MESSAGE_DIGEST = der.oid("1.2.840.113549.1.9.4")
