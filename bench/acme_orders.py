@@ -46,7 +46,6 @@ import ipaddress
 import json
 import os
 import socketserver
-import statistics
 import sys
 import tempfile
 import threading
@@ -296,20 +295,20 @@ def measure_level_lean(server: Server, concurrency: int, orders: int) -> tuple[A
 
 
 def _row(server: Server, concurrency: int, outcome: lean.Outcome, client_name: str) -> AcmeRow:
-    times = sorted(outcome.times)
-    done = len(times)
+    figures = outcome.figures()
+    done = figures["done"]
     return AcmeRow(
         server=server.name,
         concurrency=concurrency,
         orders=done,
         failed=len(outcome.failures),
-        orders_per_s=round(done / outcome.elapsed, 2),
-        p50_ms=round(statistics.median(times) * 1000, 1) if times else 0.0,
-        p99_ms=round(times[min(done - 1, int(done * 0.99))] * 1000, 1) if times else 0.0,
-        server_cpu_ms_per_order=round(outcome.server_cpu / done * 1000, 2) if done else 0.0,
-        client_cpu_ms_per_order=round(outcome.client_cpu / done * 1000, 2) if done else 0.0,
-        server_core_busy=round(outcome.server_cpu / outcome.elapsed, 2),
-        server_core_wait=round(outcome.server_core_wait / outcome.elapsed, 2),
+        orders_per_s=figures["per_s"],
+        p50_ms=figures["p50_ms"],
+        p99_ms=figures["p99_ms"],
+        server_cpu_ms_per_order=figures["server_cpu_ms"],
+        client_cpu_ms_per_order=figures["client_cpu_ms"],
+        server_core_busy=figures["server_core_busy"],
+        server_core_wait=figures["server_core_wait"],
         client=client_name,
         requests_per_order=round(outcome.requests / done, 2) if done and outcome.requests else None,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -34,6 +35,23 @@ class Outcome:
     server_cpu: float = 0.0
     server_core_wait: float = 0.0  # seconds the server's threads waited for its core
     requests: int = 0  # HTTP requests the timed orders or enrollments made (polls included)
+
+    def figures(self) -> dict[str, Any]:
+        """The figures every row gives: jobs done, their rate, p50/p99 (ms), server and client
+        CPU per job (ms), the server's core busy and its threads' wait (seconds per second).
+        """
+        times = sorted(self.times)
+        done = len(times)
+        return {
+            "done": done,
+            "per_s": round(done / self.elapsed, 2),
+            "p50_ms": round(statistics.median(times) * 1000, 1) if times else 0.0,
+            "p99_ms": round(times[min(done - 1, int(done * 0.99))] * 1000, 1) if times else 0.0,
+            "server_cpu_ms": round(self.server_cpu / done * 1000, 2) if done else 0.0,
+            "client_cpu_ms": round(self.client_cpu / done * 1000, 2) if done else 0.0,
+            "server_core_busy": round(self.server_cpu / self.elapsed, 2),
+            "server_core_wait": round(self.server_core_wait / self.elapsed, 2),
+        }
 
 
 @dataclass

@@ -226,20 +226,19 @@ def _meter(server: Server) -> tuple[float, float]:
 def _row(
     server: Server, concurrency: int, outcome: lean.Outcome, client: str
 ) -> tuple[ScepRow, str | None]:
-    times = sorted(outcome.times)
-    done = len(times)
+    figures = outcome.figures()
     row = ScepRow(
         server=server.name,
         concurrency=concurrency,
-        enrollments=done,
+        enrollments=figures["done"],
         failed=len(outcome.failures),
-        enrollments_per_s=round(done / outcome.elapsed, 2),
-        p50_ms=round(statistics.median(times) * 1000, 1) if times else 0.0,
-        p99_ms=round(times[min(done - 1, int(done * 0.99))] * 1000, 1) if times else 0.0,
-        server_cpu_ms_per_enrollment=round(outcome.server_cpu / done * 1000, 2) if done else 0.0,
-        client_cpu_ms_per_enrollment=round(outcome.client_cpu / done * 1000, 2) if done else 0.0,
-        server_core_busy=round(outcome.server_cpu / outcome.elapsed, 2),
-        server_core_wait=round(outcome.server_core_wait / outcome.elapsed, 2),
+        enrollments_per_s=figures["per_s"],
+        p50_ms=figures["p50_ms"],
+        p99_ms=figures["p99_ms"],
+        server_cpu_ms_per_enrollment=figures["server_cpu_ms"],
+        client_cpu_ms_per_enrollment=figures["client_cpu_ms"],
+        server_core_busy=figures["server_core_busy"],
+        server_core_wait=figures["server_core_wait"],
         client=client,
     )
     return row, outcome.failures[0] if outcome.failures else None
