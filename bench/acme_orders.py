@@ -3,6 +3,9 @@
     python bench/acme_orders.py [--quick] [--servers ostiary,caddy,pebble] [--levels 1,8,32]
                                 [--client lean|acme-lib]
 
+``--servers`` may add the references ``floor`` and ``floor-durable`` (bench/acme_floor.py:
+the least a Python ACME server spends per order, in memory and durable; lean client only).
+
 Each server issues from a fresh CA of its own and is pinned to the same core (the last one;
 bench/acme_servers.py starts them); the client runs on the others. One order is what a
 renewing device does: ``newOrder`` (one ``ip`` identifier, 127.0.0.1), the authorization
@@ -35,7 +38,8 @@ threads waited runnable for a core, per second; ``/proc/<pid>/task/*/schedstat``
 near 1.0: CPU-bound. Busy well below 1.0 with little wait: it waited on something else (a
 lock, the disk, the client). A large wait with busy below 1.0: other work on the machine
 had its core, and the rate says little. Ratios: Ostiary's orders/s over the faster
-peer's, at each concurrency (target: at least 1.5 at 8 and 32).
+peer's, at each concurrency (target: at least 1.5 at 8 and 32); with a reference measured,
+its own ratio over the faster peer and Ostiary's over it (``ratios``).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 sys.path.insert(0, str(Path(__file__).parent))
 import acme_lean as lean  # bench/acme_lean.py
 import run as bench  # bench/run.py
-from acme_servers import HTTP01_PORT, SERVERS, Server, caddy, ostiary, pebble
+from acme_servers import HTTP01_PORT, REFERENCES, SERVERS, Server, caddy, ostiary, pebble
 
 # Also imported from here by bench/acme_instructions.py and helpers' scripts (the servers
 # moved to bench/acme_servers.py).
@@ -329,6 +333,10 @@ def measure(
     if "caddy" in servers and os.geteuid() != 0:
         servers = [s for s in servers if s != "caddy"]
         notes["caddy"] = "left out: its acme_server validates http-01 on port 80 (needs root)"
+    if client_name != "lean":
+        for name in REFERENCES & set(servers):
+            notes[name] = "left out: the floor answers the lean client's requests only"
+        servers = [s for s in servers if s not in REFERENCES]
     os.sched_setaffinity(0, bench.CLIENT_CPUS)
     with ExitStack() as stack:
         # The library's client answers http-01 from a thread; the lean one from its own loop.
@@ -336,7 +344,8 @@ def measure(
         for name in servers:
             with tempfile.TemporaryDirectory(prefix=f"acme-bench-{name}-") as work:
                 with SERVERS[name](Path(work)) as server:
-                    account(server)  # warm: the first request pays for imports and caches
+                    if name not in REFERENCES:  # the floor answers the lean client only
+                        account(server)  # warm: the first request pays for imports and caches
                     for level in levels:
                         count = orders_per_level[level]
                         if tokens is None:
@@ -355,14 +364,25 @@ def measure(
 
 
 def ratios(rows: list[AcmeRow], levels: list[int]) -> dict[str, float | None]:
+    """``acme@N``: Ostiary's orders/s over the faster peer's (the references are no peers);
+    with a reference measured, ``<reference>@N`` is its orders/s over the same peer's (what
+    Python's floor reaches) and ``acme_of_<reference>@N`` Ostiary's over the reference's.
+    """
     found: dict[str, float | None] = {}
     for level in levels:
-        ours = next((r for r in rows if r.server == "ostiary" and r.concurrency == level), None)
-        peers = [r for r in rows if r.server != "ostiary" and r.concurrency == level]
-        best = max((r.orders_per_s for r in peers), default=0.0)
-        usable = ours is not None and best > 0 and ours.failed == 0
-        found[f"acme@{level}"] = round(ours.orders_per_s / best, 2) if usable and ours else None
+        at = {r.server: r for r in rows if r.concurrency == level and r.failed == 0}
+        peers = [r for r in rows if r.concurrency == level and r.server not in REFERENCES]
+        best = max((r.orders_per_s for r in peers if r.server != "ostiary"), default=0.0)
+        ours = at.get("ostiary")
+        found[f"acme@{level}"] = _ratio(ours, best)
+        for name in sorted(REFERENCES & at.keys()):
+            found[f"{name}@{level}"] = _ratio(at[name], best)
+            found[f"acme_of_{name}@{level}"] = _ratio(ours, at[name].orders_per_s)
     return found
+
+
+def _ratio(row: AcmeRow | None, over: float) -> float | None:
+    return round(row.orders_per_s / over, 2) if row is not None and over > 0 else None
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The three ACME servers of bench/acme_orders.py, each started from a fresh CA of its own.
+"""The ACME servers of bench/acme_orders.py, each started from a fresh CA of its own.
 
 Each is pinned to the server core (bench/run.py's ``SERVER_CPUS``) and validates http-01 by
 connecting to 127.0.0.1:``HTTP01_PORT`` (80: Caddy's ``acme_server`` has no setting for it).
@@ -8,6 +8,10 @@ connecting to 127.0.0.1:``HTTP01_PORT`` (80: Caddy's ``acme_server`` has no sett
 - pebble (Debian) with ``PEBBLE_VA_NOSLEEP=1``, no injected bad nonces, no authorization
   reuse; it keeps everything in memory (a test server, not a durable one).
 - Ostiary ``ca serve`` (SQLite, durable, audit log written) with an ``acme`` provisioner.
+
+And two references, not peers (never in a ratio's "faster peer"): bench/acme_floor.py, the
+least an ACME server in Python spends on the bench's order, in memory (``floor``) and
+writing durably to SQLite before it answers (``floor-durable``).
 """
 
 from __future__ import annotations
@@ -199,4 +203,40 @@ def ostiary(work: Path) -> Iterator[Server]:
         bench.stop(process)
 
 
-SERVERS = {"ostiary": ostiary, "caddy": caddy, "pebble": pebble}
+def _floor(work: Path, durable: bool) -> Iterator[Server]:
+    tls_root, tls_cert, tls_key = _tls_pair(work, "floor")
+    _, ca_cert, ca_key = _tls_pair(work, "floor-ca")  # its leaf is the issuing CA here
+    port = bench.free_port()
+    database = ["--database", str(work / "floor.sqlite")] if durable else []
+    process = bench.start(
+        [sys.executable, str(Path(__file__).with_name("acme_floor.py")), "--port", str(port),
+         "--http01-port", str(HTTP01_PORT), "--tls-cert", str(tls_cert), "--tls-key",
+         str(tls_key), "--ca-cert", str(ca_cert), "--ca-key", str(ca_key), *database],
+        work / "floor.log", port,
+    )  # fmt: skip
+    try:
+        name = "floor-durable" if durable else "floor"
+        yield Server(name, f"https://127.0.0.1:{port}/directory", tls_root, process.pid)
+    finally:
+        bench.stop(process)
+
+
+@contextmanager
+def floor(work: Path) -> Iterator[Server]:
+    yield from _floor(work, durable=False)
+
+
+@contextmanager
+def floor_durable(work: Path) -> Iterator[Server]:
+    yield from _floor(work, durable=True)
+
+
+SERVERS = {
+    "ostiary": ostiary,
+    "caddy": caddy,
+    "pebble": pebble,
+    "floor": floor,
+    "floor-durable": floor_durable,
+}
+#: The references: measured beside the others, never the "faster peer" of a ratio.
+REFERENCES = frozenset({"floor", "floor-durable"})
