@@ -30,6 +30,7 @@ from ostiary.acme.renewal_info import renewal_info as renewal_information
 from ostiary.acme.resources import Answer, Urls
 from ostiary.core.errors import OstiaryError
 from ostiary.provisioners.acme import AcmeProvisioner, load_acme_provisioner
+from ostiary.server.blocking import BlockingCalls
 from ostiary.server.body import read_body
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.limits import client_address, limits_of
@@ -41,6 +42,9 @@ logger = logging.getLogger("ostiary.acme")
 #: The largest ACME request body (a CSR or a certificate, base64url, in a JWS).
 MAX_ACME_BODY = 64 * 1024
 PEM_CHAIN = "application/pem-certificate-chain"
+
+#: The threads every request's operation runs in (the store is synchronous).
+_blocking = BlockingCalls(name="ostiary-acme")
 
 #: Validations running in this process (kept referenced until they finish).
 _running: set[asyncio.Task[dict[str, Any]]] = set()
@@ -159,7 +163,7 @@ async def _signed(
                 minted.append(auth.next_nonce)
             return answer
 
-        answer = await asyncio.to_thread(run)
+        answer = await _blocking.run(run)
         if then is not None:
             answer = await then(answer)
     except OstiaryError as exc:
