@@ -26,6 +26,16 @@ def test_a_call_runs_in_another_thread_and_gives_its_result() -> None:
     assert name.startswith("ostiary-blocking_")
 
 
+def test_a_call_after_close_starts_a_thread_again() -> None:
+    calls = BlockingCalls(2)
+    try:
+        assert asyncio.run(calls.run(lambda: 1)) == 1
+        calls.close()
+        assert asyncio.run(asyncio.wait_for(calls.run(lambda: 2), 5)) == 2
+    finally:
+        calls.close()
+
+
 def test_a_calls_exception_is_raised_in_the_caller() -> None:
     calls = BlockingCalls(1)
 

@@ -66,8 +66,9 @@ class BlockingCalls:
 
     def _start_one_if_needed(self) -> None:
         with self._lock:
-            if self._idle > 0 or len(self._threads) >= self._most:
-                self._idle -= 1 if self._idle > 0 else 0
+            # Threads waiting for a call take the queued ones; a thread is started only
+            # for calls beyond them, up to the most (then the call waits in line).
+            if self._calls.qsize() <= self._idle or len(self._threads) >= self._most:
                 return
             thread = threading.Thread(
                 target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
@@ -77,7 +78,11 @@ class BlockingCalls:
 
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             item = self._calls.get()
+            with self._lock:
+                self._idle -= 1
             if item is None:
                 return
             call, loop, future = item
@@ -90,8 +95,6 @@ class BlockingCalls:
                     _hand(loop, future, None, exc)
                 else:
                     _hand(loop, future, result, None)
-            with self._lock:
-                self._idle += 1
 
 
 def _hand(
