@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -94,3 +95,37 @@ def test_a_nul_in_a_body_is_a_400_and_changes_nothing(
     else:
         assert answer.status_code == 200, answer.text
         assert status == "rejected"
+
+
+#: Requests whose parameters carry a NUL (U+0000): PostgreSQL text cannot hold one, so a
+#: parameter that reaches a query unchecked was a 500 there (the fuzzing found ``q``).
+NUL_PROBES = [
+    ("GET", "/certificates?q=a%00b", "admin"),
+    ("GET", "/certificates/%00", "admin"),
+    ("GET", "/requests/%00", "none"),
+    ("GET", "/provisioners/a%00b/type", "none"),
+    ("GET", "/roots/%00", "none"),
+    ("GET", "/console/certificates?q=a%00b", "officer"),
+    ("GET", "/console/certificates?profile=a%00b", "officer"),
+    ("GET", "/console/certificates/%00", "officer"),
+    ("GET", "/console/requests/%00", "officer"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "who"), NUL_PROBES)
+def test_a_nul_in_a_parameter_is_refused_never_a_server_error(
+    target: Target, method: str, url: str, who: str
+) -> None:
+    context = ssl.create_default_context(cafile=str(target.root_file))
+    if who == "officer":
+        context.load_cert_chain(target.cert_file, target.key_file)
+    headers = {}
+    if who == "admin":
+        provisioners = target.provisioners
+        token = provisioners.admins.mint_admin_token(
+            provisioners.admins_key, ca=target.ca.identity, now=datetime.now(UTC)
+        )
+        headers["Authorization"] = f"Bearer {token}"
+    with httpx.Client(base_url=target.server.https_url, verify=context, timeout=60) as client:
+        answer = client.request(method, url, headers=headers)
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])

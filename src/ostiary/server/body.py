@@ -95,6 +95,14 @@ def parse_json(body: bytes, model: type[Model]) -> Model:
         raise MalformedInput(f"invalid request: {describe_validation_error(exc)}") from None
 
 
+def refuse_nul(name: str, value: str | None) -> None:
+    """A query or path parameter with U+0000 is refused: PostgreSQL text cannot hold it (a
+    search for one was a 500 there, which the API fuzzing found), and no stored value has it.
+    """
+    if value is not None and "\x00" in value:
+        raise MalformedInput(f"{name} must not contain a NUL character (\\u0000)")
+
+
 def _holds_nul(value: object) -> bool:
     """Whether a parsed JSON value has U+0000 in a string (a member name or a value)."""
     if isinstance(value, str):
@@ -125,4 +133,5 @@ __all__ = [
     "parse_json",
     "read_body",
     "read_json",
+    "refuse_nul",
 ]

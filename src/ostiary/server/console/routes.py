@@ -29,7 +29,7 @@ from ostiary.provisioners.approval_queue import open_pending_requests, request_v
 from ostiary.provisioners.officers import identity_warnings, reject_requests
 from ostiary.provisioners.ssh_approval import KIND as SSH_KIND
 from ostiary.provisioners.ssh_approval import approve_ssh_request
-from ostiary.server.body import read_body
+from ostiary.server.body import read_body, refuse_nul
 from ostiary.server.console import queries
 from ostiary.server.console.render import render, render_error, static_file
 from ostiary.server.console.security import (
@@ -139,6 +139,8 @@ def certificates(
 ) -> Response:
     if status not in ("", "valid", "revoked") or len(q) > 256 or len(profile) > 64:
         raise BadRequest("unknown filter: status is valid or revoked, q at most 256 characters")
+    refuse_nul("q", q)
+    refuse_nul("profile", profile)
     offset = max(0, min(offset, 2**31))
     with context.authority.store.transaction(read_only=True) as session:
         records = CertificateRepository(session).search(

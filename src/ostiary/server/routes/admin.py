@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from ostiary.core.encoding import parse_serial
 from ostiary.core.errors import MalformedInput, Unauthorized
 from ostiary.provisioners import verify_admin_token
+from ostiary.server.body import refuse_nul
 from ostiary.server.context import ServerContext, server_context
 from ostiary.server.credentials import bearer_token
 from ostiary.server.models import CertificateDetail, CertificateList, CertificateSummary
@@ -48,6 +49,7 @@ def list_certificates(
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> CertificateList:
     """Recorded certificates, newest first."""
+    refuse_nul("q", q)
     with context.authority.store.transaction(read_only=True) as session:
         records = CertificateRepository(session).search(
             q,
