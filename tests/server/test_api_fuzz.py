@@ -109,6 +109,20 @@ NUL_PROBES = [
     ("GET", "/console/certificates?profile=a%00b", "officer"),
     ("GET", "/console/certificates/%00", "officer"),
     ("GET", "/console/requests/%00", "officer"),
+    ("GET", "/acme/a%00b/directory", "none"),
+    ("GET", "/acme/a%00b/new-nonce", "none"),
+    ("GET", "/scep/a%00b?operation=GetCACaps", "none"),
+    ("GET", "/scep/a%00b/pkiclient.exe?operation=GetCACert", "none"),
+    ("GET", "/.well-known/est/a%00b/cacerts", "none"),
+    ("GET", "/crl/%00", "none"),
+    ("GET", "/intermediate/%00", "none"),
+    ("GET", "/status/x509/%00", "none"),
+    ("GET", "/provisioners/a%00b", "none"),
+    ("POST", "/signing/keys/a%00b/sign", "officer"),
+    ("POST", "/provisioners/a%00b/attest", "none"),
+    ("POST", "/scep/a%00b/challenge", "none"),
+    ("GET", "/scep/a%00b?operation=GetCACaps", "plain"),
+    ("GET", "/crl/%00", "plain"),
 ]
 
 
@@ -126,6 +140,7 @@ def test_a_nul_in_a_parameter_is_refused_never_a_server_error(
             provisioners.admins_key, ca=target.ca.identity, now=datetime.now(UTC)
         )
         headers["Authorization"] = f"Bearer {token}"
-    with httpx.Client(base_url=target.server.https_url, verify=context, timeout=60) as client:
+    base = target.server.http_url if who == "plain" else target.server.https_url
+    with httpx.Client(base_url=base, verify=context, timeout=60) as client:
         answer = client.request(method, url, headers=headers)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])

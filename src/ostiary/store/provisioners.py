@@ -39,6 +39,8 @@ class ProvisionerRepository:
 
     def get(self, name: str) -> ProvisionerRecord:
         """Find the provisioner called ``name``; :class:`NotFound` if there is none."""
+        if "\x00" in name:  # no name holds one; PostgreSQL would refuse the query (a 500)
+            raise NotFound(f"no provisioner named {name!r}", name=name)
         record = self._session.scalars(
             select(ProvisionerRecord).where(ProvisionerRecord.name == name)
         ).one_or_none()
