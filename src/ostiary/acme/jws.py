@@ -15,6 +15,7 @@ import base64
 import binascii
 import functools
 import json
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
@@ -40,6 +41,10 @@ _KEY_TYPES = {"ES256": "EC", "ES384": "EC", "RS256": "RSA", "EdDSA": "OKP"}
 
 def bad_algorithm(detail: str) -> AcmeProblem:
     return AcmeProblem("badSignatureAlgorithm", detail, algorithms=" ".join(ALGORITHMS))
+
+
+#: A nonce's alphabet (RFC 7515 section 2, no padding).
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,10 @@ def parse_request(
         )
     if nonce_required and not isinstance(header.get("nonce"), str):
         raise AcmeProblem("badNonce", "the JWS header has no nonce")
+    if nonce_required and not _BASE64URL.fullmatch(header["nonce"]):
+        # RFC 8555 section 6.5.2: not base64url is malformed (and a NUL in it would have
+        # reached PostgreSQL, which refuses one: a 500).
+        raise malformed("the JWS 'nonce' is not base64url")
     has_kid, has_jwk = "kid" in header, "jwk" in header
     if has_kid == has_jwk:
         raise malformed("the JWS header must carry exactly one of 'kid' and 'jwk'")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ostiary.acme.errors import AcmeProblem
 from ostiary.store import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
+
+#: What an id in an ACME URL is made of (base64url, :func:`ostiary.store.acme.new_id`).
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,12 @@ class Urls:
     def account_id_of(self, kid: str) -> str:
         """The account id a ``kid`` names; ``accountDoesNotExist`` for a foreign URL."""
         prefix = self.resource("account", "")
-        if not kid.startswith(prefix + "/") or len(kid) == len(prefix) + 1:
+        account_id = kid[len(prefix) + 1 :] if kid.startswith(prefix + "/") else ""
+        if not _ID.fullmatch(account_id):  # ids are base64url (store.acme.new_id)
             raise AcmeProblem(
                 "accountDoesNotExist", "the 'kid' is not an account URL of this directory"
             )
-        return kid[len(prefix) + 1 :]
+        return account_id
 
 
 def account_json(urls: Urls, account: AcmeAccount) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""A NUL (U+0000) in any id an ACME request carries is the right problem, never a 500.
+
+PostgreSQL text cannot hold a NUL, so an id that reached a query unchecked made the driver
+fail (a 500), and some of them (the ``kid``, the nonce) are read before the signature is.
+Each request is sent to a server on PostgreSQL and on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ostiary.authority.folder import CAMaterial
+from tests.acme.conftest import RawClient, problem_type, serving_acme
+from tests.conftest import fresh_postgres_schema
+from tests.server.conftest import Provisioners
+
+pytestmark = pytest.mark.slow
+
+ORDER = {"identifiers": [{"type": "dns", "value": "vm"}]}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def client(
+    request: pytest.FixtureRequest,
+    ca_material: CAMaterial,
+    provisioners: Provisioners,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RawClient]:
+    folder = tmp_path_factory.mktemp(f"nul-{request.param}")
+    if request.param == "sqlite":
+        with serving_acme(ca_material, provisioners, folder) as server:
+            raw = RawClient(server)
+            try:
+                raw.register()
+                yield raw
+            finally:
+                raw.http.close()
+        return
+    database = request.getfixturevalue("postgres_database_url")
+    with (
+        fresh_postgres_schema(database) as url,
+        serving_acme(ca_material, provisioners, folder, database_url=url) as server,
+    ):
+        raw = RawClient(server)
+        try:
+            raw.register()
+            yield raw
+        finally:
+            raw.http.close()
+
+
+def _base(client: RawClient) -> str:
+    return str(client.directory["newOrder"]).rsplit("/", 1)[0]
+
+
+def test_a_nul_in_the_kid_is_an_unknown_account(client: RawClient) -> None:
+    kid = f"{_base(client)}/account/a\x00b"
+    answer = client.post(client.directory["newOrder"], ORDER, header={"kid": kid})
+    assert answer.status_code == 400, answer.text
+    assert problem_type(answer) == "accountDoesNotExist"
+
+
+@pytest.mark.parametrize("nonce", ["a\x00b", "a b", "abc="])
+def test_a_nonce_that_is_not_base64url_is_malformed(client: RawClient, nonce: str) -> None:
+    # RFC 8555 section 6.5.2: "the verifier MUST reject the JWS as malformed".
+    answer = client.post(client.directory["newOrder"], ORDER, header={"nonce": nonce})
+    assert answer.status_code == 400, answer.text
+    assert problem_type(answer) == "malformed"
+
+
+@pytest.mark.parametrize(
+    "resource", ["order/a%00b", "authz/a%00b", "chall/a%00b", "cert/a%00b", "orders/a%00b"]
+)
+def test_a_nul_in_a_resource_id_is_not_found_or_unauthorized(
+    client: RawClient, resource: str
+) -> None:
+    url = f"{_base(client)}/{resource}"
+    answer = client.post(url, None)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert problem_type(answer) in ("malformed", "unauthorized", "accountDoesNotExist")
+
+
+def test_a_nul_in_a_renewal_info_id_is_malformed(client: RawClient) -> None:
+    answer = client.http.get(f"{_base(client)}/renewal-info/a%00b.c%00d")
+    assert 400 <= answer.status_code < 500, answer.text
