@@ -8,6 +8,7 @@ Each request is sent to a server on PostgreSQL and on SQLite.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -29,26 +30,18 @@ def client(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RawClient]:
     folder = tmp_path_factory.mktemp(f"nul-{request.param}")
-    if request.param == "sqlite":
-        with serving_acme(ca_material, provisioners, folder) as server:
-            raw = RawClient(server)
-            try:
-                raw.register()
-                yield raw
-            finally:
-                raw.http.close()
-        return
-    database = request.getfixturevalue("postgres_database_url")
-    with (
-        fresh_postgres_schema(database) as url,
-        serving_acme(ca_material, provisioners, folder, database_url=url) as server,
-    ):
+    with ExitStack() as stack:
+        url = ""  # SQLite in the CA folder
+        if request.param == "postgresql":
+            database = request.getfixturevalue("postgres_database_url")
+            url = stack.enter_context(fresh_postgres_schema(database))
+        server = stack.enter_context(
+            serving_acme(ca_material, provisioners, folder, database_url=url)
+        )
         raw = RawClient(server)
-        try:
-            raw.register()
-            yield raw
-        finally:
-            raw.http.close()
+        stack.callback(raw.http.close)
+        raw.register()
+        yield raw
 
 
 def _base(client: RawClient) -> str:
