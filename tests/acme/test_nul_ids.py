@@ -78,3 +78,43 @@ def test_a_nul_in_a_resource_id_is_not_found_or_unauthorized(
 def test_a_nul_in_a_renewal_info_id_is_malformed(client: RawClient) -> None:
     answer = client.http.get(f"{_base(client)}/renewal-info/a%00b.c%00d")
     assert 400 <= answer.status_code < 500, answer.text
+
+
+def test_a_nul_in_a_contact_is_refused(client: RawClient) -> None:
+    fresh = RawClient.__new__(RawClient)
+    fresh.__dict__.update(client.__dict__)
+    fresh.kid = None
+    fresh.key = type(client.key).generate_key("P-256")
+    payload = {"termsOfServiceAgreed": True, "contact": ["mailto:a\x00b@example.com"]}
+    answer = fresh.post(client.directory["newAccount"], payload)
+    assert problem_type(answer) == "invalidContact", answer.text
+
+
+def test_a_nul_in_an_eab_kid_is_refused(client: RawClient) -> None:
+    fresh = RawClient.__new__(RawClient)
+    fresh.__dict__.update(client.__dict__)
+    fresh.kid = None
+    fresh.key = type(client.key).generate_key("P-256")
+    answer = fresh.register_bound("a\x00b", "c2VjcmV0LWtleS1vZi0zMi1ieXRlcy1pbi1iYXNlNjQ")
+    assert problem_type(answer) == "unauthorized", answer.text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"identifiers": [{"type": "dns", "value": "v\x00m"}]},
+        {"identifiers": [{"type": "dns\x00", "value": "vm"}]},
+        {**ORDER, "profile": "server\x00"},
+        {**ORDER, "replaces": "a\x00b.c"},
+    ],
+    ids=["identifier-value", "identifier-type", "profile", "replaces"],
+)
+def test_a_nul_in_a_new_order_is_refused(client: RawClient, payload: dict[str, object]) -> None:
+    answer = client.post(client.directory["newOrder"], payload)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert problem_type(answer) in (
+        "malformed",
+        "rejectedIdentifier",
+        "unsupportedIdentifier",
+        "invalidProfile",
+    )

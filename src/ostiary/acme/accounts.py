@@ -138,7 +138,13 @@ def check_contacts(value: object) -> list[str]:
         if not isinstance(item, str) or not item.startswith("mailto:"):
             raise AcmeProblem("unsupportedContact", "only mailto: contacts are supported")
         address = item.removeprefix("mailto:")
-        if address.count("@") != 1 or any(c in address for c in " ,<>\r\n") or len(item) > 254:
+        # One "@", no list separators, spaces or control characters (a NUL was stored on
+        # SQLite and a 500 on PostgreSQL), at most 254 characters.
+        if (
+            address.count("@") != 1
+            or len(item) > 254
+            or any(c in " ,<>\x7f" or c < " " for c in address)
+        ):
             raise AcmeProblem("invalidContact", f"not an email address: {address[:64]!r}")
         contacts.append(item)
     return contacts

@@ -12,6 +12,7 @@ operator's way to cut one client off. The JWS of the binding is checked by
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class EabKeyInfo:
     created_at: datetime
     bound_at: datetime | None
     account_id: str | None
+
+
+#: The key ids :func:`add_eab_key` makes: ``eab-`` and a base64url id.
+_KID = re.compile(r"eab-[A-Za-z0-9_-]{1,64}")
 
 
 def add_eab_key(
@@ -135,6 +140,8 @@ def remove_eab_key(
 
 def open_eab_key(store: Store, sealer: Sealer, provisioner: str, kid: str) -> bytes:
     """The HMAC key of an unbound key of ``provisioner``; :class:`Unauthorized` otherwise."""
+    if not _KID.fullmatch(kid):  # not one :func:`add_eab_key` makes (a NUL: a 500 on PostgreSQL)
+        raise Unauthorized("unknown external account key id")
     with store.transaction(read_only=True) as session:
         row = session.get(AcmeEabKey, kid)
         if row is None or row.provisioner != provisioner:
