@@ -121,6 +121,10 @@ NUL_PROBES = [
     ("POST", "/signing/keys/a%00b/sign", "officer"),
     ("POST", "/provisioners/a%00b/attest", "none"),
     ("POST", "/scep/a%00b/challenge", "none"),
+    ("GET", "/enroll/oidc/sign-in?provisioner=a%00b", "none"),
+    ("GET", "/enroll/oidc/callback?state=a%00b&code=c%00d", "none"),
+    ("GET", "/console/oidc/sign-in?provisioner=a%00b", "none"),
+    ("GET", "/console/oidc/callback?state=a%00b&code=c%00d", "none"),
     ("GET", "/scep/a%00b?operation=GetCACaps", "plain"),
     ("GET", "/crl/%00", "plain"),
 ]
