@@ -4,9 +4,11 @@
 future with its own lock and condition, the asyncio future chained to it by two callbacks,
 and, when the call returns, the result copied from one future to the other under that lock,
 three times (cancelled, exception, result). On the ACME path, one such hop per request, that
-was ~7 % of the server's CPU per order (docs/BENCHMARKS.md). :class:`BlockingCalls` hands the
-call to a thread through a queue and the thread sets the asyncio future's outcome with one
-``call_soon_threadsafe``; nothing else is shared.
+was ~7 % of the GIL-holding samples per order (py-spy) and 2 % of the instructions
+(callgrind), and the threads' lock traffic cost more than either shows: without it, a
+median +28 % orders/s at concurrency 8 (docs/BENCHMARKS.md). :class:`BlockingCalls` hands
+the call to a thread through a queue and the thread sets the asyncio future's outcome with
+one ``call_soon_threadsafe``; nothing else is shared.
 
 What :func:`asyncio.to_thread` promises, this keeps: a call waits in line for a free thread
 (as many as the loop's default executor would have: ``min(32, cores + 4)``), a call whose
