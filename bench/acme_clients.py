@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run as bench  # bench/run.py
-from acme_servers import HTTP01_PORT, SERVERS, Server
+from acme_servers import HTTP01_PORT, REFERENCES, SERVERS, Server, server_names
 
 NAME = "localhost"
 CLIENTS = ("certbot", "lego")
@@ -140,13 +140,22 @@ def measure(servers: list[str], count: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--servers", default="ostiary,caddy,pebble")
-    parser.add_argument("--certificates", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--servers",
+        type=server_names,
+        default="ostiary,caddy,pebble",
+        help="comma-separated, of ostiary, caddy, pebble",
+    )
+    parser.add_argument(
+        "--certificates", type=int, default=5, help="per client and server (the first apart)"
+    )
     args = parser.parse_args()
     if args.certificates < 1:
         parser.error("--certificates must be at least 1")
-    print(json.dumps(measure(args.servers.split(","), args.certificates), indent=2))
+    if references := REFERENCES & set(args.servers):
+        parser.error(f"{', '.join(sorted(references))}: the floor serves the lean client only")
+    print(json.dumps(measure(args.servers, args.certificates), indent=2))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 sys.path.insert(0, str(Path(__file__).parent))
 import acme_lean as lean  # bench/acme_lean.py
 import run as bench  # bench/run.py
-from acme_servers import HTTP01_PORT, REFERENCES, SERVERS, Server, caddy, ostiary, pebble
+from acme_servers import (
+    HTTP01_PORT,
+    REFERENCES,
+    SERVERS,
+    Server,
+    caddy,
+    ostiary,
+    pebble,
+    server_names,
+)
 
 # Also imported from here by bench/acme_instructions.py and helpers' scripts (the servers
 # moved to bench/acme_servers.py).
@@ -386,9 +395,14 @@ def _ratio(row: AcmeRow | None, over: float) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--servers", default="ostiary,caddy,pebble")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few orders per level")
+    parser.add_argument(
+        "--servers",
+        type=server_names,
+        default="ostiary,caddy,pebble",
+        help=f"comma-separated, of {', '.join(SERVERS)}",
+    )
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument(
         "--client",
@@ -399,7 +413,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     orders = {level: (max(8, level) if args.quick else max(60, level * 8)) for level in levels}
-    result = measure(args.servers.split(","), levels, orders, args.client)
+    result = measure(args.servers, levels, orders, args.client)
     print(json.dumps(result, indent=2))
 
 

@@ -16,6 +16,7 @@ writing durably to SQLite before it answers (``floor-durable``).
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
@@ -240,3 +241,14 @@ SERVERS = {
 }
 #: The references: measured beside the others, never the "faster peer" of a ratio.
 REFERENCES = frozenset({"floor", "floor-durable"})
+
+
+def server_names(value: str) -> list[str]:
+    """``--servers``: comma-separated names of :data:`SERVERS` (an argparse ``type``)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SERVERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown server {', '.join(unknown) or '(none)'}: choose from {', '.join(SERVERS)}"
+        )
+    return names

@@ -4,6 +4,7 @@ failure counted and said, never a figure for a run that got nothing.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.conftest import require_tool
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import acme_clients  # bench/acme_clients.py
-from acme_servers import Server  # bench/acme_servers.py
+from acme_servers import Server, server_names  # bench/acme_servers.py
 
 pytestmark = pytest.mark.slow
 
@@ -53,3 +54,11 @@ def test_a_failed_run_is_counted_and_said(own_acme_server: AcmeServer, tmp_path:
     assert (row.certificates, row.failed) == (0, 1)
     assert row.first_s is None and row.median_s is None
     assert failure is not None and failure.startswith("lego exit")
+
+
+def test_servers_are_named_from_the_bench_s_list() -> None:
+    assert server_names("ostiary, pebble") == ["ostiary", "pebble"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown server nosuch: choose from"):
+        server_names("ostiary,nosuch")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown server"):
+        server_names(",")
